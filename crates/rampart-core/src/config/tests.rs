@@ -1,0 +1,188 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const BASE: &str = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n";
+
+fn no_files(_: &str) -> Result<String, String> {
+    Err("no files in tests".into())
+}
+
+#[track_caller]
+fn check_err(text: &str, env: &[(&str, &str)], expected: &[&str]) {
+    let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let err = load(text, &env, &no_files).expect_err("config should be refused").to_string();
+    for e in expected {
+        assert!(err.contains(e), "expected {e:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn minimal_config_gets_a_catch_all_route() {
+    let policy = load(BASE, &[], &no_files).unwrap();
+    assert_eq!(policy.routes.len(), 1);
+    let r = policy.route(Some("x"), &http::Method::GET, "/anything/here").unwrap();
+    assert_eq!(&*r.name, "default");
+    assert_eq!(r.body_limit, compile::DEFAULT_BODY_LIMIT);
+    assert_eq!(policy.upstreams[r.upstream].targets[0].authority.as_str(), "127.0.0.1:8000");
+    assert_eq!(policy.metrics_listen.unwrap().port(), 9090);
+}
+
+#[test]
+fn first_matching_route_wins_and_policy_merges_defaults() {
+    let text = format!(
+        "{BASE}
+[upstreams.other]
+url = 'https://api.example.com/base/'
+[defaults]
+body_limit = '1 KiB'
+content_types = ['application/json']
+security_headers = {{ frame_options = 'SAMEORIGIN' }}
+[[routes]]
+name = 'uploads'
+path = '/api/upload/**'
+methods = ['PUT']
+body_limit = '5MiB'
+content_types_by_method = {{ PUT = ['application/octet-stream'] }}
+upstream = 'other'
+security_headers = {{ content_security_policy = '' }}
+[[routes]]
+name = 'api'
+path = '/api/**'
+"
+    );
+    let policy = load(&text, &[], &no_files).unwrap();
+    let put = policy.route(None, &http::Method::PUT, "/api/upload/x").unwrap();
+    assert_eq!(&*put.name, "uploads");
+    assert_eq!(put.body_limit, 5 * 1024 * 1024);
+    assert!(put.content_types.allows(&http::Method::PUT, Some("application/octet-stream")));
+    assert!(!put.content_types.allows(&http::Method::PUT, Some("application/json")));
+    let up = &policy.upstreams[put.upstream].targets[0];
+    assert!(up.https);
+    assert_eq!(up.base_path, "/base");
+    let names: Vec<&str> = put.security_headers.always.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(!names.contains(&"content-security-policy"));
+    let xfo = put.security_headers.always.iter().find(|(n, _)| n == "x-frame-options").unwrap();
+    assert_eq!(xfo.1, "SAMEORIGIN");
+
+    let post = policy.route(None, &http::Method::POST, "/api/upload/x").unwrap();
+    assert_eq!(&*post.name, "api");
+    assert_eq!(post.body_limit, 1024);
+    assert!(policy.route(None, &http::Method::GET, "/other").is_none());
+}
+
+#[test]
+fn unknown_keys_get_suggestions_and_lines() {
+    check_err(
+        &format!("{BASE}[server]\nlisten = '127.0.0.1:1'\ntrusted_proxy = []\n"),
+        &[],
+        &["server.trusted_proxy (line 6)", "did you mean `trusted_proxies`?"],
+    );
+    check_err(
+        &format!("{BASE}[[routes]]\npath = '/a'\nbody_limt = '1KiB'\n"),
+        &[],
+        &["routes[0].body_limt (line 6)", "did you mean `body_limit`?"],
+    );
+    check_err(&format!("{BASE}[sever]\n"), &[], &["did you mean `server`?"]);
+}
+
+#[test]
+fn semantic_errors_name_field_and_line_and_are_all_reported() {
+    check_err(
+        &format!(
+            "{BASE}[server]\nlisten = 'nope'\ntrusted_proxies = ['10.0.0.0/8', 'bad']\n[[routes]]\npath = 'api'\nupstream = 'defualt'\n[[routes]]\npath = '/b'\n[routes.cors]\nallow_origins = ['*']\nallow_credentials = true\n"
+        ),
+        &[],
+        &[
+            "server.listen (line 5)",
+            "server.trusted_proxies[1] (line 6)",
+            "routes[0].path (line 8)",
+            "did you mean `default`?",
+            "routes[1].cors.allow_origins[0] (line 13)",
+        ],
+    );
+}
+
+#[test]
+fn type_errors_and_syntax_errors_have_lines() {
+    check_err(&format!("{BASE}[server]\nmax_header_count = 'many'\n"), &[], &["server.max_header_count (line 5)"]);
+    check_err("version = 1\n[server\n", &[], &["line 2"]);
+    check_err(&format!("{BASE}[server]\nheader_read_timeout = '10 parsecs'\n"), &[], &["server.header_read_timeout"]);
+}
+
+#[test]
+fn version_is_required_and_checked() {
+    check_err("[upstreams.default]\nurl='http://a'\n", &[], &["version", "add `version = 1`"]);
+    check_err("version = 99\n", &[], &["version (line 1)", "newer"]);
+    check_err("version = 0\n", &[], &["not a config version"]);
+    check_err("version = 'one'\n", &[], &["must be an integer"]);
+}
+
+#[test]
+fn env_overrides_apply_and_errors_name_the_variable() {
+    let env = vec![
+        ("RAMPART_SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+        ("RAMPART_UPSTREAMS__DEFAULT__URL".to_string(), "http://10.1.1.1:81".to_string()),
+    ];
+    let policy = load(BASE, &env, &no_files).unwrap();
+    assert_eq!(policy.server.listen.port(), 9999);
+    assert_eq!(policy.upstreams[0].targets[0].authority.as_str(), "10.1.1.1:81");
+
+    check_err(BASE, &[("RAMPART_SERVER__LISTEN", "garbage")], &["server.listen (set by RAMPART_SERVER__LISTEN)"]);
+    check_err(BASE, &[("RAMPART_SERVER__LISTN", "x")], &["set by RAMPART_SERVER__LISTN", "did you mean `listen`"]);
+}
+
+#[test]
+fn secret_files_feed_values() {
+    let text = "version = 1\n[upstreams.default]\nurl_file = '/run/secrets/up'\n";
+    let policy = load(text, &[], &|p| {
+        assert_eq!(p, "/run/secrets/up");
+        Ok("http://127.0.0.2:7000\n".into())
+    })
+    .unwrap();
+    assert_eq!(policy.upstreams[0].targets[0].authority.as_str(), "127.0.0.2:7000");
+    check_err(text, &[], &["upstreams.default.url_file (line 3)", "cannot read"]);
+}
+
+#[test]
+fn defaults_may_not_match_and_upstreams_must_exist() {
+    check_err(&format!("{BASE}[defaults]\npath = '/x'\n"), &[], &["defaults.path (line 5)", "[[routes]]"]);
+    check_err("version = 1\n", &[], &["no upstreams are defined"]);
+    check_err("version = 1\n[upstreams.default]\nurl = 'ftp://x'\n", &[], &["upstreams.default.url (line 3)"]);
+    check_err("version = 1\n[upstreams.default]\nurl = 'http://u:p@x'\n", &[], &["credentials"]);
+}
+
+#[test]
+fn header_rewrites_refuse_hop_by_hop_and_bad_values() {
+    check_err(
+        &format!("{BASE}[defaults.request_headers]\nset = {{ connection = 'close', 'x-ok' = \"bad\\u0001\" }}\n"),
+        &[],
+        &["defaults.request_headers.set.connection", "hop-by-hop", "defaults.request_headers.set.x-ok"],
+    );
+}
+
+#[test]
+fn cors_wildcard_headers_with_credentials_refused() {
+    check_err(
+        &format!("{BASE}[defaults.cors]\nallow_origins = ['https://a.test']\nallow_headers = ['*']\nallow_credentials = true\n"),
+        &[],
+        &["defaults.cors.allow_headers[0]"],
+    );
+    check_err(&format!("{BASE}[defaults.cors]\nallow_origins = ['null']\n"), &[], &["defaults.cors.allow_origins[0]"]);
+}
+
+#[test]
+fn hostile_config_text_never_panics() {
+    let samples = [
+        "".to_string(),
+        "\0\0\0".to_string(),
+        "version = 1\n".repeat(3),
+        format!("version = 1\n{}", "[a]\n".repeat(1000)),
+        format!("version = 1\nx = {}", "[".repeat(5000)),
+        "version = 9223372036854775807".to_string(),
+        "version = -1".to_string(),
+    ];
+    for s in samples {
+        let _ = load(&s, &[], &no_files);
+    }
+}
