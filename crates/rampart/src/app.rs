@@ -1,0 +1,213 @@
+//! Assembling the gateway: config file to policy, policy to a service stack, and
+//! atomic replacement of both on reload.
+//!
+//! The whole stack is rebuilt from each new policy and swapped in with one
+//! pointer store, so a request runs entirely under one policy, old or new, never
+//! a mix. A policy that fails validation is never installed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use rampart_core::config::{ConfigError, ConfigErrors, ConfigPath, Policy};
+use tower::Layer;
+
+use crate::edge::client_ip::{ClientIpLayer, ClientIpService};
+use crate::edge::cors::{CorsLayer, CorsService};
+use crate::edge::geo::{GeoLayer, GeoService};
+use crate::edge::guard::{GuardConfig, RequestGuardLayer, RequestGuardService};
+use crate::edge::request_id::{RequestIdLayer, RequestIdService};
+use crate::edge::route::{RouteLayer, RouteService};
+use crate::edge::security_headers::{SecurityHeadersLayer, SecurityHeadersService};
+use crate::edge::trusted_hosts::{TrustedHostsLayer, TrustedHostsService};
+use crate::inspect::{InspectLayer, InspectService};
+use crate::limit::access::{AccessLayer, AccessService};
+use crate::limit::layer::{RateLimitLayer, RateLimitService, Stage};
+use crate::limit::shed::{ShedConfig, ShedLayer, ShedService};
+use crate::limit::LimitState;
+use crate::observe::audit::{AuditEvent, AuditKind, AuditSink};
+use crate::observe::{Metrics, ObserveLayer, ObserveService};
+use crate::proxy::{ProxyService, Upstream};
+
+/// The layers below CORS: shedding, rate limits (before and after
+/// authentication), inspection, then the proxy.
+type Limited = ShedService<RateLimitService<RateLimitService<InspectService<ProxyService>>>>;
+
+/// The full request path, outermost layer first.
+pub type Stack = RequestIdService<
+    ClientIpService<
+        RouteService<
+            ObserveService<
+                SecurityHeadersService<
+                    AccessService<GeoService<TrustedHostsService<RequestGuardService<CorsService<Limited>>>>>,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// One policy and the stack built from it.
+pub struct Runtime {
+    pub policy: Arc<Policy>,
+    pub stack: Stack,
+}
+
+/// The live runtime, replaced whole on reload.
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+/// Builds the stack for `policy`. Fails only when an upstream client cannot be
+/// built (e.g. an unreadable `ca_file`).
+pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitState>) -> anyhow::Result<Runtime> {
+    let policy = Arc::new(policy);
+    let upstreams =
+        policy.upstreams.iter().map(|u| Upstream::new(u.clone()).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    for up in &upstreams {
+        up.spawn_health_checks(metrics.clone());
+    }
+    let s = &policy.server;
+    let guard = GuardConfig {
+        max_uri_length: s.max_uri_length,
+        max_header_count: s.max_header_count,
+        max_header_bytes: s.max_header_bytes,
+        body_read_timeout: s.body_read_timeout,
+        min_body_rate: s.min_body_rate,
+        body_rate_grace: s.body_rate_grace,
+        path_options: s.path_options,
+        ..GuardConfig::default()
+    };
+    let limits = Arc::new(policy.limits.clone());
+    let proxy = ProxyService::new(upstreams.into(), metrics.clone());
+    // Innermost first; read bottom-up for the order a request meets them.
+    // Inspection last: its body buffering is the most expensive step, spent
+    // only on requests every cheaper check has let through.
+    let stack = InspectLayer::new(state.clone(), metrics.clone()).layer(proxy);
+    // Limits keyed by user, API key or tier, once authentication has run.
+    let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
+    // Limits keyed by address, route or globally: refused before any auth work.
+    let stack = RateLimitLayer::new(state.clone(), limits, Stage::Anonymous).layer(stack);
+    // Overload shedding and per-address concurrency, before spending on limits.
+    let shed = ShedConfig {
+        max_in_flight: s.max_in_flight,
+        shed_anonymous_at: s.shed_anonymous_at,
+        max_requests_per_ip: s.max_requests_per_ip,
+    };
+    let stack = ShedLayer::new(state.shed.clone(), shed).layer(stack);
+    // CORS answers preflights only for requests that passed the guards.
+    let stack = CorsLayer::new(None).layer(stack);
+    // Guards: cheap refusals of malformed and oversized requests.
+    let stack = RequestGuardLayer::new(guard).layer(stack);
+    // Host allow-list before any parsing of the request's content.
+    let stack = TrustedHostsLayer::new(s.trusted_hosts.clone()).layer(stack);
+    // Country rules and the country header.
+    let stack = GeoLayer::new(&policy.geo)?.layer(stack);
+    // Denied and banned addresses: the cheapest refusal of all.
+    let stack = AccessLayer::new(Arc::new(policy.access.clone()), state.clone()).layer(stack);
+    // Security headers wrap everything below, so errors carry them too.
+    let stack = SecurityHeadersLayer::new(policy.default_security_headers.clone()).layer(stack);
+    // Metrics and the access log see every request, refused or served, with its route.
+    let stack = ObserveLayer::new(metrics.clone(), policy.log.access_log).layer(stack);
+    // Route lookup once, for all layers below.
+    let stack = RouteLayer::new(policy.clone()).layer(stack);
+    // The client address, before anything keys on it.
+    let stack = ClientIpLayer::new(s.trusted_proxies.clone()).layer(stack);
+    // The request id first, so every response and log line has one.
+    let stack = RequestIdLayer.layer(stack);
+    Ok(Runtime { policy, stack })
+}
+
+/// Reads, validates and compiles a config file, including the checks that need
+/// I/O (TLS files, CA files).
+pub fn load_policy(path: &Path) -> Result<Policy, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: None,
+        line: None,
+        env_var: None,
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    load_policy_text(&text)
+}
+
+/// As [`load_policy`], from text.
+pub fn load_policy_text(text: &str) -> Result<Policy, ConfigErrors> {
+    let env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with(rampart_core::config::env::ENV_PREFIX)).collect();
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let policy = rampart_core::config::load(text, &env, &read)?;
+    let mut errs = Vec::new();
+    if let Some(tls) = &policy.server.tls {
+        if let Err(e) = crate::tls::load_certified_key(&tls.cert, &tls.key) {
+            errs.push(ConfigError::at(ConfigPath::parse("server.tls"), format!("{e:#}")));
+        }
+    }
+    for u in &policy.upstreams {
+        if let Some(ca) = &u.ca_file {
+            if let Err(e) = crate::proxy::client::read_certs(ca) {
+                let at = ConfigPath::parse("upstreams").push_key(&u.name).push_key("ca_file");
+                errs.push(ConfigError::at(at, format!("{e:#}")));
+            }
+        }
+    }
+    if let Some(db) = &policy.geo.database {
+        if let Err(e) = crate::edge::geo::GeoDb::open(db) {
+            errs.push(ConfigError::at(ConfigPath::parse("geo.database"), format!("{e:#}")));
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&policy.log.level) {
+        errs.push(ConfigError::at(ConfigPath::parse("log.level"), e.to_string()));
+    }
+    if errs.is_empty() {
+        Ok(policy)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Validates a new policy and, only if all is well, installs it. Either way the
+/// outcome goes to the audit log.
+pub fn reload(
+    shared: &SharedRuntime,
+    metrics: &Arc<Metrics>,
+    state: &Arc<LimitState>,
+    audit: &AuditSink,
+    result: Result<Policy, ConfigErrors>,
+) -> anyhow::Result<()> {
+    let outcome = result.map_err(|e| anyhow::anyhow!("{e}")).and_then(|policy| {
+        let old = shared.load();
+        if policy.server.listen != old.policy.server.listen || policy.metrics_listen != old.policy.metrics_listen {
+            tracing::warn!("listen addresses changed; they take effect at the next restart");
+        }
+        if policy.redis.as_ref().map(|r| r.url.expose()) != old.policy.redis.as_ref().map(|r| r.url.expose()) {
+            tracing::warn!("[redis] changed; it takes effect at the next restart");
+        }
+        if policy.storage.database.expose() != old.policy.storage.database.expose()
+            || policy.audit.enabled != old.policy.audit.enabled
+            || policy.audit.file != old.policy.audit.file
+            || policy.audit.queue != old.policy.audit.queue
+            || policy.audit.retention != old.policy.audit.retention
+        {
+            tracing::warn!("[storage] or [audit] changed; it takes effect at the next restart");
+        }
+        build_runtime(policy, metrics, state).context("building the new policy")
+    });
+    match outcome {
+        Ok(runtime) => {
+            audit.record(
+                AuditEvent::new(AuditKind::ConfigReloaded)
+                    .detail("routes", runtime.policy.routes.len())
+                    .detail("upstreams", runtime.policy.upstreams.len()),
+            );
+            shared.store(Arc::new(runtime));
+            metrics.reload(true);
+            tracing::info!("config reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            // Config errors name fields and lines, never secret values.
+            audit.record(AuditEvent::new(AuditKind::ConfigReloadFailed).detail("error", format!("{e:#}")));
+            metrics.reload(false);
+            tracing::error!(error = %format!("{e:#}"), "config reload refused; the running policy stays in force");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! CORS: preflights answered by the gateway, `Access-Control-*` headers on actual
+//! responses, `Vary: Origin` whenever the answer depends on the origin.
+//!
+//! A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) on a
+//! route with CORS is answered here: 204 with the allowed methods and headers, or
+//! a 403 problem naming what was refused. An actual request from a disallowed
+//! origin is passed on without CORS headers, so the browser withholds the response
+//! from the page. Routes without CORS pass everything through untouched.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use rampart_core::cors::CorsPolicy;
+use tower::{Layer, Service};
+
+use super::route::MatchedRoute;
+use super::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::problem::Problem;
+
+#[derive(Clone, Debug, Default)]
+pub struct CorsLayer {
+    policy: Option<Arc<CorsPolicy>>,
+}
+
+impl CorsLayer {
+    /// `policy` applies when no route matched (standalone use); `None` disables CORS there.
+    pub fn new(policy: Option<Arc<CorsPolicy>>) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S> Layer<S> for CorsLayer {
+    type Service = CorsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CorsService { inner, policy: self.policy.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CorsService<S> {
+    inner: S,
+    policy: Option<Arc<CorsPolicy>>,
+}
+
+fn add_origin_headers(headers: &mut http::HeaderMap, policy: &CorsPolicy, origin: &HeaderValue) {
+    let value = if policy.answers_wildcard() { HeaderValue::from_static("*") } else { origin.clone() };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    if policy.allows_credentials() {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+}
+
+fn add_vary_origin(headers: &mut http::HeaderMap) {
+    let already = headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("origin") || p.trim() == "*"))
+    });
+    if !already {
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+}
+
+impl<S: Inner> Service<HttpRequest> for CorsService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = LayerFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let policy = match req.extensions().get::<MatchedRoute>() {
+            Some(r) => r.0.cors.clone(),
+            None => self.policy.clone(),
+        };
+        let mut inner = take_ready(&mut self.inner);
+        let Some(policy) = policy else {
+            return Box::pin(inner.call(req));
+        };
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let preflight_method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned();
+
+        if let (true, Some(origin), Some(method)) = (req.method() == Method::OPTIONS, &origin, &preflight_method) {
+            let requested = req
+                .headers()
+                .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",");
+            let origin_str = origin.to_str().unwrap_or("");
+            let resp = match policy.check_preflight(origin_str, method.as_bytes(), &requested) {
+                Ok(()) => {
+                    let mut resp = Response::new(Body::empty());
+                    *resp.status_mut() = StatusCode::NO_CONTENT;
+                    let h = resp.headers_mut();
+                    add_origin_headers(h, &policy, origin);
+                    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, policy.allow_methods_value.clone());
+                    let allow_headers = match &policy.allow_headers_value {
+                        Some(v) => Some(v.clone()),
+                        None => HeaderValue::from_str(&requested).ok().filter(|v| !v.is_empty()),
+                    };
+                    if let Some(v) = allow_headers {
+                        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+                    }
+                    h.insert(header::ACCESS_CONTROL_MAX_AGE, policy.max_age_value.clone());
+                    add_vary_origin(h);
+                    resp
+                }
+                Err(e) => {
+                    let mut resp =
+                        Problem::new(StatusCode::FORBIDDEN, "cors-preflight-denied", "CORS preflight denied")
+                            .detail(e.to_string())
+                            .rejected_by("cors", "preflight")
+                            .into_response_for(req.extensions());
+                    add_vary_origin(resp.headers_mut());
+                    resp
+                }
+            };
+            return Box::pin(async move { Ok(resp) });
+        }
+
+        Box::pin(async move {
+            let mut resp = inner.call(req).await?;
+            let h = resp.headers_mut();
+            if let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| policy.allows_origin(s))) {
+                add_origin_headers(h, &policy, &origin);
+                if let Some(v) = &policy.expose_headers_value {
+                    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+                }
+            }
+            if !policy.answers_wildcard() {
+                add_vary_origin(h);
+            }
+            Ok(resp)
+        })
+    }
+}

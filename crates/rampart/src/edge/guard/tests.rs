@@ -1,0 +1,126 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use axum::body::Body;
+use bytes::Bytes;
+use tower::{service_fn, ServiceExt};
+
+fn cfg() -> GuardConfig {
+    GuardConfig {
+        max_uri_length: 64,
+        max_header_count: 5,
+        max_header_bytes: 200,
+        body_limit: 10,
+        body_read_timeout: Duration::from_millis(100),
+        min_body_rate: 0,
+        body_rate_grace: Duration::from_secs(1),
+        path_options: PathOptions { allow_encoded_slash: false },
+        content_types: ContentTypePolicy::new(&["application/json".into()], &[]).unwrap(),
+    }
+}
+
+/// An inner service that reads the whole body and maps body failures the way the
+/// proxy does.
+async fn run(req: HttpRequest) -> (u16, Option<String>) {
+    let svc = RequestGuardLayer::new(cfg()).layer(service_fn(|req: HttpRequest| async move {
+        let resp = match http_body_util::BodyExt::collect(req.into_body()).await {
+            Ok(_) => http::Response::new(Body::empty()),
+            Err(e) => {
+                let f = BodyFailure::of(&e).unwrap();
+                f.problem(10).into_response_with(None)
+            }
+        };
+        Ok::<_, std::convert::Infallible>(resp)
+    }));
+    let resp = svc.oneshot(req).await.unwrap();
+    let reason = resp.extensions().get::<crate::problem::Rejection>().map(|r| r.reason.to_string());
+    (resp.status().as_u16(), reason)
+}
+
+#[track_caller]
+fn check(req: HttpRequest, status: u16, reason: Option<&str>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let (s, r) = rt.block_on(run(req));
+    assert_eq!((s, r.as_deref()), (status, reason));
+}
+
+fn get(uri: &str) -> HttpRequest {
+    http::Request::get(uri).body(Body::empty()).unwrap()
+}
+
+#[test]
+fn uri_path_and_query() {
+    check(get("/ok?a=1"), 200, None);
+    check(get(&format!("/{}", "a".repeat(80))), 414, Some("uri_too_long"));
+    check(get("/a/%2e%2e/etc/passwd"), 400, Some("path_traversal"));
+    check(get("/a/..%2Fb"), 400, Some("bad_path"));
+    check(get("/a%00b"), 400, Some("nul_byte"));
+    check(get("/a%zz"), 400, Some("bad_encoding"));
+    check(get("/a%252e%252e/"), 400, Some("bad_encoding"));
+    check(get("/q?x=%00"), 400, Some("bad_query"));
+    check(get("/q?x=%4"), 400, Some("bad_query"));
+    check(get("/q?x=%"), 400, Some("bad_query"));
+    check(get("/q?x=%41%42"), 200, None);
+}
+
+#[test]
+fn header_floods() {
+    let mut b = http::Request::get("/");
+    for i in 0..6 {
+        b = b.header(format!("x-h{i}"), "v");
+    }
+    check(b.body(Body::empty()).unwrap(), 431, Some("headers_too_large"));
+    let big = http::Request::get("/").header("x-big", "v".repeat(300)).body(Body::empty()).unwrap();
+    check(big, 431, Some("headers_too_large"));
+}
+
+fn post(ct: Option<&str>, body: Body, len: Option<usize>) -> HttpRequest {
+    let mut b = http::Request::post("/");
+    if let Some(ct) = ct {
+        b = b.header("content-type", ct);
+    }
+    if let Some(n) = len {
+        b = b.header("content-length", n);
+    }
+    b.body(body).unwrap()
+}
+
+#[test]
+fn content_types_and_declared_length() {
+    check(post(Some("application/json"), Body::from("{}"), Some(2)), 200, None);
+    check(post(Some("text/xml"), Body::from("<a/>"), Some(4)), 415, Some("content_type"));
+    check(post(None, Body::from("x"), Some(1)), 415, Some("content_type"));
+    check(post(Some("application/json"), Body::from("x".repeat(11)), Some(11)), 413, Some("body_too_large"));
+    // No body: no content-type needed.
+    check(http::Request::post("/").body(Body::empty()).unwrap(), 200, None);
+}
+
+#[test]
+fn streamed_body_over_limit_without_length() {
+    let chunks = futures_util::stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(b"abcd"))));
+    check(post(Some("application/json"), Body::from_stream(chunks), None), 413, Some("body_too_large"));
+}
+
+#[test]
+fn stalled_body_times_out() {
+    let chunks = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"{")) })
+        .chain(futures_util::stream::pending());
+    use futures_util::StreamExt;
+    check(post(Some("application/json"), Body::from_stream(chunks), None), 408, Some("body_timeout"));
+}
+
+#[test]
+fn trickling_body_is_cut_off_by_the_minimum_rate() {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        // One byte every 60 ms: never idle for the 100 ms timeout, but ~16 B/s.
+        let chunks = futures_util::stream::iter(0..40).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(b"a"))
+        });
+        let body = MinRateBody::new(Body::from_stream(chunks), 100, Duration::from_millis(300));
+        let err = http_body_util::BodyExt::collect(body).await.unwrap_err();
+        assert_eq!(BodyFailure::of(&*err), Some(BodyFailure::TooSlow));
+    });
+}

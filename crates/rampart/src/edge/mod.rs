@@ -1,0 +1,73 @@
+//! Edge layers: the cheap checks every request passes before anything expensive.
+//!
+//! Each protection is a `tower::Layer` usable on its own in any axum or hyper
+//! service (see `examples/axum_layers.rs`); `crate::app` stacks them in the order
+//! of the design (request id → client IP → route → observe → security headers →
+//! trusted hosts → guards → CORS → proxy). Every rejection is an RFC 9457 problem
+//! carrying the request id.
+//!
+//! Layers talk to each other only through request extensions: [`ConnInfo`] (set by
+//! the server per connection), [`request_id::RequestId`],
+//! [`rampart_core::client_ip::ClientInfo`] and [`route::MatchedRoute`].
+
+pub mod client_ip;
+pub mod cors;
+pub mod geo;
+pub mod guard;
+pub mod request_id;
+pub mod route;
+pub mod security_headers;
+pub mod trusted_hosts;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tower::Service;
+
+/// Facts about the connection a request arrived on, inserted by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The client connection was TLS terminated by Rampart.
+    pub tls: bool,
+}
+
+/// The request and response types every layer in the stack speaks.
+pub type HttpRequest = Request<Body>;
+pub type HttpResponse = Response<Body>;
+/// Errors never leave the stack: each layer turns them into problem responses.
+pub type LayerFuture = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+
+/// The bound every inner service of an edge layer satisfies.
+pub trait Inner:
+    Service<HttpRequest, Response = HttpResponse, Error = Infallible, Future = Self::Fut> + Clone + Send + 'static
+{
+    type Fut: std::future::Future<Output = Result<HttpResponse, Infallible>> + Send + 'static;
+}
+
+impl<S> Inner for S
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Fut = S::Future;
+}
+
+/// Takes the ready service out of `slot`, leaving a fresh clone behind, as tower
+/// requires when a call's future outlives `&mut self`.
+pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
+
+/// The host a request was addressed to: the URI authority (HTTP/2, absolute-form)
+/// or the `Host` header, with any port left on (host patterns ignore it).
+pub fn request_host(req: &HttpRequest) -> Option<&str> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str());
+    }
+    req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok())
+}

@@ -1,0 +1,72 @@
+//! Route lookup: normalises the path and finds the first matching route, once per
+//! request, so every later layer reads the same decision from the extensions.
+//!
+//! A path that cannot be normalised safely is not refused here; the verdict is
+//! recorded as a [`PathCheck`] and the guard layer refuses it, so that the
+//! rejection is logged and counted like any other.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rampart_core::config::{Policy, RoutePolicy};
+use rampart_core::path::{normalize_path, PathError};
+use tower::{Layer, Service};
+
+use super::{request_host, take_ready, HttpRequest, Inner};
+
+/// The route a request matched.
+#[derive(Clone, Debug)]
+pub struct MatchedRoute(pub Arc<RoutePolicy>);
+
+/// The outcome of path normalisation.
+#[derive(Clone, Copy, Debug)]
+pub struct PathCheck(pub Result<(), PathError>);
+
+#[derive(Clone, Debug)]
+pub struct RouteLayer {
+    policy: Arc<Policy>,
+}
+
+impl RouteLayer {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteService { inner, policy: self.policy.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteService<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+impl<S: Inner> Service<HttpRequest> for RouteService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: HttpRequest) -> Self::Future {
+        let (check, route) = match normalize_path(req.uri().path(), &self.policy.server.path_options) {
+            Ok(path) => {
+                let route = self.policy.route(request_host(&req), req.method(), &path).cloned();
+                (PathCheck(Ok(())), route)
+            }
+            Err(e) => (PathCheck(Err(e)), None),
+        };
+        req.extensions_mut().insert(check);
+        if let Some(route) = route {
+            req.extensions_mut().insert(MatchedRoute(route));
+        }
+        take_ready(&mut self.inner).call(req)
+    }
+}

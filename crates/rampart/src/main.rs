@@ -1,0 +1,461 @@
+//! The `rampart` command line: `serve`, `demo`, `check-config`, `ban`, `top`,
+//! `audit`, `echo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rampart::app::{load_policy, load_policy_text};
+use rampart::Gateway;
+use rampart_core::config::{LogFormat, Policy};
+
+#[derive(Parser)]
+#[command(name = "rampart", version, about = "A security gateway for HTTP APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without a config file (no --config, no ./rampart.toml) it
+    /// runs the demo: the gateway in front of a built-in echo upstream.
+    Serve {
+        /// Config file (default: ./rampart.toml).
+        #[arg(long, short, env = "RAMPART_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the gateway in front of a built-in echo upstream, on loopback.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Validate a config file the way `serve` would, and exit.
+    CheckConfig {
+        /// Config file (default: ./rampart.toml).
+        path: Option<PathBuf>,
+    },
+    /// Manage bans on a running gateway (through its operations listener).
+    Ban {
+        #[command(subcommand)]
+        action: BanAction,
+        /// Config of the running gateway, to find its operations listener.
+        #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Check, read and search the audit log (the database and the file of the config).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        /// Config that names the database and the audit file.
+        #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Show the heaviest client addresses of the last minute.
+    Top {
+        #[arg(long, short, env = "RAMPART_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run only the echo upstream (for benchmarks and experiments).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum BanAction {
+    /// Ban an address on every instance (shared through Redis when configured).
+    Add {
+        ip: std::net::IpAddr,
+        /// How long, e.g. `30m`, `24h`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Lift a ban.
+    Remove { ip: std::net::IpAddr },
+    /// List bans in force.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chains of the database and the file; exits 1 naming the
+    /// first bad record.
+    Verify {
+        /// Check only this JSON-lines file (no config needed).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print the last records, one JSON object per line.
+    Tail {
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        lines: usize,
+    },
+    /// Print the newest matching records (oldest first), one JSON object per line.
+    Search {
+        /// e.g. `ban_added`, `auth_failure`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The opaque subject id.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Only records this recent, e.g. `1h`, `7d`.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+const DEFAULT_CONFIG: &str = "rampart.toml";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve { config: None }) {
+            Command::Serve { config } => serve(config).await,
+            Command::Demo { listen } => demo(listen).await,
+            Command::CheckConfig { path } => check_config(path.as_deref()),
+            Command::Echo { listen } => echo(listen).await,
+            Command::Ban { action, config } => ban(action, config.as_deref()).await,
+            Command::Top { config } => top(config.as_deref()).await,
+            Command::Audit { action, config } => audit(action, config.as_deref()).await,
+        }
+    });
+    // A blocking write that never returns (an audit file on a dead mount or a
+    // pipe nobody reads) must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(policy: &Policy) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&policy.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let _ = match policy.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
+    let path = path.unwrap_or(Path::new(DEFAULT_CONFIG));
+    match load_policy(path) {
+        Ok(policy) => {
+            println!(
+                "{}: ok ({} route(s), {} upstream(s), listening on {})",
+                path.display(),
+                policy.routes.len(),
+                policy.upstreams.len(),
+                policy.server.listen
+            );
+            Ok(())
+        }
+        Err(errs) => {
+            eprintln!("{}: {} problem(s)", path.display(), errs.0.len());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            anyhow::bail!("invalid config")
+        }
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = match config {
+        Some(p) => p,
+        None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => {
+            eprintln!("No config given and no ./{DEFAULT_CONFIG}: starting the demo (see `rampart --help`).");
+            return demo("127.0.0.1:8080".parse()?).await;
+        }
+    };
+    let policy = load_policy(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    init_logging(&policy);
+    let gateway = Gateway::start(policy).await?;
+    run_until_signalled(gateway, Some(path)).await
+}
+
+async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let upstream = rampart::echo::spawn("127.0.0.1:0".parse()?).await?;
+    // The demo's database and audit log go to a directory of its own, not
+    // wherever it happens to be started.
+    let data = std::env::temp_dir().join(format!("rampart-demo-{}", std::process::id()));
+    let (db_path, audit_path) = (data.join("rampart.db"), data.join("audit.jsonl"));
+    let database = toml::Value::String(format!("sqlite://{}", db_path.display()));
+    let audit_file = toml::Value::String(audit_path.display().to_string());
+    let text = format!(
+        r#"version = 1
+[server]
+listen = "{listen}"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[log]
+format = "text"
+[storage]
+database = {database}
+[audit]
+file = {audit_file}
+[upstreams.default]
+url = "http://{upstream}"
+[defaults.cors]
+allow_origins = ["http://localhost:*", "http://127.0.0.1:*"]
+"#,
+        metrics_port = if listen.port() == 0 { 0 } else { 9090 },
+    );
+    let (audit, db) = (audit_path.display(), db_path.display());
+    let policy = load_policy_text(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&policy);
+    let gateway = Gateway::start(policy).await?;
+    let a = gateway.addr;
+    let ops = gateway.ops_addr.map_or("disabled".to_string(), |o| o.to_string());
+    println!(
+        r#"
+  Rampart demo: gateway on http://{a} in front of a built-in echo upstream (http://{upstream}).
+
+  Try:
+    curl -i http://{a}/hello?name=world            # proxied; see the headers Rampart adds
+    curl -i http://{a}/../etc/passwd --path-as-is  # refused: 400 problem document
+    curl -i -X OPTIONS http://{a}/x -H 'Origin: https://evil.test' -H 'Access-Control-Request-Method: POST'
+    curl -s http://{ops}/metrics | grep rampart_requests_total
+
+  Audit log: {audit} and {db}.
+  Ctrl-C stops it. For a real upstream, see examples/rampart.toml.
+"#
+    );
+    let result = run_until_signalled(gateway, None).await;
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+/// The operations listener's base URL and admin token, from the config.
+fn ops_endpoint(config: Option<&Path>) -> anyhow::Result<(String, Option<String>)> {
+    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let addr =
+        policy.metrics_listen.ok_or_else(|| anyhow::anyhow!("[metrics] listen is disabled in {}", path.display()))?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Ok((format!("http://{host}:{}", addr.port()), policy.admin_token.map(|t| t.expose().to_string())))
+}
+
+/// One request to the operations listener; returns the body, or an error with
+/// the server's problem detail.
+async fn ops_call(
+    config: Option<&Path>,
+    method: http::Method,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<String> {
+    use http_body_util::{BodyExt, Full};
+    let (base, token) = ops_endpoint(config)?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("{base} did not answer"))?
+        .map_err(|e| anyhow::anyhow!("cannot reach the gateway at {base}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if !status.is_success() {
+        anyhow::bail!("{status}: {text}");
+    }
+    Ok(text)
+}
+
+async fn ban(action: BanAction, config: Option<&Path>) -> anyhow::Result<()> {
+    match action {
+        BanAction::Add { ip, ttl, reason } => {
+            let body = serde_json::json!({ "ip": ip.to_string(), "ttl": ttl, "reason": reason }).to_string();
+            ops_call(config, http::Method::POST, "/bans", Some(body)).await?;
+            println!("banned {ip} for {ttl}");
+        }
+        BanAction::Remove { ip } => {
+            ops_call(config, http::Method::DELETE, &format!("/bans/{ip}"), None).await?;
+            println!("ban on {ip} lifted");
+        }
+        BanAction::List => {
+            let text = ops_call(config, http::Method::GET, "/bans", None).await?;
+            let bans: Vec<rampart::limit::bans::Ban> = serde_json::from_str(&text)?;
+            let now = rampart::limit::bans::now_ms();
+            println!("{:<40} {:>10}  {:<20} reason", "address", "ends in", "source");
+            for b in bans {
+                println!("{:<40} {:>9}s  {:<20} {}", b.ip, b.until_ms.saturating_sub(now) / 1000, b.source, b.reason);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn top(config: Option<&Path>) -> anyhow::Result<()> {
+    let text = ops_call(config, http::Method::GET, "/top", None).await?;
+    let top: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    println!("{:<40} {:>10} {:>10}", "address", "requests", "± error");
+    for t in top {
+        println!("{:<40} {:>10} {:>10}", t["ip"].as_str().unwrap_or("?"), t["requests"], t["error"]);
+    }
+    Ok(())
+}
+
+async fn audit(action: AuditAction, config: Option<&Path>) -> anyhow::Result<()> {
+    use rampart::observe::audit::{verify_file, AuditQuery};
+    use rampart::store::audit::AuditStore;
+    use rampart::store::{redact_url, Database};
+
+    if let AuditAction::Verify { file: Some(file) } = &action {
+        return match verify_file(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+            Ok(n) => {
+                println!("{}: ok, {n} record(s)", file.display());
+                Ok(())
+            }
+            Err(e) => anyhow::bail!("{}: {e}", file.display()),
+        };
+    }
+    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let url = policy.storage.database.expose();
+    let shown = redact_url(url);
+    let db = Database::connect_existing(url).await.map_err(|e| anyhow::anyhow!("storage.database ({shown}): {e:#}"))?;
+    let file = Some(PathBuf::from(&policy.audit.file)).filter(|f| !f.as_os_str().is_empty() && f.exists());
+
+    match action {
+        AuditAction::Verify { .. } => {
+            let mut failures = Vec::new();
+            let mut checked = 0;
+            if let Some(db) = &db {
+                checked += 1;
+                match db.verify().await? {
+                    Ok(n) => println!("database {shown}: ok, {n} record(s)"),
+                    Err(e) => failures.push(format!("database {shown}: {e}")),
+                }
+            }
+            if let Some(file) = &file {
+                checked += 1;
+                match verify_file(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+                    Ok(n) => println!("file {}: ok, {n} record(s)", file.display()),
+                    Err(e) => failures.push(format!("file {}: {e}", file.display())),
+                }
+            }
+            if checked == 0 {
+                anyhow::bail!("nothing to verify: neither the database ({shown}) nor audit.file exists");
+            }
+            if !failures.is_empty() {
+                anyhow::bail!("the audit log was tampered with:\n  {}", failures.join("\n  "));
+            }
+        }
+        AuditAction::Tail { lines } => {
+            print_records(
+                audit_query(db.as_ref(), file.as_deref(), &AuditQuery { limit: lines, ..AuditQuery::default() })
+                    .await?,
+            );
+        }
+        AuditAction::Search { kind, subject, ip, since, limit } => {
+            let kind = kind.map(|k| k.parse()).transpose().map_err(|e: String| anyhow::anyhow!(e))?;
+            let since_ms = match since {
+                Some(s) => {
+                    let d = humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--since {s}: {e}"))?;
+                    let ago = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    Some(rampart::observe::audit::now_ms().saturating_sub(ago))
+                }
+                None => None,
+            };
+            let query = AuditQuery { kind, subject, ip, since_ms, limit };
+            print_records(audit_query(db.as_ref(), file.as_deref(), &query).await?);
+        }
+    }
+    Ok(())
+}
+
+/// Reads from the database when it holds a log, else from the file.
+async fn audit_query(
+    db: Option<&rampart::store::Database>,
+    file: Option<&Path>,
+    query: &rampart::observe::audit::AuditQuery,
+) -> anyhow::Result<Vec<rampart::observe::audit::AuditRecord>> {
+    use rampart::store::audit::AuditStore;
+    if let Some(db) = db {
+        if db.head().await?.is_some() {
+            return db.search(query).await;
+        }
+    }
+    let Some(file) = file else { return Ok(Vec::new()) };
+    let (records, unreadable) =
+        rampart::observe::audit::search_file(file, query).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if unreadable > 0 {
+        eprintln!("{}: {unreadable} unreadable line(s) skipped (see `rampart audit verify`)", file.display());
+    }
+    Ok(records)
+}
+
+fn print_records(records: Vec<rampart::observe::audit::AuditRecord>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for r in records {
+        if let Ok(line) = serde_json::to_string(&r) {
+            if writeln!(out, "{line}").is_err() {
+                // Closed pipe (`| head`): stop quietly.
+                return;
+            }
+        }
+    }
+}
+
+async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
+    let addr = rampart::echo::spawn(listen).await?;
+    println!("echo upstream on http://{addr}");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// Serves until SIGTERM/SIGINT (graceful shutdown); SIGHUP reloads `config`.
+async fn run_until_signalled(gateway: Gateway, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match &config {
+                Some(path) => {
+                    tracing::info!(path = %path.display(), "SIGHUP: reloading config");
+                    let _ = gateway.reload(load_policy(path));
+                }
+                None => tracing::info!("SIGHUP ignored: no config file"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    gateway.shutdown();
+    gateway.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

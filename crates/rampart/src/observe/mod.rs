@@ -1,0 +1,188 @@
+//! Evidence: access logs, metrics, health and the audit log ([`audit`]).
+//!
+//! [`ObserveLayer`] sits right after route lookup so that every request, refused
+//! or served, is counted once and logged once, with the route it matched. The
+//! access log line is written when the response body has been sent (or dropped),
+//! so it carries the real byte count and total duration, like nginx's.
+//!
+//! **Invariant:** the access log names only the method, the path without its
+//! query, the route, the client address and numbers. Query strings, headers,
+//! cookies and bodies are never logged, so tokens cannot leak into logs.
+
+pub mod abuse;
+pub mod alerts;
+pub mod audit;
+pub mod health;
+pub mod metrics;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use rampart_core::client_ip::ClientInfo;
+use tower::{Layer, Service};
+
+use crate::edge::request_id::RequestId;
+use crate::edge::route::MatchedRoute;
+use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::problem::Rejection;
+use crate::proxy::UpstreamTiming;
+pub use metrics::Metrics;
+
+#[derive(Clone, Debug)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+impl ObserveLayer {
+    pub fn new(metrics: Arc<Metrics>, access_log: bool) -> Self {
+        Self { metrics, access_log }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = ObserveService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService { inner, metrics: self.metrics.clone(), access_log: self.access_log }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ObserveService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+/// Everything the access log line needs, gathered while the request is served.
+struct AccessRecord {
+    metrics: Arc<Metrics>,
+    log: bool,
+    started: Instant,
+    request_id: Option<RequestId>,
+    client_ip: Option<std::net::IpAddr>,
+    method: http::Method,
+    path: String,
+    route: Arc<str>,
+    status: u16,
+    upstream_ms: Option<f64>,
+    rejection: Option<Rejection>,
+}
+
+impl AccessRecord {
+    fn finish(self, bytes: u64) {
+        self.metrics.in_flight().dec();
+        if !self.log {
+            return;
+        }
+        let (layer, reason) = self.rejection.map_or(("", ""), |r| (r.layer, r.reason));
+        tracing::info!(
+            target: "rampart::access",
+            request_id = self.request_id.as_ref().map_or("", RequestId::as_str),
+            client_ip = %self.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+            method = %self.method,
+            path = %self.path,
+            route = %self.route,
+            status = self.status,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms = self.upstream_ms,
+            bytes = bytes,
+            rejected_by = layer,
+            reason = reason,
+            "request"
+        );
+    }
+}
+
+const NO_ROUTE: &str = "none";
+
+impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = LayerFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let started = Instant::now();
+        self.metrics.in_flight().inc();
+        let ext = req.extensions();
+        let route: Arc<str> = ext.get::<MatchedRoute>().map_or_else(|| Arc::from(NO_ROUTE), |r| r.0.name.clone());
+        let mut record = AccessRecord {
+            metrics: self.metrics.clone(),
+            log: self.access_log,
+            started,
+            request_id: ext.get::<RequestId>().cloned(),
+            client_ip: ext.get::<ClientInfo>().map(|c| c.ip),
+            method: req.method().clone(),
+            path: if self.access_log { req.uri().path().to_string() } else { String::new() },
+            route,
+            status: 0,
+            upstream_ms: None,
+            rejection: None,
+        };
+        let mut inner = take_ready(&mut self.inner);
+        Box::pin(async move {
+            let resp = inner.call(req).await?;
+            record.status = resp.status().as_u16();
+            record.rejection = resp.extensions().get::<Rejection>().copied();
+            record.upstream_ms = resp.extensions().get::<UpstreamTiming>().map(|t| t.0.as_secs_f64() * 1000.0);
+            record.metrics.observe_request(&record.route, record.status, started.elapsed());
+            if let Some(r) = record.rejection {
+                record.metrics.rejection(r.layer, r.reason);
+            }
+            Ok(resp.map(|body| Body::new(ObservedBody { inner: body, bytes: 0, record: Some(Box::new(record)) })))
+        })
+    }
+}
+
+pin_project! {
+    /// The response body, counting bytes and writing the access record at its end.
+    struct ObservedBody {
+        #[pin]
+        inner: Body,
+        bytes: u64,
+        record: Option<Box<AccessRecord>>,
+    }
+
+    impl PinnedDrop for ObservedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(record) = this.record.take() {
+                record.finish(*this.bytes);
+            }
+        }
+    }
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                *this.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,166 @@
+//! An upstream: its pooled client (HTTP/1.1 and HTTP/2, plain or TLS verified
+//! against the web PKI plus any configured extra roots), its targets with their
+//! breakers and health, target selection, and active health checks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::Body;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rampart_core::config::model::Balance;
+use rampart_core::config::UpstreamSettings;
+
+use super::breaker::{Permit, TargetState};
+use crate::observe::Metrics;
+use rustls::pki_types::CertificateDer;
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// One upstream: its settings, its connection pool and its targets.
+#[derive(Debug)]
+pub struct Upstream {
+    pub settings: UpstreamSettings,
+    pub client: UpstreamClient,
+    pub targets: Vec<Arc<TargetState>>,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    /// Builds the client; reads `ca_file` when one is set.
+    pub fn new(settings: UpstreamSettings) -> anyhow::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &settings.ca_file {
+            for cert in read_certs(path)? {
+                roots.add(cert).with_context(|| format!("upstream {}: bad CA certificate in {path}", settings.name))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS setup")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let connector = if settings.http2 {
+            builder.enable_http1().enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle);
+        // Plain-text HTTP/2 can only be spoken with prior knowledge.
+        if settings.http2 && settings.targets.iter().all(|t| !t.https) {
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
+        let targets = settings.targets.iter().map(|t| TargetState::new(t.clone(), settings.breaker.clone())).collect();
+        Ok(Self { settings, client, targets, next: AtomicUsize::new(0) })
+    }
+
+    /// A target for the next attempt, skipping `tried` ones while others are
+    /// available; or, when every target is out (breaker open or unhealthy), how
+    /// long until one may be back.
+    pub fn pick(&self, tried: &[usize]) -> Result<(usize, Permit), Duration> {
+        let now = Instant::now();
+        let n = self.targets.len();
+        let order: Vec<usize> = match self.settings.balance {
+            Balance::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).map(|i| (start + i) % n).collect()
+            }
+            Balance::LeastInFlight => {
+                let mut idx: Vec<usize> = (0..n).collect();
+                // Ties go round-robin so equal targets share the load.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                idx.sort_by_key(|&i| (self.targets[i].in_flight(), (i + n - start % n) % n));
+                idx
+            }
+        };
+        let fresh = order.iter().copied().filter(|i| !tried.contains(i));
+        let again = order.iter().copied().filter(|i| tried.contains(i));
+        let mut soonest = Duration::from_secs(1);
+        for i in fresh.chain(again) {
+            match self.targets[i].try_acquire(now) {
+                Ok(p) => return Ok((i, p)),
+                Err(wait) => soonest = soonest.min(wait.max(Duration::from_millis(1))),
+            }
+        }
+        Err(soonest)
+    }
+
+    /// Starts the active health checks, if configured; they stop when the
+    /// upstream is dropped (at the next reload).
+    pub fn spawn_health_checks(self: &Arc<Self>, metrics: Arc<Metrics>) {
+        let Some(hc) = self.settings.health_check.clone() else { return };
+        for (i, _) in self.targets.iter().enumerate() {
+            let weak = Arc::downgrade(self);
+            let (hc, metrics) = (hc.clone(), metrics.clone());
+            tokio::spawn(async move {
+                let (mut ok_run, mut fail_run) = (0u32, 0u32);
+                let mut tick = tokio::time::interval(hc.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(up) = weak.upgrade() else { return };
+                    let t = &up.targets[i];
+                    let scheme = if t.target.https { "https" } else { "http" };
+                    let uri = format!("{scheme}://{}{}{}", t.target.authority, t.target.base_path, hc.path);
+                    let req = http::Request::get(uri)
+                        .header(http::header::HOST, t.target.host_header.clone())
+                        .body(Body::empty());
+                    let ok = match req {
+                        Ok(req) => matches!(
+                            tokio::time::timeout(hc.timeout, up.client.request(req)).await,
+                            Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection()
+                        ),
+                        Err(_) => false,
+                    };
+                    if ok {
+                        (ok_run, fail_run) = (ok_run.saturating_add(1), 0);
+                    } else {
+                        (ok_run, fail_run) = (0, fail_run.saturating_add(1));
+                    }
+                    let verdict = if fail_run >= hc.unhealthy_after {
+                        Some(false)
+                    } else if ok_run >= hc.healthy_after {
+                        Some(true)
+                    } else {
+                        None
+                    };
+                    if let Some(healthy) = verdict {
+                        if t.set_healthy(healthy) {
+                            tracing::warn!(upstream = %up.settings.name, target = %t.label, healthy, "health check verdict changed");
+                        }
+                        metrics.upstream_healthy(&up.settings.name, &t.label, healthy);
+                    }
+                }
+            });
+        }
+    }
+}
+
+pub fn read_certs(path: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{path} is not a PEM certificate file"))?;
+    anyhow::ensure!(!certs.is_empty(), "{path} holds no certificate");
+    Ok(certs)
+}

@@ -1,0 +1,181 @@
+//! Header handling between client and upstream: hop-by-hop removal (RFC 9110
+//! §7.6.1, including headers named in `Connection`) and the forwarding headers
+//! `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239).
+//!
+//! Forwarding headers from the client are kept only when the peer is a trusted
+//! proxy; otherwise they are replaced, so the upstream never sees a chain the
+//! client made up.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rampart_core::client_ip::ClientInfo;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers, and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// What the forwarding headers say about one hop.
+pub struct Hop<'a> {
+    pub client: &'a ClientInfo,
+    pub peer: std::net::IpAddr,
+    /// The scheme the client used to reach us (or the trusted proxy in front).
+    pub https: bool,
+    /// The `Host` the client asked for.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let proto = if hop.https { "https" } else { "http" };
+    let peer = hop.peer.to_string();
+    if hop.client.via_trusted_proxy {
+        // Keep the trusted chain and add the hop we saw.
+        append_list(headers, X_FORWARDED_FOR, &peer);
+        let element = forwarded_element(&peer, proto, hop.host);
+        append_list(headers, header::FORWARDED, &element);
+        if !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+        }
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            if let Some(h) = hop.host {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
+        }
+    } else {
+        if let Ok(v) = HeaderValue::from_str(&peer) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&forwarded_element(&peer, proto, hop.host)) {
+            headers.insert(header::FORWARDED, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+        match hop.host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+fn proto_static(https: bool) -> &'static str {
+    if https {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+fn forwarded_element(ip: &str, proto: &str, host: Option<&HeaderValue>) -> String {
+    // RFC 7239: IPv6 addresses are quoted and bracketed.
+    let node = if ip.contains(':') { format!("\"[{ip}]\"") } else { ip.to_string() };
+    let mut s = format!("for={node};proto={proto}");
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            s.push_str(";host=");
+            s.push_str(h);
+        } else {
+            s.push_str(";host=\"");
+            s.push_str(&h.replace(['"', '\\'], ""));
+            s.push('"');
+        }
+    }
+    s
+}
+
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let joined = {
+        let existing: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+        if existing.is_empty() {
+            item.to_string()
+        } else {
+            format!("{}, {item}", existing.join(", "))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn info(ip: &str, trusted: bool) -> ClientInfo {
+        ClientInfo { ip: ip.parse().unwrap(), forwarded_https: false, via_trusted_proxy: trusted }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn untrusted_peer_chain_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let host = HeaderValue::from_static("api.example.com");
+        let client = info("203.0.113.5", false);
+        set_forwarded(&mut h, &Hop { client: &client, peer: client.ip, https: false, host: Some(&host) });
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5");
+        assert_eq!(h["forwarded"], "for=203.0.113.5;proto=http;host=api.example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_extended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let client = info("1.1.1.1", true);
+        set_forwarded(&mut h, &Hop { client: &client, peer: "::1".parse().unwrap(), https: false, host: None });
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

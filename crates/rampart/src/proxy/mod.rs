@@ -1,0 +1,313 @@
+//! The proxy: forwards a request that passed every layer to its route's upstream
+//! and streams the answer back.
+//!
+//! Bodies stream both ways (nothing is buffered). Hop-by-hop headers are removed
+//! in both directions, forwarding headers set ([`headers`]), the route's header
+//! rewrites applied, and WebSocket (HTTP/1.1 `Upgrade`) connections tunnelled
+//! once the upstream agrees with `101`. Failures map to problems: 502 when the
+//! upstream cannot be reached or breaks the exchange, 504 when it does not answer
+//! within the route's timeout, and 413/408 when the client's body broke a limit
+//! while streaming.
+
+pub mod breaker;
+pub mod client;
+pub mod headers;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::{self, HeaderValue};
+use http::{StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper_util::rt::TokioIo;
+use rampart_core::client_ip::ClientInfo;
+use tower::Service;
+
+pub use client::Upstream;
+
+use crate::edge::guard::BodyFailure;
+use crate::edge::request_id::RequestId;
+use crate::edge::route::MatchedRoute;
+use crate::edge::{ConnInfo, HttpRequest, HttpResponse, LayerFuture};
+use crate::observe::metrics::Metrics;
+use crate::problem::Problem;
+
+/// How long the upstream took to send its response head; read by the access log.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTiming(pub Duration);
+
+/// The innermost service of the stack.
+#[derive(Clone, Debug)]
+pub struct ProxyService {
+    upstreams: Arc<[Arc<Upstream>]>,
+    metrics: Arc<Metrics>,
+}
+
+impl ProxyService {
+    pub fn new(upstreams: Arc<[Arc<Upstream>]>, metrics: Arc<Metrics>) -> Self {
+        Self { upstreams, metrics }
+    }
+}
+
+impl Service<HttpRequest> for ProxyService {
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = LayerFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.forward(req).await) })
+    }
+}
+
+fn is_upgrade(req: &HttpRequest) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// The path sent upstream: the upstream's base path, then the request path with
+/// the route's `strip_prefix` removed (only at a segment boundary), then the query.
+fn upstream_path_and_query(base: &str, strip: Option<&str>, path: &str, query: Option<&str>) -> String {
+    let mut rest = path;
+    if let Some(prefix) = strip {
+        if let Some(after) = path.strip_prefix(prefix) {
+            if after.is_empty() || after.starts_with('/') {
+                rest = if after.is_empty() { "/" } else { after };
+            }
+        }
+    }
+    let mut out = String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    out.push_str(base);
+    out.push_str(rest);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Methods whose repetition has no further effect (RFC 9110 §9.2.2).
+fn is_idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+impl ProxyService {
+    async fn forward(&self, mut req: HttpRequest) -> HttpResponse {
+        let Some(MatchedRoute(route)) = req.extensions().get::<MatchedRoute>().cloned() else {
+            return Problem::new(StatusCode::NOT_FOUND, "no-route", "Not found")
+                .detail("no route matches this request")
+                .rejected_by("route", "no_route")
+                .into_response_for(req.extensions());
+        };
+        let Some(up) = self.upstreams.get(route.upstream).cloned() else {
+            return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                .into_response_for(req.extensions());
+        };
+        let settings = &up.settings;
+
+        let upgrade = if is_upgrade(&req) { req.headers().get(header::UPGRADE).cloned() } else { None };
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let conn = req.extensions().get::<ConnInfo>().copied();
+        let client = req.extensions().get::<ClientInfo>().copied();
+        let request_id = req.extensions().get::<RequestId>().cloned();
+        let original_host = req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let headers = req.headers_mut();
+        headers::strip_hop_by_hop(headers);
+        if let Some(client) = &client {
+            let https = conn.is_some_and(|c| c.tls) || client.forwarded_https;
+            let peer = conn.map_or(client.ip, |c| c.peer.ip());
+            headers::set_forwarded(headers, &headers::Hop { client, peer, https, host: original_host.as_ref() });
+        }
+        route.request_headers.apply(headers);
+        if let Some(proto) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, proto.clone());
+        }
+        let (path, query) = (req.uri().path().to_string(), req.uri().query().map(str::to_string));
+
+        // A request can be sent again only if repeating it is harmless and
+        // nothing of it has been consumed: idempotent, bodiless, not an upgrade.
+        let retryable = is_idempotent(req.method()) && req.body().is_end_stream() && upgrade.is_none();
+        let attempts = if retryable { settings.retries.attempts.max(1) } else { 1 };
+        let timeout = route.timeout.unwrap_or(settings.response_timeout);
+        let mut original = Some(req);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut backoff = settings.retries.backoff;
+
+        for attempt in 1..=attempts {
+            let (index, permit) = match up.pick(&tried) {
+                Ok(p) => p,
+                Err(wait) => {
+                    self.metrics.upstream_error(&settings.name, "circuit_open");
+                    return Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream-unavailable",
+                        "Upstream unavailable",
+                    )
+                    .detail("the upstream is failing and temporarily taken out of service")
+                    .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+                    .rejected_by("proxy", "circuit_open")
+                    .into_response_with(request_id.as_ref());
+                }
+            };
+            tried.push(index);
+            let target = permit.target().target.clone();
+            // The last attempt (or the only one) sends the original request and
+            // its body; earlier ones send bodiless copies.
+            let mut req = if attempt == attempts {
+                match original.take() {
+                    Some(r) => r,
+                    None => break,
+                }
+            } else {
+                match original.as_ref().map(copy_bodiless) {
+                    Some(r) => r,
+                    None => break,
+                }
+            };
+            let pq = upstream_path_and_query(&target.base_path, route.strip_prefix.as_deref(), &path, query.as_deref());
+            let uri = Uri::builder()
+                .scheme(if target.https { "https" } else { "http" })
+                .authority(target.authority.clone())
+                .path_and_query(pq)
+                .build();
+            let Ok(uri) = uri else {
+                return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+                    .detail("the request target cannot be forwarded")
+                    .rejected_by("proxy", "bad_target")
+                    .into_response_with(request_id.as_ref());
+            };
+            let host = match (&original_host, settings.preserve_host) {
+                (Some(h), true) => h.clone(),
+                _ => target.host_header.clone(),
+            };
+            req.headers_mut().insert(header::HOST, host);
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_11;
+
+            let started = Instant::now();
+            let result = tokio::time::timeout(timeout, up.client.request(req)).await;
+            let elapsed = started.elapsed();
+            self.metrics.observe_upstream(&settings.name, elapsed);
+
+            let mut resp = match result {
+                Err(_) => {
+                    // The upstream may have acted on it: never retried.
+                    permit.finish(false);
+                    self.metrics.upstream_error(&settings.name, "timeout");
+                    return Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
+                        .detail("the upstream did not answer in time")
+                        .rejected_by("proxy", "upstream_timeout")
+                        .into_response_with(request_id.as_ref());
+                }
+                Ok(Err(e)) => {
+                    if let Some(f) = BodyFailure::of(&e) {
+                        drop(permit);
+                        return f.problem(route.body_limit).into_response_with(request_id.as_ref());
+                    }
+                    permit.finish(false);
+                    let connect = e.is_connect();
+                    self.metrics.upstream_error(&settings.name, if connect { "connect" } else { "protocol" });
+                    tracing::warn!(upstream = %settings.name, target = %target.authority, attempt, error = %error_chain(&e), "upstream request failed");
+                    if connect && attempt < attempts {
+                        tokio::time::sleep(backoff).await;
+                        backoff = backoff.saturating_mul(2);
+                        continue;
+                    }
+                    return Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
+                        .detail("the upstream could not be reached or broke the exchange")
+                        .rejected_by("proxy", "upstream_error")
+                        .into_response_with(request_id.as_ref());
+                }
+                Ok(Ok(resp)) => resp,
+            };
+            let failed = matches!(resp.status().as_u16(), 502..=504);
+            permit.finish(!failed);
+
+            match (resp.status(), client_upgrade) {
+                (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) => {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        let (Ok(c), Ok(u)) = tokio::join!(client_side, upstream_side) else {
+                            tracing::debug!("upgrade did not complete");
+                            return;
+                        };
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    });
+                }
+                _ => headers::strip_hop_by_hop(resp.headers_mut()),
+            }
+            route.response_headers.apply(resp.headers_mut());
+            resp.extensions_mut().insert(UpstreamTiming(elapsed));
+            return resp.map(Body::new);
+        }
+        Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
+            .detail("the upstream could not be reached")
+            .rejected_by("proxy", "upstream_error")
+            .into_response_with(request_id.as_ref())
+    }
+}
+
+/// A copy of a bodiless request for a retry: method, URI, version and headers.
+fn copy_bodiless(req: &HttpRequest) -> HttpRequest {
+    let mut copy = http::Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// "outer: inner: innermost", for logs (never includes request data).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_paths() {
+        let check = |base, strip, path, q, want: &str| assert_eq!(upstream_path_and_query(base, strip, path, q), want);
+        check("", None, "/a/b", None, "/a/b");
+        check("/base", None, "/a", Some("x=1"), "/base/a?x=1");
+        check("", Some("/api"), "/api/users", None, "/users");
+        check("", Some("/api"), "/api", None, "/");
+        check("", Some("/api"), "/apix/users", None, "/apix/users");
+        check("/v2", Some("/api"), "/api/u", Some("q"), "/v2/u?q");
+    }
+}

@@ -1,0 +1,372 @@
+//! The listener: accepts connections (plain or TLS), serves HTTP/1.1 and HTTP/2
+//! on each with the current stack, and shuts down gracefully.
+//!
+//! Connection-level protections live here: the header-read timeout (slowloris),
+//! the TLS handshake timeout, HTTP/2 header-list limits. On shutdown the listener
+//! stops accepting at once, `/readyz` turns 503, in-flight requests get up to
+//! `shutdown_timeout` to finish, and what is left is then closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rampart_core::config::Policy;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Service;
+
+use crate::app::{build_runtime, reload, SharedRuntime};
+use crate::edge::ConnInfo;
+use crate::limit::LimitState;
+use crate::observe::audit::AuditSink;
+use crate::observe::health::{ops_router, Health};
+use crate::observe::Metrics;
+use crate::store::{redact_url, Database};
+use crate::tls::ReloadingCert;
+
+/// A running gateway.
+pub struct Gateway {
+    /// The address the proxy listens on (the real port when config said `:0`).
+    pub addr: SocketAddr,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    pub ops_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Counters, bans and shedding state, kept across reloads.
+    pub limits: Arc<LimitState>,
+    /// The audit log (a no-op sink when `[audit] enabled = false`).
+    pub audit: Arc<AuditSink>,
+    /// Webhook alerts (off when `[alerts]` names no webhook or no rules).
+    pub alerts: Arc<crate::observe::alerts::AlertEngine>,
+    shared: SharedRuntime,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts serving `policy`.
+    pub async fn start(policy: Policy) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let settings = policy.server.clone();
+        let metrics_listen = policy.metrics_listen;
+        let admin_token = policy.admin_token.clone();
+        // The database first: a bad `storage.database` fails the start before
+        // anything else is spawned.
+        let audit = start_audit(&policy, &metrics).await?;
+        let alerts = crate::observe::alerts::AlertEngine::start(&policy.alerts, metrics.clone());
+        let limits = LimitState::new(&policy, &metrics, &health)?;
+        limits.set_audit(audit.clone());
+        if alerts.is_enabled() {
+            let engine = alerts.clone();
+            audit.subscribe(move |e| {
+                let context = e.subject.clone().or_else(|| e.ip.map(|ip| ip.to_string()));
+                engine.observe(e.kind.as_str(), context.as_deref());
+            });
+        }
+        let runtime = build_runtime(policy, &metrics, &limits)?;
+        let shared: SharedRuntime = Arc::new(ArcSwap::from_pointee(runtime));
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let ops_addr = match metrics_listen {
+            Some(a) => {
+                let ops = TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics)"))?;
+                let ops_addr = ops.local_addr()?;
+                let router = ops_router(metrics.clone(), health.clone(), limits.clone(), admin_token.clone());
+                let mut rx = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let stop = async move { stopped(&mut rx).await };
+                    if let Err(e) = axum::serve(ops, router.into_make_service_with_connect_info::<SocketAddr>())
+                        .with_graceful_shutdown(stop)
+                        .await
+                    {
+                        tracing::error!(error = %e, "operations listener failed");
+                    }
+                });
+                Some(ops_addr)
+            }
+            None => None,
+        };
+
+        let tls = match &settings.tls {
+            Some(t) => {
+                let cert = ReloadingCert::new(&t.cert, &t.key)?;
+                let watcher = cert.watch(t.reload_interval);
+                Some((crate::tls::acceptor(cert, settings.http2)?, watcher))
+            }
+            None => None,
+        };
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            // hyper's own limits sit above ours so that the guard layer, not
+            // hyper, answers ordinary excess with a problem document.
+            .max_headers(settings.max_header_count.saturating_mul(2).max(200))
+            .max_buf_size((settings.max_header_bytes + settings.max_uri_length).saturating_mul(2).max(64 * 1024));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30));
+        if !settings.http2 {
+            builder = builder.http1_only();
+        }
+
+        health.set_serving(true);
+        let accept = AcceptLoop {
+            listener,
+            builder,
+            tls,
+            conns: ConnectionCaps {
+                per_ip: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
+                max_per_ip: settings.max_connections_per_ip,
+                max_requests: settings.max_requests_per_connection,
+                metrics: metrics.clone(),
+            },
+            shared: shared.clone(),
+            handshake_timeout: settings.header_read_timeout,
+            shutdown_timeout: settings.shutdown_timeout,
+            health: health.clone(),
+        };
+        let done = tokio::spawn(accept.run(shutdown_rx));
+        tracing::info!(%addr, ops = ?ops_addr, "rampart listening");
+        Ok(Self { addr, ops_addr, metrics, health, limits, audit, alerts, shared, shutdown, done })
+    }
+
+    /// Installs a new policy if it is valid; the running one stays otherwise.
+    pub fn reload(&self, policy: Result<Policy, rampart_core::config::ConfigErrors>) -> anyhow::Result<()> {
+        reload(&self.shared, &self.metrics, &self.limits, &self.audit, policy)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.shared.load().policy.clone()
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the gateway has stopped (after [`Gateway::shutdown`]), then
+    /// writes what the audit queue still holds (giving up after 5 s, so a stuck
+    /// disk cannot hold the process).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+        if tokio::time::timeout(Duration::from_secs(5), self.audit.close()).await.is_err() {
+            tracing::warn!("the audit log did not finish writing within 5 s; queued events may be lost");
+        }
+    }
+}
+
+/// Opens `[storage] database` and starts the audit log, when it is enabled.
+async fn start_audit(policy: &Policy, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<AuditSink>> {
+    if !policy.audit.enabled {
+        return AuditSink::start(&policy.audit, None, metrics.clone());
+    }
+    // The URL is a secret: use it only to connect, and name it redacted.
+    let url = policy.storage.database.expose();
+    let db =
+        Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
+    tracing::info!(backend = db.backend(), database = %redact_url(url), "database open");
+    AuditSink::start(&policy.audit, Some(db), metrics.clone()).context("audit")
+}
+
+/// Resolves once shutdown has been requested (or the sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Per-address connection counting, and the per-connection request cap.
+#[derive(Clone)]
+struct ConnectionCaps {
+    /// Only addresses with open connections are present, so this is bounded by
+    /// the number of open connections.
+    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    max_per_ip: usize,
+    max_requests: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// Holds one connection's place in the per-address count.
+struct ConnectionSlot {
+    caps: ConnectionCaps,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.caps.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionCaps {
+    /// A slot for a new connection from `ip`, or `None` when it has too many.
+    /// Trusted proxies are exempt: all their clients share their address.
+    fn admit(&self, ip: std::net::IpAddr, trusted: bool) -> Option<Option<ConnectionSlot>> {
+        if self.max_per_ip == 0 || trusted {
+            return Some(None);
+        }
+        let ip = ip.to_canonical();
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.get(&ip).copied().unwrap_or(0);
+        if n >= self.max_per_ip {
+            self.metrics.connection_refused("per_ip_cap");
+            return None;
+        }
+        map.insert(ip, n + 1);
+        Some(Some(ConnectionSlot { caps: self.clone(), ip }))
+    }
+}
+
+struct AcceptLoop {
+    listener: TcpListener,
+    conns: ConnectionCaps,
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<(tokio_rustls::TlsAcceptor, tokio::task::JoinHandle<()>)>,
+    shared: SharedRuntime,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
+    health: Arc<Health>,
+}
+
+impl AcceptLoop {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let graceful = GracefulShutdown::new();
+        let builder = Arc::new(self.builder);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let trusted = self.shared.load().policy.server.trusted_proxies.contains(peer.ip());
+            let Some(slot) = self.conns.admit(peer.ip(), trusted) else {
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let max_requests = self.conns.max_requests;
+            match &self.tls {
+                None => {
+                    let svc = connection_service(self.shared.clone(), ConnInfo { peer, tls: false }, max_requests);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                    let watched = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        if let Err(e) = watched.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Some((acceptor, _)) => {
+                    let acceptor = acceptor.clone();
+                    let watcher = graceful.watcher();
+                    let builder = builder.clone();
+                    let svc = connection_service(self.shared.clone(), ConnInfo { peer, tls: true }, max_requests);
+                    let handshake_timeout = self.handshake_timeout;
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        self.health.set_serving(false);
+        if let Some((_, watcher)) = &self.tls {
+            watcher.abort();
+        }
+        tracing::info!(connections = graceful.count(), "shutting down; draining in-flight requests");
+        if tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await.is_err() {
+            tracing::warn!("shutdown timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+/// The per-connection hyper service: tags each request with its connection and
+/// runs it through the stack in force at that moment.
+#[derive(Clone)]
+struct ConnectionService {
+    shared: SharedRuntime,
+    conn: ConnInfo,
+    served: Arc<std::sync::atomic::AtomicU64>,
+    max_requests: u64,
+}
+
+fn connection_service(shared: SharedRuntime, conn: ConnInfo, max_requests: u64) -> ConnectionService {
+    ConnectionService { shared, conn, served: Arc::default(), max_requests }
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
+    type Response = crate::edge::HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = crate::edge::LayerFuture;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(self.conn);
+        let mut stack = self.shared.load().stack.clone();
+        let n = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.max_requests == 0 || n < self.max_requests || req.version() != http::Version::HTTP_11 {
+            return stack.call(req);
+        }
+        // The connection's last request: ask hyper to close it afterwards, so
+        // one client cannot pin a connection (and its per-address slot) forever.
+        let fut = stack.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            Ok(resp)
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! TLS termination with rustls: TLS 1.2 and 1.3 only, HTTP/2 offered by ALPN, and
+//! the certificate and key reloaded when their files change, without dropping a
+//! connection. A bad new pair (unreadable, mismatched) is logged and the running
+//! certificate stays in place.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::client::read_certs;
+
+/// Serves the current certificate to every handshake.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    current: ArcSwap<CertifiedKey>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    seen: Mutex<Option<FileStamp>>,
+}
+
+type FileStamp = [(Option<SystemTime>, u64); 2];
+
+fn stamp(paths: [&PathBuf; 2]) -> FileStamp {
+    paths.map(|p| match std::fs::metadata(p) {
+        Ok(m) => (m.modified().ok(), m.len()),
+        Err(_) => (None, 0),
+    })
+}
+
+/// Reads and checks a PEM certificate chain and private key.
+pub fn load_certified_key(cert: &str, key: &str) -> anyhow::Result<CertifiedKey> {
+    let chain = read_certs(cert)?;
+    let pem = std::fs::read(key).with_context(|| format!("cannot read {key}"))?;
+    let der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("{key} is not a PEM private key"))?
+        .with_context(|| format!("{key} holds no private key"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing =
+        provider.key_provider.load_private_key(der).with_context(|| format!("{key}: unsupported private key"))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match().with_context(|| format!("{key} does not belong to the certificate in {cert}"))?;
+    Ok(ck)
+}
+
+impl ReloadingCert {
+    pub fn new(cert: &str, key: &str) -> anyhow::Result<Arc<Self>> {
+        let ck = load_certified_key(cert, key)?;
+        let (cert_path, key_path) = (PathBuf::from(cert), PathBuf::from(key));
+        let seen = Mutex::new(Some(stamp([&cert_path, &key_path])));
+        Ok(Arc::new(Self { current: ArcSwap::from_pointee(ck), cert_path, key_path, seen }))
+    }
+
+    /// Reloads when either file changed since the last look. Returns whether a new
+    /// certificate was installed.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = stamp([&self.cert_path, &self.key_path]);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.as_ref() == Some(&now) {
+                return false;
+            }
+            *seen = Some(now);
+        }
+        let (cert, key) = (self.cert_path.to_string_lossy(), self.key_path.to_string_lossy());
+        match load_certified_key(&cert, &key) {
+            Ok(ck) => {
+                self.current.store(Arc::new(ck));
+                tracing::info!(cert = %cert, "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(cert = %cert, error = %format!("{e:#}"), "TLS certificate reload failed; keeping the current one");
+                false
+            }
+        }
+    }
+
+    /// Checks the files every `interval` until the returned task is aborted.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.reload_if_changed();
+            }
+        })
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A TLS acceptor using `cert`, offering h2 (when enabled) and http/1.1.
+pub fn acceptor(cert: Arc<ReloadingCert>, http2: bool) -> anyhow::Result<TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS setup")?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    cfg.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}

@@ -1,0 +1,183 @@
+//! The `rampart` binary: check-config, SIGHUP reload, SIGTERM drain, the demo.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+async fn wait_ready(ops_port: u16) {
+    for _ in 0..100 {
+        if let Ok(r) = client().get(format!("http://127.0.0.1:{ops_port}/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gateway did not become ready");
+}
+
+#[test]
+fn check_config_reports_every_problem_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[server]\nlisten = '127.0.0.1:8080'\ntrusted_proxy = ['10.0.0.0/8']\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.trusted_proxy (line 4)"), "{err}");
+    assert!(err.contains("did you mean `trusted_proxies`?"), "{err}");
+
+    let bad2 = dir.path().join("bad2.toml");
+    std::fs::write(&bad2, "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n[[routes]]\npath = 'api'\n[[routes]]\npath = '/b'\nupstream = 'nope'\n").unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&bad2).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(err.contains("routes[0].path (line 5)") && err.contains("routes[1].upstream (line 8)"), "{err}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n").unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Environment overrides are part of validation, and named when wrong.
+    let out =
+        Command::new(BIN).arg("check-config").arg(&good).env("RAMPART_SERVER__LISTEN", "nonsense").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set by RAMPART_SERVER__LISTEN"));
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_sigterm_drains() {
+    let up = start_upstream().await;
+    let (port, ops) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rampart.toml");
+    let write = |route: &str| {
+        std::fs::write(
+            &path,
+            format!("version = 1\n[server]\nlisten = '127.0.0.1:{port}'\n[audit]\nenabled = false\n[metrics]\nlisten = '127.0.0.1:{ops}'\n[upstreams.default]\nurl = 'http://{up}'\n[[routes]]\npath = '{route}'\n[[routes]]\npath = '/slow/**'\n"),
+        )
+        .unwrap()
+    };
+    write("/one/**");
+    let child = Running(
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(ops).await;
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(client().get(format!("{base}/one/a")).send().await.unwrap().status(), 200);
+
+    write("/two/**");
+    signal(&child.0, "HUP");
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if client().get(format!("{base}/two/a")).send().await.unwrap().status() == 200 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "SIGHUP did not install the new routes");
+    assert_eq!(client().get(format!("{base}/one/a")).send().await.unwrap().status(), 404);
+
+    // A broken file on SIGHUP keeps the running policy.
+    std::fs::write(&path, "version = 1\n[server\n").unwrap();
+    signal(&child.0, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client().get(format!("{base}/two/a")).send().await.unwrap().status(), 200);
+
+    // SIGTERM while a request is in flight: it finishes, then the process exits 0.
+    let inflight = tokio::spawn({
+        let u = format!("{base}/slow/600");
+        async move { client().get(u).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut child = child;
+    signal(&child.0, "TERM");
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("rampart did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(inflight.await.unwrap(), "slow done", "in-flight request was cut off");
+    let logs =
+        BufReader::new(child.0.stdout.take().unwrap()).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert!(logs.contains("config reload refused"), "{logs}");
+    assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
+    assert!(logs.contains("\"target\":\"rampart::access\""), "{logs}");
+}
+
+#[tokio::test]
+async fn demo_runs_with_nothing_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // `serve` without a config and without ./rampart.toml runs the demo; the
+    // environment overrides still apply, which keeps this test off fixed ports.
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("serve")
+            .env("RAMPART_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RAMPART_METRICS__LISTEN", "127.0.0.1:0")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(banner.contains(&format!("http://127.0.0.1:{port}")), "{banner}");
+    assert!(banner.contains("curl"), "{banner}");
+    let v: serde_json::Value =
+        client().get(format!("http://127.0.0.1:{port}/hello?x=1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["path"], "/hello");
+    assert_eq!(v["query"], "x=1");
+}

@@ -1,0 +1,255 @@
+//! Shared test fixtures: a real upstream HTTP server on a socket, and a gateway
+//! started in-process from config text on an ephemeral port.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use futures_util::StreamExt;
+use rampart::Gateway;
+use tokio::net::TcpListener;
+
+/// What the upstream saw, echoed back as JSON.
+async fn echo(req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut size = 0usize;
+    let mut chunks = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(c) = stream.next().await {
+        match c {
+            Ok(c) => {
+                size += c.len();
+                chunks += 1;
+            }
+            Err(_) => return (http::StatusCode::BAD_REQUEST, "body error").into_response(),
+        }
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.to_string(), v.into());
+            }
+        }
+    }
+    let body = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": size,
+        "body_chunks": chunks,
+    });
+    ([("content-type", "application/json"), ("server", "uvicorn"), ("x-powered-by", "FastAPI")], body.to_string())
+        .into_response()
+}
+
+async fn slow(Path(ms): Path<u64>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    "slow done"
+}
+
+/// Streams `n` chunks 50 ms apart, so a test can see the first before the last.
+async fn drip(Path(n): Path<usize>) -> Response {
+    let s = futures_util::stream::iter(0..n).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(format!("chunk{i}\n")))
+    });
+    Response::new(Body::from_stream(s))
+}
+
+async fn hop_headers() -> Response {
+    let mut r = Response::new(Body::from("hop"));
+    r.headers_mut().insert("connection", "x-upstream-hop".parse().unwrap());
+    r.headers_mut().insert("x-upstream-hop", "secret".parse().unwrap());
+    r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+    r
+}
+
+pub fn upstream_router() -> Router {
+    Router::new()
+        .route("/slow/{ms}", get(slow))
+        .route("/drip/{n}", get(drip))
+        .route("/hop", get(hop_headers))
+        .route(
+            "/echo-body",
+            any(|body: axum::body::Bytes| async move { ([("content-type", "application/octet-stream")], body) }),
+        )
+        .route("/cost/{amount}", any(|Path(a): Path<String>| async move { ([("x-rampart-cost", a)], "charged") }))
+        .route("/status/{code}", any(|Path(c): Path<u16>| async move { http::StatusCode::from_u16(c).unwrap() }))
+        .fallback(echo)
+}
+
+/// Starts the upstream on an ephemeral port (HTTP/1.1 and h2c).
+pub async fn start_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, upstream_router()).await.unwrap() });
+    addr
+}
+
+/// A config with the given upstream URL, ephemeral listeners and `extra` TOML
+/// appended (which may add sections and routes).
+pub fn config(upstream: &str, extra: &str) -> String {
+    config_with(upstream, "", extra)
+}
+
+/// As [`config`], with `server` lines added to the `[server]` table. The audit
+/// log is off, so that tests write nothing into the source tree (audit tests
+/// build their own config with temporary paths).
+pub fn config_with(upstream: &str, server: &str, extra: &str) -> String {
+    format!(
+        "version = 1\n[server]\nlisten = '127.0.0.1:0'\nbody_read_timeout = '500ms'\n{server}\n[metrics]\nlisten = '127.0.0.1:0'\n[log]\naccess_log = false\n[audit]\nenabled = false\n[upstreams.default]\nurl = '{upstream}'\n{extra}"
+    )
+}
+
+pub async fn gateway(text: &str) -> Gateway {
+    let policy = rampart::app::load_policy_text(text).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    Gateway::start(policy).await.unwrap()
+}
+
+/// Starts an upstream and a gateway in front of it with `extra` config.
+pub async fn setup(extra: &str) -> (Gateway, SocketAddr) {
+    setup_with("", extra).await
+}
+
+/// As [`setup`], with `server` lines added to the `[server]` table.
+pub async fn setup_with(server: &str, extra: &str) -> (Gateway, SocketAddr) {
+    let up = start_upstream().await;
+    let gw = gateway(&config_with(&format!("http://{up}"), server, extra)).await;
+    (gw, up)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+pub fn url(gw: &Gateway, path: &str) -> String {
+    format!("http://{}{}", gw.addr, path)
+}
+
+/// Sends raw bytes on a fresh connection and returns what comes back until the
+/// server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses the JSON body of a problem response and checks its shape.
+pub async fn problem(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], status);
+    assert_eq!(v["request_id"], id.as_str());
+    assert!(v["type"].as_str().unwrap().starts_with("urn:rampart:problem:"));
+    v
+}
+
+/// The test Redis shared by the suite (`scripts/test` starts it), if any.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("RAMPART_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("skipped: RAMPART_TEST_REDIS_URL not set (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `redis-server` child process of the test's own (so it can be killed and
+/// restarted), stopped when dropped.
+pub struct OwnRedis {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub async fn start(port: u16) -> Self {
+        use std::process::{Command, Stdio};
+        let bin = std::env::var("RAMPART_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let server = Self { child, port };
+        let url = server.url();
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(client) = redis::Client::open(url.as_str()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                        return server;
+                    }
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server on {port} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, …) to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success(), "kill {signal}");
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `ok` every 20 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut ok: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if ok().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

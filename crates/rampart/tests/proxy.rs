@@ -1,0 +1,277 @@
+//! The reverse proxy against a real upstream over sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+#[tokio::test]
+async fn forwards_with_forwarding_headers_and_security_headers() {
+    let (gw, up) = setup("").await;
+    let resp = client()
+        .get(url(&gw, "/v1/things?id=7&x=%20y"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-request-id", "client-id-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert!(h.contains_key("permissions-policy"));
+    assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h.contains_key("content-security-policy"));
+    assert!(!h.contains_key("server"), "upstream Server header must be removed");
+    assert!(!h.contains_key("x-powered-by"));
+    assert!(!h.contains_key("strict-transport-security"), "no HSTS over plain HTTP");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["path"], "/v1/things");
+    assert_eq!(v["query"], "id=7&x=%20y");
+    let uh = &v["headers"];
+    // The spoofed chain from an untrusted peer is replaced by the real peer.
+    assert_eq!(uh["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(uh["forwarded"], format!("for=127.0.0.1;proto=http;host={}", gw.addr));
+    assert_eq!(uh["x-forwarded-proto"], "http");
+    assert_eq!(uh["x-forwarded-host"], gw.addr.to_string());
+    assert_eq!(uh["x-request-id"], "client-id-1");
+    assert_eq!(uh["host"], up.to_string());
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_is_kept_and_extended() {
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.0/8']", "").await;
+    let v: serde_json::Value = client()
+        .get(url(&gw, "/x"))
+        .header("x-forwarded-for", "203.0.113.7, 10.9.9.9")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.7, 10.9.9.9, 127.0.0.1");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+}
+
+#[tokio::test]
+async fn hsts_when_a_trusted_proxy_says_https() {
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1']", "").await;
+    let resp = client().get(url(&gw, "/x")).header("x-forwarded-proto", "https").send().await.unwrap();
+    assert!(resp.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
+    let (gw, _) = setup("").await;
+    let resp = client().get(url(&gw, "/x")).header("x-forwarded-proto", "https").send().await.unwrap();
+    assert!(!resp.headers().contains_key("strict-transport-security"), "untrusted peer cannot claim https");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_removed_both_ways() {
+    let (gw, _) = setup("").await;
+    let resp = client().get(url(&gw, "/hop")).send().await.unwrap();
+    assert!(!resp.headers().contains_key("x-upstream-hop"));
+    assert!(!resp.headers().contains_key("keep-alive"));
+    assert_eq!(resp.headers()["cache-control"], "max-age=60", "upstream cache-control kept");
+
+    let reply = raw(
+        gw.addr,
+        b"GET /e HTTP/1.1\r\nHost: a\r\nConnection: close, x-client-hop\r\nX-Client-Hop: 1\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    for h in ["x-client-hop", "te", "proxy-authorization"] {
+        assert!(v["headers"].get(h).is_none(), "{h} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn request_body_streams_to_upstream() {
+    let (gw, _) = setup("[defaults]\nbody_limit = '64MiB'\n").await;
+    // 16 MiB sent in 1 MiB chunks without Content-Length: the upstream sees every
+    // byte and more than one chunk, so nothing was buffered into one piece.
+    let chunks =
+        futures_util::stream::iter((0..16).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 1 << 20]))));
+    let v: serde_json::Value = client()
+        .post(url(&gw, "/upload"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["body_bytes"], 16 << 20);
+    assert!(v["body_chunks"].as_u64().unwrap() > 1);
+}
+
+#[tokio::test]
+async fn response_body_streams_to_client() {
+    let (gw, _) = setup("").await;
+    let started = Instant::now();
+    let resp = client().get(url(&gw, "/drip/10")).send().await.unwrap();
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert!(first.starts_with(b"chunk0"));
+    let mut rest = Vec::new();
+    while let Some(c) = stream.next().await {
+        rest.extend_from_slice(&c.unwrap());
+    }
+    let total = started.elapsed();
+    assert!(String::from_utf8_lossy(&rest).contains("chunk9"));
+    // The first chunk arrived well before the upstream finished (10 x 50 ms).
+    assert!(first_at < total / 2, "first chunk at {first_at:?}, end at {total:?}");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_upstream_is_504() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = gateway(&config(&format!("http://{dead}"), "")).await;
+    let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 502).await;
+    assert_eq!(v["type"], "urn:rampart:problem:upstream-unavailable");
+
+    let (gw, _) = setup("[[routes]]\npath = '/slow/**'\ntimeout = '200ms'\n[[routes]]\npath = '/**'\n").await;
+    let v = problem(client().get(url(&gw, "/slow/2000")).send().await.unwrap(), 504).await;
+    assert_eq!(v["type"], "urn:rampart:problem:upstream-timeout");
+    assert_eq!(client().get(url(&gw, "/slow/10")).send().await.unwrap().status(), 200);
+    let metrics =
+        client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rampart_upstream_errors_total{upstream=\"default\",kind=\"timeout\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn routes_pick_upstreams_strip_prefixes_and_rewrite_headers() {
+    let up_a = start_upstream().await;
+    let up_b = start_upstream().await;
+    let text = config(
+        &format!("http://{up_a}"),
+        &format!(
+            "[upstreams.b]\nurl = 'http://{up_b}/base'\n\
+             [[routes]]\nname = 'b'\npath = '/b/**'\nupstream = 'b'\nstrip_prefix = '/b'\n\
+             request_headers = {{ set = {{ 'x-added' = 'yes' }}, remove = ['x-drop'] }}\n\
+             response_headers = {{ set = {{ 'x-resp' = '1' }} }}\n\
+             [[routes]]\nname = 'get-only'\npath = '/a/**'\nmethods = ['GET']\n"
+        ),
+    );
+    let gw = gateway(&text).await;
+    let resp = client().get(url(&gw, "/b/users/1")).header("x-drop", "1").send().await.unwrap();
+    assert_eq!(resp.headers()["x-resp"], "1");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["path"], "/base/users/1");
+    assert_eq!(v["headers"]["host"], up_b.to_string());
+    assert_eq!(v["headers"]["x-added"], "yes");
+    assert!(v["headers"].get("x-drop").is_none());
+
+    assert_eq!(client().get(url(&gw, "/a/x")).send().await.unwrap().status(), 200);
+    let v = problem(client().delete(url(&gw, "/a/x")).send().await.unwrap(), 404).await;
+    assert_eq!(v["type"], "urn:rampart:problem:no-route");
+}
+
+#[tokio::test]
+async fn http2_clients_and_h2c_upstreams() {
+    let up = start_upstream().await;
+    let text =
+        config(&format!("http://{up}"), "").replace("[upstreams.default]\n", "[upstreams.default]\nhttp2 = true\n");
+    let gw = gateway(&text).await;
+    let c = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let resp = c.get(url(&gw, "/h2")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["version"], "HTTP/2.0", "upstream spoken to over h2c");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // A real WebSocket echo server as the upstream.
+    let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ws_listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() {
+                        ws.send(Message::text(format!("echo: {}", m.to_text().unwrap()))).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let gw = gateway(&config(&format!("http://{ws_addr}"), "")).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/socket", gw.addr)).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hi {i}"))).await.unwrap();
+        let m = ws.next().await.unwrap().unwrap();
+        assert_eq!(m.to_text().unwrap(), format!("echo: hi {i}"));
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_health_on_the_ops_listener() {
+    let (gw, _) = setup("").await;
+    client().get(url(&gw, "/counted")).send().await.unwrap();
+    client().get(url(&gw, "/%zz")).send().await.unwrap();
+    let ops = gw.ops_addr.unwrap();
+    let m = client().get(format!("http://{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_requests_total{route=\"default\",status=\"200\"} 1"), "{m}");
+    assert!(m.contains("rampart_rejections_total{layer=\"guard\",reason=\"bad_encoding\"} 1"), "{m}");
+    assert!(m.contains("rampart_request_duration_seconds_bucket"));
+    assert!(m.contains("rampart_in_flight_requests 0"));
+    assert_eq!(client().get(format!("http://{ops}/healthz")).send().await.unwrap().status(), 200);
+    let r = client().get(format!("http://{ops}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    gw.shutdown();
+    gw.wait().await;
+    // After shutdown the ops listener is gone too.
+    assert!(client().get(format!("http://{ops}/readyz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn reload_swaps_policy_atomically_and_bad_reload_keeps_old() {
+    let (gw, up) = setup("[[routes]]\npath = '/old/**'\n").await;
+    assert_eq!(client().get(url(&gw, "/old/x")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(url(&gw, "/new/x")).send().await.unwrap().status(), 404);
+
+    let new = config(&format!("http://{up}"), "[[routes]]\npath = '/new/**'\n");
+    gw.reload(rampart::app::load_policy_text(&new)).unwrap();
+    assert_eq!(client().get(url(&gw, "/new/x")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(url(&gw, "/old/x")).send().await.unwrap().status(), 404);
+
+    let bad = config(&format!("http://{up}"), "[[routes]]\npath = 'no-slash'\n");
+    assert!(gw.reload(rampart::app::load_policy_text(&bad)).is_err());
+    assert_eq!(client().get(url(&gw, "/new/x")).send().await.unwrap().status(), 200, "old policy kept");
+    let m =
+        client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_config_reloads_total{result=\"ok\"} 1"));
+    assert!(m.contains("rampart_config_reloads_total{result=\"error\"} 1"));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_in_flight_requests() {
+    let (gw, _) = setup("").await;
+    let u = url(&gw, "/slow/400");
+    let in_flight = tokio::spawn(async move { client().get(u).send().await.unwrap().text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = gw.addr;
+    gw.shutdown();
+    // New connections are refused promptly...
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener should be closed");
+    // ...while the request already in flight completes.
+    assert_eq!(in_flight.await.unwrap(), "slow done");
+    gw.wait().await;
+}

@@ -1,0 +1,219 @@
+//! Several targets per upstream, balancing, circuit breakers, retries and health
+//! checks, against real upstreams that fail on command.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use common::*;
+
+/// An upstream whose answers a test controls: `fail` = 0 answers 200 with its
+/// id, anything else answers that status.
+#[derive(Clone)]
+struct Controlled {
+    id: &'static str,
+    fail: Arc<AtomicU16>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Controlled {
+    async fn start(id: &'static str) -> (Self, SocketAddr) {
+        let c = Self { id, fail: Arc::default(), hits: Arc::default() };
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|State(c): State<Controlled>| async move {
+                    c.hits.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    c.id
+                }),
+            )
+            .fallback(|State(c): State<Controlled>| async move {
+                c.hits.fetch_add(1, Ordering::SeqCst);
+                match c.fail.load(Ordering::SeqCst) {
+                    0 => c.id.into_response(),
+                    code => http::StatusCode::from_u16(code).unwrap().into_response(),
+                }
+            })
+            .with_state(c.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (c, addr)
+    }
+
+    fn fail_with(&self, code: u16) {
+        self.fail.store(code, Ordering::SeqCst);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn upstream_config(urls: &[String], extra: &str) -> String {
+    let list = urls.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", ");
+    format!(
+        "version = 1\n[server]\nlisten = '127.0.0.1:0'\n[audit]\nenabled = false\n[metrics]\nlisten = '127.0.0.1:0'\n[log]\naccess_log = false\n\
+         [upstreams.default]\nurls = [{list}]\n{extra}\n"
+    )
+}
+
+async fn body(gw: &rampart::Gateway, path: &str) -> (u16, String) {
+    let r = client().get(url(gw, path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests() {
+    let (_, a) = Controlled::start("a").await;
+    let (_, b) = Controlled::start("b").await;
+    let gw = gateway(&upstream_config(&[format!("http://{a}"), format!("http://{b}")], "")).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(body(&gw, "/x").await.1);
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "a").count(), 2, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| *s == "b").count(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+async fn least_in_flight_avoids_the_busy_target() {
+    let (_, a) = Controlled::start("a").await;
+    let (_, b) = Controlled::start("b").await;
+    let gw =
+        gateway(&upstream_config(&[format!("http://{a}"), format!("http://{b}")], "balance = 'least_in_flight'")).await;
+    let busy = tokio::spawn({
+        let u = url(&gw, "/slow");
+        async move { client().get(u).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!busy.is_finished(), "the slow request should still be in flight");
+    // While one target holds the slow request, new requests go to the other.
+    let (_, first) = body(&gw, "/x").await;
+    let (_, second) = body(&gw, "/x").await;
+    assert_eq!(first, second, "both went to the idle target");
+    let busy_id = busy.await.unwrap();
+    assert_ne!(busy_id, first);
+}
+
+#[tokio::test]
+async fn breaker_opens_half_opens_and_closes() {
+    let (up, addr) = Controlled::start("a").await;
+    let gw = gateway(&upstream_config(
+        &[format!("http://{addr}")],
+        "[upstreams.default.breaker]\nconsecutive_failures = 3\nopen_for = '300ms'\n",
+    ))
+    .await;
+    up.fail_with(503);
+    for _ in 0..3 {
+        assert_eq!(body(&gw, "/x").await.0, 503);
+    }
+    assert_eq!(up.hits(), 3);
+    // Open: refused by the gateway without touching the upstream.
+    let r = client().get(url(&gw, "/x")).send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    let v = problem(r, 503).await;
+    assert_eq!(v["type"], "urn:rampart:problem:upstream-unavailable");
+    assert_eq!(up.hits(), 3, "no request reached the upstream while open");
+
+    // Half-open after open_for: one probe; it fails, so open again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(body(&gw, "/x").await.0, 503);
+    assert_eq!(up.hits(), 4);
+    assert_eq!(body(&gw, "/x").await.0, 503);
+    assert_eq!(up.hits(), 4, "reopened after the failed probe");
+
+    // The upstream recovers: the next probe closes the circuit.
+    up.fail_with(0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(body(&gw, "/x").await, (200, "a".to_string()));
+    for _ in 0..3 {
+        assert_eq!(body(&gw, "/x").await.0, 200);
+    }
+    let m =
+        client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("kind=\"circuit_open\""), "{m}");
+}
+
+#[tokio::test]
+async fn idempotent_requests_retry_on_connection_errors_only() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (up, live) = Controlled::start("live").await;
+    let gw = gateway(&upstream_config(
+        &[format!("http://{dead}"), format!("http://{live}")],
+        "[upstreams.default.breaker]\nenabled = false\n[upstreams.default.retries]\nattempts = 2\nbackoff = '10ms'\n",
+    ))
+    .await;
+    // Whichever target round-robin picks first, GETs succeed.
+    for _ in 0..4 {
+        assert_eq!(body(&gw, "/x").await, (200, "live".to_string()));
+    }
+    // A POST is never replayed: when it lands on the dead target it fails.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client().post(url(&gw, "/x")).body("{}").send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&502) && statuses.contains(&200), "{statuses:?}");
+    // A 5xx answer is not a connection error: not retried.
+    let hits = up.hits();
+    up.fail_with(500);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(body(&gw, "/x").await.0);
+    }
+    assert!(got.contains(&500));
+    assert!(up.hits() - hits <= 2, "no retries of answered requests");
+}
+
+#[tokio::test]
+async fn health_checks_take_targets_out_and_back() {
+    let (a, addr_a) = Controlled::start("a").await;
+    let (_, addr_b) = Controlled::start("b").await;
+    let gw = gateway(&upstream_config(
+        &[format!("http://{addr_a}"), format!("http://{addr_b}")],
+        "[upstreams.default.health_check]\npath = '/healthz'\ninterval = '50ms'\ntimeout = '200ms'\nunhealthy_after = 2\nhealthy_after = 2\n",
+    ))
+    .await;
+    a.fail_with(500);
+    // Once target a fails its checks, everything goes to b.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            let mut all_b = true;
+            for _ in 0..4 {
+                all_b &= body(&gw, "/y").await == (200, "b".to_string());
+            }
+            all_b
+        })
+        .await
+    );
+    let m =
+        client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains(&format!("rampart_upstream_healthy{{upstream=\"default\",target=\"{addr_a}\"}} 0")), "{m}");
+    a.fail_with(0);
+    assert!(
+        eventually(Duration::from_secs(3), || async { body(&gw, "/y").await.1 == "a" }).await,
+        "target a never came back"
+    );
+}
+
+#[tokio::test]
+async fn invalid_upstream_configs_are_refused() {
+    for (extra, want) in [
+        ("[upstreams.x]\nurl = 'http://a'\nurls = ['http://b']\n", "not both"),
+        ("[upstreams.x]\nurls = []\n", "needs a `url`"),
+        ("[upstreams.x]\nurls = ['ftp://b']\n", "upstreams.x.urls[0]"),
+        ("[upstreams.x]\nurl = 'http://a'\nbreaker = { error_ratio = 2.0 }\n", "error_ratio"),
+        ("[upstreams.x]\nurl = 'http://a'\nretries = { attempts = 0 }\n", "attempts"),
+        ("[upstreams.x]\nurl = 'http://a'\nhealth_check = { path = 'healthz' }\n", "health_check.path"),
+    ] {
+        let err = rampart::app::load_policy_text(&config("http://127.0.0.1:1", extra)).unwrap_err().to_string();
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+}

@@ -1,0 +1,186 @@
+//! TLS termination (ALPN, HSTS, certificate reload) and HTTPS upstreams with
+//! certificate verification, using certificates made by rcgen.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+struct Pki {
+    ca_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "Rampart Test CA");
+        let ca = p.self_signed(&ca_key).unwrap();
+        Self { ca_pem: ca.pem(), ca, ca_key }
+    }
+
+    /// A server certificate for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
+    fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn tls_client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .build()
+        .unwrap()
+}
+
+fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions().get::<reqwest::tls::TlsInfo>().unwrap().peer_certificate().unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn terminates_tls_with_h2_alpn_hsts_and_reloads_certificates() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der1) = pki.leaf("first");
+    let cert_path = write(dir.path(), "cert.pem", &cert);
+    let key_path = write(dir.path(), "key.pem", &key);
+    let up = start_upstream().await;
+    let tls = format!("[server.tls]\ncert = '{cert_path}'\nkey = '{key_path}'\nreload_interval = '100ms'");
+    let gw = gateway(&config_with(&format!("http://{up}"), "", &tls)).await;
+    let base = format!("https://localhost:{}", gw.addr.port());
+
+    let resp = tls_client(&pki.ca_pem).get(format!("{base}/secure")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "h2 negotiated by ALPN");
+    assert_eq!(peer_cert(&resp), der1);
+    assert!(resp.headers()["strict-transport-security"].to_str().unwrap().contains("max-age"));
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+
+    // TLS 1.2 clients are served too.
+    let c12 = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert_eq!(c12.get(format!("{base}/v12")).send().await.unwrap().status(), 200);
+
+    // A broken key file is refused and the running certificate stays.
+    std::fs::write(&key_path, "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let resp = tls_client(&pki.ca_pem).get(format!("{base}/still")).send().await.unwrap();
+    assert_eq!(peer_cert(&resp), der1);
+
+    // A new valid pair is picked up without a restart.
+    let (cert2, key2, der2) = pki.leaf("second");
+    std::fs::write(&key_path, &key2).unwrap();
+    std::fs::write(&cert_path, &cert2).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let resp = tls_client(&pki.ca_pem).get(format!("{base}/new")).send().await.unwrap();
+        seen = peer_cert(&resp);
+        if seen == der2 {
+            break;
+        }
+    }
+    assert_eq!(seen, der2, "reloaded certificate not served");
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_port_fails_cleanly() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = pki.leaf("x");
+    let tls = format!(
+        "[server.tls]\ncert = '{}'\nkey = '{}'",
+        write(dir.path(), "c.pem", &cert),
+        write(dir.path(), "k.pem", &key)
+    );
+    let (gw, _) = setup(&tls).await;
+    let reply = raw(gw.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(!reply.contains("200 OK"));
+    assert_eq!(
+        tls_client(&pki.ca_pem).get(format!("https://localhost:{}/ok", gw.addr.port())).send().await.unwrap().status(),
+        200
+    );
+}
+
+/// An HTTPS upstream serving the usual test routes.
+async fn https_upstream(cert_pem: &str, key_pem: &str) -> std::net::SocketAddr {
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).unwrap().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(upstream_router());
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn https_upstream_is_verified() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = pki.leaf("upstream");
+    let up = https_upstream(&cert, &key).await;
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+
+    // Trusted through ca_file: served, over h2 when allowed.
+    let text = config(&format!("https://localhost:{}", up.port()), "")
+        .replace("[upstreams.default]\n", &format!("[upstreams.default]\nca_file = '{ca}'\nhttp2 = true\n"));
+    let gw = gateway(&text).await;
+    let resp = client().get(url(&gw, "/via-tls")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["path"], "/via-tls");
+    assert_eq!(v["version"], "HTTP/2.0");
+
+    // Without the CA the certificate does not verify: 502, never a silent accept.
+    let gw = gateway(&config(&format!("https://localhost:{}", up.port()), "")).await;
+    let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 502).await;
+    assert_eq!(v["type"], "urn:rampart:problem:upstream-unavailable");
+}
