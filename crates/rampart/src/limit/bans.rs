@@ -1,0 +1,445 @@
+//! Bans: manual (`rampart ban add`) and automatic, escalating, temporary.
+//!
+//! Checked first thing for every request (an in-memory map lookup, no I/O), so a
+//! banned address costs almost nothing. With Redis configured, a ban is written
+//! to Redis (`<prefix>ban:<ip>`, expiring with the ban) and announced on the
+//! `<prefix>bans` channel; every instance applies announcements at once and also
+//! re-reads the whole list periodically and whenever Redis comes back, so an
+//! instance that missed a message converges.
+//!
+//! Automatic bans: each refusal of a kind (rate limited, failed authentication,
+//! blocked input) is a strike, counted per address with GCRA over `window`; when
+//! the strikes exceed the threshold, the address is banned for the next length in
+//! `durations` (escalating with each offence, forgotten after `forget_after`).
+//! All of it is bounded by `max_tracked` addresses.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use rampart_core::config::model::BansConfig;
+use rampart_core::gcra::GcraParams;
+use serde::{Deserialize, Serialize};
+
+use super::memory::MemoryStore;
+use super::redis::RedisStore;
+use super::{now_ns, LimitCheck, Op};
+use crate::observe::audit::{AuditEvent, AuditKind, AuditSink};
+use crate::observe::Metrics;
+
+/// One ban.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub ip: IpAddr,
+    /// Unix time in milliseconds when the ban ends.
+    pub until_ms: u64,
+    pub reason: String,
+    /// `manual` or `auto:<kind>`.
+    pub source: String,
+}
+
+/// What earned a strike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strike {
+    RateLimited,
+    AuthFailure,
+    BlockedInput,
+}
+
+impl Strike {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::AuthFailure => "auth_failures",
+            Self::BlockedInput => "blocked_inputs",
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Announcement {
+    Add { ban: Ban },
+    Remove { ip: IpAddr },
+}
+
+/// The ban list of this instance, mirrored to and from Redis when configured.
+pub struct BanList {
+    bans: RwLock<HashMap<IpAddr, Ban>>,
+    config: BansConfig,
+    strikes: MemoryStore,
+    /// Address → (offences, last offence in ms).
+    offences: Mutex<HashMap<IpAddr, (u32, u64)>>,
+    redis: Option<RedisStore>,
+    metrics: Arc<Metrics>,
+    /// Set by the gateway once its audit log runs (see `set_audit`).
+    audit: OnceLock<Arc<AuditSink>>,
+}
+
+impl BanList {
+    pub fn new(config: &BansConfig, redis: Option<RedisStore>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let list = Arc::new(Self {
+            bans: RwLock::new(HashMap::new()),
+            config: config.clone(),
+            strikes: MemoryStore::new(config.max_tracked.max(1)),
+            offences: Mutex::new(HashMap::new()),
+            redis,
+            metrics,
+            audit: OnceLock::new(),
+        });
+        if list.redis.is_some() {
+            list.clone().spawn_sync();
+        }
+        list
+    }
+
+    /// Records bans added and lifted on this instance in `sink` from now on
+    /// (bans learnt from other instances through Redis are theirs to record).
+    /// Only the first call has an effect.
+    pub fn set_audit(&self, sink: Arc<AuditSink>) {
+        let _ = self.audit.set(sink);
+    }
+
+    /// The ban on `ip`, if one is in force. Expired bans are ignored (and
+    /// swept when the list is full or listed).
+    pub fn banned(&self, ip: IpAddr) -> Option<Ban> {
+        let bans = self.bans.read().unwrap_or_else(|e| e.into_inner());
+        if bans.is_empty() {
+            return None;
+        }
+        bans.get(&ip.to_canonical()).filter(|b| b.until_ms > now_ms()).cloned()
+    }
+
+    /// Every ban in force, soonest to end first.
+    pub fn list(&self) -> Vec<Ban> {
+        let now = now_ms();
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        bans.retain(|_, b| b.until_ms > now);
+        let mut v: Vec<Ban> = bans.values().cloned().collect();
+        v.sort_by_key(|b| b.until_ms);
+        v
+    }
+
+    fn insert_local(&self, ban: Ban) {
+        let now = now_ms();
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        if bans.len() >= self.config.max_tracked && !bans.contains_key(&ban.ip) {
+            bans.retain(|_, b| b.until_ms > now);
+            if bans.len() >= self.config.max_tracked {
+                // Full of live bans: drop the one ending soonest.
+                if let Some(ip) = bans.values().min_by_key(|b| b.until_ms).map(|b| b.ip) {
+                    bans.remove(&ip);
+                }
+            }
+        }
+        bans.insert(ban.ip, ban);
+        self.metrics.bans_active(bans.len());
+    }
+
+    fn remove_local(&self, ip: IpAddr) -> bool {
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        let removed = bans.remove(&ip).is_some();
+        self.metrics.bans_active(bans.len());
+        removed
+    }
+
+    /// Bans `ip` for `ttl`, here and (with Redis) on every instance.
+    pub async fn add(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Ban {
+        let ip = ip.to_canonical();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ban = Ban {
+            ip,
+            until_ms: now_ms().saturating_add(ttl_ms),
+            reason: reason.chars().take(200).collect(),
+            source: source.into(),
+        };
+        self.insert_local(ban.clone());
+        self.metrics.ban_added(if source == "manual" { "manual" } else { "auto" });
+        tracing::warn!(target: "rampart::audit", event = "ban_added", ip = %ip, ttl_secs = ttl.as_secs(), reason = %ban.reason, source = %source, "address banned");
+        if let Some(audit) = self.audit.get() {
+            audit.record(
+                AuditEvent::new(AuditKind::BanAdded)
+                    .ip(ip)
+                    .detail("ttl_secs", ttl.as_secs())
+                    .detail("reason", ban.reason.clone())
+                    .detail("source", source),
+            );
+        }
+        if let Some(conn) = self.redis.as_ref().and_then(RedisStore::connection) {
+            let key = self.redis_key(ip);
+            let msg = serde_json::to_string(&Announcement::Add { ban: ban.clone() }).unwrap_or_default();
+            let body = serde_json::to_string(&ban).unwrap_or_default();
+            let mut c = conn;
+            let res: redis::RedisResult<()> = redis::pipe()
+                .cmd("SET")
+                .arg(&key)
+                .arg(body)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(msg)
+                .ignore()
+                .query_async(&mut c)
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "ban not shared through redis; it applies to this instance");
+            }
+        }
+        ban
+    }
+
+    /// Lifts the ban on `ip` everywhere. True when this instance had one.
+    pub async fn remove(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let removed = self.remove_local(ip);
+        tracing::warn!(target: "rampart::audit", event = "ban_removed", ip = %ip, "ban lifted");
+        if let Some(audit) = self.audit.get() {
+            audit.record(AuditEvent::new(AuditKind::BanRemoved).ip(ip).detail("was_banned", removed));
+        }
+        if let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) {
+            let msg = serde_json::to_string(&Announcement::Remove { ip }).unwrap_or_default();
+            let res: redis::RedisResult<()> = redis::pipe()
+                .cmd("DEL")
+                .arg(self.redis_key(ip))
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(msg)
+                .ignore()
+                .query_async(&mut c)
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "ban removal not shared through redis");
+            }
+        }
+        removed
+    }
+
+    /// Counts a strike against `ip`; bans it when the strikes of that kind in the
+    /// window exceed the configured threshold.
+    pub fn strike(self: &Arc<Self>, ip: IpAddr, kind: Strike) {
+        let threshold = match kind {
+            Strike::RateLimited => self.config.after_rate_limited,
+            Strike::AuthFailure => self.config.after_auth_failures,
+            Strike::BlockedInput => self.config.after_blocked_inputs,
+        };
+        if !self.config.enabled || threshold == 0 {
+            return;
+        }
+        let Ok(params) = GcraParams::new(threshold, self.config.window, threshold) else { return };
+        let check = LimitCheck { key: format!("{}:{ip}", kind.as_str()), params, weight: 1, op: Op::Check };
+        let allowed = self.strikes.apply(now_ns(), std::slice::from_ref(&check)).first().is_none_or(|d| d.allowed);
+        if allowed || self.banned(ip).is_some() {
+            return;
+        }
+        let ttl = self.next_ban_length(ip);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.add(
+                ip,
+                ttl,
+                &format!("too many {}", kind.as_str().replace('_', " ")),
+                &format!("auto:{}", kind.as_str()),
+            )
+            .await;
+        });
+    }
+
+    /// The ban length for this address's next offence, counting it.
+    fn next_ban_length(&self, ip: IpAddr) -> Duration {
+        let now = now_ms();
+        let forget = u64::try_from(self.config.forget_after.as_millis()).unwrap_or(u64::MAX);
+        let mut offences = self.offences.lock().unwrap_or_else(|e| e.into_inner());
+        if offences.len() >= self.config.max_tracked && !offences.contains_key(&ip) {
+            offences.retain(|_, (_, last)| now.saturating_sub(*last) < forget);
+            if offences.len() >= self.config.max_tracked {
+                if let Some(oldest) = offences.iter().min_by_key(|(_, (_, last))| *last).map(|(ip, _)| *ip) {
+                    offences.remove(&oldest);
+                }
+            }
+        }
+        let entry = offences.entry(ip).or_insert((0, now));
+        if now.saturating_sub(entry.1) >= forget {
+            entry.0 = 0;
+        }
+        let n = entry.0 as usize;
+        *entry = (entry.0.saturating_add(1), now);
+        let lengths = &self.config.durations;
+        lengths.get(n.min(lengths.len().saturating_sub(1))).map_or(Duration::from_secs(60), |d| **d)
+    }
+
+    fn redis_key(&self, ip: IpAddr) -> String {
+        format!("{}ban:{ip}", self.redis.as_ref().map_or("", |r| r.key_prefix()))
+    }
+
+    fn channel(&self) -> String {
+        format!("{}bans", self.redis.as_ref().map_or("", |r| r.key_prefix()))
+    }
+
+    /// Loads every ban from Redis, replacing the local list's view of them.
+    async fn resync(&self) -> redis::RedisResult<usize> {
+        let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return Ok(0) };
+        let pattern = format!("{}ban:*", self.redis.as_ref().map_or("", |r| r.key_prefix()));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 || keys.len() >= self.config.max_tracked {
+                break;
+            }
+        }
+        let mut loaded = 0;
+        for chunk in keys.chunks(200) {
+            let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;
+            for v in values.into_iter().flatten() {
+                if let Ok(ban) = serde_json::from_str::<Ban>(&v) {
+                    self.insert_local(ban);
+                    loaded += 1;
+                }
+            }
+        }
+        // Bans lifted elsewhere while we were not listening.
+        let live: std::collections::HashSet<String> = keys.into_iter().collect();
+        let stale: Vec<IpAddr> = {
+            let bans = self.bans.read().unwrap_or_else(|e| e.into_inner());
+            bans.keys().filter(|ip| !live.contains(&self.redis_key(**ip))).copied().collect()
+        };
+        for ip in stale {
+            self.remove_local(ip);
+        }
+        Ok(loaded)
+    }
+
+    /// Subscribes to announcements and re-reads the list every 30 s (and at once
+    /// after any reconnect), for as long as the process runs.
+    fn spawn_sync(self: Arc<Self>) {
+        let Some(store) = self.redis.clone() else { return };
+        tokio::spawn(async move {
+            loop {
+                if !store.is_available() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                match store.pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(self.channel()).await.is_ok() {
+                            if let Err(e) = self.resync().await {
+                                tracing::warn!(error = %e, "ban resync failed");
+                            }
+                            self.listen(&mut pubsub, &store).await;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ban subscription failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    async fn listen(&self, pubsub: &mut redis::aio::PubSub, store: &RedisStore) {
+        use futures_util::StreamExt;
+        let mut resync = tokio::time::interval(Duration::from_secs(30));
+        resync.tick().await;
+        loop {
+            let msg = {
+                let mut stream = pubsub.on_message();
+                tokio::select! {
+                    m = stream.next() => m,
+                    _ = resync.tick() => {
+                        drop(stream);
+                        if !store.is_available() { return; }
+                        if let Err(e) = self.resync().await {
+                            tracing::warn!(error = %e, "ban resync failed");
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(msg) = msg else { return };
+            let Ok(payload) = msg.get_payload::<String>() else { continue };
+            match serde_json::from_str::<Announcement>(&payload) {
+                Ok(Announcement::Add { ban }) => self.insert_local(ban),
+                Ok(Announcement::Remove { ip }) => {
+                    self.remove_local(ip);
+                }
+                Err(_) => tracing::debug!("ignored a malformed ban announcement"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn list(threshold: u64) -> Arc<BanList> {
+        let cfg = BansConfig {
+            after_rate_limited: threshold,
+            durations: vec![Duration::from_secs(60).into(), Duration::from_secs(600).into()],
+            max_tracked: 10,
+            ..BansConfig::default()
+        };
+        BanList::new(&cfg, None, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn strikes_escalate_to_bans() {
+        let bans = list(3);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        for _ in 0..3 {
+            bans.strike(ip, Strike::RateLimited);
+        }
+        tokio::task::yield_now().await;
+        assert!(bans.banned(ip).is_none(), "threshold not yet exceeded");
+        bans.strike(ip, Strike::RateLimited);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let ban = bans.banned(ip).expect("banned after exceeding the threshold");
+        assert_eq!(ban.source, "auto:rate_limited");
+        assert!(ban.until_ms <= now_ms() + 60_000);
+        // The second offence gets the next, longer ban.
+        assert_eq!(bans.next_ban_length(ip), Duration::from_secs(600));
+        assert_eq!(bans.next_ban_length(ip), Duration::from_secs(600), "the last length repeats");
+    }
+
+    #[tokio::test]
+    async fn manual_bans_expire_and_lift() {
+        let bans = list(0);
+        let ip: IpAddr = "::ffff:198.51.100.1".parse().unwrap();
+        bans.add(ip, Duration::from_millis(50), "test", "manual").await;
+        assert!(bans.banned("198.51.100.1".parse().unwrap()).is_some(), "mapped addresses are canonical");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(bans.banned(ip).is_none());
+        bans.add(ip, Duration::from_secs(60), "test", "manual").await;
+        assert!(bans.remove(ip).await);
+        assert!(bans.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded() {
+        let bans = list(1);
+        for i in 0..100u32 {
+            bans.add(IpAddr::from(i.to_be_bytes()), Duration::from_secs(60 + u64::from(i)), "x", "manual").await;
+        }
+        assert_eq!(bans.list().len(), 10);
+    }
+}

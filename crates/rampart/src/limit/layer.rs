@@ -1,0 +1,295 @@
+//! The rate-limit layer: every limit of the matched route, decided in one call to
+//! the limiter, before the request goes further; budgets debited after the
+//! response by the cost the upstream reports.
+//!
+//! The layer runs at two stages of the stack: [`Stage::Anonymous`] before
+//! authentication (limits keyed by IP, route or globally) so floods are refused
+//! cheaply, and [`Stage::Principal`] after it (limits keyed by user, API key or
+//! tier). A limit needing a principal is skipped for anonymous requests.
+//!
+//! A refusal is 429 (503 for a global budget: the service, not the caller, ran
+//! out) with `Retry-After`, the rate-limit headers, and a strike towards an
+//! automatic ban of the client address.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::StatusCode;
+use rampart_core::client_ip::ClientInfo;
+use rampart_core::config::limits::{CompiledLimit, LimitKind, BUDGET_SCALE};
+use rampart_core::config::model::RedisFallback;
+use rampart_core::config::LimitSettings;
+use rampart_core::principal::Principal;
+use tower::{Layer, Service};
+
+use super::headers::{ceil_secs, set_headers, LimitOutcome};
+use super::{limit_key, Decision, LimitCheck, LimitState, Op, Subject, Undecided};
+use crate::edge::route::MatchedRoute;
+use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::observe::audit::{AuditEvent, AuditKind};
+use crate::problem::Problem;
+
+/// Where in the stack a rate-limit layer sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Anonymous,
+    Principal,
+}
+
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    state: Arc<LimitState>,
+    settings: Arc<LimitSettings>,
+    stage: Stage,
+}
+
+impl RateLimitLayer {
+    pub fn new(state: Arc<LimitState>, settings: Arc<LimitSettings>, stage: Stage) -> Self {
+        Self { state, settings, stage }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService { inner, state: self.state.clone(), settings: self.settings.clone(), stage: self.stage }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    state: Arc<LimitState>,
+    settings: Arc<LimitSettings>,
+    stage: Stage,
+}
+
+/// The limits that apply to one request, with their keys.
+struct Applied {
+    limits: Vec<Arc<CompiledLimit>>,
+    checks: Vec<LimitCheck>,
+}
+
+impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<S::Future, LayerFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let Some(applied) = self.applicable(&req) else {
+            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+        };
+        let state = self.state.clone();
+        let mut inner = take_ready(&mut self.inner);
+        let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+        futures_util::future::Either::Right(Box::pin(async move {
+            let fallbacks: Vec<RedisFallback> = applied.limits.iter().map(|l| l.on_redis_down).collect();
+            let decisions = match state.limiter.apply(&applied.checks, &fallbacks).await {
+                Ok(d) => d,
+                Err(Undecided::RedisDown) => {
+                    let resp =
+                        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "limits-unavailable", "Service unavailable")
+                            .detail("rate limiting is temporarily unavailable")
+                            .retry_after(1)
+                            .rejected_by("limit", "redis_down")
+                            .into_response_for(req.extensions());
+                    return Ok(resp);
+                }
+            };
+            let outcomes = outcomes(&applied.limits, &decisions);
+            if let Some((i, refused)) =
+                decisions.iter().enumerate().filter(|(_, d)| !d.allowed).max_by_key(|(_, d)| d.retry_after_ns)
+            {
+                let limit = &applied.limits[i];
+                let (status, kind, reason) = match (limit.is_global_budget(), limit.is_budget()) {
+                    (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "budget-exhausted", "global_budget"),
+                    (false, true) => (StatusCode::TOO_MANY_REQUESTS, "budget-exhausted", "budget"),
+                    (false, false) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "rate"),
+                };
+                let title = if limit.is_budget() { "Budget exhausted" } else { "Too many requests" };
+                let mut resp = Problem::new(status, kind, title)
+                    .detail(format!("limit `{}` allows no more requests for now", limit.name))
+                    .retry_after(ceil_secs(refused.retry_after_ns).max(1))
+                    .rejected_by("limit", reason)
+                    .into_response_for(req.extensions());
+                set_headers(resp.headers_mut(), &outcomes);
+                if let (Some(ip), false) = (ip, limit.is_global_budget()) {
+                    state.bans.strike(ip, super::bans::Strike::RateLimited);
+                }
+                state.audit_once(&applied.checks[i].key, || {
+                    let kind = if limit.is_budget() { AuditKind::BudgetExhausted } else { AuditKind::RateLimited };
+                    let mut event =
+                        AuditEvent::new(kind).detail("limit", &*limit.name).detail("status", status.as_u16());
+                    if let Some(p) = req.extensions().get::<Principal>() {
+                        event = event.subject(p.subject.clone());
+                    }
+                    if let Some(ip) = ip {
+                        event = event.ip(ip);
+                    }
+                    if let Some(id) = req.extensions().get::<crate::edge::request_id::RequestId>() {
+                        event = event.request_id(id.as_str());
+                    }
+                    event
+                });
+                return Ok(resp);
+            }
+            let mut resp = inner.call(req).await?;
+            set_headers(resp.headers_mut(), &outcomes);
+            debit_budgets(&state, &applied, resp.headers());
+            Ok(resp)
+        }))
+    }
+}
+
+impl<S> RateLimitService<S> {
+    fn applicable(&self, req: &HttpRequest) -> Option<Applied> {
+        let route = req.extensions().get::<MatchedRoute>()?;
+        if route.0.limits.is_empty() {
+            return None;
+        }
+        let client = req.extensions().get::<ClientInfo>()?;
+        if self.settings.is_exempt(client.ip, req.uri().path()) {
+            return None;
+        }
+        let principal = req.extensions().get::<Principal>();
+        let who = Subject { ip: client.ip, route: &route.0.name, principal };
+        let tier = principal.and_then(|p| p.tier.as_deref());
+        let mut applied = Applied { limits: Vec::new(), checks: Vec::new() };
+        for limit in &route.0.limits {
+            let wanted = match self.stage {
+                Stage::Anonymous => !limit.needs_principal(),
+                Stage::Principal => limit.needs_principal(),
+            };
+            if !wanted {
+                continue;
+            }
+            let Some(key) = limit_key(limit, &who) else { continue };
+            let (weight, op) = match limit.kind {
+                LimitKind::Rate => (route.0.weight, Op::Check),
+                LimitKind::Budget { .. } => (0, Op::Peek),
+            };
+            applied.checks.push(LimitCheck { key, params: *limit.params_for(tier), weight, op });
+            applied.limits.push(limit.clone());
+        }
+        (!applied.checks.is_empty()).then_some(applied)
+    }
+}
+
+fn outcomes<'a>(limits: &'a [Arc<CompiledLimit>], decisions: &[Decision]) -> Vec<LimitOutcome<'a>> {
+    limits
+        .iter()
+        .zip(decisions)
+        .map(|(l, d)| {
+            let scale = if l.is_budget() { BUDGET_SCALE } else { 1 };
+            LimitOutcome {
+                name: &l.name,
+                quota: l.quota,
+                window_secs: l.window_secs,
+                remaining: d.remaining / scale,
+                reset_secs: ceil_secs(d.reset_after_ns),
+            }
+        })
+        .collect()
+}
+
+/// Debits each budget by the cost the upstream reported, off the request path.
+fn debit_budgets(state: &Arc<LimitState>, applied: &Applied, headers: &http::HeaderMap) {
+    let mut debits = Vec::new();
+    let mut fallbacks = Vec::new();
+    for (limit, check) in applied.limits.iter().zip(&applied.checks) {
+        let LimitKind::Budget { cost_header } = &limit.kind else { continue };
+        let Some(raw) = headers.get(cost_header) else { continue };
+        let cost = raw.to_str().ok().and_then(|s| rampart_core::config::limits::parse_amount(s.trim()));
+        let Some(cost) = cost.filter(|c| *c > 0) else {
+            if cost.is_none() {
+                tracing::warn!(limit = %limit.name, "upstream sent an unparseable cost header; nothing debited");
+            }
+            continue;
+        };
+        debits.push(LimitCheck { key: check.key.clone(), params: check.params, weight: cost, op: Op::Debit });
+        fallbacks.push(limit.on_redis_down);
+    }
+    if debits.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        if state.limiter.apply(&debits, &fallbacks).await.is_err() {
+            tracing::warn!("budget debit lost: redis unavailable and the limit refuses local fallback");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::observe::health::Health;
+    use crate::observe::Metrics;
+    use rampart_core::principal::AuthMethod;
+    use tower::ServiceExt;
+
+    const CONFIG: &str = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n\
+        [[routes]]\npath = '/**'\nlimits = [{ by = 'user', rate = '1/min', burst = 2, tiers = { pro = 3 }, tier_rates = { free = '1/min' } }]\n";
+
+    fn principal(subject: &str, tier: Option<&str>) -> Principal {
+        Principal {
+            subject: subject.into(),
+            api_key_id: None,
+            tier: tier.map(String::from),
+            roles: vec![],
+            scopes: vec![],
+            method: AuthMethod::Jwt,
+        }
+    }
+
+    /// Runs `n` requests as `who` through the principal stage; returns statuses.
+    async fn run(
+        svc: &RateLimitService<crate::testing::EchoService>,
+        policy: &rampart_core::config::Policy,
+        who: Option<Principal>,
+        n: usize,
+    ) -> Vec<u16> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut req = http::Request::new(axum::body::Body::empty());
+            req.extensions_mut().insert(MatchedRoute(policy.routes[0].clone()));
+            req.extensions_mut().insert(ClientInfo {
+                ip: "192.0.2.1".parse().unwrap(),
+                forwarded_https: false,
+                via_trusted_proxy: false,
+            });
+            if let Some(p) = &who {
+                req.extensions_mut().insert(p.clone());
+            }
+            out.push(svc.clone().oneshot(req).await.unwrap().status().as_u16());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn user_limits_follow_the_principal_and_its_tier() {
+        let policy = rampart_core::config::load(CONFIG, &[], &|_| Err("no files".into())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let state = LimitState::new(&policy, &metrics, &Arc::new(Health::default())).unwrap();
+        let svc = RateLimitLayer::new(state, Arc::new(policy.limits.clone()), Stage::Principal)
+            .layer(crate::testing::echo_headers());
+        assert_eq!(run(&svc, &policy, Some(principal("alice", None)), 3).await, [200, 200, 429], "base burst 2");
+        assert_eq!(run(&svc, &policy, Some(principal("bob", None)), 1).await, [200], "each user has their own");
+        assert_eq!(
+            run(&svc, &policy, Some(principal("carol", Some("pro"))), 7).await,
+            [200, 200, 200, 200, 200, 200, 429],
+            "pro: 3x burst"
+        );
+        assert_eq!(
+            run(&svc, &policy, Some(principal("dave", Some("free"))), 2).await,
+            [200, 429],
+            "free: explicit 1/min"
+        );
+        assert_eq!(run(&svc, &policy, None, 5).await, [200; 5], "anonymous requests skip user-keyed limits");
+    }
+}

@@ -1,0 +1,295 @@
+//! Rate limits, budgets, bans and load shedding.
+//!
+//! Decisions use GCRA ([`rampart_core::gcra`]): one timestamp (the theoretical
+//! arrival time, TAT) per key, exact, with bursts. The same algorithm runs in
+//! process ([`memory::MemoryStore`], bounded memory) and in Redis
+//! ([`redis::RedisStore`], one Lua script per request for all of its limits), so
+//! a limit means the same thing on one instance or on fifty.
+//!
+//! State that must outlive a config reload (counters, bans, strikes, the Redis
+//! connection) lives in [`LimitState`], created once per process.
+//!
+//! When Redis is unreachable each limit follows its `on_redis_down`: `local`
+//! (default) decides with the in-process store, `refuse` answers 503. The Redis
+//! store's breaker makes a dead Redis cost one request at most the Redis timeout.
+
+pub mod access;
+pub mod bans;
+pub mod headers;
+pub mod layer;
+pub mod memory;
+pub mod redis;
+pub mod shed;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::observe::audit::{AuditEvent, AuditSink};
+
+use rampart_core::config::limits::{CompiledLimit, KeyPart};
+use rampart_core::config::model::RedisFallback;
+use rampart_core::config::Policy;
+pub use rampart_core::gcra::{Decision, GcraParams, Op};
+use rampart_core::principal::Principal;
+
+use crate::observe::Metrics;
+
+/// One limit to apply to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitCheck {
+    /// The full storage key. Its `{…}` part is the Redis Cluster hash tag: the
+    /// entity the limit counts (`{ip:203.0.113.5}`, `{user:42}`), so that keys of
+    /// one entity live on one cluster node.
+    pub key: String,
+    pub params: GcraParams,
+    /// Units this request costs (route weight, or a budget's cost in micro-units).
+    pub weight: u64,
+    pub op: Op,
+}
+
+/// Nanoseconds since the Unix epoch: the clock of in-process limits. Redis uses
+/// its own `TIME`, so instances sharing Redis never disagree on time.
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Who a request is, for keying limits.
+pub struct Subject<'a> {
+    pub ip: IpAddr,
+    pub route: &'a str,
+    pub principal: Option<&'a Principal>,
+}
+
+/// Appends `s` with the characters that delimit keys and hash tags escaped, so
+/// no client-chosen value can forge another entity's key.
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            '%' => out.push_str("%25"),
+            '|' => out.push_str("%7C"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The storage key of `limit` for `who`, or `None` when the request lacks a part
+/// of the key (a user-keyed limit on an anonymous request).
+pub fn limit_key(limit: &CompiledLimit, who: &Subject<'_>) -> Option<String> {
+    let mut key = String::with_capacity(64);
+    key.push_str("rl:{");
+    for (i, part) in limit.key_parts.iter().enumerate() {
+        if i > 0 {
+            key.push('|');
+        }
+        match part {
+            KeyPart::Ip => {
+                let _ = write!(key, "ip:{}", who.ip);
+            }
+            KeyPart::User => {
+                key.push_str("user:");
+                push_escaped(&mut key, &who.principal?.subject);
+            }
+            KeyPart::ApiKey => {
+                key.push_str("key:");
+                push_escaped(&mut key, who.principal?.api_key_id.as_deref()?);
+            }
+            KeyPart::Route => {
+                key.push_str("route:");
+                push_escaped(&mut key, who.route);
+            }
+            KeyPart::Tier => {
+                key.push_str("tier:");
+                push_escaped(&mut key, who.principal?.tier.as_deref().unwrap_or("none"));
+            }
+            KeyPart::Global => key.push_str("global"),
+        }
+    }
+    key.push_str("}:");
+    push_escaped(&mut key, &limit.name);
+    Some(key)
+}
+
+/// Why a limit could not be decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undecided {
+    /// Redis is down and the limit is configured to refuse then.
+    RedisDown,
+}
+
+/// Decides limits in Redis when configured (falling back per limit), else in process.
+pub struct Limiter {
+    pub memory: memory::MemoryStore,
+    pub redis: Option<redis::RedisStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Limiter {
+    pub fn new(max_keys: usize, redis: Option<redis::RedisStore>, metrics: Arc<Metrics>) -> Self {
+        Self { memory: memory::MemoryStore::new(max_keys), redis, metrics }
+    }
+
+    /// Applies `checks` (one per limit, `fallbacks` in the same order).
+    pub async fn apply(&self, checks: &[LimitCheck], fallbacks: &[RedisFallback]) -> Result<Vec<Decision>, Undecided> {
+        let Some(redis) = &self.redis else {
+            return Ok(self.memory.apply(now_ns(), checks));
+        };
+        match redis.apply(checks).await {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                self.metrics.limit_fallback(fallback_reason(&e));
+                if fallbacks.contains(&RedisFallback::Refuse) {
+                    return Err(Undecided::RedisDown);
+                }
+                Ok(self.memory.apply(now_ns(), checks))
+            }
+        }
+    }
+}
+
+fn fallback_reason(e: &redis::RedisUnavailable) -> &'static str {
+    match e {
+        redis::RedisUnavailable::BreakerOpen => "breaker_open",
+        redis::RedisUnavailable::Timeout => "timeout",
+        redis::RedisUnavailable::Error(_) => "error",
+    }
+}
+
+/// Everything about limits that outlives a config reload.
+pub struct LimitState {
+    pub limiter: Limiter,
+    pub bans: Arc<bans::BanList>,
+    pub shed: Arc<shed::LoadShedder>,
+    pub abuse: Arc<crate::observe::abuse::AbuseMonitor>,
+    /// Set once the audit log runs (see [`LimitState::set_audit`]).
+    audit: OnceLock<Arc<AuditSink>>,
+    /// When each refusal key was last audited: a flood of refusals for one
+    /// client becomes one audit event per [`AUDIT_REPEAT`], not one per request.
+    /// Bounded by [`AUDIT_SEEN_MAX`] (cleared whole when full).
+    audit_seen: Mutex<HashMap<String, Instant>>,
+}
+
+/// Quiet time before the same refusal (same limit, same key; same rule, same
+/// address) is audited again. Metrics still count every one.
+pub const AUDIT_REPEAT: Duration = Duration::from_secs(60);
+const AUDIT_SEEN_MAX: usize = 10_000;
+
+impl LimitState {
+    /// Builds the state for the first policy. Redis settings are read once: a
+    /// changed `[redis]` section takes effect at the next restart.
+    pub fn new(
+        policy: &Policy,
+        metrics: &Arc<Metrics>,
+        health: &Arc<crate::observe::health::Health>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let redis = match &policy.redis {
+            Some(cfg) => {
+                let store = redis::RedisStore::new(redis::RedisSettings {
+                    url: cfg.url.expose().to_string(),
+                    timeout: cfg.timeout,
+                    probe_interval: cfg.probe_interval,
+                    key_prefix: cfg.key_prefix.clone(),
+                })
+                .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+                let (m, h) = (metrics.clone(), health.clone());
+                store.on_state_change(move |up| {
+                    m.redis_up(up);
+                    h.set_degraded("redis", !up);
+                    if up {
+                        tracing::info!("redis reachable: distributed limits and bans active");
+                    } else {
+                        tracing::warn!("redis unreachable: limits fall back per `on_redis_down`");
+                    }
+                });
+                health.set_degraded("redis", !store.is_available());
+                metrics.redis_up(store.is_available());
+                Some(store)
+            }
+            None => None,
+        };
+        let bans = bans::BanList::new(&policy.bans, redis.clone(), metrics.clone());
+        let abuse = crate::observe::abuse::AbuseMonitor::new(&policy.abuse, metrics.clone(), bans.clone());
+        Ok(Arc::new(Self {
+            limiter: Limiter::new(policy.limits.max_keys, redis, metrics.clone()),
+            bans,
+            shed: Arc::new(shed::LoadShedder::default()),
+            abuse,
+            audit: OnceLock::new(),
+            audit_seen: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Connects the audit log to the layers that share this state (limits,
+    /// bans, abuse detection, inspection).
+    pub fn set_audit(&self, sink: Arc<AuditSink>) {
+        self.bans.set_audit(sink.clone());
+        self.abuse.set_audit(sink.clone());
+        let _ = self.audit.set(sink);
+    }
+
+    /// Records the event built by `event` unless an event with the same `key`
+    /// was recorded less than [`AUDIT_REPEAT`] ago.
+    pub fn audit_once(&self, key: &str, event: impl FnOnce() -> AuditEvent) {
+        let Some(sink) = self.audit.get() else { return };
+        let now = Instant::now();
+        {
+            let mut seen = self.audit_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.get(key).is_some_and(|t| now.duration_since(*t) < AUDIT_REPEAT) {
+                return;
+            }
+            if seen.len() >= AUDIT_SEEN_MAX {
+                seen.clear();
+            }
+            seen.insert(key.to_owned(), now);
+        }
+        sink.record(event());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rampart_core::config::limits::LimitKind;
+    use rampart_core::principal::AuthMethod;
+
+    fn limit(parts: Vec<KeyPart>) -> CompiledLimit {
+        CompiledLimit {
+            name: Arc::from("api"),
+            key_parts: parts,
+            kind: LimitKind::Rate,
+            params: GcraParams::new(1, std::time::Duration::from_secs(1), 1).unwrap(),
+            tiers: vec![],
+            on_redis_down: RedisFallback::Local,
+            quota: 1,
+            window_secs: 1,
+        }
+    }
+
+    #[test]
+    fn keys_carry_entity_hash_tags_and_escape_client_values() {
+        let p = Principal {
+            subject: "u{1}|x".into(),
+            api_key_id: None,
+            tier: Some("pro".into()),
+            roles: vec![],
+            scopes: vec![],
+            method: AuthMethod::Jwt,
+        };
+        let who = Subject { ip: "203.0.113.5".parse().unwrap(), route: "r", principal: Some(&p) };
+        assert_eq!(limit_key(&limit(vec![KeyPart::Ip]), &who).unwrap(), "rl:{ip:203.0.113.5}:api");
+        assert_eq!(
+            limit_key(&limit(vec![KeyPart::User, KeyPart::Route]), &who).unwrap(),
+            "rl:{user:u%7B1%7D%7Cx|route:r}:api"
+        );
+        assert_eq!(limit_key(&limit(vec![KeyPart::Tier]), &who).unwrap(), "rl:{tier:pro}:api");
+        assert!(limit_key(&limit(vec![KeyPart::ApiKey]), &who).is_none());
+        let anon = Subject { ip: "::1".parse().unwrap(), route: "r", principal: None };
+        assert!(limit_key(&limit(vec![KeyPart::User]), &anon).is_none());
+        assert_eq!(limit_key(&limit(vec![KeyPart::Global]), &anon).unwrap(), "rl:{global}:api");
+    }
+}

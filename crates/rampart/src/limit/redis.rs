@@ -1,0 +1,700 @@
+//! Shared limits in Redis: the GCRA of [`rampart_core::gcra`] as one Lua script,
+//! behind a circuit breaker.
+//!
+//! [`RedisStore::apply`] sends all of a request's [`LimitCheck`]s in one
+//! `EVALSHA` (the `redis` crate's [`Script`] loads the script and retries when
+//! Redis answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`). The script
+//! is all-or-nothing like the in-process store: when any `Check` is refused,
+//! nothing is written. Time comes from Redis' `TIME`, never from the caller, so
+//! any number of gateway instances sharing one Redis agree on every limit.
+//!
+//! # Arithmetic
+//!
+//! Lua numbers are doubles, which hold integers exactly only up to 2^53. The
+//! script therefore never handles absolute nanoseconds: the stored TAT is the
+//! text `<unix seconds><9 digits of nanoseconds>` (readable as epoch
+//! nanoseconds by anything else), and is only ever used as a difference from
+//! Redis' current time. Increments and the tolerance are computed here in `u64`
+//! nanoseconds by [`GcraParams`](super::GcraParams) and passed as integers, so every value in the
+//! script is an exact integer while it stays below 2^53 ns (about 104 days) and
+//! decisions are the same as [`rampart_core::gcra`]'s for the same instant;
+//! beyond that they are rounded to 16 significant digits. Each key gets a TTL of
+//! its TAT minus now (rounded up to a millisecond), after which it would mean
+//! "no debt" anyway, so idle keys cost no memory.
+//!
+//! # Availability
+//!
+//! A dead Redis costs a request at most `timeout` once: the first timeout or
+//! connection error opens the breaker, and while it is open
+//! [`RedisStore::apply`] returns [`RedisUnavailable::BreakerOpen`] without
+//! touching the network, so callers fall back to in-process limits. A background
+//! task sends `PING` every `probe_interval` (also while closed, so an outage is
+//! usually noticed before a request pays for it); when a probe fails it drops the
+//! [`ConnectionManager`] and builds a fresh one, so recovery never depends on the
+//! manager's own reconnect logic. [`RedisStore::new`] never waits for Redis:
+//! the store starts with its breaker open and the first probe runs at once.
+//!
+//! # Cluster
+//!
+//! Single-node Redis only, for now. Keys already carry a `{hash tag}` per
+//! entity, but one request may touch several entities, and the script needs all
+//! its keys in one slot. A `redis+cluster://` or `redis-cluster://` URL is
+//! refused by [`RedisStore::new`], and a node that reports `cluster_enabled:1`
+//! is never used (the probe logs why and keeps the breaker open).
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use rampart::limit::redis::{RedisSettings, RedisStore, RedisUnavailable};
+//! use rampart::limit::{GcraParams, LimitCheck, Op};
+//!
+//! // Nothing listens on port 1, yet the store is made: its breaker starts open
+//! // and the background probe keeps trying.
+//! let store = RedisStore::new(RedisSettings::new("redis://127.0.0.1:1/"))?;
+//! store.on_state_change(|up| tracing::info!(up, "redis limits"));
+//! assert!(!store.is_available());
+//!
+//! // Until a probe succeeds, calls fail at once and callers decide locally.
+//! let check = LimitCheck {
+//!     key: "rl:{ip:192.0.2.1}".into(),
+//!     params: GcraParams::new(10, Duration::from_secs(1), 5)?,
+//!     weight: 1,
+//!     op: Op::Check,
+//! };
+//! assert!(matches!(store.apply(&[check]).await, Err(RedisUnavailable::BreakerOpen)));
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Script, ScriptInvocation};
+
+use super::{Decision, LimitCheck, Op};
+
+/// The GCRA, in Lua. See the module docs for the time representation.
+///
+/// `KEYS[i]` is the i-th limit's key. `ARGV` holds five values per key: the
+/// operation (`c` check, `z` check of weight 0, `d` debit, `p` peek), the
+/// request's increment, one unit's increment and the tolerance (integer
+/// nanoseconds), and the burst. The reply holds four integers per key, as text
+/// so that no value is truncated to a 64-bit signed integer: allowed (1/0),
+/// remaining, reset after (ns), retry after (ns).
+const GCRA_LUA: &str = r#"
+local time = redis.call('TIME')
+local now_s = tonumber(time[1])
+local now_ns = tonumber(time[2]) * 1000
+local E9 = 1000000000
+
+-- How far the stored TAT lies ahead of now: 0 when absent, past or unreadable.
+local function ahead(key)
+  local v = redis.call('GET', key)
+  if not v then return 0 end
+  local n = string.len(v)
+  if n < 10 then return 0 end
+  local s = tonumber(string.sub(v, 1, n - 9))
+  local ns = tonumber(string.sub(v, n - 8))
+  if not s or not ns then return 0 end
+  local d = (s - now_s) * E9 + (ns - now_ns)
+  if d > 0 then return d end
+  return 0
+end
+
+-- Whole units that still fit in `slack` nanoseconds of tolerance.
+local function units(slack, inc1, burst)
+  if inc1 <= 0 then return burst end
+  if slack <= 0 then return 0 end
+  -- Rounding `period / count` down can fit more than `burst` units into the
+  -- tolerance; never report more than the bucket holds.
+  return math.min(math.floor(slack / inc1), burst)
+end
+
+local function text(x)
+  return string.format('%.0f', x)
+end
+
+-- New TATs (as delays from now) by key, written only if nothing is refused.
+-- Later checks of the same key in this call see the earlier ones' effect.
+local pending = {}
+local order = {}
+local refused = false
+local reply = {}
+
+local function hold(key, delay)
+  if pending[key] == nil then order[#order + 1] = key end
+  pending[key] = delay
+end
+
+for i, key in ipairs(KEYS) do
+  local a = (i - 1) * 5
+  local op = ARGV[a + 1]
+  local inc = tonumber(ARGV[a + 2])
+  local inc1 = tonumber(ARGV[a + 3])
+  local tol = tonumber(ARGV[a + 4])
+  local burst = tonumber(ARGV[a + 5])
+  local d = pending[key] or ahead(key)
+  local ok, left, reset, retry = 1, 0, d, 0
+  if op == 'c' then
+    local new = d + inc
+    if new <= tol then
+      left, reset = units(tol - new, inc1, burst), new
+      hold(key, new)
+    else
+      ok, refused = 0, true
+      left, retry = units(tol - math.min(d, tol), inc1, burst), new - tol
+    end
+  elseif op == 'd' then
+    local new = d + inc
+    left, reset = units(tol - new, inc1, burst), new
+    hold(key, new)
+  else
+    left = units(tol - math.min(d, tol), inc1, burst)
+    if op == 'p' and d >= tol then
+      ok, retry = 0, math.max(d - tol, 1)
+    end
+  end
+  reply[#reply + 1] = text(ok)
+  reply[#reply + 1] = text(left)
+  reply[#reply + 1] = text(reset)
+  reply[#reply + 1] = text(retry)
+end
+
+if not refused then
+  for _, key in ipairs(order) do
+    local delay = pending[key]
+    if delay > 0 then
+      local at = now_ns + delay
+      local s = math.floor(at / E9)
+      local ns = math.min(math.max(at - s * E9, 0), E9 - 1)
+      redis.call('SET', key, string.format('%d%09d', now_s + s, ns),
+        'PX', math.max(math.ceil(delay / 1000000), 1))
+    end
+  end
+end
+return reply
+"#;
+
+/// Connection attempts may take longer than one call's `timeout` (TCP, `HELLO`,
+/// `AUTH`, `SELECT`), and they only ever run in the background probe.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A zero interval would make the probe spin.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Where the shared limits live and how long a request may wait for them.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db`. Single node; see the module docs.
+    pub url: String,
+    /// The most one call may take before the breaker opens (default 50 ms).
+    pub timeout: Duration,
+    /// How often the background task checks Redis (default 1 s).
+    pub probe_interval: Duration,
+    /// Prepended to every key (default `rampart:`), so several deployments or
+    /// other applications can share one Redis.
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default timeout, probe interval and prefix.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            timeout: Duration::from_millis(50),
+            probe_interval: Duration::from_secs(1),
+            key_prefix: "rampart:".to_owned(),
+        }
+    }
+}
+
+/// The URL may carry a password, so `Debug` (and hence logs) never shows the
+/// part before `@`.
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("probe_interval", &self.probe_interval)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host/` → `redis://***@host/`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Why Redis could not decide; callers fall back to in-process limits.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisUnavailable {
+    /// Redis failed recently; the background probe has not seen it recover.
+    #[error("redis breaker open")]
+    BreakerOpen,
+    /// The call took longer than the configured timeout (the breaker is now open).
+    #[error("redis timed out")]
+    Timeout,
+    /// Redis answered with an error, or could not be reached.
+    #[error("redis error: {0}")]
+    Error(String),
+}
+
+type Listener = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// Limits shared through one Redis, behind a circuit breaker. Cheap to clone:
+/// clones share the connection, the breaker and the probe.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RedisSettings,
+    client: redis::Client,
+    script: Script,
+    /// `None` until the probe has connected, and after a failed probe.
+    conn: ArcSwapOption<ConnectionManager>,
+    /// Bit 0: the breaker is closed (Redis usable). The other bits count
+    /// closings, so a call that started before an outage and fails after the
+    /// recovery cannot open the breaker again (see [`Inner::open`]).
+    state: AtomicU64,
+    /// Serialises state changes with their notifications, so listeners see
+    /// them in order and end on the true state.
+    transition: Mutex<()>,
+    listeners: RwLock<Vec<Listener>>,
+    /// The last probe failure, to log each new reason once rather than every
+    /// probe interval while Redis stays down.
+    last_probe_error: Mutex<Option<String>>,
+}
+
+const CLOSED: u64 = 1;
+
+impl RedisStore {
+    /// Never fails because Redis is down (only for an invalid or unsupported
+    /// URL, or outside a Tokio runtime): the store starts with its breaker open
+    /// and a background probe connects when Redis is reachable.
+    pub fn new(settings: RedisSettings) -> Result<Self, RedisUnavailable> {
+        let scheme = settings.url.split("://").next().unwrap_or_default();
+        if scheme.contains("cluster") {
+            return Err(RedisUnavailable::Error(format!(
+                "{scheme}:// is not supported: Redis Cluster is not supported yet, give one node's redis:// URL"
+            )));
+        }
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| RedisUnavailable::Error(format!("invalid redis url: {e}")))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| RedisUnavailable::Error("RedisStore::new must be called within a Tokio runtime".into()))?;
+        let interval = settings.probe_interval.max(MIN_PROBE_INTERVAL);
+        let inner = Arc::new(Inner {
+            settings,
+            client,
+            script: Script::new(GCRA_LUA),
+            conn: ArcSwapOption::empty(),
+            state: AtomicU64::new(0),
+            transition: Mutex::new(()),
+            listeners: RwLock::new(Vec::new()),
+            last_probe_error: Mutex::new(None),
+        });
+        runtime.spawn(probe_loop(Arc::downgrade(&inner), interval));
+        Ok(Self { inner })
+    }
+
+    /// Applies all `checks` in ONE round trip and returns their decisions in
+    /// order. All-or-nothing: if any `Check` is refused, nothing is stored.
+    /// Keys are `key_prefix + check.key`.
+    pub async fn apply(&self, checks: &[LimitCheck]) -> Result<Vec<Decision>, RedisUnavailable> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        let seen = inner.state.load(Ordering::Acquire);
+        if seen & CLOSED == 0 {
+            return Err(RedisUnavailable::BreakerOpen);
+        }
+        let Some(mut conn) = inner.conn.load().as_deref().cloned() else {
+            return Err(RedisUnavailable::BreakerOpen);
+        };
+
+        let prefix = &inner.settings.key_prefix;
+        let mut invocation = inner.script.prepare_invoke();
+        for check in checks {
+            let mut key = String::with_capacity(prefix.len() + check.key.len());
+            key.push_str(prefix);
+            key.push_str(&check.key);
+            add_check(&mut invocation, key, check);
+        }
+
+        let reply =
+            tokio::time::timeout(inner.settings.timeout, invocation.invoke_async::<Vec<String>>(&mut conn)).await;
+        match reply {
+            Ok(Ok(fields)) => decisions(checks, &fields),
+            Err(_elapsed) => {
+                inner.open(seen, "a call timed out");
+                Err(RedisUnavailable::Timeout)
+            }
+            Ok(Err(e)) if is_outage(&e) => {
+                inner.open(seen, &e.to_string());
+                Err(if e.is_timeout() { RedisUnavailable::Timeout } else { RedisUnavailable::Error(e.to_string()) })
+            }
+            // A script or data error (say, a foreign value under our prefix)
+            // concerns this request only: Redis itself is fine.
+            Ok(Err(e)) => Err(RedisUnavailable::Error(e.to_string())),
+        }
+    }
+
+    /// True while the breaker is closed (Redis usable).
+    pub fn is_available(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// A connection for other features (bans, revocation lists) to reuse, or
+    /// `None` while Redis is unavailable. It reconnects by itself, but callers
+    /// should still bound their calls with a timeout.
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        if !self.is_available() {
+            return None;
+        }
+        self.inner.conn.load().as_deref().cloned()
+    }
+
+    /// The prefix of every key this store writes, for other features' keys.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.settings.key_prefix
+    }
+
+    /// A dedicated pub/sub connection (subscriptions cannot share the
+    /// multiplexed one). Refused at once while the breaker is open; the
+    /// connection attempt is bounded like the probe's.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisUnavailable> {
+        if !self.is_available() {
+            return Err(RedisUnavailable::BreakerOpen);
+        }
+        let limit = self.inner.settings.timeout.max(MIN_CONNECT_TIMEOUT);
+        match tokio::time::timeout(limit, self.inner.client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(e)) => Err(RedisUnavailable::Error(e.to_string())),
+            Err(_) => Err(RedisUnavailable::Timeout),
+        }
+    }
+
+    /// Calls `f(false)` when Redis becomes unavailable and `f(true)` when it is
+    /// usable again (for metrics and `/readyz`). Not called with the current
+    /// state: read [`RedisStore::is_available`] for that. Any number may be
+    /// registered; they run on the task that saw the change, so keep them quick.
+    pub fn on_state_change(&self, f: impl Fn(bool) + Send + Sync + 'static) {
+        self.inner.listeners.write().unwrap_or_else(PoisonError::into_inner).push(Arc::new(f));
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.inner.settings)
+            .field("available", &self.is_available())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Opens the breaker, unless it changed since the failing call read `seen`
+    /// (already open, or closed again by a probe after a newer recovery).
+    fn open(&self, seen: u64, why: &str) {
+        if seen & CLOSED == 0 {
+            return;
+        }
+        let _order = self.transition.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.state.compare_exchange(seen, seen & !CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            tracing::warn!(reason = why, "redis unavailable: breaker open, limits fall back to this instance");
+            self.notify(false);
+        }
+    }
+
+    /// Closes the breaker. Only the probe task calls this.
+    fn close(&self) {
+        let _order = self.transition.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = self.state.load(Ordering::Acquire);
+        if seen & CLOSED != 0 {
+            return;
+        }
+        let next = (((seen >> 1).wrapping_add(1)) << 1) | CLOSED;
+        if self.state.compare_exchange(seen, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            tracing::info!("redis available: breaker closed");
+            self.last_probe_error.lock().unwrap_or_else(PoisonError::into_inner).take();
+            self.notify(true);
+        }
+    }
+
+    fn notify(&self, up: bool) {
+        // A snapshot, so a listener may register another without deadlocking.
+        let listeners = self.listeners.read().unwrap_or_else(PoisonError::into_inner).clone();
+        for listener in listeners {
+            listener(up);
+        }
+    }
+
+    /// One probe: PING the current connection; if there is none or it fails,
+    /// build a fresh one and PING that.
+    async fn probe(&self) {
+        let seen = self.state.load(Ordering::Acquire);
+        if let Some(conn) = self.conn.load_full() {
+            match self.ping(&conn).await {
+                Ok(()) => {
+                    self.close();
+                    return;
+                }
+                Err(why) => {
+                    self.open(seen, &why);
+                    self.conn.store(None);
+                }
+            }
+        }
+        let fresh = match self.connect().await {
+            Ok(conn) => conn,
+            Err(why) => return self.probe_failed(seen, why),
+        };
+        if let Err(why) = self.ping(&fresh).await {
+            return self.probe_failed(seen, why);
+        }
+        self.conn.store(Some(Arc::new(fresh)));
+        self.close();
+    }
+
+    fn probe_failed(&self, seen: u64, why: String) {
+        self.open(seen, &why);
+        let mut last = self.last_probe_error.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.as_deref() != Some(why.as_str()) {
+            tracing::warn!(reason = %why, "redis probe failed; retrying every probe interval");
+            *last = Some(why);
+        }
+    }
+
+    async fn ping(&self, conn: &ConnectionManager) -> Result<(), String> {
+        let mut conn = conn.clone();
+        let pong =
+            tokio::time::timeout(self.settings.timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await;
+        match pong {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("PING failed: {e}")),
+            Err(_) => Err(format!("PING timed out after {:?}", self.settings.timeout)),
+        }
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, String> {
+        let connect_timeout = self.settings.timeout.max(MIN_CONNECT_TIMEOUT);
+        // No retries inside the manager: the probe is the retry loop, at a
+        // known pace, and a reconnect the manager starts after a dropped
+        // connection then resolves at once instead of backing off for seconds.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(connect_timeout)
+            .set_response_timeout(self.settings.timeout)
+            .set_number_of_retries(0);
+        let made = tokio::time::timeout(
+            connect_timeout.saturating_mul(2),
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await;
+        let mut conn = match made {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(format!("connect failed: {e}")),
+            Err(_) => return Err(format!("connect timed out after {connect_timeout:?}")),
+        };
+        // A cluster node would answer MOVED or CROSSSLOT for most requests.
+        // Servers that refuse INFO (ACLs) are taken to be single nodes.
+        let info = tokio::time::timeout(
+            self.settings.timeout,
+            redis::cmd("INFO").arg("cluster").query_async::<String>(&mut conn),
+        )
+        .await;
+        if let Ok(Ok(info)) = info {
+            if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+                return Err("the server is a Redis Cluster node; Cluster is not supported yet".into());
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// Probes until every [`RedisStore`] clone is dropped. The first probe runs at
+/// once, so a store made at start-up is usable as soon as Redis answers.
+async fn probe_loop(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.probe().await;
+        drop(inner);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Appends one check's key and its five arguments (see [`GCRA_LUA`]).
+fn add_check(invocation: &mut ScriptInvocation<'_>, key: String, check: &LimitCheck) {
+    let (op, inc) = match check.op {
+        Op::Check if check.weight == 0 => ("z", 0),
+        Op::Check => ("c", check.params.increment_ns(check.weight)),
+        Op::Debit => ("d", check.params.increment_ns(check.weight)),
+        Op::Peek => ("p", 0),
+    };
+    invocation
+        .key(key)
+        .arg(op)
+        .arg(inc)
+        .arg(check.params.increment_ns(1))
+        .arg(check.params.tolerance_ns())
+        .arg(check.params.burst);
+}
+
+/// Errors that say Redis as a whole cannot serve us now (as opposed to this
+/// one request being wrong).
+fn is_outage(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::BusyLoadingError
+                | ErrorKind::TryAgain
+                | ErrorKind::ClusterDown
+                | ErrorKind::MasterDown
+                | ErrorKind::ReadOnly
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::ClusterConnectionNotFound
+        )
+        // A script stuck in a loop blocks the whole server.
+        || e.code() == Some("BUSY")
+}
+
+/// Turns the script's flat reply (four fields per check) into decisions.
+fn decisions(checks: &[LimitCheck], fields: &[String]) -> Result<Vec<Decision>, RedisUnavailable> {
+    if fields.len() != checks.len() * 4 {
+        return Err(RedisUnavailable::Error(format!(
+            "unexpected script reply: {} fields for {} checks",
+            fields.len(),
+            checks.len()
+        )));
+    }
+    checks
+        .iter()
+        .zip(fields.chunks_exact(4))
+        .map(|(check, f)| {
+            Ok(Decision {
+                allowed: number(&f[0])? == 1,
+                limit: check.params.burst,
+                remaining: number(&f[1])?,
+                reset_after_ns: number(&f[2])?,
+                retry_after_ns: number(&f[3])?,
+            })
+        })
+        .collect()
+}
+
+/// The script prints integers with `%.0f`; values past `u64::MAX` (only from
+/// saturated parameters) come back as larger decimals and saturate here too.
+fn number(field: &str) -> Result<u64, RedisUnavailable> {
+    field
+        .parse::<u64>()
+        .or_else(|_| field.parse::<f64>().map(|f| f as u64))
+        .map_err(|_| RedisUnavailable::Error(format!("unexpected number in script reply: {field:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_debug() {
+        assert_eq!(redact_url("redis://user:pw@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redact_url("redis://:p@ss@host/"), "redis://***@host/");
+        assert_eq!(redact_url("redis://host:6379/"), "redis://host:6379/");
+        let shown = format!("{:?}", RedisSettings::new("redis://u:hunter2@h/"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// xorshift64*: enough randomness for a model test, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    /// The script against [`rampart_core::gcra::decide`], step by step on random
+    /// sequences, with Redis' clock replaced by one the test sets (the last two
+    /// arguments), so both see the same instant. Needs `RAMPART_TEST_REDIS_URL`.
+    #[tokio::test]
+    async fn script_matches_the_core_exactly() {
+        use rampart_core::gcra::{decide, GcraParams};
+
+        let Ok(url) = std::env::var("RAMPART_TEST_REDIS_URL") else {
+            println!("skipped: RAMPART_TEST_REDIS_URL not set (scripts/test sets it)");
+            return;
+        };
+        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        // Real time, not the test clock, runs the TTLs: an hour keeps every key.
+        let (clock, ttl) = ("local time = redis.call('TIME')", "'PX', math.max(math.ceil(delay / 1000000), 1)");
+        assert!(GCRA_LUA.contains(clock) && GCRA_LUA.contains(ttl));
+        let fake = GCRA_LUA.replace(clock, "local time = {ARGV[#ARGV - 1], ARGV[#ARGV]}").replace(ttl, "'PX', 3600000");
+        let script = Script::new(&fake);
+        let run = uuid::Uuid::now_v7().simple();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut steps = 0;
+        for round in 0..60 {
+            // From sub-microsecond to hour-long increments: all exact below 2^53 ns.
+            let period_ns = [1 + rng.below(5_000), 1 + rng.below(10_000_000), 1 + rng.below(10_000_000_000_000)]
+                [rng.below(3) as usize];
+            let p = GcraParams { period_ns, count: 1 + rng.below(20), burst: 1 + rng.below(10) };
+            let key = format!("rampart-test:conformance:{{{run}}}:{round}");
+            let mut tat: Option<u64> = None;
+            // Redis' TIME has microseconds, so the test clock does too.
+            let mut now: u64 = 1_750_000_000_000_000_000 + rng.below(1_000_000_000) * 1_000;
+            for step in 0..80 {
+                let unit_us = p.increment_ns(1) / 1_000;
+                now += if rng.below(4) == 0 { 0 } else { rng.below(3 * unit_us + 2) * 1_000 };
+                let weight = [0, 1, 1, 1, 2, 3, p.burst, p.burst + 1][rng.below(8) as usize];
+                let op = [Op::Check, Op::Check, Op::Check, Op::Peek, Op::Debit][rng.below(5) as usize];
+                let check = LimitCheck { key: key.clone(), params: p, weight, op };
+
+                let (want, store) = decide(tat, now, &p, weight, op);
+                let mut invocation = script.prepare_invoke();
+                add_check(&mut invocation, key.clone(), &check);
+                invocation.arg(now / 1_000_000_000).arg(now % 1_000_000_000 / 1_000);
+                let fields: Vec<String> = invocation.invoke_async(&mut conn).await.unwrap();
+                let got = decisions(std::slice::from_ref(&check), &fields).unwrap();
+                assert_eq!(got, [want], "round {round}, step {step}: {p:?}, now {now}, weight {weight}, {op:?}");
+                if store.is_some() {
+                    tat = store;
+                }
+                let stored: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+                if let Some(t) = tat.filter(|t| *t > now) {
+                    assert_eq!(stored, Some(t.to_string()), "round {round}, step {step}");
+                }
+                steps += 1;
+            }
+            let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+        }
+        assert_eq!(steps, 60 * 80);
+    }
+
+    #[test]
+    fn replies_parse_and_saturate() {
+        assert_eq!(number("42").unwrap(), 42);
+        assert_eq!(number("18446744073709551616").unwrap(), u64::MAX);
+        assert!(number("x").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! Load shedding and per-address concurrency caps.
+//!
+//! A global count of requests in flight: past `shed_anonymous_at` × `max_in_flight`
+//! requests that carry no credentials are refused first (503 with `Retry-After`),
+//! so signed-in users keep working while anonymous floods are shed; past
+//! `max_in_flight` everything new is refused. Independently, one client address
+//! may have at most `max_requests_per_ip` requests in flight (429).
+//!
+//! The per-address table holds only addresses with requests in flight, so its
+//! size is bounded by the in-flight cap itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use http::{header, StatusCode};
+use rampart_core::client_ip::ClientInfo;
+use tower::{Layer, Service};
+
+use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::problem::Problem;
+
+/// In-flight counts, shared across config reloads.
+#[derive(Debug, Default)]
+pub struct LoadShedder {
+    in_flight: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Releases a request's slots when dropped.
+struct Slot {
+    shedder: Arc<LoadShedder>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shedder.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut map = self.shedder.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl LoadShedder {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Limits for [`ShedLayer`].
+#[derive(Clone, Copy, Debug)]
+pub struct ShedConfig {
+    pub max_in_flight: usize,
+    pub shed_anonymous_at: f64,
+    pub max_requests_per_ip: usize,
+}
+
+#[derive(Clone)]
+pub struct ShedLayer {
+    shedder: Arc<LoadShedder>,
+    config: ShedConfig,
+}
+
+impl ShedLayer {
+    pub fn new(shedder: Arc<LoadShedder>, config: ShedConfig) -> Self {
+        Self { shedder, config }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = ShedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ShedService { inner, shedder: self.shedder.clone(), config: self.config }
+    }
+}
+
+#[derive(Clone)]
+pub struct ShedService<S> {
+    inner: S,
+    shedder: Arc<LoadShedder>,
+    config: ShedConfig,
+}
+
+/// True when the request presents some credential (it may still be invalid;
+/// authentication decides that later, and the hard cap still applies).
+fn has_credentials(req: &HttpRequest) -> bool {
+    let h = req.headers();
+    h.contains_key(header::AUTHORIZATION) || h.contains_key("x-api-key") || h.contains_key(header::COOKIE)
+}
+
+impl<S: Inner> Service<HttpRequest> for ShedService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = LayerFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let cfg = self.config;
+        let n = self.shedder.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut slot = Slot { shedder: self.shedder.clone(), ip: None };
+        if cfg.max_in_flight > 0 {
+            let soft = (cfg.max_in_flight as f64 * cfg.shed_anonymous_at) as usize;
+            let reason = if n > cfg.max_in_flight {
+                Some("overload")
+            } else if n > soft && !has_credentials(&req) {
+                Some("overload_anonymous")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                drop(slot);
+                let resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Service overloaded")
+                    .detail("the gateway is shedding load; retry shortly")
+                    .retry_after(1)
+                    .rejected_by("shed", reason)
+                    .into_response_for(req.extensions());
+                return Box::pin(async move { Ok(resp) });
+            }
+        }
+        if cfg.max_requests_per_ip > 0 {
+            if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
+                let mut map = self.shedder.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                let count = map.get(&ip).copied().unwrap_or(0);
+                if count >= cfg.max_requests_per_ip {
+                    drop(map);
+                    drop(slot);
+                    let resp = Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too-many-concurrent",
+                        "Too many concurrent requests",
+                    )
+                    .detail("this address has too many requests in flight")
+                    .retry_after(1)
+                    .rejected_by("shed", "per_ip_concurrency")
+                    .into_response_for(req.extensions());
+                    return Box::pin(async move { Ok(resp) });
+                }
+                map.insert(ip, count + 1);
+                slot.ip = Some(ip);
+            }
+        }
+        let fut = take_ready(&mut self.inner).call(req);
+        Box::pin(async move {
+            let resp = fut.await;
+            drop(slot);
+            resp
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Several gateway instances sharing one real Redis: one combined limit, bans
+//! that propagate, and the documented behaviour when Redis dies and returns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn redis_section(url: &str, prefix: &str) -> String {
+    format!("[redis]\nurl = '{url}'\ntimeout = '100ms'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n")
+}
+
+fn unique_prefix() -> String {
+    format!("t{}:", uuid::Uuid::now_v7().simple())
+}
+
+async fn pair(extra: &str) -> (rampart::Gateway, rampart::Gateway) {
+    let up = start_upstream().await;
+    let text = config(&format!("http://{up}"), extra);
+    let a = gateway(&text).await;
+    let b = gateway(&text).await;
+    for gw in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), || async { gw.limits.limiter.redis.as_ref().unwrap().is_available() })
+                .await
+        );
+    }
+    (a, b)
+}
+
+async fn status(gw: &rampart::Gateway, path: &str) -> u16 {
+    client().get(url(gw, path)).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn two_instances_enforce_one_combined_limit() {
+    let Some(redis) = redis_url() else { return };
+    let extra = format!(
+        "{}[[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', rate = '4/min' }}]\n",
+        redis_section(&redis, &unique_prefix())
+    );
+    let (a, b) = pair(&extra).await;
+    let mut got = Vec::new();
+    for i in 0..6 {
+        got.push(status(if i % 2 == 0 { &a } else { &b }, "/x").await);
+    }
+    assert_eq!(got, [200, 200, 200, 200, 429, 429], "4 in total across both instances");
+}
+
+#[tokio::test]
+async fn bans_propagate_between_instances() {
+    let Some(redis) = redis_url() else { return };
+    let (a, b) = pair(&redis_section(&redis, &unique_prefix())).await;
+    assert_eq!(status(&b, "/x").await, 200);
+    let ops_a = format!("http://{}", a.ops_addr.unwrap());
+    let r = client()
+        .post(format!("{ops_a}/bans"))
+        .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"shared"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(
+        eventually(Duration::from_secs(3), || async { status(&b, "/x").await == 403 }).await,
+        "ban did not reach instance b"
+    );
+    // A third instance started later loads the ban from Redis.
+    let c = gateway(&config(
+        &format!("http://{}", start_upstream().await),
+        &redis_section(&redis, a.limits.limiter.redis.as_ref().unwrap().key_prefix()),
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(3), || async { status(&c, "/x").await == 403 }).await,
+        "late instance did not load the ban"
+    );
+    // Lifting it on b lifts it everywhere.
+    let ops_b = format!("http://{}", b.ops_addr.unwrap());
+    assert_eq!(client().delete(format!("{ops_b}/bans/127.0.0.1")).send().await.unwrap().status(), 204);
+    for gw in [&a, &b, &c] {
+        assert!(eventually(Duration::from_secs(3), || async { status(gw, "/x").await == 200 }).await);
+    }
+}
+
+#[tokio::test]
+async fn redis_dying_falls_back_locally_and_recovers() {
+    let mut redis = OwnRedis::start(free_port()).await;
+    let port = redis.port;
+    let extra = format!(
+        "{}[[routes]]\nname = 'local'\npath = '/local/**'\nlimits = [{{ by = 'ip', rate = '1/min', burst = 3 }}]\n\
+         [[routes]]\nname = 'strict'\npath = '/strict/**'\nlimits = [{{ by = 'ip', rate = '100/min', on_redis_down = 'refuse' }}]\n",
+        redis_section(&redis.url(), "rampart:")
+    );
+    let (a, b) = pair(&extra).await;
+    // Distributed: 3 in total.
+    let got: Vec<u16> = vec![
+        status(&a, "/local/1").await,
+        status(&b, "/local/1").await,
+        status(&a, "/local/1").await,
+        status(&b, "/local/1").await,
+    ];
+    assert_eq!(got, [200, 200, 200, 429]);
+
+    redis.kill();
+    // No request fails because Redis died: `local` limits decide in process
+    // (a fresh allowance of 3 per instance), `refuse` limits answer 503.
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(status(&a, "/local/1").await);
+    }
+    assert_eq!(seen, [200, 200, 200, 429], "local fallback enforces the limit per instance");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a dead Redis must not slow requests down: {:?}",
+        started.elapsed()
+    );
+    let r = client().get(url(&a, "/strict/1")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let ops = format!("http://{}", a.ops_addr.unwrap());
+    let ready: serde_json::Value = client().get(format!("{ops}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["degraded"][0], "redis");
+    let m = client().get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_redis_up 0"), "{m}");
+    assert!(m.contains("rampart_limit_fallbacks_total"), "{m}");
+
+    // Redis returns (empty, as after a crash): both instances use it again.
+    let _redis = OwnRedis::start(port).await;
+    for gw in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), || async { gw.limits.limiter.redis.as_ref().unwrap().is_available() })
+                .await,
+            "breaker did not close after Redis came back"
+        );
+    }
+    let got: Vec<u16> = vec![
+        status(&a, "/local/2").await,
+        status(&b, "/local/2").await,
+        status(&a, "/local/2").await,
+        status(&b, "/local/2").await,
+    ];
+    assert_eq!(got, [200, 200, 200, 429], "one combined limit again");
+    assert_eq!(status(&a, "/strict/1").await, 200);
+    let ready: serde_json::Value = client().get(format!("{ops}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+}

@@ -1,0 +1,328 @@
+//! Rate limits, budgets, bans, access lists and shedding through the gateway,
+//! with the in-process backend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn statuses(gw: &rampart::Gateway, path: &str, n: usize) -> Vec<u16> {
+    let c = client();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(c.get(url(gw, path)).send().await.unwrap().status().as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn exact_burst_then_429_with_headers() {
+    let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '2/min', burst = 3 }]\n").await;
+    let c = client();
+    for expected_remaining in [2, 1, 0] {
+        let r = c.get(url(&gw, "/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-remaining"], expected_remaining.to_string().as_str());
+        assert_eq!(r.headers()["x-ratelimit-limit"], "2");
+        assert_eq!(r.headers()["ratelimit-policy"], "\"routes[0]#0\";q=2;w=60");
+    }
+    let r = c.get(url(&gw, "/x")).send().await.unwrap();
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "one unit refills in 30 s: {retry}");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    assert!(r.headers()["ratelimit"].to_str().unwrap().contains(";r=0;"));
+    let v = problem(r, 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:rate-limited");
+}
+
+#[tokio::test]
+async fn refill_happens_at_the_rate() {
+    let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '10/s', burst = 1 }]\n").await;
+    assert_eq!(statuses(&gw, "/a", 2).await, [200, 429]);
+    tokio::time::sleep(Duration::from_millis(110)).await;
+    assert_eq!(statuses(&gw, "/a", 2).await, [200, 429]);
+}
+
+#[tokio::test]
+async fn named_limits_are_shared_unless_keyed_by_route() {
+    let cfg = "[limits.named.shared]\nby = 'ip'\nrate = '1/min'\nburst = 2\n\
+               [limits.named.per_route]\nby = ['ip', 'route']\nrate = '1/min'\nburst = 1\n\
+               [[routes]]\nname = 'a'\npath = '/a/**'\nlimits = ['shared']\n\
+               [[routes]]\nname = 'b'\npath = '/b/**'\nlimits = ['shared']\n\
+               [[routes]]\nname = 'c'\npath = '/c/**'\nlimits = ['per_route']\n\
+               [[routes]]\nname = 'd'\npath = '/d/**'\nlimits = ['per_route']\n";
+    let (gw, _) = setup(cfg).await;
+    // One allowance of 2 across routes a and b.
+    assert_eq!(statuses(&gw, "/a/1", 1).await, [200]);
+    assert_eq!(statuses(&gw, "/b/1", 2).await, [200, 429]);
+    assert_eq!(statuses(&gw, "/a/1", 1).await, [429]);
+    // Keyed by route: c and d each have their own, and neither shares with `shared`.
+    assert_eq!(statuses(&gw, "/c/1", 2).await, [200, 429]);
+    assert_eq!(statuses(&gw, "/d/1", 2).await, [200, 429]);
+}
+
+#[tokio::test]
+async fn weights_cost_several_units() {
+    let (gw, _) =
+        setup("[[routes]]\npath = '/**'\nweight = 3\nlimits = [{ by = 'ip', rate = '1/min', burst = 7 }]\n").await;
+    assert_eq!(statuses(&gw, "/x", 3).await, [200, 200, 429]);
+}
+
+#[tokio::test]
+async fn budget_is_debited_by_upstream_cost() {
+    let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '1.00/day' }]\n").await;
+    let c = client();
+    let r = c.get(url(&gw, "/cost/0.6")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit"], "1");
+    // The debit happens after the response, off the request path.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.get(url(&gw, "/cost/0.6")).send().await.unwrap().status(), 200, "0.4 left: still allowed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = problem(c.get(url(&gw, "/cost/0.6")).send().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
+}
+
+#[tokio::test]
+async fn global_budget_exhaustion_is_503() {
+    let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'global', budget = '0.5/hour' }]\n").await;
+    let c = client();
+    assert_eq!(c.get(url(&gw, "/cost/1.0")).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = c.get(url(&gw, "/cost/1.0")).send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    problem(r, 503).await;
+}
+
+#[tokio::test]
+async fn exempt_paths_and_addresses() {
+    let limits = "[limits]\nexempt_paths = ['/health/**']\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup(limits).await;
+    assert_eq!(statuses(&gw, "/health/live", 5).await, [200; 5]);
+    assert_eq!(statuses(&gw, "/x", 2).await, [200, 429]);
+    let limits = "[limits]\nexempt_cidrs = ['127.0.0.0/8']\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup(limits).await;
+    assert_eq!(statuses(&gw, "/x", 4).await, [200; 4]);
+}
+
+#[tokio::test]
+async fn limits_key_on_the_resolved_client_ip_not_the_spoofable_header() {
+    let cfg = "[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+    // Untrusted peer: a new X-Forwarded-For per request does not buy a new allowance.
+    let (gw, _) = setup(cfg).await;
+    let c = client();
+    assert_eq!(c.get(url(&gw, "/x")).header("x-forwarded-for", "1.1.1.1").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(url(&gw, "/x")).header("x-forwarded-for", "2.2.2.2").send().await.unwrap().status(), 429);
+    // Behind a trusted proxy each client has its own allowance.
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1']", cfg).await;
+    assert_eq!(c.get(url(&gw, "/x")).header("x-forwarded-for", "1.1.1.1").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(url(&gw, "/x")).header("x-forwarded-for", "2.2.2.2").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(url(&gw, "/x")).header("x-forwarded-for", "1.1.1.1").send().await.unwrap().status(), 429);
+}
+
+#[tokio::test]
+async fn unique_ip_flood_keeps_the_table_bounded() {
+    let cfg = "[limits]\nmax_keys = 500\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '100/min' }]\n";
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1']", cfg).await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let (c, u) = (c.clone(), url(&gw, "/flood"));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500u32 {
+                let ip = std::net::Ipv4Addr::from(0x0A00_0000 + t * 1000 + i);
+                assert_eq!(c.get(&u).header("x-forwarded-for", ip.to_string()).send().await.unwrap().status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = &gw.limits.limiter.memory;
+    assert!(store.len() <= 500, "{} keys held for 4000 unique clients", store.len());
+    assert!(store.len() >= 400, "the table is used: {}", store.len());
+}
+
+#[tokio::test]
+async fn deny_and_allow_lists_reload_without_restart() {
+    let (gw, up) = setup("[access]\ndeny = ['127.0.0.0/8']\n").await;
+    let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 403).await;
+    assert_eq!(v["type"], "urn:rampart:problem:forbidden-address");
+    gw.reload(rampart::app::load_policy_text(&config(&format!("http://{up}"), "[access]\nallow = ['127.0.0.1/32']\n")))
+        .unwrap();
+    assert_eq!(client().get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+    gw.reload(rampart::app::load_policy_text(&config(
+        &format!("http://{up}"),
+        "[access]\nallow = ['10.0.0.0/8', '::1']\n",
+    )))
+    .unwrap();
+    assert_eq!(client().get(url(&gw, "/x")).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn manual_bans_through_the_ops_listener() {
+    let (gw, _) = setup("").await;
+    let ops = format!("http://{}", gw.ops_addr.unwrap());
+    let c = client();
+    let r =
+        c.post(format!("{ops}/bans")).body(r#"{"ip":"127.0.0.1","ttl":"10m","reason":"test"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v = problem(c.get(url(&gw, "/x")).send().await.unwrap(), 403).await;
+    assert!(v["detail"].as_str().unwrap().contains("banned"));
+    let list: Vec<serde_json::Value> = c.get(format!("{ops}/bans")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["ip"], "127.0.0.1");
+    assert_eq!(list[0]["reason"], "test");
+    assert_eq!(c.delete(format!("{ops}/bans/127.0.0.1")).send().await.unwrap().status(), 204);
+    assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+    // Hostile input to the admin endpoint is a clean 400.
+    for body in ["", "{", r#"{"ip":"nope"}"#, r#"{"ip":"1.2.3.4","ttl":"forever"}"#, r#"{"ip":"1.2.3.4","extra":1}"#] {
+        assert_eq!(c.post(format!("{ops}/bans")).body(body).send().await.unwrap().status(), 400, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn admin_token_is_required_when_configured() {
+    let up = start_upstream().await;
+    let text = config(&format!("http://{up}"), "").replace("[metrics]\n", "[metrics]\nadmin_token = 's3cret-token'\n");
+    let gw = gateway(&text).await;
+    let ops = format!("http://{}", gw.ops_addr.unwrap());
+    let c = client();
+    assert_eq!(c.get(format!("{ops}/bans")).send().await.unwrap().status(), 401);
+    assert_eq!(c.get(format!("{ops}/bans")).bearer_auth("wrong").send().await.unwrap().status(), 401);
+    assert_eq!(c.get(format!("{ops}/bans")).bearer_auth("s3cret-token").send().await.unwrap().status(), 200);
+    // Metrics and health stay open for scrapers and probes.
+    assert_eq!(c.get(format!("{ops}/metrics")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn repeated_429s_earn_an_escalating_ban() {
+    let cfg = "[bans]\nafter_rate_limited = 3\nwindow = '1m'\ndurations = ['1m', '1h']\n\
+               [[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup(cfg).await;
+    let s = statuses(&gw, "/x", 5).await;
+    assert_eq!(s[..4], [200, 429, 429, 429]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 403).await;
+    assert!(v["detail"].as_str().unwrap().contains("banned"));
+    let bans = gw.limits.bans.list();
+    assert_eq!(bans[0].source, "auto:rate_limited");
+    let m =
+        client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_bans_added_total{source=\"auto\"} 1"), "{m}");
+    assert!(m.contains("rampart_rejections_total{layer=\"access\",reason=\"banned\"}"), "{m}");
+}
+
+#[tokio::test]
+async fn per_ip_concurrency_and_global_shedding() {
+    let (gw, _) = setup_with("max_requests_per_ip = 2", "").await;
+    let c = client();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let (c, u) = (c.clone(), url(&gw, "/slow/500"));
+                async move { c.get(u).send().await.unwrap().status() }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let v = problem(c.get(url(&gw, "/x")).send().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:too-many-concurrent");
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200, "slots are released");
+
+    let (gw, _) = setup_with("max_in_flight = 4\nshed_anonymous_at = 0.5\nmax_requests_per_ip = 0", "").await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let (c, u) = (c.clone(), url(&gw, "/slow/500"));
+                async move { c.get(u).send().await.unwrap().status() }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Two in flight, soft limit 2: anonymous requests are shed, credentialed ones pass.
+    let r = c.get(url(&gw, "/x")).send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    let v = problem(r, 503).await;
+    assert_eq!(v["type"], "urn:rampart:problem:overloaded");
+    assert_eq!(c.get(url(&gw, "/x")).bearer_auth("token").send().await.unwrap().status(), 200);
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test]
+async fn per_ip_connection_cap_and_requests_per_connection() {
+    let (gw, _) = setup_with("max_connections_per_ip = 3\nmax_requests_per_connection = 2", "").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut extra = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "the fourth connection is closed at once");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Two requests on one keep-alive connection: the second is answered with
+    // `Connection: close` and the connection ends.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"));
+}
+
+#[tokio::test]
+async fn slow_post_below_the_minimum_rate_is_cut_off() {
+    let (gw, _) = setup_with("min_body_rate = 1000\nbody_rate_grace = '300ms'", "").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Trickle one byte every 50 ms (20 B/s) until the gateway answers.
+    loop {
+        if started.elapsed() > Duration::from_secs(5) {
+            panic!("slow POST was not cut off");
+        }
+        if s.write_all(b"a").await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    // Meanwhile a normal client is served.
+    assert_eq!(client().get(url(&gw, "/ok")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn invalid_limit_config_is_refused_with_lines() {
+    let err = rampart::app::load_policy_text(&config(
+        "http://127.0.0.1:1",
+        "[[routes]]\npath = '/**'\nlimits = ['nope', { by = 'planet', rate = '1/s' }, { by = 'ip', rate = '1/fortnight' }]\nweight = 0\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no limit named `nope`"), "{err}");
+    assert!(err.contains("`planet` is not a key"), "{err}");
+    assert!(err.contains("not a period"), "{err}");
+    assert!(err.contains("routes[0].weight"), "{err}");
+}
