@@ -1,0 +1,360 @@
+//! The JSON-lines copy of the audit log: one record per line, in chain order,
+//! and, after a retention purge, a first line `{"anchor":{"seq":N,"hash":"…"}}`
+//! naming the last purged record so that the rest still verifies.
+//!
+//! Everything here is blocking file I/O; the writer runs it on the blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{AuditRecord, ChainHead, StampedEvent};
+use super::verify::{ChainVerifier, VerifyError};
+use super::AuditQuery;
+
+/// How much of the file's end is read to find its last record at start. A
+/// bounded record is far smaller (see [`super::record::MAX_VALUE_CHARS`]).
+const TAIL_WINDOW: u64 = 1024 * 1024;
+
+/// One line of the file.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Anchor(ChainHead),
+    Record(AuditRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnchorLine {
+    anchor: ChainHead,
+}
+
+/// Parses one line (without its newline).
+pub fn parse_line(text: &str) -> Result<Line, String> {
+    if text.trim().is_empty() {
+        return Err("empty line".into());
+    }
+    match serde_json::from_str::<AuditRecord>(text) {
+        Ok(r) => Ok(Line::Record(r)),
+        Err(e) => match serde_json::from_str::<AnchorLine>(text) {
+            Ok(a) => Ok(Line::Anchor(a.anchor)),
+            Err(_) => Err(format!("not an audit record: {e}")),
+        },
+    }
+}
+
+fn strip_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// Calls `f` with each line's number (from 1) and content until it returns false.
+fn each_line(path: &Path, mut f: impl FnMut(u64, Result<Line, String>) -> bool) -> io::Result<()> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        n += 1;
+        let parsed = match std::str::from_utf8(strip_newline(&buf)) {
+            Ok(text) => parse_line(text),
+            Err(_) => Err("not UTF-8".into()),
+        };
+        if !f(n, parsed) {
+            return Ok(());
+        }
+    }
+}
+
+/// Verifies the file at `path`: the anchor (if its first line is one), then
+/// every record. The error names the first bad line and, when readable, its seq.
+pub fn verify_file(path: &Path) -> io::Result<Result<u64, VerifyError>> {
+    let mut verifier: Option<ChainVerifier> = None;
+    let mut outcome = Ok(());
+    each_line(path, |n, line| {
+        let step = match line {
+            Err(reason) => Err(VerifyError { seq: None, line: Some(n), reason }),
+            Ok(Line::Anchor(anchor)) if n == 1 => {
+                verifier = Some(ChainVerifier::new(Some(anchor)));
+                Ok(())
+            }
+            Ok(Line::Anchor(_)) => Err(VerifyError {
+                seq: None,
+                line: Some(n),
+                reason: "an anchor is only valid on the first line: lines were inserted or moved".into(),
+            }),
+            Ok(Line::Record(r)) => verifier
+                .get_or_insert_with(|| ChainVerifier::new(None))
+                .check(&r)
+                .map_err(|e| VerifyError { line: Some(n), ..e }),
+        };
+        outcome = step;
+        outcome.is_ok()
+    })?;
+    Ok(outcome.map(|()| verifier.map_or(0, |v| v.count())))
+}
+
+/// The newest `query.limit` records matching `query`, oldest first, and how
+/// many lines could not be read.
+pub fn search_file(path: &Path, query: &AuditQuery) -> io::Result<(Vec<AuditRecord>, u64)> {
+    let mut kept = std::collections::VecDeque::new();
+    let mut unreadable = 0;
+    each_line(path, |_, line| {
+        match line {
+            Ok(Line::Record(r)) if query.matches(&r) => {
+                if kept.len() == query.limit {
+                    kept.pop_front();
+                }
+                if query.limit > 0 {
+                    kept.push_back(r);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => unreadable += 1,
+        }
+        true
+    })?;
+    Ok((kept.into(), unreadable))
+}
+
+/// The writer's handle on the file: opened lazily, resumed from its last line.
+pub(super) struct FileLog {
+    path: PathBuf,
+    file: Option<File>,
+    head: ChainHead,
+}
+
+impl FileLog {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, file: None, head: ChainHead::genesis() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the file now (it is otherwise opened by the first write).
+    pub fn ensure_open(&mut self) -> io::Result<()> {
+        self.open().map(drop)
+    }
+
+    /// Where the file's chain stands, once the file is open.
+    pub fn head(&self) -> Option<&ChainHead> {
+        self.file.as_ref().map(|_| &self.head)
+    }
+
+    /// Opens the file (creating it and its directories) and reads where its
+    /// chain stands. Not a regular file (a pipe, a device): written to, never
+    /// read back, chained from the start.
+    fn open(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)?;
+            }
+            let regular = match fs::metadata(&self.path) {
+                Ok(m) => m.is_file(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(e),
+            };
+            let mut options = OpenOptions::new();
+            options.append(true).create(true).read(regular);
+            let mut file = options.open(&self.path)?;
+            self.head = if regular { resume(&mut file, &self.path)? } else { ChainHead::genesis() };
+            self.file = Some(file);
+        }
+        self.file.as_mut().ok_or_else(|| io::Error::other("audit file not open"))
+    }
+
+    /// Appends `batch` as one write. On error the handle is dropped, so the next
+    /// batch reopens the file and resumes from what actually reached it.
+    pub fn append(&mut self, batch: &[StampedEvent]) -> io::Result<usize> {
+        self.open()?;
+        let mut head = self.head.clone();
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        for e in batch {
+            let r = AuditRecord::chained(&head, e.ts_ms, &e.event);
+            serde_json::to_writer(&mut buf, &r)?;
+            buf.push(b'\n');
+            head = r.head();
+        }
+        let written = self.open().and_then(|f| f.write_all(&buf));
+        match written {
+            Ok(()) => {
+                self.head = head;
+                Ok(batch.len())
+            }
+            Err(e) => {
+                self.file = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the records older than `cutoff_ms` from the start of the file,
+    /// replacing them with an anchor line. Stops at the first record that is
+    /// young enough, or at any line it cannot read, which is kept as evidence.
+    /// Returns the new anchor, if anything was purged.
+    pub fn purge(&mut self, cutoff_ms: u64) -> io::Result<Option<ChainHead>> {
+        match fs::metadata(&self.path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut reader = BufReader::new(File::open(&self.path)?);
+        let mut buf = Vec::new();
+        let mut n = 0u64;
+        let mut last_purged = None;
+        let first_kept = loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break None;
+            }
+            n += 1;
+            let parsed = std::str::from_utf8(strip_newline(&buf)).map_err(|e| e.to_string()).and_then(parse_line);
+            match parsed {
+                Ok(Line::Anchor(_)) if n == 1 => {}
+                Ok(Line::Record(r)) if r.ts_ms < cutoff_ms => last_purged = Some(r.head()),
+                _ => break Some(std::mem::take(&mut buf)),
+            }
+        };
+        let Some(anchor) = last_purged else { return Ok(None) };
+        let tmp = self.path.with_extension("purge-tmp");
+        let copied = (|| -> io::Result<()> {
+            let mut out = BufWriter::new(File::create(&tmp)?);
+            serde_json::to_writer(&mut out, &AnchorLine { anchor: anchor.clone() })?;
+            out.write_all(b"\n")?;
+            if let Some(line) = first_kept {
+                out.write_all(&line)?;
+                io::copy(&mut reader, &mut out)?;
+            }
+            let out = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+            out.sync_all()?;
+            fs::set_permissions(&tmp, fs::metadata(&self.path)?.permissions())?;
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.file = None;
+        fs::rename(&tmp, &self.path)?;
+        self.open()?;
+        Ok(Some(anchor))
+    }
+}
+
+/// Where the chain of an open file stands: its last record, or its anchor.
+fn resume(file: &mut File, path: &Path) -> io::Result<ChainHead> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(ChainHead::genesis());
+    }
+    let start = len.saturating_sub(TAIL_WINDOW);
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    let too_long = || io::Error::new(io::ErrorKind::InvalidData, "its last line is longer than 1 MiB");
+    if buf.last() != Some(&b'\n') {
+        // A crash in the middle of a write leaves part of a line: drop it, so
+        // the file ends on a whole record and the next one starts a new line.
+        let keep = match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if start == 0 => 0,
+            None => return Err(too_long()),
+        };
+        file.set_len(start + keep as u64)?;
+        buf.truncate(keep);
+        tracing::warn!(
+            target: "rampart::audit",
+            path = %path.display(),
+            "the audit file ended in a partial line (a crash during a write?); the partial line was removed"
+        );
+        if buf.is_empty() {
+            return Ok(ChainHead::genesis());
+        }
+    }
+    let body = strip_newline(&buf);
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None if start == 0 => body,
+        None => return Err(too_long()),
+    };
+    let parsed = std::str::from_utf8(last).map_err(|e| e.to_string()).and_then(parse_line);
+    match parsed {
+        Ok(Line::Record(r)) => Ok(r.head()),
+        Ok(Line::Anchor(a)) => Ok(a),
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("its last line cannot be chained onto ({e}); check it with `rampart audit verify --file`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::observe::audit::{AuditEvent, AuditKind};
+
+    fn events(from: u64, n: u64) -> Vec<StampedEvent> {
+        (from..from + n)
+            .map(|i| StampedEvent { ts_ms: i, event: AuditEvent::new(AuditKind::AdminAction).detail("i", i).bounded() })
+            .collect()
+    }
+
+    #[test]
+    fn a_partial_last_line_is_dropped_and_the_chain_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/audit.jsonl");
+        FileLog::new(path.clone()).append(&events(0, 2)).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":3,"ts_ms":"#).unwrap();
+        let mut log = FileLog::new(path.clone());
+        log.append(&events(2, 1)).unwrap();
+        assert_eq!(log.head().map(|h| h.seq), Some(3));
+        assert_eq!(verify_file(&path).unwrap(), Ok(3));
+    }
+
+    #[test]
+    fn an_unreadable_last_line_stops_the_writer_instead_of_forking_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        FileLog::new(path.clone()).append(&events(0, 2)).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"garbage\n").unwrap();
+        let err = FileLog::new(path.clone()).append(&events(2, 1)).unwrap_err();
+        assert!(err.to_string().contains("cannot be chained onto"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "nothing appended");
+    }
+
+    #[test]
+    fn purging_keeps_an_anchor_and_stops_at_the_first_young_or_unreadable_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut log = FileLog::new(path.clone());
+        log.append(&events(10, 5)).unwrap();
+        assert_eq!(log.purge(10).unwrap(), None, "nothing old enough");
+        let anchor = log.purge(12).unwrap().unwrap();
+        assert_eq!(anchor.seq, 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(r#"{"anchor":{"seq":2,"#), "{text}");
+        assert_eq!(verify_file(&path).unwrap(), Ok(3));
+        log.append(&events(15, 1)).unwrap();
+        assert_eq!(verify_file(&path).unwrap(), Ok(4));
+
+        // An unreadable line is evidence: the purge stops before it.
+        let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
+        lines.insert(2, "tampered".into());
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let mut log = FileLog::new(path.clone());
+        assert_eq!(log.purge(100).unwrap().map(|a| a.seq), Some(3));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().nth(1), Some("tampered"));
+        assert_eq!(verify_file(&path).unwrap().unwrap_err().line, Some(2));
+    }
+}
