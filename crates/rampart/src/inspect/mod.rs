@@ -1,0 +1,435 @@
+//! The inspection layer (WAF): SQL injection, XSS, path traversal, command
+//! injection and NUL detection on the decoded path, query values, chosen
+//! headers, cookies, form fields and every string value of JSON bodies; and
+//! optional PII redaction of JSON bodies before they reach the upstream.
+//!
+//! Bodies are buffered only when the route inspects or redacts, only for JSON and
+//! form bodies, and only up to the route's body limit (already enforced while
+//! streaming by the guard layer); every other body streams untouched. A JSON body
+//! that does not parse, nests deeper than serde_json's limit or holds more than
+//! [`MAX_JSON_NODES`] values is refused with 400 in block mode.
+//!
+//! In `detect` mode a finding is logged and audited and the request goes on; in
+//! `block` mode it is refused with a 403 problem. Either way the log names the
+//! rule and where it matched, with at most [`EVIDENCE_CHARS`] characters of the
+//! value — never the whole value.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use rampart_core::client_ip::ClientInfo;
+use rampart_core::config::compile::InspectPolicy;
+use rampart_core::config::model::InspectMode;
+use rampart_core::inspect::{inspect_value, Finding, RuleSet};
+use rampart_core::path::{normalize_path, PathOptions};
+use tower::{Layer, Service};
+
+use crate::edge::guard::BodyFailure;
+use crate::edge::route::MatchedRoute;
+use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::limit::LimitState;
+use crate::observe::audit::{AuditEvent, AuditKind};
+use crate::observe::Metrics;
+use crate::problem::Problem;
+
+/// Most JSON values (strings, numbers, keys…) inspected in one body.
+pub const MAX_JSON_NODES: usize = 100_000;
+/// Characters of a matched value kept in logs and audit events.
+pub const EVIDENCE_CHARS: usize = 40;
+
+/// Where a finding was made, for logs and audit events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub finding: Finding,
+    /// e.g. `query:q`, `header:user-agent`, `json:items[2].name`, `path`.
+    pub location: String,
+    /// The start of the value, at most [`EVIDENCE_CHARS`] characters.
+    pub excerpt: String,
+}
+
+fn excerpt(value: &str) -> String {
+    value.chars().take(EVIDENCE_CHARS).collect()
+}
+
+fn rules(policy: &InspectPolicy) -> RuleSet {
+    let r = policy.rules;
+    RuleSet {
+        sqli: r.sqli,
+        xss: r.xss,
+        path_traversal: r.path_traversal,
+        command_injection: r.command_injection,
+        nul_byte: r.nul_byte,
+    }
+}
+
+/// Inspects everything but the body; returns the first finding.
+pub fn inspect_head(req: &HttpRequest, policy: &InspectPolicy) -> Option<Located> {
+    let rules = rules(policy);
+    let check = |location: String, value: &str| {
+        inspect_value(value, &rules).map(|finding| Located { finding, location, excerpt: excerpt(value) })
+    };
+    // The path, decoded (the guard already refused undecodable ones).
+    let opts = PathOptions { allow_encoded_slash: true };
+    if let Ok(path) = normalize_path(req.uri().path(), &opts) {
+        if let Some(f) = check("path".into(), &path) {
+            return Some(f);
+        }
+    }
+    if let Some(q) = req.uri().query() {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            if policy.skips_query(&k) {
+                continue;
+            }
+            if let Some(f) = check(format!("query:{k}"), &v).or_else(|| check(format!("query-name:{k}"), &k)) {
+                return Some(f);
+            }
+        }
+    }
+    for name in &policy.headers {
+        if policy.skips_header(name) {
+            continue;
+        }
+        for v in req.headers().get_all(name) {
+            if let Some(f) = check(format!("header:{name}"), &String::from_utf8_lossy(v.as_bytes())) {
+                return Some(f);
+            }
+        }
+    }
+    for v in req.headers().get_all(header::COOKIE) {
+        for pair in String::from_utf8_lossy(v.as_bytes()).split(';') {
+            let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, val) = (k.trim(), val.trim());
+            if policy.skips_cookie(k) {
+                continue;
+            }
+            let decoded = percent_encoding::percent_decode_str(val).decode_utf8_lossy();
+            if let Some(f) = check(format!("cookie:{k}"), &decoded) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// What a body inspection found and changed.
+#[derive(Debug, Default)]
+pub struct BodyOutcome {
+    pub finding: Option<Located>,
+    /// The body to forward when PII was redacted.
+    pub rewritten: Option<Bytes>,
+    /// PII kinds masked, one entry per value changed.
+    pub redacted: Vec<rampart_core::pii::PiiKind>,
+    /// The JSON could not be inspected (malformed, too deep, too many values).
+    pub unparseable: Option<&'static str>,
+}
+
+/// Walks a JSON value: inspects every string (and object key) outside the
+/// exclusions, masking PII in string values when asked.
+struct JsonWalk<'a> {
+    policy: &'a InspectPolicy,
+    rules: RuleSet,
+    nodes: usize,
+    path: Vec<String>,
+    outcome: BodyOutcome,
+    changed: bool,
+}
+
+impl JsonWalk<'_> {
+    fn location(&self) -> String {
+        let mut s = String::from("json:");
+        for (i, p) in self.path.iter().enumerate() {
+            if !p.starts_with('[') && i > 0 {
+                s.push('.');
+            }
+            s.push_str(p);
+        }
+        s
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.path.iter().filter(|p| !p.starts_with('[')).map(String::as_str).collect()
+    }
+
+    fn visit(&mut self, v: &mut serde_json::Value) {
+        self.nodes += 1;
+        if self.nodes > MAX_JSON_NODES {
+            self.outcome.unparseable = Some("too many values");
+            return;
+        }
+        match v {
+            serde_json::Value::String(s) => {
+                if self.policy.skips_json(&self.keys()) {
+                    return;
+                }
+                if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
+                    if let Some(finding) = inspect_value(s, &self.rules) {
+                        self.outcome.finding =
+                            Some(Located { finding, location: self.location(), excerpt: excerpt(s) });
+                    }
+                }
+                if self.policy.redact_pii {
+                    if let Some((masked, kinds)) = rampart_core::pii::redact(s) {
+                        *s = masked;
+                        self.outcome.redacted.extend(kinds);
+                        self.changed = true;
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.path.push(format!("[{i}]"));
+                    self.visit(item);
+                    self.path.pop();
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map.iter_mut() {
+                    if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
+                        if let Some(finding) = inspect_value(k, &self.rules) {
+                            self.outcome.finding = Some(Located {
+                                finding,
+                                location: format!("{}(key)", self.location()),
+                                excerpt: excerpt(k),
+                            });
+                        }
+                    }
+                    self.path.push(k.clone());
+                    self.visit(item);
+                    self.path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Inspects (and possibly redacts) a buffered JSON or form body.
+pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutcome {
+    let rules = rules(policy);
+    if json {
+        let mut value: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => {
+                return BodyOutcome { unparseable: Some("malformed or too deeply nested JSON"), ..Default::default() }
+            }
+        };
+        let mut walk =
+            JsonWalk { policy, rules, nodes: 0, path: Vec::new(), outcome: BodyOutcome::default(), changed: false };
+        walk.visit(&mut value);
+        let mut outcome = walk.outcome;
+        if walk.changed {
+            outcome.rewritten = serde_json::to_vec(&value).ok().map(Bytes::from);
+        }
+        return outcome;
+    }
+    let mut outcome = BodyOutcome::default();
+    if policy.mode == InspectMode::Off {
+        return outcome;
+    }
+    for (k, v) in form_urlencoded::parse(body) {
+        if policy.skips_form(&k) {
+            continue;
+        }
+        if let Some(finding) = inspect_value(&v, &rules).or_else(|| inspect_value(&k, &rules)) {
+            outcome.finding = Some(Located { finding, location: format!("form:{k}"), excerpt: excerpt(&v) });
+            break;
+        }
+    }
+    outcome
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+    Other,
+}
+
+fn body_kind(req: &HttpRequest) -> BodyKind {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        BodyKind::Json
+    } else if essence == "application/x-www-form-urlencoded" {
+        BodyKind::Form
+    } else {
+        BodyKind::Other
+    }
+}
+
+#[derive(Clone)]
+pub struct InspectLayer {
+    state: Arc<LimitState>,
+    metrics: Arc<Metrics>,
+}
+
+impl InspectLayer {
+    pub fn new(state: Arc<LimitState>, metrics: Arc<Metrics>) -> Self {
+        Self { state, metrics }
+    }
+}
+
+impl<S> Layer<S> for InspectLayer {
+    type Service = InspectService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        InspectService { inner, state: self.state.clone(), metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct InspectService<S> {
+    inner: S,
+    state: Arc<LimitState>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> InspectService<S> {
+    /// Logs (and, in block mode, refuses) a finding. Returns the refusal.
+    fn handle(&self, req: &HttpRequest, policy: &InspectPolicy, found: &Located) -> Option<crate::edge::HttpResponse> {
+        let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+        let rule: &'static str = found.finding.rule.as_str();
+        let block = policy.mode == InspectMode::Block;
+        self.metrics.inspection_finding(rule, if block { "block" } else { "detect" });
+        tracing::warn!(
+            target: "rampart::audit",
+            event = "input_blocked",
+            blocked = block,
+            rule,
+            location = %found.location,
+            evidence = %found.finding.evidence,
+            excerpt = %found.excerpt,
+            ip = %ip.map(|i| i.to_string()).unwrap_or_default(),
+            "suspicious input"
+        );
+        let key = format!("inspect|{}|{rule}|{}", ip.map(|i| i.to_string()).unwrap_or_default(), found.location);
+        self.state.audit_once(&key, || {
+            let mut event = AuditEvent::new(AuditKind::InputBlocked)
+                .detail("blocked", block)
+                .detail("rule", rule)
+                .detail("location", found.location.clone())
+                .detail("excerpt", found.excerpt.clone());
+            if let Some(ip) = ip {
+                event = event.ip(ip);
+            }
+            if let Some(p) = req.extensions().get::<rampart_core::principal::Principal>() {
+                event = event.subject(p.subject.clone());
+            }
+            if let Some(id) = req.extensions().get::<crate::edge::request_id::RequestId>() {
+                event = event.request_id(id.as_str());
+            }
+            event
+        });
+        if !block {
+            return None;
+        }
+        if let Some(ip) = ip {
+            self.state.bans.strike(ip, crate::limit::bans::Strike::BlockedInput);
+        }
+        Some(
+            Problem::new(StatusCode::FORBIDDEN, "input-blocked", "Request blocked")
+                .detail(format!("the request was refused by the `{rule}` rule"))
+                .rejected_by("inspect", rule)
+                .into_response_for(req.extensions()),
+        )
+    }
+}
+
+impl<S: Inner> Service<HttpRequest> for InspectService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<S::Future, LayerFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let Some(policy) = req.extensions().get::<MatchedRoute>().and_then(|r| r.0.inspect.clone()) else {
+            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+        };
+        if policy.mode != InspectMode::Off {
+            if let Some(found) = inspect_head(&req, &policy) {
+                if let Some(resp) = self.handle(&req, &policy, &found) {
+                    return futures_util::future::Either::Right(Box::pin(async move { Ok(resp) }));
+                }
+            }
+        }
+        let kind = body_kind(&req);
+        let wants_body = match kind {
+            BodyKind::Json => true,
+            BodyKind::Form => policy.mode != InspectMode::Off,
+            BodyKind::Other => false,
+        };
+        if !wants_body || req.body().is_end_stream() {
+            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+        }
+        let this = self.clone();
+        let mut inner = take_ready(&mut self.inner);
+        futures_util::future::Either::Right(Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            // The guard's wrapper already caps the size and the pace of the body.
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    let limit = parts.extensions.get::<MatchedRoute>().map_or(0, |r| r.0.body_limit);
+                    let problem = match BodyFailure::of(&e) {
+                        Some(f) => f.problem(limit),
+                        None => Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+                            .detail("the request body could not be read")
+                            .rejected_by("inspect", "body_error"),
+                    };
+                    return Ok(problem.into_response_for(&parts.extensions));
+                }
+            };
+            // Large bodies are inspected off the async workers.
+            let json = kind == BodyKind::Json;
+            let (outcome, bytes) = if bytes.len() <= 64 * 1024 {
+                (inspect_body(&bytes, json, &policy), bytes)
+            } else {
+                let p = policy.clone();
+                match tokio::task::spawn_blocking(move || (inspect_body(&bytes, json, &p), bytes)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let resp = Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                            .into_response_for(&parts.extensions);
+                        return Ok(resp);
+                    }
+                }
+            };
+            let head_req = http::Request::from_parts(parts, Body::empty());
+            if let Some(why) = outcome.unparseable.filter(|_| policy.mode == InspectMode::Block) {
+                let resp = Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "Invalid request body")
+                    .detail(format!("the body cannot be inspected: {why}"))
+                    .rejected_by("inspect", "unparseable")
+                    .into_response_for(head_req.extensions());
+                return Ok(resp);
+            }
+            if let Some(found) = &outcome.finding {
+                if let Some(resp) = this.handle(&head_req, &policy, found) {
+                    return Ok(resp);
+                }
+            }
+            for kind in &outcome.redacted {
+                this.metrics.pii_redacted(kind.as_str());
+            }
+            let (mut parts, _) = head_req.into_parts();
+            let body = match outcome.rewritten {
+                Some(new) => {
+                    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    new
+                }
+                None => bytes,
+            };
+            inner.call(http::Request::from_parts(parts, Body::from(body))).await
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use rampart_core::config::compile::Exclusion;
+use rampart_core::config::model::InspectRulesConfig;
+
+fn policy(mode: InspectMode, exclude: Vec<Exclusion>, redact_pii: bool) -> InspectPolicy {
+    InspectPolicy { mode, rules: InspectRulesConfig::default(), exclude, headers: vec![header::USER_AGENT], redact_pii }
+}
+
+fn req(uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
+    let mut b = http::Request::get(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+#[track_caller]
+fn check_head(uri: &str, headers: &[(&str, &str)], location: Option<&str>) {
+    let found =
+        inspect_head(&req(uri, headers), &policy(InspectMode::Block, vec![Exclusion::Query("code".into())], false));
+    assert_eq!(found.as_ref().map(|f| f.location.as_str()), location, "{uri} {headers:?}: {found:?}");
+}
+
+#[test]
+fn head_locations() {
+    check_head("/search?q=hello%20world", &[], None);
+    check_head("/search?q=1%27%20OR%20%271%27%3D%271", &[], Some("query:q"));
+    check_head("/search?code=1%27%20OR%20%271%27%3D%271", &[], None);
+    check_head("/x?msg=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[], Some("query:msg"));
+    check_head("/x", &[("user-agent", "<script>alert(1)</script>")], Some("header:user-agent"));
+    check_head("/x", &[("x-other", "<script>alert(1)</script>")], None);
+    check_head("/x", &[("cookie", "a=1; b=%3Cscript%3Ealert(1)%3C%2Fscript%3E")], Some("cookie:b"));
+    check_head("/x", &[("cookie", "theme=dark; lang=en")], None);
+}
+
+#[test]
+fn json_strings_everywhere_with_exclusions_and_truncated_evidence() {
+    let p = policy(
+        InspectMode::Block,
+        vec![Exclusion::JsonKey("snippet".into()), Exclusion::JsonPath(vec!["doc".into(), "sql".into()])],
+        false,
+    );
+    let attack = "1' OR '1'='1' -- ".repeat(10);
+    let body = serde_json::json!({"user": {"tags": ["ok", attack]}}).to_string();
+    let out = inspect_body(body.as_bytes(), true, &p);
+    let f = out.finding.unwrap();
+    assert_eq!(f.location, "json:user.tags[1]");
+    assert!(f.excerpt.chars().count() <= EVIDENCE_CHARS);
+    let benign = serde_json::json!({"snippet": attack, "doc": {"sql": attack}, "name": "O'Brien"}).to_string();
+    assert!(inspect_body(benign.as_bytes(), true, &p).finding.is_none());
+    // An excluded path does not exclude the same key elsewhere.
+    let elsewhere = serde_json::json!({"other": {"sql": attack}}).to_string();
+    assert!(inspect_body(elsewhere.as_bytes(), true, &p).finding.is_some());
+}
+
+#[test]
+fn json_bombs_are_unparseable_not_fatal() {
+    let p = policy(InspectMode::Block, vec![], false);
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(inspect_body(deep.as_bytes(), true, &p).unparseable.is_some());
+    let wide = format!("[{}1]", "1,".repeat(MAX_JSON_NODES + 10));
+    assert_eq!(inspect_body(wide.as_bytes(), true, &p).unparseable, Some("too many values"));
+    assert!(inspect_body(b"{not json", true, &p).unparseable.is_some());
+}
+
+#[test]
+fn pii_is_masked_in_json_values() {
+    let p = policy(InspectMode::Off, vec![], true);
+    let body = serde_json::json!({"note": "card 4111 1111 1111 1111", "n": 4111111111111111u64, "who": {"mail": "a@b.example"}}).to_string();
+    let out = inspect_body(body.as_bytes(), true, &p);
+    let v: serde_json::Value = serde_json::from_slice(&out.rewritten.unwrap()).unwrap();
+    assert_eq!(v["note"], "card [REDACTED:card]");
+    assert_eq!(v["who"]["mail"], "[REDACTED:email]");
+    assert_eq!(v["n"], 4111111111111111u64, "numbers are not strings: left alone");
+    assert_eq!(out.redacted.len(), 2);
+}
+
+#[test]
+fn form_fields() {
+    let p = policy(InspectMode::Detect, vec![Exclusion::Form("comment".into())], false);
+    let out = inspect_body(b"name=bob&q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", false, &p);
+    assert_eq!(out.finding.unwrap().location, "form:q");
+    assert!(inspect_body(b"comment=%3Cscript%3Ealert(1)%3C%2Fscript%3E", false, &p).finding.is_none());
+}
