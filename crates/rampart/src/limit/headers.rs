@@ -45,14 +45,17 @@ pub fn set_headers(h: &mut HeaderMap, outcomes: &[LimitOutcome<'_>]) {
     let Some(tightest) = outcomes.iter().min_by_key(|o| o.remaining) else {
         return;
     };
-    let mut policy = String::new();
+    let mut policy = String::with_capacity(48 * outcomes.len());
     for (i, o) in outcomes.iter().enumerate() {
         if i > 0 {
             policy.push_str(", ");
         }
-        let _ = write!(policy, "\"{}\";q={};w={}", sf_string(o.name), o.quota, o.window_secs);
+        push_sf_string(&mut policy, o.name);
+        let _ = write!(policy, ";q={};w={}", o.quota, o.window_secs);
     }
-    let state = format!("\"{}\";r={};t={}", sf_string(tightest.name), tightest.remaining, tightest.reset_secs);
+    let mut state = String::with_capacity(48);
+    push_sf_string(&mut state, tightest.name);
+    let _ = write!(state, ";r={};t={}", tightest.remaining, tightest.reset_secs);
     if let Ok(v) = HeaderValue::from_str(&policy) {
         h.insert(RATELIMIT_POLICY, v);
     }
@@ -64,15 +67,17 @@ pub fn set_headers(h: &mut HeaderMap, outcomes: &[LimitOutcome<'_>]) {
     h.insert(X_RATELIMIT_RESET, HeaderValue::from(tightest.reset_secs));
 }
 
-/// Escapes a structured-field string's content (RFC 8941 §3.3.3).
-fn sf_string(s: &str) -> String {
-    s.chars()
-        .filter(|c| (' '..='~').contains(c))
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect()
+/// Appends `s` as a structured-field string (RFC 8941 §3.3.3): quoted, `"` and
+/// `\` escaped, characters outside printable ASCII dropped.
+fn push_sf_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 #[cfg(test)]

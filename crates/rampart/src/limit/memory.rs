@@ -105,14 +105,14 @@ impl MemoryStore {
         Self { hasher: RandomState::new(), shards, max_keys, evictions: AtomicU64::new(0) }
     }
 
-    /// Applies all checks at `now_ns` atomically: if any `Check` is refused,
-    /// nothing is stored for any of them (a refused request consumes no
-    /// allowance). Returns one Decision per check, in order.
+    /// Applies all checks at `now_ns` atomically: if any `Check` is refused or
+    /// any `Peek` finds its budget exhausted, nothing is stored for any of them
+    /// (a refused request consumes no allowance), as in the Redis script.
+    /// Returns one Decision per check, in order.
     ///
     /// Checks of one key see the effect of the earlier ones. When the batch is
     /// refused, the decisions of its allowed checks still say what they would
-    /// have left. A refused `Peek` does not refuse the batch, as in the Redis
-    /// script: the caller decides what an exhausted budget means.
+    /// have left.
     pub fn apply(&self, now_ns: u64, checks: &[LimitCheck]) -> Vec<Decision> {
         if let [check] = checks {
             // One limit per request is the common case: one lock, no
@@ -158,7 +158,9 @@ impl MemoryStore {
                 None => guards.get(slot).and_then(|s| s.tats.get(&hash).copied()),
             };
             let (decision, store) = decide(stored, now_ns, &check.params, check.weight, check.op);
-            refused |= !decision.allowed && check.op == Op::Check;
+            // A refused check or an exhausted budget refuses the request:
+            // then no limit is charged for it.
+            refused |= !decision.allowed && matches!(check.op, Op::Check | Op::Peek);
             if let Some(tat) = store {
                 match earlier {
                     Some(p) => p.2 = tat,
@@ -405,6 +407,13 @@ mod tests {
         check(&store, 0, &twice, &[(true, 2), (true, 0), (false, 0)]);
         check(&store, 0, &twice[..2], &[(true, 2), (true, 0)]);
         check(&store, 0, &[], &[]);
+        // An exhausted budget refuses the request too: its rate check is not charged.
+        check(&store, 0, &[limit("spent", 6, Op::Debit)], &[(true, 0)]);
+        let with_budget = [limit("rate", 1, Op::Check), limit("spent", 0, Op::Peek)];
+        for _ in 0..3 {
+            check(&store, 0, &with_budget, &[(true, 4), (false, 0)]);
+        }
+        check(&store, 0, &[limit("rate", 1, Op::Peek)], &[(true, 5)]);
     }
 
     #[test]

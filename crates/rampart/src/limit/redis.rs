@@ -4,8 +4,8 @@
 //! [`RedisStore::apply`] sends all of a request's [`LimitCheck`]s in one
 //! `EVALSHA` (the `redis` crate's [`Script`] loads the script and retries when
 //! Redis answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`). The script
-//! is all-or-nothing like the in-process store: when any `Check` is refused,
-//! nothing is written. Time comes from Redis' `TIME`, never from the caller, so
+//! is all-or-nothing like the in-process store: when any `Check` or `Peek` is
+//! refused (a rate limit hit, a budget exhausted), nothing is written. Time comes from Redis' `TIME`, never from the caller, so
 //! any number of gateway instances sharing one Redis agree on every limit.
 //!
 //! # Arithmetic
@@ -155,7 +155,7 @@ for i, key in ipairs(KEYS) do
   else
     left = units(tol - math.min(d, tol), inc1, burst)
     if op == 'p' and d >= tol then
-      ok, retry = 0, math.max(d - tol, 1)
+      ok, refused, retry = 0, true, math.max(d - tol, 1)
     end
   end
   reply[#reply + 1] = text(ok)
@@ -313,7 +313,7 @@ impl RedisStore {
     }
 
     /// Applies all `checks` in ONE round trip and returns their decisions in
-    /// order. All-or-nothing: if any `Check` is refused, nothing is stored.
+    /// order. All-or-nothing: if any `Check` or `Peek` is refused, nothing is stored.
     /// Keys are `key_prefix + check.key`.
     pub async fn apply(&self, checks: &[LimitCheck]) -> Result<Vec<Decision>, RedisUnavailable> {
         if checks.is_empty() {
