@@ -247,10 +247,10 @@ impl Metrics {
         self.duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).observe(elapsed.as_secs_f64());
     }
 
-    pub fn observe_upstream(&self, upstream: &str, elapsed: Duration) {
-        self.upstream_duration
-            .get_or_create(&UpstreamLabels { upstream: upstream.to_string() })
-            .observe(elapsed.as_secs_f64());
+    /// The latency histogram of `upstream`, to keep and observe directly on a
+    /// hot path (it shares its data with the registered one).
+    pub fn upstream_histogram(&self, upstream: &str) -> Histogram {
+        self.upstream_duration.get_or_create(&UpstreamLabels { upstream: upstream.to_string() }).clone()
     }
 
     pub fn upstream_error(&self, upstream: &str, kind: &'static str) {
