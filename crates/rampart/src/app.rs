@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use rampart_core::config::{ConfigError, ConfigErrors, ConfigPath, Policy};
 use tower::Layer;
 
+use crate::auth::{AuthLayer, AuthService};
 use crate::edge::client_ip::{ClientIpLayer, ClientIpService};
 use crate::edge::cors::{CorsLayer, CorsService};
 use crate::edge::geo::{GeoLayer, GeoService};
@@ -30,9 +31,9 @@ use crate::observe::audit::{AuditEvent, AuditKind, AuditSink};
 use crate::observe::{Metrics, ObserveLayer, ObserveService};
 use crate::proxy::{ProxyService, Upstream};
 
-/// The layers below CORS: shedding, rate limits (before and after
-/// authentication), inspection, then the proxy.
-type Limited = ShedService<RateLimitService<RateLimitService<InspectService<ProxyService>>>>;
+/// The layers below CORS: shedding, rate limits by address, authentication,
+/// rate limits by principal, inspection, then the proxy.
+type Limited = ShedService<RateLimitService<AuthService<RateLimitService<InspectService<ProxyService>>>>>;
 
 /// The full request path, outermost layer first.
 pub type Stack = RequestIdService<
@@ -84,6 +85,9 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     let stack = InspectLayer::new(state.clone(), metrics.clone()).layer(proxy);
     // Limits keyed by user, API key or tier, once authentication has run.
     let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
+    // Bearer tokens to a Principal and identity headers; inbound identity
+    // headers removed on every route.
+    let stack = AuthLayer::new(policy.auth.clone(), state.clone()).layer(stack);
     // Limits keyed by address, route or globally: refused before any auth work.
     let stack = RateLimitLayer::new(state.clone(), limits, Stage::Anonymous).layer(stack);
     // Overload shedding and per-address concurrency, before spending on limits.

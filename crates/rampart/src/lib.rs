@@ -13,6 +13,7 @@
 //! - [`problem`]: RFC 9457 problem documents.
 
 pub mod app;
+pub mod auth;
 pub mod echo;
 pub mod edge;
 pub mod inspect;

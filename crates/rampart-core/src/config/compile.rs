@@ -52,6 +52,8 @@ pub struct Policy {
     pub storage: StorageConfig,
     pub audit: AuditConfig,
     pub alerts: AlertsConfig,
+    /// Bearer-token verification and identity headers.
+    pub auth: Arc<super::auth::AuthSettings>,
 }
 
 /// `[geo]`, checked: the database is needed whenever `header` is set or a
@@ -215,6 +217,8 @@ pub struct RoutePolicy {
     pub geo: Option<Arc<GeoRule>>,
     /// Inspection and PII redaction; `None`: bodies stream untouched.
     pub inspect: Option<Arc<InspectPolicy>>,
+    /// Bearer-token authentication.
+    pub auth: super::auth::RouteAuth,
 }
 
 /// A route's inspection settings, compiled.
@@ -629,6 +633,25 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         errs.push(p("abuse.spike_min_rate"), "must be zero or more");
     }
 
+    let mut auth_errs = Vec::new();
+    let auth = super::auth::compile_auth(&file.auth, &mut auth_errs);
+    for (path, msg) in auth_errs {
+        errs.push(path, msg);
+    }
+    if file.auth.issuers.is_empty() {
+        for (i, r) in routes.iter().enumerate() {
+            if r.auth.mode != super::auth::AuthMode::None {
+                let at = if file.routes.is_empty() {
+                    p("defaults.auth")
+                } else {
+                    p("routes").push_index(i).push_key("auth")
+                };
+                errs.push(at, "needs at least one [[auth.issuers]] to verify tokens with");
+                break;
+            }
+        }
+    }
+
     let default_security_headers = Arc::new(compile_security_headers(
         &[file.defaults.security_headers.as_ref()],
         &p("defaults.security_headers"),
@@ -637,7 +660,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
     }
-    let Some(server) = server else {
+    let (Some(server), Some(auth)) = (server, auth) else {
         return Err(ConfigErrors(errs.0));
     };
     let matcher = RouteMatcher::new(patterns.iter().map(|(hosts, methods, path)| RouteSpec { hosts, methods, path }));
@@ -659,6 +682,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         storage: file.storage.clone(),
         audit: file.audit.clone(),
         alerts: file.alerts.clone(),
+        auth: Arc::new(auth),
     })
 }
 
@@ -998,6 +1022,11 @@ fn compile_route_policy(
         let rules = route.inspect_rules.or(defaults.inspect_rules).unwrap_or_default();
         Some(Arc::new(InspectPolicy { mode, rules, exclude, headers, redact_pii }))
     };
+    let auth = super::auth::RouteAuth {
+        mode: route.auth.or(defaults.auth).unwrap_or_default(),
+        cookie: route.auth_cookie.clone().or_else(|| defaults.auth_cookie.clone()).filter(|c| !c.is_empty()),
+        query: route.auth_query.clone().or_else(|| defaults.auth_query.clone()).filter(|q| !q.is_empty()),
+    };
     let weight = route.weight.or(defaults.weight).unwrap_or(1);
     let limits_set = route.limits.is_some();
     let mut limits = Vec::new();
@@ -1057,6 +1086,7 @@ fn compile_route_policy(
         weight,
         geo,
         inspect,
+        auth,
     })
 }
 

@@ -62,6 +62,9 @@ pub struct ConfigFile {
     /// Webhook alerts on security events.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Which bearer tokens are accepted, and the identity headers sent upstream.
+    #[serde(default)]
+    pub auth: super::auth::AuthConfig,
 }
 
 /// `[storage]`.
@@ -694,6 +697,12 @@ pub struct RouteConfig {
     /// Mask card numbers, SSNs, e-mail addresses and phone numbers in JSON
     /// string values before the body reaches the upstream.
     pub redact_pii: Option<bool>,
+    /// Bearer-token authentication: `none` (default), `optional`, `required`.
+    pub auth: Option<super::auth::AuthMode>,
+    /// A cookie that may carry the token too (e.g. for browser clients).
+    pub auth_cookie: Option<String>,
+    /// A query parameter that may carry the token too (e.g. for WebSocket clients).
+    pub auth_query: Option<String>,
 }
 
 /// What inspection does with a finding.

@@ -1,0 +1,291 @@
+//! `[auth]`: which bearer tokens the gateway accepts, compiled into one
+//! [`Verifier`] per trusted issuer, and the identity headers it sends upstream.
+//!
+//! ```toml
+//! [auth]
+//! audiences = ["api"]          # a token's `aud` must name one of these
+//! leeway = "30s"               # clock skew allowed on exp / nbf / iat
+//!
+//! [[auth.issuers]]             # e.g. the FastAPI app's own HS256 tokens
+//! issuer = "https://app.example.com"
+//! secret_file = "/run/secrets/jwt_secret"   # HS256, at least 32 bytes
+//!
+//! [[auth.issuers]]
+//! issuer = "https://login.example.com"
+//! keys = [{ kid = "2025-01", alg = "ES256", public_key_file = "/etc/rampart/login-es256.pem" }]
+//! ```
+//!
+//! Routes choose `auth = "none" | "optional" | "required"` (default `none`) and,
+//! where needed, a cookie or query parameter that may carry the token too.
+//!
+//! A key verifies tokens of its own issuer only: the gateway reads a token's
+//! (unverified) `iss` to pick the issuer's verifier, which then checks
+//! everything, `iss` included. A key of one issuer can never vouch for a token
+//! that claims to come from another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use serde::Deserialize;
+
+use super::env::ConfigPath;
+use super::secret::Secret;
+use crate::token::{Alg, KeySet, Verifier, VerifyingKey, DEFAULT_MAX_TOKEN_BYTES};
+
+/// `[auth]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Our own names: a token's `aud` must contain one (an issuer may override).
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Larger tokens are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Verified tokens remembered (by SHA-256 of the token) until they expire,
+    /// so a client's repeated token costs one signature check; `0`: no cache.
+    pub cache_entries: usize,
+    pub issuers: Vec<IssuerConfig>,
+    /// Names of the identity headers sent upstream. Inbound copies of them are
+    /// always removed, whatever the route's `auth`.
+    pub headers: IdentityHeadersConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(30),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            cache_entries: 10_000,
+            issuers: Vec::new(),
+            headers: IdentityHeadersConfig::default(),
+        }
+    }
+}
+
+/// One `[[auth.issuers]]` entry: an issuer and the keys its tokens are signed with.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` its tokens carry.
+    pub issuer: String,
+    /// Overrides `[auth] audiences` for this issuer.
+    pub audiences: Option<Vec<String>>,
+    /// HS256 shared secret (at least 32 bytes), as FastAPI apps and PyJWT use;
+    /// prefer `secret_file`.
+    pub secret: Option<Secret>,
+    /// Public keys (EdDSA, ES256, RS256).
+    #[serde(default)]
+    pub keys: Vec<IssuerKeyConfig>,
+}
+
+/// A public key of an issuer: `public_key` (PEM; or `public_key_file`) or `jwk`
+/// (a JSON object as a string, as found in the issuer's JWKS).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerKeyConfig {
+    pub kid: Option<String>,
+    /// `EdDSA`, `ES256` or `RS256`; for a JWK, taken from it when absent.
+    pub alg: Option<String>,
+    /// PEM text (SubjectPublicKeyInfo, or PKCS#1 for RSA).
+    pub public_key: Option<Secret>,
+    pub jwk: Option<String>,
+}
+
+/// `[auth.headers]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeadersConfig {
+    pub user: String,
+    pub roles: String,
+    pub scopes: String,
+    pub tier: String,
+    pub auth_method: String,
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        Self {
+            user: "x-rampart-user".into(),
+            roles: "x-rampart-roles".into(),
+            scopes: "x-rampart-scopes".into(),
+            tier: "x-rampart-tier".into(),
+            auth_method: "x-rampart-auth-method".into(),
+        }
+    }
+}
+
+/// How a route treats authentication.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Tokens are not read; the request goes upstream anonymous.
+    #[default]
+    None,
+    /// A valid token makes the request authenticated; no token is fine; an
+    /// invalid one is refused (a bad credential is never silently ignored).
+    Optional,
+    /// A valid token is needed: 401 otherwise.
+    Required,
+}
+
+/// A route's authentication, compiled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteAuth {
+    pub mode: AuthMode,
+    /// Cookie that may carry the token (besides `Authorization: Bearer`).
+    pub cookie: Option<String>,
+    /// Query parameter that may carry the token.
+    pub query: Option<String>,
+}
+
+/// The identity header names, compiled.
+#[derive(Clone, Debug)]
+pub struct IdentityHeaders {
+    pub user: HeaderName,
+    pub roles: HeaderName,
+    pub scopes: HeaderName,
+    pub tier: HeaderName,
+    pub auth_method: HeaderName,
+}
+
+impl IdentityHeaders {
+    pub fn all(&self) -> [&HeaderName; 5] {
+        [&self.user, &self.roles, &self.scopes, &self.tier, &self.auth_method]
+    }
+}
+
+/// `[auth]`, compiled.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// One verifier per issuer, in config order.
+    pub issuers: Vec<(String, Arc<Verifier>)>,
+    pub headers: IdentityHeaders,
+    pub max_token_bytes: usize,
+    pub cache_entries: usize,
+}
+
+impl AuthSettings {
+    /// The verifier for a token claiming to come from `iss`.
+    pub fn verifier_for(&self, iss: &str) -> Option<&Verifier> {
+        self.issuers.iter().find(|(name, _)| name == iss).map(|(_, v)| v.as_ref())
+    }
+}
+
+/// Compiles `[auth]`; problems are pushed as (path, message).
+pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)>) -> Option<AuthSettings> {
+    let before = errs.len();
+    let at = ConfigPath::parse("auth");
+    let mut issuers = Vec::new();
+    if cfg.max_token_bytes < 256 || cfg.max_token_bytes > 1 << 20 {
+        errs.push((at.push_key("max_token_bytes"), "must be between 256 and 1048576".into()));
+    }
+    if cfg.leeway > Duration::from_secs(300) {
+        errs.push((at.push_key("leeway"), "must be at most 5m".into()));
+    }
+    for (i, issuer) in cfg.issuers.iter().enumerate() {
+        let here = at.push_key("issuers").push_index(i);
+        if issuer.issuer.is_empty() {
+            errs.push((here.push_key("issuer"), "names the `iss` its tokens carry".into()));
+        }
+        if cfg.issuers[..i].iter().any(|o| o.issuer == issuer.issuer) {
+            errs.push((here.push_key("issuer"), format!("`{}` is listed twice", issuer.issuer)));
+        }
+        let audiences = issuer.audiences.as_ref().unwrap_or(&cfg.audiences);
+        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+            errs.push((
+                here.push_key("audiences"),
+                "set the audiences its tokens must name (here or in [auth] audiences)".into(),
+            ));
+        }
+        let mut keys = KeySet::new();
+        if let Some(secret) = &issuer.secret {
+            match VerifyingKey::hs256("hs256", secret.expose().as_bytes()) {
+                Ok(k) => push_key(&mut keys, k, &here.push_key("secret"), errs),
+                Err(e) => errs.push((here.push_key("secret"), e.to_string())),
+            }
+        }
+        for (j, key) in issuer.keys.iter().enumerate() {
+            let kat = here.push_key("keys").push_index(j);
+            match compile_key(key) {
+                Ok(k) => push_key(&mut keys, k, &kat, errs),
+                Err(e) => errs.push((kat, e)),
+            }
+        }
+        if keys.is_empty() && issuer.secret.is_none() && issuer.keys.is_empty() {
+            errs.push((here, "needs a `secret` (HS256) or `keys`".into()));
+        }
+        let mut verifier = Verifier::new(keys, [issuer.issuer.clone()], audiences.iter().cloned());
+        verifier.leeway_secs = cfg.leeway.as_secs();
+        verifier.max_token_bytes = cfg.max_token_bytes;
+        issuers.push((issuer.issuer.clone(), Arc::new(verifier)));
+    }
+    let h = &cfg.headers;
+    let hat = at.push_key("headers");
+    let mut name = |field: &str, value: &str| match HeaderName::from_bytes(value.to_ascii_lowercase().as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errs.push((hat.push_key(field), format!("`{value}` is not a valid header name")));
+            None
+        }
+    };
+    let headers = (
+        name("user", &h.user),
+        name("roles", &h.roles),
+        name("scopes", &h.scopes),
+        name("tier", &h.tier),
+        name("auth_method", &h.auth_method),
+    );
+    if errs.len() > before {
+        return None;
+    }
+    let (Some(user), Some(roles), Some(scopes), Some(tier), Some(auth_method)) = headers else {
+        return None;
+    };
+    Some(AuthSettings {
+        issuers,
+        headers: IdentityHeaders { user, roles, scopes, tier, auth_method },
+        max_token_bytes: cfg.max_token_bytes,
+        cache_entries: cfg.cache_entries,
+    })
+}
+
+fn push_key(keys: &mut KeySet, key: VerifyingKey, at: &ConfigPath, errs: &mut Vec<(ConfigPath, String)>) {
+    if let Err(e) = keys.insert(key) {
+        errs.push((at.clone(), e.to_string()));
+    }
+}
+
+fn compile_key(key: &IssuerKeyConfig) -> Result<VerifyingKey, String> {
+    let alg = match &key.alg {
+        Some(a) => match Alg::from_name(a) {
+            Some(Alg::HS256) | None => return Err(format!("`{a}` is not one of EdDSA, ES256, RS256")),
+            Some(alg) => Some(alg),
+        },
+        None => None,
+    };
+    match (&key.public_key, &key.jwk) {
+        (Some(pem), None) => {
+            let alg = alg.ok_or("`alg` is required with `public_key`")?;
+            let kid = key.kid.as_deref().ok_or("`kid` is required (the `kid` header of its tokens)")?;
+            VerifyingKey::from_public_pem(kid, alg, pem.expose()).map_err(|e| e.to_string())
+        }
+        (None, Some(jwk)) => {
+            let mut value: serde_json::Value =
+                serde_json::from_str(jwk).map_err(|e| format!("`jwk` is not JSON: {e}"))?;
+            if let Some(obj) = value.as_object_mut() {
+                if let Some(kid) = &key.kid {
+                    obj.insert("kid".into(), kid.clone().into());
+                }
+                if let Some(alg) = alg {
+                    obj.insert("alg".into(), alg.as_str().into());
+                }
+            }
+            VerifyingKey::from_jwk(&value).map_err(|e| e.to_string())
+        }
+        _ => Err("set exactly one of `public_key` (or `public_key_file`) and `jwk`".into()),
+    }
+}

@@ -1,0 +1,113 @@
+//! Verified tokens, remembered until they expire, in bounded memory.
+//!
+//! Keyed by the SHA-256 of the token, so the table never holds a usable
+//! credential. At most `capacity` entries: when full, expired entries are
+//! dropped, and if none had expired the table is cleared (a flood of distinct
+//! valid tokens then costs signature checks again, never memory).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rampart_core::principal::Principal;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug)]
+pub struct TokenCache {
+    capacity: usize,
+    entries: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` tokens; `0` caches nothing.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// The principal of `token` if it was verified before and has not expired
+    /// at `now` (unix seconds).
+    pub fn get(&self, token: &str, now: u64) -> Option<Principal> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let key = digest(token);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&key) {
+            Some((p, exp)) if *exp > now => Some(p.clone()),
+            Some(_) => {
+                entries.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers a verified token until `exp` (unix seconds).
+    pub fn insert(&self, token: &str, principal: Principal, exp: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let key = digest(token);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            entries.retain(|_, (_, e)| *e > now);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (principal, exp));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rampart_core::principal::AuthMethod;
+
+    fn who(s: &str) -> Principal {
+        Principal {
+            subject: s.into(),
+            api_key_id: None,
+            tier: None,
+            roles: vec![],
+            scopes: vec![],
+            method: AuthMethod::Jwt,
+        }
+    }
+
+    #[test]
+    fn entries_live_until_expiry() {
+        let c = TokenCache::new(10);
+        c.insert("t1", who("a"), 100);
+        assert_eq!(c.get("t1", 99).map(|p| p.subject), Some("a".into()));
+        assert!(c.get("t1", 100).is_none(), "expired at exp");
+        assert!(c.is_empty(), "an expired entry is dropped when seen");
+        assert!(c.get("t2", 0).is_none());
+    }
+
+    #[test]
+    fn size_is_bounded_by_the_capacity() {
+        let far = u64::MAX;
+        let c = TokenCache::new(100);
+        for i in 0..10_000 {
+            c.insert(&format!("token-{i}"), who("a"), far);
+            assert!(c.len() <= 100);
+        }
+        let off = TokenCache::new(0);
+        off.insert("t", who("a"), far);
+        assert!(off.get("t", 0).is_none());
+    }
+}

@@ -1,0 +1,219 @@
+//! Bearer-token authentication end to end: tokens signed here (HS256 as a
+//! FastAPI app would, ES256 from a key file) sent by a real client through the
+//! gateway to a real upstream that echoes what it received.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use rampart_core::token::{issue, Alg, Claims, SigningKey};
+use serde_json::Value;
+
+const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+const APP: &str = "https://app.example.com";
+const LOGIN: &str = "https://login.example.com";
+const P256: &str = include_str!("../../rampart-core/src/token/testdata/p256.pem");
+const P256_PUB: &str = include_str!("../../rampart-core/src/token/testdata/p256.pub.pem");
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn hs256() -> SigningKey {
+    SigningKey::hs256("hs256", SECRET.as_bytes()).unwrap()
+}
+
+fn es256() -> SigningKey {
+    SigningKey::from_pkcs8_pem("login-1", Alg::ES256, P256).unwrap()
+}
+
+fn claims(iss: &str, sub: &str) -> Claims {
+    let mut c = Claims::new(iss, sub, "api", now(), 600);
+    c.roles = vec!["user".into()];
+    c.scopes = vec!["read".into(), "write".into()];
+    c.tier = Some("pro".into());
+    c
+}
+
+fn token(key: &SigningKey, c: &Claims) -> String {
+    issue(key, c).unwrap()
+}
+
+/// Writes the ES256 public key where the config can name it, and returns the config.
+fn auth_config(dir: &std::path::Path, routes: &str) -> String {
+    let pem = dir.join("login.pem");
+    std::fs::write(&pem, P256_PUB).unwrap();
+    format!(
+        "[auth]\naudiences = ['api']\n\
+         [[auth.issuers]]\nissuer = '{APP}'\nsecret = '{SECRET}'\n\
+         [[auth.issuers]]\nissuer = '{LOGIN}'\nkeys = [{{ kid = 'login-1', alg = 'ES256', public_key_file = '{}' }}]\n\
+         {routes}",
+        pem.display()
+    )
+}
+
+const ROUTES: &str = "[[routes]]\npath = '/private/**'\nauth = 'required'\n\
+                      [[routes]]\npath = '/maybe/**'\nauth = 'optional'\nauth_cookie = 'at'\n\
+                      [[routes]]\npath = '/ws/**'\nauth = 'required'\nauth_query = 'access_token'\n\
+                      [[routes]]\npath = '/**'\n";
+
+async fn get(gw: &rampart::Gateway, path: &str, bearer: Option<&str>, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = client().get(url(gw, path));
+    if let Some(t) = bearer {
+        rb = rb.bearer_auth(t);
+    }
+    for (k, v) in extra {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+async fn echoed(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["headers"].clone()
+}
+
+#[tokio::test]
+async fn valid_tokens_reach_the_upstream_as_identity_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _) = setup(&auth_config(dir.path(), ROUTES)).await;
+    // An HS256 token, as a FastAPI app signs them, and an ES256 one from another issuer.
+    for (key, iss) in [(hs256(), APP), (es256(), LOGIN)] {
+        let h = echoed(get(&gw, "/private/x", Some(&token(&key, &claims(iss, "u-42"))), &[]).await).await;
+        assert_eq!(h["x-rampart-user"], "u-42", "{iss}");
+        assert_eq!(h["x-rampart-roles"], "user");
+        assert_eq!(h["x-rampart-scopes"], "read write");
+        assert_eq!(h["x-rampart-tier"], "pro");
+        assert_eq!(h["x-rampart-auth-method"], "jwt");
+    }
+    // The token also arrives by the cookie or query parameter a route names.
+    let t = token(&hs256(), &claims(APP, "u-7"));
+    let h = echoed(get(&gw, "/maybe/x", None, &[("cookie", &format!("theme=dark; at={t}"))]).await).await;
+    assert_eq!(h["x-rampart-user"], "u-7");
+    let h = echoed(get(&gw, &format!("/ws/x?access_token={t}"), None, &[]).await).await;
+    assert_eq!(h["x-rampart-user"], "u-7");
+    // ... but only where the route enables it.
+    let r = get(&gw, &format!("/private/x?access_token={t}"), None, &[]).await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn inbound_identity_headers_are_always_stripped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _) = setup(&auth_config(dir.path(), ROUTES)).await;
+    let forged = [("x-rampart-user", "admin"), ("x-rampart-roles", "admin"), ("X-Rampart-Auth-Method", "jwt")];
+    // A route without auth, an optional route without a token, and a required
+    // route with another user's token: the forged values never pass.
+    for (path, bearer) in
+        [("/open", None), ("/maybe/x", None), ("/private/x", Some(token(&hs256(), &claims(APP, "u-1"))))]
+    {
+        let h = echoed(get(&gw, path, bearer.as_deref(), &forged).await).await;
+        assert_ne!(h["x-rampart-user"], "admin", "{path}");
+        assert_ne!(h["x-rampart-roles"], "admin", "{path}");
+        if bearer.is_none() {
+            assert!(h.get("x-rampart-user").is_none() && h.get("x-rampart-auth-method").is_none(), "{path}: {h}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_bad_token_gets_the_same_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _) = setup(&auth_config(dir.path(), ROUTES)).await;
+    let good = claims(APP, "u-1");
+    let mut expired = good.clone();
+    (expired.iat, expired.nbf, expired.exp) = (Some(now() - 7200), Some(now() - 7200), now() - 3600);
+    let mut wrong_aud = good.clone();
+    wrong_aud.aud = vec!["other".into()];
+    let wrong_key = SigningKey::hs256("hs256", b"another-secret-that-is-32-bytes-long").unwrap();
+    let valid = token(&hs256(), &good);
+    let (head, rest) = valid.split_once('.').unwrap();
+    let (payload, sig) = rest.split_once('.').unwrap();
+    let tampered_payload = token(&hs256(), &claims(APP, "admin")).split('.').nth(1).unwrap().to_string();
+    // {"alg":"none","typ":"JWT"}
+    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", token(&hs256(), &expired)),
+        ("wrong audience", token(&hs256(), &wrong_aud)),
+        ("wrong secret", token(&wrong_key, &good)),
+        ("unknown issuer", token(&hs256(), &claims("https://evil.example", "u-1"))),
+        // An ES256 key of LOGIN cannot vouch for a token claiming APP.
+        ("other issuer's key", token(&es256(), &claims(APP, "u-1"))),
+        ("alg none", none),
+        ("tampered payload", format!("{head}.{tampered_payload}.{sig}")),
+        ("truncated", valid[..valid.len() - 5].to_string()),
+        ("garbage", "not-a-token".into()),
+        // Above `max_token_bytes` (8 KiB), below the header limit (which would answer 431).
+        ("huge", "a".repeat(20_000)),
+    ];
+    let mut bodies = Vec::new();
+    for (what, t) in &cases {
+        let r = get(&gw, "/private/x", Some(t), &[]).await;
+        assert_eq!(r.status(), 401, "{what}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        assert!(challenge.contains("error=\"invalid_token\""), "{what}: {challenge}");
+        let mut v: Value = r.json().await.unwrap();
+        assert!(v["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+        v.as_object_mut().unwrap().remove("request_id");
+        bodies.push(v);
+        // An optional route refuses a bad token too.
+        assert_eq!(get(&gw, "/maybe/x", Some(t), &[]).await.status(), 401, "{what} on optional");
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "one generic answer: {bodies:#?}");
+    assert!(!bodies[0].to_string().contains("expired"), "{}", bodies[0]);
+    // No token on a required route: 401 without `error`; on an optional one: anonymous.
+    let r = get(&gw, "/private/x", None, &[]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"rampart\"");
+    assert_eq!(get(&gw, "/maybe/x", None, &[]).await.status(), 200);
+    // Reasons are counted, by kind.
+    let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
+    for reason in ["expired", "wrong_audience", "bad_signature", "unknown_issuer", "alg_none", "missing_token"] {
+        assert!(
+            m.contains(&format!("rampart_rejections_total{{layer=\"auth\",reason=\"{reason}\"}}")),
+            "{reason}\n{m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn limits_keyed_by_user_apply_to_authenticated_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "[[routes]]\npath = '/**'\nauth = 'required'\nlimits = [{ by = 'user', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup(&auth_config(dir.path(), routes)).await;
+    let (alice, bob) = (token(&hs256(), &claims(APP, "alice")), token(&hs256(), &claims(APP, "bob")));
+    assert_eq!(get(&gw, "/a", Some(&alice), &[]).await.status(), 200);
+    assert_eq!(get(&gw, "/a", Some(&alice), &[]).await.status(), 429);
+    // Another user from the same address has an allowance of their own.
+    assert_eq!(get(&gw, "/a", Some(&bob), &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn auth_config_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = "http://127.0.0.1:1";
+    let bad = [
+        ("[[routes]]\npath = '/**'\nauth = 'required'\n", "needs at least one [[auth.issuers]]"),
+        ("[[auth.issuers]]\nissuer = 'x'\nsecret = 'short'\n", "auth.issuers[0]"),
+        ("[auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = 'x'\n", "needs a `secret`"),
+        ("[[auth.issuers]]\nissuer = 'x'\nsecret = '0123456789abcdef0123456789abcdef'\n", "audiences"),
+        (
+            "[auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = 'x'\nkeys = [{ kid = 'k', alg = 'HS256', public_key = 'x' }]\n",
+            "not one of EdDSA, ES256, RS256",
+        ),
+        (
+            "[auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = 'x'\nkeys = [{ kid = 'k', alg = 'ES256', public_key = 'not a pem' }]\n",
+            "auth.issuers[0].keys[0]",
+        ),
+        ("[auth.headers]\nuser = 'bad header'\n", "not a valid header name"),
+        ("[[routes]]\npath = '/**'\nauth = 'sometimes'\n", "auth"),
+    ];
+    for (extra, want) in bad {
+        let err =
+            rampart::app::load_policy_text(&config(up, extra)).err().unwrap_or_else(|| panic!("accepted:\n{extra}"));
+        assert!(err.to_string().contains(want), "{extra}\n→ {err}");
+    }
+    assert!(rampart::app::load_policy_text(&config(up, &auth_config(dir.path(), ROUTES))).is_ok());
+}
