@@ -16,6 +16,7 @@ use tower::Layer;
 use crate::auth::{AuthLayer, AuthService};
 use crate::edge::client_ip::{ClientIpLayer, ClientIpService};
 use crate::edge::cors::{CorsLayer, CorsService};
+use crate::edge::forward_auth::{ForwardAuthLayer, ForwardAuthService};
 use crate::edge::geo::{GeoLayer, GeoService};
 use crate::edge::guard::{GuardConfig, RequestGuardLayer, RequestGuardService};
 use crate::edge::request_id::{RequestIdLayer, RequestIdService};
@@ -38,10 +39,12 @@ type Limited = ShedService<RateLimitService<AuthService<RateLimitService<Inspect
 /// The full request path, outermost layer first.
 pub type Stack = RequestIdService<
     ClientIpService<
-        RouteService<
-            ObserveService<
-                SecurityHeadersService<
-                    AccessService<GeoService<TrustedHostsService<RequestGuardService<CorsService<Limited>>>>>,
+        ForwardAuthService<
+            RouteService<
+                ObserveService<
+                    SecurityHeadersService<
+                        AccessService<GeoService<TrustedHostsService<RequestGuardService<CorsService<Limited>>>>>,
+                    >,
                 >,
             >,
         >,
@@ -78,7 +81,7 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         ..GuardConfig::default()
     };
     let limits = Arc::new(policy.limits.clone());
-    let proxy = ProxyService::new(upstreams.into(), metrics.clone());
+    let proxy = ProxyService::new(upstreams.into(), policy.auth.headers.clone(), metrics.clone());
     // Innermost first; read bottom-up for the order a request meets them.
     // Inspection last: its body buffering is the most expensive step, spent
     // only on requests every cheaper check has let through.
@@ -113,6 +116,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     let stack = ObserveLayer::new(metrics.clone(), policy.log.access_log).layer(stack);
     // Route lookup once, for all layers below.
     let stack = RouteLayer::new(policy.clone()).layer(stack);
+    // A forward-auth check becomes the request it asks about, before routing.
+    let stack = ForwardAuthLayer::new(policy.forward_auth.as_deref()).layer(stack);
     // The client address, before anything keys on it.
     let stack = ClientIpLayer::new(s.trusted_proxies.clone()).layer(stack);
     // The request id first, so every response and log line has one.

@@ -54,6 +54,8 @@ pub struct Policy {
     pub alerts: AlertsConfig,
     /// Bearer-token verification and identity headers.
     pub auth: Arc<super::auth::AuthSettings>,
+    /// The forward-auth endpoint's path; `None`: off.
+    pub forward_auth: Option<String>,
 }
 
 /// `[geo]`, checked: the database is needed whenever `header` is set or a
@@ -633,6 +635,18 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         errs.push(p("abuse.spike_min_rate"), "must be zero or more");
     }
 
+    let forward_auth = Some(file.forward_auth.path.clone()).filter(|p| !p.is_empty());
+    if let Some(path) = &forward_auth {
+        if !path.starts_with('/') || path.contains(['?', '#', '*']) {
+            errs.push(p("forward_auth.path"), "must be a path like `/_rampart/auth`");
+        }
+        if file.server.trusted_proxies.is_empty() {
+            errs.push(
+                p("forward_auth.path"),
+                "only trusted proxies may call the forward-auth endpoint: set [server] trusted_proxies",
+            );
+        }
+    }
     let mut auth_errs = Vec::new();
     let auth = super::auth::compile_auth(&file.auth, &mut auth_errs);
     for (path, msg) in auth_errs {
@@ -683,6 +697,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         audit: file.audit.clone(),
         alerts: file.alerts.clone(),
         auth: Arc::new(auth),
+        forward_auth,
     })
 }
 

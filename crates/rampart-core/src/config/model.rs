@@ -65,6 +65,19 @@ pub struct ConfigFile {
     /// Which bearer tokens are accepted, and the identity headers sent upstream.
     #[serde(default)]
     pub auth: super::auth::AuthConfig,
+    /// The forward-auth endpoint for nginx `auth_request`, Caddy `forward_auth`
+    /// and Traefik `ForwardAuth`.
+    #[serde(default)]
+    pub forward_auth: ForwardAuthConfig,
+}
+
+/// `[forward_auth]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardAuthConfig {
+    /// Path of the endpoint on the main listener (e.g. `/_rampart/auth`); `""`:
+    /// off. Only trusted proxies may call it.
+    pub path: String,
 }
 
 /// `[storage]`.

@@ -12,6 +12,7 @@
 
 pub mod client_ip;
 pub mod cors;
+pub mod forward_auth;
 pub mod geo;
 pub mod guard;
 pub mod request_id;

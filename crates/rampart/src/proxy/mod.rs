@@ -42,6 +42,8 @@ pub struct UpstreamTiming(pub Duration);
 #[derive(Clone, Debug)]
 pub struct ProxyService {
     upstreams: Arc<[Arc<Upstream>]>,
+    /// Identity headers copied into a forward-auth check's answer.
+    identity: Arc<rampart_core::config::auth::IdentityHeaders>,
     /// Each upstream's latency histogram, by upstream index: resolved once
     /// here rather than looked up (lock, hash, label allocation) per request.
     latency: Arc<[prometheus_client::metrics::histogram::Histogram]>,
@@ -49,9 +51,30 @@ pub struct ProxyService {
 }
 
 impl ProxyService {
-    pub fn new(upstreams: Arc<[Arc<Upstream>]>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        upstreams: Arc<[Arc<Upstream>]>,
+        identity: rampart_core::config::auth::IdentityHeaders,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let latency = upstreams.iter().map(|u| metrics.upstream_histogram(&u.settings.name)).collect();
-        Self { upstreams, latency, metrics }
+        Self { upstreams, identity: Arc::new(identity), latency, metrics }
+    }
+
+    /// The answer to a forward-auth check that every layer let through: 200
+    /// with the identity headers the proxy should pass on.
+    fn allow_check(&self, req: &HttpRequest) -> HttpResponse {
+        let mut resp = http::Response::new(axum::body::Body::empty());
+        for name in self.identity.all() {
+            if let Some(v) = req.headers().get(name) {
+                resp.headers_mut().insert(name.clone(), v.clone());
+            }
+        }
+        if let Some(id) = req.extensions().get::<RequestId>() {
+            if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+                resp.headers_mut().insert(http::header::HeaderName::from_static("x-request-id"), v);
+            }
+        }
+        resp
     }
 }
 
@@ -123,6 +146,9 @@ impl ProxyService {
                 .rejected_by("route", "no_route")
                 .into_response_for(req.extensions());
         };
+        if req.extensions().get::<crate::edge::forward_auth::ForwardAuthCheck>().is_some() {
+            return self.allow_check(&req);
+        }
         let Some(up) = self.upstreams.get(route.upstream).cloned() else {
             return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
                 .into_response_for(req.extensions());

@@ -1,0 +1,195 @@
+//! Forward-auth end to end: a real nginx with `auth_request` in front of a real
+//! upstream asks Rampart about every request (the configuration of
+//! `examples/nginx-forward-auth.conf`). nginx comes from `RAMPART_TEST_NGINX`
+//! (set by `scripts/test`, which installs it) or the usual paths; without it
+//! the nginx test is skipped with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use rampart_core::token::{issue, Claims, SigningKey};
+use serde_json::Value;
+
+const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+const ISS: &str = "https://app.example.com";
+
+fn token(sub: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let key = SigningKey::hs256("hs256", SECRET.as_bytes()).unwrap();
+    issue(&key, &Claims::new(ISS, sub, "api", now, 600)).unwrap()
+}
+
+/// nginx asks from 127.0.0.2 (`proxy_bind`), the only trusted proxy; tests
+/// calling from 127.0.0.1 are ordinary clients.
+fn gateway_config(up: SocketAddr) -> String {
+    config_with(
+        &format!("http://{up}"),
+        "trusted_proxies = ['127.0.0.2/32']",
+        &format!(
+            "[forward_auth]\npath = '/_rampart/auth'\n\
+             [auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = '{ISS}'\nsecret = '{SECRET}'\n\
+             [[routes]]\npath = '/private/**'\nauth = 'required'\n\
+             [[routes]]\npath = '/limited/**'\nlimits = [{{ by = 'ip', rate = '1/min', burst = 1 }}]\n\
+             [[routes]]\npath = '/**'\n"
+        ),
+    )
+}
+
+fn nginx_binary() -> Option<PathBuf> {
+    std::env::var_os("RAMPART_TEST_NGINX")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/sbin/nginx", "/usr/bin/nginx"].map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example config, with this test's ports and paths filled in.
+fn nginx_config(dir: &Path, port: u16, gateway: SocketAddr, upstream: SocketAddr) -> String {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/nginx-forward-auth.conf"))
+            .unwrap();
+    let server = example
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+        .replace("127.0.0.1:8080", &gateway.to_string())
+        .replace("127.0.0.1:8000", &upstream.to_string())
+        // nginx asks from a trusted address of its own (see gateway_config).
+        .replace("proxy_pass_request_body off;", "proxy_pass_request_body off;\n        proxy_bind 127.0.0.2;");
+    let d = dir.display();
+    let user = if unsafe_is_root() { "user root root;" } else { "" };
+    format!(
+        "{user}\ndaemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/cb;\n proxy_temp_path {d}/px;\n fastcgi_temp_path {d}/fc;\n \
+         uwsgi_temp_path {d}/uw;\n scgi_temp_path {d}/sc;\n{server}\n}}\n"
+    )
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+async fn start_nginx(bin: &Path, dir: &Path, gateway: SocketAddr, upstream: SocketAddr) -> Nginx {
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_config(dir, port, gateway, upstream)).unwrap();
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut nginx = Nginx { child, port };
+    let up = eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    if !up {
+        let _ = nginx.child.kill();
+        let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        panic!("nginx did not start:\n{log}");
+    }
+    nginx
+}
+
+async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = client().get(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn nginx_auth_request_asks_rampart() {
+    let Some(bin) = nginx_binary() else {
+        eprintln!("skipped: no nginx (scripts/test installs it and sets RAMPART_TEST_NGINX)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_upstream().await;
+    let gw = gateway(&gateway_config(up)).await;
+    let nginx = start_nginx(&bin, dir.path(), gw.addr, up).await;
+    let n = nginx.port;
+
+    // No token on a private route: nginx answers Rampart's 401.
+    assert_eq!(get(n, "/private/x", &[]).await.status(), 401);
+    // A valid token: through, and the upstream learns who it is from nginx.
+    let auth = format!("Bearer {}", token("u-42"));
+    let r = get(n, "/private/x?y=1", &[("authorization", &auth)]).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
+    assert_eq!(echoed["path"], "/private/x");
+    // A forged identity header from the client never reaches the upstream.
+    let r = get(n, "/open", &[("x-rampart-user", "admin")]).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
+    // Limits apply per client address (nginx's X-Forwarded-For): the second
+    // request is refused. nginx's auth_request passes only 401 and 403 on and
+    // turns Rampart's 429 into 500 (see examples/nginx-forward-auth.conf).
+    assert_eq!(get(n, "/limited/a", &[]).await.status(), 200);
+    assert_eq!(get(n, "/limited/a", &[]).await.status(), 500);
+    // A bad token is refused the same way as a missing one.
+    assert_eq!(get(n, "/private/x", &[("authorization", "Bearer forged.token.here")]).await.status(), 401);
+    // The checks went to Rampart, and were counted there.
+    let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_rejections_total{layer=\"auth\",reason=\"missing_token\"}"), "{m}");
+    assert!(m.contains("rampart_rejections_total{layer=\"limit\",reason=\"rate\"}"), "{m}");
+}
+
+#[tokio::test]
+async fn only_trusted_proxies_may_ask() {
+    let up = start_upstream().await;
+    let gw = gateway(&gateway_config(up)).await;
+    // This client (127.0.0.1) is not a trusted proxy.
+    let r = client()
+        .get(url(&gw, "/_rampart/auth"))
+        .header("x-original-uri", "/private/x")
+        .header("x-forwarded-for", "127.0.0.2")
+        .send()
+        .await
+        .unwrap();
+    let v = problem(r, 403).await;
+    assert_eq!(v["type"], "urn:rampart:problem:forward-auth-refused");
+    // Its other requests are proxied as usual.
+    assert_eq!(client().get(url(&gw, "/open")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn forward_auth_config_is_validated() {
+    let up = "http://127.0.0.1:1";
+    let err = rampart::app::load_policy_text(&config(up, "[forward_auth]\npath = '/_auth'\n")).err().unwrap();
+    assert!(err.to_string().contains("trusted_proxies"), "{err}");
+    let err = rampart::app::load_policy_text(&config_with(
+        up,
+        "trusted_proxies = ['10.0.0.0/8']",
+        "[forward_auth]\npath = 'auth'\n",
+    ))
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("forward_auth.path"), "{err}");
+}
