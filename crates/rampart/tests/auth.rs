@@ -217,3 +217,96 @@ async fn auth_config_is_validated() {
     }
     assert!(rampart::app::load_policy_text(&config(up, &auth_config(dir.path(), ROUTES))).is_ok());
 }
+
+/// A JWKS endpoint on a local socket whose keys the test changes, counting fetches.
+struct JwksServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(jwks: Value) -> Self {
+        use std::sync::atomic::Ordering;
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(jwks));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (k, h) = (keys.clone(), hits.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (k, h) = (k.clone(), h.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(k.lock().unwrap().clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url: format!("http://{addr}/jwks.json"), keys, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn jwks_keys_are_fetched_and_refreshed_for_new_kids_at_a_bounded_rate() {
+    const IDP: &str = "https://idp.example.com";
+    let gen = |kid: &str| SigningKey::generate(kid, Alg::EdDSA).unwrap().key;
+    let (a, b, stranger) = (gen("a"), gen("b"), gen("c"));
+    let jwk = |k: &SigningKey| k.verifying_key().to_jwk().unwrap();
+    // Keys the gateway must skip: an encryption key and a symmetric one.
+    let enc = serde_json::json!({"kty": "RSA", "use": "enc", "kid": "e", "n": "AQAB", "e": "AQAB"});
+    let oct = serde_json::json!({"kty": "oct", "kid": "o", "k": "c2VjcmV0"});
+    let server = JwksServer::start(serde_json::json!({"keys": [jwk(&a), enc, oct]})).await;
+    let cfg = format!(
+        "[bans]\nafter_auth_failures = 0\n\
+         [auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = '{IDP}'\njwks_url = '{}'\njwks_min_interval = '300ms'\n\
+         [[routes]]\npath = '/**'\nauth = 'required'\n",
+        server.url
+    );
+    let (gw, _) = setup(&cfg).await;
+    assert!(eventually(std::time::Duration::from_secs(5), || async { server.hits() >= 1 }).await, "no fetch at start");
+    let who = |k: &SigningKey, sub: &str| token(k, &Claims::new(IDP, sub, "api", now(), 600));
+    assert_eq!(get(&gw, "/x", Some(&who(&a, "u-a")), &[]).await.status(), 200);
+    assert_eq!(server.hits(), 1);
+
+    // The issuer rotates: a token with the new kid makes the gateway look again.
+    server.keys.lock().unwrap()["keys"].as_array_mut().unwrap().push(jwk(&b));
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let h = echoed(get(&gw, "/x", Some(&who(&b, "u-b")), &[]).await).await;
+    assert_eq!(h["x-rampart-user"], "u-b");
+    assert_eq!(server.hits(), 2);
+
+    // Made-up kids: refused, and at most one fetch per interval however many come.
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        let r = get(&gw, "/x", Some(&who(&stranger, &format!("u-{i}"))), &[]).await;
+        assert_eq!(r.status(), 401);
+    }
+    let windows = started.elapsed().as_millis() / 300 + 1;
+    let fetched = server.hits() - 2;
+    assert!(fetched >= 1 && fetched as u128 <= windows, "{fetched} fetches in {windows} interval(s)");
+}
+
+#[tokio::test]
+async fn repeated_bad_tokens_earn_a_ban() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!("[bans]\nafter_auth_failures = 3\nwindow = '1m'\n{}", auth_config(dir.path(), ROUTES));
+    let (gw, _) = setup(&cfg).await;
+    // Three failures are tolerated within the window; the fourth earns the ban.
+    for _ in 0..4 {
+        assert_eq!(get(&gw, "/private/x", Some("bad.token.value"), &[]).await.status(), 401);
+    }
+    // Banned now: even a valid token from this address is refused, before any auth work.
+    let valid = token(&hs256(), &claims(APP, "u-1"));
+    let banned = eventually(std::time::Duration::from_secs(5), || async {
+        get(&gw, "/private/x", Some(&valid), &[]).await.status() == 403
+    })
+    .await;
+    assert!(banned, "no ban after repeated authentication failures");
+}

@@ -80,6 +80,33 @@ pub struct IssuerConfig {
     /// Public keys (EdDSA, ES256, RS256).
     #[serde(default)]
     pub keys: Vec<IssuerKeyConfig>,
+    /// The issuer's JWKS document (`https://…`; `http://` only to loopback),
+    /// fetched at start, every `jwks_refresh`, and when a token names a `kid`
+    /// not yet known (at most once per `jwks_min_interval`).
+    pub jwks_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_refresh: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_min_interval: Option<Duration>,
+}
+
+/// Where and how often an issuer's JWKS is fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksSource {
+    pub url: String,
+    pub refresh: Duration,
+    /// Refreshes caused by unknown `kid`s are at least this far apart, so a
+    /// flood of made-up `kid`s costs the issuer nothing.
+    pub min_interval: Duration,
+}
+
+/// One trusted issuer, compiled.
+#[derive(Clone, Debug)]
+pub struct IssuerSettings {
+    pub issuer: String,
+    /// Verifies with the configured keys (the JWKS keys are added at run time).
+    pub verifier: Arc<Verifier>,
+    pub jwks: Option<JwksSource>,
 }
 
 /// A public key of an issuer: `public_key` (PEM; or `public_key_file`) or `jwk`
@@ -161,17 +188,17 @@ impl IdentityHeaders {
 /// `[auth]`, compiled.
 #[derive(Clone, Debug)]
 pub struct AuthSettings {
-    /// One verifier per issuer, in config order.
-    pub issuers: Vec<(String, Arc<Verifier>)>,
+    /// The trusted issuers, in config order.
+    pub issuers: Vec<IssuerSettings>,
     pub headers: IdentityHeaders,
     pub max_token_bytes: usize,
     pub cache_entries: usize,
 }
 
 impl AuthSettings {
-    /// The verifier for a token claiming to come from `iss`.
-    pub fn verifier_for(&self, iss: &str) -> Option<&Verifier> {
-        self.issuers.iter().find(|(name, _)| name == iss).map(|(_, v)| v.as_ref())
+    /// The position of the issuer named `iss`.
+    pub fn issuer_index(&self, iss: &str) -> Option<usize> {
+        self.issuers.iter().position(|i| i.issuer == iss)
     }
 }
 
@@ -215,13 +242,35 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
                 Err(e) => errs.push((kat, e)),
             }
         }
-        if keys.is_empty() && issuer.secret.is_none() && issuer.keys.is_empty() {
-            errs.push((here, "needs a `secret` (HS256) or `keys`".into()));
+        let jwks = match &issuer.jwks_url {
+            Some(url) => match check_jwks_url(url) {
+                Ok(()) => Some(JwksSource {
+                    url: url.clone(),
+                    refresh: issuer.jwks_refresh.unwrap_or(Duration::from_secs(600)),
+                    min_interval: issuer.jwks_min_interval.unwrap_or(Duration::from_secs(30)),
+                }),
+                Err(e) => {
+                    errs.push((here.push_key("jwks_url"), e));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(j) = &jwks {
+            if j.refresh < Duration::from_secs(10) {
+                errs.push((here.push_key("jwks_refresh"), "must be at least 10s".into()));
+            }
+            if j.min_interval.is_zero() {
+                errs.push((here.push_key("jwks_min_interval"), "must be longer than zero".into()));
+            }
+        }
+        if keys.is_empty() && issuer.secret.is_none() && issuer.keys.is_empty() && issuer.jwks_url.is_none() {
+            errs.push((here, "needs a `secret` (HS256), `keys` or a `jwks_url`".into()));
         }
         let mut verifier = Verifier::new(keys, [issuer.issuer.clone()], audiences.iter().cloned());
         verifier.leeway_secs = cfg.leeway.as_secs();
         verifier.max_token_bytes = cfg.max_token_bytes;
-        issuers.push((issuer.issuer.clone(), Arc::new(verifier)));
+        issuers.push(IssuerSettings { issuer: issuer.issuer.clone(), verifier: Arc::new(verifier), jwks });
     }
     let h = &cfg.headers;
     let hat = at.push_key("headers");
@@ -287,5 +336,24 @@ fn compile_key(key: &IssuerKeyConfig) -> Result<VerifyingKey, String> {
             VerifyingKey::from_jwk(&value).map_err(|e| e.to_string())
         }
         _ => Err("set exactly one of `public_key` (or `public_key_file`) and `jwk`".into()),
+    }
+}
+
+/// A JWKS URL must be https, except to a loopback host (a local issuer, tests).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("must be https:// (http:// only to a loopback address)".into())
+            }
+        }
+        _ => Err("must be an https:// URL".into()),
     }
 }

@@ -25,12 +25,14 @@
 //! token costs one hash and one lookup.
 
 mod cache;
+pub mod jwks;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use futures_util::future::Either;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
 use http::StatusCode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
@@ -42,10 +44,11 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 pub use cache::TokenCache;
+use jwks::IssuerKeys;
 
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
-use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
 use crate::limit::bans::Strike;
 use crate::limit::LimitState;
 use crate::observe::audit::{AuditEvent, AuditKind};
@@ -57,33 +60,38 @@ const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
 
 #[derive(Clone)]
 pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of the service shares.
+struct Shared {
     settings: Arc<AuthSettings>,
-    cache: Arc<TokenCache>,
+    issuers: Vec<Arc<IssuerKeys>>,
+    cache: TokenCache,
     state: Arc<LimitState>,
 }
 
 impl AuthLayer {
-    /// The cache lives as long as the layer: a reload (which may change the
-    /// trusted keys) starts with an empty one.
+    /// The cache and the JWKS keys live as long as the layer: a reload (which
+    /// may change the trusted keys) starts afresh.
     pub fn new(settings: Arc<AuthSettings>, state: Arc<LimitState>) -> Self {
-        let cache = Arc::new(TokenCache::new(settings.cache_entries));
-        Self { settings, cache, state }
+        let issuers = settings.issuers.iter().map(IssuerKeys::start).collect();
+        let cache = TokenCache::new(settings.cache_entries);
+        Self { shared: Arc::new(Shared { settings, issuers, cache, state }) }
     }
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, settings: self.settings.clone(), cache: self.cache.clone(), state: self.state.clone() }
+        AuthService { inner, shared: self.shared.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    settings: Arc<AuthSettings>,
-    cache: Arc<TokenCache>,
-    state: Arc<LimitState>,
+    shared: Arc<Shared>,
 }
 
 /// Why a request was not authenticated (for metrics and the audit log).
@@ -107,64 +115,91 @@ impl AuthFailure {
 impl<S: Inner> Service<HttpRequest> for AuthService<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = futures_util::future::Either<S::Future, LayerFuture>;
+    type Future = Either<S::Future, LayerFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
-        let names = &self.settings.headers;
-        for name in names.all() {
+        let shared = &self.shared;
+        for name in shared.settings.headers.all() {
             req.headers_mut().remove(name);
         }
         let route = req.extensions().get::<MatchedRoute>().map(|r| r.0.auth.clone()).unwrap_or_default();
         if route.mode == AuthMode::None {
-            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(take_ready(&mut self.inner).call(req));
         }
-        match self.authenticate(&req, &route) {
-            Ok(Some(principal)) => {
-                set_identity_headers(req.headers_mut(), names, &principal);
-                req.extensions_mut().insert(principal);
+        let Some(token) = token_of(&req, &route) else {
+            if route.mode == AuthMode::Optional {
+                return Either::Left(take_ready(&mut self.inner).call(req));
             }
-            Ok(None) if route.mode == AuthMode::Optional => {}
-            Ok(None) => return futures_util::future::Either::Right(self.refuse(&req, AuthFailure::Missing)),
-            Err(failure) => return futures_util::future::Either::Right(self.refuse(&req, failure)),
+            let resp = shared.refusal(&req, AuthFailure::Missing);
+            return Either::Right(Box::pin(async move { Ok(resp) }));
+        };
+        match shared.authenticate(&token) {
+            Ok(principal) => {
+                shared.admit(&mut req, principal);
+                Either::Left(take_ready(&mut self.inner).call(req))
+            }
+            // A key we may not have fetched yet: ask the issuer, then decide.
+            Err((AuthFailure::Token(TokenError::UnknownKid), Some(issuer)))
+                if shared.issuers.get(issuer).is_some_and(|k| k.has_jwks()) =>
+            {
+                let shared = shared.clone();
+                let mut inner = take_ready(&mut self.inner);
+                Either::Right(Box::pin(async move {
+                    if let Some(keys) = shared.issuers.get(issuer) {
+                        keys.refresh_for_unknown_kid().await;
+                    }
+                    match shared.authenticate(&token) {
+                        Ok(principal) => {
+                            shared.admit(&mut req, principal);
+                            inner.call(req).await
+                        }
+                        Err((failure, _)) => Ok(shared.refusal(&req, failure)),
+                    }
+                }))
+            }
+            Err((failure, _)) => {
+                let resp = shared.refusal(&req, failure);
+                Either::Right(Box::pin(async move { Ok(resp) }))
+            }
         }
-        futures_util::future::Either::Left(take_ready(&mut self.inner).call(req))
     }
 }
 
-impl<S> AuthService<S> {
-    /// The request's principal: `Ok(None)` when it presents no token.
-    fn authenticate(&self, req: &HttpRequest, route: &RouteAuth) -> Result<Option<Principal>, AuthFailure> {
-        let Some(token) = token_of(req, route) else { return Ok(None) };
+impl Shared {
+    /// The principal of `token`, or why not (with the issuer it named, when
+    /// that issuer's keys were tried).
+    fn authenticate(&self, token: &str) -> Result<Principal, (AuthFailure, Option<usize>)> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Some(principal) = self.cache.get(&token, now) {
-            return Ok(Some(principal));
+        if let Some(principal) = self.cache.get(token, now) {
+            return Ok(principal);
         }
-        let claims = self.verify(&token, now)?;
-        let principal = principal_of(&claims);
-        self.cache.insert(&token, principal.clone(), claims.exp);
-        Ok(Some(principal))
-    }
-
-    fn verify(&self, token: &str, now: u64) -> Result<Claims, AuthFailure> {
-        let settings = &self.settings;
-        if token.len() > settings.max_token_bytes {
-            return Err(AuthFailure::Token(TokenError::TooLarge));
+        if token.len() > self.settings.max_token_bytes {
+            return Err((AuthFailure::Token(TokenError::TooLarge), None));
         }
-        let verifier = match settings.issuers.as_slice() {
-            [(_, only)] => only.as_ref(),
-            _ => {
-                let iss = unverified_issuer(token).ok_or(AuthFailure::Token(TokenError::Malformed))?;
-                settings.verifier_for(&iss).ok_or(AuthFailure::UnknownIssuer)?
-            }
+        let issuer = if self.issuers.len() == 1 {
+            0
+        } else {
+            let iss = unverified_issuer(token).ok_or((AuthFailure::Token(TokenError::Malformed), None))?;
+            self.settings.issuer_index(&iss).ok_or((AuthFailure::UnknownIssuer, None))?
         };
-        verifier.verify(token, now).map_err(AuthFailure::Token)
+        let keys = self.issuers.get(issuer).ok_or((AuthFailure::UnknownIssuer, None))?;
+        let claims = keys.verifier().verify(token, now).map_err(|e| (AuthFailure::Token(e), Some(issuer)))?;
+        let principal = principal_of(&claims);
+        self.cache.insert(token, principal.clone(), claims.exp);
+        Ok(principal)
     }
 
-    fn refuse(&self, req: &HttpRequest, failure: AuthFailure) -> LayerFuture {
+    fn admit(&self, req: &mut HttpRequest, principal: Principal) {
+        set_identity_headers(req.headers_mut(), &self.settings.headers, &principal);
+        req.extensions_mut().insert(principal);
+    }
+
+    /// The 401 for `failure`, with its side effects (log, ban strike, audit).
+    fn refusal(&self, req: &HttpRequest, failure: AuthFailure) -> HttpResponse {
         let reason = failure.reason();
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         if failure != AuthFailure::Missing {
@@ -195,7 +230,7 @@ impl<S> AuthService<S> {
             .rejected_by("auth", reason)
             .into_response_for(req.extensions());
         resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);
-        Box::pin(async move { Ok(resp) })
+        resp
     }
 }
 
