@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod echo;
 pub mod edge;
+pub mod identity;
 pub mod inspect;
 pub mod limit;
 pub mod observe;
