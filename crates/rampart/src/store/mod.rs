@@ -5,7 +5,9 @@
 //! its own migrations (`migrations/sqlite/`, `migrations/postgres/`), embedded
 //! in the binary, applied in order and recorded in `_sqlx_migrations`. What is
 //! stored is reached through small traits, one per concern, implemented for
-//! both pools ([`audit::AuditStore`] so far), so callers never write SQL.
+//! both backends, so callers never write SQL: [`audit::AuditStore`] for the
+//! audit log, and in [`identity`] the users, refresh-token families, signing
+//! keys, password-reset tokens and `jti` denylist of the identity service.
 //!
 //! **Invariant:** the database URL can hold a password. It is used only to
 //! connect; errors and logs name it through [`redact_url`].
@@ -20,6 +22,7 @@
 //! ```
 
 pub mod audit;
+pub mod identity;
 
 use std::path::Path;
 use std::str::FromStr;
