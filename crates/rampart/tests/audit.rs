@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::db::TestDb;
 use common::*;
 use rampart::observe::audit::{
     verify_file, AuditEvent, AuditKind, AuditQuery, AuditRecord, AuditSink, MAX_VALUE_CHARS,
@@ -28,48 +29,13 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
 
-/// One test's database: a SQLite file in its temp dir, or a PostgreSQL
-/// database of its own (dropped when this is dropped).
-struct TestDb {
-    url: String,
-    /// Admin URL and database name, for the drop.
-    postgres: Option<(String, String)>,
+/// What the audit tests do with their database beyond the common fixture.
+trait AuditDb {
+    async fn exec(&self, db: &Database, sql: &str);
+    fn config(&self, dir: &Path, file: &str, retention: &str) -> PathBuf;
 }
 
-impl TestDb {
-    fn sqlite(dir: &Path) -> Self {
-        Self { url: format!("sqlite://{}/audit.db", dir.display()), postgres: None }
-    }
-
-    async fn postgres() -> Option<Self> {
-        let admin = match std::env::var("RAMPART_TEST_POSTGRES_URL") {
-            Ok(u) if !u.is_empty() => u,
-            _ => {
-                eprintln!("skipped: RAMPART_TEST_POSTGRES_URL not set (scripts/test sets it)");
-                return None;
-            }
-        };
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let name = format!("rampart_test_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let pool = sqlx::PgPool::connect(&admin).await.expect("cannot reach RAMPART_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
-        pool.close().await;
-        let (base, _) = admin.split_once('?').map_or((admin.as_str(), ""), |(b, q)| (b, q));
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-        Some(Self { url, postgres: Some((admin, name)) })
-    }
-
-    fn password(&self) -> Option<String> {
-        let rest = self.url.split_once("://")?.1;
-        let userinfo = rest.split('@').next()?;
-        userinfo.split_once(':').map(|(_, p)| p.to_string()).filter(|_| rest.contains('@'))
-    }
-
-    async fn open(&self) -> Database {
-        Database::connect(&self.url).await.unwrap()
-    }
-
+impl AuditDb for TestDb {
     /// Runs SQL that both backends understand.
     async fn exec(&self, db: &Database, sql: &str) {
         match db {
@@ -84,24 +50,6 @@ impl TestDb {
         let path = dir.join("rampart.toml");
         std::fs::write(&path, config_text(&self.url, file, retention)).unwrap();
         path
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else { return };
-        // Drop runs outside async code, maybe during a panic: use a runtime of
-        // its own on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
     }
 }
 

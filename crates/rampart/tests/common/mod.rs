@@ -2,6 +2,8 @@
 //! started in-process from config text on an ephemeral port.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod db;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
