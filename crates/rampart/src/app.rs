@@ -23,6 +23,7 @@ use crate::edge::request_id::{RequestIdLayer, RequestIdService};
 use crate::edge::route::{RouteLayer, RouteService};
 use crate::edge::security_headers::{SecurityHeadersLayer, SecurityHeadersService};
 use crate::edge::trusted_hosts::{TrustedHostsLayer, TrustedHostsService};
+use crate::identity::http::{IdentityHttp, IdentityLayer};
 use crate::inspect::{InspectLayer, InspectService};
 use crate::limit::access::{AccessLayer, AccessService};
 use crate::limit::layer::{RateLimitLayer, RateLimitService, Stage};
@@ -34,7 +35,7 @@ use crate::proxy::{ProxyService, Upstream};
 
 /// The layers below CORS: shedding, rate limits by address, authentication,
 /// rate limits by principal, inspection, then the proxy.
-type Limited = ShedService<RateLimitService<AuthService<RateLimitService<InspectService<ProxyService>>>>>;
+type Limited = ShedService<RateLimitService<AuthService<RateLimitService<IdentityHttp<InspectService<ProxyService>>>>>>;
 
 /// The full request path, outermost layer first.
 pub type Stack = RequestIdService<
@@ -87,10 +88,14 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // only on requests every cheaper check has let through.
     let stack = InspectLayer::new(state.clone(), metrics.clone()).layer(proxy);
     // Limits keyed by user, API key or tier, once authentication has run.
+    // The identity API (when on): below limits and auth, above inspection
+    // (passwords are not inspected).
+    let stack = IdentityLayer::new(state.identity().cloned(), state.clone()).layer(stack);
     let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
     // Bearer tokens to a Principal and identity headers; inbound identity
     // headers removed on every route.
-    let stack = AuthLayer::new(policy.auth.clone(), state.clone()).layer(stack);
+    let own_issuer = state.identity().map(|i| i.issuer());
+    let stack = AuthLayer::new(policy.auth.clone(), own_issuer, state.clone()).layer(stack);
     // Limits keyed by address, route or globally: refused before any auth work.
     let stack = RateLimitLayer::new(state.clone(), limits, Stage::Anonymous).layer(stack);
     // Overload shedding and per-address concurrency, before spending on limits.
@@ -196,6 +201,12 @@ pub fn reload(
             || policy.audit.retention != old.policy.audit.retention
         {
             tracing::warn!("[storage] or [audit] changed; it takes effect at the next restart");
+        }
+        if policy.identity.is_some() != old.policy.identity.is_some()
+            || policy.identity.as_ref().map(|i| (&i.prefix, &i.issuer))
+                != old.policy.identity.as_ref().map(|i| (&i.prefix, &i.issuer))
+        {
+            tracing::warn!("[identity] changed; it takes effect at the next restart");
         }
         build_runtime(policy, metrics, state).context("building the new policy")
     });

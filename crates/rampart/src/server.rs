@@ -60,10 +60,13 @@ impl Gateway {
         let admin_token = policy.admin_token.clone();
         // The database first: a bad `storage.database` fails the start before
         // anything else is spawned.
-        let audit = start_audit(&policy, &metrics).await?;
+        let (audit, identity) = start_audit(&policy, &metrics).await?;
         let alerts = crate::observe::alerts::AlertEngine::start(&policy.alerts, metrics.clone());
         let limits = LimitState::new(&policy, &metrics, &health)?;
         limits.set_audit(audit.clone());
+        if let Some(identity) = identity {
+            limits.set_identity(identity);
+        }
         if alerts.is_enabled() {
             let engine = alerts.clone();
             audit.subscribe(move |e| {
@@ -175,16 +178,26 @@ impl Gateway {
 }
 
 /// Opens `[storage] database` and starts the audit log, when it is enabled.
-async fn start_audit(policy: &Policy, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<AuditSink>> {
-    if !policy.audit.enabled {
-        return AuditSink::start(&policy.audit, None, metrics.clone());
+async fn start_audit(
+    policy: &Policy,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<AuditSink>, Option<Arc<crate::identity::IdentityService>>)> {
+    if !policy.audit.enabled && policy.identity.is_none() {
+        return Ok((AuditSink::start(&policy.audit, None, metrics.clone())?, None));
     }
     // The URL is a secret: use it only to connect, and name it redacted.
     let url = policy.storage.database.expose();
     let db =
         Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
     tracing::info!(backend = db.backend(), database = %redact_url(url), "database open");
-    AuditSink::start(&policy.audit, Some(db), metrics.clone()).context("audit")
+    let identity = match &policy.identity {
+        Some(settings) => {
+            Some(crate::identity::IdentityService::start(settings.clone(), db.clone()).await.context("identity")?)
+        }
+        None => None,
+    };
+    let audit_db = policy.audit.enabled.then_some(db);
+    Ok((AuditSink::start(&policy.audit, audit_db, metrics.clone()).context("audit")?, identity))
 }
 
 /// Resolves once shutdown has been requested (or the sender is gone).

@@ -56,6 +56,8 @@ pub struct Policy {
     pub auth: Arc<super::auth::AuthSettings>,
     /// The forward-auth endpoint's path; `None`: off.
     pub forward_auth: Option<String>,
+    /// The identity API; `None`: off.
+    pub identity: Option<Arc<super::identity::IdentitySettings>>,
 }
 
 /// `[geo]`, checked: the database is needed whenever `header` is set or a
@@ -649,10 +651,11 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     }
     let mut auth_errs = Vec::new();
     let auth = super::auth::compile_auth(&file.auth, &mut auth_errs);
+    let identity = super::identity::compile_identity(&file.identity, &mut auth_errs).map(Arc::new);
     for (path, msg) in auth_errs {
         errs.push(path, msg);
     }
-    if file.auth.issuers.is_empty() {
+    if file.auth.issuers.is_empty() && identity.is_none() {
         for (i, r) in routes.iter().enumerate() {
             if r.auth.mode != super::auth::AuthMode::None {
                 let at = if file.routes.is_empty() {
@@ -660,7 +663,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
                 } else {
                     p("routes").push_index(i).push_key("auth")
                 };
-                errs.push(at, "needs at least one [[auth.issuers]] to verify tokens with");
+                errs.push(at, "needs at least one [[auth.issuers]] (or [identity]) to verify tokens with");
                 break;
             }
         }
@@ -698,6 +701,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         alerts: file.alerts.clone(),
         auth: Arc::new(auth),
         forward_auth,
+        identity,
     })
 }
 

@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod compile;
 pub mod env;
+pub mod identity;
 pub mod limits;
 pub mod model;
 pub mod secret;

@@ -69,6 +69,9 @@ pub struct ConfigFile {
     /// and Traefik `ForwardAuth`.
     #[serde(default)]
     pub forward_auth: ForwardAuthConfig,
+    /// The gateway's own identity API.
+    #[serde(default)]
+    pub identity: super::identity::IdentityConfig,
 }
 
 /// `[forward_auth]`.

@@ -37,7 +37,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, WWW_AUTHENTIC
 use http::StatusCode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use rampart_core::client_ip::ClientInfo;
-use rampart_core::config::auth::{AuthMode, AuthSettings, IdentityHeaders, RouteAuth};
+use rampart_core::config::auth::{AuthMode, AuthSettings, IdentityHeaders, IssuerSettings, RouteAuth};
 use rampart_core::principal::{AuthMethod, Principal};
 use rampart_core::token::{Claims, TokenError};
 use serde::Deserialize;
@@ -74,8 +74,9 @@ struct Shared {
 impl AuthLayer {
     /// The cache and the JWKS keys live as long as the layer: a reload (which
     /// may change the trusted keys) starts afresh.
-    pub fn new(settings: Arc<AuthSettings>, state: Arc<LimitState>) -> Self {
-        let issuers = settings.issuers.iter().map(IssuerKeys::start).collect();
+    /// `own`: the gateway's own issuer (`[identity]`), trusted besides `[auth]`'s.
+    pub fn new(settings: Arc<AuthSettings>, own: Option<IssuerSettings>, state: Arc<LimitState>) -> Self {
+        let issuers = settings.issuers.iter().chain(own.as_ref()).map(IssuerKeys::start).collect();
         let cache = TokenCache::new(settings.cache_entries);
         Self { shared: Arc::new(Shared { settings, issuers, cache, state }) }
     }
@@ -184,7 +185,7 @@ impl Shared {
             0
         } else {
             let iss = unverified_issuer(token).ok_or((AuthFailure::Token(TokenError::Malformed), None))?;
-            self.settings.issuer_index(&iss).ok_or((AuthFailure::UnknownIssuer, None))?
+            self.issuers.iter().position(|k| k.issuer == iss).ok_or((AuthFailure::UnknownIssuer, None))?
         };
         let keys = self.issuers.get(issuer).ok_or((AuthFailure::UnknownIssuer, None))?;
         let claims = keys.verifier().verify(token, now).map_err(|e| (AuthFailure::Token(e), Some(issuer)))?;

@@ -1,6 +1,15 @@
-//! The gateway's own identity service, as it is built: for now the bounded
-//! password-hashing pool ([`hasher`]). Users, logins and token issuing build on
-//! it, on the stores in [`crate::store::identity`], and on the pure password and
-//! token logic in `rampart_core::{password, token}`.
+//! The gateway's own identity service and API (`[identity]`): registration,
+//! password logins at an OAuth2 token endpoint, refresh-token rotation,
+//! logout, and the JWKS and OpenID discovery documents for the tokens it
+//! signs. Built on the stores in [`crate::store::identity`] and the pure
+//! password and token logic in `rampart_core::{password, token}`.
+//!
+//! - [`hasher`]: the bounded password-hashing pool.
+//! - [`service`]: the operations, independent of HTTP.
+//! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod hasher;
+pub mod http;
+pub mod service;
+
+pub use service::IdentityService;

@@ -171,6 +171,8 @@ pub struct LimitState {
     /// client becomes one audit event per [`AUDIT_REPEAT`], not one per request.
     /// Bounded by [`AUDIT_SEEN_MAX`] (cleared whole when full).
     audit_seen: Mutex<HashMap<String, Instant>>,
+    /// The identity service, when `[identity]` is on (it outlives reloads too).
+    identity: OnceLock<Arc<crate::identity::IdentityService>>,
 }
 
 /// Quiet time before the same refusal (same limit, same key; same rule, same
@@ -220,6 +222,7 @@ impl LimitState {
             abuse,
             audit: OnceLock::new(),
             audit_seen: Mutex::new(HashMap::new()),
+            identity: OnceLock::new(),
         }))
     }
 
@@ -229,6 +232,22 @@ impl LimitState {
         self.bans.set_audit(sink.clone());
         self.abuse.set_audit(sink.clone());
         let _ = self.audit.set(sink);
+    }
+
+    /// Records `event` in the audit log (when it runs).
+    pub fn audit(&self, event: AuditEvent) {
+        if let Some(sink) = self.audit.get() {
+            sink.record(event);
+        }
+    }
+
+    pub fn set_identity(&self, identity: Arc<crate::identity::IdentityService>) {
+        let _ = self.identity.set(identity);
+    }
+
+    /// The identity service, when `[identity]` is on.
+    pub fn identity(&self) -> Option<&Arc<crate::identity::IdentityService>> {
+        self.identity.get()
     }
 
     /// Records the event built by `event` unless an event with the same `key`

@@ -1,0 +1,354 @@
+//! The identity API over HTTP, as a layer: requests under `[identity] prefix`
+//! and the two discovery documents are answered here; everything else passes.
+//!
+//! - `POST {prefix}/register` — JSON `{"username", "password", "email"?}` →
+//!   201 `{"id", "username"}` (only with `registration = true`).
+//! - `POST {prefix}/token` — OAuth2 token endpoint (RFC 6749), form-encoded
+//!   exactly as FastAPI's `OAuth2PasswordRequestForm` and Swagger UI send it:
+//!   `grant_type=password&username=…&password=…`, or
+//!   `grant_type=refresh_token&refresh_token=…`. Answers
+//!   `{"access_token", "token_type": "bearer", "expires_in", "refresh_token"}`,
+//!   or an RFC 6749 error (`invalid_grant` for every bad credential alike).
+//! - `POST {prefix}/logout` — form `refresh_token=…`: ends its family. 204.
+//! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
+//!
+//! The layer sits below the guards, limits and the bearer-token layer, so the
+//! endpoints get body limits, rate limits and bans like any route. Failed
+//! logins are strikes towards an automatic ban and audit events.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use futures_util::future::Either;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use rampart_core::client_ip::ClientInfo;
+use serde::Deserialize;
+use tower::{Layer, Service};
+
+use super::service::{IdentityError, IdentityService, IssuedTokens};
+use crate::edge::request_id::RequestId;
+use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
+use crate::limit::bans::Strike;
+use crate::limit::LimitState;
+use crate::observe::audit::{AuditEvent, AuditKind};
+use crate::problem::Problem;
+
+/// Largest request body the endpoints read.
+const MAX_BODY: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct IdentityLayer {
+    service: Option<Arc<IdentityService>>,
+    state: Arc<LimitState>,
+}
+
+impl IdentityLayer {
+    /// `service`: `None` when the identity API is off (everything passes).
+    pub fn new(service: Option<Arc<IdentityService>>, state: Arc<LimitState>) -> Self {
+        Self { service, state }
+    }
+}
+
+impl<S> Layer<S> for IdentityLayer {
+    type Service = IdentityHttp<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        IdentityHttp { inner, service: self.service.clone(), state: self.state.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct IdentityHttp<S> {
+    inner: S,
+    service: Option<Arc<IdentityService>>,
+    state: Arc<LimitState>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Register,
+    Token,
+    Logout,
+    Jwks,
+    Discovery,
+}
+
+impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, LayerFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let Some(service) = self.service.clone() else {
+            return Either::Left(take_ready(&mut self.inner).call(req));
+        };
+        let path = req.uri().path();
+        let prefix = service.settings.prefix.as_str();
+        let endpoint = match path.strip_prefix(prefix) {
+            Some("/register") => Some(Endpoint::Register),
+            Some("/token") => Some(Endpoint::Token),
+            Some("/logout") => Some(Endpoint::Logout),
+            _ => match path {
+                "/.well-known/jwks.json" => Some(Endpoint::Jwks),
+                "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
+                _ => None,
+            },
+        };
+        let Some(endpoint) = endpoint else {
+            return Either::Left(take_ready(&mut self.inner).call(req));
+        };
+        let state = self.state.clone();
+        Either::Right(Box::pin(async move { Ok(handle(endpoint, &service, &state, req).await) }))
+    }
+}
+
+async fn handle(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    let wanted = match endpoint {
+        Endpoint::Jwks | Endpoint::Discovery => Method::GET,
+        _ => Method::POST,
+    };
+    if req.method() != wanted {
+        return Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+            .detail(format!("use {wanted}"))
+            .rejected_by("identity", "method")
+            .into_response_for(req.extensions());
+    }
+    match endpoint {
+        Endpoint::Jwks => json(StatusCode::OK, &service.jwks()),
+        Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
+        Endpoint::Register => register(service, req).await,
+        Endpoint::Token => token(service, state, req).await,
+        Endpoint::Logout => {
+            let (req, form) = match read_form(req).await {
+                Ok(x) => x,
+                Err(resp) => return resp,
+            };
+            let Some(refresh) = form.refresh_token.filter(|t| !t.is_empty()) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+            };
+            match service.logout(&refresh).await {
+                Ok(()) => empty(StatusCode::NO_CONTENT),
+                Err(e) => internal(&req, &e),
+            }
+        }
+    }
+}
+
+fn discovery(service: &IdentityService) -> serde_json::Value {
+    let s = &service.settings;
+    let base = s.issuer.trim_end_matches('/');
+    serde_json::json!({
+        "issuer": s.issuer,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}{}/token", s.prefix),
+        "grant_types_supported": ["password", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+    })
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: String,
+    password: String,
+    email: Option<String>,
+}
+
+async fn register(service: &IdentityService, req: HttpRequest) -> HttpResponse {
+    if !service.settings.registration {
+        return Problem::new(StatusCode::FORBIDDEN, "registration-closed", "Registration closed")
+            .detail("accounts are created by an administrator")
+            .rejected_by("identity", "registration_closed")
+            .into_response_for(req.extensions());
+    }
+    let (parts, body) = req.into_parts();
+    let req = HttpRequest::from_parts(parts, Body::empty());
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return bad_request(&req, "the body is larger than 16 KiB or was cut off"),
+    };
+    let Ok(body) = serde_json::from_slice::<RegisterBody>(&bytes) else {
+        return bad_request(&req, "expected JSON {\"username\", \"password\", \"email\"?}");
+    };
+    match service.register(&body.username, body.email.as_deref(), &body.password).await {
+        Ok(user) => json(StatusCode::CREATED, &serde_json::json!({"id": user.id, "username": user.username})),
+        Err(IdentityError::WeakPassword(violations)) => {
+            let reasons: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            let mut resp = Problem::new(StatusCode::BAD_REQUEST, "weak-password", "Password refused")
+                .detail(reasons.join(" "))
+                .rejected_by("identity", "weak_password")
+                .into_response_for(req.extensions());
+            resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(IdentityError::Taken(field)) => Problem::new(StatusCode::CONFLICT, "taken", "Already taken")
+            .detail(format!("that {field} is already registered"))
+            .rejected_by("identity", "taken")
+            .into_response_for(req.extensions()),
+        Err(IdentityError::BadInput(msg)) => bad_request(&req, &msg),
+        Err(IdentityError::Busy) => busy(),
+        Err(e) => internal(&req, &e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TokenForm {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpResponse> {
+    let is_form = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !is_form {
+        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "send application/x-www-form-urlencoded"));
+    }
+    let (parts, body) = req.into_parts();
+    let req = HttpRequest::from_parts(parts, Body::empty());
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body is too large")),
+    };
+    let mut form = TokenForm::default();
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        let slot = match &*k {
+            "grant_type" => &mut form.grant_type,
+            "username" => &mut form.username,
+            "password" => &mut form.password,
+            "refresh_token" => &mut form.refresh_token,
+            _ => continue,
+        };
+        if slot.is_some() {
+            // RFC 6749 §3.2: parameters must not be repeated.
+            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "a parameter is repeated"));
+        }
+        *slot = Some(v.into_owned());
+    }
+    Ok((req, form))
+}
+
+async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    let (req, form) = match read_form(req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let result = match form.grant_type.as_deref() {
+        Some("password") => match (form.username.as_deref(), form.password.as_deref()) {
+            (Some(u), Some(p)) if !u.is_empty() => service.login(u, p).await,
+            _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required"),
+        },
+        Some("refresh_token") => match form.refresh_token.as_deref() {
+            Some(t) if !t.is_empty() => service.refresh(t).await,
+            _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"),
+        },
+        Some(_) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use password or refresh_token")
+        }
+        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+    };
+    let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+    let audit = |kind: AuditKind, subject: Option<String>, reason: Option<&'static str>| {
+        let mut event = AuditEvent::new(kind).detail("method", form.grant_type.clone().unwrap_or_default());
+        if let Some(reason) = reason {
+            event = event.detail("reason", reason);
+        }
+        if let Some(s) = subject {
+            event = event.subject(s);
+        }
+        if let Some(ip) = ip {
+            event = event.ip(ip);
+        }
+        if let Some(id) = req.extensions().get::<RequestId>() {
+            event = event.request_id(id.as_str());
+        }
+        event
+    };
+    match result {
+        Ok(tokens) => {
+            state.audit(audit(AuditKind::AuthSuccess, None, None));
+            json_no_store(&issued(&tokens))
+        }
+        Err(IdentityError::InvalidGrant { reason, user_id }) => {
+            if let Some(ip) = ip {
+                state.bans.strike(ip, Strike::AuthFailure);
+            }
+            state.audit(audit(AuditKind::AuthFailure, user_id, Some(reason)));
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
+        }
+        Err(IdentityError::Busy) => busy(),
+        Err(IdentityError::BadInput(_)) => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
+        }
+        Err(e) => internal(&req, &e),
+    }
+}
+
+fn issued(t: &IssuedTokens) -> serde_json::Value {
+    serde_json::json!({
+        "access_token": t.access_token,
+        "token_type": "bearer",
+        "expires_in": t.expires_in,
+        "refresh_token": t.refresh_token,
+    })
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    let mut resp = http::Response::new(Body::from(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Token responses must not be cached (RFC 6749 §5.1).
+fn json_no_store(value: &serde_json::Value) -> HttpResponse {
+    let mut resp = json(StatusCode::OK, value);
+    resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn empty(status: StatusCode) -> HttpResponse {
+    let mut resp = http::Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// An RFC 6749 §5.2 error response.
+fn oauth_error(status: StatusCode, error: &'static str, description: &'static str) -> HttpResponse {
+    let mut resp = json(status, &serde_json::json!({"error": error, "error_description": description}));
+    resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn busy() -> HttpResponse {
+    let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many logins in progress")
+        .detail("try again in a moment")
+        .rejected_by("identity", "hash_pool_full")
+        .into_response_with(None);
+    resp.headers_mut().insert(RETRY_AFTER, http::HeaderValue::from_static("1"));
+    resp
+}
+
+fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+        .detail(detail.to_string())
+        .rejected_by("identity", "bad_request")
+        .into_response_for(req.extensions())
+}
+
+fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
+    tracing::error!(error = %e, "identity request failed");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+        .rejected_by("identity", "internal")
+        .into_response_for(req.extensions())
+}

@@ -1,0 +1,334 @@
+//! The identity service: users, password logins, issued tokens and refresh
+//! rotation, over the stores of [`crate::store::identity`].
+//!
+//! - **Signing keys**: on first start an Ed25519 key is generated, its private
+//!   half sealed (ChaCha20-Poly1305, key derived from `[identity] secret_key`)
+//!   and stored; later starts and other instances unseal the active key.
+//! - **Logins** verify on the bounded [`HashPool`]; an unknown user is verified
+//!   against a dummy hash, so that it takes as long and answers the same as a
+//!   wrong password. Old-format hashes are replaced on success.
+//! - **Refresh tokens** are opaque (`rt_` + 32 random bytes, base64url), stored
+//!   hashed. A successor is derived as HMAC(secret, presented token), so that a
+//!   refresh repeated within the grace window gets the same successor (see
+//!   [`crate::store::identity::refresh`]); reuse after it revokes the family.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use rampart_core::config::auth::IssuerSettings;
+use rampart_core::config::identity::IdentitySettings;
+use rampart_core::password::{normalize, PasswordError, PolicyViolation};
+use rampart_core::token::{issue, Alg, Claims, KeySet, SigningKey, Verifier, VerifyingKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::hasher::{HashError, HashPool};
+use crate::store::identity::{
+    NewRefreshToken, NewSigningKey, NewUser, RefreshTokenStore, RotateOutcome, SealedKey, SigningKeyStore, StoreError,
+    Successor, TokenHash, User, UserStore,
+};
+use crate::store::Database;
+
+/// What a successful login or refresh hands out.
+#[derive(Clone, Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+/// Why a login, refresh or registration failed. The HTTP layer answers the
+/// `InvalidGrant` cases all alike.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("invalid credentials")]
+    InvalidGrant { reason: &'static str, user_id: Option<String> },
+    #[error("the password does not meet the policy")]
+    WeakPassword(Vec<PolicyViolation>),
+    #[error("{0} is taken")]
+    Taken(&'static str),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("too many logins in progress")]
+    Busy,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<HashError> for IdentityError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy(_) => Self::Busy,
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<StoreError> for IdentityError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { field } => Self::Taken(field),
+            StoreError::TooLong { .. } | StoreError::NulByte { .. } | StoreError::Invalid { .. } => {
+                Self::BadInput(e.to_string())
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+pub struct IdentityService {
+    pub settings: Arc<IdentitySettings>,
+    db: Database,
+    hasher: Arc<HashPool>,
+    signer: SigningKey,
+    keys: KeySet,
+    refresh_key: ring::hmac::Key,
+    /// A hash of a random password, verified for unknown users.
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for IdentityService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityService").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A key derived from the configured secret for one purpose.
+fn derive(secret: &str, purpose: &str) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, purpose.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&tag.as_ref()[..32]);
+    out
+}
+
+fn random_token(prefix: &str) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+impl IdentityService {
+    /// Opens the service on `db`: loads the active signing key, or makes and
+    /// stores one on first start.
+    pub async fn start(settings: Arc<IdentitySettings>, db: Database) -> anyhow::Result<Arc<Self>> {
+        let secret = settings.secret_key.expose();
+        let seal_key = derive(secret, "rampart signing-key seal v1");
+        let now = now_ms();
+        let active = match db.active_signing_key().await? {
+            Some(record) => record,
+            None => {
+                let kid = format!("rampart-{}", uuid::Uuid::now_v7().simple());
+                let generated = SigningKey::generate(&kid, Alg::EdDSA).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let public = generated.key.verifying_key().to_jwk().context("the new key has no JWK")?.to_string();
+                let sealed = seal(&seal_key, generated.pkcs8_pem.as_bytes())?;
+                db.insert_signing_key(&NewSigningKey {
+                    kid: kid.clone(),
+                    alg: Alg::EdDSA,
+                    public_key: public,
+                    private_key: Some(sealed),
+                    created_at: now,
+                })
+                .await?;
+                db.activate_signing_key(&kid, now).await?;
+                tracing::info!(kid = %kid, "generated the first token signing key");
+                db.active_signing_key().await?.context("the new signing key is not active")?
+            }
+        };
+        let sealed = active.private_key.as_ref().context("the active signing key has no private key")?;
+        let pem =
+            unseal(&seal_key, sealed).context("cannot unseal the signing key: was [identity] secret_key changed?")?;
+        let pem = String::from_utf8(pem).context("the unsealed signing key is not PEM text")?;
+        let signer = SigningKey::from_pkcs8_pem(&active.kid, active.alg, &pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut keys = KeySet::new();
+        for record in db.verification_keys(now).await? {
+            let jwk: serde_json::Value = serde_json::from_str(&record.public_key).context("a stored public key")?;
+            let key = VerifyingKey::from_jwk(&jwk).map_err(|e| anyhow::anyhow!("stored key {}: {e}", record.kid))?;
+            keys.insert(key).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let workers = match settings.hash_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let hasher = HashPool::new(workers, settings.hash_queue, settings.argon2);
+        let dummy_hash = hasher.hash(random_token("")?).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let refresh_key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
+        Ok(Arc::new(Self { settings, db, hasher, signer, keys, refresh_key, dummy_hash }))
+    }
+
+    /// Our own issuer, for the bearer-token layer.
+    pub fn issuer(&self) -> IssuerSettings {
+        let s = &self.settings;
+        IssuerSettings {
+            issuer: s.issuer.clone(),
+            verifier: Arc::new(Verifier::new(self.keys.clone(), [s.issuer.clone()], [s.audience.clone()])),
+            jwks: None,
+        }
+    }
+
+    /// The public keys, as a JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.jwks()
+    }
+
+    /// Creates a user with a password that passes the policy.
+    pub async fn register(&self, username: &str, email: Option<&str>, password: &str) -> Result<User, IdentityError> {
+        if username.trim().is_empty() {
+            return Err(IdentityError::BadInput("username must not be empty".into()));
+        }
+        let password = normalize(password);
+        let mut inputs = vec![username];
+        inputs.extend(email);
+        self.settings.policy.check(&password, &inputs).map_err(IdentityError::WeakPassword)?;
+        let hash = self.hasher.hash(password).await?;
+        let mut new = NewUser::named(username);
+        new.email = email.map(str::to_owned);
+        new.password_hash = Some(rampart_core::config::secret::Secret::new(hash));
+        Ok(self.db.create_user(&new, now_ms()).await?)
+    }
+
+    /// The password grant: verifies the user's password and issues tokens.
+    pub async fn login(&self, username: &str, password: &str) -> Result<IssuedTokens, IdentityError> {
+        let password = normalize(password);
+        let user = self.db.user_by_username(username).await?;
+        let stored = user.as_ref().and_then(|u| u.password_hash.as_ref()).map(|h| h.expose().to_string());
+        let id = user.as_ref().map(|u| u.id.clone());
+        // Unknown users, and users without a password, cost one verification too.
+        let target = stored.clone().unwrap_or_else(|| self.dummy_hash.clone());
+        let verified = match self.hasher.verify(password.clone(), target).await {
+            Ok(v) => v,
+            Err(HashError::Busy(_)) => return Err(IdentityError::Busy),
+            Err(HashError::Password(PasswordError::Mismatch)) => {
+                return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: id })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a stored password hash could not be checked");
+                return Err(IdentityError::InvalidGrant { reason: "bad_hash", user_id: id });
+            }
+        };
+        let (Some(user), Some(old)) = (user, stored) else {
+            return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: id });
+        };
+        if verified.needs_rehash {
+            let new = rampart_core::config::secret::Secret::new(self.hasher.hash(password).await?);
+            let old = rampart_core::config::secret::Secret::new(old);
+            self.db.rehash_password(&user.id, &old, &new, now_ms()).await?;
+        }
+        let now = now_ms();
+        if user.disabled || user.is_locked(now) {
+            return Err(IdentityError::InvalidGrant { reason: "locked", user_id: Some(user.id) });
+        }
+        self.db.record_login(&user.id, now).await?;
+        let refresh = random_token("rt_")?;
+        self.db
+            .insert_refresh_token(&NewRefreshToken {
+                token_hash: TokenHash::of(&refresh),
+                user_id: user.id.clone(),
+                client_id: None,
+                family_id: None,
+                created_at: now,
+                expires_at: now.saturating_add(ms(self.settings.refresh_ttl)),
+            })
+            .await?;
+        Ok(IssuedTokens {
+            access_token: self.access_token(&user, now)?,
+            expires_in: self.settings.access_ttl.as_secs(),
+            refresh_token: refresh,
+        })
+    }
+
+    /// The refresh grant: rotates the refresh token and issues a new access token.
+    pub async fn refresh(&self, presented: &str) -> Result<IssuedTokens, IdentityError> {
+        let now = now_ms();
+        let successor = self.successor_of(presented);
+        let outcome = self
+            .db
+            .rotate_refresh_token(
+                &TokenHash::of(presented),
+                now,
+                ms(self.settings.refresh_grace),
+                &Successor {
+                    token_hash: TokenHash::of(&successor),
+                    expires_at: now.saturating_add(ms(self.settings.refresh_ttl)),
+                },
+            )
+            .await?;
+        let user_id = match outcome {
+            RotateOutcome::Rotated { user_id, .. } | RotateOutcome::Grace { user_id, .. } => user_id,
+            RotateOutcome::Unknown | RotateOutcome::Invalid => {
+                return Err(IdentityError::InvalidGrant { reason: "bad_refresh_token", user_id: None })
+            }
+            RotateOutcome::Reused { user_id, .. } => {
+                return Err(IdentityError::InvalidGrant { reason: "refresh_token_reused", user_id: Some(user_id) })
+            }
+        };
+        let user = self
+            .db
+            .user_by_id(&user_id)
+            .await?
+            .filter(|u| !u.disabled && !u.is_locked(now))
+            .ok_or(IdentityError::InvalidGrant { reason: "locked", user_id: Some(user_id) })?;
+        Ok(IssuedTokens {
+            access_token: self.access_token(&user, now)?,
+            expires_in: self.settings.access_ttl.as_secs(),
+            refresh_token: successor,
+        })
+    }
+
+    /// Ends the refresh token's family (logout). Unknown tokens are ignored.
+    pub async fn logout(&self, presented: &str) -> Result<(), IdentityError> {
+        if let Some(token) = self.db.refresh_token(&TokenHash::of(presented)).await? {
+            self.db.revoke_refresh_family(&token.family_id, now_ms()).await?;
+        }
+        Ok(())
+    }
+
+    fn successor_of(&self, presented: &str) -> String {
+        let tag = ring::hmac::sign(&self.refresh_key, presented.as_bytes());
+        format!("rt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    fn access_token(&self, user: &User, now_ms: u64) -> Result<String, IdentityError> {
+        let s = &self.settings;
+        let mut claims = Claims::new(&s.issuer, &user.id, &s.audience, now_ms / 1000, s.access_ttl.as_secs());
+        claims.jti = Some(uuid::Uuid::now_v7().to_string());
+        claims.roles = user.roles.clone();
+        claims.tier = user.tier.clone();
+        claims.ver = user.token_version;
+        issue(&self.signer, &claims).map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn seal(key: &[u8; 32], plaintext: &[u8]) -> anyhow::Result<SealedKey> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let sealing =
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| anyhow::anyhow!("bad seal key"))?);
+    let mut data = plaintext.to_vec();
+    sealing
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(b"rampart signing key"), &mut data)
+        .map_err(|_| anyhow::anyhow!("sealing failed"))?;
+    Ok(SealedKey { ciphertext: data, nonce: nonce.to_vec() })
+}
+
+fn unseal(key: &[u8; 32], sealed: &SealedKey) -> anyhow::Result<Vec<u8>> {
+    let nonce: [u8; NONCE_LEN] = sealed.nonce.as_slice().try_into().map_err(|_| anyhow::anyhow!("bad nonce"))?;
+    let opening =
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| anyhow::anyhow!("bad seal key"))?);
+    let mut data = sealed.ciphertext.clone();
+    let plain = opening
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(b"rampart signing key"), &mut data)
+        .map_err(|_| anyhow::anyhow!("the sealed key does not open with this secret_key"))?;
+    Ok(plain.to_vec())
+}
