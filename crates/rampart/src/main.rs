@@ -1,5 +1,5 @@
 //! The `rampart` command line: `serve`, `demo`, `check-config`, `ban`, `top`,
-//! `audit`, `echo`.
+//! `audit`, `user`, `echo`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,14 @@ enum Command {
         #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Manage the accounts of the identity API (`[identity]`), in its database.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// Config that names the database and the identity settings.
+        #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Show the heaviest client addresses of the last minute.
     Top {
         #[arg(long, short, env = "RAMPART_CONFIG")]
@@ -84,6 +92,38 @@ enum BanAction {
     Remove { ip: std::net::IpAddr },
     /// List bans in force.
     List,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user. The password is read from stdin (one line), never from
+    /// the command line, and must pass the password policy.
+    Add {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// A role; repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users, one JSON object per line (never password hashes).
+    List {
+        /// Only usernames or e-mail addresses starting with this.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Refuse a user's logins, for a while (`--for 1h`) or until unlocked.
+    Lock {
+        username: String,
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Allow a locked user's logins again.
+    Unlock { username: String },
+    /// Replace a user's roles (none given: no roles).
+    SetRole { username: String, roles: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +178,7 @@ fn main() -> ExitCode {
             Command::Ban { action, config } => ban(action, config.as_deref()).await,
             Command::Top { config } => top(config.as_deref()).await,
             Command::Audit { action, config } => audit(action, config.as_deref()).await,
+            Command::User { action, config } => user(action, config.as_deref()).await,
         }
     });
     // A blocking write that never returns (an audit file on a dead mount or a
@@ -462,5 +503,56 @@ async fn run_until_signalled(gateway: Gateway, config: Option<PathBuf>) -> anyho
     gateway.shutdown();
     gateway.wait().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
+    use rampart::identity::admin;
+    use rampart::identity::service::IdentityError;
+    use rampart::store::{redact_url, Database};
+
+    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let Some(settings) = policy.identity.clone() else {
+        anyhow::bail!("{}: [identity] is not enabled, so there are no accounts to manage", path.display());
+    };
+    let url = policy.storage.database.expose();
+    let db =
+        Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
+    let explain = |e: IdentityError| match e {
+        IdentityError::WeakPassword(v) => {
+            anyhow::anyhow!("password refused: {}", v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+        }
+        other => anyhow::anyhow!("{other}"),
+    };
+    let print = |u: &rampart::store::identity::User| println!("{}", admin::user_json(u));
+    match action {
+        UserAction::Add { username, email, roles } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let u = admin::add_user(&settings, &db, &username, email.as_deref(), password, &roles)
+                .await
+                .map_err(explain)?;
+            print(&u);
+        }
+        UserAction::List { search, limit } => {
+            for u in admin::list_users(&db, search, limit).await.map_err(explain)? {
+                print(&u);
+            }
+        }
+        UserAction::Lock { username, duration } => {
+            let d = match duration {
+                Some(s) => Some(humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--for {s}: {e}"))?),
+                None => None,
+            };
+            print(&admin::lock(&db, &username, d).await.map_err(explain)?);
+        }
+        UserAction::Unlock { username } => print(&admin::unlock(&db, &username).await.map_err(explain)?),
+        UserAction::SetRole { username, roles } => {
+            print(&admin::set_roles(&db, &username, &roles).await.map_err(explain)?)
+        }
+    }
+    db.close().await;
     Ok(())
 }

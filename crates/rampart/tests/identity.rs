@@ -199,3 +199,73 @@ async fn bad_logins(db: &TestDb) {
     let r = client().get(url(&gw, "/auth/token")).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+/// Runs `rampart` with `stdin`; returns (success, stdout, stderr).
+fn rampart_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .env_remove("RAMPART_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_command_manages_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let text = identity_config(up, &db.url).replace("registration = true", "registration = false");
+    let config = dir.path().join("rampart.toml");
+    std::fs::write(&config, &text).unwrap();
+    let cfg = config.to_str().unwrap();
+
+    let (ok, _, err) = rampart_cli(&["user", "add", "frank", "--config", cfg], "password1\n");
+    assert!(!ok && err.contains("password refused"), "{err}");
+    let (ok, out, err) =
+        rampart_cli(&["user", "add", "frank", "--role", "admin", "--config", cfg], &format!("{PASSWORD}\n"));
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(created["roles"], serde_json::json!(["admin"]));
+    assert!(!out.contains("argon2"), "no hash is ever printed: {out}");
+    let (ok, out, _) = rampart_cli(&["user", "list", "--search", "fr", "--config", cfg], "");
+    assert!(ok && out.lines().count() == 1 && out.contains("\"frank\""), "{out}");
+
+    let gw = gateway(&text).await;
+    assert_eq!(register(&gw, "mallory", PASSWORD).await.status(), 403, "registration is closed");
+    let login = [("grant_type", "password"), ("username", "frank"), ("password", PASSWORD)];
+    let roles_seen = |tokens: Value| {
+        let gw = &gw;
+        async move {
+            let access = tokens["access_token"].as_str().unwrap().to_string();
+            let r = client().get(url(gw, "/api/x")).bearer_auth(access).send().await.unwrap();
+            r.json::<Value>().await.unwrap()["headers"]["x-rampart-roles"].clone()
+        }
+    };
+    let (status, tokens) = token_request(&gw, &login).await;
+    assert_eq!(status, 200);
+    assert_eq!(roles_seen(tokens).await, "admin");
+
+    let (ok, _, err) = rampart_cli(&["user", "lock", "frank", "--for", "1h", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert_eq!(token_request(&gw, &login).await.1["error"], "invalid_grant", "locked users cannot log in");
+    assert!(rampart_cli(&["user", "unlock", "frank", "--config", cfg], "").0);
+    assert!(rampart_cli(&["user", "set-role", "frank", "ops", "billing", "--config", cfg], "").0);
+    let (status, tokens) = token_request(&gw, &login).await;
+    assert_eq!(status, 200);
+    assert_eq!(roles_seen(tokens).await, "billing,ops");
+    let (ok, _, err) = rampart_cli(&["user", "unlock", "nobody", "--config", cfg], "");
+    assert!(!ok && err.contains("no user named"), "{err}");
+    gw.shutdown();
+    gw.wait().await;
+}

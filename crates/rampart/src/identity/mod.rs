@@ -4,10 +4,12 @@
 //! signs. Built on the stores in [`crate::store::identity`] and the pure
 //! password and token logic in `rampart_core::{password, token}`.
 //!
+//! - [`admin`]: account administration for `rampart user`.
 //! - [`hasher`]: the bounded password-hashing pool.
 //! - [`service`]: the operations, independent of HTTP.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
+pub mod admin;
 pub mod hasher;
 pub mod http;
 pub mod service;

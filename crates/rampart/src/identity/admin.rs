@@ -1,0 +1,87 @@
+//! Account administration for the `rampart user` command: create users (the
+//! password read from stdin, checked by the same policy as registration),
+//! list, lock, unlock and set roles, directly in the configured database.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rampart_core::config::identity::IdentitySettings;
+use rampart_core::config::secret::Secret;
+use rampart_core::password::normalize;
+
+use super::hasher::HashPool;
+use super::service::IdentityError;
+use crate::store::identity::{NewUser, User, UserQuery, UserStore};
+use crate::store::Database;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Creates a user with a password that passes the policy, and these roles.
+pub async fn add_user(
+    settings: &IdentitySettings,
+    db: &Database,
+    username: &str,
+    email: Option<&str>,
+    password: &str,
+    roles: &[String],
+) -> Result<User, IdentityError> {
+    if username.trim().is_empty() {
+        return Err(IdentityError::BadInput("username must not be empty".into()));
+    }
+    let password = normalize(password);
+    let mut inputs = vec![username];
+    inputs.extend(email);
+    settings.policy.check(&password, &inputs).map_err(IdentityError::WeakPassword)?;
+    let hash = HashPool::new(1, 0, settings.argon2).hash(password).await?;
+    let mut new = NewUser::named(username);
+    new.email = email.map(str::to_owned);
+    new.password_hash = Some(Secret::new(hash));
+    new.roles = roles.to_vec();
+    Ok(db.create_user(&new, now_ms()).await?)
+}
+
+async fn find(db: &Database, username: &str) -> Result<User, IdentityError> {
+    db.user_by_username(username).await?.ok_or_else(|| IdentityError::BadInput(format!("no user named `{username}`")))
+}
+
+pub async fn list_users(db: &Database, search: Option<String>, limit: u32) -> Result<Vec<User>, IdentityError> {
+    Ok(db.list_users(&UserQuery { search, limit, offset: 0 }).await?)
+}
+
+/// Refuses the user's logins for `duration` (`None`: until unlocked).
+pub async fn lock(db: &Database, username: &str, duration: Option<Duration>) -> Result<User, IdentityError> {
+    let user = find(db, username).await?;
+    let now = now_ms();
+    let until = duration.map_or(u64::MAX / 2, |d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+    db.lock_user(&user.id, until, now).await?;
+    find(db, username).await
+}
+
+pub async fn unlock(db: &Database, username: &str) -> Result<User, IdentityError> {
+    let user = find(db, username).await?;
+    db.unlock_user(&user.id, now_ms()).await?;
+    find(db, username).await
+}
+
+/// Replaces the user's roles; they take effect in tokens issued from now on.
+pub async fn set_roles(db: &Database, username: &str, roles: &[String]) -> Result<User, IdentityError> {
+    let user = find(db, username).await?;
+    db.set_roles(&user.id, roles, now_ms()).await?;
+    find(db, username).await
+}
+
+/// A user as one JSON line: never the password hash.
+pub fn user_json(u: &User) -> serde_json::Value {
+    serde_json::json!({
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "roles": u.roles,
+        "tier": u.tier,
+        "locked_until": u.locked_until,
+        "disabled": u.disabled,
+        "created_at": u.created_at,
+        "last_login_at": u.last_login_at,
+    })
+}
