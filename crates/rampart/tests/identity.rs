@@ -269,3 +269,29 @@ async fn the_user_command_manages_accounts() {
     gw.shutdown();
     gw.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_is_locked_after_repeated_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let text = identity_config(up, &db.url)
+        .replace("refresh_grace = '1s'\n", "refresh_grace = '1s'\nmax_failures = 3\nlockout = '1h'\n");
+    let gw = gateway(&text).await;
+    assert_eq!(register(&gw, "grace", PASSWORD).await.status(), 201);
+    assert_eq!(register(&gw, "heidi", PASSWORD).await.status(), 201);
+    let attempt = |user: &'static str, password: &'static str| {
+        let gw = &gw;
+        async move { token_request(gw, &[("grant_type", "password"), ("username", user), ("password", password)]).await }
+    };
+    // Three wrong passwords are tolerated; the fourth locks the account.
+    for _ in 0..4 {
+        assert_eq!(attempt("grace", "wrong password here").await.0, 400);
+    }
+    // Now even the right password is refused, with the same answer as a wrong one.
+    let locked = attempt("grace", PASSWORD).await;
+    assert_eq!(locked, attempt("grace", "wrong password here").await);
+    assert_eq!(locked.1["error"], "invalid_grant");
+    // The lock is per account: another user from the same address logs in.
+    assert_eq!(attempt("heidi", PASSWORD).await.0, 200);
+}

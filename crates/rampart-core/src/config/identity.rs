@@ -49,6 +49,13 @@ pub struct IdentityConfig {
     pub hash_workers: usize,
     /// Logins waiting for a hashing worker; more are refused with 503.
     pub hash_queue: usize,
+    /// Wrong passwords for one account within `failure_window` before it is
+    /// locked for `lockout` (0: never locked). Counted in Redis when configured.
+    pub max_failures: u64,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
     pub password: PasswordConfig,
 }
 
@@ -66,6 +73,9 @@ impl Default for IdentityConfig {
             registration: false,
             hash_workers: 0,
             hash_queue: 64,
+            max_failures: 5,
+            failure_window: Duration::from_secs(15 * 60),
+            lockout: Duration::from_secs(15 * 60),
             password: PasswordConfig::default(),
         }
     }
@@ -84,6 +94,9 @@ pub struct IdentitySettings {
     pub registration: bool,
     pub hash_workers: usize,
     pub hash_queue: usize,
+    pub max_failures: u64,
+    pub failure_window: Duration,
+    pub lockout: Duration,
     pub policy: PasswordPolicy,
     pub argon2: Argon2Params,
 }
@@ -122,6 +135,9 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     if cfg.refresh_ttl <= cfg.access_ttl {
         errs.push((at.push_key("refresh_ttl"), "must be longer than access_ttl".into()));
     }
+    if cfg.max_failures > 0 && (cfg.failure_window.is_zero() || cfg.lockout.is_zero()) {
+        errs.push((at.push_key("lockout"), "failure_window and lockout must be longer than zero".into()));
+    }
     if cfg.refresh_grace > Duration::from_secs(60) {
         errs.push((at.push_key("refresh_grace"), "must be at most 60s".into()));
     }
@@ -149,6 +165,9 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         registration: cfg.registration,
         hash_workers: cfg.hash_workers,
         hash_queue: cfg.hash_queue,
+        max_failures: cfg.max_failures,
+        failure_window: cfg.failure_window,
+        lockout: cfg.lockout,
         policy,
         argon2,
     })

@@ -32,9 +32,10 @@ use super::service::{IdentityError, IdentityService, IssuedTokens};
 use crate::edge::request_id::RequestId;
 use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
 use crate::limit::bans::Strike;
-use crate::limit::LimitState;
+use crate::limit::{GcraParams, LimitCheck, LimitState, Op};
 use crate::observe::audit::{AuditEvent, AuditKind};
 use crate::problem::Problem;
+use rampart_core::config::model::RedisFallback;
 
 /// Largest request body the endpoints read.
 const MAX_BODY: usize = 16 * 1024;
@@ -258,6 +259,7 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
     };
     let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned());
     let audit = |kind: AuditKind, subject: Option<String>, reason: Option<&'static str>| {
         let mut event = AuditEvent::new(kind).detail("method", form.grant_type.clone().unwrap_or_default());
         if let Some(reason) = reason {
@@ -269,8 +271,8 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
         if let Some(ip) = ip {
             event = event.ip(ip);
         }
-        if let Some(id) = req.extensions().get::<RequestId>() {
-            event = event.request_id(id.as_str());
+        if let Some(id) = &request_id {
+            event = event.request_id(id.clone());
         }
         event
     };
@@ -283,7 +285,15 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
             if let Some(ip) = ip {
                 state.bans.strike(ip, Strike::AuthFailure);
             }
-            state.audit(audit(AuditKind::AuthFailure, user_id, Some(reason)));
+            state.audit(audit(AuditKind::AuthFailure, user_id.clone(), Some(reason)));
+            if let (Some(id), "bad_credentials") = (&user_id, reason) {
+                if count_failure(service, state, id).await {
+                    if let Err(e) = service.lock_out(id).await {
+                        tracing::error!(error = %e, "could not lock an account after repeated failures");
+                    }
+                    state.audit(audit(AuditKind::Lockout, user_id.clone(), Some("too_many_failures")));
+                }
+            }
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
         }
         Err(IdentityError::Busy) => busy(),
@@ -291,6 +301,21 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
         }
         Err(e) => internal(&req, &e),
+    }
+}
+
+/// Counts a wrong password for an account (through the limiter: in Redis when
+/// configured, so all instances count together). True when it was one too many.
+async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
+    let s = &service.settings;
+    if s.max_failures == 0 {
+        return false;
+    }
+    let Ok(params) = GcraParams::new(s.max_failures, s.failure_window, s.max_failures) else { return false };
+    let check = LimitCheck { key: format!("rl:{{acct:{user_id}}}:login_failures"), params, weight: 1, op: Op::Check };
+    match state.limiter.apply(std::slice::from_ref(&check), &[RedisFallback::Local]).await {
+        Ok(d) => d.first().is_some_and(|d| !d.allowed),
+        Err(_) => false,
     }
 }
 

@@ -282,6 +282,12 @@ impl IdentityService {
         })
     }
 
+    /// Locks the account for the configured lockout (after too many failures).
+    pub async fn lock_out(&self, user_id: &str) -> Result<(), IdentityError> {
+        let now = now_ms();
+        Ok(self.db.lock_user(user_id, now.saturating_add(ms(self.settings.lockout)), now).await?)
+    }
+
     /// Ends the refresh token's family (logout). Unknown tokens are ignored.
     pub async fn logout(&self, presented: &str) -> Result<(), IdentityError> {
         if let Some(token) = self.db.refresh_token(&TokenHash::of(presented)).await? {
