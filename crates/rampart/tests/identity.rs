@@ -295,3 +295,41 @@ async fn an_account_is_locked_after_repeated_failures() {
     // The lock is per account: another user from the same address logs in.
     assert_eq!(attempt("heidi", PASSWORD).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_password_ends_other_sessions() {
+    const NEW: &str = "entirely different lemon words 77";
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let gw = gateway(&identity_config(up, &db.url)).await;
+    assert_eq!(register(&gw, "ivan", PASSWORD).await.status(), 201);
+    let login = |password: &'static str| {
+        let gw = &gw;
+        async move { token_request(gw, &[("grant_type", "password"), ("username", "ivan"), ("password", password)]).await }
+    };
+    let (_, tokens) = login(PASSWORD).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let me: Value = client().get(url(&gw, "/auth/me")).bearer_auth(&access).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["username"], "ivan");
+    assert!(me.get("password_hash").is_none(), "{me}");
+    assert_eq!(client().get(url(&gw, "/auth/me")).send().await.unwrap().status(), 401);
+
+    let change = |current: &str, new: &str| {
+        client()
+            .post(url(&gw, "/auth/password"))
+            .bearer_auth(&access)
+            .json(&serde_json::json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    assert_eq!(change("not the password", NEW).await.unwrap().status(), 403);
+    assert_eq!(change(PASSWORD, "password123").await.unwrap().status(), 400);
+    assert_eq!(change(PASSWORD, NEW).await.unwrap().status(), 204);
+    // The old password, the old refresh token and the old access token (at the
+    // account endpoints, which check the token version) are all spent.
+    assert_eq!(login(PASSWORD).await.0, 400);
+    assert_eq!(token_request(&gw, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await.0, 400);
+    assert_eq!(client().get(url(&gw, "/auth/me")).bearer_auth(&access).send().await.unwrap().status(), 401);
+    assert_eq!(login(NEW).await.0, 200);
+}

@@ -71,6 +71,8 @@ pub struct IdentityHttp<S> {
 enum Endpoint {
     Register,
     Token,
+    Me,
+    Password,
     Logout,
     Jwks,
     Discovery,
@@ -95,6 +97,8 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/register") => Some(Endpoint::Register),
             Some("/token") => Some(Endpoint::Token),
             Some("/logout") => Some(Endpoint::Logout),
+            Some("/me") => Some(Endpoint::Me),
+            Some("/password") => Some(Endpoint::Password),
             _ => match path {
                 "/.well-known/jwks.json" => Some(Endpoint::Jwks),
                 "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
@@ -111,7 +115,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
 
 async fn handle(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
     let wanted = match endpoint {
-        Endpoint::Jwks | Endpoint::Discovery => Method::GET,
+        Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
         _ => Method::POST,
     };
     if req.method() != wanted {
@@ -124,6 +128,7 @@ async fn handle(endpoint: Endpoint, service: &IdentityService, state: &LimitStat
         Endpoint::Jwks => json(StatusCode::OK, &service.jwks()),
         Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
         Endpoint::Register => register(service, req).await,
+        Endpoint::Me | Endpoint::Password => account(endpoint, service, state, req).await,
         Endpoint::Token => token(service, state, req).await,
         Endpoint::Logout => {
             let (req, form) = match read_form(req).await {
@@ -195,6 +200,76 @@ async fn register(service: &IdentityService, req: HttpRequest) -> HttpResponse {
             .rejected_by("identity", "taken")
             .into_response_for(req.extensions()),
         Err(IdentityError::BadInput(msg)) => bad_request(&req, &msg),
+        Err(IdentityError::Busy) => busy(),
+        Err(e) => internal(&req, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// `GET {prefix}/me` and `POST {prefix}/password`: the caller's own account,
+/// named by a bearer token of ours.
+async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned());
+    let user = match bearer {
+        Some(t) => service.user_of_token(&t).await,
+        None => Ok(None),
+    };
+    let user = match user {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                .detail("a valid bearer token is required")
+                .rejected_by("identity", "unauthenticated")
+                .into_response_for(req.extensions());
+            resp.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
+            return resp;
+        }
+        Err(e) => return internal(&req, &e),
+    };
+    if endpoint == Endpoint::Me {
+        return json(StatusCode::OK, &super::admin::user_json(&user));
+    }
+    let (parts, body) = req.into_parts();
+    let req = HttpRequest::from_parts(parts, Body::empty());
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return bad_request(&req, "the body is larger than 16 KiB or was cut off"),
+    };
+    let Ok(body) = serde_json::from_slice::<PasswordBody>(&bytes) else {
+        return bad_request(&req, "expected JSON {\"current_password\", \"new_password\"}");
+    };
+    match service.change_password(&user, &body.current_password, &body.new_password).await {
+        Ok(()) => {
+            state.audit(
+                AuditEvent::new(AuditKind::AdminAction).subject(user.id.clone()).detail("action", "password_changed"),
+            );
+            empty(StatusCode::NO_CONTENT)
+        }
+        Err(IdentityError::InvalidGrant { .. }) => {
+            Problem::new(StatusCode::FORBIDDEN, "wrong-password", "Wrong password")
+                .detail("the current password is not correct")
+                .rejected_by("identity", "wrong_password")
+                .into_response_for(req.extensions())
+        }
+        Err(IdentityError::WeakPassword(violations)) => {
+            let reasons: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            Problem::new(StatusCode::BAD_REQUEST, "weak-password", "Password refused")
+                .detail(reasons.join(" "))
+                .rejected_by("identity", "weak_password")
+                .into_response_for(req.extensions())
+        }
         Err(IdentityError::Busy) => busy(),
         Err(e) => internal(&req, &e),
     }

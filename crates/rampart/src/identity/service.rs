@@ -282,6 +282,39 @@ impl IdentityService {
         })
     }
 
+    /// The user a bearer token of ours names, if the token is valid now.
+    pub async fn user_of_token(&self, token: &str) -> Result<Option<User>, IdentityError> {
+        let now = now_ms() / 1000;
+        let Ok(claims) = self.issuer().verifier.verify(token, now) else { return Ok(None) };
+        let user = self.db.user_by_id(&claims.sub).await?;
+        // A token from before a password change (or "log out everywhere") is spent.
+        Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled))
+    }
+
+    /// Changes the password: checks the current one and the policy, stores the
+    /// new hash, raises the token version and revokes every refresh token, so
+    /// that every other session ends.
+    pub async fn change_password(&self, user: &User, current: &str, new: &str) -> Result<(), IdentityError> {
+        let stored = user.password_hash.as_ref().map(|h| h.expose().to_string());
+        let target = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        match self.hasher.verify(normalize(current), target).await {
+            Ok(_) if user.password_hash.is_some() => {}
+            Ok(_) | Err(HashError::Password(_)) => {
+                return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: Some(user.id.clone()) })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let new = normalize(new);
+        let mut inputs = vec![user.username.as_str()];
+        inputs.extend(user.email.as_deref());
+        self.settings.policy.check(&new, &inputs).map_err(IdentityError::WeakPassword)?;
+        let hash = rampart_core::config::secret::Secret::new(self.hasher.hash(new).await?);
+        let now = now_ms();
+        self.db.set_password_hash(&user.id, Some(&hash), true, now).await?;
+        self.db.revoke_user_refresh_tokens(&user.id, now).await?;
+        Ok(())
+    }
+
     /// Locks the account for the configured lockout (after too many failures).
     pub async fn lock_out(&self, user_id: &str) -> Result<(), IdentityError> {
         let now = now_ms();

@@ -36,6 +36,7 @@ pub enum AuditKind {
     AuthSuccess,
     AuthFailure,
     Lockout,
+    PasswordChanged,
     MfaChanged,
     KeyChanged,
     SessionChanged,
@@ -53,10 +54,11 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 17] = [
         Self::AuthSuccess,
         Self::AuthFailure,
         Self::Lockout,
+        Self::PasswordChanged,
         Self::MfaChanged,
         Self::KeyChanged,
         Self::SessionChanged,
@@ -77,6 +79,7 @@ impl AuditKind {
             Self::AuthSuccess => "auth_success",
             Self::AuthFailure => "auth_failure",
             Self::Lockout => "lockout",
+            Self::PasswordChanged => "password_changed",
             Self::MfaChanged => "mfa_changed",
             Self::KeyChanged => "key_changed",
             Self::SessionChanged => "session_changed",
