@@ -127,11 +127,14 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         for name in shared.settings.headers.all() {
             req.headers_mut().remove(name);
         }
-        let route = req.extensions().get::<MatchedRoute>().map(|r| r.0.auth.clone()).unwrap_or_default();
+        let Some(route) = req.extensions().get::<MatchedRoute>().map(|r| r.0.clone()) else {
+            return Either::Left(take_ready(&mut self.inner).call(req));
+        };
+        let route = &route.auth;
         if route.mode == AuthMode::None {
             return Either::Left(take_ready(&mut self.inner).call(req));
         }
-        let Some(token) = token_of(&req, &route) else {
+        let Some(token) = token_of(&req, route) else {
             if route.mode == AuthMode::Optional {
                 return Either::Left(take_ready(&mut self.inner).call(req));
             }
@@ -238,14 +241,8 @@ impl Shared {
 /// The bearer token: from `Authorization` first, then the route's cookie,
 /// then its query parameter. Empty values count as absent.
 fn token_of(req: &HttpRequest, route: &RouteAuth) -> Option<String> {
-    if let Some(value) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let mut parts = value.trim().splitn(2, ' ');
-        if let (Some(scheme), Some(token)) = (parts.next(), parts.next()) {
-            let token = token.trim();
-            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
-                return Some(token.to_string());
-            }
-        }
+    if let Some(token) = bearer_token(req.headers()) {
+        return Some(token.to_string());
     }
     if let Some(name) = &route.cookie {
         for header in req.headers().get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()) {
@@ -264,6 +261,14 @@ fn token_of(req: &HttpRequest, route: &RouteAuth) -> Option<String> {
             .map(|(_, v)| v.into_owned());
     }
     None
+}
+
+/// The token of an `Authorization: Bearer …` header (scheme in any case).
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The `iss` a token claims, read without verifying anything (only to pick

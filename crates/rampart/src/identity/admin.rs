@@ -2,20 +2,14 @@
 //! password read from stdin, checked by the same policy as registration),
 //! list, lock, unlock and set roles, directly in the configured database.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rampart_core::config::identity::IdentitySettings;
-use rampart_core::config::secret::Secret;
-use rampart_core::password::normalize;
 
 use super::hasher::HashPool;
-use super::service::IdentityError;
-use crate::store::identity::{NewUser, User, UserQuery, UserStore};
+use super::service::{now_ms, IdentityError};
+use crate::store::identity::{User, UserQuery, UserStore};
 use crate::store::Database;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Creates a user with a password that passes the policy, and these roles.
 pub async fn add_user(
@@ -26,19 +20,8 @@ pub async fn add_user(
     password: &str,
     roles: &[String],
 ) -> Result<User, IdentityError> {
-    if username.trim().is_empty() {
-        return Err(IdentityError::BadInput("username must not be empty".into()));
-    }
-    let password = normalize(password);
-    let mut inputs = vec![username];
-    inputs.extend(email);
-    settings.policy.check(&password, &inputs).map_err(IdentityError::WeakPassword)?;
-    let hash = HashPool::new(1, 0, settings.argon2).hash(password).await?;
-    let mut new = NewUser::named(username);
-    new.email = email.map(str::to_owned);
-    new.password_hash = Some(Secret::new(hash));
-    new.roles = roles.to_vec();
-    Ok(db.create_user(&new, now_ms()).await?)
+    let hasher = HashPool::new(1, 0, settings.argon2);
+    super::service::create_user(settings, &hasher, db, username, email, password, roles).await
 }
 
 async fn find(db: &Database, username: &str) -> Result<User, IdentityError> {

@@ -175,26 +175,13 @@ async fn register(service: &IdentityService, req: HttpRequest) -> HttpResponse {
             .rejected_by("identity", "registration_closed")
             .into_response_for(req.extensions());
     }
-    let (parts, body) = req.into_parts();
-    let req = HttpRequest::from_parts(parts, Body::empty());
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return bad_request(&req, "the body is larger than 16 KiB or was cut off"),
-    };
-    let Ok(body) = serde_json::from_slice::<RegisterBody>(&bytes) else {
-        return bad_request(&req, "expected JSON {\"username\", \"password\", \"email\"?}");
+    let (req, body) = match read_json::<RegisterBody>(req, "{\"username\", \"password\", \"email\"?}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match service.register(&body.username, body.email.as_deref(), &body.password).await {
         Ok(user) => json(StatusCode::CREATED, &serde_json::json!({"id": user.id, "username": user.username})),
-        Err(IdentityError::WeakPassword(violations)) => {
-            let reasons: Vec<String> = violations.iter().map(ToString::to_string).collect();
-            let mut resp = Problem::new(StatusCode::BAD_REQUEST, "weak-password", "Password refused")
-                .detail(reasons.join(" "))
-                .rejected_by("identity", "weak_password")
-                .into_response_for(req.extensions());
-            resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-            resp
-        }
+        Err(IdentityError::WeakPassword(violations)) => weak_password(&req, &violations),
         Err(IdentityError::Taken(field)) => Problem::new(StatusCode::CONFLICT, "taken", "Already taken")
             .detail(format!("that {field} is already registered"))
             .rejected_by("identity", "taken")
@@ -214,13 +201,7 @@ struct PasswordBody {
 /// `GET {prefix}/me` and `POST {prefix}/password`: the caller's own account,
 /// named by a bearer token of ours.
 async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
-    let bearer = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
+    let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
     let user = match bearer {
         Some(t) => service.user_of_token(&t).await,
         None => Ok(None),
@@ -241,14 +222,9 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     if endpoint == Endpoint::Me {
         return json(StatusCode::OK, &super::admin::user_json(&user));
     }
-    let (parts, body) = req.into_parts();
-    let req = HttpRequest::from_parts(parts, Body::empty());
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return bad_request(&req, "the body is larger than 16 KiB or was cut off"),
-    };
-    let Ok(body) = serde_json::from_slice::<PasswordBody>(&bytes) else {
-        return bad_request(&req, "expected JSON {\"current_password\", \"new_password\"}");
+    let (req, body) = match read_json::<PasswordBody>(req, "{\"current_password\", \"new_password\"}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match service.change_password(&user, &body.current_password, &body.new_password).await {
         Ok(()) => {
@@ -263,13 +239,7 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
                 .rejected_by("identity", "wrong_password")
                 .into_response_for(req.extensions())
         }
-        Err(IdentityError::WeakPassword(violations)) => {
-            let reasons: Vec<String> = violations.iter().map(ToString::to_string).collect();
-            Problem::new(StatusCode::BAD_REQUEST, "weak-password", "Password refused")
-                .detail(reasons.join(" "))
-                .rejected_by("identity", "weak_password")
-                .into_response_for(req.extensions())
-        }
+        Err(IdentityError::WeakPassword(violations)) => weak_password(&req, &violations),
         Err(IdentityError::Busy) => busy(),
         Err(e) => internal(&req, &e),
     }
@@ -436,6 +406,35 @@ fn busy() -> HttpResponse {
         .rejected_by("identity", "hash_pool_full")
         .into_response_with(None);
     resp.headers_mut().insert(RETRY_AFTER, http::HeaderValue::from_static("1"));
+    resp
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; `shape` names what is expected.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: HttpRequest,
+    shape: &str,
+) -> Result<(HttpRequest, T), HttpResponse> {
+    let (parts, body) = req.into_parts();
+    let req = HttpRequest::from_parts(parts, Body::empty());
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(bad_request(&req, "the body is larger than 16 KiB or was cut off")),
+    };
+    match serde_json::from_slice::<T>(&bytes) {
+        Ok(v) => Ok((req, v)),
+        Err(_) => Err(bad_request(&req, &format!("expected JSON {shape}"))),
+    }
+}
+
+/// 400 naming every rule the password broke; never cached (it echoes nothing
+/// of the password, but describes it).
+fn weak_password(req: &HttpRequest, violations: &[rampart_core::password::PolicyViolation]) -> HttpResponse {
+    let reasons: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    let mut resp = Problem::new(StatusCode::BAD_REQUEST, "weak-password", "Password refused")
+        .detail(reasons.join(" "))
+        .rejected_by("identity", "weak_password")
+        .into_response_for(req.extensions());
+    resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 

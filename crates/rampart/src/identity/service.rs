@@ -84,6 +84,8 @@ pub struct IdentityService {
     hasher: Arc<HashPool>,
     signer: SigningKey,
     keys: KeySet,
+    /// Verifies our own tokens (built once; the keys change only at a restart).
+    verifier: Arc<Verifier>,
     refresh_key: ring::hmac::Key,
     /// A hash of a random password, verified for unknown users.
     dummy_hash: String,
@@ -95,7 +97,7 @@ impl std::fmt::Debug for IdentityService {
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -160,17 +162,13 @@ impl IdentityService {
         let dummy_hash = hasher.hash(random_token("")?).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let refresh_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
-        Ok(Arc::new(Self { settings, db, hasher, signer, keys, refresh_key, dummy_hash }))
+        let verifier = Arc::new(Verifier::new(keys.clone(), [settings.issuer.clone()], [settings.audience.clone()]));
+        Ok(Arc::new(Self { settings, db, hasher, signer, keys, verifier, refresh_key, dummy_hash }))
     }
 
     /// Our own issuer, for the bearer-token layer.
     pub fn issuer(&self) -> IssuerSettings {
-        let s = &self.settings;
-        IssuerSettings {
-            issuer: s.issuer.clone(),
-            verifier: Arc::new(Verifier::new(self.keys.clone(), [s.issuer.clone()], [s.audience.clone()])),
-            jwks: None,
-        }
+        IssuerSettings { issuer: self.settings.issuer.clone(), verifier: self.verifier.clone(), jwks: None }
     }
 
     /// The public keys, as a JWKS document.
@@ -180,18 +178,7 @@ impl IdentityService {
 
     /// Creates a user with a password that passes the policy.
     pub async fn register(&self, username: &str, email: Option<&str>, password: &str) -> Result<User, IdentityError> {
-        if username.trim().is_empty() {
-            return Err(IdentityError::BadInput("username must not be empty".into()));
-        }
-        let password = normalize(password);
-        let mut inputs = vec![username];
-        inputs.extend(email);
-        self.settings.policy.check(&password, &inputs).map_err(IdentityError::WeakPassword)?;
-        let hash = self.hasher.hash(password).await?;
-        let mut new = NewUser::named(username);
-        new.email = email.map(str::to_owned);
-        new.password_hash = Some(rampart_core::config::secret::Secret::new(hash));
-        Ok(self.db.create_user(&new, now_ms()).await?)
+        create_user(&self.settings, &self.hasher, &self.db, username, email, password, &[]).await
     }
 
     /// The password grant: verifies the user's password and issues tokens.
@@ -285,7 +272,7 @@ impl IdentityService {
     /// The user a bearer token of ours names, if the token is valid now.
     pub async fn user_of_token(&self, token: &str) -> Result<Option<User>, IdentityError> {
         let now = now_ms() / 1000;
-        let Ok(claims) = self.issuer().verifier.verify(token, now) else { return Ok(None) };
+        let Ok(claims) = self.verifier.verify(token, now) else { return Ok(None) };
         let user = self.db.user_by_id(&claims.sub).await?;
         // A token from before a password change (or "log out everywhere") is spent.
         Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled))
@@ -345,7 +332,33 @@ impl IdentityService {
     }
 }
 
-fn ms(d: std::time::Duration) -> u64 {
+/// Creates a user whose password passes the policy (registration and
+/// `rampart user add` alike).
+pub(super) async fn create_user(
+    settings: &IdentitySettings,
+    hasher: &HashPool,
+    db: &Database,
+    username: &str,
+    email: Option<&str>,
+    password: &str,
+    roles: &[String],
+) -> Result<User, IdentityError> {
+    if username.trim().is_empty() {
+        return Err(IdentityError::BadInput("username must not be empty".into()));
+    }
+    let password = normalize(password);
+    let mut inputs = vec![username];
+    inputs.extend(email);
+    settings.policy.check(&password, &inputs).map_err(IdentityError::WeakPassword)?;
+    let hash = hasher.hash(password).await?;
+    let mut new = NewUser::named(username);
+    new.email = email.map(str::to_owned);
+    new.password_hash = Some(rampart_core::config::secret::Secret::new(hash));
+    new.roles = roles.to_vec();
+    Ok(db.create_user(&new, now_ms()).await?)
+}
+
+pub(super) fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
