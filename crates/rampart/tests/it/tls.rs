@@ -2,13 +2,11 @@
 //! certificate verification, using certificates made by rcgen.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 struct Pki {

@@ -1,11 +1,9 @@
 //! Hostile input against every guard, over real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMITS: &str = "max_header_count = 20\nmax_header_bytes = 4096\nmax_uri_length = 512\nheader_read_timeout = '1s'";

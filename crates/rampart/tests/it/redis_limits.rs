@@ -10,12 +10,10 @@
 //! PATH) on a free port, since they kill it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, redis_url, OwnRedis};
+use crate::common::{free_port, redis_url, OwnRedis};
 use rampart::limit::redis::{RedisSettings, RedisStore, RedisUnavailable};
 use rampart::limit::{Decision, GcraParams, LimitCheck, Op};
 

@@ -9,12 +9,10 @@
 //! starts a server and sets it). Each test creates its own database and drops it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::db::TestDb;
+use crate::common::db::TestDb;
 use rampart::store::identity::keys::MAX_PUBLIC_KEY_BYTES;
 use rampart::store::identity::{
     DenylistStore, NewRefreshToken, NewResetToken, NewSigningKey, NewUser, RefreshTokenStore, ResetTokenStore,

@@ -2,16 +2,14 @@
 //! checks, against real upstreams that fail on command.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use common::*;
 
 /// An upstream whose answers a test controls: `fail` = 0 answers 200 with its
 /// id, anything else answers that status.

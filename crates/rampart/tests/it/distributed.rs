@@ -2,11 +2,9 @@
 //! that propagate, and the documented behaviour when Redis dies and returns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn redis_section(url: &str, prefix: &str) -> String {
     format!("[redis]\nurl = '{url}'\ntimeout = '100ms'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n")

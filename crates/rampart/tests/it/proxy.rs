@@ -1,11 +1,9 @@
 //! The reverse proxy against a real upstream over sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 
 #[tokio::test]

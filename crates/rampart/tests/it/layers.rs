@@ -2,7 +2,7 @@
 //! served on a real socket.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../examples/axum_layers.rs"]
+#[path = "../../examples/axum_layers.rs"]
 #[allow(dead_code)]
 mod example;
 

@@ -6,10 +6,8 @@
 //! unknown users and wrong passwords, and the signing key surviving a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::db::TestDb;
-use common::*;
+use crate::common::db::TestDb;
+use crate::common::*;
 use serde_json::Value;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";

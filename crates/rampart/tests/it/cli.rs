@@ -1,13 +1,11 @@
 //! The `rampart` binary: check-config, SIGHUP reload, SIGTERM drain, the demo.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
 

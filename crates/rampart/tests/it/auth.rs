@@ -3,19 +3,17 @@
 //! gateway to a real upstream that echoes what it received.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use rampart_core::token::{issue, Alg, Claims, SigningKey};
 use serde_json::Value;
 
 const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
 const APP: &str = "https://app.example.com";
 const LOGIN: &str = "https://login.example.com";
-const P256: &str = include_str!("../../rampart-core/src/token/testdata/p256.pem");
-const P256_PUB: &str = include_str!("../../rampart-core/src/token/testdata/p256.pub.pem");
+const P256: &str = include_str!("../../../rampart-core/src/token/testdata/p256.pem");
+const P256_PUB: &str = include_str!("../../../rampart-core/src/token/testdata/p256.pub.pem");
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()

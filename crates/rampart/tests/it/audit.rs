@@ -8,16 +8,14 @@
 //! starts a server and sets it). Each test creates its own database and drops it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::db::TestDb;
-use common::*;
+use crate::common::db::TestDb;
+use crate::common::*;
 use rampart::observe::audit::{
     verify_file, AuditEvent, AuditKind, AuditQuery, AuditRecord, AuditSink, MAX_VALUE_CHARS,
 };

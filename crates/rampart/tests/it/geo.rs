@@ -2,9 +2,7 @@
 //! (`scripts/test` fetches them and sets RAMPART_TEST_MAXMIND_DIR).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn maxmind_dir() -> Option<std::path::PathBuf> {
     match std::env::var("RAMPART_TEST_MAXMIND_DIR") {

@@ -2,11 +2,9 @@
 //! with the in-process backend.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn statuses(gw: &rampart::Gateway, path: &str, n: usize) -> Vec<u16> {

@@ -3,9 +3,7 @@
 //! upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const BLOCK: &str = "[defaults]\ninspect = 'block'\nredact_pii = true\ninspect_exclude = ['json:snippet', 'query:code']\nbody_limit = '64KiB'\n";
 

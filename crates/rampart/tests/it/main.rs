@@ -1,0 +1,22 @@
+//! Integration tests: one binary for all of them, so that the suite links the
+//! gateway once (17 binaries of it filled the CI disk and cost a link each).
+
+mod common;
+
+mod alerts;
+mod audit;
+mod auth;
+mod cli;
+mod distributed;
+mod forward_auth;
+mod geo;
+mod guards;
+mod identity;
+mod identity_store;
+mod inspect;
+mod layers;
+mod limits;
+mod proxy;
+mod redis_limits;
+mod resilience;
+mod tls;
