@@ -122,6 +122,9 @@ enum UserAction {
     },
     /// Allow a locked user's logins again.
     Unlock { username: String },
+    /// Log a user out everywhere: every refresh token revoked, every access
+    /// token refused by running gateways within seconds.
+    Logout { username: String },
     /// Replace a user's roles (none given: no roles).
     SetRole { username: String, roles: Vec<String> },
 }
@@ -549,6 +552,7 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
             print(&admin::lock(&db, &username, d).await.map_err(explain)?);
         }
         UserAction::Unlock { username } => print(&admin::unlock(&db, &username).await.map_err(explain)?),
+        UserAction::Logout { username } => print(&admin::log_out(&db, &username).await.map_err(explain)?),
         UserAction::SetRole { username, roles } => {
             print(&admin::set_roles(&db, &username, &roles).await.map_err(explain)?)
         }

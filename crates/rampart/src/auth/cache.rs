@@ -11,10 +11,25 @@ use std::sync::Mutex;
 use rampart_core::principal::Principal;
 use sha2::{Digest, Sha256};
 
+/// What a verified token yields.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub principal: Principal,
+    /// For the gateway's own tokens: what revocation is checked against (on
+    /// every use, cached or not).
+    pub revocable: Option<Revocable>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Revocable {
+    pub jti: Option<String>,
+    pub ver: u32,
+}
+
 #[derive(Debug)]
 pub struct TokenCache {
     capacity: usize,
-    entries: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+    entries: Mutex<HashMap<[u8; 32], (Verified, u64)>>,
 }
 
 impl TokenCache {
@@ -25,7 +40,7 @@ impl TokenCache {
 
     /// The principal of `token` if it was verified before and has not expired
     /// at `now` (unix seconds).
-    pub fn get(&self, token: &str, now: u64) -> Option<Principal> {
+    pub fn get(&self, token: &str, now: u64) -> Option<Verified> {
         if self.capacity == 0 {
             return None;
         }
@@ -42,7 +57,7 @@ impl TokenCache {
     }
 
     /// Remembers a verified token until `exp` (unix seconds).
-    pub fn insert(&self, token: &str, principal: Principal, exp: u64) {
+    pub fn insert(&self, token: &str, verified: Verified, exp: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -55,7 +70,7 @@ impl TokenCache {
                 entries.clear();
             }
         }
-        entries.insert(key, (principal, exp));
+        entries.insert(key, (verified, exp));
     }
 
     pub fn len(&self) -> usize {
@@ -77,7 +92,11 @@ mod tests {
     use super::*;
     use rampart_core::principal::AuthMethod;
 
-    fn who(s: &str) -> Principal {
+    fn who(s: &str) -> Verified {
+        Verified { principal: principal(s), revocable: None }
+    }
+
+    fn principal(s: &str) -> Principal {
         Principal {
             subject: s.into(),
             api_key_id: None,
@@ -92,7 +111,7 @@ mod tests {
     fn entries_live_until_expiry() {
         let c = TokenCache::new(10);
         c.insert("t1", who("a"), 100);
-        assert_eq!(c.get("t1", 99).map(|p| p.subject), Some("a".into()));
+        assert_eq!(c.get("t1", 99).map(|v| v.principal.subject), Some("a".into()));
         assert!(c.get("t1", 100).is_none(), "expired at exp");
         assert!(c.is_empty(), "an expired entry is dropped when seen");
         assert!(c.get("t2", 0).is_none());

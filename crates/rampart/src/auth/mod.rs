@@ -23,6 +23,13 @@
 //! Verified tokens are cached (by SHA-256 of the token, never the token itself)
 //! until they expire, in a table of bounded size, so a client that repeats its
 //! token costs one hash and one lookup.
+//!
+//! The gateway's own tokens (`[identity]`) are also checked against
+//! [`crate::identity::revoke::Revocations`] on every use, cached or not: a
+//! logged-out token or one older than its user's token version is refused
+//! (401, reason `revoked`). When this instance cannot read revocations (the
+//! database has been unreachable too long), its own tokens are refused with
+//! 503 — revocation fails closed.
 
 mod cache;
 pub mod jwks;
@@ -43,7 +50,7 @@ use rampart_core::token::{Claims, TokenError};
 use serde::Deserialize;
 use tower::{Layer, Service};
 
-pub use cache::TokenCache;
+pub use cache::{Revocable, TokenCache, Verified};
 use jwks::IssuerKeys;
 
 use crate::edge::request_id::RequestId;
@@ -69,6 +76,8 @@ struct Shared {
     issuers: Vec<Arc<IssuerKeys>>,
     cache: TokenCache,
     state: Arc<LimitState>,
+    /// Index in `issuers` of the gateway's own issuer, and its revocations.
+    own: Option<(usize, Arc<crate::identity::revoke::Revocations>)>,
 }
 
 impl AuthLayer {
@@ -78,7 +87,11 @@ impl AuthLayer {
     pub fn new(settings: Arc<AuthSettings>, own: Option<IssuerSettings>, state: Arc<LimitState>) -> Self {
         let issuers = settings.issuers.iter().chain(own.as_ref()).map(IssuerKeys::start).collect();
         let cache = TokenCache::new(settings.cache_entries);
-        Self { shared: Arc::new(Shared { settings, issuers, cache, state }) }
+        let own = match (&own, state.identity()) {
+            (Some(_), Some(identity)) => Some((settings.issuers.len(), identity.revocations.clone())),
+            _ => None,
+        };
+        Self { shared: Arc::new(Shared { settings, issuers, cache, state, own }) }
     }
 }
 
@@ -101,6 +114,10 @@ pub enum AuthFailure {
     Missing,
     UnknownIssuer,
     Token(TokenError),
+    /// Logged out, or older than its user's token version.
+    Revoked,
+    /// Revocations cannot be read now (fail closed: 503).
+    RevocationUnknown,
 }
 
 impl AuthFailure {
@@ -109,6 +126,8 @@ impl AuthFailure {
             Self::Missing => "missing_token",
             Self::UnknownIssuer => "unknown_issuer",
             Self::Token(e) => e.reason(),
+            Self::Revoked => "revoked",
+            Self::RevocationUnknown => "revocations_unavailable",
         }
     }
 }
@@ -177,9 +196,23 @@ impl Shared {
     /// The principal of `token`, or why not (with the issuer it named, when
     /// that issuer's keys were tried).
     fn authenticate(&self, token: &str) -> Result<Principal, (AuthFailure, Option<usize>)> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Some(principal) = self.cache.get(token, now) {
-            return Ok(principal);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let verified = self.verify(token, now_ms / 1000)?;
+        if let (Some(revocable), Some((_, revocations))) = (&verified.revocable, &self.own) {
+            if !revocations.is_current(now_ms) {
+                return Err((AuthFailure::RevocationUnknown, None));
+            }
+            if revocations.is_revoked(&verified.principal.subject, revocable.jti.as_deref(), revocable.ver) {
+                return Err((AuthFailure::Revoked, None));
+            }
+        }
+        Ok(verified.principal)
+    }
+
+    /// The verified token, from the cache or by checking its signature and claims.
+    fn verify(&self, token: &str, now: u64) -> Result<Verified, (AuthFailure, Option<usize>)> {
+        if let Some(verified) = self.cache.get(token, now) {
+            return Ok(verified);
         }
         if token.len() > self.settings.max_token_bytes {
             return Err((AuthFailure::Token(TokenError::TooLarge), None));
@@ -192,9 +225,14 @@ impl Shared {
         };
         let keys = self.issuers.get(issuer).ok_or((AuthFailure::UnknownIssuer, None))?;
         let claims = keys.verifier().verify(token, now).map_err(|e| (AuthFailure::Token(e), Some(issuer)))?;
-        let principal = principal_of(&claims);
-        self.cache.insert(token, principal.clone(), claims.exp);
-        Ok(principal)
+        let revocable = self
+            .own
+            .as_ref()
+            .filter(|(own, _)| *own == issuer)
+            .map(|_| Revocable { jti: claims.jti.clone(), ver: claims.ver });
+        let verified = Verified { principal: principal_of(&claims), revocable };
+        self.cache.insert(token, verified.clone(), claims.exp);
+        Ok(verified)
     }
 
     fn admit(&self, req: &mut HttpRequest, principal: Principal) {
@@ -205,6 +243,15 @@ impl Shared {
     /// The 401 for `failure`, with its side effects (log, ban strike, audit).
     fn refusal(&self, req: &HttpRequest, failure: AuthFailure) -> HttpResponse {
         let reason = failure.reason();
+        if failure == AuthFailure::RevocationUnknown {
+            tracing::warn!(target: "rampart::auth", "own token refused: revocations could not be read recently");
+            let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
+                .detail("sign-in state cannot be checked right now; try again shortly")
+                .rejected_by("auth", reason)
+                .into_response_for(req.extensions());
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         if failure != AuthFailure::Missing {
             tracing::info!(target: "rampart::auth", reason, ip = ?ip, "bearer token refused");

@@ -1,6 +1,7 @@
 //! Account administration for the `rampart user` command: create users (the
 //! password read from stdin, checked by the same policy as registration),
-//! list, lock, unlock and set roles, directly in the configured database.
+//! list, lock, unlock, log out everywhere and set roles, directly in the
+//! configured database.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use rampart_core::config::identity::IdentitySettings;
 
 use super::hasher::HashPool;
 use super::service::{now_ms, IdentityError};
-use crate::store::identity::{User, UserQuery, UserStore};
+use crate::store::identity::{RefreshTokenStore, User, UserQuery, UserStore};
 use crate::store::Database;
 
 /// Creates a user with a password that passes the policy, and these roles.
@@ -32,13 +33,29 @@ pub async fn list_users(db: &Database, search: Option<String>, limit: u32) -> Re
     Ok(db.list_users(&UserQuery { search, limit, offset: 0 }).await?)
 }
 
-/// Refuses the user's logins for `duration` (`None`: until unlocked).
+/// Refuses the user's logins for `duration` (`None`: until unlocked) and
+/// ends their sessions: refresh tokens revoked, access tokens refused by
+/// every running gateway within its next revocation poll.
 pub async fn lock(db: &Database, username: &str, duration: Option<Duration>) -> Result<User, IdentityError> {
     let user = find(db, username).await?;
     let now = now_ms();
     let until = duration.map_or(u64::MAX / 2, |d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
     db.lock_user(&user.id, until, now).await?;
+    end_sessions(db, &user.id, now).await?;
     find(db, username).await
+}
+
+/// "Log out everywhere" for `username`, from the command line.
+pub async fn log_out(db: &Database, username: &str) -> Result<User, IdentityError> {
+    let user = find(db, username).await?;
+    end_sessions(db, &user.id, now_ms()).await?;
+    find(db, username).await
+}
+
+async fn end_sessions(db: &Database, user_id: &str, now: u64) -> Result<(), IdentityError> {
+    db.bump_token_version(user_id, now).await?;
+    db.revoke_user_refresh_tokens(user_id, now).await?;
+    Ok(())
 }
 
 pub async fn unlock(db: &Database, username: &str) -> Result<User, IdentityError> {

@@ -9,7 +9,11 @@
 //!   `grant_type=refresh_token&refresh_token=…`. Answers
 //!   `{"access_token", "token_type": "bearer", "expires_in", "refresh_token"}`,
 //!   or an RFC 6749 error (`invalid_grant` for every bad credential alike).
-//! - `POST {prefix}/logout` — form `refresh_token=…`: ends its family. 204.
+//! - `POST {prefix}/logout` — ends the session: the bearer access token (if
+//!   one is sent) is revoked until it expires, and form `refresh_token=…` (if
+//!   sent) ends its family. At least one of the two. 204.
+//! - `POST {prefix}/logout/all` — with a bearer token: "log out everywhere"
+//!   (every access token of the user refused, every refresh token revoked). 204.
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -74,6 +78,7 @@ enum Endpoint {
     Me,
     Password,
     Logout,
+    LogoutAll,
     Jwks,
     Discovery,
 }
@@ -97,6 +102,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/register") => Some(Endpoint::Register),
             Some("/token") => Some(Endpoint::Token),
             Some("/logout") => Some(Endpoint::Logout),
+            Some("/logout/all") => Some(Endpoint::LogoutAll),
             Some("/me") => Some(Endpoint::Me),
             Some("/password") => Some(Endpoint::Password),
             _ => match path {
@@ -128,20 +134,46 @@ async fn handle(endpoint: Endpoint, service: &IdentityService, state: &LimitStat
         Endpoint::Jwks => json(StatusCode::OK, &service.jwks()),
         Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
         Endpoint::Register => register(service, req).await,
-        Endpoint::Me | Endpoint::Password => account(endpoint, service, state, req).await,
+        Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll => account(endpoint, service, state, req).await,
         Endpoint::Token => token(service, state, req).await,
         Endpoint::Logout => {
-            let (req, form) = match read_form(req).await {
-                Ok(x) => x,
-                Err(resp) => return resp,
+            let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
+            let has_body = req.headers().contains_key(CONTENT_TYPE);
+            let (req, form) = if has_body || bearer.is_none() {
+                match read_form(req).await {
+                    Ok(x) => x,
+                    Err(resp) => return resp,
+                }
+            } else {
+                (req, TokenForm::default())
             };
-            let Some(refresh) = form.refresh_token.filter(|t| !t.is_empty()) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
-            };
-            match service.logout(&refresh).await {
-                Ok(()) => empty(StatusCode::NO_CONTENT),
-                Err(e) => internal(&req, &e),
+            let refresh = form.refresh_token.filter(|t| !t.is_empty());
+            if bearer.is_none() && refresh.is_none() {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "send the access token (Authorization: Bearer) or refresh_token",
+                );
             }
+            if let Some(token) = bearer {
+                if let Err(e) = service.revoke_access_token(&token).await {
+                    return internal(&req, &e);
+                }
+            }
+            if let Some(refresh) = refresh {
+                if let Err(e) = service.logout(&refresh).await {
+                    return internal(&req, &e);
+                }
+            }
+            let mut event = AuditEvent::new(AuditKind::SessionChanged).detail("action", "logout");
+            if let Some(id) = req.extensions().get::<RequestId>() {
+                event = event.request_id(id.as_str());
+            }
+            if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
+                event = event.ip(ip);
+            }
+            state.audit(event);
+            empty(StatusCode::NO_CONTENT)
         }
     }
 }
@@ -198,7 +230,8 @@ struct PasswordBody {
     new_password: String,
 }
 
-/// `GET {prefix}/me` and `POST {prefix}/password`: the caller's own account,
+/// `GET {prefix}/me`, `POST {prefix}/password` and `POST {prefix}/logout/all`:
+/// the caller's own account,
 /// named by a bearer token of ours.
 async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
     let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
@@ -222,6 +255,17 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     if endpoint == Endpoint::Me {
         return json(StatusCode::OK, &super::admin::user_json(&user));
     }
+    if endpoint == Endpoint::LogoutAll {
+        return match service.log_out_everywhere(&user.id).await {
+            Ok(()) => {
+                state.audit(
+                    AuditEvent::new(AuditKind::SessionChanged).subject(user.id.clone()).detail("action", "logout_all"),
+                );
+                empty(StatusCode::NO_CONTENT)
+            }
+            Err(e) => internal(&req, &e),
+        };
+    }
     let (req, body) = match read_json::<PasswordBody>(req, "{\"current_password\", \"new_password\"}").await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -229,7 +273,9 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     match service.change_password(&user, &body.current_password, &body.new_password).await {
         Ok(()) => {
             state.audit(
-                AuditEvent::new(AuditKind::AdminAction).subject(user.id.clone()).detail("action", "password_changed"),
+                AuditEvent::new(AuditKind::PasswordChanged)
+                    .subject(user.id.clone())
+                    .detail("action", "password_changed"),
             );
             empty(StatusCode::NO_CONTENT)
         }

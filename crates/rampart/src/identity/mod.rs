@@ -6,12 +6,14 @@
 //!
 //! - [`admin`]: account administration for `rampart user`.
 //! - [`hasher`]: the bounded password-hashing pool.
+//! - [`revoke`]: revoked access tokens, checked per request without I/O.
 //! - [`service`]: the operations, independent of HTTP.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
 pub mod hasher;
 pub mod http;
+pub mod revoke;
 pub mod service;
 
 pub use service::IdentityService;

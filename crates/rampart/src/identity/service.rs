@@ -25,6 +25,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::hasher::{HashError, HashPool};
+use super::revoke::Revocations;
 use crate::store::identity::{
     NewRefreshToken, NewSigningKey, NewUser, RefreshTokenStore, RotateOutcome, SealedKey, SigningKeyStore, StoreError,
     Successor, TokenHash, User, UserStore,
@@ -89,6 +90,8 @@ pub struct IdentityService {
     refresh_key: ring::hmac::Key,
     /// A hash of a random password, verified for unknown users.
     dummy_hash: String,
+    /// Access tokens revoked before they expire.
+    pub revocations: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -163,7 +166,9 @@ impl IdentityService {
         let refresh_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
         let verifier = Arc::new(Verifier::new(keys.clone(), [settings.issuer.clone()], [settings.audience.clone()]));
-        Ok(Arc::new(Self { settings, db, hasher, signer, keys, verifier, refresh_key, dummy_hash }))
+        let revocations =
+            Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
+        Ok(Arc::new(Self { settings, db, hasher, signer, keys, verifier, refresh_key, dummy_hash, revocations }))
     }
 
     /// Our own issuer, for the bearer-token layer.
@@ -273,6 +278,9 @@ impl IdentityService {
     pub async fn user_of_token(&self, token: &str) -> Result<Option<User>, IdentityError> {
         let now = now_ms() / 1000;
         let Ok(claims) = self.verifier.verify(token, now) else { return Ok(None) };
+        if self.revocations.is_revoked(&claims.sub, claims.jti.as_deref(), claims.ver) {
+            return Ok(None);
+        }
         let user = self.db.user_by_id(&claims.sub).await?;
         // A token from before a password change (or "log out everywhere") is spent.
         Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled))
@@ -297,12 +305,36 @@ impl IdentityService {
         self.settings.policy.check(&new, &inputs).map_err(IdentityError::WeakPassword)?;
         let hash = rampart_core::config::secret::Secret::new(self.hasher.hash(new).await?);
         let now = now_ms();
-        self.db.set_password_hash(&user.id, Some(&hash), true, now).await?;
+        let version = self.db.set_password_hash(&user.id, Some(&hash), true, now).await?;
         self.db.revoke_user_refresh_tokens(&user.id, now).await?;
+        self.revocations.user_version_raised(&user.id, version, now).await;
+        Ok(())
+    }
+
+    /// Logout of one access token: its `jti` is refused until it expires.
+    /// A token that is not ours, or not valid now, is ignored.
+    pub async fn revoke_access_token(&self, token: &str) -> Result<(), IdentityError> {
+        let now = now_ms();
+        let Ok(claims) = self.verifier.verify(token, now / 1000) else { return Ok(()) };
+        if let Some(jti) = &claims.jti {
+            self.revocations.revoke_token(jti, claims.exp, now).await?;
+        }
+        Ok(())
+    }
+
+    /// "Log out everywhere": raises the user's token version, so every access
+    /// token issued so far is refused, and ends every refresh-token family.
+    pub async fn log_out_everywhere(&self, user_id: &str) -> Result<(), IdentityError> {
+        let now = now_ms();
+        let version = self.db.bump_token_version(user_id, now).await?;
+        self.db.revoke_user_refresh_tokens(user_id, now).await?;
+        self.revocations.user_version_raised(user_id, version, now).await;
         Ok(())
     }
 
     /// Locks the account for the configured lockout (after too many failures).
+    /// Tokens already issued stay valid: the lockout stops password guessing,
+    /// and whoever holds a token has already proved the password.
     pub async fn lock_out(&self, user_id: &str) -> Result<(), IdentityError> {
         let now = now_ms();
         Ok(self.db.lock_user(user_id, now.saturating_add(ms(self.settings.lockout)), now).await?)

@@ -60,6 +60,7 @@ macro_rules! on_both_backends {
 on_both_backends!(sqlite_register_login_and_call_an_api, postgres_register_login_and_call_an_api, login_flow);
 on_both_backends!(sqlite_refresh_rotation_and_reuse, postgres_refresh_rotation_and_reuse, refresh_flow);
 on_both_backends!(sqlite_bad_logins_look_alike, postgres_bad_logins_look_alike, bad_logins);
+on_both_backends!(sqlite_revoked_tokens_are_refused, postgres_revoked_tokens_are_refused, revocation_flow);
 
 async fn login_flow(db: &TestDb) {
     let up = start_upstream().await;
@@ -196,6 +197,95 @@ async fn bad_logins(db: &TestDb) {
     assert!(matches!(r.status().as_u16(), 400 | 413), "{}", r.status());
     let r = client().get(url(&gw, "/auth/token")).send().await.unwrap();
     assert_eq!(r.status(), 405);
+}
+
+async fn login(gw: &rampart::Gateway, username: &str, password: &str) -> (String, String) {
+    let (status, tokens) =
+        token_request(gw, &[("grant_type", "password"), ("username", username), ("password", password)]).await;
+    assert_eq!(status, 200, "{tokens}");
+    (tokens["access_token"].as_str().unwrap().to_string(), tokens["refresh_token"].as_str().unwrap().to_string())
+}
+
+async fn api_status(gw: &rampart::Gateway, access: &str) -> u16 {
+    client().get(url(gw, "/api/x")).bearer_auth(access).send().await.unwrap().status().as_u16()
+}
+
+/// Logout, "log out everywhere", a password change and the CLI revoke access
+/// tokens before they expire: at once on the instance that did it, and within
+/// a revocation poll on another instance sharing the database.
+async fn revocation_flow(db: &TestDb) {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = identity_config(up, &db.url);
+    let a = gateway(&text).await;
+    let b = gateway(&text).await;
+    assert_eq!(register(&a, "frank", PASSWORD).await.status(), 201);
+    let within = std::time::Duration::from_secs(10);
+
+    // Logout with the access token: refused here at once, there within a poll.
+    let (access, _) = login(&a, "frank", PASSWORD).await;
+    let (other, _) = login(&a, "frank", PASSWORD).await;
+    assert_eq!((api_status(&a, &access).await, api_status(&b, &access).await), (200, 200));
+    let r = client().post(url(&a, "/auth/logout")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let refused = problem(client().get(url(&a, "/api/x")).bearer_auth(&access).send().await.unwrap(), 401).await;
+    assert_eq!(refused["detail"], "a valid bearer token is required", "the reason is not told: {refused}");
+    assert!(eventually(within, || async { api_status(&b, &access).await == 401 }).await, "instance b never learnt");
+    assert_eq!(api_status(&a, &other).await, 200, "only that token");
+    assert_eq!(client().get(url(&a, "/auth/me")).bearer_auth(&access).send().await.unwrap().status(), 401);
+
+    // Log out everywhere: every token of the user, and the refresh tokens.
+    let (access, refresh) = login(&a, "frank", PASSWORD).await;
+    let r = client().post(url(&b, "/auth/logout/all")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!((api_status(&b, &access).await, api_status(&b, &other).await), (401, 401));
+    assert!(eventually(within, || async { api_status(&a, &other).await == 401 }).await);
+    let (status, _) = token_request(&a, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_eq!(status, 400);
+    // A new login works again.
+    let (access, _) = login(&a, "frank", PASSWORD).await;
+    assert_eq!(api_status(&a, &access).await, 200);
+
+    // A password change ends the sessions made with the old password.
+    let r = client()
+        .post(url(&a, "/auth/password"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({"current_password": PASSWORD, "new_password": "an entirely new passphrase 7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(api_status(&a, &access).await, 401);
+    let (access, _) = login(&a, "frank", "an entirely new passphrase 7").await;
+
+    // `rampart user logout` (another process, the database only) reaches both.
+    let config = dir.path().join("rampart.toml");
+    std::fs::write(&config, &text).unwrap();
+    let (ok, _, err) = rampart_cli(&["user", "logout", "frank", "--config", config.to_str().unwrap()], "");
+    assert!(ok, "{err}");
+    assert!(eventually(within, || async { api_status(&a, &access).await == 401 }).await);
+    assert!(eventually(within, || async { api_status(&b, &access).await == 401 }).await);
+
+    // Logout needs a token of some kind; a foreign or broken one is ignored.
+    let r = client().post(url(&a, "/auth/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client().post(url(&a, "/auth/logout")).bearer_auth("not.a.token").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client().post(url(&a, "/auth/logout/all")).bearer_auth("not.a.token").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A restart remembers the revocations.
+    let (access, _) = login(&a, "frank", "an entirely new passphrase 7").await;
+    let r = client().post(url(&a, "/auth/logout")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    for gw in [a, b] {
+        gw.shutdown();
+        gw.wait().await;
+    }
+    let c = gateway(&text).await;
+    assert_eq!(api_status(&c, &access).await, 401);
+    c.shutdown();
+    c.wait().await;
 }
 
 /// Runs `rampart` with `stdin`; returns (success, stdout, stderr).

@@ -572,23 +572,41 @@ async fn reset_tokens(db: &Database) {
 }
 
 async fn denylist(db: &Database) {
-    db.deny_jti("j-1", T0 + 100).await.unwrap();
-    db.deny_jti("j-2", T0 + 10).await.unwrap();
+    db.deny_jti("j-1", T0 + 100, T0).await.unwrap();
+    db.deny_jti("j-2", T0 + 10, T0 + 1).await.unwrap();
     assert!(db.is_jti_denied("j-1", T0).await.unwrap());
     assert!(db.is_jti_denied("j-1", T0 + 99).await.unwrap());
     assert!(!db.is_jti_denied("j-1", T0 + 100).await.unwrap(), "expired");
     assert!(!db.is_jti_denied("j-3", T0).await.unwrap());
 
+    // What was denied since a time, still in force, oldest first.
+    let since = db.denied_since(T0, T0 + 5, 10).await.unwrap();
+    assert_eq!(since, vec![("j-1".to_string(), T0 + 100, T0), ("j-2".to_string(), T0 + 10, T0 + 1)]);
+    assert_eq!(db.denied_since(T0 + 1, T0 + 5, 10).await.unwrap().len(), 1);
+    assert_eq!(db.denied_since(T0, T0 + 10, 10).await.unwrap().len(), 1, "j-2 has expired");
+    assert_eq!(db.denied_since(T0, T0, 1).await.unwrap().len(), 1, "limit");
+
     // Denying again keeps the later expiry.
-    db.deny_jti("j-1", T0 + 50).await.unwrap();
+    db.deny_jti("j-1", T0 + 50, T0 + 2).await.unwrap();
     assert!(db.is_jti_denied("j-1", T0 + 60).await.unwrap());
-    db.deny_jti("j-1", T0 + 200).await.unwrap();
+    db.deny_jti("j-1", T0 + 200, T0 + 3).await.unwrap();
     assert!(db.is_jti_denied("j-1", T0 + 150).await.unwrap());
 
     assert_eq!(db.purge_expired_jtis(T0 + 20).await.unwrap(), 1);
     assert!(db.is_jti_denied("j-1", T0 + 20).await.unwrap());
     assert_eq!(db.purge_expired_jtis(T0 + 200).await.unwrap(), 1);
     assert_eq!(db.purge_expired_jtis(T0 + 200).await.unwrap(), 0);
+
+    // Users whose token version was raised, by time of change.
+    let a = db.create_user(&NewUser::named("rev-a"), T0).await.unwrap();
+    let b = db.create_user(&NewUser::named("rev-b"), T0).await.unwrap();
+    assert!(db.versions_changed_since(T0, 10).await.unwrap().is_empty(), "version 0 is never listed");
+    assert_eq!(db.bump_token_version(&a.id, T0 + 5).await.unwrap(), 1);
+    assert_eq!(db.bump_token_version(&b.id, T0 + 7).await.unwrap(), 1);
+    assert_eq!(db.bump_token_version(&a.id, T0 + 9).await.unwrap(), 2);
+    let changed = db.versions_changed_since(T0 + 6, 10).await.unwrap();
+    assert_eq!(changed, vec![(b.id.clone(), 1, T0 + 7), (a.id.clone(), 2, T0 + 9)]);
+    assert_eq!(db.versions_changed_since(T0 + 10, 10).await.unwrap(), vec![]);
 }
 
 fn key(kid: &str, created_at: u64) -> NewSigningKey {
@@ -687,7 +705,7 @@ async fn hostile_input(db: &Database) {
     assert_eq!(found.len(), 1);
     db.set_roles(&user.id, &["a' OR '1'='1".into(), "\"; --".into()], T0).await.unwrap();
     assert_eq!(db.user_by_id(&user.id).await.unwrap().unwrap().roles, ["\"; --", "a' OR '1'='1"]);
-    db.deny_jti("'; DELETE FROM revoked_jtis; --", T0 + 10).await.unwrap();
+    db.deny_jti("'; DELETE FROM revoked_jtis; --", T0 + 10, T0).await.unwrap();
     assert!(db.is_jti_denied("'; DELETE FROM revoked_jtis; --", T0).await.unwrap());
 
     // Limits are exact.
@@ -740,8 +758,8 @@ async fn hostile_input(db: &Database) {
     refused(db.set_email(&user.id, Some(huge.as_str()), false, T0).await, "too long email");
     refused(db.set_tier(&huge, None, T0).await, "not found user");
     refused(db.bump_token_version("a\0", T0).await, "not found user");
-    refused(db.deny_jti(&huge, T0).await, "too long jti");
-    refused(db.deny_jti("j\0", T0).await, "nul jti");
+    refused(db.deny_jti(&huge, T0, T0).await, "too long jti");
+    refused(db.deny_jti("j\0", T0, T0).await, "nul jti");
     let refresh = NewRefreshToken {
         token_hash: TokenHash::of("x"),
         user_id: user.id.clone(),

@@ -183,6 +183,16 @@ pub trait UserStore: Send + Sync {
     /// Raises the token version ("log out everywhere"); returns the new one.
     fn bump_token_version(&self, id: &str, now: u64) -> impl Future<Output = Result<u32>> + Send;
 
+    /// Users changed at or after `since` whose token version was ever raised:
+    /// `(id, token_version, updated_at)`, at most `limit`, oldest change first.
+    /// Every instance polls this to learn of "log out everywhere" and password
+    /// changes made elsewhere.
+    fn versions_changed_since(
+        &self,
+        since: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(String, u32, u64)>>> + Send;
+
     /// Notes a successful login.
     fn record_login(&self, id: &str, now: u64) -> impl Future<Output = Result<()>> + Send;
 
@@ -479,6 +489,16 @@ impl UserStore for Database {
             }
         };
         rows.into_iter().map(Row::into_user).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn versions_changed_since(&self, since: u64, limit: u32) -> Result<Vec<(String, u32, u64)>> {
+        const SQL: &str = "SELECT id, token_version, updated_at FROM users \
+                           WHERE updated_at >= $1 AND token_version > 0 ORDER BY updated_at LIMIT $2";
+        let since = to_db("since", since)?;
+        let rows: Vec<(String, i64, i64)> =
+            with_pool!(self, |pool| { sqlx::query_as(SQL).bind(since).bind(i64::from(limit)).fetch_all(pool).await? });
+        rows.into_iter().map(|(id, v, at)| Ok((id, version(Some(v))?, from_db("updated_at", at)?))).collect()
     }
 
     #[tracing::instrument(skip_all)]

@@ -1,0 +1,306 @@
+//! Revocation of the access tokens Rampart issued, checked on every request
+//! without I/O.
+//!
+//! Two kinds of revocation, both ending with the tokens they name:
+//! - **one token**: logout denies its `jti` until the token's `exp`;
+//! - **every token of a user**: "log out everywhere", a password change or
+//!   reset, a lock raise the user's token version; tokens carrying an older
+//!   `ver` are refused.
+//!
+//! Each instance holds both in memory ([`Revocations::is_revoked`] is two map
+//! lookups). The database is the record: a revocation is written there first
+//! (`revoked_jtis`, `users.token_version`), and every instance polls it for what
+//! changed since its last look (every [`POLL`], with an overlap for clock skew
+//! and late commits), so revocations made by another instance or by the CLI
+//! arrive within a poll. With Redis configured they are also announced on the
+//! `<prefix>revocations` channel, which every instance applies at once.
+//!
+//! **Fail closed**: when the poll has not succeeded for [`STALE_AFTER`] (the
+//! database is unreachable), this instance cannot know what was revoked
+//! elsewhere; [`Revocations::is_current`] turns false and the bearer layer
+//! refuses our own tokens with 503 until the poll succeeds again. Tokens of
+//! external issuers are unaffected.
+//!
+//! Memory: one entry per revoked token or per user whose version was raised,
+//! kept only while a token it names could still be valid (access tokens live
+//! at most `access_ttl`); expired entries are swept at each poll.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limit::redis::RedisStore;
+use crate::store::identity::{DenylistStore, UserStore};
+use crate::store::Database;
+
+/// How often every instance reads new revocations from the database.
+pub const POLL: Duration = Duration::from_secs(2);
+/// A poll reads back this far before the previous one (clock skew between
+/// instances, transactions committed late).
+const OVERLAP_MS: u64 = 30_000;
+/// Without a successful poll for this long, our own tokens are refused.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// Rows read per poll and kind; a longer backlog is read over several polls.
+const PAGE: u32 = 5_000;
+/// Polls between deletions of expired rows (about ten minutes).
+const PURGE_EVERY: u64 = 300;
+/// Margin past `exp` (the verifier's leeway and clock skew).
+const MARGIN_MS: u64 = 120_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Announcement {
+    Token { jti: String, until_ms: u64 },
+    User { user_id: String, version: u32, until_ms: u64 },
+}
+
+pub struct Revocations {
+    /// Denied `jti` → when the entry may go (ms).
+    jtis: RwLock<HashMap<String, u64>>,
+    /// User id → (lowest valid token version, when the entry may go).
+    users: RwLock<HashMap<String, (u32, u64)>>,
+    db: Database,
+    /// How long an access token lives (ms): how long a user entry matters.
+    token_life_ms: u64,
+    /// Unix ms of the last successful poll.
+    last_sync: AtomicU64,
+    /// Unix ms the next poll reads from.
+    cursor: AtomicU64,
+    /// Polls so far (expired rows are deleted every [`PURGE_EVERY`]).
+    polls: AtomicU64,
+    stale_after_ms: u64,
+    redis: std::sync::OnceLock<RedisStore>,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations").field("jtis", &self.jtis_len()).finish_non_exhaustive()
+    }
+}
+
+impl Revocations {
+    /// Loads what is in force now from the database (a restart forgets
+    /// nothing). Fails when the database cannot be read.
+    pub async fn load(db: Database, access_ttl: Duration, now_ms: u64) -> anyhow::Result<Arc<Self>> {
+        let this = Arc::new(Self {
+            jtis: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
+            db,
+            token_life_ms: u64::try_from(access_ttl.as_millis()).unwrap_or(u64::MAX),
+            last_sync: AtomicU64::new(0),
+            cursor: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            stale_after_ms: u64::try_from(STALE_AFTER.as_millis()).unwrap_or(u64::MAX),
+            redis: std::sync::OnceLock::new(),
+        });
+        this.cursor.store(now_ms.saturating_sub(this.token_life_ms.saturating_add(MARGIN_MS)), Ordering::Relaxed);
+        this.poll(now_ms).await?;
+        Ok(this)
+    }
+
+    /// Starts the poll (and, with Redis, the announcement listener) for as
+    /// long as the process runs.
+    pub fn spawn_sync(self: &Arc<Self>, redis: Option<RedisStore>) {
+        if let Some(store) = redis {
+            let _ = self.redis.set(store.clone());
+            let this = self.clone();
+            tokio::spawn(async move { this.listen_forever(store).await });
+        }
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = this.upgrade() else { return };
+                if let Err(e) = this.poll(super::service::now_ms()).await {
+                    tracing::warn!(error = %e, "reading token revocations failed");
+                }
+            }
+        });
+    }
+
+    /// Whether a token of user `sub` with id `jti` and version `ver` was revoked.
+    pub fn is_revoked(&self, sub: &str, jti: Option<&str>, ver: u32) -> bool {
+        {
+            let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+            if users.get(sub).is_some_and(|(min, _)| ver < *min) {
+                return true;
+            }
+        }
+        let Some(jti) = jti else { return false };
+        self.jtis.read().unwrap_or_else(|e| e.into_inner()).contains_key(jti)
+    }
+
+    /// Whether this instance has heard from the database recently enough to
+    /// trust its view (see the module docs: fail closed).
+    pub fn is_current(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_sync.load(Ordering::Relaxed)) <= self.stale_after_ms
+    }
+
+    /// Revokes one token: recorded in the database (which every instance
+    /// polls), applied here at once and announced through Redis when configured.
+    pub async fn revoke_token(&self, jti: &str, exp_secs: u64, now_ms: u64) -> anyhow::Result<()> {
+        let until = exp_secs.saturating_mul(1000).saturating_add(MARGIN_MS);
+        self.db.deny_jti(jti, until, now_ms).await?;
+        self.insert_jti(jti.to_string(), until);
+        self.announce(&Announcement::Token { jti: jti.to_string(), until_ms: until }).await;
+        Ok(())
+    }
+
+    /// Applies a raised token version (already stored in the user's row):
+    /// tokens of `user_id` older than `version` are refused from now on.
+    pub async fn user_version_raised(&self, user_id: &str, version: u32, now_ms: u64) {
+        let until = self.user_entry_until(now_ms);
+        self.insert_user(user_id.to_string(), version, until);
+        self.announce(&Announcement::User { user_id: user_id.to_string(), version, until_ms: until }).await;
+    }
+
+    fn user_entry_until(&self, changed_ms: u64) -> u64 {
+        changed_ms.saturating_add(self.token_life_ms).saturating_add(MARGIN_MS)
+    }
+
+    fn insert_jti(&self, jti: String, until: u64) {
+        let mut jtis = self.jtis.write().unwrap_or_else(|e| e.into_inner());
+        let entry = jtis.entry(jti).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    fn insert_user(&self, user_id: String, version: u32, until: u64) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let entry = users.entry(user_id).or_insert((version, until));
+        // Versions only rise; keep the highest and the latest end.
+        *entry = (entry.0.max(version), entry.1.max(until));
+    }
+
+    fn jtis_len(&self) -> usize {
+        self.jtis.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Reads what changed since the cursor (minus the overlap), applies it and
+    /// sweeps expired entries.
+    async fn poll(&self, now_ms: u64) -> anyhow::Result<()> {
+        let since = self.cursor.load(Ordering::Relaxed);
+        let mut newest = since;
+        let denied = self.db.denied_since(since, now_ms, PAGE).await?;
+        let changed = self.db.versions_changed_since(since, PAGE).await?;
+        let full = denied.len() == PAGE as usize || changed.len() == PAGE as usize;
+        for (jti, until, at) in denied {
+            newest = newest.max(at);
+            self.insert_jti(jti, until);
+        }
+        for (user, version, at) in changed {
+            newest = newest.max(at);
+            let until = self.user_entry_until(at);
+            if until > now_ms {
+                self.insert_user(user, version, until);
+            }
+        }
+        // A full page: continue from its newest change next time (no overlap,
+        // or a long backlog would be read forever); else read back the overlap.
+        let next = if full { newest.max(since) } else { now_ms.saturating_sub(OVERLAP_MS).max(since) };
+        self.cursor.store(next, Ordering::Relaxed);
+        self.jtis.write().unwrap_or_else(|e| e.into_inner()).retain(|_, until| *until > now_ms);
+        self.users.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, until)| *until > now_ms);
+        if !full {
+            self.last_sync.store(now_ms, Ordering::Relaxed);
+        }
+        if self.polls.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            // Every instance may purge; deleting what has expired is idempotent.
+            self.db.purge_expired_jtis(now_ms).await?;
+        }
+        Ok(())
+    }
+
+    fn channel(store: &RedisStore) -> String {
+        format!("{}revocations", store.key_prefix())
+    }
+
+    async fn announce(&self, msg: &Announcement) {
+        let Some(store) = self.redis.get() else { return };
+        let Some(mut conn) = store.connection() else { return };
+        let Ok(body) = serde_json::to_string(msg) else { return };
+        let sent: redis::RedisResult<()> =
+            redis::cmd("PUBLISH").arg(Self::channel(store)).arg(body).query_async(&mut conn).await;
+        if let Err(e) = sent {
+            // The database has it: other instances learn of it at their next poll.
+            tracing::debug!(error = %e, "revocation not announced through redis");
+        }
+    }
+
+    async fn listen_forever(self: Arc<Self>, store: RedisStore) {
+        use futures_util::StreamExt;
+        loop {
+            if store.is_available() {
+                if let Ok(mut pubsub) = store.pubsub().await {
+                    if pubsub.subscribe(Self::channel(&store)).await.is_ok() {
+                        let mut messages = pubsub.on_message();
+                        while let Some(msg) = messages.next().await {
+                            let Ok(payload) = msg.get_payload::<String>() else { continue };
+                            match serde_json::from_str::<Announcement>(&payload) {
+                                Ok(Announcement::Token { jti, until_ms }) => self.insert_jti(jti, until_ms),
+                                Ok(Announcement::User { user_id, version, until_ms }) => {
+                                    self.insert_user(user_id, version, until_ms);
+                                }
+                                Err(_) => tracing::debug!("ignored a malformed revocation announcement"),
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    async fn revocations(dir: &std::path::Path) -> Arc<Revocations> {
+        let url = format!("sqlite://{}/r.db", dir.display());
+        let db = Database::connect(&url).await.unwrap();
+        Revocations::load(db, Duration::from_secs(900), super::super::service::now_ms()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_denied_jti_and_an_older_version_are_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = revocations(dir.path()).await;
+        let now = super::super::service::now_ms();
+        assert!(!r.is_revoked("u1", Some("j1"), 0));
+        r.revoke_token("j1", now / 1000 + 60, now).await.unwrap();
+        assert!(r.is_revoked("u1", Some("j1"), 0));
+        assert!(!r.is_revoked("u1", Some("j2"), 0));
+        assert!(!r.is_revoked("u1", None, 0));
+        r.user_version_raised("u1", 3, now).await;
+        assert!(r.is_revoked("u1", Some("j2"), 2));
+        assert!(!r.is_revoked("u1", Some("j2"), 3));
+        // Versions never go back down.
+        r.user_version_raised("u1", 1, now).await;
+        assert!(r.is_revoked("u1", None, 2));
+        assert!(r.is_current(now));
+    }
+
+    #[tokio::test]
+    async fn a_restart_remembers_denied_tokens_and_the_view_goes_stale_without_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = super::super::service::now_ms();
+        {
+            let r = revocations(dir.path()).await;
+            r.revoke_token("gone", now / 1000 + 600, now).await.unwrap();
+            r.revoke_token("expired", now / 1000 - 600, now).await.unwrap();
+        }
+        let r = revocations(dir.path()).await;
+        assert!(r.is_revoked("u", Some("gone"), 0));
+        assert!(!r.is_revoked("u", Some("expired"), 0), "expired entries are not loaded");
+        assert!(r.is_current(now));
+        assert!(!r.is_current(now + STALE_AFTER.as_millis() as u64 + 10_000));
+        r.db.close().await;
+        assert!(r.poll(now + 10).await.is_err());
+    }
+}
