@@ -1,5 +1,5 @@
 //! The `rampart` command line: `serve`, `demo`, `check-config`, `ban`, `top`,
-//! `audit`, `user`, `echo`.
+//! `audit`, `user`, `keys`, `echo`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,14 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+        /// Config that names the database and the identity settings.
+        #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The keys that sign the identity API's access tokens, in its database.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
         /// Config that names the database and the identity settings.
         #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
         config: Option<PathBuf>,
@@ -130,6 +138,16 @@ enum UserAction {
 }
 
 #[derive(Subcommand)]
+enum KeysAction {
+    /// Make a new signing key active. The old one keeps verifying (and stays in
+    /// the JWKS) until the last token it signed has expired. Running gateways
+    /// pick the new key up within seconds.
+    Rotate,
+    /// List the keys, one JSON object per line (never private material).
+    List,
+}
+
+#[derive(Subcommand)]
 enum AuditAction {
     /// Check the hash chains of the database and the file; exits 1 naming the
     /// first bad record.
@@ -182,6 +200,7 @@ fn main() -> ExitCode {
             Command::Top { config } => top(config.as_deref()).await,
             Command::Audit { action, config } => audit(action, config.as_deref()).await,
             Command::User { action, config } => user(action, config.as_deref()).await,
+            Command::Keys { action, config } => keys(action, config.as_deref()).await,
         }
     });
     // A blocking write that never returns (an audit file on a dead mount or a
@@ -507,6 +526,43 @@ async fn run_until_signalled(gateway: Gateway, config: Option<PathBuf>) -> anyho
     gateway.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn keys(action: KeysAction, config: Option<&Path>) -> anyhow::Result<()> {
+    use rampart::identity::keys::{key_json, rotate};
+    use rampart::store::identity::SigningKeyStore;
+    use rampart::store::{redact_url, Database};
+
+    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let Some(settings) = policy.identity.clone() else {
+        anyhow::bail!("{}: [identity] is not enabled, so it signs no tokens", path.display());
+    };
+    let url = policy.storage.database.expose();
+    let db =
+        Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
+    let result = async {
+        match action {
+            KeysAction::Rotate => {
+                let now = rampart::identity::service::now_ms();
+                let kid = rotate(&settings, &db, now).await?;
+                for k in db.signing_keys().await? {
+                    if k.kid == kid || k.not_after_sign == Some(now) {
+                        println!("{}", key_json(&k));
+                    }
+                }
+            }
+            KeysAction::List => {
+                for k in db.signing_keys().await? {
+                    println!("{}", key_json(&k));
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
 }
 
 async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {

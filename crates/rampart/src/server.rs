@@ -65,7 +65,7 @@ impl Gateway {
         let limits = LimitState::new(&policy, &metrics, &health)?;
         limits.set_audit(audit.clone());
         if let Some(identity) = identity {
-            identity.revocations.spawn_sync(limits.limiter.redis.clone());
+            identity.spawn_sync(limits.limiter.redis.clone());
             limits.set_identity(identity);
         }
         if alerts.is_enabled() {

@@ -22,8 +22,17 @@ pub const ENV_PREFIX: &str = "RAMPART_";
 
 /// Keys whose value may instead be read from a file named by `KEY_file`, so that
 /// secrets can live in mounted files rather than in the config or the environment.
-pub const SECRET_KEYS: &[&str] =
-    &["url", "admin_token", "database", "webhook_url", "secret", "public_key", "secret_key"];
+pub const SECRET_KEYS: &[&str] = &[
+    "url",
+    "admin_token",
+    "database",
+    "webhook_url",
+    "secret",
+    "public_key",
+    "secret_key",
+    "signing_key",
+    "hs256_secret",
+];
 
 /// A position in the config tree, e.g. `routes[2].cors.allow_origins`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

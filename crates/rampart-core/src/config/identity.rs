@@ -7,6 +7,7 @@
 //! issuer = "https://api.example.com"      # `iss` of the tokens Rampart issues
 //! secret_key_file = "/run/secrets/rampart_key"   # ≥ 32 bytes: seals signing keys
 //! registration = true                     # open sign-up at POST /auth/register
+//! algorithm = "EdDSA"                     # or ES256; RS256 with signing_key_file; HS256 with hs256_secret_file
 //! ```
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use super::env::ConfigPath;
 use super::secret::Secret;
 use crate::password::config::PasswordConfig;
 use crate::password::{Argon2Params, PasswordPolicy};
+use crate::token::{Alg, SigningKey};
 
 /// Shortest `secret_key`, in bytes.
 pub const MIN_SECRET_KEY_BYTES: usize = 32;
@@ -43,6 +45,18 @@ pub struct IdentityConfig {
     /// Seals the private signing keys in the database and derives refresh
     /// successors. At least 32 bytes; use `secret_key_file`.
     pub secret_key: Secret,
+    /// How access tokens are signed: `EdDSA` (default) or `ES256` with keys
+    /// generated and stored sealed in the database (`rampart keys rotate`);
+    /// `RS256` (or the others) with `signing_key`; `HS256` with `hs256_secret`,
+    /// only for upstreams that verify tokens with a shared secret.
+    pub algorithm: String,
+    /// A PKCS#8 PEM private key to sign with instead of generated keys; use
+    /// `signing_key_file`. Every instance must load the same file.
+    pub signing_key: Secret,
+    /// The shared HS256 secret (at least 32 bytes); use `hs256_secret_file`.
+    pub hs256_secret: Secret,
+    /// The `kid` of `signing_key` or `hs256_secret` (default: derived from the key).
+    pub key_id: Option<String>,
     /// Open registration at `POST {prefix}/register`.
     pub registration: bool,
     /// Password hashes computed at once (0: one per CPU core).
@@ -70,6 +84,10 @@ impl Default for IdentityConfig {
             refresh_ttl: Duration::from_secs(30 * 86_400),
             refresh_grace: Duration::from_secs(10),
             secret_key: Secret::default(),
+            algorithm: "EdDSA".into(),
+            signing_key: Secret::default(),
+            hs256_secret: Secret::default(),
+            key_id: None,
             registration: false,
             hash_workers: 0,
             hash_queue: 64,
@@ -91,6 +109,7 @@ pub struct IdentitySettings {
     pub refresh_ttl: Duration,
     pub refresh_grace: Duration,
     pub secret_key: Secret,
+    pub signing: Signing,
     pub registration: bool,
     pub hash_workers: usize,
     pub hash_queue: usize,
@@ -99,6 +118,74 @@ pub struct IdentitySettings {
     pub lockout: Duration,
     pub policy: PasswordPolicy,
     pub argon2: Argon2Params,
+}
+
+/// Where the signing key of issued tokens comes from.
+#[derive(Clone, Debug)]
+pub enum Signing {
+    /// Generated on first start (and by `rampart keys rotate`), stored sealed.
+    Generated(Alg),
+    /// `signing_key`: a PKCS#8 PEM private key, already checked to load.
+    Pem { alg: Alg, pem: Secret, kid: Option<String> },
+    /// `hs256_secret`: a shared secret (never published in the JWKS).
+    Hs256 { secret: Secret, kid: Option<String> },
+}
+
+fn compile_signing(cfg: &IdentityConfig, at: &ConfigPath, errs: &mut Vec<(ConfigPath, String)>) -> Option<Signing> {
+    let Some(alg) = Alg::from_name(&cfg.algorithm) else {
+        errs.push((at.push_key("algorithm"), "must be `EdDSA`, `ES256`, `RS256` or `HS256`".into()));
+        return None;
+    };
+    let (pem, secret) = (cfg.signing_key.expose(), cfg.hs256_secret.expose());
+    if let Some(kid) = &cfg.key_id {
+        if kid.is_empty() || kid.len() > crate::token::MAX_KID_BYTES || kid.chars().any(char::is_control) {
+            errs.push((at.push_key("key_id"), "must be 1 to 256 printable characters".into()));
+            return None;
+        }
+    }
+    match alg {
+        Alg::HS256 => {
+            if !pem.is_empty() {
+                errs.push((at.push_key("signing_key"), "is for EdDSA, ES256 or RS256; HS256 uses hs256_secret".into()));
+                return None;
+            }
+            if secret.len() < MIN_SECRET_KEY_BYTES {
+                errs.push((
+                    at.push_key("hs256_secret"),
+                    format!("algorithm = \"HS256\" needs a shared secret of at least {MIN_SECRET_KEY_BYTES} bytes"),
+                ));
+                return None;
+            }
+            Some(Signing::Hs256 { secret: cfg.hs256_secret.clone(), kid: cfg.key_id.clone() })
+        }
+        _ if !secret.is_empty() => {
+            errs.push((at.push_key("hs256_secret"), "is used only with algorithm = \"HS256\"".into()));
+            None
+        }
+        _ if !pem.is_empty() => match SigningKey::from_pkcs8_pem("check", alg, pem) {
+            Ok(_) => Some(Signing::Pem { alg, pem: cfg.signing_key.clone(), kid: cfg.key_id.clone() }),
+            Err(e) => {
+                errs.push((at.push_key("signing_key"), format!("is not a PKCS#8 PEM {alg} private key: {e}")));
+                None
+            }
+        },
+        Alg::RS256 => {
+            errs.push((
+                at.push_key("signing_key"),
+                "algorithm = \"RS256\" needs a key: set signing_key_file to a PKCS#8 PEM RSA key (RSA keys are not generated)"
+                    .into(),
+            ));
+            None
+        }
+        _ if cfg.key_id.is_some() => {
+            errs.push((
+                at.push_key("key_id"),
+                "names signing_key or hs256_secret; generated keys name themselves".into(),
+            ));
+            None
+        }
+        _ => Some(Signing::Generated(alg)),
+    }
 }
 
 pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath, String)>) -> Option<IdentitySettings> {
@@ -141,6 +228,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     if cfg.refresh_grace > Duration::from_secs(60) {
         errs.push((at.push_key("refresh_grace"), "must be at most 60s".into()));
     }
+    let signing = compile_signing(cfg, &at, errs);
     let compiled = match cfg.password.compile() {
         Ok(c) => Some(c),
         Err(problems) => {
@@ -154,6 +242,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         return None;
     }
     let (policy, argon2) = compiled?;
+    let signing = signing?;
     Some(IdentitySettings {
         prefix: cfg.prefix.clone(),
         issuer: cfg.issuer.clone(),
@@ -162,6 +251,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         refresh_ttl: cfg.refresh_ttl,
         refresh_grace: cfg.refresh_grace,
         secret_key: cfg.secret_key.clone(),
+        signing,
         registration: cfg.registration,
         hash_workers: cfg.hash_workers,
         hash_queue: cfg.hash_queue,

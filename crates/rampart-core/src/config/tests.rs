@@ -186,3 +186,34 @@ fn hostile_config_text_never_panics() {
         let _ = load(&s, &[], &no_files);
     }
 }
+
+#[test]
+fn identity_signing_settings_are_checked() {
+    let ident = |extra: &str| {
+        format!(
+            "{BASE}[identity]\nenabled = true\nissuer = 'https://x.test'\nsecret_key = '0123456789abcdef0123456789abcdef'\n{extra}\n"
+        )
+    };
+    let signing = |extra: &str| load(&ident(extra), &[], &no_files).unwrap().identity.unwrap().signing.clone();
+    assert!(matches!(signing(""), identity::Signing::Generated(crate::token::Alg::EdDSA)));
+    assert!(matches!(signing("algorithm = 'ES256'"), identity::Signing::Generated(crate::token::Alg::ES256)));
+    check_err(&ident("algorithm = 'none'"), &[], &["identity.algorithm", "EdDSA"]);
+    check_err(&ident("algorithm = 'RS256'"), &[], &["identity.signing_key", "RSA keys are not generated"]);
+    check_err(&ident("algorithm = 'HS256'"), &[], &["identity.hs256_secret", "at least 32 bytes"]);
+    check_err(&ident("algorithm = 'HS256'\nhs256_secret = 'short'"), &[], &["identity.hs256_secret"]);
+    check_err(&ident("hs256_secret = '0123456789abcdef0123456789abcdef'"), &[], &["only with algorithm = \"HS256\""]);
+    check_err(&ident("algorithm = 'ES256'\nsigning_key = 'not a pem'"), &[], &["identity.signing_key", "PKCS#8"]);
+    check_err(&ident("key_id = 'mine'"), &[], &["identity.key_id"]);
+    let pem = include_str!("../token/testdata/rsa2048.pem");
+    let s = signing(&format!("algorithm = 'RS256'\nsigning_key = '''{pem}'''\nkey_id = 'rsa-1'"));
+    assert!(
+        matches!(s, identity::Signing::Pem { alg: crate::token::Alg::RS256, kid: Some(ref k), .. } if k == "rsa-1")
+    );
+    // An Ed25519 key is not an RS256 key.
+    let ed = include_str!("../token/testdata/ed25519.pem");
+    check_err(&ident(&format!("algorithm = 'RS256'\nsigning_key = '''{ed}'''")), &[], &["identity.signing_key"]);
+    let hs = signing("algorithm = 'HS256'\nhs256_secret = '0123456789abcdef0123456789abcdef'");
+    assert!(matches!(hs, identity::Signing::Hs256 { .. }));
+    // The secret never shows in a debug print of the settings.
+    assert!(!format!("{hs:?}").contains("0123456789abcdef"));
+}

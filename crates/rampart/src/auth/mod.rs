@@ -76,8 +76,9 @@ struct Shared {
     issuers: Vec<Arc<IssuerKeys>>,
     cache: TokenCache,
     state: Arc<LimitState>,
-    /// Index in `issuers` of the gateway's own issuer, and its revocations.
-    own: Option<(usize, Arc<crate::identity::revoke::Revocations>)>,
+    /// Index in `issuers` of the gateway's own issuer, and the identity
+    /// service (its keys of the moment, its revocations).
+    own: Option<(usize, Arc<crate::identity::IdentityService>)>,
 }
 
 impl AuthLayer {
@@ -88,7 +89,7 @@ impl AuthLayer {
         let issuers = settings.issuers.iter().chain(own.as_ref()).map(IssuerKeys::start).collect();
         let cache = TokenCache::new(settings.cache_entries);
         let own = match (&own, state.identity()) {
-            (Some(_), Some(identity)) => Some((settings.issuers.len(), identity.revocations.clone())),
+            (Some(_), Some(identity)) => Some((settings.issuers.len(), identity.clone())),
             _ => None,
         };
         Self { shared: Arc::new(Shared { settings, issuers, cache, state, own }) }
@@ -167,13 +168,21 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
             }
             // A key we may not have fetched yet: ask the issuer, then decide.
             Err((AuthFailure::Token(TokenError::UnknownKid), Some(issuer)))
-                if shared.issuers.get(issuer).is_some_and(|k| k.has_jwks()) =>
+                if shared.issuers.get(issuer).is_some_and(|k| k.has_jwks()) || shared.is_own(issuer) =>
             {
                 let shared = shared.clone();
                 let mut inner = take_ready(&mut self.inner);
                 Either::Right(Box::pin(async move {
-                    if let Some(keys) = shared.issuers.get(issuer) {
-                        keys.refresh_for_unknown_kid().await;
+                    match &shared.own {
+                        // Perhaps another instance or the CLI rotated our keys.
+                        Some((own, identity)) if *own == issuer => {
+                            identity.keys().reload_for_unknown_kid(crate::identity::service::now_ms()).await;
+                        }
+                        _ => {
+                            if let Some(keys) = shared.issuers.get(issuer) {
+                                keys.refresh_for_unknown_kid().await;
+                            }
+                        }
                     }
                     match shared.authenticate(&token) {
                         Ok(principal) => {
@@ -193,12 +202,17 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
 }
 
 impl Shared {
+    fn is_own(&self, issuer: usize) -> bool {
+        self.own.as_ref().is_some_and(|(own, _)| *own == issuer)
+    }
+
     /// The principal of `token`, or why not (with the issuer it named, when
     /// that issuer's keys were tried).
     fn authenticate(&self, token: &str) -> Result<Principal, (AuthFailure, Option<usize>)> {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let verified = self.verify(token, now_ms / 1000)?;
-        if let (Some(revocable), Some((_, revocations))) = (&verified.revocable, &self.own) {
+        if let (Some(revocable), Some((_, identity))) = (&verified.revocable, &self.own) {
+            let revocations = &identity.revocations;
             if !revocations.is_current(now_ms) {
                 return Err((AuthFailure::RevocationUnknown, None));
             }
@@ -224,7 +238,11 @@ impl Shared {
             self.issuers.iter().position(|k| k.issuer == iss).ok_or((AuthFailure::UnknownIssuer, None))?
         };
         let keys = self.issuers.get(issuer).ok_or((AuthFailure::UnknownIssuer, None))?;
-        let claims = keys.verifier().verify(token, now).map_err(|e| (AuthFailure::Token(e), Some(issuer)))?;
+        let verifier = match &self.own {
+            Some((own, identity)) if *own == issuer => identity.verifier(),
+            _ => keys.verifier(),
+        };
+        let claims = verifier.verify(token, now).map_err(|e| (AuthFailure::Token(e), Some(issuer)))?;
         let revocable = self
             .own
             .as_ref()

@@ -6,6 +6,7 @@
 //!
 //! - [`admin`]: account administration for `rampart user`.
 //! - [`hasher`]: the bounded password-hashing pool.
+//! - [`keys`]: the signing keys, their rotation and reload.
 //! - [`revoke`]: revoked access tokens, checked per request without I/O.
 //! - [`service`]: the operations, independent of HTTP.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod hasher;
 pub mod http;
+pub mod keys;
 pub mod revoke;
 pub mod service;
 

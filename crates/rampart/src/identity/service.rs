@@ -1,9 +1,8 @@
 //! The identity service: users, password logins, issued tokens and refresh
 //! rotation, over the stores of [`crate::store::identity`].
 //!
-//! - **Signing keys**: on first start an Ed25519 key is generated, its private
-//!   half sealed (ChaCha20-Poly1305, key derived from `[identity] secret_key`)
-//!   and stored; later starts and other instances unseal the active key.
+//! - **Signing keys**: see [`super::keys`] (generated and sealed, from a file,
+//!   or HS256; rotated with `rampart keys rotate`).
 //! - **Logins** verify on the bounded [`HashPool`]; an unknown user is verified
 //!   against a dummy hash, so that it takes as long and answers the same as a
 //!   wrong password. Old-format hashes are replaced on success.
@@ -20,15 +19,14 @@ use base64::Engine as _;
 use rampart_core::config::auth::IssuerSettings;
 use rampart_core::config::identity::IdentitySettings;
 use rampart_core::password::{normalize, PasswordError, PolicyViolation};
-use rampart_core::token::{issue, Alg, Claims, KeySet, SigningKey, Verifier, VerifyingKey};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use rampart_core::token::{issue, Claims, Verifier};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::hasher::{HashError, HashPool};
+use super::keys::{derive, Keys};
 use super::revoke::Revocations;
 use crate::store::identity::{
-    NewRefreshToken, NewSigningKey, NewUser, RefreshTokenStore, RotateOutcome, SealedKey, SigningKeyStore, StoreError,
-    Successor, TokenHash, User, UserStore,
+    NewRefreshToken, NewUser, RefreshTokenStore, RotateOutcome, StoreError, Successor, TokenHash, User, UserStore,
 };
 use crate::store::Database;
 
@@ -83,10 +81,7 @@ pub struct IdentityService {
     pub settings: Arc<IdentitySettings>,
     db: Database,
     hasher: Arc<HashPool>,
-    signer: SigningKey,
-    keys: KeySet,
-    /// Verifies our own tokens (built once; the keys change only at a restart).
-    verifier: Arc<Verifier>,
+    keys: Arc<Keys>,
     refresh_key: ring::hmac::Key,
     /// A hash of a random password, verified for unknown users.
     dummy_hash: String,
@@ -100,17 +95,8 @@ impl std::fmt::Debug for IdentityService {
     }
 }
 
-pub(super) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A key derived from the configured secret for one purpose.
-fn derive(secret: &str, purpose: &str) -> [u8; 32] {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, purpose.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&tag.as_ref()[..32]);
-    out
 }
 
 fn random_token(prefix: &str) -> anyhow::Result<String> {
@@ -120,43 +106,11 @@ fn random_token(prefix: &str) -> anyhow::Result<String> {
 }
 
 impl IdentityService {
-    /// Opens the service on `db`: loads the active signing key, or makes and
-    /// stores one on first start.
+    /// Opens the service on `db`: loads the signing keys (making the first
+    /// one on first start) and the revocations in force.
     pub async fn start(settings: Arc<IdentitySettings>, db: Database) -> anyhow::Result<Arc<Self>> {
         let secret = settings.secret_key.expose();
-        let seal_key = derive(secret, "rampart signing-key seal v1");
-        let now = now_ms();
-        let active = match db.active_signing_key().await? {
-            Some(record) => record,
-            None => {
-                let kid = format!("rampart-{}", uuid::Uuid::now_v7().simple());
-                let generated = SigningKey::generate(&kid, Alg::EdDSA).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let public = generated.key.verifying_key().to_jwk().context("the new key has no JWK")?.to_string();
-                let sealed = seal(&seal_key, generated.pkcs8_pem.as_bytes())?;
-                db.insert_signing_key(&NewSigningKey {
-                    kid: kid.clone(),
-                    alg: Alg::EdDSA,
-                    public_key: public,
-                    private_key: Some(sealed),
-                    created_at: now,
-                })
-                .await?;
-                db.activate_signing_key(&kid, now).await?;
-                tracing::info!(kid = %kid, "generated the first token signing key");
-                db.active_signing_key().await?.context("the new signing key is not active")?
-            }
-        };
-        let sealed = active.private_key.as_ref().context("the active signing key has no private key")?;
-        let pem =
-            unseal(&seal_key, sealed).context("cannot unseal the signing key: was [identity] secret_key changed?")?;
-        let pem = String::from_utf8(pem).context("the unsealed signing key is not PEM text")?;
-        let signer = SigningKey::from_pkcs8_pem(&active.kid, active.alg, &pem).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut keys = KeySet::new();
-        for record in db.verification_keys(now).await? {
-            let jwk: serde_json::Value = serde_json::from_str(&record.public_key).context("a stored public key")?;
-            let key = VerifyingKey::from_jwk(&jwk).map_err(|e| anyhow::anyhow!("stored key {}: {e}", record.kid))?;
-            keys.insert(key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        let keys = Keys::start(settings.clone(), db.clone(), now_ms()).await?;
         let workers = match settings.hash_workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -165,20 +119,37 @@ impl IdentityService {
         let dummy_hash = hasher.hash(random_token("")?).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let refresh_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
-        let verifier = Arc::new(Verifier::new(keys.clone(), [settings.issuer.clone()], [settings.audience.clone()]));
         let revocations =
             Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
-        Ok(Arc::new(Self { settings, db, hasher, signer, keys, verifier, refresh_key, dummy_hash, revocations }))
+        Ok(Arc::new(Self { settings, db, hasher, keys, refresh_key, dummy_hash, revocations }))
     }
 
-    /// Our own issuer, for the bearer-token layer.
+    /// Starts the background work: revocation polling (and its Redis
+    /// listener) and the signing-key reload.
+    pub fn spawn_sync(&self, redis: Option<crate::limit::redis::RedisStore>) {
+        self.revocations.spawn_sync(redis);
+        self.keys.spawn_reload();
+    }
+
+    /// The verifier of our own tokens as of now (keys rotate).
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.keys.current().verifier.clone()
+    }
+
+    /// Our own issuer, for the bearer-token layer (which asks [`Self::verifier`]
+    /// for the keys of the moment rather than this snapshot).
     pub fn issuer(&self) -> IssuerSettings {
-        IssuerSettings { issuer: self.settings.issuer.clone(), verifier: self.verifier.clone(), jwks: None }
+        IssuerSettings { issuer: self.settings.issuer.clone(), verifier: self.verifier(), jwks: None }
     }
 
     /// The public keys, as a JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
-        self.keys.jwks()
+        self.keys.current().keys.jwks()
+    }
+
+    /// The signing keys, for reloads on an unknown `kid`.
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
     }
 
     /// Creates a user with a password that passes the policy.
@@ -277,7 +248,7 @@ impl IdentityService {
     /// The user a bearer token of ours names, if the token is valid now.
     pub async fn user_of_token(&self, token: &str) -> Result<Option<User>, IdentityError> {
         let now = now_ms() / 1000;
-        let Ok(claims) = self.verifier.verify(token, now) else { return Ok(None) };
+        let Ok(claims) = self.verifier().verify(token, now) else { return Ok(None) };
         if self.revocations.is_revoked(&claims.sub, claims.jti.as_deref(), claims.ver) {
             return Ok(None);
         }
@@ -315,7 +286,7 @@ impl IdentityService {
     /// A token that is not ours, or not valid now, is ignored.
     pub async fn revoke_access_token(&self, token: &str) -> Result<(), IdentityError> {
         let now = now_ms();
-        let Ok(claims) = self.verifier.verify(token, now / 1000) else { return Ok(()) };
+        let Ok(claims) = self.verifier().verify(token, now / 1000) else { return Ok(()) };
         if let Some(jti) = &claims.jti {
             self.revocations.revoke_token(jti, claims.exp, now).await?;
         }
@@ -360,7 +331,8 @@ impl IdentityService {
         claims.roles = user.roles.clone();
         claims.tier = user.tier.clone();
         claims.ver = user.token_version;
-        issue(&self.signer, &claims).map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))
+        issue(&self.keys.current().signer, &claims)
+            .map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))
     }
 }
 
@@ -392,27 +364,4 @@ pub(super) async fn create_user(
 
 pub(super) fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn seal(key: &[u8; 32], plaintext: &[u8]) -> anyhow::Result<SealedKey> {
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    let sealing =
-        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| anyhow::anyhow!("bad seal key"))?);
-    let mut data = plaintext.to_vec();
-    sealing
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(b"rampart signing key"), &mut data)
-        .map_err(|_| anyhow::anyhow!("sealing failed"))?;
-    Ok(SealedKey { ciphertext: data, nonce: nonce.to_vec() })
-}
-
-fn unseal(key: &[u8; 32], sealed: &SealedKey) -> anyhow::Result<Vec<u8>> {
-    let nonce: [u8; NONCE_LEN] = sealed.nonce.as_slice().try_into().map_err(|_| anyhow::anyhow!("bad nonce"))?;
-    let opening =
-        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| anyhow::anyhow!("bad seal key"))?);
-    let mut data = sealed.ciphertext.clone();
-    let plain = opening
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(b"rampart signing key"), &mut data)
-        .map_err(|_| anyhow::anyhow!("the sealed key does not open with this secret_key"))?;
-    Ok(plain.to_vec())
 }

@@ -61,6 +61,130 @@ on_both_backends!(sqlite_register_login_and_call_an_api, postgres_register_login
 on_both_backends!(sqlite_refresh_rotation_and_reuse, postgres_refresh_rotation_and_reuse, refresh_flow);
 on_both_backends!(sqlite_bad_logins_look_alike, postgres_bad_logins_look_alike, bad_logins);
 on_both_backends!(sqlite_revoked_tokens_are_refused, postgres_revoked_tokens_are_refused, revocation_flow);
+on_both_backends!(
+    sqlite_rotated_keys_reach_running_gateways,
+    postgres_rotated_keys_reach_running_gateways,
+    rotation_flow
+);
+
+/// The JSON header of a JWT.
+fn jwt_header(token: &str) -> Value {
+    use base64::Engine as _;
+    let head = token.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head).unwrap()).unwrap()
+}
+
+/// `rampart keys rotate` on a running deployment: the new key signs on the
+/// next start and on running gateways as soon as they meet it (a token with an
+/// unknown `kid` makes them re-read the keys); tokens of the old key keep
+/// working, and both keys are published until the old one retires.
+async fn rotation_flow(db: &TestDb) {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = identity_config(up, &db.url);
+    let config = dir.path().join("rampart.toml");
+    std::fs::write(&config, &text).unwrap();
+    let cfg = config.to_str().unwrap();
+    let a = gateway(&text).await;
+    assert_eq!(register(&a, "grace", PASSWORD).await.status(), 201);
+    let (old, _) = login(&a, "grace", PASSWORD).await;
+    let old_kid = jwt_header(&old)["kid"].as_str().unwrap().to_string();
+
+    let (ok, out, err) = rampart_cli(&["keys", "rotate", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert!(!out.contains("PRIVATE") && !out.contains("ciphertext"), "{out}");
+    let printed: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let new_kid = printed.iter().find(|k| k["active"] == true).unwrap()["kid"].as_str().unwrap().to_string();
+    assert_ne!(new_kid, old_kid);
+    let retired = printed.iter().find(|k| k["kid"] == old_kid.as_str()).unwrap();
+    assert!(retired["retire_at"].as_u64().is_some(), "{retired}");
+
+    // A gateway started now signs with the new key.
+    let b = gateway(&text).await;
+    let (fresh, _) = login(&b, "grace", PASSWORD).await;
+    assert_eq!(jwt_header(&fresh)["kid"], new_kid.as_str());
+    // The running one accepts it (re-reading the keys) and then signs with it too.
+    assert_eq!(api_status(&a, &fresh).await, 200);
+    let (after, _) = login(&a, "grace", PASSWORD).await;
+    assert_eq!(jwt_header(&after)["kid"], new_kid.as_str());
+    // The old key's tokens still verify everywhere, and both keys are published.
+    assert_eq!((api_status(&a, &old).await, api_status(&b, &old).await), (200, 200));
+    let jwks: Value = client().get(url(&a, "/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()), "{jwks}");
+    // A made-up kid is refused (and costs at most one re-read per second).
+    let mut forged = fresh.split('.').map(str::to_string).collect::<Vec<_>>();
+    {
+        use base64::Engine as _;
+        let mut head = jwt_header(&fresh);
+        head["kid"] = "rampart-made-up".into();
+        forged[0] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(head.to_string());
+    }
+    assert_eq!(api_status(&a, &forged.join(".")).await, 401);
+
+    let (ok, out, _) = rampart_cli(&["keys", "list", "--config", cfg], "");
+    assert!(ok && out.lines().count() == 2, "{out}");
+    for gw in [a, b] {
+        gw.shutdown();
+        gw.wait().await;
+    }
+}
+
+/// The other signing algorithms: ES256 generated, RS256 from a key file (and
+/// a new file taking over while the old key still verifies), HS256 with a
+/// shared secret (never published).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_signed_with_the_configured_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let base = identity_config(up, &db.url);
+    let with = |extra: &str| base.replace("registration = true\n", &format!("registration = true\n{extra}\n"));
+
+    let gw = gateway(&with("algorithm = 'ES256'")).await;
+    assert_eq!(register(&gw, "heidi", PASSWORD).await.status(), 201);
+    let (es, _) = login(&gw, "heidi", PASSWORD).await;
+    assert_eq!(jwt_header(&es)["alg"], "ES256");
+    assert_eq!(api_status(&gw, &es).await, 200);
+    let jwks: Value = client().get(url(&gw, "/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kty"] == "EC"), "{jwks}");
+    gw.shutdown();
+    gw.wait().await;
+
+    let rsa = concat!(env!("CARGO_MANIFEST_DIR"), "/../rampart-core/src/token/testdata/rsa2048.pem");
+    let gw = gateway(&with(&format!("algorithm = 'RS256'\nsigning_key_file = '{rsa}'"))).await;
+    let (rs, _) = login(&gw, "heidi", PASSWORD).await;
+    assert_eq!(jwt_header(&rs)["alg"], "RS256");
+    assert!(jwt_header(&rs)["kid"].as_str().unwrap().starts_with("file-"));
+    assert_eq!((api_status(&gw, &rs).await, api_status(&gw, &es).await), (200, 200), "the ES256 key still verifies");
+    gw.shutdown();
+    gw.wait().await;
+
+    let secret = "a shared secret for legacy upstreams, 32+ bytes";
+    let gw = gateway(&with(&format!("algorithm = 'HS256'\nhs256_secret = '{secret}'"))).await;
+    let (hs, _) = login(&gw, "heidi", PASSWORD).await;
+    assert_eq!(jwt_header(&hs)["alg"], "HS256");
+    assert_eq!((api_status(&gw, &hs).await, api_status(&gw, &rs).await), (200, 200));
+    let jwks: Value = client().get(url(&gw, "/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert!(jwks["keys"].as_array().unwrap().iter().all(|k| k["kty"] != "oct"), "the secret is never published");
+    // An upstream holding the secret verifies it (here with the core verifier).
+    let key =
+        rampart_core::token::VerifyingKey::hs256(jwt_header(&hs)["kid"].as_str().unwrap(), secret.as_bytes()).unwrap();
+    let verifier = rampart_core::token::Verifier::new(
+        rampart_core::token::KeySet::from_keys([key]).unwrap(),
+        ["https://api.example.test"],
+        ["api"],
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(verifier.verify(&hs, now).is_ok());
+    // `rampart keys rotate` refuses: the key comes from the config.
+    let config = dir.path().join("hs.toml");
+    std::fs::write(&config, with(&format!("algorithm = 'HS256'\nhs256_secret = '{secret}'"))).unwrap();
+    let (ok, _, err) = rampart_cli(&["keys", "rotate", "--config", config.to_str().unwrap()], "");
+    assert!(!ok && err.contains("comes from the config"), "{err}");
+    gw.shutdown();
+    gw.wait().await;
+}
 
 async fn login_flow(db: &TestDb) {
     let up = start_upstream().await;
