@@ -8,12 +8,15 @@
 //! secret_key_file = "/run/secrets/rampart_key"   # ≥ 32 bytes: seals signing keys
 //! registration = true                     # open sign-up at POST /auth/register
 //! ```
+//!
+//! Password reset (`[identity.reset]`, `[identity.notifier]`) is in [`super::reset`].
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::env::ConfigPath;
+use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
 use crate::password::config::PasswordConfig;
 use crate::password::{Argon2Params, PasswordPolicy};
@@ -57,6 +60,9 @@ pub struct IdentityConfig {
     #[serde(with = "humantime_serde")]
     pub lockout: Duration,
     pub password: PasswordConfig,
+    /// Password reset by a token the notifier delivers.
+    pub reset: ResetConfig,
+    pub notifier: Option<NotifierConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -77,6 +83,8 @@ impl Default for IdentityConfig {
             failure_window: Duration::from_secs(15 * 60),
             lockout: Duration::from_secs(15 * 60),
             password: PasswordConfig::default(),
+            reset: ResetConfig::default(),
+            notifier: None,
         }
     }
 }
@@ -99,6 +107,8 @@ pub struct IdentitySettings {
     pub lockout: Duration,
     pub policy: PasswordPolicy,
     pub argon2: Argon2Params,
+    /// `None`: password reset is off.
+    pub reset: Option<ResetSettings>,
 }
 
 pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath, String)>) -> Option<IdentitySettings> {
@@ -150,6 +160,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
             None
         }
     };
+    let reset = compile_reset(&cfg.reset, cfg.notifier.as_ref(), &at, errs);
     if errs.len() > before {
         return None;
     }
@@ -170,5 +181,6 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         lockout: cfg.lockout,
         policy,
         argon2,
+        reset,
     })
 }
