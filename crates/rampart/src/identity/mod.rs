@@ -7,11 +7,13 @@
 //! - [`admin`]: account administration for `rampart user`.
 //! - [`hasher`]: the bounded password-hashing pool.
 //! - [`service`]: the operations, independent of HTTP.
+//! - [`notify`]: the notifiers that deliver reset tokens.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
 pub mod hasher;
 pub mod http;
+pub mod notify;
 pub mod service;
 
 pub use service::IdentityService;
