@@ -7,6 +7,7 @@
 //! - [`admin`]: account administration for `rampart user`.
 //! - [`hasher`]: the bounded password-hashing pool.
 //! - [`service`]: the operations, independent of HTTP.
+//! - [`reset`]: password reset by a single-use token.
 //! - [`notify`]: the notifiers that deliver reset tokens.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod hasher;
 pub mod http;
 pub mod notify;
+pub mod reset;
 pub mod service;
 
 pub use service::IdentityService;

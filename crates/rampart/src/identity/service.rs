@@ -19,12 +19,15 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use rampart_core::config::auth::IssuerSettings;
 use rampart_core::config::identity::IdentitySettings;
+use rampart_core::config::secret::Secret;
 use rampart_core::password::{normalize, PasswordError, PolicyViolation};
 use rampart_core::token::{issue, Alg, Claims, KeySet, SigningKey, Verifier, VerifyingKey};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::hasher::{HashError, HashPool};
+use super::notify::Notifier;
+use crate::observe::Metrics;
 use crate::store::identity::{
     NewRefreshToken, NewSigningKey, NewUser, RefreshTokenStore, RotateOutcome, SealedKey, SigningKeyStore, StoreError,
     Successor, TokenHash, User, UserStore,
@@ -80,8 +83,8 @@ impl From<StoreError> for IdentityError {
 
 pub struct IdentityService {
     pub settings: Arc<IdentitySettings>,
-    db: Database,
-    hasher: Arc<HashPool>,
+    pub(super) db: Database,
+    pub(super) hasher: Arc<HashPool>,
     signer: SigningKey,
     keys: KeySet,
     /// Verifies our own tokens (built once; the keys change only at a restart).
@@ -89,6 +92,12 @@ pub struct IdentityService {
     refresh_key: ring::hmac::Key,
     /// A hash of a random password, verified for unknown users.
     dummy_hash: String,
+    /// Delivers reset tokens; `None` when `[identity.reset]` is off.
+    pub(super) notifier: Option<Arc<dyn Notifier>>,
+    /// Reset requests being handled in the background (bounded, see
+    /// [`super::reset`]).
+    pub(super) reset_jobs: Arc<tokio::sync::Semaphore>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -110,7 +119,7 @@ fn derive(secret: &str, purpose: &str) -> [u8; 32] {
     out
 }
 
-fn random_token(prefix: &str) -> anyhow::Result<String> {
+pub(super) fn random_token(prefix: &str) -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
@@ -119,7 +128,14 @@ fn random_token(prefix: &str) -> anyhow::Result<String> {
 impl IdentityService {
     /// Opens the service on `db`: loads the active signing key, or makes and
     /// stores one on first start.
-    pub async fn start(settings: Arc<IdentitySettings>, db: Database) -> anyhow::Result<Arc<Self>> {
+    /// `notifier` delivers password-reset tokens; without one, reset is off
+    /// whatever the settings say.
+    pub async fn start(
+        settings: Arc<IdentitySettings>,
+        db: Database,
+        notifier: Option<Arc<dyn Notifier>>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Self>> {
         let secret = settings.secret_key.expose();
         let seal_key = derive(secret, "rampart signing-key seal v1");
         let now = now_ms();
@@ -163,7 +179,20 @@ impl IdentityService {
         let refresh_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
         let verifier = Arc::new(Verifier::new(keys.clone(), [settings.issuer.clone()], [settings.audience.clone()]));
-        Ok(Arc::new(Self { settings, db, hasher, signer, keys, verifier, refresh_key, dummy_hash }))
+        let reset_jobs = Arc::new(tokio::sync::Semaphore::new(super::reset::MAX_RESET_JOBS));
+        Ok(Arc::new(Self {
+            settings,
+            db,
+            hasher,
+            signer,
+            keys,
+            verifier,
+            refresh_key,
+            dummy_hash,
+            notifier,
+            reset_jobs,
+            metrics,
+        }))
     }
 
     /// Our own issuer, for the bearer-token layer.
@@ -204,8 +233,8 @@ impl IdentityService {
             return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: id });
         };
         if verified.needs_rehash {
-            let new = rampart_core::config::secret::Secret::new(self.hasher.hash(password).await?);
-            let old = rampart_core::config::secret::Secret::new(old);
+            let new = Secret::new(self.hasher.hash(password).await?);
+            let old = Secret::new(old);
             self.db.rehash_password(&user.id, &old, &new, now_ms()).await?;
         }
         let now = now_ms();
@@ -291,14 +320,27 @@ impl IdentityService {
             }
             Err(e) => return Err(e.into()),
         }
+        let hash = self.hash_new_password(user, new).await?;
+        self.replace_password(&user.id, &hash).await
+    }
+
+    /// Checks a new password against the policy (with the user's name and
+    /// address as context) and hashes it.
+    pub(super) async fn hash_new_password(&self, user: &User, new: &str) -> Result<Secret, IdentityError> {
         let new = normalize(new);
         let mut inputs = vec![user.username.as_str()];
         inputs.extend(user.email.as_deref());
         self.settings.policy.check(&new, &inputs).map_err(IdentityError::WeakPassword)?;
-        let hash = rampart_core::config::secret::Secret::new(self.hasher.hash(new).await?);
+        Ok(Secret::new(self.hasher.hash(new).await?))
+    }
+
+    /// Stores a new password hash and ends every session of the user: the
+    /// token version rises (access tokens die at the account endpoints) and
+    /// all refresh tokens are revoked.
+    pub(super) async fn replace_password(&self, user_id: &str, hash: &Secret) -> Result<(), IdentityError> {
         let now = now_ms();
-        self.db.set_password_hash(&user.id, Some(&hash), true, now).await?;
-        self.db.revoke_user_refresh_tokens(&user.id, now).await?;
+        self.db.set_password_hash(user_id, Some(hash), true, now).await?;
+        self.db.revoke_user_refresh_tokens(user_id, now).await?;
         Ok(())
     }
 
@@ -353,7 +395,7 @@ pub(super) async fn create_user(
     let hash = hasher.hash(password).await?;
     let mut new = NewUser::named(username);
     new.email = email.map(str::to_owned);
-    new.password_hash = Some(rampart_core::config::secret::Secret::new(hash));
+    new.password_hash = Some(Secret::new(hash));
     new.roles = roles.to_vec();
     Ok(db.create_user(&new, now_ms()).await?)
 }
