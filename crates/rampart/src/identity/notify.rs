@@ -128,7 +128,17 @@ pub async fn from_settings(settings: &NotifierSettings) -> anyhow::Result<Arc<dy
     Ok(match settings {
         NotifierSettings::Log { path } => {
             let notifier = LogFileNotifier::new(path.clone());
-            notifier.open().await.map_err(|e| anyhow::anyhow!("identity.notifier.path ({}): {e}", path.display()))?;
+            let file = notifier.open().await;
+            // A file that existed before keeps its mode on open: narrow it too.
+            #[cfg(unix)]
+            let file = match file {
+                Ok(f) => {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600)).await.map(|()| f)
+                }
+                Err(e) => Err(e),
+            };
+            file.map_err(|e| anyhow::anyhow!("identity.notifier.path ({}): {e}", path.display()))?;
             tracing::warn!(
                 path = %path.display(),
                 "password-reset tokens are written to a file (notifier kind = \"log\"): for development only"

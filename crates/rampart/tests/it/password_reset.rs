@@ -66,6 +66,13 @@ fn now_ms() -> u64 {
 async fn log_flow(db: &TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notifications.jsonl");
+    // A file that is already there (too open) is narrowed to 0600 at start.
+    std::fs::write(&file, "").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let up = start_upstream().await;
     let gw = gateway(&log_config(up, &db.url, &file)).await;
     assert_eq!(register_with_email(&gw, "alice", Some("alice@example.test"), PASSWORD).await.status(), 201);
