@@ -193,7 +193,13 @@ async fn start_audit(
     tracing::info!(backend = db.backend(), database = %redact_url(url), "database open");
     let identity = match &policy.identity {
         Some(settings) => {
-            Some(crate::identity::IdentityService::start(settings.clone(), db.clone()).await.context("identity")?)
+            let notifier = match &settings.reset {
+                Some(reset) => Some(crate::identity::notify::from_settings(&reset.notifier).await?),
+                None => None,
+            };
+            let service =
+                crate::identity::IdentityService::start(settings.clone(), db.clone(), notifier, metrics.clone());
+            Some(service.await.context("identity")?)
         }
         None => None,
     };

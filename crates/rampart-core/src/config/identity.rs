@@ -9,12 +9,15 @@
 //! registration = true                     # open sign-up at POST /auth/register
 //! algorithm = "EdDSA"                     # or ES256; RS256 with signing_key_file; HS256 with hs256_secret_file
 //! ```
+//!
+//! Password reset (`[identity.reset]`, `[identity.notifier]`) is in [`super::reset`].
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::env::ConfigPath;
+use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
 use crate::password::config::PasswordConfig;
 use crate::password::{Argon2Params, PasswordPolicy};
@@ -71,6 +74,9 @@ pub struct IdentityConfig {
     #[serde(with = "humantime_serde")]
     pub lockout: Duration,
     pub password: PasswordConfig,
+    /// Password reset by a token the notifier delivers.
+    pub reset: ResetConfig,
+    pub notifier: Option<NotifierConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -95,6 +101,8 @@ impl Default for IdentityConfig {
             failure_window: Duration::from_secs(15 * 60),
             lockout: Duration::from_secs(15 * 60),
             password: PasswordConfig::default(),
+            reset: ResetConfig::default(),
+            notifier: None,
         }
     }
 }
@@ -118,6 +126,8 @@ pub struct IdentitySettings {
     pub lockout: Duration,
     pub policy: PasswordPolicy,
     pub argon2: Argon2Params,
+    /// `None`: password reset is off.
+    pub reset: Option<ResetSettings>,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -238,6 +248,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
             None
         }
     };
+    let reset = compile_reset(&cfg.reset, cfg.notifier.as_ref(), &at, errs);
     if errs.len() > before {
         return None;
     }
@@ -260,5 +271,6 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         lockout: cfg.lockout,
         policy,
         argon2,
+        reset,
     })
 }

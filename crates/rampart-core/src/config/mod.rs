@@ -28,6 +28,7 @@ pub mod env;
 pub mod identity;
 pub mod limits;
 pub mod model;
+pub mod reset;
 pub mod secret;
 
 use std::fmt;

@@ -14,6 +14,12 @@
 //!   sent) ends its family. At least one of the two. 204.
 //! - `POST {prefix}/logout/all` — with a bearer token: "log out everywhere"
 //!   (every access token of the user refused, every refresh token revoked). 204.
+//! - `POST {prefix}/password/forgot` — JSON `{"username"}` or `{"email"}` → 202,
+//!   the same for every account and none; the token is made and sent in the
+//!   background (see [`super::reset`]). Only with `[identity.reset]` on.
+//! - `POST {prefix}/password/reset` — JSON `{"token", "new_password"}` → 204;
+//!   one 400 `invalid-reset-token` for every bad token, 400 `weak-password`
+//!   naming the rules a refused password broke.
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -32,6 +38,7 @@ use rampart_core::client_ip::ClientInfo;
 use serde::Deserialize;
 use tower::{Layer, Service};
 
+use super::reset::ResetTarget;
 use super::service::{IdentityError, IdentityService, IssuedTokens};
 use crate::edge::request_id::RequestId;
 use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
@@ -79,6 +86,8 @@ enum Endpoint {
     Password,
     Logout,
     LogoutAll,
+    Forgot,
+    Reset,
     Jwks,
     Discovery,
 }
@@ -105,6 +114,8 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/logout/all") => Some(Endpoint::LogoutAll),
             Some("/me") => Some(Endpoint::Me),
             Some("/password") => Some(Endpoint::Password),
+            Some("/password/forgot") => Some(Endpoint::Forgot),
+            Some("/password/reset") => Some(Endpoint::Reset),
             _ => match path {
                 "/.well-known/jwks.json" => Some(Endpoint::Jwks),
                 "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
@@ -119,7 +130,12 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
     }
 }
 
-async fn handle(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+async fn handle(
+    endpoint: Endpoint,
+    service: &Arc<IdentityService>,
+    state: &Arc<LimitState>,
+    req: HttpRequest,
+) -> HttpResponse {
     let wanted = match endpoint {
         Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
         _ => Method::POST,
@@ -136,6 +152,8 @@ async fn handle(endpoint: Endpoint, service: &IdentityService, state: &LimitStat
         Endpoint::Register => register(service, req).await,
         Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll => account(endpoint, service, state, req).await,
         Endpoint::Token => token(service, state, req).await,
+        Endpoint::Forgot => forgot(service, state, req).await,
+        Endpoint::Reset => reset(service, state, req).await,
         Endpoint::Logout => {
             let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let has_body = req.headers().contains_key(CONTENT_TYPE);
@@ -287,6 +305,165 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
         }
         Err(IdentityError::WeakPassword(violations)) => weak_password(&req, &violations),
         Err(IdentityError::Busy) => busy(),
+        Err(e) => internal(&req, &e),
+    }
+}
+
+/// Where a request came from, for audit events made after it was answered.
+struct Origin {
+    ip: Option<std::net::IpAddr>,
+    request_id: Option<String>,
+}
+
+impl Origin {
+    fn of(req: &HttpRequest) -> Self {
+        Self {
+            ip: req.extensions().get::<ClientInfo>().map(|c| c.ip),
+            request_id: req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()),
+        }
+    }
+
+    fn event(&self, kind: AuditKind, subject: Option<&str>) -> AuditEvent {
+        let mut event = AuditEvent::new(kind);
+        if let Some(s) = subject {
+            event = event.subject(s.to_owned());
+        }
+        if let Some(ip) = self.ip {
+            event = event.ip(ip);
+        }
+        if let Some(id) = &self.request_id {
+            event = event.request_id(id.clone());
+        }
+        event
+    }
+}
+
+fn reset_off(req: &HttpRequest) -> HttpResponse {
+    Problem::new(StatusCode::FORBIDDEN, "reset-disabled", "Password reset disabled")
+        .detail("ask an administrator to reset the password")
+        .rejected_by("identity", "reset_disabled")
+        .into_response_for(req.extensions())
+}
+
+#[derive(Deserialize)]
+struct ForgotBody {
+    username: Option<String>,
+    email: Option<String>,
+}
+
+/// `POST {prefix}/password/forgot`: 202 whatever the account; the work is a
+/// background job, so the answer's timing reveals nothing either.
+async fn forgot(service: &Arc<IdentityService>, state: &Arc<LimitState>, req: HttpRequest) -> HttpResponse {
+    if !service.reset_enabled() {
+        return reset_off(&req);
+    }
+    let (req, body) = match read_json::<ForgotBody>(req, "{\"username\"} or {\"email\"}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let target = match (body.username, body.email) {
+        (Some(name), None) if !name.trim().is_empty() => ResetTarget::Username(name),
+        (None, Some(address)) if !address.trim().is_empty() => ResetTarget::Email(address),
+        _ => return bad_request(&req, "send exactly one of username and email"),
+    };
+    let origin = Origin::of(&req);
+    match service.reset_job_slot() {
+        Some(slot) => {
+            let (service, state) = (service.clone(), state.clone());
+            tokio::spawn(async move {
+                forgot_job(&service, &state, target, origin).await;
+                drop(slot);
+            });
+        }
+        None => tracing::warn!("a password-reset request was dropped: too many are in progress"),
+    }
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"status": "accepted", "detail": "if the account exists, a reset message is on its way"}),
+    )
+}
+
+/// The background half of a reset request. Nothing here reaches the caller.
+async fn forgot_job(service: &IdentityService, state: &LimitState, target: ResetTarget, origin: Origin) {
+    let requested = |outcome: &'static str, subject: Option<&str>| {
+        origin.event(AuditKind::PasswordResetRequested, subject).detail("outcome", outcome)
+    };
+    let user = match service.reset_account(&target).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            state.audit(requested("unknown_account", None));
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a password-reset request failed");
+            return;
+        }
+    };
+    if over_reset_cap(service, state, &user.id).await {
+        state.audit(requested("too_many_requests", Some(&user.id)));
+        return;
+    }
+    match service.send_reset_token(&user).await {
+        Ok(()) => state.audit(requested("sent", Some(&user.id))),
+        Err(e) => {
+            tracing::warn!(user_id = %user.id, error = %e, "a password-reset token was not delivered");
+            state.audit(requested("not_delivered", Some(&user.id)));
+        }
+    }
+}
+
+/// Counts a reset request for an account (through the limiter, so shared over
+/// Redis when configured). True when it is over `[identity.reset] max_requests`.
+async fn over_reset_cap(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
+    let Some(reset) = &service.settings.reset else { return true };
+    let Ok(params) = GcraParams::new(reset.max_requests, reset.request_window, reset.max_requests) else {
+        return true;
+    };
+    let check = LimitCheck { key: format!("rl:{{acct:{user_id}}}:reset_requests"), params, weight: 1, op: Op::Check };
+    match state.limiter.apply(std::slice::from_ref(&check), &[RedisFallback::Local]).await {
+        Ok(d) => d.first().is_some_and(|d| !d.allowed),
+        // Fail closed: without a working counter, no mail goes out.
+        Err(_) => true,
+    }
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    token: String,
+    new_password: String,
+}
+
+/// `POST {prefix}/password/reset`.
+async fn reset(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    if !service.reset_enabled() {
+        return reset_off(&req);
+    }
+    let (req, body) = match read_json::<ResetBody>(req, "{\"token\", \"new_password\"}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let origin = Origin::of(&req);
+    match service.reset_password(&body.token, &body.new_password).await {
+        Ok(user) => {
+            state.audit(origin.event(AuditKind::PasswordReset, Some(&user.id)));
+            empty(StatusCode::NO_CONTENT)
+        }
+        Err(IdentityError::InvalidGrant { reason, user_id }) => {
+            if let Some(ip) = origin.ip {
+                state.bans.strike(ip, Strike::AuthFailure);
+            }
+            let event = origin.event(AuditKind::AuthFailure, user_id.as_deref());
+            state.audit(event.detail("method", "password_reset").detail("reason", reason));
+            let mut resp = Problem::new(StatusCode::BAD_REQUEST, "invalid-reset-token", "Invalid reset token")
+                .detail("the reset token is unknown, used or expired; ask for a new one")
+                .rejected_by("identity", "invalid_reset_token")
+                .into_response_for(req.extensions());
+            resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(IdentityError::WeakPassword(violations)) => weak_password(&req, &violations),
+        Err(IdentityError::Busy) => busy(),
+        Err(IdentityError::BadInput(msg)) => bad_request(&req, &msg),
         Err(e) => internal(&req, &e),
     }
 }

@@ -9,12 +9,16 @@
 //! - [`keys`]: the signing keys, their rotation and reload.
 //! - [`revoke`]: revoked access tokens, checked per request without I/O.
 //! - [`service`]: the operations, independent of HTTP.
+//! - [`reset`]: password reset by a single-use token.
+//! - [`notify`]: the notifiers that deliver reset tokens.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
 pub mod hasher;
 pub mod http;
 pub mod keys;
+pub mod notify;
+pub mod reset;
 pub mod revoke;
 pub mod service;
 

@@ -18,13 +18,16 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use rampart_core::config::auth::IssuerSettings;
 use rampart_core::config::identity::IdentitySettings;
+use rampart_core::config::secret::Secret;
 use rampart_core::password::{normalize, PasswordError, PolicyViolation};
 use rampart_core::token::{issue, Claims, Verifier};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::hasher::{HashError, HashPool};
 use super::keys::{derive, Keys};
+use super::notify::Notifier;
 use super::revoke::Revocations;
+use crate::observe::Metrics;
 use crate::store::identity::{
     NewRefreshToken, NewUser, RefreshTokenStore, RotateOutcome, StoreError, Successor, TokenHash, User, UserStore,
 };
@@ -79,14 +82,20 @@ impl From<StoreError> for IdentityError {
 
 pub struct IdentityService {
     pub settings: Arc<IdentitySettings>,
-    db: Database,
-    hasher: Arc<HashPool>,
+    pub(super) db: Database,
+    pub(super) hasher: Arc<HashPool>,
     keys: Arc<Keys>,
     refresh_key: ring::hmac::Key,
     /// A hash of a random password, verified for unknown users.
     dummy_hash: String,
     /// Access tokens revoked before they expire.
     pub revocations: Arc<Revocations>,
+    /// Delivers reset tokens; `None` when `[identity.reset]` is off.
+    pub(super) notifier: Option<Arc<dyn Notifier>>,
+    /// Reset requests being handled in the background (bounded, see
+    /// [`super::reset`]).
+    pub(super) reset_jobs: Arc<tokio::sync::Semaphore>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -99,7 +108,7 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn random_token(prefix: &str) -> anyhow::Result<String> {
+pub(super) fn random_token(prefix: &str) -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
@@ -108,7 +117,14 @@ fn random_token(prefix: &str) -> anyhow::Result<String> {
 impl IdentityService {
     /// Opens the service on `db`: loads the signing keys (making the first
     /// one on first start) and the revocations in force.
-    pub async fn start(settings: Arc<IdentitySettings>, db: Database) -> anyhow::Result<Arc<Self>> {
+    /// `notifier` delivers password-reset tokens; without one, reset is off
+    /// whatever the settings say.
+    pub async fn start(
+        settings: Arc<IdentitySettings>,
+        db: Database,
+        notifier: Option<Arc<dyn Notifier>>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Self>> {
         let secret = settings.secret_key.expose();
         let keys = Keys::start(settings.clone(), db.clone(), now_ms()).await?;
         let workers = match settings.hash_workers {
@@ -121,7 +137,19 @@ impl IdentityService {
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
         let revocations =
             Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
-        Ok(Arc::new(Self { settings, db, hasher, keys, refresh_key, dummy_hash, revocations }))
+        let reset_jobs = Arc::new(tokio::sync::Semaphore::new(super::reset::MAX_RESET_JOBS));
+        Ok(Arc::new(Self {
+            settings,
+            db,
+            hasher,
+            keys,
+            refresh_key,
+            dummy_hash,
+            revocations,
+            notifier,
+            reset_jobs,
+            metrics,
+        }))
     }
 
     /// Starts the background work: revocation polling (and its Redis
@@ -180,8 +208,8 @@ impl IdentityService {
             return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: id });
         };
         if verified.needs_rehash {
-            let new = rampart_core::config::secret::Secret::new(self.hasher.hash(password).await?);
-            let old = rampart_core::config::secret::Secret::new(old);
+            let new = Secret::new(self.hasher.hash(password).await?);
+            let old = Secret::new(old);
             self.db.rehash_password(&user.id, &old, &new, now_ms()).await?;
         }
         let now = now_ms();
@@ -270,15 +298,28 @@ impl IdentityService {
             }
             Err(e) => return Err(e.into()),
         }
+        let hash = self.hash_new_password(user, new).await?;
+        self.replace_password(&user.id, &hash).await
+    }
+
+    /// Checks a new password against the policy (with the user's name and
+    /// address as context) and hashes it.
+    pub(super) async fn hash_new_password(&self, user: &User, new: &str) -> Result<Secret, IdentityError> {
         let new = normalize(new);
         let mut inputs = vec![user.username.as_str()];
         inputs.extend(user.email.as_deref());
         self.settings.policy.check(&new, &inputs).map_err(IdentityError::WeakPassword)?;
-        let hash = rampart_core::config::secret::Secret::new(self.hasher.hash(new).await?);
+        Ok(Secret::new(self.hasher.hash(new).await?))
+    }
+
+    /// Stores a new password hash and ends every session of the user: the
+    /// token version rises (access tokens are refused on every route and
+    /// instance, see [`super::revoke`]) and all refresh tokens are revoked.
+    pub(super) async fn replace_password(&self, user_id: &str, hash: &Secret) -> Result<(), IdentityError> {
         let now = now_ms();
-        let version = self.db.set_password_hash(&user.id, Some(&hash), true, now).await?;
-        self.db.revoke_user_refresh_tokens(&user.id, now).await?;
-        self.revocations.user_version_raised(&user.id, version, now).await;
+        let version = self.db.set_password_hash(user_id, Some(hash), true, now).await?;
+        self.db.revoke_user_refresh_tokens(user_id, now).await?;
+        self.revocations.user_version_raised(user_id, version, now).await;
         Ok(())
     }
 
@@ -357,7 +398,7 @@ pub(super) async fn create_user(
     let hash = hasher.hash(password).await?;
     let mut new = NewUser::named(username);
     new.email = email.map(str::to_owned);
-    new.password_hash = Some(rampart_core::config::secret::Secret::new(hash));
+    new.password_hash = Some(Secret::new(hash));
     new.roles = roles.to_vec();
     Ok(db.create_user(&new, now_ms()).await?)
 }

@@ -364,7 +364,37 @@ fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// An HTTP/1.1 client for the gateway's own outbound calls (alerts, identity
+/// notifications): http or https with the webpki roots, at most one idle
+/// connection per host.
+pub(crate) type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds a [`WebhookClient`] whose connection attempts give up after `connect_timeout`.
+pub(crate) fn webhook_client(connect_timeout: Duration) -> Result<WebhookClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1)
+        .build(connector))
+}
 
 /// The delivery task's state.
 struct Delivery {
@@ -394,29 +424,7 @@ impl Delivery {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err("alerts.webhook_url must be an http:// or https:// URL with a host".into());
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1)
-            .build(connector);
+        let client = webhook_client(ATTEMPT_TIMEOUT)?;
         let webhook = uri.host().unwrap_or_default().to_string();
         Ok(Self { client, uri, webhook, format: cfg.format, host: hostname(), counts, metrics })
     }
@@ -497,7 +505,7 @@ impl Delivery {
 
 /// An error and its causes on one line ("client error (Connect): tcp connect
 /// error: Connection refused"). Connection errors name no URL.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

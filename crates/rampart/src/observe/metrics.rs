@@ -14,6 +14,8 @@
 //! | `rampart_audit_dropped_total` (queue full) | — |
 //! | `rampart_alerts_sent_total` | — |
 //! | `rampart_alerts_failed_total` (out of retries, refused or queue full) | — |
+//! | `rampart_notifications_sent_total` (password-reset tokens delivered) | — |
+//! | `rampart_notifications_failed_total` (not delivered, or dropped when too many were pending) | — |
 //!
 //! Label values come from config (route and upstream names) or from a fixed set
 //! in code (layer, reason, status), never from request data, so the number of
@@ -143,6 +145,8 @@ pub struct Metrics {
     audit_dropped: Counter,
     alerts_sent: Counter,
     alerts_failed: Counter,
+    notifications_sent: Counter,
+    notifications_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -215,6 +219,14 @@ impl Metrics {
         let alerts_failed = Counter::default();
         registry.register("alerts_sent", "Alerts the webhook accepted", alerts_sent.clone());
         registry.register("alerts_failed", "Alerts given up on or dropped", alerts_failed.clone());
+        let notifications_sent = Counter::default();
+        let notifications_failed = Counter::default();
+        registry.register("notifications_sent", "Identity notifications delivered", notifications_sent.clone());
+        registry.register(
+            "notifications_failed",
+            "Identity notifications not delivered or dropped",
+            notifications_failed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -239,6 +251,8 @@ impl Metrics {
             audit_dropped,
             alerts_sent,
             alerts_failed,
+            notifications_sent,
+            notifications_failed,
         }
     }
 
@@ -316,6 +330,15 @@ impl Metrics {
 
     pub fn alert_failed(&self) {
         self.alerts_failed.inc();
+    }
+
+    /// One identity notification delivered (`true`) or not.
+    pub fn notification(&self, delivered: bool) {
+        if delivered {
+            self.notifications_sent.inc();
+        } else {
+            self.notifications_failed.inc();
+        }
     }
 
     pub fn connection_refused(&self, reason: &'static str) {

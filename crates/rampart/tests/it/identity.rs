@@ -11,9 +11,9 @@ use crate::common::*;
 use serde_json::Value;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
-const PASSWORD: &str = "correct horse battery staple 42!";
+pub(crate) const PASSWORD: &str = "correct horse battery staple 42!";
 
-fn identity_config(up: std::net::SocketAddr, db: &str) -> String {
+pub(crate) fn identity_config(up: std::net::SocketAddr, db: &str) -> String {
     format!(
         "version = 1\n[server]\nlisten = '127.0.0.1:0'\n[metrics]\nlisten = '127.0.0.1:0'\n[log]\naccess_log = false\n\
          [audit]\nenabled = false\n[storage]\ndatabase = '{db}'\n\
@@ -25,7 +25,7 @@ fn identity_config(up: std::net::SocketAddr, db: &str) -> String {
     )
 }
 
-async fn token_request(gw: &rampart::Gateway, form: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn token_request(gw: &rampart::Gateway, form: &[(&str, &str)]) -> (u16, Value) {
     let r = client().post(url(gw, "/auth/token")).form(form).send().await.unwrap();
     let status = r.status().as_u16();
     assert_eq!(r.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
@@ -33,14 +33,23 @@ async fn token_request(gw: &rampart::Gateway, form: &[(&str, &str)]) -> (u16, Va
 }
 
 async fn register(gw: &rampart::Gateway, username: &str, password: &str) -> reqwest::Response {
-    client()
-        .post(url(gw, "/auth/register"))
-        .json(&serde_json::json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap()
+    register_with_email(gw, username, None, password).await
 }
 
+pub(crate) async fn register_with_email(
+    gw: &rampart::Gateway,
+    username: &str,
+    email: Option<&str>,
+    password: &str,
+) -> reqwest::Response {
+    let mut body = serde_json::json!({"username": username, "password": password});
+    if let Some(email) = email {
+        body["email"] = email.into();
+    }
+    client().post(url(gw, "/auth/register")).json(&body).send().await.unwrap()
+}
+
+/// Runs a scenario on SQLite and on PostgreSQL (used by `password_reset` too).
 macro_rules! on_both_backends {
     ($sqlite:ident, $postgres:ident, $scenario:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

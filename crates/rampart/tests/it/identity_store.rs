@@ -543,7 +543,11 @@ async fn reset_tokens(db: &Database) {
         Err(StoreError::NotFound { what: "user" })
     ));
 
+    // Peeking names the user and spends nothing; an expired token names no one.
+    assert_eq!(db.reset_token_user(&TokenHash::of("r1"), T0 + 1).await.unwrap(), Some(leo.clone()));
+    assert_eq!(db.reset_token_user(&TokenHash::of("r4"), T0 + 10).await.unwrap(), None);
     assert_eq!(db.consume_reset_token(&TokenHash::of("r1"), T0 + 1).await.unwrap(), Some(leo.clone()));
+    assert_eq!(db.reset_token_user(&TokenHash::of("r1"), T0 + 2).await.unwrap(), None, "used");
     assert_eq!(db.consume_reset_token(&TokenHash::of("r1"), T0 + 2).await.unwrap(), None, "single use");
     assert_eq!(db.consume_reset_token(&TokenHash::of("r2"), T0 + 2).await.unwrap(), None, "spent with its sibling");
     assert_eq!(db.consume_reset_token(&TokenHash::of("r4"), T0 + 10).await.unwrap(), None, "expired");

@@ -11,11 +11,13 @@ mod distributed;
 mod forward_auth;
 mod geo;
 mod guards;
+#[macro_use]
 mod identity;
 mod identity_store;
 mod inspect;
 mod layers;
 mod limits;
+mod password_reset;
 mod proxy;
 mod redis_limits;
 mod resilience;

@@ -37,6 +37,10 @@ pub enum AuditKind {
     AuthFailure,
     Lockout,
     PasswordChanged,
+    /// A reset token was asked for (the outcome is in the detail).
+    PasswordResetRequested,
+    /// A password was set with a reset token.
+    PasswordReset,
     MfaChanged,
     KeyChanged,
     SessionChanged,
@@ -54,11 +58,13 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 19] = [
         Self::AuthSuccess,
         Self::AuthFailure,
         Self::Lockout,
         Self::PasswordChanged,
+        Self::PasswordResetRequested,
+        Self::PasswordReset,
         Self::MfaChanged,
         Self::KeyChanged,
         Self::SessionChanged,
@@ -80,6 +86,8 @@ impl AuditKind {
             Self::AuthFailure => "auth_failure",
             Self::Lockout => "lockout",
             Self::PasswordChanged => "password_changed",
+            Self::PasswordResetRequested => "password_reset_requested",
+            Self::PasswordReset => "password_reset",
             Self::MfaChanged => "mfa_changed",
             Self::KeyChanged => "key_changed",
             Self::SessionChanged => "session_changed",

@@ -27,6 +27,10 @@ pub trait ResetTokenStore: Send + Sync {
     /// Stores a token. An unknown user is [`super::StoreError::NotFound`].
     fn insert_reset_token(&self, new: &NewResetToken) -> impl Future<Output = Result<()>> + Send;
 
+    /// The user of the token if it is unused and unexpired at `now`, without
+    /// spending it (to check a new password before the token is used up).
+    fn reset_token_user(&self, hash: &TokenHash, now: u64) -> impl Future<Output = Result<Option<String>>> + Send;
+
     /// Spends the token if it is unused and unexpired at `now`, together with
     /// every other unused token of its user; returns the user's id. `None` for
     /// an unknown, used or expired token.
@@ -38,6 +42,8 @@ pub trait ResetTokenStore: Send + Sync {
 
 const INSERT: &str =
     "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+const PEEK: &str =
+    "SELECT user_id FROM password_reset_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2";
 const CONSUME: &str = "UPDATE password_reset_tokens SET used_at = $2 \
                        WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id";
 const SPEND_SIBLINGS: &str = "UPDATE password_reset_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL";
@@ -59,6 +65,14 @@ impl ResetTokenStore for Database {
                 .await?;
         });
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_token_user(&self, hash: &TokenHash, now: u64) -> Result<Option<String>> {
+        let at = to_db("now", now)?;
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(PEEK).bind(hash.as_bytes().as_slice()).bind(at).fetch_optional(pool).await?
+        }))
     }
 
     #[tracing::instrument(skip_all)]
