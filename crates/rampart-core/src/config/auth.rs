@@ -131,6 +131,15 @@ pub struct IdentityHeadersConfig {
     pub scopes: String,
     pub tier: String,
     pub auth_method: String,
+    /// A header carrying a short-lived JWT of the caller's identity, signed
+    /// by `[identity]`'s key, for upstreams that verify rather than trust
+    /// headers (empty: none). E.g. `x-rampart-jwt`.
+    pub internal_jwt: String,
+    /// Lifetime of the internal JWT.
+    #[serde(with = "humantime_serde")]
+    pub internal_jwt_ttl: std::time::Duration,
+    /// `aud` of the internal JWT.
+    pub internal_jwt_audience: String,
 }
 
 impl Default for IdentityHeadersConfig {
@@ -141,6 +150,9 @@ impl Default for IdentityHeadersConfig {
             scopes: "x-rampart-scopes".into(),
             tier: "x-rampart-tier".into(),
             auth_method: "x-rampart-auth-method".into(),
+            internal_jwt: String::new(),
+            internal_jwt_ttl: std::time::Duration::from_secs(60),
+            internal_jwt_audience: "rampart-upstream".into(),
         }
     }
 }
@@ -177,11 +189,24 @@ pub struct IdentityHeaders {
     pub scopes: HeaderName,
     pub tier: HeaderName,
     pub auth_method: HeaderName,
+    pub internal_jwt: Option<InternalJwt>,
+}
+
+/// The signed identity header, when configured.
+#[derive(Clone, Debug)]
+pub struct InternalJwt {
+    pub header: HeaderName,
+    pub ttl_secs: u64,
+    pub audience: String,
 }
 
 impl IdentityHeaders {
-    pub fn all(&self) -> [&HeaderName; 5] {
+    /// Every identity header name (stripped from requests, copied to
+    /// forward-auth answers).
+    pub fn all(&self) -> impl Iterator<Item = &HeaderName> {
         [&self.user, &self.roles, &self.scopes, &self.tier, &self.auth_method]
+            .into_iter()
+            .chain(self.internal_jwt.as_ref().map(|j| &j.header))
     }
 }
 
@@ -281,6 +306,10 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
             None
         }
     };
+    let internal_jwt =
+        (!h.internal_jwt.is_empty()).then(|| name("internal_jwt", &h.internal_jwt)).flatten().map(|header| {
+            InternalJwt { header, ttl_secs: h.internal_jwt_ttl.as_secs(), audience: h.internal_jwt_audience.clone() }
+        });
     let headers = (
         name("user", &h.user),
         name("roles", &h.roles),
@@ -288,6 +317,15 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
         name("tier", &h.tier),
         name("auth_method", &h.auth_method),
     );
+    if internal_jwt.is_some() {
+        let ttl = h.internal_jwt_ttl;
+        if ttl < std::time::Duration::from_secs(5) || ttl > std::time::Duration::from_secs(3600) {
+            errs.push((hat.push_key("internal_jwt_ttl"), "must be between 5s and 1h".into()));
+        }
+        if h.internal_jwt_audience.is_empty() {
+            errs.push((hat.push_key("internal_jwt_audience"), "must not be empty".into()));
+        }
+    }
     if errs.len() > before {
         return None;
     }
@@ -296,7 +334,7 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
     };
     Some(AuthSettings {
         issuers,
-        headers: IdentityHeaders { user, roles, scopes, tier, auth_method },
+        headers: IdentityHeaders { user, roles, scopes, tier, auth_method, internal_jwt },
         max_token_bytes: cfg.max_token_bytes,
         cache_entries: cfg.cache_entries,
     })

@@ -655,6 +655,9 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     for (path, msg) in auth_errs {
         errs.push(path, msg);
     }
+    if !file.auth.headers.internal_jwt.is_empty() && !file.identity.enabled {
+        errs.push(p("auth.headers.internal_jwt"), "is signed with [identity]'s key: enable [identity]");
+    }
     if file.auth.issuers.is_empty() && identity.is_none() {
         for (i, r) in routes.iter().enumerate() {
             if r.auth.mode != super::auth::AuthMode::None {

@@ -217,3 +217,28 @@ fn identity_signing_settings_are_checked() {
     // The secret never shows in a debug print of the settings.
     assert!(!format!("{hs:?}").contains("0123456789abcdef"));
 }
+
+#[test]
+fn the_internal_jwt_header_needs_identity_and_sane_settings() {
+    check_err(
+        &format!("{BASE}[auth.headers]\ninternal_jwt = 'x-rampart-jwt'\n"),
+        &[],
+        &["auth.headers.internal_jwt", "[identity]"],
+    );
+    let ident =
+        "[identity]\nenabled = true\nissuer = 'https://x.test'\nsecret_key = '0123456789abcdef0123456789abcdef'\n";
+    check_err(
+        &format!("{BASE}{ident}[auth.headers]\ninternal_jwt = 'x-rampart-jwt'\ninternal_jwt_ttl = '2h'\n"),
+        &[],
+        &["auth.headers.internal_jwt_ttl"],
+    );
+    check_err(
+        &format!("{BASE}{ident}[auth.headers]\ninternal_jwt = 'bad header'\n"),
+        &[],
+        &["auth.headers.internal_jwt"],
+    );
+    let p = load(&format!("{BASE}{ident}[auth.headers]\ninternal_jwt = 'X-Rampart-Jwt'\n"), &[], &no_files).unwrap();
+    let j = p.auth.headers.internal_jwt.as_ref().unwrap();
+    assert_eq!((j.header.as_str(), j.ttl_secs, j.audience.as_str()), ("x-rampart-jwt", 60, "rampart-upstream"));
+    assert_eq!(p.auth.headers.all().count(), 6);
+}

@@ -18,6 +18,10 @@ pub struct Verified {
     /// For the gateway's own tokens: what revocation is checked against (on
     /// every use, cached or not).
     pub revocable: Option<Revocable>,
+    /// The internal JWT made for this token (`[auth.headers] internal_jwt`)
+    /// and its expiry, shared by the cached copies: re-signed only when half
+    /// its life is gone.
+    pub internal: std::sync::Arc<Mutex<Option<(http::HeaderValue, u64)>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -93,7 +97,7 @@ mod tests {
     use rampart_core::principal::AuthMethod;
 
     fn who(s: &str) -> Verified {
-        Verified { principal: principal(s), revocable: None }
+        Verified { principal: principal(s), revocable: None, internal: Default::default() }
     }
 
     fn principal(s: &str) -> Principal {

@@ -162,8 +162,8 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
             return Either::Right(Box::pin(async move { Ok(resp) }));
         };
         match shared.authenticate(&token) {
-            Ok(principal) => {
-                shared.admit(&mut req, principal);
+            Ok(verified) => {
+                shared.admit(&mut req, verified);
                 Either::Left(take_ready(&mut self.inner).call(req))
             }
             // A key we may not have fetched yet: ask the issuer, then decide.
@@ -185,8 +185,8 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
                         }
                     }
                     match shared.authenticate(&token) {
-                        Ok(principal) => {
-                            shared.admit(&mut req, principal);
+                        Ok(verified) => {
+                            shared.admit(&mut req, verified);
                             inner.call(req).await
                         }
                         Err((failure, _)) => Ok(shared.refusal(&req, failure)),
@@ -208,7 +208,7 @@ impl Shared {
 
     /// The principal of `token`, or why not (with the issuer it named, when
     /// that issuer's keys were tried).
-    fn authenticate(&self, token: &str) -> Result<Principal, (AuthFailure, Option<usize>)> {
+    fn authenticate(&self, token: &str) -> Result<Verified, (AuthFailure, Option<usize>)> {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let verified = self.verify(token, now_ms / 1000)?;
         if let (Some(revocable), Some((_, identity))) = (&verified.revocable, &self.own) {
@@ -220,7 +220,7 @@ impl Shared {
                 return Err((AuthFailure::Revoked, None));
             }
         }
-        Ok(verified.principal)
+        Ok(verified)
     }
 
     /// The verified token, from the cache or by checking its signature and claims.
@@ -248,14 +248,20 @@ impl Shared {
             .as_ref()
             .filter(|(own, _)| *own == issuer)
             .map(|_| Revocable { jti: claims.jti.clone(), ver: claims.ver });
-        let verified = Verified { principal: principal_of(&claims), revocable };
+        let verified = Verified { principal: principal_of(&claims), revocable, internal: Default::default() };
         self.cache.insert(token, verified.clone(), claims.exp);
         Ok(verified)
     }
 
-    fn admit(&self, req: &mut HttpRequest, principal: Principal) {
-        set_identity_headers(req.headers_mut(), &self.settings.headers, &principal);
-        req.extensions_mut().insert(principal);
+    fn admit(&self, req: &mut HttpRequest, verified: Verified) {
+        let headers = &self.settings.headers;
+        set_identity_headers(req.headers_mut(), headers, &verified.principal);
+        if let (Some(internal), Some((_, identity))) = (&headers.internal_jwt, &self.own) {
+            if let Some(value) = internal_jwt(identity, internal, &verified) {
+                req.headers_mut().insert(internal.header.clone(), value);
+            }
+        }
+        req.extensions_mut().insert(verified.principal);
     }
 
     /// The 401 for `failure`, with its side effects (log, ban strike, audit).
@@ -346,6 +352,26 @@ fn unverified_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice::<Iss>(&bytes).ok().map(|c| c.iss)
+}
+
+/// The internal JWT for a verified caller: the one made earlier for the same
+/// token while more than half its life remains, else a fresh one.
+fn internal_jwt(
+    identity: &crate::identity::IdentityService,
+    settings: &rampart_core::config::auth::InternalJwt,
+    verified: &Verified,
+) -> Option<HeaderValue> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut slot = verified.internal.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((value, exp)) = slot.as_ref() {
+        if exp.saturating_sub(now) > settings.ttl_secs / 2 {
+            return Some(value.clone());
+        }
+    }
+    let token = identity.internal_token(&verified.principal, &settings.audience, settings.ttl_secs, now)?;
+    let value = HeaderValue::from_str(&token).ok()?;
+    *slot = Some((value.clone(), now.saturating_add(settings.ttl_secs)));
+    Some(value)
 }
 
 fn principal_of(claims: &Claims) -> Principal {

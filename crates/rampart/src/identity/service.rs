@@ -365,6 +365,28 @@ impl IdentityService {
         format!("rt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
+    /// A short-lived token of `who` for upstreams that verify the caller's
+    /// identity (`[auth.headers] internal_jwt`), signed with the current key.
+    pub fn internal_token(
+        &self,
+        who: &rampart_core::principal::Principal,
+        audience: &str,
+        ttl_secs: u64,
+        now: u64,
+    ) -> Option<String> {
+        let mut claims = Claims::new(&self.settings.issuer, &who.subject, audience, now, ttl_secs);
+        claims.roles = who.roles.clone();
+        claims.scopes = who.scopes.clone();
+        claims.tier = who.tier.clone();
+        match issue(&self.keys.current().signer, &claims) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign the internal identity token");
+                None
+            }
+        }
+    }
+
     fn access_token(&self, user: &User, now_ms: u64) -> Result<String, IdentityError> {
         let s = &self.settings;
         let mut claims = Claims::new(&s.issuer, &user.id, &s.audience, now_ms / 1000, s.access_ttl.as_secs());

@@ -139,6 +139,54 @@ async fn rotation_flow(db: &TestDb) {
     }
 }
 
+/// `[auth.headers] internal_jwt`: upstreams that verify rather than trust
+/// headers get a short-lived token of the caller, signed with the published
+/// keys, reused while fresh; an inbound copy is always stripped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_can_verify_a_signed_identity_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let text = format!(
+        "{}[auth.headers]\ninternal_jwt = 'X-Rampart-Jwt'\ninternal_jwt_ttl = '30s'\n",
+        identity_config(up, &db.url)
+    );
+    let gw = gateway(&text).await;
+    assert_eq!(register(&gw, "ivan", PASSWORD).await.status(), 201);
+    let (access, _) = login(&gw, "ivan", PASSWORD).await;
+    let call = |path: &'static str, bearer: Option<String>| {
+        let mut req = client().get(url(&gw, path)).header("x-rampart-jwt", "forged.by.client");
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let first = call("/api/x", Some(access.clone())).await;
+    let internal = first["headers"]["x-rampart-jwt"].as_str().unwrap().to_string();
+    assert_ne!(internal, "forged.by.client");
+    let again = call("/api/x", Some(access.clone())).await;
+    assert_eq!(again["headers"]["x-rampart-jwt"], internal.as_str(), "reused while fresh");
+    // An anonymous route: the forged copy never reaches the upstream.
+    let anon = call("/open", None).await;
+    assert!(anon["headers"].get("x-rampart-jwt").is_none(), "{anon}");
+
+    // The upstream verifies it against the JWKS, for its own audience.
+    let jwks: Value = client().get(url(&gw, "/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let keys = rampart_core::token::KeySet::from_jwks(&jwks).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let upstream_view =
+        rampart_core::token::Verifier::new(keys.clone(), ["https://api.example.test"], ["rampart-upstream"]);
+    let claims = upstream_view.verify(&internal, now).unwrap();
+    assert_eq!(Some(claims.sub.as_str()), first["headers"]["x-rampart-user"].as_str());
+    assert!(claims.exp <= now + 30);
+    // It is no access token: the API audience refuses it.
+    let api_view = rampart_core::token::Verifier::new(keys, ["https://api.example.test"], ["api"]);
+    assert!(api_view.verify(&internal, now).is_err());
+    assert_eq!(api_status(&gw, &internal).await, 401);
+    gw.shutdown();
+    gw.wait().await;
+}
+
 /// The other signing algorithms: ES256 generated, RS256 from a key file (and
 /// a new file taking over while the old key still verifies), HS256 with a
 /// shared secret (never published).
