@@ -10,10 +10,10 @@ use crate::common::db::TestDb;
 use crate::common::*;
 use serde_json::Value;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
-const PASSWORD: &str = "correct horse battery staple 42!";
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
+pub(crate) const PASSWORD: &str = "correct horse battery staple 42!";
 
-fn identity_config(up: std::net::SocketAddr, db: &str) -> String {
+pub(crate) fn identity_config(up: std::net::SocketAddr, db: &str) -> String {
     format!(
         "version = 1\n[server]\nlisten = '127.0.0.1:0'\n[metrics]\nlisten = '127.0.0.1:0'\n[log]\naccess_log = false\n\
          [audit]\nenabled = false\n[storage]\ndatabase = '{db}'\n\
