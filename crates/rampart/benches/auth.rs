@@ -22,7 +22,8 @@ fn jwt(c: &mut Criterion) {
     claims.jti = Some("0190b5f2-7c1e-7a4b-9c1d-2f3e4a5b6c7d".into());
     claims.roles = vec!["user".into()];
     let token = issue(&key, &claims).unwrap();
-    let verifier = Verifier::new(KeySet::from_keys([key.verifying_key().clone()]).unwrap(), ["https://auth.example"], ["api"]);
+    let verifier =
+        Verifier::new(KeySet::from_keys([key.verifying_key().clone()]).unwrap(), ["https://auth.example"], ["api"]);
     let cache = TokenCache::new(100_000);
     // A full cache: the lookup happens in a table of realistic size.
     let principal = Principal {

@@ -1,5 +1,5 @@
 //! The `rampart` command line: `serve`, `demo`, `check-config`, `ban`, `top`,
-//! `audit`, `user`, `keys`, `echo`.
+//! `audit`, `user`, `client`, `keys`, `echo`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,15 @@ enum Command {
         #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Manage the service clients of the `client_credentials` grant, in the
+    /// identity database.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+        /// Config that names the database and the identity settings.
+        #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Show the heaviest client addresses of the last minute.
     Top {
         #[arg(long, short, env = "RAMPART_CONFIG")]
@@ -135,6 +144,45 @@ enum UserAction {
     Logout { username: String },
     /// Replace a user's roles (none given: no roles).
     SetRole { username: String, roles: Vec<String> },
+    /// Import users with their password hashes from another application:
+    /// JSON lines `{"username", "email"?, "password_hash", "roles"?, "tier"?}`
+    /// (`-` reads stdin). Hashes must be bcrypt, argon2id/argon2i, passlib
+    /// `$pbkdf2-sha256$` or Django `pbkdf2_sha256$`; each becomes argon2id at
+    /// the user's first login. Existing usernames are skipped. Prints a JSON
+    /// summary; exits 1 if any line was refused.
+    Import {
+        file: PathBuf,
+        /// Check every line and insert nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse (rather than skip) lines whose username exists.
+        #[arg(long)]
+        fail_on_existing: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Create a client; prints its id and secret once, as JSON.
+    Add {
+        name: String,
+        /// A scope the client may be granted; repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A role its tokens carry; repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List clients, one JSON object per line (never secrets).
+    List,
+    /// Give a client a new secret (printed once); the old one stops working.
+    Rotate { client_id: String },
+    /// Refuse a client's token requests until enabled again.
+    Disable { client_id: String },
+    /// Allow a disabled client's token requests again.
+    Enable { client_id: String },
+    /// Delete a client.
+    Remove { client_id: String },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +249,7 @@ fn main() -> ExitCode {
             Command::Audit { action, config } => audit(action, config.as_deref()).await,
             Command::User { action, config } => user(action, config.as_deref()).await,
             Command::Keys { action, config } => keys(action, config.as_deref()).await,
+            Command::Client { action, config } => client(action, config.as_deref()).await,
         }
     });
     // A blocking write that never returns (an audit file on a dead mount or a
@@ -565,11 +614,11 @@ async fn keys(action: KeysAction, config: Option<&Path>) -> anyhow::Result<()> {
     result
 }
 
-async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
-    use rampart::identity::admin;
-    use rampart::identity::service::IdentityError;
+/// The identity settings and the database of the config, for `user` and `client`.
+async fn identity_db(
+    config: Option<&Path>,
+) -> anyhow::Result<(std::sync::Arc<rampart_core::config::identity::IdentitySettings>, rampart::store::Database)> {
     use rampart::store::{redact_url, Database};
-
     let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
     let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
     let Some(settings) = policy.identity.clone() else {
@@ -578,6 +627,78 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
     let url = policy.storage.database.expose();
     let db =
         Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
+    Ok((settings, db))
+}
+
+async fn client(action: ClientAction, config: Option<&Path>) -> anyhow::Result<()> {
+    use rampart::identity::clients;
+    let (_, db) = identity_db(config).await?;
+    let explain = |e: rampart::identity::service::IdentityError| anyhow::anyhow!("{e}");
+    let result = async {
+        match action {
+            ClientAction::Add { name, scopes, roles } => {
+                let made = clients::add_client(&db, &name, &scopes, &roles).await.map_err(explain)?;
+                println!("{}", clients::client_json(&made.client, Some(&made.secret)));
+            }
+            ClientAction::List => {
+                for c in clients::list(&db).await.map_err(explain)? {
+                    println!("{}", clients::client_json(&c, None));
+                }
+            }
+            ClientAction::Rotate { client_id } => {
+                let made = clients::rotate(&db, &client_id).await.map_err(explain)?;
+                println!("{}", clients::client_json(&made.client, Some(&made.secret)));
+            }
+            ClientAction::Disable { client_id } => {
+                let c = clients::set_disabled(&db, &client_id, true).await.map_err(explain)?;
+                println!("{}", clients::client_json(&c, None));
+            }
+            ClientAction::Enable { client_id } => {
+                let c = clients::set_disabled(&db, &client_id, false).await.map_err(explain)?;
+                println!("{}", clients::client_json(&c, None));
+            }
+            ClientAction::Remove { client_id } => {
+                clients::remove(&db, &client_id).await.map_err(explain)?;
+                println!("{}", serde_json::json!({ "removed": client_id }));
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+async fn import(
+    db: &rampart::store::Database,
+    file: &Path,
+    options: rampart::identity::admin::ImportOptions,
+) -> anyhow::Result<()> {
+    use rampart::identity::admin::{import_users, LineOutcome};
+    let input: Box<dyn std::io::BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let summary = import_users(db, input, options, |n, outcome| match outcome {
+        LineOutcome::Skipped(why) => eprintln!("line {n}: skipped: {why}"),
+        LineOutcome::Refused(why) => eprintln!("line {n}: refused: {why}"),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", serde_json::to_string(&summary)?);
+    if summary.refused > 0 {
+        anyhow::bail!("{} line(s) refused", summary.refused);
+    }
+    Ok(())
+}
+
+async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
+    use rampart::identity::admin;
+    use rampart::identity::service::IdentityError;
+
+    let (settings, db) = identity_db(config).await?;
     let explain = |e: IdentityError| match e {
         IdentityError::WeakPassword(v) => {
             anyhow::anyhow!("password refused: {}", v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
@@ -611,6 +732,11 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
         UserAction::Logout { username } => print(&admin::log_out(&db, &username).await.map_err(explain)?),
         UserAction::SetRole { username, roles } => {
             print(&admin::set_roles(&db, &username, &roles).await.map_err(explain)?)
+        }
+        UserAction::Import { file, dry_run, fail_on_existing } => {
+            let result = import(&db, &file, admin::ImportOptions { dry_run, fail_on_existing }).await;
+            db.close().await;
+            return result;
         }
     }
     db.close().await;

@@ -13,7 +13,8 @@
 //!   `$pbkdf2-sha256$` and Django's `pbkdf2_sha256$`. A match says whether the
 //!   hash should be replaced by a current argon2id one ("rehash on login").
 //!   Stored strings are treated as hostile: work factors above fixed caps are
-//!   refused before any work is done.
+//!   refused before any work is done. [`identify`] makes the same checks
+//!   without a password, for hashes imported from other applications.
 //! - [`PasswordPolicy`] checks a new password: length in characters, the bundled
 //!   list of common passwords ([`is_common`]), a zxcvbn strength estimate that also
 //!   knows the user's own name and address, and optional composition rules.
@@ -52,7 +53,7 @@ use unicode_normalization::UnicodeNormalization;
 pub use common::{common_password_count, is_common};
 pub use hash::{hash, hash_with_salt, Argon2Params};
 pub use policy::{CharClass, CompositionRules, PasswordPolicy, PolicyViolation};
-pub use verify::{verify, PasswordError, Scheme, Verified};
+pub use verify::{identify, verify, PasswordError, Scheme, Verified};
 
 /// Passwords longer than this many bytes are refused unread, by the policy and by
 /// hashing and verification alike, so that no input can make normalisation or a

@@ -111,20 +111,17 @@ pub fn verify(password: &str, stored: &str, current: &Argon2Params) -> Result<Ve
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(PasswordError::PasswordTooLong { max_bytes: MAX_PASSWORD_BYTES });
     }
-    if stored.len() > MAX_STORED_LEN {
-        return Err(PasswordError::Malformed { scheme: "stored", reason: "longer than 512 bytes" });
-    }
     let password = password.as_bytes();
-    let (scheme, matched, current_format) = if stored.starts_with("$argon2") {
-        verify_argon2(password, stored, current)?
-    } else if stored.starts_with("$2") {
-        (Scheme::Bcrypt, verify_bcrypt(password, stored)?, false)
-    } else if let Some(rest) = stored.strip_prefix("$pbkdf2-sha256$") {
-        (Scheme::PasslibPbkdf2Sha256, verify_passlib_pbkdf2(password, rest)?, false)
-    } else if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
-        (Scheme::DjangoPbkdf2Sha256, verify_django_pbkdf2(password, rest)?, false)
-    } else {
-        return Err(PasswordError::UnsupportedScheme);
+    let (scheme, matched, current_format) = match parse(stored)? {
+        Parsed::Argon2(a) => {
+            let current_format =
+                a.algorithm == Algorithm::Argon2id && a.version == Version::V0x13 && current.matches(&a.params);
+            (a.scheme, a.matches(password)?, current_format)
+        }
+        Parsed::Bcrypt => (Scheme::Bcrypt, verify_bcrypt(password, stored)?, false),
+        Parsed::Pbkdf2 { scheme, iterations, salt, expected } => {
+            (scheme, pbkdf2_sha256_matches(password, &salt, iterations, &expected), false)
+        }
     };
     if matched {
         Ok(Verified { scheme, needs_rehash: !current_format })
@@ -133,13 +130,82 @@ pub fn verify(password: &str, stored: &str, current: &Argon2Params) -> Result<Ve
     }
 }
 
+/// Names the format of a stored hash and checks its shape, without a
+/// password: what [`verify`] would accept as a hash (it can still say
+/// [`PasswordError::Mismatch`], or fail for an argon2 memory size the machine
+/// cannot give). For imports: a hash that fails here could never log anyone in.
+///
+/// ```
+/// use rampart_core::password::{identify, PasswordError, Scheme};
+/// let django = "pbkdf2_sha256$1000$seasalt1234$JlBQ/OWmu3PcCFg2koQd315wDykzd702rqDsH8M7iWI=";
+/// assert_eq!(identify(django), Ok(Scheme::DjangoPbkdf2Sha256));
+/// assert_eq!(identify("{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="), Err(PasswordError::UnsupportedScheme));
+/// assert!(identify("$2b$10$tooshort").is_err());
+/// ```
+pub fn identify(stored: &str) -> Result<Scheme, PasswordError> {
+    Ok(match parse(stored)? {
+        Parsed::Argon2(a) => a.scheme,
+        Parsed::Bcrypt => Scheme::Bcrypt,
+        Parsed::Pbkdf2 { scheme, .. } => scheme,
+    })
+}
+
 fn malformed(scheme: &'static str, reason: &'static str) -> PasswordError {
     PasswordError::Malformed { scheme, reason }
 }
 
-/// Returns the scheme, whether the password matched, and whether the hash is
-/// already in the current format.
-fn verify_argon2(password: &[u8], stored: &str, current: &Argon2Params) -> Result<(Scheme, bool, bool), PasswordError> {
+/// A stored hash whose shape and work factors were checked.
+enum Parsed {
+    Argon2(Argon2Hash),
+    /// Checked by [`check_bcrypt`]; the `bcrypt` crate reads the string itself.
+    Bcrypt,
+    Pbkdf2 {
+        scheme: Scheme,
+        iterations: u32,
+        salt: Vec<u8>,
+        expected: Vec<u8>,
+    },
+}
+
+/// Every check that needs no password, in the order [`verify`] has always made them.
+fn parse(stored: &str) -> Result<Parsed, PasswordError> {
+    if stored.len() > MAX_STORED_LEN {
+        return Err(PasswordError::Malformed { scheme: "stored", reason: "longer than 512 bytes" });
+    }
+    if stored.starts_with("$argon2") {
+        parse_argon2(stored).map(Parsed::Argon2)
+    } else if stored.starts_with("$2") {
+        check_bcrypt(stored).map(|()| Parsed::Bcrypt)
+    } else if let Some(rest) = stored.strip_prefix("$pbkdf2-sha256$") {
+        parse_passlib_pbkdf2(rest)
+    } else if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
+        parse_django_pbkdf2(rest)
+    } else {
+        Err(PasswordError::UnsupportedScheme)
+    }
+}
+
+struct Argon2Hash {
+    scheme: Scheme,
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    salt: Vec<u8>,
+    expected: Vec<u8>,
+}
+
+impl Argon2Hash {
+    fn matches(&self, password: &[u8]) -> Result<bool, PasswordError> {
+        let mut derived = [0u8; 64];
+        let derived = derived.get_mut(..self.expected.len()).ok_or_else(|| malformed("argon2", "hash too long"))?;
+        Argon2::new(self.algorithm, self.version, self.params.clone())
+            .hash_password_into(password, &self.salt, derived)
+            .map_err(|_| malformed("argon2", "salt or parameters out of range"))?;
+        Ok(bool::from(derived.ct_eq(&self.expected)))
+    }
+}
+
+fn parse_argon2(stored: &str) -> Result<Argon2Hash, PasswordError> {
     const NAME: &str = "argon2";
     let phc = PasswordHash::new(stored).map_err(|_| malformed(NAME, "not a PHC string"))?;
     let (algorithm, scheme) = match phc.algorithm.as_str() {
@@ -160,19 +226,18 @@ fn verify_argon2(password: &[u8], stored: &str, current: &Argon2Params) -> Resul
     let expected = phc.hash.ok_or_else(|| malformed(NAME, "no hash"))?;
     let mut salt_buf = [0u8; 64];
     let salt = salt.decode_b64(&mut salt_buf).map_err(|_| malformed(NAME, "salt is not base64"))?;
-    let mut derived = [0u8; 64];
-    let derived = derived.get_mut(..expected.len()).ok_or_else(|| malformed(NAME, "hash too long"))?;
-    let current_format = algorithm == Algorithm::Argon2id && version == Version::V0x13 && current.matches(&params);
-    Argon2::new(algorithm, version, params)
-        .hash_password_into(password, salt, derived)
-        .map_err(|_| malformed(NAME, "salt or parameters out of range"))?;
-    let matched = bool::from(derived.ct_eq(expected.as_bytes()));
-    Ok((scheme, matched, current_format))
+    if salt.len() < argon2::MIN_SALT_LEN {
+        return Err(malformed(NAME, "salt or parameters out of range"));
+    }
+    if expected.len() > 64 {
+        return Err(malformed(NAME, "hash too long"));
+    }
+    Ok(Argon2Hash { scheme, algorithm, version, params, salt: salt.to_vec(), expected: expected.as_bytes().to_vec() })
 }
 
 /// `$2a$`, `$2b$` or `$2y$`, two cost digits, `$`, 22 characters of salt and 31
 /// of hash, all in bcrypt's base64 alphabet.
-fn verify_bcrypt(password: &[u8], stored: &str) -> Result<bool, PasswordError> {
+fn check_bcrypt(stored: &str) -> Result<(), PasswordError> {
     const NAME: &str = "bcrypt";
     let bytes = stored.as_bytes();
     let well_formed = bytes.len() == 60
@@ -194,29 +259,40 @@ fn verify_bcrypt(password: &[u8], stored: &str) -> Result<bool, PasswordError> {
     if cost > MAX_BCRYPT_COST {
         return Err(PasswordError::CostTooHigh { scheme: NAME, what: "cost", value: cost, max: MAX_BCRYPT_COST });
     }
+    // As the crate decodes them when verifying: 16 bytes of salt, 23 of hash.
+    let salt = bcrypt::BASE_64.decode(&stored[7..29]).map_err(|_| malformed(NAME, "salt is not bcrypt base64"))?;
+    let hash = bcrypt::BASE_64.decode(&stored[29..]).map_err(|_| malformed(NAME, "hash is not bcrypt base64"))?;
+    if salt.len() != 16 || hash.len() != 23 {
+        return Err(malformed(NAME, "salt or hash has the wrong length"));
+    }
+    Ok(())
+}
+
+/// `stored` passed [`check_bcrypt`].
+fn verify_bcrypt(password: &[u8], stored: &str) -> Result<bool, PasswordError> {
     // The crate re-parses the string (already known to be well formed) and
     // compares with `subtle`.
-    bcrypt::verify(password, stored).map_err(|_| malformed(NAME, "salt or hash is not bcrypt base64"))
+    bcrypt::verify(password, stored).map_err(|_| malformed("bcrypt", "salt or hash is not bcrypt base64"))
 }
 
 /// passlib: `rounds$salt$checksum` after the `$pbkdf2-sha256$` prefix, salt and
 /// checksum in "ab64" (standard base64 with `.` for `+`, no padding).
-fn verify_passlib_pbkdf2(password: &[u8], rest: &str) -> Result<bool, PasswordError> {
+fn parse_passlib_pbkdf2(rest: &str) -> Result<Parsed, PasswordError> {
     const NAME: &str = "passlib pbkdf2-sha256";
     let mut fields = rest.split('$');
     let (Some(rounds), Some(salt), Some(checksum), None) = (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return Err(malformed(NAME, "not $pbkdf2-sha256$rounds$salt$checksum"));
     };
-    let rounds = parse_iterations(NAME, rounds)?;
+    let iterations = parse_iterations(NAME, rounds)?;
     let salt = ab64_decode(salt).ok_or_else(|| malformed(NAME, "salt is not ab64"))?;
     let expected = ab64_decode(checksum).ok_or_else(|| malformed(NAME, "checksum is not ab64"))?;
-    pbkdf2_sha256_matches(NAME, password, &salt, rounds, &expected)
+    pbkdf2_parsed(NAME, Scheme::PasslibPbkdf2Sha256, iterations, salt, expected)
 }
 
 /// Django: `iterations$salt$hash` after the `pbkdf2_sha256$` prefix. The salt
 /// is used as text, not decoded; the hash is padded standard base64.
-fn verify_django_pbkdf2(password: &[u8], rest: &str) -> Result<bool, PasswordError> {
+fn parse_django_pbkdf2(rest: &str) -> Result<Parsed, PasswordError> {
     const NAME: &str = "Django pbkdf2_sha256";
     let mut fields = rest.split('$');
     let (Some(iterations), Some(salt), Some(hash), None) = (fields.next(), fields.next(), fields.next(), fields.next())
@@ -228,22 +304,26 @@ fn verify_django_pbkdf2(password: &[u8], rest: &str) -> Result<bool, PasswordErr
         return Err(malformed(NAME, "empty salt"));
     }
     let expected = STANDARD.decode(hash).map_err(|_| malformed(NAME, "hash is not base64"))?;
-    pbkdf2_sha256_matches(NAME, password, salt.as_bytes(), iterations, &expected)
+    pbkdf2_parsed(NAME, Scheme::DjangoPbkdf2Sha256, iterations, salt.as_bytes().to_vec(), expected)
 }
 
-fn pbkdf2_sha256_matches(
-    scheme: &'static str,
-    password: &[u8],
-    salt: &[u8],
+fn pbkdf2_parsed(
+    name: &'static str,
+    scheme: Scheme,
     iterations: u32,
-    expected: &[u8],
-) -> Result<bool, PasswordError> {
+    salt: Vec<u8>,
+    expected: Vec<u8>,
+) -> Result<Parsed, PasswordError> {
     if expected.len() != PBKDF2_OUTPUT_LEN {
-        return Err(malformed(scheme, "hash is not 32 bytes"));
+        return Err(malformed(name, "hash is not 32 bytes"));
     }
+    Ok(Parsed::Pbkdf2 { scheme, iterations, salt, expected })
+}
+
+fn pbkdf2_sha256_matches(password: &[u8], salt: &[u8], iterations: u32, expected: &[u8]) -> bool {
     let mut derived = [0u8; PBKDF2_OUTPUT_LEN];
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut derived);
-    Ok(bool::from(derived.ct_eq(expected)))
+    bool::from(derived.ct_eq(expected))
 }
 
 /// A decimal iteration count from 1 to [`MAX_PBKDF2_ITERATIONS`].

@@ -64,6 +64,7 @@ const DJANGO_PBKDF2_1000: &str = "pbkdf2_sha256$1000$seasalt1234$JlBQ/OWmu3PcCFg
 fn check(stored: &str, scheme: Scheme, needs_rehash: bool) {
     let current = Argon2Params::default();
     assert_eq!(verify(PASSWORD, stored, &current), Ok(Verified { scheme, needs_rehash }), "{stored}");
+    assert_eq!(identify(stored), Ok(scheme), "{stored}");
     for wrong in WRONG {
         assert_eq!(verify(wrong, stored, &current), Err(PasswordError::Mismatch), "{wrong:?} against {stored}");
     }
@@ -224,9 +225,32 @@ fn hostile_or_broken_strings_are_errors() {
             matches!(result, Err(ref err) if *err != PasswordError::Mismatch),
             "{stored:?} gave {result:?}, expected a format error"
         );
+        assert_eq!(identify(stored).err(), result.err(), "identify({stored:?}) and verify disagree");
     }
     let huge = format!("$pbkdf2-sha256$1000${}$x", "A".repeat(100_000));
     assert!(matches!(verify(PASSWORD, &huge, &current), Err(PasswordError::Malformed { .. })));
+    assert!(matches!(identify(&huge), Err(PasswordError::Malformed { .. })));
+}
+
+#[test]
+fn identify_names_every_supported_scheme_without_a_password() {
+    let cases = [
+        (ARGON2ID_OWASP, Scheme::Argon2id),
+        (ARGON2ID_V16, Scheme::Argon2id),
+        (ARGON2ID_TWO_LANES_SHORT, Scheme::Argon2id),
+        (ARGON2I_OWASP, Scheme::Argon2i),
+        (BCRYPT_2A, Scheme::Bcrypt),
+        (BCRYPT_2B, Scheme::Bcrypt),
+        (BCRYPT_2Y, Scheme::Bcrypt),
+        (PASSLIB_PBKDF2, Scheme::PasslibPbkdf2Sha256),
+        (DJANGO_PBKDF2, Scheme::DjangoPbkdf2Sha256),
+    ];
+    for (stored, scheme) in cases {
+        assert_eq!(identify(stored), Ok(scheme), "{stored}");
+    }
+    assert_eq!(identify(ARGON2D), Err(PasswordError::UnsupportedScheme));
+    assert_eq!(identify(&BCRYPT_2B_COST4.replacen("$2b$", "$2x$", 1)), Err(PasswordError::UnsupportedScheme));
+    assert!(matches!(identify(&BCRYPT_2B.replacen("$10$", "$17$", 1)), Err(PasswordError::CostTooHigh { .. })));
 }
 
 #[test]
@@ -256,6 +280,10 @@ fn truncated_and_mutated_hashes_never_panic_or_match() {
                 mutated.push_str(&stored[i + original.len_utf8()..]);
                 let result = verify(PASSWORD, &mutated, &current);
                 assert!(result.is_err(), "{mutated:?} verified as {result:?}");
+                // A shape error from either is one from both.
+                if let Err(e) = identify(&mutated) {
+                    assert_eq!(result, Err(e), "{mutated:?}");
+                }
             }
         }
     }

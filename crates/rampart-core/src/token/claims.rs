@@ -95,7 +95,13 @@ impl Claims {
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_token(scope: &str) -> bool {
+///
+/// ```
+/// use rampart_core::token::is_scope_token;
+/// assert!(is_scope_token("orders:read"));
+/// assert!(!is_scope_token("two words") && !is_scope_token("") && !is_scope_token("q\""));
+/// ```
+pub fn is_scope_token(scope: &str) -> bool {
     !scope.is_empty() && scope.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
 }
 

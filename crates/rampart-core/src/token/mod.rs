@@ -50,7 +50,7 @@ mod der;
 mod keys;
 mod verify;
 
-pub use claims::Claims;
+pub use claims::{is_scope_token, Claims};
 pub use keys::{
     Alg, GeneratedKey, KeyError, KeySet, SigningKey, VerifyingKey, MAX_KID_BYTES, MAX_RSA_BITS, MIN_HS256_SECRET_BYTES,
     MIN_RSA_BITS,

@@ -9,6 +9,10 @@
 //!   `grant_type=refresh_token&refresh_token=…`. Answers
 //!   `{"access_token", "token_type": "bearer", "expires_in", "refresh_token"}`,
 //!   or an RFC 6749 error (`invalid_grant` for every bad credential alike).
+//!   Service clients use `grant_type=client_credentials` (`scope=…` optional),
+//!   authenticated by HTTP Basic or `client_id`/`client_secret` form fields
+//!   (see [`super::client_auth`]); they get an access token without a refresh
+//!   token, or 401 `invalid_client` for every bad client alike.
 //! - `POST {prefix}/logout` — ends the session: the bearer access token (if
 //!   one is sent) is revoked until it expires, and form `refresh_token=…` (if
 //!   sent) ends its family. At least one of the two. 204.
@@ -38,6 +42,7 @@ use rampart_core::client_ip::ClientInfo;
 use serde::Deserialize;
 use tower::{Layer, Service};
 
+use super::client_auth::{client_credentials, ClientAuthError, Method as ClientMethod};
 use super::reset::ResetTarget;
 use super::service::{IdentityError, IdentityService, IssuedTokens};
 use crate::edge::request_id::RequestId;
@@ -203,8 +208,9 @@ fn discovery(service: &IdentityService) -> serde_json::Value {
         "issuer": s.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint": format!("{base}{}/token", s.prefix),
-        "grant_types_supported": ["password", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        // `none` for the password and refresh grants (public clients).
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
@@ -474,6 +480,9 @@ struct TokenForm {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
 }
 
 async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpResponse> {
@@ -496,6 +505,9 @@ async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpRes
             "username" => &mut form.username,
             "password" => &mut form.password,
             "refresh_token" => &mut form.refresh_token,
+            "client_id" => &mut form.client_id,
+            "client_secret" => &mut form.client_secret,
+            "scope" => &mut form.scope,
             _ => continue,
         };
         if slot.is_some() {
@@ -521,28 +533,20 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
             Some(t) if !t.is_empty() => service.refresh(t).await,
             _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"),
         },
+        Some("client_credentials") => return client_token(service, state, req, form).await,
         Some(_) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use password or refresh_token")
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "use password, refresh_token or client_credentials",
+            )
         }
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
     };
     let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
-    let request_id = req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned());
+    let ext = req.extensions();
     let audit = |kind: AuditKind, subject: Option<String>, reason: Option<&'static str>| {
-        let mut event = AuditEvent::new(kind).detail("method", form.grant_type.clone().unwrap_or_default());
-        if let Some(reason) = reason {
-            event = event.detail("reason", reason);
-        }
-        if let Some(s) = subject {
-            event = event.subject(s);
-        }
-        if let Some(ip) = ip {
-            event = event.ip(ip);
-        }
-        if let Some(id) = &request_id {
-            event = event.request_id(id.clone());
-        }
-        event
+        attempt_event(ext, kind, form.grant_type.as_deref().unwrap_or_default(), subject, reason)
     };
     match result {
         Ok(tokens) => {
@@ -572,6 +576,88 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
     }
 }
 
+/// An audit event for a token request: the grant, the subject (a user or
+/// client id, when known), why it failed, the client's address and the
+/// request id.
+fn attempt_event(
+    ext: &http::Extensions,
+    kind: AuditKind,
+    grant: &str,
+    subject: Option<String>,
+    reason: Option<&'static str>,
+) -> AuditEvent {
+    let mut event = AuditEvent::new(kind).detail("method", grant.to_owned());
+    if let Some(reason) = reason {
+        event = event.detail("reason", reason);
+    }
+    if let Some(s) = subject {
+        event = event.subject(s);
+    }
+    if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
+        event = event.ip(ip);
+    }
+    if let Some(id) = ext.get::<RequestId>() {
+        event = event.request_id(id.as_str().to_owned());
+    }
+    event
+}
+
+/// The `client_credentials` grant: client authentication, then a token.
+async fn client_token(
+    service: &IdentityService,
+    state: &LimitState,
+    req: HttpRequest,
+    form: TokenForm,
+) -> HttpResponse {
+    const GRANT: &str = "client_credentials";
+    // Extensions, not the request, are borrowed across the await: the body is not `Sync`.
+    let ext = req.extensions();
+    let fail = |reason: &'static str, client_id: Option<String>, basic: bool| {
+        if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
+            state.bans.strike(ip, Strike::AuthFailure);
+        }
+        state.audit(attempt_event(ext, AuditKind::AuthFailure, GRANT, client_id, Some(reason)));
+        invalid_client(basic)
+    };
+    let auth = match client_credentials(req.headers(), form.client_id.as_deref(), form.client_secret.as_deref()) {
+        Ok(auth) => auth,
+        Err(ClientAuthError::Both) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "use one client authentication method")
+        }
+        Err(ClientAuthError::Missing) => return fail("no_client_authentication", None, true),
+        Err(ClientAuthError::MalformedBasic) => return fail("malformed_basic", None, true),
+    };
+    let basic = auth.method == ClientMethod::Basic;
+    match service.client_credentials(&auth.id, &auth.secret, form.scope.as_deref()).await {
+        Ok(tokens) => {
+            state.audit(attempt_event(ext, AuditKind::AuthSuccess, GRANT, Some(auth.id), None));
+            json_no_store(&issued(&tokens))
+        }
+        Err(IdentityError::InvalidClient { reason, client_id }) => fail(reason, client_id, basic),
+        Err(IdentityError::InvalidScope { client_id }) => {
+            state.audit(attempt_event(ext, AuditKind::AuthFailure, GRANT, Some(client_id), Some("invalid_scope")));
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "the scope is more than the client may have")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "identity request failed");
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                .rejected_by("identity", "internal")
+                .into_response_for(ext)
+        }
+    }
+}
+
+/// 401 `invalid_client` (RFC 6749 §5.2). A client that tried HTTP Basic, or
+/// sent no credentials, is told that Basic is the scheme to use.
+fn invalid_client(challenge: bool) -> HttpResponse {
+    let mut resp = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+    if challenge {
+        resp.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic realm=\"rampart\""));
+    }
+    resp
+}
+
 /// Counts a wrong password for an account (through the limiter: in Redis when
 /// configured, so all instances count together). True when it was one too many.
 async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
@@ -588,12 +674,20 @@ async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &
 }
 
 fn issued(t: &IssuedTokens) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "access_token": t.access_token,
         "token_type": "bearer",
         "expires_in": t.expires_in,
-        "refresh_token": t.refresh_token,
-    })
+    });
+    if let Some(map) = v.as_object_mut() {
+        if let Some(refresh) = &t.refresh_token {
+            map.insert("refresh_token".into(), refresh.clone().into());
+        }
+        if let Some(scope) = &t.scope {
+            map.insert("scope".into(), scope.clone().into());
+        }
+    }
+    v
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {

@@ -1,10 +1,13 @@
 //! The gateway's own identity service and API (`[identity]`): registration,
-//! password logins at an OAuth2 token endpoint, refresh-token rotation,
+//! password logins and service clients at an OAuth2 token endpoint, refresh-token rotation,
 //! logout, and the JWKS and OpenID discovery documents for the tokens it
 //! signs. Built on the stores in [`crate::store::identity`] and the pure
 //! password and token logic in `rampart_core::{password, token}`.
 //!
 //! - [`admin`]: account administration for `rampart user`.
+//! - [`client_auth`]: reading client credentials (HTTP Basic or form).
+//! - [`clients`]: service clients of the `client_credentials` grant, and
+//!   their administration for `rampart client`.
 //! - [`hasher`]: the bounded password-hashing pool.
 //! - [`keys`]: the signing keys, their rotation and reload.
 //! - [`revoke`]: revoked access tokens, checked per request without I/O.
@@ -14,6 +17,8 @@
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
+pub mod client_auth;
+pub mod clients;
 pub mod hasher;
 pub mod http;
 pub mod keys;

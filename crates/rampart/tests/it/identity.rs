@@ -10,7 +10,7 @@ use crate::common::db::TestDb;
 use crate::common::*;
 use serde_json::Value;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
 pub(crate) const PASSWORD: &str = "correct horse battery staple 42!";
 
 pub(crate) fn identity_config(up: std::net::SocketAddr, db: &str) -> String {

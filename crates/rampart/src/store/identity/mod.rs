@@ -1,6 +1,7 @@
 //! Identity storage: users, refresh-token families, signing keys, password-reset
-//! tokens and the `jti` denylist, on SQLite and PostgreSQL (migration
-//! `0002_identity.sql` of each backend).
+//! tokens, the `jti` denylist and service clients, on SQLite and PostgreSQL
+//! (migrations `0002_identity.sql` and `0003_service_clients.sql` of each
+//! backend).
 //!
 //! One small trait per concern, all implemented for [`Database`] so that the
 //! identity service never knows which backend it talks to:
@@ -15,6 +16,8 @@
 //! - [`ResetTokenStore`] ([`reset`]): single-use password-reset tokens.
 //! - [`DenylistStore`] ([`denylist`]): revoked access-token ids, the SQL
 //!   fallback for when no Redis is configured.
+//! - [`ServiceClientStore`] ([`clients`]): OAuth2 clients of the
+//!   `client_credentials` grant, with SHA-256-hashed secrets and scopes.
 //!
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
@@ -47,6 +50,7 @@
 //! # });
 //! ```
 
+pub mod clients;
 pub mod denylist;
 pub mod keys;
 pub mod refresh;
@@ -57,6 +61,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+pub use clients::{NewServiceClient, ServiceClient, ServiceClientStore};
 pub use denylist::DenylistStore;
 pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};
 pub use refresh::{NewRefreshToken, RefreshToken, RefreshTokenStore, RotateOutcome, Successor};
