@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use rampart_core::config::{ConfigError, ConfigErrors, ConfigPath, Policy};
 use tower::Layer;
 
+use crate::auth::authorize::{AuthorizeLayer, AuthorizeService};
 use crate::auth::{AuthLayer, AuthService};
 use crate::edge::client_ip::{ClientIpLayer, ClientIpService};
 use crate::edge::cors::{CorsLayer, CorsService};
@@ -35,7 +36,9 @@ use crate::proxy::{ProxyService, Upstream};
 
 /// The layers below CORS: shedding, rate limits by address, authentication,
 /// rate limits by principal, inspection, then the proxy.
-type Limited = ShedService<RateLimitService<AuthService<RateLimitService<IdentityHttp<InspectService<ProxyService>>>>>>;
+type Limited = ShedService<
+    RateLimitService<AuthService<AuthorizeService<RateLimitService<IdentityHttp<InspectService<ProxyService>>>>>>,
+>;
 
 /// The full request path, outermost layer first.
 pub type Stack = RequestIdService<
@@ -92,6 +95,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // (passwords are not inspected).
     let stack = IdentityLayer::new(state.identity().cloned(), state.clone()).layer(stack);
     let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
+    // The route's required roles, permissions and scopes.
+    let stack = AuthorizeLayer::new(policy.roles.clone(), policy.auth.headers.clone(), state.clone()).layer(stack);
     // Bearer tokens to a Principal and identity headers; inbound identity
     // headers removed on every route.
     let own_issuer = state.identity().map(|i| i.issuer());

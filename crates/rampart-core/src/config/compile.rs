@@ -58,6 +58,8 @@ pub struct Policy {
     pub forward_auth: Option<String>,
     /// The identity API; `None`: off.
     pub identity: Option<Arc<super::identity::IdentitySettings>>,
+    /// `[roles]`: the permissions each role grants.
+    pub roles: Arc<super::authorize::Roles>,
 }
 
 /// `[geo]`, checked: the database is needed whenever `header` is set or a
@@ -223,6 +225,8 @@ pub struct RoutePolicy {
     pub inspect: Option<Arc<InspectPolicy>>,
     /// Bearer-token authentication.
     pub auth: super::auth::RouteAuth,
+    /// What the caller must hold (roles, permissions, scopes); `None`: nothing.
+    pub authorize: Option<Arc<super::authorize::Requirement>>,
 }
 
 /// A route's inspection settings, compiled.
@@ -492,7 +496,12 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         }
     }
     let mut all_limits: Vec<Arc<CompiledLimit>> = named_limits.values().cloned().collect();
-    let ctx = LimitContext { named: &named_limits, defaults: lc };
+    let mut role_errs = Vec::new();
+    let roles = super::authorize::compile_roles(&file.roles, &mut role_errs);
+    for (path, msg) in role_errs {
+        errs.push(path, msg);
+    }
+    let ctx = LimitContext { named: &named_limits, defaults: lc, roles: &roles };
 
     let mut upstreams = Vec::new();
     let mut upstream_index = BTreeMap::new();
@@ -705,6 +714,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         auth: Arc::new(auth),
         forward_auth,
         identity,
+        roles: Arc::new(roles),
     })
 }
 
@@ -815,9 +825,11 @@ fn compile_bans(cfg: &BansConfig, errs: &mut Errors) {
 }
 
 /// Named limits and `[limits]` defaults, for compiling routes' `limits`.
+/// What compiling a route needs from the rest of the file.
 struct LimitContext<'a> {
     named: &'a BTreeMap<String, Arc<CompiledLimit>>,
     defaults: &'a super::model::LimitsConfig,
+    roles: &'a super::authorize::Roles,
 }
 
 fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -1090,6 +1102,21 @@ fn compile_route_policy(
     if weight == 0 {
         errs.push(pick("weight", route.weight.is_some()), "must be at least 1");
     }
+    let authorize = match route.authorize.as_ref().or(defaults.authorize.as_ref()) {
+        None => None,
+        Some(cfg) => {
+            let here = pick("authorize", route.authorize.is_some());
+            if auth.mode == super::auth::AuthMode::None {
+                errs.push(here.clone(), "needs auth = \"optional\" or \"required\" on the route: nobody is known here");
+            }
+            let mut found = Vec::new();
+            let req = super::authorize::compile_requirement(cfg, ctx.roles, &here, &mut found);
+            for (path, msg) in found {
+                errs.push(path, msg);
+            }
+            req.map(Arc::new)
+        }
+    };
     if errs.0.len() > before {
         return None;
     }
@@ -1109,6 +1136,7 @@ fn compile_route_policy(
         geo,
         inspect,
         auth,
+        authorize,
     })
 }
 

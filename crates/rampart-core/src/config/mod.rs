@@ -23,6 +23,7 @@
 //! ```
 
 pub mod auth;
+pub mod authorize;
 pub mod compile;
 pub mod env;
 pub mod identity;

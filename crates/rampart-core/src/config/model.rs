@@ -72,6 +72,9 @@ pub struct ConfigFile {
     /// The gateway's own identity API.
     #[serde(default)]
     pub identity: super::identity::IdentityConfig,
+    /// Roles and the permissions they grant (`admin` is built in).
+    #[serde(default)]
+    pub roles: BTreeMap<String, super::authorize::RoleConfig>,
 }
 
 /// `[forward_auth]`.
@@ -719,6 +722,8 @@ pub struct RouteConfig {
     pub auth_cookie: Option<String>,
     /// A query parameter that may carry the token too (e.g. for WebSocket clients).
     pub auth_query: Option<String>,
+    /// What the caller must hold: roles, permissions, scopes.
+    pub authorize: Option<super::authorize::AuthorizeConfig>,
 }
 
 /// What inspection does with a finding.

@@ -31,6 +31,7 @@
 //! database has been unreachable too long), its own tokens are refused with
 //! 503 — revocation fails closed.
 
+pub mod authorize;
 mod cache;
 pub mod jwks;
 
@@ -260,6 +261,9 @@ impl Shared {
             if let Some(value) = internal_jwt(identity, internal, &verified) {
                 req.headers_mut().insert(internal.header.clone(), value);
             }
+        }
+        if verified.revocable.is_some() {
+            req.extensions_mut().insert(authorize::OwnUser(verified.principal.subject.clone()));
         }
         req.extensions_mut().insert(verified.principal);
     }

@@ -357,6 +357,12 @@ impl IdentityService {
         Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled))
     }
 
+    /// The roles of `user_id` as stored now; `None` for a user who no longer
+    /// exists or is disabled (routes with `fresh_roles`).
+    pub async fn current_roles(&self, user_id: &str) -> Result<Option<Vec<String>>, IdentityError> {
+        Ok(self.db.user_by_id(user_id).await?.filter(|u| !u.disabled).map(|u| u.roles))
+    }
+
     /// Changes the password: checks the current one and the policy, stores the
     /// new hash, raises the token version and revokes every refresh token, so
     /// that every other session ends.
