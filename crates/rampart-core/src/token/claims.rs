@@ -2,7 +2,8 @@
 //!
 //! We write the RFC 9068 shape (`aud` a string when there is one audience,
 //! scopes as one space-separated `scope` string) and read what other issuers
-//! write: `aud` as a string or an array, scopes as `scope` or as `scp` (an array,
+//! write: `aud` as a string or an array, scopes as `scope`, as `scopes` (an
+//! array, as FastAPI's OAuth2-scopes tutorial writes them) or as `scp` (an array,
 //! as Okta writes it, or a string, as Microsoft does). Claims we do not know are
 //! ignored; a claim that appears twice is refused, so that two parsers can
 //! never disagree about which copy counts.
@@ -176,6 +177,8 @@ pub(super) struct WireIn {
     roles: Option<Vec<String>>,
     scope: Option<String>,
     scp: Option<OneOrMany>,
+    /// FastAPI's "OAuth2 scopes" tutorial puts a `scopes` array in its tokens.
+    scopes: Option<OneOrMany>,
     tier: Option<String>,
     ver: Option<u32>,
 }
@@ -190,12 +193,13 @@ impl WireIn {
             OneOrMany::Many(many) => many,
         };
         let mut scopes: Vec<String> = Vec::new();
-        let scp = match self.scp {
+        let list = |v: Option<OneOrMany>| match v {
             None => Vec::new(),
             Some(OneOrMany::One(joined)) => vec![joined],
             Some(OneOrMany::Many(many)) => many,
         };
-        for scope in self.scope.iter().chain(&scp).flat_map(|joined| joined.split(' ')) {
+        let (scp, listed) = (list(self.scp), list(self.scopes));
+        for scope in self.scope.iter().chain(&scp).chain(&listed).flat_map(|joined| joined.split(' ')) {
             if !scope.is_empty() && !scopes.iter().any(|s| s == scope) {
                 scopes.push(scope.to_owned());
             }

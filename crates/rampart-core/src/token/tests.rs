@@ -431,6 +431,7 @@ fn scopes_and_audiences_are_read_in_every_form() {
     assert_eq!(with("scope", json!("a  b a")).unwrap().scopes, ["a", "b"]);
     assert_eq!(with("scp", json!(["a", "b"])).unwrap().scopes, ["a", "b"]);
     assert_eq!(with("scp", json!("a b")).unwrap().scopes, ["a", "b"]);
+    assert_eq!(with("scopes", json!(["a", "b"])).unwrap().scopes, ["a", "b"], "FastAPI's tutorial");
     let mut both = base.clone();
     both["scope"] = json!("a b");
     both["scp"] = json!(["b", "c"]);

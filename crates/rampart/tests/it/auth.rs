@@ -97,6 +97,40 @@ async fn valid_tokens_reach_the_upstream_as_identity_headers() {
     assert_eq!(r.status(), 401);
 }
 
+/// HS256 tokens made by PyJWT and python-jose with the shared secret, as a
+/// FastAPI app makes them, are accepted; one signed with another secret is not.
+#[tokio::test]
+async fn hs256_tokens_from_python_libraries_are_accepted() {
+    let Ok(python) = std::env::var("RAMPART_TEST_PYTHON") else {
+        eprintln!("RAMPART_TEST_PYTHON is not set: skipped (scripts/test sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _) = setup(&auth_config(dir.path(), ROUTES)).await;
+    let script = format!(
+        r#"
+import json, time, jwt
+from jose import jwt as jose_jwt
+claims = {{"sub": "py-user", "iss": "{APP}", "aud": "api", "exp": int(time.time()) + 600,
+          "roles": ["user"], "scopes": ["read"]}}
+print(json.dumps({{
+    "pyjwt": jwt.encode(claims, "{SECRET}", algorithm="HS256"),
+    "jose": jose_jwt.encode(claims, "{SECRET}", algorithm="HS256"),
+    "wrong": jwt.encode(claims, "another secret that is long enough....", algorithm="HS256"),
+}}))
+"#
+    );
+    let out = std::process::Command::new(python).arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let tokens: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for lib in ["pyjwt", "jose"] {
+        let h = echoed(get(&gw, "/private/x", tokens[lib].as_str(), &[]).await).await;
+        assert_eq!(h["x-rampart-user"], "py-user", "{lib}");
+        assert_eq!(h["x-rampart-scopes"], "read", "{lib}");
+    }
+    assert_eq!(get(&gw, "/private/x", tokens["wrong"].as_str(), &[]).await.status(), 401);
+}
+
 #[tokio::test]
 async fn inbound_identity_headers_are_always_stripped() {
     let dir = tempfile::tempdir().unwrap();
