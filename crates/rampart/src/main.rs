@@ -580,16 +580,8 @@ async fn run_until_signalled(gateway: Gateway, config: Option<PathBuf>) -> anyho
 async fn keys(action: KeysAction, config: Option<&Path>) -> anyhow::Result<()> {
     use rampart::identity::keys::{key_json, rotate};
     use rampart::store::identity::SigningKeyStore;
-    use rampart::store::{redact_url, Database};
 
-    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
-    let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
-    let Some(settings) = policy.identity.clone() else {
-        anyhow::bail!("{}: [identity] is not enabled, so it signs no tokens", path.display());
-    };
-    let url = policy.storage.database.expose();
-    let db =
-        Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
+    let (settings, db) = identity_db(config).await?;
     let result = async {
         match action {
             KeysAction::Rotate => {

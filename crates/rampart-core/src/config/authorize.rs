@@ -74,17 +74,9 @@ impl Roles {
     }
 }
 
-/// A route's requirement, compiled. Every non-empty list must be satisfied.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Requirement {
-    pub roles_any: Vec<String>,
-    pub roles_all: Vec<String>,
-    pub permissions_any: Vec<String>,
-    pub permissions_all: Vec<String>,
-    pub scopes_any: Vec<String>,
-    pub scopes_all: Vec<String>,
-    pub fresh_roles: bool,
-}
+/// A route's requirement, checked: the `authorize` table itself, once its
+/// names have been validated. Every non-empty list must be satisfied.
+pub type Requirement = AuthorizeConfig;
 
 /// What a caller lacks: names the requirement, never the caller's grants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,15 +223,7 @@ pub fn compile_requirement(
     if errs.len() > before {
         return None;
     }
-    Some(Requirement {
-        roles_any: cfg.roles_any.clone(),
-        roles_all: cfg.roles_all.clone(),
-        permissions_any: cfg.permissions_any.clone(),
-        permissions_all: cfg.permissions_all.clone(),
-        scopes_any: cfg.scopes_any.clone(),
-        scopes_all: cfg.scopes_all.clone(),
-        fresh_roles: cfg.fresh_roles,
-    })
+    Some(cfg.clone())
 }
 
 #[cfg(test)]
