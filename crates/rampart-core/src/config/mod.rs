@@ -30,6 +30,7 @@ pub mod limits;
 pub mod model;
 pub mod reset;
 pub mod secret;
+pub mod webauthn;
 
 use std::fmt;
 
