@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::env::ConfigPath;
 use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
+use super::webauthn::{compile_webauthn, WebauthnConfig, WebauthnSettings};
 use crate::password::config::PasswordConfig;
 use crate::password::{Argon2Params, PasswordPolicy};
 use crate::token::{Alg, SigningKey};
@@ -77,6 +78,8 @@ pub struct IdentityConfig {
     /// Password reset by a token the notifier delivers.
     pub reset: ResetConfig,
     pub notifier: Option<NotifierConfig>,
+    /// Passkeys (`[identity.webauthn]`); off when absent.
+    pub webauthn: Option<WebauthnConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -103,6 +106,7 @@ impl Default for IdentityConfig {
             password: PasswordConfig::default(),
             reset: ResetConfig::default(),
             notifier: None,
+            webauthn: None,
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct IdentitySettings {
     pub argon2: Argon2Params,
     /// `None`: password reset is off.
     pub reset: Option<ResetSettings>,
+    /// `None`: passkeys are off.
+    pub webauthn: Option<WebauthnSettings>,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -249,6 +255,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         }
     };
     let reset = compile_reset(&cfg.reset, cfg.notifier.as_ref(), &at, errs);
+    let webauthn = cfg.webauthn.as_ref().and_then(|w| compile_webauthn(w, &at, errs));
     if errs.len() > before {
         return None;
     }
@@ -272,5 +279,6 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         policy,
         argon2,
         reset,
+        webauthn,
     })
 }

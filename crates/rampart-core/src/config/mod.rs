@@ -31,6 +31,7 @@ pub mod limits;
 pub mod model;
 pub mod reset;
 pub mod secret;
+pub mod webauthn;
 
 use std::fmt;
 

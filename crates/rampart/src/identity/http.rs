@@ -24,6 +24,7 @@
 //! - `POST {prefix}/password/reset` — JSON `{"token", "new_password"}` → 204;
 //!   one 400 `invalid-reset-token` for every bad token, 400 `weak-password`
 //!   naming the rules a refused password broke.
+//! - `{prefix}/passkeys/…` — passkeys (WebAuthn), see [`super::passkey_http`].
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -95,6 +96,8 @@ enum Endpoint {
     Reset,
     Jwks,
     Discovery,
+    /// Everything under `{prefix}/passkeys` (see [`super::passkey_http`]).
+    Passkeys,
 }
 
 impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
@@ -121,6 +124,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/password") => Some(Endpoint::Password),
             Some("/password/forgot") => Some(Endpoint::Forgot),
             Some("/password/reset") => Some(Endpoint::Reset),
+            Some(p) if p == "/passkeys" || p.starts_with("/passkeys/") => Some(Endpoint::Passkeys),
             _ => match path {
                 "/.well-known/jwks.json" => Some(Endpoint::Jwks),
                 "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
@@ -141,6 +145,9 @@ async fn handle(
     state: &Arc<LimitState>,
     req: HttpRequest,
 ) -> HttpResponse {
+    if endpoint == Endpoint::Passkeys {
+        return super::passkey_http::handle(service, state, req).await;
+    }
     let wanted = match endpoint {
         Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
         _ => Method::POST,
@@ -157,6 +164,7 @@ async fn handle(
         Endpoint::Register => register(service, req).await,
         Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll => account(endpoint, service, state, req).await,
         Endpoint::Token => token(service, state, req).await,
+        Endpoint::Passkeys => empty(StatusCode::NOT_FOUND),
         Endpoint::Forgot => forgot(service, state, req).await,
         Endpoint::Reset => reset(service, state, req).await,
         Endpoint::Logout => {
@@ -579,7 +587,7 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
 /// An audit event for a token request: the grant, the subject (a user or
 /// client id, when known), why it failed, the client's address and the
 /// request id.
-fn attempt_event(
+pub(super) fn attempt_event(
     ext: &http::Extensions,
     kind: AuditKind,
     grant: &str,
@@ -660,7 +668,7 @@ fn invalid_client(challenge: bool) -> HttpResponse {
 
 /// Counts a wrong password for an account (through the limiter: in Redis when
 /// configured, so all instances count together). True when it was one too many.
-async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
+pub(super) async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
     let s = &service.settings;
     if s.max_failures == 0 {
         return false;
@@ -673,7 +681,7 @@ async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &
     }
 }
 
-fn issued(t: &IssuedTokens) -> serde_json::Value {
+pub(super) fn issued(t: &IssuedTokens) -> serde_json::Value {
     let mut v = serde_json::json!({
         "access_token": t.access_token,
         "token_type": "bearer",
@@ -690,7 +698,7 @@ fn issued(t: &IssuedTokens) -> serde_json::Value {
     v
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     let mut resp = http::Response::new(Body::from(value.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -698,26 +706,26 @@ fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
 }
 
 /// Token responses must not be cached (RFC 6749 §5.1).
-fn json_no_store(value: &serde_json::Value) -> HttpResponse {
+pub(super) fn json_no_store(value: &serde_json::Value) -> HttpResponse {
     let mut resp = json(StatusCode::OK, value);
     resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 
-fn empty(status: StatusCode) -> HttpResponse {
+pub(super) fn empty(status: StatusCode) -> HttpResponse {
     let mut resp = http::Response::new(Body::empty());
     *resp.status_mut() = status;
     resp
 }
 
 /// An RFC 6749 §5.2 error response.
-fn oauth_error(status: StatusCode, error: &'static str, description: &'static str) -> HttpResponse {
+pub(super) fn oauth_error(status: StatusCode, error: &'static str, description: &'static str) -> HttpResponse {
     let mut resp = json(status, &serde_json::json!({"error": error, "error_description": description}));
     resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 
-fn busy() -> HttpResponse {
+pub(super) fn busy() -> HttpResponse {
     let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many logins in progress")
         .detail("try again in a moment")
         .rejected_by("identity", "hash_pool_full")
@@ -727,7 +735,7 @@ fn busy() -> HttpResponse {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes; `shape` names what is expected.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     req: HttpRequest,
     shape: &str,
 ) -> Result<(HttpRequest, T), HttpResponse> {
@@ -755,14 +763,14 @@ fn weak_password(req: &HttpRequest, violations: &[rampart_core::password::Policy
     resp
 }
 
-fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
+pub(super) fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
     Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
         .detail(detail.to_string())
         .rejected_by("identity", "bad_request")
         .into_response_for(req.extensions())
 }
 
-fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
+pub(super) fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
     tracing::error!(error = %e, "identity request failed");
     Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
         .rejected_by("identity", "internal")

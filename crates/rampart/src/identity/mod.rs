@@ -14,6 +14,8 @@
 //! - [`service`]: the operations, independent of HTTP.
 //! - [`reset`]: password reset by a single-use token.
 //! - [`notify`]: the notifiers that deliver reset tokens.
+//! - [`passkeys`]: passkeys (WebAuthn): registration, passwordless login,
+//!   and the check a second-factor step uses; [`passkey_http`] their endpoints.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
@@ -23,6 +25,8 @@ pub mod hasher;
 pub mod http;
 pub mod keys;
 pub mod notify;
+pub mod passkey_http;
+pub mod passkeys;
 pub mod reset;
 pub mod revoke;
 pub mod service;

@@ -107,6 +107,8 @@ pub struct IdentityService {
     /// [`super::reset`]).
     pub(super) reset_jobs: Arc<tokio::sync::Semaphore>,
     pub(super) metrics: Arc<Metrics>,
+    /// The passkey relying party; `None` when `[identity.webauthn]` is off.
+    pub(super) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -154,6 +156,7 @@ impl IdentityService {
         let revocations =
             Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
         let reset_jobs = Arc::new(tokio::sync::Semaphore::new(super::reset::MAX_RESET_JOBS));
+        let webauthn = settings.webauthn.as_ref().map(super::passkeys::relying_party).transpose()?;
         Ok(Arc::new(Self {
             settings,
             db,
@@ -165,6 +168,7 @@ impl IdentityService {
             notifier,
             reset_jobs,
             metrics,
+            webauthn,
         }))
     }
 
@@ -465,7 +469,7 @@ impl IdentityService {
         }
     }
 
-    fn access_token(&self, user: &User, now_ms: u64) -> Result<String, IdentityError> {
+    pub(super) fn access_token(&self, user: &User, now_ms: u64) -> Result<String, IdentityError> {
         let s = &self.settings;
         let mut claims = Claims::new(&s.issuer, &user.id, &s.audience, now_ms / 1000, s.access_ttl.as_secs());
         claims.jti = Some(uuid::Uuid::now_v7().to_string());

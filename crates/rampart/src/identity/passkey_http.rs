@@ -1,0 +1,289 @@
+//! The passkey endpoints under `{prefix}/passkeys` (see [`super::passkeys`]);
+//! 403 `passkeys-disabled` unless `[identity.webauthn]` is configured.
+//!
+//! Signed in (a bearer token of ours):
+//! - `POST {prefix}/passkeys/register/start` → `{"challenge_id", "publicKey"}`
+//!   for `navigator.credentials.create()`.
+//! - `POST {prefix}/passkeys/register/finish` — JSON `{"challenge_id",
+//!   "name"?, "credential"}` (the browser's `PublicKeyCredential` as JSON) →
+//!   201 `{"id", "name", "created_at", "last_used_at"}`.
+//! - `GET {prefix}/passkeys` → `{"passkeys": [{"id", "name", "created_at",
+//!   "last_used_at"}]}` (no key material).
+//! - `DELETE {prefix}/passkeys/{id}` → 204, or 404 for a passkey that is not
+//!   the caller's.
+//!
+//! Passwordless login:
+//! - `POST {prefix}/passkeys/login/start` — JSON `{"username"}` →
+//!   `{"challenge_id", "publicKey"}` for `navigator.credentials.get()`; alike
+//!   for unknown usernames (see [`super::passkeys`]).
+//! - `POST {prefix}/passkeys/login/finish` — JSON `{"challenge_id",
+//!   "credential"}` → the token response of the password grant, or 400
+//!   `invalid_grant` for every refusal alike. Failures are audited (method
+//!   `passkey`), strike the client's address towards a ban, and count towards
+//!   the account's lockout.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::http::{
+    attempt_event, bad_request, busy, count_failure, empty, internal, issued, json, json_no_store, oauth_error,
+    read_json,
+};
+use super::passkeys::{PasskeyChallenge, PasskeyError};
+use super::service::IdentityService;
+use crate::edge::{HttpRequest, HttpResponse};
+use crate::limit::bans::Strike;
+use crate::limit::LimitState;
+use crate::observe::audit::AuditKind;
+use crate::problem::Problem;
+use crate::store::identity::User;
+use rampart_core::client_ip::ClientInfo;
+
+/// Handles a request under `{prefix}/passkeys`.
+pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    let prefix_len = service.settings.prefix.len() + "/passkeys".len();
+    let rest = req.uri().path().get(prefix_len..).unwrap_or_default().to_owned();
+    if !service.passkeys_enabled() {
+        return Problem::new(StatusCode::FORBIDDEN, "passkeys-disabled", "Passkeys disabled")
+            .detail("passkeys are not configured on this server")
+            .rejected_by("identity", "passkeys_disabled")
+            .into_response_for(req.extensions());
+    }
+    let method = req.method().clone();
+    match (rest.as_str(), method) {
+        ("/login/start", Method::POST) => login_start(service, req).await,
+        ("/login/finish", Method::POST) => login_finish(service, state, req).await,
+        ("/register/start" | "/register/finish" | "", Method::POST | Method::GET) | (_, Method::DELETE) => {
+            let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
+            let user = match signed_in(service, bearer, req.extensions()).await {
+                Ok(u) => u,
+                Err(resp) => return resp,
+            };
+            match (rest.as_str(), req.method().clone()) {
+                ("/register/start", Method::POST) => register_start(service, &user, req).await,
+                ("/register/finish", Method::POST) => register_finish(service, state, &user, req).await,
+                ("", Method::GET) => match service.passkeys(&user.id).await {
+                    Ok(list) => json(StatusCode::OK, &serde_json::json!({ "passkeys": list })),
+                    Err(e) => failure(&req, e),
+                },
+                (id, Method::DELETE) if id.len() > 1 && !id[1..].contains('/') => {
+                    remove(service, state, &user, &id[1..], req).await
+                }
+                _ => not_found(&req),
+            }
+        }
+        ("/login/start" | "/login/finish" | "/register/start" | "/register/finish" | "", _) => {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+                .rejected_by("identity", "method")
+                .into_response_for(req.extensions())
+        }
+        _ => not_found(&req),
+    }
+}
+
+fn not_found(req: &HttpRequest) -> HttpResponse {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+        .rejected_by("identity", "not_found")
+        .into_response_for(req.extensions())
+}
+
+/// The user named by the request's bearer token, or a 401.
+/// Takes the token and the extensions, not the request: the body is not `Sync`.
+async fn signed_in(
+    service: &IdentityService,
+    bearer: Option<String>,
+    ext: &http::Extensions,
+) -> Result<User, HttpResponse> {
+    let user = match bearer {
+        Some(t) => service.user_of_token(&t).await,
+        None => Ok(None),
+    };
+    match user {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => {
+            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                .detail("a valid bearer token is required")
+                .rejected_by("identity", "unauthenticated")
+                .into_response_for(ext);
+            resp.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
+            Err(resp)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "identity request failed");
+            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                .rejected_by("identity", "internal")
+                .into_response_for(ext))
+        }
+    }
+}
+
+/// `{"challenge_id", "publicKey"}`, never cached.
+fn challenge_response(c: PasskeyChallenge) -> HttpResponse {
+    let mut body = c.options;
+    if let Some(map) = body.as_object_mut() {
+        map.insert("challenge_id".into(), c.challenge_id.into());
+    }
+    json_no_store(&body)
+}
+
+/// The answer to every failure but a refused login.
+fn failure(req: &HttpRequest, e: PasskeyError) -> HttpResponse {
+    match e {
+        PasskeyError::Disabled => not_found(req),
+        PasskeyError::Refused { .. } => Problem::new(StatusCode::BAD_REQUEST, "passkey-refused", "Passkey refused")
+            .detail("the challenge is unknown, spent or expired, or the authenticator's answer is not valid")
+            .rejected_by("identity", "passkey_refused")
+            .into_response_for(req.extensions()),
+        PasskeyError::BadInput(msg) => bad_request(req, &msg),
+        PasskeyError::Limit(msg) => Problem::new(StatusCode::CONFLICT, "passkey-limit", "Limit reached")
+            .detail(msg)
+            .rejected_by("identity", "passkey_limit")
+            .into_response_for(req.extensions()),
+        PasskeyError::Busy => busy(),
+        PasskeyError::Identity(e) => internal(req, &e),
+    }
+}
+
+async fn register_start(service: &IdentityService, user: &User, req: HttpRequest) -> HttpResponse {
+    match service.passkey_register_start(user).await {
+        Ok(c) => challenge_response(c),
+        Err(e) => failure(&req, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RegisterFinish {
+    challenge_id: String,
+    name: Option<String>,
+    credential: Value,
+}
+
+async fn register_finish(service: &IdentityService, state: &LimitState, user: &User, req: HttpRequest) -> HttpResponse {
+    let shape = "{\"challenge_id\", \"name\"?, \"credential\"}";
+    let (req, body) = match read_json::<RegisterFinish>(req, shape).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    match service.passkey_register_finish(user, &body.challenge_id, body.name.as_deref(), body.credential).await {
+        Ok(info) => {
+            let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "passkey", Some(user.id.clone()), None);
+            state.audit(event.detail("action", "passkey_added").detail("passkey_id", info.id.clone()));
+            json(StatusCode::CREATED, &serde_json::to_value(&info).unwrap_or_default())
+        }
+        Err(PasskeyError::Refused { reason, .. }) => {
+            let kind = AuditKind::AuthFailure;
+            let event = attempt_event(req.extensions(), kind, "passkey_register", Some(user.id.clone()), Some(reason));
+            state.audit(event);
+            failure(&req, PasskeyError::Refused { reason, user_id: None })
+        }
+        Err(e) => failure(&req, e),
+    }
+}
+
+async fn remove(
+    service: &IdentityService,
+    state: &LimitState,
+    user: &User,
+    id: &str,
+    req: HttpRequest,
+) -> HttpResponse {
+    match service.passkey_remove(&user.id, id).await {
+        Ok(true) => {
+            let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "passkey", Some(user.id.clone()), None);
+            state.audit(event.detail("action", "passkey_removed").detail("passkey_id", id.to_owned()));
+            empty(StatusCode::NO_CONTENT)
+        }
+        Ok(false) => not_found(&req),
+        Err(e) => failure(&req, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginStart {
+    username: String,
+}
+
+async fn login_start(service: &IdentityService, req: HttpRequest) -> HttpResponse {
+    let (req, body) = match read_json::<LoginStart>(req, "{\"username\"}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    if body.username.trim().is_empty() {
+        return bad_request(&req, "username must not be empty");
+    }
+    match service.passkey_login_start(&body.username).await {
+        Ok(c) => challenge_response(c),
+        // An over-long or otherwise unstorable name is no user: a decoy would
+        // be the same, but there is nothing to hide about the input's shape.
+        Err(PasskeyError::Identity(super::service::IdentityError::BadInput(msg))) => bad_request(&req, &msg),
+        Err(e) => failure(&req, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginFinish {
+    challenge_id: String,
+    credential: Value,
+}
+
+async fn login_finish(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    const METHOD: &str = "passkey";
+    let (req, body) = match read_json::<LoginFinish>(req, "{\"challenge_id\", \"credential\"}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let ext = req.extensions();
+    match service.passkey_login_finish(&body.challenge_id, body.credential).await {
+        Ok((user_id, tokens)) => {
+            state.audit(attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user_id), None));
+            json_no_store(&issued(&tokens))
+        }
+        Err(PasskeyError::Refused { reason, user_id }) => {
+            if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
+                state.bans.strike(ip, Strike::AuthFailure);
+            }
+            state.audit(attempt_event(ext, AuditKind::AuthFailure, METHOD, user_id.clone(), Some(reason)));
+            // A wrong answer for a real account counts towards its lockout
+            // (not a spent challenge: that may be a retry of a success).
+            let counts = matches!(reason, "bad_assertion" | "counter_regression" | "unknown_credential");
+            if let (Some(id), true) = (&user_id, counts) {
+                if count_failure(service, state, id).await {
+                    if let Err(e) = service.lock_out(id).await {
+                        tracing::error!(error = %e, "could not lock an account after repeated failures");
+                    }
+                    let event =
+                        attempt_event(ext, AuditKind::Lockout, METHOD, user_id.clone(), Some("too_many_failures"));
+                    state.audit(event);
+                }
+            }
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the passkey was not accepted")
+        }
+        Err(PasskeyError::BadInput(msg)) => {
+            if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
+                state.bans.strike(ip, Strike::AuthFailure);
+            }
+            bad_request(&req, &msg)
+        }
+        Err(e) => failure(&req, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn challenge_responses_carry_the_id_and_are_not_cached() {
+        let resp = challenge_response(PasskeyChallenge {
+            challenge_id: "wc_x".into(),
+            options: serde_json::json!({"publicKey": {"challenge": "abc"}}),
+        });
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers().get(http::header::CACHE_CONTROL).unwrap(), "no-store");
+    }
+}

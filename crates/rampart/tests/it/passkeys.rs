@@ -1,0 +1,290 @@
+//! Passkeys end to end over HTTP, on SQLite and on PostgreSQL, with
+//! webauthn-authenticator-rs's software authenticators in the browser's
+//! place: registering two, listing, passwordless login and the token on a
+//! protected route, removal, single-use and expiring challenges, a wrong
+//! origin, a cloned authenticator (counter regression), locked accounts,
+//! decoys for unknown users, and hostile input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::Value;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::softtoken::SoftToken;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+
+use crate::common::db::TestDb;
+use crate::common::*;
+use crate::identity::{identity_config, register_with_email, token_request, PASSWORD};
+
+const ORIGIN: &str = "https://api.example.test";
+
+fn passkey_config(up: std::net::SocketAddr, db: &str) -> String {
+    format!("{}[identity.webauthn]\nrp_id = 'api.example.test'\nrp_origin = '{ORIGIN}'\n", identity_config(up, db))
+}
+
+fn origin() -> Url {
+    Url::parse(ORIGIN).unwrap()
+}
+
+async fn post(gw: &rampart::Gateway, path: &str, bearer: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = client().post(url(gw, path)).json(body);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn password_login(gw: &rampart::Gateway, username: &str) -> String {
+    let (status, tokens) =
+        token_request(gw, &[("grant_type", "password"), ("username", username), ("password", PASSWORD)]).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_string()
+}
+
+/// Splits `{"challenge_id", "publicKey"}` into the id and the options.
+fn split(mut started: Value) -> (String, Value) {
+    let id = started.as_object_mut().unwrap().remove("challenge_id").unwrap();
+    (id.as_str().unwrap().to_string(), started)
+}
+
+async fn add_passkey(
+    gw: &rampart::Gateway,
+    access: &str,
+    name: &str,
+    authenticator: &mut impl WebauthnAuthenticator,
+) -> String {
+    let (status, started) = post(gw, "/auth/passkeys/register/start", Some(access), &Value::Null).await;
+    assert_eq!(status, 200, "{started}");
+    let (challenge_id, options) = split(started);
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let credential = authenticator.do_registration(origin(), options).unwrap();
+    let body = serde_json::json!({"challenge_id": challenge_id, "name": name, "credential": credential});
+    let (status, created) = post(gw, "/auth/passkeys/register/finish", Some(access), &body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], name);
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// Starts a passwordless login: the challenge id and the browser's options.
+async fn login_start(gw: &rampart::Gateway, username: &str) -> (String, RequestChallengeResponse) {
+    let (status, started) =
+        post(gw, "/auth/passkeys/login/start", None, &serde_json::json!({"username": username})).await;
+    assert_eq!(status, 200, "{started}");
+    let (id, options) = split(started);
+    (id, serde_json::from_value(options).unwrap())
+}
+
+async fn login_finish(gw: &rampart::Gateway, challenge_id: &str, credential: &Value) -> (u16, Value) {
+    let body = serde_json::json!({"challenge_id": challenge_id, "credential": credential});
+    let r = client().post(url(gw, "/auth/passkeys/login/finish")).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    if status == 200 {
+        assert_eq!(r.headers().get("cache-control").unwrap(), "no-store");
+    }
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A full passwordless login with `authenticator`.
+async fn passkey_login(
+    gw: &rampart::Gateway,
+    username: &str,
+    authenticator: &mut impl WebauthnAuthenticator,
+) -> (u16, Value) {
+    let (id, options) = login_start(gw, username).await;
+    let credential = authenticator.do_authentication(origin(), options).unwrap();
+    login_finish(gw, &id, &serde_json::to_value(&credential).unwrap()).await
+}
+
+async fn api_status(gw: &rampart::Gateway, access: &str) -> u16 {
+    client().get(url(gw, "/api/x")).bearer_auth(access).send().await.unwrap().status().as_u16()
+}
+
+async fn sql(db: &rampart::store::Database, text: &str) {
+    use rampart::store::Database;
+    match db {
+        Database::Sqlite(p) => sqlx::query(text).execute(p).await.map(drop),
+        Database::Postgres(p) => sqlx::query(text).execute(p).await.map(drop),
+    }
+    .unwrap();
+}
+
+on_both_backends!(sqlite_passkey_ceremonies, postgres_passkey_ceremonies, passkey_flow);
+on_both_backends!(sqlite_passkey_hostile_input, postgres_passkey_hostile_input, hostile_flow);
+
+async fn passkey_flow(tdb: &TestDb) {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_file = dir.path().join("audit.jsonl");
+    let audit = format!("[audit]\nenabled = true\nfile = '{}'", audit_file.display());
+    let gw = gateway(&passkey_config(up, &tdb.url).replace("[audit]\nenabled = false", &audit)).await;
+    let db = rampart::store::Database::connect(&tdb.url).await.unwrap();
+    assert_eq!(register_with_email(&gw, "alice", None, PASSWORD).await.status(), 201);
+    let access = password_login(&gw, "alice").await;
+
+    // Two authenticators: a passkey and a security key (whose state can be copied).
+    let mut laptop = SoftPasskey::new(true);
+    let (mut key, _) = SoftToken::new(true).unwrap();
+    let laptop_id = add_passkey(&gw, &access, "laptop", &mut laptop).await;
+    let key_id = add_passkey(&gw, &access, "yubikey", &mut key).await;
+    let mut clone = SoftToken::from_cbor(&key.to_cbor().unwrap()).unwrap();
+
+    let r = client().get(url(&gw, "/auth/passkeys")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let listed: Value = r.json().await.unwrap();
+    let list = listed["passkeys"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{listed}");
+    let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["laptop", "yubikey"]);
+    assert!(list.iter().all(|p| p.get("credential").is_none() && p["last_used_at"].is_null()), "{listed}");
+
+    // Passwordless login; the token works on an `auth = "required"` route.
+    let (status, tokens) = passkey_login(&gw, "alice", &mut laptop).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "bearer");
+    assert!(tokens["refresh_token"].as_str().unwrap().starts_with("rt_"));
+    assert_eq!(api_status(&gw, tokens["access_token"].as_str().unwrap()).await, 200);
+
+    // A challenge is single use.
+    let (id, options) = login_start(&gw, "alice").await;
+    let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
+    assert_eq!(login_finish(&gw, &id, &credential).await.0, 200);
+    let (status, err) = login_finish(&gw, &id, &credential).await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_grant")));
+
+    // An expired challenge is refused.
+    let (id, options) = login_start(&gw, "alice").await;
+    let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
+    sql(&db, "UPDATE webauthn_challenges SET expires_at = 1").await;
+    assert_eq!(login_finish(&gw, &id, &credential).await.0, 400);
+
+    // An answer made for another origin (a subdomain here) is refused.
+    let (id, options) = login_start(&gw, "alice").await;
+    let evil = Url::parse("https://login.api.example.test").unwrap();
+    let credential = serde_json::to_value(laptop.do_authentication(evil, options).unwrap()).unwrap();
+    assert_eq!(login_finish(&gw, &id, &credential).await.0, 400);
+
+    // A cloned authenticator: the original moves its counter on, then the copy
+    // (with the old counter) is refused as a possible compromise.
+    assert_eq!(passkey_login(&gw, "alice", &mut key).await.0, 200);
+    assert_eq!(passkey_login(&gw, "alice", &mut key).await.0, 200);
+    let (status, err) = passkey_login(&gw, "alice", &mut clone).await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_grant")), "a counter regression must be refused");
+    assert_eq!(passkey_login(&gw, "alice", &mut key).await.0, 200, "the original still works");
+    gw.audit.flush().await;
+    let events: Vec<Value> =
+        std::fs::read_to_string(&audit_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let failures: Vec<&Value> = events.iter().filter(|e| e.to_string().contains("auth_failure")).collect();
+    assert!(failures.iter().any(|e| e.to_string().contains("counter_regression")), "{failures:?}");
+    assert!(events.iter().any(|e| e.to_string().contains("passkey_added")));
+    assert!(!events.iter().any(|e| e.to_string().contains("rt_")), "no tokens in the audit log");
+
+    // Removal: a login started before it cannot be finished with the removed passkey.
+    let (id, options) = login_start(&gw, "alice").await;
+    let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
+    let r =
+        client().delete(url(&gw, &format!("/auth/passkeys/{laptop_id}"))).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(login_finish(&gw, &id, &credential).await.0, 400);
+    // …and new logins no longer offer it.
+    let (_, options) = login_start(&gw, "alice").await;
+    assert_eq!(options.public_key.allow_credentials.len(), 1);
+    assert!(laptop.do_authentication(origin(), options).is_err());
+    let r =
+        client().delete(url(&gw, &format!("/auth/passkeys/{laptop_id}"))).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Another user cannot remove alice's passkey.
+    assert_eq!(register_with_email(&gw, "bob", None, PASSWORD).await.status(), 201);
+    let bob = password_login(&gw, "bob").await;
+    let r = client().delete(url(&gw, &format!("/auth/passkeys/{key_id}"))).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let listed: Value =
+        client().get(url(&gw, "/auth/passkeys")).bearer_auth(&access).send().await.unwrap().json().await.unwrap();
+    let list = listed["passkeys"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0]["last_used_at"].as_u64().is_some(), "{listed}");
+
+    // A disabled account cannot log in with its passkey.
+    sql(&db, "UPDATE users SET disabled = TRUE WHERE username = 'alice'").await;
+    assert_eq!(passkey_login(&gw, "alice", &mut key).await.0, 400);
+
+    gw.shutdown();
+    gw.wait().await;
+}
+
+async fn hostile_flow(tdb: &TestDb) {
+    let up = start_upstream().await;
+    let gw = gateway(&passkey_config(up, &tdb.url)).await;
+    assert_eq!(register_with_email(&gw, "carol", None, PASSWORD).await.status(), 201);
+    let access = password_login(&gw, "carol").await;
+    let mut laptop = SoftPasskey::new(true);
+    add_passkey(&gw, &access, "laptop", &mut laptop).await;
+
+    // Unknown usernames get a decoy that looks like a real start and is stable.
+    let (_, real) = login_start(&gw, "carol").await;
+    let (decoy_id, decoy) = login_start(&gw, "nobody").await;
+    let (_, again) = login_start(&gw, "nobody").await;
+    assert!(!decoy.public_key.allow_credentials.is_empty());
+    assert_eq!(decoy.public_key.rp_id, real.public_key.rp_id);
+    let ids =
+        |o: &RequestChallengeResponse| o.public_key.allow_credentials.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&decoy), ids(&again));
+    assert_ne!(decoy.public_key.challenge, again.public_key.challenge);
+    // Finishing a decoy fails like a wrong key (with carol's real answer).
+    let (_, options) = login_start(&gw, "carol").await;
+    let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
+    let (status, err) = login_finish(&gw, &decoy_id, &credential).await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_grant")));
+
+    // Unknown, malformed and oversized challenge ids.
+    for id in ["wc_unknown", "", "\u{0}", &"x".repeat(5000)] {
+        assert_eq!(login_finish(&gw, id, &credential).await.0, 400, "{id:.20}");
+    }
+    // Garbage where JSON or a credential should be.
+    for body in ["not json", "{}", "[]", "{\"challenge_id\": 5, \"credential\": {}}"] {
+        let r = client()
+            .post(url(&gw, "/auth/passkeys/login/finish"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let body = serde_json::json!({"challenge_id": "wc_x", "credential": {"id": "AAAA", "rawId": "!!", "type": 7}});
+    assert_eq!(post(&gw, "/auth/passkeys/login/finish", None, &body).await.0, 400);
+    let body = serde_json::json!({"challenge_id": "wc_x", "name": "x", "credential": {"bogus": true}});
+    assert_eq!(post(&gw, "/auth/passkeys/register/finish", Some(&access), &body).await.0, 400);
+    let body = serde_json::json!({"challenge_id": "wc_x", "name": "\u{7}bell", "credential": {}});
+    assert_eq!(post(&gw, "/auth/passkeys/register/finish", Some(&access), &body).await.0, 400);
+    // A huge body is refused before it is parsed.
+    let huge = format!("{{\"username\": \"{}\"}}", "a".repeat(1 << 20));
+    let r = client()
+        .post(url(&gw, "/auth/passkeys/login/start"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 400 | 413), "{}", r.status());
+    // Signed-in endpoints want a bearer token of ours.
+    assert_eq!(post(&gw, "/auth/passkeys/register/start", None, &Value::Null).await.0, 401);
+    assert_eq!(post(&gw, "/auth/passkeys/register/start", Some("garbage"), &Value::Null).await.0, 401);
+    assert_eq!(client().get(url(&gw, "/auth/passkeys")).send().await.unwrap().status(), 401);
+    assert_eq!(client().delete(url(&gw, "/auth/passkeys/x")).send().await.unwrap().status(), 401);
+    // Unknown paths and methods.
+    assert_eq!(client().get(url(&gw, "/auth/passkeys/login/start")).send().await.unwrap().status(), 405);
+    let r = client().post(url(&gw, "/auth/passkeys/nope")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    gw.shutdown();
+    gw.wait().await;
+
+    // Without [identity.webauthn] the endpoints say so.
+    let gw = gateway(&identity_config(up, &tdb.url)).await;
+    let (status, _) = post(&gw, "/auth/passkeys/login/start", None, &serde_json::json!({"username": "carol"})).await;
+    assert_eq!(status, 403);
+    gw.shutdown();
+    gw.wait().await;
+}
