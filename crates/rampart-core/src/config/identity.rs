@@ -77,6 +77,9 @@ pub struct IdentityConfig {
     /// Password reset by a token the notifier delivers.
     pub reset: ResetConfig,
     pub notifier: Option<NotifierConfig>,
+    /// The issuer label authenticator apps show for TOTP (default: the host
+    /// of `issuer`).
+    pub totp_issuer: Option<String>,
 }
 
 impl Default for IdentityConfig {
@@ -103,6 +106,7 @@ impl Default for IdentityConfig {
             password: PasswordConfig::default(),
             reset: ResetConfig::default(),
             notifier: None,
+            totp_issuer: None,
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct IdentitySettings {
     pub argon2: Argon2Params,
     /// `None`: password reset is off.
     pub reset: Option<ResetSettings>,
+    /// The issuer label of TOTP enrolments.
+    pub totp_issuer: String,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -249,6 +255,13 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         }
     };
     let reset = compile_reset(&cfg.reset, cfg.notifier.as_ref(), &at, errs);
+    let totp_issuer = match &cfg.totp_issuer {
+        Some(label) => label.clone(),
+        None => host_of(&cfg.issuer).to_owned(),
+    };
+    if totp_issuer.is_empty() || totp_issuer.len() > 64 || totp_issuer.chars().any(char::is_control) {
+        errs.push((at.push_key("totp_issuer"), "must be 1 to 64 printable characters".into()));
+    }
     if errs.len() > before {
         return None;
     }
@@ -272,5 +285,18 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         policy,
         argon2,
         reset,
+        totp_issuer,
     })
+}
+
+/// `api.example.com` of `https://api.example.com:8443/x`; the text itself when
+/// it is not a URL.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    host.split(':').next().unwrap_or(host)
 }

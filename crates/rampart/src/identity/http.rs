@@ -24,6 +24,10 @@
 //! - `POST {prefix}/password/reset` — JSON `{"token", "new_password"}` → 204;
 //!   one 400 `invalid-reset-token` for every bad token, 400 `weak-password`
 //!   naming the rules a refused password broke.
+//! - Second factors under `{prefix}/mfa`, and the second login step
+//!   (`grant_type=urn:rampart:params:oauth:grant-type:mfa-otp`): see
+//!   [`super::mfa_http`]. A password grant for a user with a second factor
+//!   answers 403 `{"error": "mfa_required", "mfa_token", "mfa_methods"}`.
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -43,6 +47,8 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use super::client_auth::{client_credentials, ClientAuthError, Method as ClientMethod};
+use super::mfa::MFA_OTP_GRANT;
+use super::mfa_http::MfaEndpoint;
 use super::reset::ResetTarget;
 use super::service::{IdentityError, IdentityService, IssuedTokens};
 use crate::edge::request_id::RequestId;
@@ -95,6 +101,7 @@ enum Endpoint {
     Reset,
     Jwks,
     Discovery,
+    Mfa(MfaEndpoint),
 }
 
 impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
@@ -121,6 +128,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/password") => Some(Endpoint::Password),
             Some("/password/forgot") => Some(Endpoint::Forgot),
             Some("/password/reset") => Some(Endpoint::Reset),
+            Some(rest) if rest.starts_with("/mfa") => MfaEndpoint::of(rest).map(Endpoint::Mfa),
             _ => match path {
                 "/.well-known/jwks.json" => Some(Endpoint::Jwks),
                 "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
@@ -143,6 +151,7 @@ async fn handle(
 ) -> HttpResponse {
     let wanted = match endpoint {
         Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
+        Endpoint::Mfa(e) => e.method(),
         _ => Method::POST,
     };
     if req.method() != wanted {
@@ -159,6 +168,7 @@ async fn handle(
         Endpoint::Token => token(service, state, req).await,
         Endpoint::Forgot => forgot(service, state, req).await,
         Endpoint::Reset => reset(service, state, req).await,
+        Endpoint::Mfa(e) => super::mfa_http::handle(e, service, state, req).await,
         Endpoint::Logout => {
             let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let has_body = req.headers().contains_key(CONTENT_TYPE);
@@ -208,7 +218,7 @@ fn discovery(service: &IdentityService) -> serde_json::Value {
         "issuer": s.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint": format!("{base}{}/token", s.prefix),
-        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["password", "refresh_token", "client_credentials", MFA_OTP_GRANT],
         // `none` for the password and refresh grants (public clients).
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
@@ -475,7 +485,7 @@ async fn reset(service: &IdentityService, state: &LimitState, req: HttpRequest) 
 }
 
 #[derive(Deserialize, Default)]
-struct TokenForm {
+pub(super) struct TokenForm {
     grant_type: Option<String>,
     username: Option<String>,
     password: Option<String>,
@@ -483,6 +493,9 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     scope: Option<String>,
+    /// The second login step ([`MFA_OTP_GRANT`]).
+    pub(super) mfa_token: Option<String>,
+    pub(super) otp: Option<String>,
 }
 
 async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpResponse> {
@@ -508,6 +521,8 @@ async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpRes
             "client_id" => &mut form.client_id,
             "client_secret" => &mut form.client_secret,
             "scope" => &mut form.scope,
+            "mfa_token" => &mut form.mfa_token,
+            "otp" => &mut form.otp,
             _ => continue,
         };
         if slot.is_some() {
@@ -534,6 +549,7 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
             _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"),
         },
         Some("client_credentials") => return client_token(service, state, req, form).await,
+        Some(MFA_OTP_GRANT) => return super::mfa_http::mfa_grant(service, state, req, form).await,
         Some(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -568,6 +584,21 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
             }
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
         }
+        Err(IdentityError::MfaRequired { user_id, mfa_token, methods }) => {
+            // The password was right; no tokens until the second step.
+            state.audit(audit(AuditKind::AuthSuccess, Some(user_id), None).detail("step", "password"));
+            let mut resp = json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({
+                    "error": "mfa_required",
+                    "error_description": "a second factor is required",
+                    "mfa_token": mfa_token,
+                    "mfa_methods": methods,
+                }),
+            );
+            resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            resp
+        }
         Err(IdentityError::Busy) => busy(),
         Err(IdentityError::BadInput(_)) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
@@ -579,7 +610,7 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
 /// An audit event for a token request: the grant, the subject (a user or
 /// client id, when known), why it failed, the client's address and the
 /// request id.
-fn attempt_event(
+pub(super) fn attempt_event(
     ext: &http::Extensions,
     kind: AuditKind,
     grant: &str,
@@ -660,7 +691,7 @@ fn invalid_client(challenge: bool) -> HttpResponse {
 
 /// Counts a wrong password for an account (through the limiter: in Redis when
 /// configured, so all instances count together). True when it was one too many.
-async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
+pub(super) async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &str) -> bool {
     let s = &service.settings;
     if s.max_failures == 0 {
         return false;
@@ -673,7 +704,7 @@ async fn count_failure(service: &IdentityService, state: &LimitState, user_id: &
     }
 }
 
-fn issued(t: &IssuedTokens) -> serde_json::Value {
+pub(super) fn issued(t: &IssuedTokens) -> serde_json::Value {
     let mut v = serde_json::json!({
         "access_token": t.access_token,
         "token_type": "bearer",
@@ -690,7 +721,7 @@ fn issued(t: &IssuedTokens) -> serde_json::Value {
     v
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     let mut resp = http::Response::new(Body::from(value.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -698,26 +729,26 @@ fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
 }
 
 /// Token responses must not be cached (RFC 6749 §5.1).
-fn json_no_store(value: &serde_json::Value) -> HttpResponse {
+pub(super) fn json_no_store(value: &serde_json::Value) -> HttpResponse {
     let mut resp = json(StatusCode::OK, value);
     resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 
-fn empty(status: StatusCode) -> HttpResponse {
+pub(super) fn empty(status: StatusCode) -> HttpResponse {
     let mut resp = http::Response::new(Body::empty());
     *resp.status_mut() = status;
     resp
 }
 
 /// An RFC 6749 §5.2 error response.
-fn oauth_error(status: StatusCode, error: &'static str, description: &'static str) -> HttpResponse {
+pub(super) fn oauth_error(status: StatusCode, error: &'static str, description: &'static str) -> HttpResponse {
     let mut resp = json(status, &serde_json::json!({"error": error, "error_description": description}));
     resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 
-fn busy() -> HttpResponse {
+pub(super) fn busy() -> HttpResponse {
     let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many logins in progress")
         .detail("try again in a moment")
         .rejected_by("identity", "hash_pool_full")
@@ -727,7 +758,7 @@ fn busy() -> HttpResponse {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes; `shape` names what is expected.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     req: HttpRequest,
     shape: &str,
 ) -> Result<(HttpRequest, T), HttpResponse> {
@@ -755,14 +786,14 @@ fn weak_password(req: &HttpRequest, violations: &[rampart_core::password::Policy
     resp
 }
 
-fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
+pub(super) fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
     Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
         .detail(detail.to_string())
         .rejected_by("identity", "bad_request")
         .into_response_for(req.extensions())
 }
 
-fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
+pub(super) fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
     tracing::error!(error = %e, "identity request failed");
     Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
         .rejected_by("identity", "internal")

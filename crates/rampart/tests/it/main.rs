@@ -17,6 +17,7 @@ mod identity_store;
 mod inspect;
 mod layers;
 mod limits;
+mod mfa;
 mod passlib_import;
 mod password_reset;
 mod proxy;

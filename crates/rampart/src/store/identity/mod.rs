@@ -18,6 +18,8 @@
 //!   fallback for when no Redis is configured.
 //! - [`ServiceClientStore`] ([`clients`]): OAuth2 clients of the
 //!   `client_credentials` grant, with SHA-256-hashed secrets and scopes.
+//! - [`MfaStore`] ([`mfa`]): sealed TOTP secrets with replay protection, and
+//!   SHA-256-hashed single-use backup codes (migration `0005_mfa.sql`).
 //!
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
@@ -53,6 +55,7 @@
 pub mod clients;
 pub mod denylist;
 pub mod keys;
+pub mod mfa;
 pub mod refresh;
 pub mod reset;
 pub mod users;
@@ -64,6 +67,7 @@ use sha2::{Digest, Sha256};
 pub use clients::{NewServiceClient, ServiceClient, ServiceClientStore};
 pub use denylist::DenylistStore;
 pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};
+pub use mfa::{MfaStore, TotpRecord};
 pub use refresh::{NewRefreshToken, RefreshToken, RefreshTokenStore, RotateOutcome, Successor};
 pub use reset::{NewResetToken, ResetTokenStore};
 pub use users::{username_key, NewUser, User, UserQuery, UserStore};
