@@ -35,3 +35,4 @@ pub mod principal;
 pub mod request_id;
 pub mod route;
 pub mod token;
+pub mod totp;

@@ -80,6 +80,9 @@ pub struct IdentityConfig {
     pub notifier: Option<NotifierConfig>,
     /// Passkeys (`[identity.webauthn]`); off when absent.
     pub webauthn: Option<WebauthnConfig>,
+    /// The issuer label authenticator apps show for TOTP (default: the host
+    /// of `issuer`).
+    pub totp_issuer: Option<String>,
 }
 
 impl Default for IdentityConfig {
@@ -107,6 +110,7 @@ impl Default for IdentityConfig {
             reset: ResetConfig::default(),
             notifier: None,
             webauthn: None,
+            totp_issuer: None,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct IdentitySettings {
     pub reset: Option<ResetSettings>,
     /// `None`: passkeys are off.
     pub webauthn: Option<WebauthnSettings>,
+    /// The issuer label of TOTP enrolments.
+    pub totp_issuer: String,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -256,6 +262,13 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     };
     let reset = compile_reset(&cfg.reset, cfg.notifier.as_ref(), &at, errs);
     let webauthn = cfg.webauthn.as_ref().and_then(|w| compile_webauthn(w, &at, errs));
+    let totp_issuer = match &cfg.totp_issuer {
+        Some(label) => label.clone(),
+        None => host_of(&cfg.issuer).to_owned(),
+    };
+    if totp_issuer.is_empty() || totp_issuer.len() > 64 || totp_issuer.chars().any(char::is_control) {
+        errs.push((at.push_key("totp_issuer"), "must be 1 to 64 printable characters".into()));
+    }
     if errs.len() > before {
         return None;
     }
@@ -280,5 +293,18 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         argon2,
         reset,
         webauthn,
+        totp_issuer,
     })
+}
+
+/// `api.example.com` of `https://api.example.com:8443/x`; the text itself when
+/// it is not a URL.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    host.split(':').next().unwrap_or(host)
 }

@@ -25,6 +25,10 @@
 //!   one 400 `invalid-reset-token` for every bad token, 400 `weak-password`
 //!   naming the rules a refused password broke.
 //! - `{prefix}/passkeys/…` — passkeys (WebAuthn), see [`super::passkey_http`].
+//! - Second factors under `{prefix}/mfa`, and the second login step
+//!   (`grant_type=urn:rampart:params:oauth:grant-type:mfa-otp`): see
+//!   [`super::mfa_http`]. A password grant for a user with a second factor
+//!   answers 403 `{"error": "mfa_required", "mfa_token", "mfa_methods"}`.
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -44,6 +48,8 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use super::client_auth::{client_credentials, ClientAuthError, Method as ClientMethod};
+use super::mfa::MFA_OTP_GRANT;
+use super::mfa_http::MfaEndpoint;
 use super::reset::ResetTarget;
 use super::service::{IdentityError, IdentityService, IssuedTokens};
 use crate::edge::request_id::RequestId;
@@ -98,6 +104,7 @@ enum Endpoint {
     Discovery,
     /// Everything under `{prefix}/passkeys` (see [`super::passkey_http`]).
     Passkeys,
+    Mfa(MfaEndpoint),
 }
 
 impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
@@ -125,6 +132,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/password/forgot") => Some(Endpoint::Forgot),
             Some("/password/reset") => Some(Endpoint::Reset),
             Some(p) if p == "/passkeys" || p.starts_with("/passkeys/") => Some(Endpoint::Passkeys),
+            Some(rest) if rest.starts_with("/mfa") => MfaEndpoint::of(rest).map(Endpoint::Mfa),
             _ => match path {
                 "/.well-known/jwks.json" => Some(Endpoint::Jwks),
                 "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
@@ -150,6 +158,7 @@ async fn handle(
     }
     let wanted = match endpoint {
         Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
+        Endpoint::Mfa(e) => e.method(),
         _ => Method::POST,
     };
     if req.method() != wanted {
@@ -167,6 +176,7 @@ async fn handle(
         Endpoint::Passkeys => empty(StatusCode::NOT_FOUND),
         Endpoint::Forgot => forgot(service, state, req).await,
         Endpoint::Reset => reset(service, state, req).await,
+        Endpoint::Mfa(e) => super::mfa_http::handle(e, service, state, req).await,
         Endpoint::Logout => {
             let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let has_body = req.headers().contains_key(CONTENT_TYPE);
@@ -216,7 +226,7 @@ fn discovery(service: &IdentityService) -> serde_json::Value {
         "issuer": s.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint": format!("{base}{}/token", s.prefix),
-        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["password", "refresh_token", "client_credentials", MFA_OTP_GRANT],
         // `none` for the password and refresh grants (public clients).
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
@@ -483,7 +493,7 @@ async fn reset(service: &IdentityService, state: &LimitState, req: HttpRequest) 
 }
 
 #[derive(Deserialize, Default)]
-struct TokenForm {
+pub(super) struct TokenForm {
     grant_type: Option<String>,
     username: Option<String>,
     password: Option<String>,
@@ -491,6 +501,9 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     scope: Option<String>,
+    /// The second login step ([`MFA_OTP_GRANT`]).
+    pub(super) mfa_token: Option<String>,
+    pub(super) otp: Option<String>,
 }
 
 async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpResponse> {
@@ -516,6 +529,8 @@ async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpRes
             "client_id" => &mut form.client_id,
             "client_secret" => &mut form.client_secret,
             "scope" => &mut form.scope,
+            "mfa_token" => &mut form.mfa_token,
+            "otp" => &mut form.otp,
             _ => continue,
         };
         if slot.is_some() {
@@ -542,6 +557,7 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
             _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"),
         },
         Some("client_credentials") => return client_token(service, state, req, form).await,
+        Some(MFA_OTP_GRANT) => return super::mfa_http::mfa_grant(service, state, req, form).await,
         Some(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -575,6 +591,21 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
                 }
             }
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the credentials are not valid")
+        }
+        Err(IdentityError::MfaRequired { user_id, mfa_token, methods }) => {
+            // The password was right; no tokens until the second step.
+            state.audit(audit(AuditKind::AuthSuccess, Some(user_id), None).detail("step", "password"));
+            let mut resp = json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({
+                    "error": "mfa_required",
+                    "error_description": "a second factor is required",
+                    "mfa_token": mfa_token,
+                    "mfa_methods": methods,
+                }),
+            );
+            resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            resp
         }
         Err(IdentityError::Busy) => busy(),
         Err(IdentityError::BadInput(_)) => {

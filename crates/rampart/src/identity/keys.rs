@@ -277,25 +277,37 @@ fn verifying_key(record: &SigningKeyRecord) -> anyhow::Result<VerifyingKey> {
 }
 
 fn seal(key: &[u8; 32], plaintext: &[u8]) -> anyhow::Result<SealedKey> {
+    seal_with(key, b"rampart signing key", plaintext)
+}
+
+fn unseal(key: &[u8; 32], sealed: &SealedKey) -> anyhow::Result<Vec<u8>> {
+    unseal_with(key, b"rampart signing key", sealed)
+}
+
+/// Seals `plaintext` with ChaCha20-Poly1305 under `key` (one [`derive`]d for
+/// its purpose) and a random nonce; `aad` binds it to what it is, so that a
+/// sealed value moved to another column does not open.
+pub(super) fn seal_with(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> anyhow::Result<SealedKey> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     let sealing =
         LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| anyhow::anyhow!("bad seal key"))?);
     let mut data = plaintext.to_vec();
     sealing
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(b"rampart signing key"), &mut data)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data)
         .map_err(|_| anyhow::anyhow!("sealing failed"))?;
     Ok(SealedKey { ciphertext: data, nonce: nonce.to_vec() })
 }
 
-fn unseal(key: &[u8; 32], sealed: &SealedKey) -> anyhow::Result<Vec<u8>> {
+/// Opens what [`seal_with`] sealed with the same key and `aad`.
+pub(super) fn unseal_with(key: &[u8; 32], aad: &[u8], sealed: &SealedKey) -> anyhow::Result<Vec<u8>> {
     let nonce: [u8; NONCE_LEN] = sealed.nonce.as_slice().try_into().map_err(|_| anyhow::anyhow!("bad nonce"))?;
     let opening =
         LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| anyhow::anyhow!("bad seal key"))?);
     let mut data = sealed.ciphertext.clone();
     let plain = opening
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(b"rampart signing key"), &mut data)
-        .map_err(|_| anyhow::anyhow!("the sealed key does not open with this secret_key"))?;
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data)
+        .map_err(|_| anyhow::anyhow!("the sealed value does not open with this secret_key"))?;
     Ok(plain.to_vec())
 }
 

@@ -10,6 +10,7 @@
 //!   their administration for `rampart client`.
 //! - [`hasher`]: the bounded password-hashing pool.
 //! - [`keys`]: the signing keys, their rotation and reload.
+//! - [`mfa`]: second factors (TOTP, backup codes) and the two-step login.
 //! - [`revoke`]: revoked access tokens, checked per request without I/O.
 //! - [`service`]: the operations, independent of HTTP.
 //! - [`reset`]: password reset by a single-use token.
@@ -24,6 +25,8 @@ pub mod clients;
 pub mod hasher;
 pub mod http;
 pub mod keys;
+pub mod mfa;
+mod mfa_http;
 pub mod notify;
 pub mod passkey_http;
 pub mod passkeys;

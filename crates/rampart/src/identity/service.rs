@@ -66,6 +66,10 @@ pub enum IdentityError {
     BadInput(String),
     #[error("too many logins in progress")]
     Busy,
+    /// The password was right, and a second factor is due: `mfa_token`
+    /// (see [`super::mfa`]) carries the login to the second step.
+    #[error("a second factor is required")]
+    MfaRequired { user_id: String, mfa_token: String, methods: Vec<&'static str> },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -236,6 +240,17 @@ impl IdentityService {
         if user.disabled || user.is_locked(now) {
             return Err(IdentityError::InvalidGrant { reason: "locked", user_id: Some(user.id) });
         }
+        let methods = self.mfa_methods(&user.id).await?;
+        if !methods.is_empty() {
+            let mfa_token = self.mfa_token(&user, now)?;
+            return Err(IdentityError::MfaRequired { user_id: user.id, mfa_token, methods });
+        }
+        self.issue_login_tokens(&user, now).await
+    }
+
+    /// The tokens of a completed login: records it, starts a refresh-token
+    /// family and signs an access token.
+    pub(super) async fn issue_login_tokens(&self, user: &User, now: u64) -> Result<IssuedTokens, IdentityError> {
         self.db.record_login(&user.id, now).await?;
         let refresh = random_token("rt_")?;
         self.db
@@ -249,7 +264,7 @@ impl IdentityService {
             })
             .await?;
         Ok(IssuedTokens {
-            access_token: self.access_token(&user, now)?,
+            access_token: self.access_token(user, now)?,
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(refresh),
             scope: None,
@@ -371,17 +386,23 @@ impl IdentityService {
     /// new hash, raises the token version and revokes every refresh token, so
     /// that every other session ends.
     pub async fn change_password(&self, user: &User, current: &str, new: &str) -> Result<(), IdentityError> {
-        let stored = user.password_hash.as_ref().map(|h| h.expose().to_string());
-        let target = stored.unwrap_or_else(|| self.dummy_hash.clone());
-        match self.hasher.verify(normalize(current), target).await {
-            Ok(_) if user.password_hash.is_some() => {}
-            Ok(_) | Err(HashError::Password(_)) => {
-                return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: Some(user.id.clone()) })
-            }
-            Err(e) => return Err(e.into()),
+        if !self.password_matches(user, current).await? {
+            return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: Some(user.id.clone()) });
         }
         let hash = self.hash_new_password(user, new).await?;
         self.replace_password(&user.id, &hash).await
+    }
+
+    /// Whether `password` is the user's (false for users without one; they
+    /// cost one verification too).
+    pub(super) async fn password_matches(&self, user: &User, password: &str) -> Result<bool, IdentityError> {
+        let stored = user.password_hash.as_ref().map(|h| h.expose().to_string());
+        let target = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        match self.hasher.verify(normalize(password), target).await {
+            Ok(_) => Ok(user.password_hash.is_some()),
+            Err(HashError::Password(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Checks a new password against the policy (with the user's name and

@@ -19,6 +19,7 @@ mod identity_store;
 mod inspect;
 mod layers;
 mod limits;
+mod mfa;
 mod passkeys;
 mod passlib_import;
 mod password_reset;

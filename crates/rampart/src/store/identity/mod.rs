@@ -20,6 +20,8 @@
 //!   `client_credentials` grant, with SHA-256-hashed secrets and scopes.
 //! - [`PasskeyStore`] ([`passkeys`]): WebAuthn passkeys and the single-use
 //!   state of ceremonies in progress (migration `0006_passkeys.sql`).
+//! - [`MfaStore`] ([`mfa`]): sealed TOTP secrets with replay protection, and
+//!   SHA-256-hashed single-use backup codes (migration `0005_mfa.sql`).
 //!
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
@@ -55,6 +57,7 @@
 pub mod clients;
 pub mod denylist;
 pub mod keys;
+pub mod mfa;
 pub mod passkeys;
 pub mod refresh;
 pub mod reset;
@@ -67,6 +70,7 @@ use sha2::{Digest, Sha256};
 pub use clients::{NewServiceClient, ServiceClient, ServiceClientStore};
 pub use denylist::DenylistStore;
 pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};
+pub use mfa::{MfaStore, TotpRecord};
 pub use passkeys::{ChallengePurpose, NewChallenge, PasskeyInfo, PasskeyRecord, PasskeyStore, TakenChallenge};
 pub use refresh::{NewRefreshToken, RefreshToken, RefreshTokenStore, RotateOutcome, Successor};
 pub use reset::{NewResetToken, ResetTokenStore};

@@ -1,0 +1,20 @@
+-- Second factors (see src/store/identity/mfa.rs). The TOTP secret is sealed
+-- by the caller (ChaCha20-Poly1305); backup codes are stored as SHA-256.
+CREATE TABLE user_totp (
+    user_id        TEXT    NOT NULL PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    secret         BLOB    NOT NULL,
+    secret_nonce   BLOB    NOT NULL,
+    created_at     INTEGER NOT NULL,
+    -- NULL until a first code confirms the enrolment.
+    confirmed_at   INTEGER,
+    -- The last time step a code was accepted for: older and equal steps are replays.
+    last_used_step INTEGER
+);
+
+CREATE TABLE mfa_backup_codes (
+    user_id    TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_hash  BLOB    NOT NULL,
+    created_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    PRIMARY KEY (user_id, code_hash)
+);

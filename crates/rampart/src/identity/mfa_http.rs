@@ -1,0 +1,333 @@
+//! The second-factor endpoints (see [`super::mfa`]), with a bearer access
+//! token of ours:
+//!
+//! - `GET {prefix}/mfa` → `{"totp", "totp_pending", "backup_codes_left", "methods"}`.
+//! - `POST {prefix}/mfa/totp` → starts an enrolment: `{"secret", "otpauth_uri",
+//!   "qr_png" (data URI), "qr_svg"}`; 409 while one is active.
+//! - `POST {prefix}/mfa/totp/confirm` `{"code"}` → activates it and answers
+//!   `{"backup_codes": [10]}`, shown once.
+//! - `POST {prefix}/mfa/totp/disable` `{"password"}` or `{"code"}` → 204.
+//! - `POST {prefix}/mfa/backup-codes` `{"password"}` or `{"code"}` → ten new
+//!   codes; the old ones die.
+//!
+//! And the second login step at the token endpoint: `grant_type=`
+//! [`MFA_OTP_GRANT`] with `mfa_token` and `otp` (a TOTP or a backup code).
+//! Refused codes are ban strikes, audit events, and count towards the
+//! account's lockout like wrong passwords.
+
+use http::header::CACHE_CONTROL;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+
+use super::http::{
+    attempt_event, count_failure, empty, internal, json, json_no_store, oauth_error, read_json, TokenForm,
+};
+use super::mfa::{CodeRefusal, CodeRefused, MFA_OTP_GRANT};
+use super::service::{IdentityError, IdentityService};
+use crate::edge::{HttpRequest, HttpResponse};
+use crate::limit::bans::Strike;
+use crate::limit::LimitState;
+use crate::observe::audit::AuditKind;
+use crate::problem::Problem;
+use crate::store::identity::User;
+use rampart_core::client_ip::ClientInfo;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum MfaEndpoint {
+    Status,
+    Totp,
+    Confirm,
+    Disable,
+    BackupCodes,
+}
+
+impl MfaEndpoint {
+    /// The endpoint of a path below the prefix.
+    pub(super) fn of(path: &str) -> Option<Self> {
+        Some(match path {
+            "/mfa" => Self::Status,
+            "/mfa/totp" => Self::Totp,
+            "/mfa/totp/confirm" => Self::Confirm,
+            "/mfa/totp/disable" => Self::Disable,
+            "/mfa/backup-codes" => Self::BackupCodes,
+            _ => return None,
+        })
+    }
+
+    pub(super) fn method(self) -> Method {
+        if self == Self::Status {
+            Method::GET
+        } else {
+            Method::POST
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+/// Proof of the account holder for changes: the password or a code.
+#[derive(Deserialize)]
+struct Proof {
+    password: Option<String>,
+    code: Option<String>,
+}
+
+pub(super) async fn handle(
+    endpoint: MfaEndpoint,
+    service: &IdentityService,
+    state: &LimitState,
+    req: HttpRequest,
+) -> HttpResponse {
+    let user = match authenticated(service, req.headers(), req.extensions()).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    match endpoint {
+        MfaEndpoint::Status => match service.mfa_status(&user.id).await {
+            Ok(s) => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "totp": s.totp,
+                    "totp_pending": s.totp_pending,
+                    "backup_codes_left": s.backup_codes_left,
+                    "methods": if s.totp { vec!["totp", "backup_code"] } else { Vec::new() },
+                }),
+            ),
+            Err(e) => internal(&req, &e),
+        },
+        MfaEndpoint::Totp => match service.begin_totp(&user).await {
+            Ok(e) => {
+                let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "mfa", Some(user.id.clone()), None);
+                state.audit(event.detail("action", "totp_enrolment_started"));
+                json_no_store(&serde_json::json!({
+                    "secret": e.secret_base32,
+                    "otpauth_uri": e.otpauth_uri,
+                    "qr_png": e.qr_png,
+                    "qr_svg": e.qr_svg,
+                }))
+            }
+            Err(IdentityError::Taken(_)) => Problem::new(StatusCode::CONFLICT, "totp-active", "TOTP already active")
+                .detail("disable it before enrolling again")
+                .rejected_by("identity", "totp_active")
+                .into_response_for(req.extensions()),
+            Err(e) => internal(&req, &e),
+        },
+        MfaEndpoint::Confirm => {
+            let (req, body) = match read_json::<CodeBody>(req, "{\"code\"}").await {
+                Ok(x) => x,
+                Err(resp) => return resp,
+            };
+            match service.confirm_totp(&user, &body.code).await {
+                Ok(codes) => {
+                    state.audit(
+                        attempt_event(req.extensions(), AuditKind::MfaChanged, "mfa", Some(user.id.clone()), None)
+                            .detail("action", "totp_enabled"),
+                    );
+                    json_no_store(&serde_json::json!({ "backup_codes": codes }))
+                }
+                Err(CodeRefusal::Refused(r)) => refused(service, state, req.extensions(), &user, r).await,
+                Err(CodeRefusal::Failed(e)) => internal(&req, &e),
+            }
+        }
+        MfaEndpoint::Disable | MfaEndpoint::BackupCodes => {
+            let (req, body) = match read_json::<Proof>(req, "{\"password\"} or {\"code\"}").await {
+                Ok(x) => x,
+                Err(resp) => return resp,
+            };
+            let active = match service.mfa_methods(&user.id).await {
+                Ok(m) => !m.is_empty(),
+                Err(e) => return internal(&req, &e),
+            };
+            if !active {
+                return Problem::new(StatusCode::CONFLICT, "no-second-factor", "No second factor")
+                    .detail("no second factor is active")
+                    .rejected_by("identity", "no_second_factor")
+                    .into_response_for(req.extensions());
+            }
+            if let Err(resp) = prove(service, state, req.extensions(), &user, body).await {
+                return resp;
+            }
+            let ext = req.extensions();
+            let audit = |action: &'static str| {
+                state.audit(
+                    attempt_event(ext, AuditKind::MfaChanged, "mfa", Some(user.id.clone()), None)
+                        .detail("action", action),
+                );
+            };
+            if endpoint == MfaEndpoint::Disable {
+                match service.disable_mfa(&user.id).await {
+                    Ok(_) => {
+                        audit("totp_disabled");
+                        empty(StatusCode::NO_CONTENT)
+                    }
+                    Err(e) => internal(&req, &e),
+                }
+            } else {
+                match service.regenerate_backup_codes(&user.id).await {
+                    Ok(codes) => {
+                        audit("backup_codes_regenerated");
+                        json_no_store(&serde_json::json!({ "backup_codes": codes }))
+                    }
+                    Err(e) => internal(&req, &e),
+                }
+            }
+        }
+    }
+}
+
+/// The user of the bearer token, or the 401 to answer.
+async fn authenticated(
+    service: &IdentityService,
+    headers: &http::HeaderMap,
+    ext: &http::Extensions,
+) -> Result<User, HttpResponse> {
+    let user = match crate::auth::bearer_token(headers) {
+        Some(t) => service.user_of_token(t).await,
+        None => Ok(None),
+    };
+    match user {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => {
+            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                .detail("a valid bearer token is required")
+                .rejected_by("identity", "unauthenticated")
+                .into_response_for(ext);
+            resp.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
+            Err(resp)
+        }
+        Err(e) => Err(internal_for(ext, &e)),
+    }
+}
+
+fn internal_for(ext: &http::Extensions, e: &IdentityError) -> HttpResponse {
+    tracing::error!(error = %e, "identity request failed");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+        .rejected_by("identity", "internal")
+        .into_response_for(ext)
+}
+
+/// Checks the password or the code a change is made with.
+async fn prove(
+    service: &IdentityService,
+    state: &LimitState,
+    ext: &http::Extensions,
+    user: &User,
+    proof: Proof,
+) -> Result<(), HttpResponse> {
+    match (proof.password, proof.code) {
+        (Some(password), None) => match service.password_matches(user, &password).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let r = CodeRefused { kind: None, reason: "bad_credentials" };
+                Err(failure(service, state, ext, Some(&user.id), "password", r.reason).await)
+            }
+            Err(IdentityError::Busy) => Err(super::http::busy()),
+            Err(e) => Err(internal_for(ext, &e)),
+        },
+        (None, Some(code)) => match service.check_second_factor(&user.id, &code).await {
+            Ok(_) => Ok(()),
+            Err(CodeRefusal::Refused(r)) => Err(refused(service, state, ext, user, r).await),
+            Err(CodeRefusal::Failed(e)) => Err(internal_for(ext, &e)),
+        },
+        _ => Err(Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+            .detail("send either {\"password\"} or {\"code\"}")
+            .rejected_by("identity", "bad_request")
+            .into_response_for(ext)),
+    }
+}
+
+async fn refused(
+    service: &IdentityService,
+    state: &LimitState,
+    ext: &http::Extensions,
+    user: &User,
+    r: CodeRefused,
+) -> HttpResponse {
+    let method = r.kind.map_or("otp", |k| k.as_str());
+    failure(service, state, ext, Some(&user.id), method, r.reason).await
+}
+
+/// A refused password or code at an account endpoint: strike, audit, count.
+async fn failure(
+    service: &IdentityService,
+    state: &LimitState,
+    ext: &http::Extensions,
+    user_id: Option<&str>,
+    method: &'static str,
+    reason: &'static str,
+) -> HttpResponse {
+    record_failure(service, state, ext, user_id, method, reason).await;
+    let mut resp = Problem::new(StatusCode::FORBIDDEN, "invalid-credentials", "Invalid password or code")
+        .detail("the password or code is not correct")
+        .rejected_by("identity", "invalid_second_factor")
+        .into_response_for(ext);
+    resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A failed attempt: a ban strike for the address, an audit event and one
+/// more failure towards the account's lockout.
+async fn record_failure(
+    service: &IdentityService,
+    state: &LimitState,
+    ext: &http::Extensions,
+    user_id: Option<&str>,
+    method: &'static str,
+    reason: &'static str,
+) {
+    if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
+        state.bans.strike(ip, Strike::AuthFailure);
+    }
+    let subject = user_id.map(str::to_owned);
+    state.audit(attempt_event(ext, AuditKind::AuthFailure, method, subject.clone(), Some(reason)));
+    let Some(id) = user_id else { return };
+    if count_failure(service, state, id).await {
+        if let Err(e) = service.lock_out(id).await {
+            tracing::error!(error = %e, "could not lock an account after repeated failures");
+        }
+        state.audit(attempt_event(ext, AuditKind::Lockout, method, subject, Some("too_many_failures")));
+    }
+}
+
+/// The second login step: `grant_type=`[`MFA_OTP_GRANT`], `mfa_token`, `otp`.
+pub(super) async fn mfa_grant(
+    service: &IdentityService,
+    state: &LimitState,
+    req: HttpRequest,
+    form: TokenForm,
+) -> HttpResponse {
+    let (Some(token), Some(otp)) = (form.mfa_token.as_deref(), form.otp.as_deref()) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "mfa_token and otp are required");
+    };
+    let ext = req.extensions();
+    let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code or the mfa_token is not valid");
+    let Some(pending) = service.verify_mfa_token(token) else {
+        record_failure(service, state, ext, None, "otp", "bad_mfa_token").await;
+        return invalid();
+    };
+    let kind = match service.check_second_factor(&pending.user_id, otp).await {
+        Ok(kind) => kind,
+        Err(CodeRefusal::Refused(r)) => {
+            let method = r.kind.map_or("otp", |k| k.as_str());
+            record_failure(service, state, ext, Some(&pending.user_id), method, r.reason).await;
+            return invalid();
+        }
+        Err(CodeRefusal::Failed(e)) => return internal_for(ext, &e),
+    };
+    match service.complete_mfa_login(&pending).await {
+        Ok(tokens) => {
+            let event = attempt_event(ext, AuditKind::AuthSuccess, kind.as_str(), Some(pending.user_id.clone()), None);
+            state.audit(event.detail("grant", MFA_OTP_GRANT));
+            json_no_store(&super::http::issued(&tokens))
+        }
+        Err(IdentityError::InvalidGrant { reason, user_id }) => {
+            state.audit(attempt_event(ext, AuditKind::AuthFailure, kind.as_str(), user_id, Some(reason)));
+            invalid()
+        }
+        Err(e) => internal_for(ext, &e),
+    }
+}
