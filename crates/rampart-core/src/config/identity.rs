@@ -77,6 +77,8 @@ pub struct IdentityConfig {
     /// Password reset by a token the notifier delivers.
     pub reset: ResetConfig,
     pub notifier: Option<NotifierConfig>,
+    /// API keys (`[identity.api_keys]`).
+    pub api_keys: super::api_keys::ApiKeysConfig,
 }
 
 impl Default for IdentityConfig {
@@ -103,6 +105,7 @@ impl Default for IdentityConfig {
             password: PasswordConfig::default(),
             reset: ResetConfig::default(),
             notifier: None,
+            api_keys: Default::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ pub struct IdentitySettings {
     pub argon2: Argon2Params,
     /// `None`: password reset is off.
     pub reset: Option<ResetSettings>,
+    pub api_keys: super::api_keys::ApiKeySettings,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -249,6 +253,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         }
     };
     let reset = compile_reset(&cfg.reset, cfg.notifier.as_ref(), &at, errs);
+    let api_keys = super::api_keys::compile_api_keys(&cfg.api_keys, &at.push_key("api_keys"), errs);
     if errs.len() > before {
         return None;
     }
@@ -272,5 +277,6 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         policy,
         argon2,
         reset,
+        api_keys: api_keys?,
     })
 }
