@@ -18,6 +18,8 @@
 //!   fallback for when no Redis is configured.
 //! - [`ServiceClientStore`] ([`clients`]): OAuth2 clients of the
 //!   `client_credentials` grant, with SHA-256-hashed secrets and scopes.
+//! - [`ApiKeyStore`] ([`api_keys`]): API keys of users and service clients
+//!   (migration `0007_api_keys.sql`), SHA-256-hashed, with batched usage.
 //!
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
@@ -50,6 +52,7 @@
 //! # });
 //! ```
 
+pub mod api_keys;
 pub mod clients;
 pub mod denylist;
 pub mod keys;
@@ -61,6 +64,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+pub use api_keys::{ApiKeyMatch, ApiKeyRecord, ApiKeyStore, ApiKeyUsage, NewApiKey, Owner};
 pub use clients::{NewServiceClient, ServiceClient, ServiceClientStore};
 pub use denylist::DenylistStore;
 pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};
