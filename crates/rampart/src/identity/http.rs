@@ -24,6 +24,7 @@
 //! - `POST {prefix}/password/reset` — JSON `{"token", "new_password"}` → 204;
 //!   one 400 `invalid-reset-token` for every bad token, 400 `weak-password`
 //!   naming the rules a refused password broke.
+//! - `{prefix}/api-keys…` — the caller's API keys (see [`super::api_keys::http`]).
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -127,6 +128,16 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
                 _ => None,
             },
         };
+        // `{prefix}/api-keys` and below: see `super::api_keys::http`.
+        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/api-keys")) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let rest = rest.to_owned();
+                let state = self.state.clone();
+                return Either::Right(Box::pin(async move {
+                    Ok(super::api_keys::http::handle(&service, &state, &rest, req).await)
+                }));
+            }
+        }
         let Some(endpoint) = endpoint else {
             return Either::Left(take_ready(&mut self.inner).call(req));
         };
@@ -265,15 +276,7 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     };
     let user = match user {
         Ok(Some(u)) => u,
-        Ok(None) => {
-            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                .detail("a valid bearer token is required")
-                .rejected_by("identity", "unauthenticated")
-                .into_response_for(req.extensions());
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
-            return resp;
-        }
+        Ok(None) => return unauthorized(&req),
         Err(e) => return internal(&req, &e),
     };
     if endpoint == Endpoint::Me {
@@ -313,6 +316,17 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
         Err(IdentityError::Busy) => busy(),
         Err(e) => internal(&req, &e),
     }
+}
+
+/// 401 for the account endpoints: no valid bearer token of ours.
+pub(super) fn unauthorized(req: &HttpRequest) -> HttpResponse {
+    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+        .detail("a valid bearer token is required")
+        .rejected_by("identity", "unauthenticated")
+        .into_response_for(req.extensions());
+    resp.headers_mut()
+        .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
+    resp
 }
 
 /// Where a request came from, for audit events made after it was answered.
@@ -690,7 +704,7 @@ fn issued(t: &IssuedTokens) -> serde_json::Value {
     v
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     let mut resp = http::Response::new(Body::from(value.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -704,7 +718,7 @@ fn json_no_store(value: &serde_json::Value) -> HttpResponse {
     resp
 }
 
-fn empty(status: StatusCode) -> HttpResponse {
+pub(super) fn empty(status: StatusCode) -> HttpResponse {
     let mut resp = http::Response::new(Body::empty());
     *resp.status_mut() = status;
     resp
@@ -727,7 +741,7 @@ fn busy() -> HttpResponse {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes; `shape` names what is expected.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     req: HttpRequest,
     shape: &str,
 ) -> Result<(HttpRequest, T), HttpResponse> {
@@ -755,14 +769,14 @@ fn weak_password(req: &HttpRequest, violations: &[rampart_core::password::Policy
     resp
 }
 
-fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
+pub(super) fn bad_request(req: &HttpRequest, detail: &str) -> HttpResponse {
     Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
         .detail(detail.to_string())
         .rejected_by("identity", "bad_request")
         .into_response_for(req.extensions())
 }
 
-fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
+pub(super) fn internal(req: &HttpRequest, e: &IdentityError) -> HttpResponse {
     tracing::error!(error = %e, "identity request failed");
     Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
         .rejected_by("identity", "internal")

@@ -107,6 +107,8 @@ pub struct IdentityService {
     /// [`super::reset`]).
     pub(super) reset_jobs: Arc<tokio::sync::Semaphore>,
     pub(super) metrics: Arc<Metrics>,
+    /// API keys (`[identity.api_keys]`); `None` when they are off.
+    pub api_keys: Option<Arc<super::api_keys::ApiKeys>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -154,6 +156,10 @@ impl IdentityService {
         let revocations =
             Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
         let reset_jobs = Arc::new(tokio::sync::Semaphore::new(super::reset::MAX_RESET_JOBS));
+        let api_keys = settings
+            .api_keys
+            .enabled
+            .then(|| super::api_keys::ApiKeys::new(settings.api_keys.clone(), db.clone(), now_ms()));
         Ok(Arc::new(Self {
             settings,
             db,
@@ -165,6 +171,7 @@ impl IdentityService {
             notifier,
             reset_jobs,
             metrics,
+            api_keys,
         }))
     }
 
@@ -173,6 +180,9 @@ impl IdentityService {
     pub fn spawn_sync(&self, redis: Option<crate::limit::redis::RedisStore>) {
         self.revocations.spawn_sync(redis);
         self.keys.spawn_reload();
+        if let Some(api_keys) = &self.api_keys {
+            api_keys.spawn_sync();
+        }
     }
 
     /// The verifier of our own tokens as of now (keys rotate).
