@@ -22,6 +22,7 @@
 //! - [`token`]: JWT access tokens: issuing, strict verification, keys, rotation and JWKS.
 
 pub mod abuse;
+pub mod api_key;
 pub mod client_ip;
 pub mod config;
 pub mod cors;

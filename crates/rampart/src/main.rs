@@ -82,6 +82,14 @@ enum Command {
         #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Manage API keys of users and service clients, in the identity database.
+    ApiKey {
+        #[command(subcommand)]
+        action: ApiKeyAction,
+        /// Config that names the database and the identity settings.
+        #[arg(long, short, env = "RAMPART_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Show the heaviest client addresses of the last minute.
     Top {
         #[arg(long, short, env = "RAMPART_CONFIG")]
@@ -186,6 +194,45 @@ enum ClientAction {
 }
 
 #[derive(Subcommand)]
+enum ApiKeyAction {
+    /// Create a key for a user (`--user NAME`) or a service client
+    /// (`--client ID`); prints it once, as JSON.
+    Create {
+        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        name: String,
+        /// A scope the key carries; repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. `30d` (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+        /// An address or block the key may be used from; repeat for several.
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+    },
+    /// List keys (display prefix only), one JSON object per line.
+    List {
+        #[arg(long, conflicts_with = "client")]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// Replace a key: prints the new one once; the old one works for the grace.
+    Rotate {
+        id: String,
+        /// e.g. `1h` (default: `[identity.api_keys] rotation_grace`).
+        #[arg(long)]
+        grace: Option<String>,
+    },
+    /// Revoke a key; running gateways refuse it within seconds.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Make a new signing key active. The old one keeps verifying (and stays in
     /// the JWKS) until the last token it signed has expired. Running gateways
@@ -250,6 +297,7 @@ fn main() -> ExitCode {
             Command::User { action, config } => user(action, config.as_deref()).await,
             Command::Keys { action, config } => keys(action, config.as_deref()).await,
             Command::Client { action, config } => client(action, config.as_deref()).await,
+            Command::ApiKey { action, config } => api_key(action, config.as_deref()).await,
         }
     });
     // A blocking write that never returns (an audit file on a dead mount or a
@@ -652,6 +700,60 @@ async fn client(action: ClientAction, config: Option<&Path>) -> anyhow::Result<(
             ClientAction::Remove { client_id } => {
                 clients::remove(&db, &client_id).await.map_err(explain)?;
                 println!("{}", serde_json::json!({ "removed": client_id }));
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+async fn api_key(action: ApiKeyAction, config: Option<&Path>) -> anyhow::Result<()> {
+    use rampart::identity::api_keys::{self, http::parse_cidr, key_json, KeyRequest};
+    use rampart::store::identity::{Owner, UserStore};
+    let (settings, db) = identity_db(config).await?;
+    let settings = &settings.api_keys;
+    let explain = |e: rampart::identity::service::IdentityError| anyhow::anyhow!("{e}");
+    let duration =
+        |flag: &str, text: &str| humantime::parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag} {text}: {e}"));
+    let result = async {
+        let owner_of = |user: Option<String>, client: Option<String>| async {
+            match (user, client) {
+                (Some(name), _) => match db.user_by_username(&name).await? {
+                    Some(u) => Ok(Some(Owner::User(u.id))),
+                    None => Err(anyhow::anyhow!("no user `{name}`")),
+                },
+                (None, Some(id)) => Ok(Some(Owner::Client(id))),
+                (None, None) => anyhow::Ok(None),
+            }
+        };
+        match action {
+            ApiKeyAction::Create { user, client, name, scopes, expires, cidrs } => {
+                let owner = owner_of(user, client).await?.ok_or_else(|| anyhow::anyhow!("--user or --client"))?;
+                let expires_in = expires.as_deref().map(|t| duration("expires", t)).transpose()?;
+                let cidrs = cidrs
+                    .iter()
+                    .map(|c| parse_cidr(c).ok_or_else(|| anyhow::anyhow!("--cidr {c}: not an address or block")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let req = KeyRequest { name, scopes, expires_in, cidrs };
+                let made = api_keys::create(&db, settings, owner, &req).await.map_err(explain)?;
+                println!("{}", key_json(&made.record, Some(&made.key)));
+            }
+            ApiKeyAction::List { user, client } => {
+                let owner = owner_of(user, client).await?;
+                for k in api_keys::list(&db, owner.as_ref()).await.map_err(explain)? {
+                    println!("{}", key_json(&k, None));
+                }
+            }
+            ApiKeyAction::Rotate { id, grace } => {
+                let grace = grace.as_deref().map(|t| duration("grace", t)).transpose()?;
+                let (made, _) = api_keys::rotate(&db, settings, &id, None, grace).await.map_err(explain)?;
+                println!("{}", key_json(&made.record, Some(&made.key)));
+            }
+            ApiKeyAction::Revoke { id } => {
+                let k = api_keys::revoke(&db, &id, None).await.map_err(explain)?;
+                println!("{}", key_json(&k, None));
             }
         }
         anyhow::Ok(())

@@ -172,6 +172,10 @@ impl Gateway {
     /// disk cannot hold the process).
     pub async fn wait(self) {
         let _ = self.done.await;
+        // API-key usage is batched in memory: write what the last batch missed.
+        if let Some(keys) = self.limits.identity().and_then(|i| i.api_keys.clone()) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), keys.flush_usage()).await;
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.audit.close()).await.is_err() {
             tracing::warn!("the audit log did not finish writing within 5 s; queued events may be lost");
         }

@@ -51,6 +51,9 @@ pub struct AuthConfig {
     /// Names of the identity headers sent upstream. Inbound copies of them are
     /// always removed, whatever the route's `auth`.
     pub headers: IdentityHeadersConfig,
+    /// The request header an API key may come in (besides
+    /// `Authorization: ApiKey …`); keys are managed in `[identity.api_keys]`.
+    pub api_key_header: String,
 }
 
 impl Default for AuthConfig {
@@ -62,6 +65,7 @@ impl Default for AuthConfig {
             cache_entries: 10_000,
             issuers: Vec::new(),
             headers: IdentityHeadersConfig::default(),
+            api_key_header: "x-api-key".into(),
         }
     }
 }
@@ -218,6 +222,8 @@ pub struct AuthSettings {
     pub headers: IdentityHeaders,
     pub max_token_bytes: usize,
     pub cache_entries: usize,
+    /// `[auth] api_key_header`, lower case.
+    pub api_key_header: HeaderName,
 }
 
 impl AuthSettings {
@@ -326,10 +332,22 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
             errs.push((hat.push_key("internal_jwt_audience"), "must not be empty".into()));
         }
     }
+    let api_key_header = match HeaderName::from_bytes(cfg.api_key_header.to_ascii_lowercase().as_bytes()) {
+        Ok(n) if n != http::header::AUTHORIZATION && n != http::header::COOKIE => Some(n),
+        _ => {
+            errs.push((
+                at.push_key("api_key_header"),
+                "must be a header name other than Authorization or Cookie".into(),
+            ));
+            None
+        }
+    };
     if errs.len() > before {
         return None;
     }
-    let (Some(user), Some(roles), Some(scopes), Some(tier), Some(auth_method)) = headers else {
+    let (Some(user), Some(roles), Some(scopes), Some(tier), Some(auth_method), Some(api_key_header)) =
+        (headers.0, headers.1, headers.2, headers.3, headers.4, api_key_header)
+    else {
         return None;
     };
     Some(AuthSettings {
@@ -337,6 +355,7 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
         headers: IdentityHeaders { user, roles, scopes, tier, auth_method, internal_jwt },
         max_token_bytes: cfg.max_token_bytes,
         cache_entries: cfg.cache_entries,
+        api_key_header,
     })
 }
 

@@ -83,6 +83,8 @@ pub struct IdentityConfig {
     /// The issuer label authenticator apps show for TOTP (default: the host
     /// of `issuer`).
     pub totp_issuer: Option<String>,
+    /// API keys (`[identity.api_keys]`).
+    pub api_keys: super::api_keys::ApiKeysConfig,
 }
 
 impl Default for IdentityConfig {
@@ -111,6 +113,7 @@ impl Default for IdentityConfig {
             notifier: None,
             webauthn: None,
             totp_issuer: None,
+            api_keys: Default::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ pub struct IdentitySettings {
     pub webauthn: Option<WebauthnSettings>,
     /// The issuer label of TOTP enrolments.
     pub totp_issuer: String,
+    pub api_keys: super::api_keys::ApiKeySettings,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -269,6 +273,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     if totp_issuer.is_empty() || totp_issuer.len() > 64 || totp_issuer.chars().any(char::is_control) {
         errs.push((at.push_key("totp_issuer"), "must be 1 to 64 printable characters".into()));
     }
+    let api_keys = super::api_keys::compile_api_keys(&cfg.api_keys, &at.push_key("api_keys"), errs);
     if errs.len() > before {
         return None;
     }
@@ -294,6 +299,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         reset,
         webauthn,
         totp_issuer,
+        api_keys: api_keys?,
     })
 }
 

@@ -22,6 +22,7 @@
 //! assert!(shown.contains("line 5") && shown.contains("did you mean `listen`"), "{shown}");
 //! ```
 
+pub mod api_keys;
 pub mod auth;
 pub mod authorize;
 pub mod compile;

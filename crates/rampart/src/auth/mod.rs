@@ -24,6 +24,14 @@
 //! until they expire, in a table of bounded size, so a client that repeats its
 //! token costs one hash and one lookup.
 //!
+//! **API keys** (`[identity.api_keys]`, see [`crate::identity::api_keys`]):
+//! on `optional` and `required` routes, `Authorization: ApiKey <key>` or the
+//! `[auth] api_key_header` (`X-API-Key`; read only when `Authorization` holds
+//! no bearer token) carries an API key. Its shape and checksum are checked
+//! first, then its SHA-256 is looked up in memory (the database on a miss).
+//! Expired, revoked, unknown keys and keys used from outside their CIDR list
+//! get the same 401 as a bad token. The key header is not sent upstream.
+//!
 //! The gateway's own tokens (`[identity]`) are also checked against
 //! [`crate::identity::revoke::Revocations`] on every use, cached or not: a
 //! logged-out token or one older than its user's token version is refused
@@ -44,6 +52,7 @@ use futures_util::future::Either;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
 use http::StatusCode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use rampart_core::api_key::{ApiKey, KeyError};
 use rampart_core::client_ip::ClientInfo;
 use rampart_core::config::auth::{AuthMode, AuthSettings, IdentityHeaders, IssuerSettings, RouteAuth};
 use rampart_core::principal::{AuthMethod, Principal};
@@ -57,6 +66,7 @@ use jwks::IssuerKeys;
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
 use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
+use crate::identity::api_keys::{ApiKeys, Lookup};
 use crate::limit::bans::Strike;
 use crate::limit::LimitState;
 use crate::observe::audit::{AuditEvent, AuditKind};
@@ -120,6 +130,10 @@ pub enum AuthFailure {
     Revoked,
     /// Revocations cannot be read now (fail closed: 503).
     RevocationUnknown,
+    /// An API key refused (malformed, unknown, expired, revoked, address).
+    ApiKey(&'static str),
+    /// API keys cannot be checked now (database unreachable: 503).
+    ApiKeysUnavailable,
 }
 
 impl AuthFailure {
@@ -130,6 +144,8 @@ impl AuthFailure {
             Self::Token(e) => e.reason(),
             Self::Revoked => "revoked",
             Self::RevocationUnknown => "revocations_unavailable",
+            Self::ApiKey(reason) => reason,
+            Self::ApiKeysUnavailable => "api_keys_unavailable",
         }
     }
 }
@@ -154,6 +170,11 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         let route = &route.auth;
         if route.mode == AuthMode::None {
             return Either::Left(take_ready(&mut self.inner).call(req));
+        }
+        if let Some(keys) = shared.api_keys() {
+            if let Some(presented) = api_key_of(req.headers(), &shared.settings.api_key_header) {
+                return shared.api_key(keys, presented, req, &mut self.inner);
+            }
         }
         let Some(token) = token_of(&req, route) else {
             if route.mode == AuthMode::Optional {
@@ -203,6 +224,75 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
 }
 
 impl Shared {
+    fn api_keys(&self) -> Option<&Arc<ApiKeys>> {
+        self.state.identity().and_then(|i| i.api_keys.as_ref())
+    }
+
+    /// Authenticates by API key: from the cache at once, else after one query.
+    fn api_key<S: Inner>(
+        self: &Arc<Self>,
+        keys: &Arc<ApiKeys>,
+        presented: Presented,
+        req: HttpRequest,
+        inner: &mut S,
+    ) -> Either<S::Future, LayerFuture> {
+        let now = crate::identity::service::now_ms();
+        let hash = match presented {
+            Presented::Key(hash) => hash,
+            Presented::Refused(reason) => return self.refused_now(&req, AuthFailure::ApiKey(reason)),
+        };
+        if !keys.is_current(now) {
+            return self.refused_now(&req, AuthFailure::ApiKeysUnavailable);
+        }
+        let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+        match keys.cached(&hash, now) {
+            Lookup::Known(key) => match key.admit(ip, now) {
+                Ok(verified) => {
+                    let mut req = req;
+                    self.admit_api_key(&mut req, verified.clone());
+                    Either::Left(take_ready(inner).call(req))
+                }
+                Err(r) => self.refused_now(&req, AuthFailure::ApiKey(r.reason())),
+            },
+            Lookup::Unknown => self.refused_now(&req, AuthFailure::ApiKey("unknown_api_key")),
+            Lookup::Miss => {
+                let (shared, keys, mut inner) = (self.clone(), keys.clone(), take_ready(inner));
+                Either::Right(Box::pin(async move {
+                    let mut req = req;
+                    let failure = match keys.fetch(hash, now).await {
+                        Ok(Some(key)) => match key.admit(ip, now) {
+                            Ok(verified) => {
+                                shared.admit_api_key(&mut req, verified.clone());
+                                return inner.call(req).await;
+                            }
+                            Err(r) => AuthFailure::ApiKey(r.reason()),
+                        },
+                        Ok(None) => AuthFailure::ApiKey("unknown_api_key"),
+                        Err(e) => {
+                            tracing::warn!(target: "rampart::auth", error = %e, "API key lookup failed");
+                            AuthFailure::ApiKeysUnavailable
+                        }
+                    };
+                    Ok(shared.refusal(&req, failure))
+                }))
+            }
+        }
+    }
+
+    fn admit_api_key(&self, req: &mut HttpRequest, verified: Verified) {
+        // The key is a credential for the gateway: the upstream gets the identity.
+        req.headers_mut().remove(&self.settings.api_key_header);
+        if api_key_scheme(req.headers()).is_some() {
+            req.headers_mut().remove(AUTHORIZATION);
+        }
+        self.admit(req, verified);
+    }
+
+    fn refused_now<F>(&self, req: &HttpRequest, failure: AuthFailure) -> Either<F, LayerFuture> {
+        let resp = self.refusal(req, failure);
+        Either::Right(Box::pin(async move { Ok(resp) }))
+    }
+
     fn is_own(&self, issuer: usize) -> bool {
         self.own.as_ref().is_some_and(|(own, _)| *own == issuer)
     }
@@ -271,8 +361,8 @@ impl Shared {
     /// The 401 for `failure`, with its side effects (log, ban strike, audit).
     fn refusal(&self, req: &HttpRequest, failure: AuthFailure) -> HttpResponse {
         let reason = failure.reason();
-        if failure == AuthFailure::RevocationUnknown {
-            tracing::warn!(target: "rampart::auth", "own token refused: revocations could not be read recently");
+        if matches!(failure, AuthFailure::RevocationUnknown | AuthFailure::ApiKeysUnavailable) {
+            tracing::warn!(target: "rampart::auth", reason, "credential refused: revocations could not be read recently");
             let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
                 .detail("sign-in state cannot be checked right now; try again shortly")
                 .rejected_by("auth", reason)
@@ -282,14 +372,15 @@ impl Shared {
         }
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         if failure != AuthFailure::Missing {
-            tracing::info!(target: "rampart::auth", reason, ip = ?ip, "bearer token refused");
+            let method = if matches!(failure, AuthFailure::ApiKey(_)) { "api_key" } else { "jwt" };
+            tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
             if let Some(ip) = ip {
                 self.state.bans.strike(ip, Strike::AuthFailure);
             }
             let key = format!("auth|{}|{reason}", ip.map(|i| i.to_string()).unwrap_or_default());
             self.state.audit_once(&key, || {
                 let mut event =
-                    AuditEvent::new(AuditKind::AuthFailure).detail("method", "jwt").detail("reason", reason);
+                    AuditEvent::new(AuditKind::AuthFailure).detail("method", method).detail("reason", reason);
                 if let Some(ip) = ip {
                     event = event.ip(ip);
                 }
@@ -336,6 +427,42 @@ fn token_of(req: &HttpRequest, route: &RouteAuth) -> Option<String> {
             .map(|(_, v)| v.into_owned());
     }
     None
+}
+
+/// An API key presented with a request: the SHA-256 of a well-formed key,
+/// or why what was presented is not one.
+enum Presented {
+    Key([u8; 32]),
+    Refused(&'static str),
+}
+
+/// The API key of a request: `Authorization: ApiKey <key>`, else the key
+/// header when `Authorization` holds no bearer token. Anything longer than
+/// a key can be is refused unread.
+fn api_key_of(headers: &http::HeaderMap, header: &HeaderName) -> Option<Presented> {
+    let raw = match api_key_scheme(headers) {
+        Some(value) => value,
+        None if bearer_token(headers).is_some() => return None,
+        None => headers.get(header)?.as_bytes(),
+    };
+    let raw = raw.trim_ascii();
+    if raw.len() > rampart_core::api_key::MAX_KEY_LEN {
+        return Some(Presented::Refused(KeyError::Malformed.reason()));
+    }
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Some(Presented::Refused(KeyError::Malformed.reason()));
+    };
+    Some(match ApiKey::parse(text) {
+        Ok(key) => Presented::Key(crate::identity::api_keys::key_digest(key.as_str())),
+        Err(e) => Presented::Refused(e.reason()),
+    })
+}
+
+/// The credential of an `Authorization: ApiKey …` header (scheme in any case).
+fn api_key_scheme(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(7)?;
+    (scheme.eq_ignore_ascii_case(b"apikey ")).then_some(rest)
 }
 
 /// The token of an `Authorization: Bearer …` header (scheme in any case).

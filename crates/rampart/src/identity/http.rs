@@ -29,6 +29,7 @@
 //!   (`grant_type=urn:rampart:params:oauth:grant-type:mfa-otp`): see
 //!   [`super::mfa_http`]. A password grant for a user with a second factor
 //!   answers 403 `{"error": "mfa_required", "mfa_token", "mfa_methods"}`.
+//! - `{prefix}/api-keys…` — the caller's API keys (see [`super::api_keys::http`]).
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -139,6 +140,16 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
                 _ => None,
             },
         };
+        // `{prefix}/api-keys` and below: see `super::api_keys::http`.
+        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/api-keys")) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let rest = rest.to_owned();
+                let state = self.state.clone();
+                return Either::Right(Box::pin(async move {
+                    Ok(super::api_keys::http::handle(&service, &state, &rest, req).await)
+                }));
+            }
+        }
         let Some(endpoint) = endpoint else {
             return Either::Left(take_ready(&mut self.inner).call(req));
         };
@@ -283,15 +294,7 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     };
     let user = match user {
         Ok(Some(u)) => u,
-        Ok(None) => {
-            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                .detail("a valid bearer token is required")
-                .rejected_by("identity", "unauthenticated")
-                .into_response_for(req.extensions());
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
-            return resp;
-        }
+        Ok(None) => return unauthorized(&req),
         Err(e) => return internal(&req, &e),
     };
     if endpoint == Endpoint::Me {
@@ -331,6 +334,17 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
         Err(IdentityError::Busy) => busy(),
         Err(e) => internal(&req, &e),
     }
+}
+
+/// 401 for the account endpoints: no valid bearer token of ours.
+pub(super) fn unauthorized(req: &HttpRequest) -> HttpResponse {
+    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+        .detail("a valid bearer token is required")
+        .rejected_by("identity", "unauthenticated")
+        .into_response_for(req.extensions());
+    resp.headers_mut()
+        .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
+    resp
 }
 
 /// Where a request came from, for audit events made after it was answered.

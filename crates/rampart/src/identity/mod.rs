@@ -20,6 +20,7 @@
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
+pub mod api_keys;
 pub mod client_auth;
 pub mod clients;
 pub mod hasher;

@@ -113,6 +113,8 @@ pub struct IdentityService {
     pub(super) metrics: Arc<Metrics>,
     /// The passkey relying party; `None` when `[identity.webauthn]` is off.
     pub(super) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
+    /// API keys (`[identity.api_keys]`); `None` when they are off.
+    pub api_keys: Option<Arc<super::api_keys::ApiKeys>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -161,6 +163,10 @@ impl IdentityService {
             Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
         let reset_jobs = Arc::new(tokio::sync::Semaphore::new(super::reset::MAX_RESET_JOBS));
         let webauthn = settings.webauthn.as_ref().map(super::passkeys::relying_party).transpose()?;
+        let api_keys = settings
+            .api_keys
+            .enabled
+            .then(|| super::api_keys::ApiKeys::new(settings.api_keys.clone(), db.clone(), now_ms()));
         Ok(Arc::new(Self {
             settings,
             db,
@@ -173,6 +179,7 @@ impl IdentityService {
             reset_jobs,
             metrics,
             webauthn,
+            api_keys,
         }))
     }
 
@@ -181,6 +188,9 @@ impl IdentityService {
     pub fn spawn_sync(&self, redis: Option<crate::limit::redis::RedisStore>) {
         self.revocations.spawn_sync(redis);
         self.keys.spawn_reload();
+        if let Some(api_keys) = &self.api_keys {
+            api_keys.spawn_sync();
+        }
     }
 
     /// The verifier of our own tokens as of now (keys rotate).

@@ -380,7 +380,7 @@ async fn bad_logins(db: &TestDb) {
     assert_eq!(r.status(), 405);
 }
 
-async fn login(gw: &rampart::Gateway, username: &str, password: &str) -> (String, String) {
+pub(crate) async fn login(gw: &rampart::Gateway, username: &str, password: &str) -> (String, String) {
     let (status, tokens) =
         token_request(gw, &[("grant_type", "password"), ("username", username), ("password", password)]).await;
     assert_eq!(status, 200, "{tokens}");

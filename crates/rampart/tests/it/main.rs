@@ -7,6 +7,7 @@ mod common;
 mod identity;
 
 mod alerts;
+mod api_keys;
 mod audit;
 mod auth;
 mod authorize;

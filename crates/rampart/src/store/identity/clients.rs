@@ -161,7 +161,7 @@ fn names_json(
     Ok((sorted, json))
 }
 
-fn scopes_json(scopes: &[String]) -> Result<(Vec<String>, String)> {
+pub(super) fn scopes_json(scopes: &[String]) -> Result<(Vec<String>, String)> {
     names_json("scope", scopes, is_scope_token, "not an RFC 6749 scope token")
 }
 

@@ -22,6 +22,8 @@
 //!   state of ceremonies in progress (migration `0006_passkeys.sql`).
 //! - [`MfaStore`] ([`mfa`]): sealed TOTP secrets with replay protection, and
 //!   SHA-256-hashed single-use backup codes (migration `0005_mfa.sql`).
+//! - [`ApiKeyStore`] ([`api_keys`]): API keys of users and service clients
+//!   (migration `0007_api_keys.sql`), SHA-256-hashed, with batched usage.
 //!
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
@@ -54,6 +56,7 @@
 //! # });
 //! ```
 
+pub mod api_keys;
 pub mod clients;
 pub mod denylist;
 pub mod keys;
@@ -67,6 +70,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+pub use api_keys::{ApiKeyMatch, ApiKeyRecord, ApiKeyStore, ApiKeyUsage, NewApiKey, Owner};
 pub use clients::{NewServiceClient, ServiceClient, ServiceClientStore};
 pub use denylist::DenylistStore;
 pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};

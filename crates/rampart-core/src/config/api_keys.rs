@@ -1,0 +1,132 @@
+//! `[identity.api_keys]`: the API keys the identity service makes and the
+//! bearer layer accepts (see [`crate::api_key`] for their format).
+//!
+//! ```toml
+//! [identity.api_keys]
+//! prefix = "rpk"               # keys look like rpk_<32 base62>_<6 base62>
+//! rotation_grace = "24h"       # how long a rotated key keeps working by default
+//! max_rotation_grace = "30d"   # the most a rotation request may ask for
+//! cache_ttl = "60s"            # how long a looked-up key is trusted from memory
+//! usage_flush = "10s"          # how often last-use times and counts are written
+//! ```
+//!
+//! The request header they come in is `[auth] api_key_header` (default
+//! `X-API-Key`); `Authorization: ApiKey …` works too.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::env::ConfigPath;
+
+/// `[identity.api_keys]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// Accept API keys at all.
+    pub enabled: bool,
+    /// The first part of every new key: 1–16 of `[a-z0-9]`, starting with a letter.
+    pub prefix: String,
+    /// How long a rotated key keeps working when the request names no grace.
+    #[serde(with = "humantime_serde")]
+    pub rotation_grace: Duration,
+    /// The longest grace a rotation may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_rotation_grace: Duration,
+    /// How long a key looked up in the database is trusted from memory. Revocations
+    /// and rotations reach every instance sooner (within the 2 s poll); this
+    /// bounds how long a change of the owner (roles, disabled) takes.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How often usage (last-use time and counts) is written to the database.
+    #[serde(with = "humantime_serde")]
+    pub usage_flush: Duration,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: "rpk".into(),
+            rotation_grace: Duration::from_secs(86_400),
+            max_rotation_grace: Duration::from_secs(30 * 86_400),
+            cache_ttl: Duration::from_secs(60),
+            usage_flush: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[identity.api_keys]`, checked.
+#[derive(Clone, Debug)]
+pub struct ApiKeySettings {
+    pub enabled: bool,
+    pub prefix: String,
+    pub rotation_grace: Duration,
+    pub max_rotation_grace: Duration,
+    pub cache_ttl: Duration,
+    pub usage_flush: Duration,
+}
+
+impl Default for ApiKeySettings {
+    fn default() -> Self {
+        let c = ApiKeysConfig::default();
+        Self {
+            enabled: c.enabled,
+            prefix: c.prefix,
+            rotation_grace: c.rotation_grace,
+            max_rotation_grace: c.max_rotation_grace,
+            cache_ttl: c.cache_ttl,
+            usage_flush: c.usage_flush,
+        }
+    }
+}
+
+pub(super) fn compile_api_keys(
+    cfg: &ApiKeysConfig,
+    at: &ConfigPath,
+    errs: &mut Vec<(ConfigPath, String)>,
+) -> Option<ApiKeySettings> {
+    let before = errs.len();
+    if !crate::api_key::valid_prefix(&cfg.prefix) {
+        errs.push((at.push_key("prefix"), "must be 1 to 16 of a-z and 0-9, starting with a letter".into()));
+    }
+    if cfg.rotation_grace > cfg.max_rotation_grace {
+        errs.push((at.push_key("rotation_grace"), "must be at most max_rotation_grace".into()));
+    }
+    if cfg.cache_ttl < Duration::from_secs(1) || cfg.cache_ttl > Duration::from_secs(3600) {
+        errs.push((at.push_key("cache_ttl"), "must be between 1s and 1h".into()));
+    }
+    if cfg.usage_flush < Duration::from_millis(100) || cfg.usage_flush > Duration::from_secs(3600) {
+        errs.push((at.push_key("usage_flush"), "must be between 100ms and 1h".into()));
+    }
+    (errs.len() == before).then(|| ApiKeySettings {
+        enabled: cfg.enabled,
+        prefix: cfg.prefix.clone(),
+        rotation_grace: cfg.rotation_grace,
+        max_rotation_grace: cfg.max_rotation_grace,
+        cache_ttl: cfg.cache_ttl,
+        usage_flush: cfg.usage_flush,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut errs = Vec::new();
+        let at = ConfigPath::parse("identity.api_keys");
+        assert!(compile_api_keys(&ApiKeysConfig::default(), &at, &mut errs).is_some());
+        let bad = ApiKeysConfig {
+            prefix: "Rpk_".into(),
+            rotation_grace: Duration::from_secs(86_400 * 365),
+            cache_ttl: Duration::ZERO,
+            usage_flush: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(compile_api_keys(&bad, &at, &mut errs).is_none());
+        assert_eq!(errs.len(), 4);
+    }
+}
