@@ -25,7 +25,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::keys::{derive, seal_with, unseal_with};
 use super::service::{now_ms, IdentityError, IdentityService, IssuedTokens};
-use crate::store::identity::{MfaStore, StoreError, TokenHash, User, UserStore};
+use crate::store::identity::{MfaStore, PasskeyStore, StoreError, TokenHash, User, UserStore};
 
 /// The `aud` of MFA tokens: no verifier of access tokens accepts it.
 pub const MFA_AUDIENCE: &str = "rampart-mfa";
@@ -100,9 +100,15 @@ impl IdentityService {
 
     /// The second factors the user must choose from at login; empty when
     /// the password is enough.
+    /// A registered passkey is a second factor too (`webauthn`, when
+    /// `[identity.webauthn]` is on).
     pub async fn mfa_methods(&self, user_id: &str) -> Result<Vec<&'static str>, IdentityError> {
         let confirmed = self.db.totp(user_id).await?.is_some_and(|t| t.confirmed_at.is_some());
-        Ok(if confirmed { vec!["totp", "backup_code"] } else { Vec::new() })
+        let mut methods = if confirmed { vec!["totp", "backup_code"] } else { Vec::new() };
+        if self.webauthn.is_some() && !self.db.passkeys_of(user_id).await?.is_empty() {
+            methods.push("webauthn");
+        }
+        Ok(methods)
     }
 
     /// The state of the user's second factors.

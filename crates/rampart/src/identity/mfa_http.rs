@@ -11,7 +11,10 @@
 //!   codes; the old ones die.
 //!
 //! And the second login step at the token endpoint: `grant_type=`
-//! [`MFA_OTP_GRANT`] with `mfa_token` and `otp` (a TOTP or a backup code).
+//! [`MFA_OTP_GRANT`] with `mfa_token` and `otp` (a TOTP or a backup code);
+//! or, with a passkey, `POST {prefix}/mfa/webauthn/start` `{"mfa_token"}` →
+//! `{"challenge_id", "publicKey"}` and `POST {prefix}/mfa/webauthn/finish`
+//! `{"mfa_token", "challenge_id", "credential"}` → the token response.
 //! Refused codes are ban strikes, audit events, and count towards the
 //! account's lockout like wrong passwords.
 
@@ -39,6 +42,9 @@ pub(super) enum MfaEndpoint {
     Confirm,
     Disable,
     BackupCodes,
+    /// The passkey second step (no bearer token: the `mfa_token` names the user).
+    WebauthnStart,
+    WebauthnFinish,
 }
 
 impl MfaEndpoint {
@@ -50,6 +56,8 @@ impl MfaEndpoint {
             "/mfa/totp/confirm" => Self::Confirm,
             "/mfa/totp/disable" => Self::Disable,
             "/mfa/backup-codes" => Self::BackupCodes,
+            "/mfa/webauthn/start" => Self::WebauthnStart,
+            "/mfa/webauthn/finish" => Self::WebauthnFinish,
             _ => return None,
         })
     }
@@ -81,6 +89,9 @@ pub(super) async fn handle(
     state: &LimitState,
     req: HttpRequest,
 ) -> HttpResponse {
+    if matches!(endpoint, MfaEndpoint::WebauthnStart | MfaEndpoint::WebauthnFinish) {
+        return passkey_step(endpoint, service, state, req).await;
+    }
     let user = match authenticated(service, req.headers(), req.extensions()).await {
         Ok(u) => u,
         Err(resp) => return resp,
@@ -93,7 +104,7 @@ pub(super) async fn handle(
                     "totp": s.totp,
                     "totp_pending": s.totp_pending,
                     "backup_codes_left": s.backup_codes_left,
-                    "methods": if s.totp { vec!["totp", "backup_code"] } else { Vec::new() },
+                    "methods": service.mfa_methods(&user.id).await.unwrap_or_default(),
                 }),
             ),
             Err(e) => internal(&req, &e),
@@ -132,13 +143,15 @@ pub(super) async fn handle(
                 Err(CodeRefusal::Failed(e)) => internal(&req, &e),
             }
         }
+        // Answered above, before the bearer token is asked for.
+        MfaEndpoint::WebauthnStart | MfaEndpoint::WebauthnFinish => passkey_step(endpoint, service, state, req).await,
         MfaEndpoint::Disable | MfaEndpoint::BackupCodes => {
             let (req, body) = match read_json::<Proof>(req, "{\"password\"} or {\"code\"}").await {
                 Ok(x) => x,
                 Err(resp) => return resp,
             };
-            let active = match service.mfa_methods(&user.id).await {
-                Ok(m) => !m.is_empty(),
+            let active = match service.mfa_status(&user.id).await {
+                Ok(s) => s.totp,
                 Err(e) => return internal(&req, &e),
             };
             if !active {
@@ -326,6 +339,64 @@ pub(super) async fn mfa_grant(
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
             state.audit(attempt_event(ext, AuditKind::AuthFailure, kind.as_str(), user_id, Some(reason)));
+            invalid()
+        }
+        Err(e) => internal_for(ext, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasskeyStep {
+    mfa_token: String,
+    challenge_id: Option<String>,
+    credential: Option<serde_json::Value>,
+}
+
+/// The second login step with a passkey: a challenge for the user the
+/// `mfa_token` names, then its answer, which ends in the tokens.
+async fn passkey_step(
+    endpoint: MfaEndpoint,
+    service: &IdentityService,
+    state: &LimitState,
+    req: HttpRequest,
+) -> HttpResponse {
+    const METHOD: &str = "passkey";
+    let (req, body) = match read_json::<PasskeyStep>(req, "{\"mfa_token\", \"challenge_id\"?, \"credential\"?}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let ext = req.extensions();
+    let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the passkey or the mfa_token is not valid");
+    let Some(pending) = service.verify_mfa_token(&body.mfa_token) else {
+        record_failure(service, state, ext, None, METHOD, "bad_mfa_token").await;
+        return invalid();
+    };
+    if endpoint == MfaEndpoint::WebauthnStart {
+        return match service.passkey_challenge_for(&pending.user_id).await {
+            Ok(Some(c)) => super::passkey_http::challenge_response(c),
+            Ok(None) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the account has no passkey"),
+            Err(e) => super::passkey_http::failure(&req, e),
+        };
+    }
+    let (Some(challenge_id), Some(credential)) = (body.challenge_id, body.credential) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "challenge_id and credential are required");
+    };
+    match service.passkey_verify_for(&pending.user_id, &challenge_id, credential).await {
+        Ok(()) => {}
+        Err(super::passkeys::PasskeyError::Refused { reason, .. }) => {
+            record_failure(service, state, ext, Some(&pending.user_id), METHOD, reason).await;
+            return invalid();
+        }
+        Err(e) => return super::passkey_http::failure(&req, e),
+    }
+    match service.complete_mfa_login(&pending).await {
+        Ok(tokens) => {
+            let event = attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(pending.user_id.clone()), None);
+            state.audit(event.detail("step", "second_factor"));
+            json_no_store(&super::http::issued(&tokens))
+        }
+        Err(IdentityError::InvalidGrant { reason, user_id }) => {
+            state.audit(attempt_event(ext, AuditKind::AuthFailure, METHOD, user_id, Some(reason)));
             invalid()
         }
         Err(e) => internal_for(ext, &e),

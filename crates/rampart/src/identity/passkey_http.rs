@@ -122,7 +122,7 @@ async fn signed_in(
 }
 
 /// `{"challenge_id", "publicKey"}`, never cached.
-fn challenge_response(c: PasskeyChallenge) -> HttpResponse {
+pub(super) fn challenge_response(c: PasskeyChallenge) -> HttpResponse {
     let mut body = c.options;
     if let Some(map) = body.as_object_mut() {
         map.insert("challenge_id".into(), c.challenge_id.into());
@@ -131,7 +131,7 @@ fn challenge_response(c: PasskeyChallenge) -> HttpResponse {
 }
 
 /// The answer to every failure but a refused login.
-fn failure(req: &HttpRequest, e: PasskeyError) -> HttpResponse {
+pub(super) fn failure(req: &HttpRequest, e: PasskeyError) -> HttpResponse {
     match e {
         PasskeyError::Disabled => not_found(req),
         PasskeyError::Refused { .. } => Problem::new(StatusCode::BAD_REQUEST, "passkey-refused", "Passkey refused")

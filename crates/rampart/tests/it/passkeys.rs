@@ -146,6 +146,35 @@ async fn passkey_flow(tdb: &TestDb) {
     assert!(tokens["refresh_token"].as_str().unwrap().starts_with("rt_"));
     assert_eq!(api_status(&gw, tokens["access_token"].as_str().unwrap()).await, 200);
 
+    // A passkey is a second factor too: the password grant now asks for it,
+    // and the passkey step ends in tokens (once per mfa_token).
+    let (status, asked) =
+        token_request(&gw, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await;
+    assert_eq!((status, asked["error"].as_str()), (403, Some("mfa_required")), "{asked}");
+    assert!(asked["mfa_methods"].as_array().unwrap().iter().any(|m| m == "webauthn"), "{asked}");
+    let mfa_token = asked["mfa_token"].as_str().unwrap().to_string();
+    assert_eq!(api_status(&gw, &mfa_token).await, 401, "the mfa_token opens nothing");
+    let step = |challenge_id: &str, credential: &Value| serde_json::json!({"mfa_token": mfa_token, "challenge_id": challenge_id, "credential": credential});
+    let (status, started) =
+        post(&gw, "/auth/mfa/webauthn/start", None, &serde_json::json!({"mfa_token": mfa_token})).await;
+    assert_eq!(status, 200, "{started}");
+    let (id, options) = split(started);
+    let credential =
+        serde_json::to_value(laptop.do_authentication(origin(), serde_json::from_value(options).unwrap()).unwrap())
+            .unwrap();
+    let (status, tokens) = post(&gw, "/auth/mfa/webauthn/finish", None, &step(&id, &credential)).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(api_status(&gw, tokens["access_token"].as_str().unwrap()).await, 200);
+    // The mfa_token is spent: no second challenge, no second login.
+    let (status, again) =
+        post(&gw, "/auth/mfa/webauthn/start", None, &serde_json::json!({"mfa_token": mfa_token})).await;
+    assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")), "{again}");
+    let (status, again) = post(&gw, "/auth/mfa/webauthn/finish", None, &step(&id, &credential)).await;
+    assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, _) =
+        post(&gw, "/auth/mfa/webauthn/start", None, &serde_json::json!({"mfa_token": "forged.mfa.token"})).await;
+    assert_eq!(status, 400);
+
     // A challenge is single use.
     let (id, options) = login_start(&gw, "alice").await;
     let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
