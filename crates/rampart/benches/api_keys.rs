@@ -30,7 +30,7 @@ fn cached_key(cache: &KeyCache, id: &str) -> Arc<CachedKey> {
     };
     Arc::new(CachedKey {
         id: id.into(),
-        verified: Verified { principal, revocable: None, internal: Default::default() },
+        verified: Verified { principal, revocable: None, own_user: false, internal: Default::default() },
         expires_at: Some(NOW_MS + 86_400_000),
         revoked: false,
         owner_disabled: false,

@@ -35,10 +35,15 @@ fn jwt(c: &mut Criterion) {
         method: AuthMethod::Jwt,
     };
     for i in 0..99_999 {
-        let v = Verified { principal: principal.clone(), revocable: None, internal: Default::default() };
+        let v =
+            Verified { principal: principal.clone(), revocable: None, own_user: false, internal: Default::default() };
         cache.insert(&format!("other-token-{i}"), v, NOW + 900);
     }
-    cache.insert(&token, Verified { principal, revocable: None, internal: Default::default() }, NOW + 900);
+    cache.insert(
+        &token,
+        Verified { principal, revocable: None, own_user: false, internal: Default::default() },
+        NOW + 900,
+    );
     let mut group = c.benchmark_group("jwt_eddsa");
     group.bench_function("cold", |b| b.iter(|| verifier.verify(black_box(&token), NOW).unwrap()));
     group.bench_function("cached", |b| b.iter(|| cache.get(black_box(&token), NOW).unwrap()));

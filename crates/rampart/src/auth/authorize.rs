@@ -32,8 +32,8 @@ use crate::limit::LimitState;
 use crate::observe::audit::{AuditEvent, AuditKind};
 use crate::problem::Problem;
 
-/// Put in a request by the bearer layer when the token is one of the gateway's
-/// own (`[identity]`), naming the user it was issued to.
+/// Put in a request by the bearer layer when the credential is one of the
+/// gateway's own (`[identity]`), naming the user or service client it belongs to.
 #[derive(Clone, Debug)]
 pub struct OwnUser(pub String);
 

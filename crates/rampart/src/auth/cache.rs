@@ -18,6 +18,10 @@ pub struct Verified {
     /// For the gateway's own tokens: what revocation is checked against (on
     /// every use, cached or not).
     pub revocable: Option<Revocable>,
+    /// The principal is one of the gateway's own users or service clients (its
+    /// token, or an API key a user owns): routes with `fresh_roles` re-read
+    /// its roles.
+    pub own_user: bool,
     /// The internal JWT made for this token (`[auth.headers] internal_jwt`)
     /// and its expiry, shared by the cached copies: re-signed only when half
     /// its life is gone.
@@ -97,7 +101,7 @@ mod tests {
     use rampart_core::principal::AuthMethod;
 
     fn who(s: &str) -> Verified {
-        Verified { principal: principal(s), revocable: None, internal: Default::default() }
+        Verified { principal: principal(s), revocable: None, own_user: false, internal: Default::default() }
     }
 
     fn principal(s: &str) -> Principal {

@@ -339,7 +339,8 @@ impl Shared {
             .as_ref()
             .filter(|(own, _)| *own == issuer)
             .map(|_| Revocable { jti: claims.jti.clone(), ver: claims.ver });
-        let verified = Verified { principal: principal_of(&claims), revocable, internal: Default::default() };
+        let own_user = revocable.is_some();
+        let verified = Verified { principal: principal_of(&claims), revocable, own_user, internal: Default::default() };
         self.cache.insert(token, verified.clone(), claims.exp);
         Ok(verified)
     }
@@ -352,7 +353,7 @@ impl Shared {
                 req.headers_mut().insert(internal.header.clone(), value);
             }
         }
-        if verified.revocable.is_some() {
+        if verified.own_user {
             req.extensions_mut().insert(authorize::OwnUser(verified.principal.subject.clone()));
         }
         req.extensions_mut().insert(verified.principal);

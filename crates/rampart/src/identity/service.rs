@@ -386,10 +386,14 @@ impl IdentityService {
         Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled))
     }
 
-    /// The roles of `user_id` as stored now; `None` for a user who no longer
-    /// exists or is disabled (routes with `fresh_roles`).
-    pub async fn current_roles(&self, user_id: &str) -> Result<Option<Vec<String>>, IdentityError> {
-        Ok(self.db.user_by_id(user_id).await?.filter(|u| !u.disabled).map(|u| u.roles))
+    /// The roles of `subject` (a user, or a service client) as stored now;
+    /// `None` for one who no longer exists or is disabled (routes with
+    /// `fresh_roles`).
+    pub async fn current_roles(&self, subject: &str) -> Result<Option<Vec<String>>, IdentityError> {
+        if let Some(user) = self.db.user_by_id(subject).await? {
+            return Ok((!user.disabled).then_some(user.roles));
+        }
+        Ok(self.db.client_by_id(subject).await?.filter(|c| !c.disabled).map(|c| c.roles))
     }
 
     /// Changes the password: checks the current one and the policy, stores the

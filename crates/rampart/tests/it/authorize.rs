@@ -114,6 +114,24 @@ async fn flow(db: &TestDb) {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // Service clients' roles are fresh too on such routes.
+    let writer = rampart::identity::clients::add_client(&store, "writer", &[], &["editor".to_string()]).await.unwrap();
+    let (_, granted) = token_request(
+        &gw,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", writer.client.client_id.as_str()),
+            ("client_secret", writer.secret.as_str()),
+        ],
+    )
+    .await;
+    let client_token = granted["access_token"].as_str().unwrap().to_string();
+    let r = client().post(url(&gw, "/posts/1")).bearer_auth(&client_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    rampart::identity::clients::set_disabled(&store, &writer.client.client_id, true).await.unwrap();
+    let r = client().post(url(&gw, "/posts/1")).bearer_auth(&client_token).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a disabled client is refused at once on fresh_roles routes");
+
     // A deleted user's token dies on fresh_roles routes at once.
     let alice = rampart::identity::admin::list_users(&store, Some("alice".into()), 1).await.unwrap();
     rampart::identity::admin::set_roles(&store, "alice", &["editor".to_string()]).await.unwrap();

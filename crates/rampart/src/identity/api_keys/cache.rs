@@ -220,7 +220,7 @@ mod tests {
         };
         Arc::new(CachedKey {
             id: id.into(),
-            verified: Verified { principal, revocable: None, internal: Default::default() },
+            verified: Verified { principal, revocable: None, own_user: false, internal: Default::default() },
             expires_at,
             revoked: false,
             owner_disabled: false,

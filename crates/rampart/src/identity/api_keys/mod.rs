@@ -283,6 +283,7 @@ impl ApiKeys {
 
     fn cached_key(&self, found: ApiKeyMatch) -> CachedKey {
         let k = found.key;
+        let own_user = matches!(k.owner, crate::store::identity::Owner::User(_));
         let principal = Principal {
             subject: k.owner.id().to_owned(),
             api_key_id: Some(k.id.clone()),
@@ -294,7 +295,7 @@ impl ApiKeys {
         CachedKey {
             usage: self.cache.usage_of(&k.id),
             id: k.id,
-            verified: Verified { principal, revocable: None, internal: Default::default() },
+            verified: Verified { principal, revocable: None, own_user, internal: Default::default() },
             expires_at: k.expires_at,
             revoked: k.revoked_at.is_some(),
             owner_disabled: found.owner_disabled,
