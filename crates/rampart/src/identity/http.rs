@@ -287,15 +287,9 @@ struct PasswordBody {
 /// the caller's own account,
 /// named by a bearer token of ours.
 async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
-    let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
-    let user = match bearer {
-        Some(t) => service.user_of_token(&t).await,
-        None => Ok(None),
-    };
-    let user = match user {
-        Ok(Some(u)) => u,
-        Ok(None) => return unauthorized(&req),
-        Err(e) => return internal(&req, &e),
+    let user = match signed_in_user(service, req.headers(), req.extensions()).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
     };
     if endpoint == Endpoint::Me {
         return json(StatusCode::OK, &super::admin::user_json(&user));
@@ -336,15 +330,39 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     }
 }
 
-/// 401 for the account endpoints: no valid bearer token of ours.
-pub(super) fn unauthorized(req: &HttpRequest) -> HttpResponse {
+/// The 401 for a missing or invalid bearer token.
+fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
     let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
         .detail("a valid bearer token is required")
         .rejected_by("identity", "unauthenticated")
-        .into_response_for(req.extensions());
+        .into_response_for(ext);
     resp.headers_mut()
         .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
     resp
+}
+
+/// The user a request's bearer token of ours names (valid, not revoked), or
+/// the answer to give instead: 401, or 500 when the store failed. Every
+/// account endpoint starts here.
+pub(super) async fn signed_in_user(
+    service: &IdentityService,
+    headers: &http::HeaderMap,
+    ext: &http::Extensions,
+) -> Result<crate::store::identity::User, HttpResponse> {
+    let user = match crate::auth::bearer_token(headers) {
+        Some(t) => service.user_of_token(t).await,
+        None => Ok(None),
+    };
+    match user {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(unauthorized_for(ext)),
+        Err(e) => {
+            tracing::error!(error = %e, "identity request failed");
+            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                .rejected_by("identity", "internal")
+                .into_response_for(ext))
+        }
+    }
 }
 
 /// Where a request came from, for audit events made after it was answered.

@@ -92,7 +92,7 @@ pub(super) async fn handle(
     if matches!(endpoint, MfaEndpoint::WebauthnStart | MfaEndpoint::WebauthnFinish) {
         return passkey_step(endpoint, service, state, req).await;
     }
-    let user = match authenticated(service, req.headers(), req.extensions()).await {
+    let user = match super::http::signed_in_user(service, req.headers(), req.extensions()).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
@@ -188,31 +188,6 @@ pub(super) async fn handle(
                 }
             }
         }
-    }
-}
-
-/// The user of the bearer token, or the 401 to answer.
-async fn authenticated(
-    service: &IdentityService,
-    headers: &http::HeaderMap,
-    ext: &http::Extensions,
-) -> Result<User, HttpResponse> {
-    let user = match crate::auth::bearer_token(headers) {
-        Some(t) => service.user_of_token(t).await,
-        None => Ok(None),
-    };
-    match user {
-        Ok(Some(u)) => Ok(u),
-        Ok(None) => {
-            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                .detail("a valid bearer token is required")
-                .rejected_by("identity", "unauthenticated")
-                .into_response_for(ext);
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
-            Err(resp)
-        }
-        Err(e) => Err(internal_for(ext, &e)),
     }
 }
 

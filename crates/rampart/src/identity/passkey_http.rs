@@ -57,8 +57,7 @@ pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, r
         ("/login/start", Method::POST) => login_start(service, req).await,
         ("/login/finish", Method::POST) => login_finish(service, state, req).await,
         ("/register/start" | "/register/finish" | "", Method::POST | Method::GET) | (_, Method::DELETE) => {
-            let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
-            let user = match signed_in(service, bearer, req.extensions()).await {
+            let user = match super::http::signed_in_user(service, req.headers(), req.extensions()).await {
                 Ok(u) => u,
                 Err(resp) => return resp,
             };
@@ -88,37 +87,6 @@ fn not_found(req: &HttpRequest) -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
         .rejected_by("identity", "not_found")
         .into_response_for(req.extensions())
-}
-
-/// The user named by the request's bearer token, or a 401.
-/// Takes the token and the extensions, not the request: the body is not `Sync`.
-async fn signed_in(
-    service: &IdentityService,
-    bearer: Option<String>,
-    ext: &http::Extensions,
-) -> Result<User, HttpResponse> {
-    let user = match bearer {
-        Some(t) => service.user_of_token(&t).await,
-        None => Ok(None),
-    };
-    match user {
-        Ok(Some(u)) => Ok(u),
-        Ok(None) => {
-            let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                .detail("a valid bearer token is required")
-                .rejected_by("identity", "unauthenticated")
-                .into_response_for(ext);
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"rampart\""));
-            Err(resp)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "identity request failed");
-            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-                .rejected_by("identity", "internal")
-                .into_response_for(ext))
-        }
-    }
 }
 
 /// `{"challenge_id", "publicKey"}`, never cached.

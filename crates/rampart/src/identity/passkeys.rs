@@ -37,11 +37,10 @@ use webauthn_rs::prelude::{
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use super::keys::derive;
-use super::service::{ms, now_ms, random_bytes_b64, random_token, IdentityError, IdentityService, IssuedTokens};
+use super::service::{ms, now_ms, random_bytes_b64, IdentityError, IdentityService, IssuedTokens};
 use crate::store::identity::passkeys::{ChallengeRefused, MAX_PASSKEY_NAME_BYTES};
 use crate::store::identity::{
-    ChallengePurpose, NewChallenge, NewRefreshToken, PasskeyInfo, PasskeyRecord, PasskeyStore, RefreshTokenStore,
-    StoreError, TokenHash, User, UserStore,
+    ChallengePurpose, NewChallenge, PasskeyInfo, PasskeyRecord, PasskeyStore, StoreError, User, UserStore,
 };
 use rampart_core::config::webauthn::WebauthnSettings;
 
@@ -363,25 +362,7 @@ impl IdentityService {
         credential: Value,
     ) -> Result<(String, IssuedTokens), PasskeyError> {
         let user = self.verify_assertion(challenge_id, ChallengePurpose::Login, None, credential).await?;
-        let now = now_ms();
-        self.db.record_login(&user.id, now).await?;
-        let refresh = random_token("rt_")?;
-        self.db
-            .insert_refresh_token(&NewRefreshToken {
-                token_hash: TokenHash::of(&refresh),
-                user_id: user.id.clone(),
-                client_id: None,
-                family_id: None,
-                created_at: now,
-                expires_at: now.saturating_add(ms(self.settings.refresh_ttl)),
-            })
-            .await?;
-        let tokens = IssuedTokens {
-            access_token: self.access_token(&user, now)?,
-            expires_in: self.settings.access_ttl.as_secs(),
-            refresh_token: Some(refresh),
-            scope: None,
-        };
+        let tokens = self.issue_login_tokens(&user, now_ms()).await?;
         Ok((user.id, tokens))
     }
 

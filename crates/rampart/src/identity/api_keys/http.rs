@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{key_json, KeyRequest};
 use crate::edge::{HttpRequest, HttpResponse};
-use crate::identity::http::{bad_request, empty, internal, json, read_json, unauthorized};
+use crate::identity::http::{bad_request, empty, internal, json, read_json};
 use crate::identity::service::IdentityError;
 use crate::identity::IdentityService;
 use crate::limit::LimitState;
@@ -59,14 +59,9 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
     let Some(keys) = service.api_keys.as_ref() else {
         return not_found(&req);
     };
-    let user = match crate::auth::bearer_token(req.headers()) {
-        Some(t) => service.user_of_token(t).await,
-        None => Ok(None),
-    };
-    let user = match user {
-        Ok(Some(u)) => u,
-        Ok(None) => return unauthorized(&req),
-        Err(e) => return internal(&req, &e),
+    let user = match super::super::http::signed_in_user(service, req.headers(), req.extensions()).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
     };
     let owner = Owner::User(user.id.clone());
     let settings = &keys.settings;
