@@ -32,6 +32,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "secret_key",
     "signing_key",
     "hs256_secret",
+    "client_secret",
 ];
 
 /// A position in the config tree, e.g. `routes[2].cors.allow_origins`.

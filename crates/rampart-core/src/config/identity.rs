@@ -10,13 +10,17 @@
 //! algorithm = "EdDSA"                     # or ES256; RS256 with signing_key_file; HS256 with hs256_secret_file
 //! ```
 //!
-//! Password reset (`[identity.reset]`, `[identity.notifier]`) is in [`super::reset`].
+//! Password reset (`[identity.reset]`, `[identity.notifier]`) is in [`super::reset`];
+//! external OpenID Connect logins (`[identity.oidc.<name>]`, `public_url`) in
+//! [`super::oidc`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::env::ConfigPath;
+use super::oidc::{compile_oidc, compile_public_url, OidcProviderConfig, OidcProviderSettings};
 use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
 use super::webauthn::{compile_webauthn, WebauthnConfig, WebauthnSettings};
@@ -85,6 +89,11 @@ pub struct IdentityConfig {
     pub totp_issuer: Option<String>,
     /// API keys (`[identity.api_keys]`).
     pub api_keys: super::api_keys::ApiKeysConfig,
+    /// Where browsers reach this gateway (scheme, host, optional path), for
+    /// the redirect URIs of external logins (default: `issuer`).
+    pub public_url: Option<String>,
+    /// External OpenID Connect providers (`[identity.oidc.<name>]`).
+    pub oidc: BTreeMap<String, OidcProviderConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -114,6 +123,8 @@ impl Default for IdentityConfig {
             webauthn: None,
             totp_issuer: None,
             api_keys: Default::default(),
+            public_url: None,
+            oidc: BTreeMap::new(),
         }
     }
 }
@@ -144,6 +155,10 @@ pub struct IdentitySettings {
     /// The issuer label of TOTP enrolments.
     pub totp_issuer: String,
     pub api_keys: super::api_keys::ApiKeySettings,
+    /// `public_url` (default: `issuer`) without a trailing slash.
+    pub public_url: String,
+    /// External OpenID Connect providers, by name.
+    pub oidc: Vec<OidcProviderSettings>,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -274,6 +289,23 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         errs.push((at.push_key("totp_issuer"), "must be 1 to 64 printable characters".into()));
     }
     let api_keys = super::api_keys::compile_api_keys(&cfg.api_keys, &at.push_key("api_keys"), errs);
+    // The issuer need not be a URL unless it stands in for `public_url`.
+    let public_url = match compile_public_url(cfg.public_url.as_deref(), &cfg.issuer) {
+        Ok(url) => url,
+        Err(why) if cfg.public_url.is_some() => {
+            errs.push((at.push_key("public_url"), why.into()));
+            String::new()
+        }
+        Err(why) if !cfg.oidc.is_empty() => {
+            errs.push((
+                at.push_key("public_url"),
+                format!("external logins need it (the issuer cannot stand in for it: it {why})"),
+            ));
+            String::new()
+        }
+        Err(_) => cfg.issuer.trim_end_matches('/').to_owned(),
+    };
+    let oidc = compile_oidc(&cfg.oidc, &public_url, &cfg.prefix, cfg.registration, &at, errs);
     if errs.len() > before {
         return None;
     }
@@ -300,6 +332,8 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         webauthn,
         totp_issuer,
         api_keys: api_keys?,
+        public_url,
+        oidc,
     })
 }
 

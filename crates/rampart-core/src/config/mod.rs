@@ -30,6 +30,7 @@ pub mod env;
 pub mod identity;
 pub mod limits;
 pub mod model;
+pub mod oidc;
 pub mod reset;
 pub mod secret;
 pub mod webauthn;
