@@ -24,6 +24,9 @@
 //!   SHA-256-hashed single-use backup codes (migration `0005_mfa.sql`).
 //! - [`ApiKeyStore`] ([`api_keys`]): API keys of users and service clients
 //!   (migration `0007_api_keys.sql`), SHA-256-hashed, with batched usage.
+//! - [`ExternalIdentityStore`] ([`external`]): accounts at external OpenID
+//!   Connect providers linked to users, and single-use logins in progress
+//!   (migration `0010_external_identities.sql`).
 //!
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
@@ -59,6 +62,7 @@
 pub mod api_keys;
 pub mod clients;
 pub mod denylist;
+pub mod external;
 pub mod keys;
 pub mod mfa;
 pub mod passkeys;
@@ -73,6 +77,7 @@ use sha2::{Digest, Sha256};
 pub use api_keys::{ApiKeyMatch, ApiKeyRecord, ApiKeyStore, ApiKeyUsage, NewApiKey, Owner};
 pub use clients::{NewServiceClient, ServiceClient, ServiceClientStore};
 pub use denylist::DenylistStore;
+pub use external::{ExternalIdentity, ExternalIdentityStore, PendingLogin, TooManyPending, Unlinked};
 pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};
 pub use mfa::{MfaStore, TotpRecord};
 pub use passkeys::{ChallengePurpose, NewChallenge, PasskeyInfo, PasskeyRecord, PasskeyStore, TakenChallenge};
