@@ -30,6 +30,8 @@
 //!   [`super::mfa_http`]. A password grant for a user with a second factor
 //!   answers 403 `{"error": "mfa_required", "mfa_token", "mfa_methods"}`.
 //! - `{prefix}/api-keys…` — the caller's API keys (see [`super::api_keys::http`]).
+//! - `{prefix}/oidc/…` — logins through external OpenID Connect providers
+//!   and the caller's linked accounts (see [`super::oidc::http`]).
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
@@ -147,6 +149,16 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
                 let state = self.state.clone();
                 return Either::Right(Box::pin(async move {
                     Ok(super::api_keys::http::handle(&service, &state, &rest, req).await)
+                }));
+            }
+        }
+        // `{prefix}/oidc` and below: see `super::oidc::http`.
+        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/oidc")) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let rest = rest.to_owned();
+                let state = self.state.clone();
+                return Either::Right(Box::pin(async move {
+                    Ok(super::oidc::http::handle(&service, &state, &rest, req).await)
                 }));
             }
         }

@@ -17,6 +17,8 @@
 //! - [`notify`]: the notifiers that deliver reset tokens.
 //! - [`passkeys`]: passkeys (WebAuthn): registration, passwordless login,
 //!   and the check a second-factor step uses; [`passkey_http`] their endpoints.
+//! - [`oidc`]: logins through external OpenID Connect providers, and the
+//!   links between their accounts and local users.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
@@ -29,6 +31,7 @@ pub mod keys;
 pub mod mfa;
 mod mfa_http;
 pub mod notify;
+pub mod oidc;
 pub mod passkey_http;
 pub mod passkeys;
 pub mod reset;

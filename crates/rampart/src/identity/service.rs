@@ -115,6 +115,8 @@ pub struct IdentityService {
     pub(super) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
     /// API keys (`[identity.api_keys]`); `None` when they are off.
     pub api_keys: Option<Arc<super::api_keys::ApiKeys>>,
+    /// External OpenID Connect logins; `None` when no provider is configured.
+    pub(super) oidc: Option<Arc<super::oidc::ExternalLogins>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -167,6 +169,7 @@ impl IdentityService {
             .api_keys
             .enabled
             .then(|| super::api_keys::ApiKeys::new(settings.api_keys.clone(), db.clone(), now_ms()));
+        let oidc = super::oidc::ExternalLogins::new(&settings)?;
         Ok(Arc::new(Self {
             settings,
             db,
@@ -180,6 +183,7 @@ impl IdentityService {
             metrics,
             webauthn,
             api_keys,
+            oidc,
         }))
     }
 
@@ -231,7 +235,13 @@ impl IdentityService {
             Ok(v) => v,
             Err(HashError::Busy(_)) => return Err(IdentityError::Busy),
             Err(HashError::Password(PasswordError::Mismatch)) => {
-                return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: id })
+                // A user without a password (one who signs in through an
+                // external provider or a passkey) is refused like a wrong
+                // password, but the guess does not count towards a lockout:
+                // no password can succeed, and a lockout would only shut the
+                // user out of their other ways to sign in.
+                let reason = if user.is_some() && stored.is_none() { "no_password" } else { "bad_credentials" };
+                return Err(IdentityError::InvalidGrant { reason, user_id: id });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a stored password hash could not be checked");

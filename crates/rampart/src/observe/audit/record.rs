@@ -54,11 +54,14 @@ pub enum AuditKind {
     ConfigReloadFailed,
     TrafficSpike,
     UpstreamCircuit,
+    /// An account at an external login provider was linked to or unlinked
+    /// from a user (the action and provider are in the detail).
+    ExternalIdentityChanged,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 20] = [
         Self::AuthSuccess,
         Self::AuthFailure,
         Self::Lockout,
@@ -78,6 +81,7 @@ impl AuditKind {
         Self::ConfigReloadFailed,
         Self::TrafficSpike,
         Self::UpstreamCircuit,
+        Self::ExternalIdentityChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +105,7 @@ impl AuditKind {
             Self::ConfigReloadFailed => "config_reload_failed",
             Self::TrafficSpike => "traffic_spike",
             Self::UpstreamCircuit => "upstream_circuit",
+            Self::ExternalIdentityChanged => "external_identity_changed",
         }
     }
 }
