@@ -21,6 +21,7 @@ mod inspect;
 mod layers;
 mod limits;
 mod mfa;
+mod oidc;
 mod passkeys;
 mod passlib_import;
 mod password_reset;
