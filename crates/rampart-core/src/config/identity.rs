@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::env::ConfigPath;
 use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
+use super::sessions::{compile_sessions, SessionSettings, SessionsConfig};
 use super::webauthn::{compile_webauthn, WebauthnConfig, WebauthnSettings};
 use crate::password::config::PasswordConfig;
 use crate::password::{Argon2Params, PasswordPolicy};
@@ -85,6 +86,8 @@ pub struct IdentityConfig {
     pub totp_issuer: Option<String>,
     /// API keys (`[identity.api_keys]`).
     pub api_keys: super::api_keys::ApiKeysConfig,
+    /// Browser sessions and CSRF (`[identity.sessions]`).
+    pub sessions: SessionsConfig,
 }
 
 impl Default for IdentityConfig {
@@ -114,6 +117,7 @@ impl Default for IdentityConfig {
             webauthn: None,
             totp_issuer: None,
             api_keys: Default::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -144,6 +148,8 @@ pub struct IdentitySettings {
     /// The issuer label of TOTP enrolments.
     pub totp_issuer: String,
     pub api_keys: super::api_keys::ApiKeySettings,
+    /// `None`: browser sessions are off.
+    pub sessions: Option<SessionSettings>,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -274,6 +280,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         errs.push((at.push_key("totp_issuer"), "must be 1 to 64 printable characters".into()));
     }
     let api_keys = super::api_keys::compile_api_keys(&cfg.api_keys, &at.push_key("api_keys"), errs);
+    let sessions = compile_sessions(&cfg.sessions, &at, errs);
     if errs.len() > before {
         return None;
     }
@@ -300,6 +307,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         webauthn,
         totp_issuer,
         api_keys: api_keys?,
+        sessions,
     })
 }
 
