@@ -54,11 +54,13 @@ pub enum AuditKind {
     ConfigReloadFailed,
     TrafficSpike,
     UpstreamCircuit,
+    /// A cookie-authenticated request refused by the CSRF checks.
+    CsrfRejected,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 20] = [
         Self::AuthSuccess,
         Self::AuthFailure,
         Self::Lockout,
@@ -78,6 +80,7 @@ impl AuditKind {
         Self::ConfigReloadFailed,
         Self::TrafficSpike,
         Self::UpstreamCircuit,
+        Self::CsrfRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +104,7 @@ impl AuditKind {
             Self::ConfigReloadFailed => "config_reload_failed",
             Self::TrafficSpike => "traffic_spike",
             Self::UpstreamCircuit => "upstream_circuit",
+            Self::CsrfRejected => "csrf_rejected",
         }
     }
 }
