@@ -219,6 +219,19 @@ async fn handle(
                 (req, TokenForm::default())
             };
             let refresh = form.refresh_token.filter(|t| !t.is_empty());
+            // A browser session ends here too (DELETE {prefix}/session is its own form).
+            let session = service.sessions.as_ref().and_then(|s| s.token_in(req.headers()).map(|t| (s.clone(), t)));
+            if let Some((sessions, token)) = &session {
+                if let Err(e) = sessions.end(&crate::store::identity::TokenHash::of(token)).await {
+                    return internal(&req, &IdentityError::from(e));
+                }
+                for c in sessions.clearing_cookies() {
+                    PendingCookies::push(req.extensions(), c);
+                }
+                if bearer.is_none() && refresh.is_none() {
+                    return empty(StatusCode::NO_CONTENT);
+                }
+            }
             if bearer.is_none() && refresh.is_none() {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,

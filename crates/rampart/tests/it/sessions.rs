@@ -494,3 +494,70 @@ async fn sessions_in_redis() {
     .await;
     assert!(down, "sessions fail closed while Redis is down");
 }
+
+on_both_backends!(sqlite_session_with_a_second_factor, postgres_session_with_a_second_factor, second_factor);
+
+/// A second factor enrolled within a session renews the session's id (a
+/// privilege change); the next session login takes both steps.
+async fn second_factor(db: &TestDb) {
+    use rampart_core::totp::{code_at, secret_from_base32, STEP_SECS};
+    let up = start_upstream().await;
+    let gw = gateway(&session_config(up, &db.url, "")).await;
+    sign_up(&gw, "ann").await;
+    let mut b = Browser::new("b");
+    b.login(&gw, "ann").await;
+    let r = b.post(&gw, "/auth/mfa/totp").await;
+    assert_eq!(r.status(), 200);
+    let secret = secret_from_base32(r.json::<Value>().await.unwrap()["secret"].as_str().unwrap()).unwrap();
+    let step = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / STEP_SECS;
+    let before = b.session.clone().unwrap();
+    let r = b
+        .req(reqwest::Method::POST, &url(&gw, "/auth/mfa/totp/confirm"))
+        .header("x-csrf-token", b.csrf.clone().unwrap())
+        .json(&serde_json::json!({"code": code_at(&secret, step)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    b.take_cookies(&r);
+    let codes: Vec<String> = r.json::<Value>().await.unwrap()["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(b.session.clone().unwrap(), before, "new session id after enrolling a second factor");
+    let r = client().get(url(&gw, "/api/x")).header("cookie", format!("{COOKIE}={before}")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(b.get(&gw, "/api/x").await.status(), 200);
+
+    // A session login now needs the second step.
+    let mut c = Browser::new("c");
+    let r = c.login(&gw, "ann").await;
+    assert_eq!(r.status(), 403);
+    assert!(c.session.is_none());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "mfa_required");
+    let r = c
+        .req(reqwest::Method::POST, &url(&gw, "/auth/session"))
+        .form(&[
+            ("grant_type", "urn:rampart:params:oauth:grant-type:mfa-otp"),
+            ("mfa_token", body["mfa_token"].as_str().unwrap()),
+            ("otp", &codes[0]),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    c.take_cookies(&r);
+    assert_eq!(r.json::<Value>().await.unwrap()["session"]["amr"], serde_json::json!(["pwd", "otp"]));
+    assert_eq!(c.get(&gw, "/api/x").await.status(), 200);
+    // The token endpoint's other grants are not for sessions.
+    let r = c
+        .req(reqwest::Method::POST, &url(&gw, "/auth/session"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "rt_x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
