@@ -65,6 +65,9 @@ impl Gateway {
         let limits = LimitState::new(&policy, &metrics, &health)?;
         limits.set_audit(audit.clone());
         if let Some(identity) = identity {
+            if let Some(sessions) = &identity.sessions {
+                sessions.use_redis(limits.limiter.redis.clone())?;
+            }
             identity.spawn_sync(limits.limiter.redis.clone());
             limits.set_identity(identity);
         }
@@ -158,6 +161,11 @@ impl Gateway {
     }
 
     /// The policy in force.
+    /// The identity service, when `[identity]` is on.
+    pub fn identity(&self) -> Option<Arc<crate::identity::IdentityService>> {
+        self.limits.identity().cloned()
+    }
+
     pub fn policy(&self) -> Arc<Policy> {
         self.shared.load().policy.clone()
     }

@@ -183,6 +183,8 @@ pub struct RouteAuth {
     pub cookie: Option<String>,
     /// Query parameter that may carry the token.
     pub query: Option<String>,
+    /// Whether the session cookie authenticates (when sessions are on).
+    pub session: bool,
 }
 
 /// The identity header names, compiled.

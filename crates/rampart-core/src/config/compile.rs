@@ -1060,6 +1060,7 @@ fn compile_route_policy(
         mode: route.auth.or(defaults.auth).unwrap_or_default(),
         cookie: route.auth_cookie.clone().or_else(|| defaults.auth_cookie.clone()).filter(|c| !c.is_empty()),
         query: route.auth_query.clone().or_else(|| defaults.auth_query.clone()).filter(|q| !q.is_empty()),
+        session: route.auth_session.or(defaults.auth_session).unwrap_or(true),
     };
     let weight = route.weight.or(defaults.weight).unwrap_or(1);
     let limits_set = route.limits.is_some();

@@ -23,6 +23,7 @@ use super::env::ConfigPath;
 use super::oidc::{compile_oidc, compile_public_url, OidcProviderConfig, OidcProviderSettings};
 use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
+use super::sessions::{compile_sessions, SessionSettings, SessionsConfig};
 use super::webauthn::{compile_webauthn, WebauthnConfig, WebauthnSettings};
 use crate::password::config::PasswordConfig;
 use crate::password::{Argon2Params, PasswordPolicy};
@@ -94,6 +95,8 @@ pub struct IdentityConfig {
     pub public_url: Option<String>,
     /// External OpenID Connect providers (`[identity.oidc.<name>]`).
     pub oidc: BTreeMap<String, OidcProviderConfig>,
+    /// Browser sessions and CSRF (`[identity.sessions]`).
+    pub sessions: SessionsConfig,
 }
 
 impl Default for IdentityConfig {
@@ -125,6 +128,7 @@ impl Default for IdentityConfig {
             api_keys: Default::default(),
             public_url: None,
             oidc: BTreeMap::new(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct IdentitySettings {
     pub public_url: String,
     /// External OpenID Connect providers, by name.
     pub oidc: Vec<OidcProviderSettings>,
+    /// `None`: browser sessions are off.
+    pub sessions: Option<SessionSettings>,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -306,6 +312,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         Err(_) => cfg.issuer.trim_end_matches('/').to_owned(),
     };
     let oidc = compile_oidc(&cfg.oidc, &public_url, &cfg.prefix, cfg.registration, &at, errs);
+    let sessions = compile_sessions(&cfg.sessions, &at, errs);
     if errs.len() > before {
         return None;
     }
@@ -334,6 +341,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         api_keys: api_keys?,
         public_url,
         oidc,
+        sessions,
     })
 }
 

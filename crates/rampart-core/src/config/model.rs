@@ -722,6 +722,9 @@ pub struct RouteConfig {
     pub auth_cookie: Option<String>,
     /// A query parameter that may carry the token too (e.g. for WebSocket clients).
     pub auth_query: Option<String>,
+    /// Whether a browser session cookie (`[identity.sessions]`) authenticates
+    /// here too (default true when sessions are on).
+    pub auth_session: Option<bool>,
     /// What the caller must hold: roles, permissions, scopes.
     pub authorize: Option<super::authorize::AuthorizeConfig>,
 }

@@ -41,7 +41,9 @@
 
 pub mod authorize;
 mod cache;
+pub mod csrf;
 pub mod jwks;
+mod session;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -134,6 +136,10 @@ pub enum AuthFailure {
     ApiKey(&'static str),
     /// API keys cannot be checked now (database unreachable: 503).
     ApiKeysUnavailable,
+    /// A session cookie refused (unknown, expired, idle, revoked).
+    Session(&'static str),
+    /// Sessions cannot be read now (store unreachable: 503).
+    SessionsUnavailable,
 }
 
 impl AuthFailure {
@@ -146,6 +152,8 @@ impl AuthFailure {
             Self::RevocationUnknown => "revocations_unavailable",
             Self::ApiKey(reason) => reason,
             Self::ApiKeysUnavailable => "api_keys_unavailable",
+            Self::Session(reason) => reason,
+            Self::SessionsUnavailable => "sessions_unavailable",
         }
     }
 }
@@ -174,6 +182,21 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         if let Some(keys) = shared.api_keys() {
             if let Some(presented) = api_key_of(req.headers(), &shared.settings.api_key_header) {
                 return shared.api_key(keys, presented, req, &mut self.inner);
+            }
+        }
+        if route.session && bearer_token(req.headers()).is_none() {
+            if let Some(sessions) = shared.sessions() {
+                if let Some(token) = sessions.token_in(req.headers()) {
+                    let mode = route.mode;
+                    return Either::Right(Box::pin(session::authenticate(
+                        shared.clone(),
+                        sessions.clone(),
+                        token,
+                        mode,
+                        req,
+                        take_ready(&mut self.inner),
+                    )));
+                }
             }
         }
         let Some(token) = token_of(&req, route) else {
@@ -224,6 +247,10 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
 }
 
 impl Shared {
+    fn sessions(&self) -> Option<&Arc<crate::identity::sessions::Sessions>> {
+        self.own.as_ref().and_then(|(_, i)| i.sessions.as_ref())
+    }
+
     fn api_keys(&self) -> Option<&Arc<ApiKeys>> {
         self.state.identity().and_then(|i| i.api_keys.as_ref())
     }
@@ -362,7 +389,10 @@ impl Shared {
     /// The 401 for `failure`, with its side effects (log, ban strike, audit).
     fn refusal(&self, req: &HttpRequest, failure: AuthFailure) -> HttpResponse {
         let reason = failure.reason();
-        if matches!(failure, AuthFailure::RevocationUnknown | AuthFailure::ApiKeysUnavailable) {
+        if matches!(
+            failure,
+            AuthFailure::RevocationUnknown | AuthFailure::ApiKeysUnavailable | AuthFailure::SessionsUnavailable
+        ) {
             tracing::warn!(target: "rampart::auth", reason, "credential refused: revocations could not be read recently");
             let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
                 .detail("sign-in state cannot be checked right now; try again shortly")
@@ -373,9 +403,14 @@ impl Shared {
         }
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         if failure != AuthFailure::Missing {
-            let method = if matches!(failure, AuthFailure::ApiKey(_)) { "api_key" } else { "jwt" };
+            let method = match failure {
+                AuthFailure::ApiKey(_) => "api_key",
+                AuthFailure::Session(_) => "session",
+                _ => "jwt",
+            };
             tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
-            if let Some(ip) = ip {
+            // A stale session cookie is what browsers keep: no strike for it.
+            if let (Some(ip), false) = (ip, matches!(failure, AuthFailure::Session(_))) {
                 self.state.bans.strike(ip, Strike::AuthFailure);
             }
             let key = format!("auth|{}|{reason}", ip.map(|i| i.to_string()).unwrap_or_default());

@@ -11,7 +11,7 @@ fn req(headers: &[(&str, &str)], uri: &str) -> HttpRequest {
 }
 
 fn route(cookie: Option<&str>, query: Option<&str>) -> RouteAuth {
-    RouteAuth { mode: AuthMode::Required, cookie: cookie.map(Into::into), query: query.map(Into::into) }
+    RouteAuth { mode: AuthMode::Required, cookie: cookie.map(Into::into), query: query.map(Into::into), session: true }
 }
 
 #[test]

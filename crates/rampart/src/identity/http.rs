@@ -55,6 +55,7 @@ use super::mfa::MFA_OTP_GRANT;
 use super::mfa_http::MfaEndpoint;
 use super::reset::ResetTarget;
 use super::service::{IdentityError, IdentityService, IssuedTokens};
+use super::session_http::SessionEndpoint;
 use crate::edge::request_id::RequestId;
 use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
 use crate::limit::bans::Strike;
@@ -108,6 +109,8 @@ enum Endpoint {
     /// Everything under `{prefix}/passkeys` (see [`super::passkey_http`]).
     Passkeys,
     Mfa(MfaEndpoint),
+    /// Browser sessions (see [`super::session_http`]).
+    Session(SessionEndpoint),
 }
 
 impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
@@ -136,6 +139,9 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/password/reset") => Some(Endpoint::Reset),
             Some(p) if p == "/passkeys" || p.starts_with("/passkeys/") => Some(Endpoint::Passkeys),
             Some(rest) if rest.starts_with("/mfa") => MfaEndpoint::of(rest).map(Endpoint::Mfa),
+            Some(rest) if rest.starts_with("/session") || rest == "/csrf" => {
+                SessionEndpoint::of(rest).map(Endpoint::Session)
+            }
             _ => match path {
                 "/.well-known/jwks.json" => Some(Endpoint::Jwks),
                 "/.well-known/openid-configuration" => Some(Endpoint::Discovery),
@@ -147,8 +153,12 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             if rest.is_empty() || rest.starts_with('/') {
                 let rest = rest.to_owned();
                 let state = self.state.clone();
+                let (pending, mut req) = (PendingCookies::default(), req);
+                req.extensions_mut().insert(pending.clone());
                 return Either::Right(Box::pin(async move {
-                    Ok(super::api_keys::http::handle(&service, &state, &rest, req).await)
+                    let mut resp = super::api_keys::http::handle(&service, &state, &rest, req).await;
+                    pending.apply(&mut resp);
+                    Ok(resp)
                 }));
             }
         }
@@ -166,7 +176,13 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             return Either::Left(take_ready(&mut self.inner).call(req));
         };
         let state = self.state.clone();
-        Either::Right(Box::pin(async move { Ok(handle(endpoint, &service, &state, req).await) }))
+        let (pending, mut req) = (PendingCookies::default(), req);
+        req.extensions_mut().insert(pending.clone());
+        Either::Right(Box::pin(async move {
+            let mut resp = handle(endpoint, &service, &state, req).await;
+            pending.apply(&mut resp);
+            Ok(resp)
+        }))
     }
 }
 
@@ -178,6 +194,9 @@ async fn handle(
 ) -> HttpResponse {
     if endpoint == Endpoint::Passkeys {
         return super::passkey_http::handle(service, state, req).await;
+    }
+    if let Endpoint::Session(e) = endpoint {
+        return super::session_http::handle(e, service, state, req).await;
     }
     let wanted = match endpoint {
         Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
@@ -195,8 +214,8 @@ async fn handle(
         Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
         Endpoint::Register => register(service, req).await,
         Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll => account(endpoint, service, state, req).await,
-        Endpoint::Token => token(service, state, req).await,
-        Endpoint::Passkeys => empty(StatusCode::NOT_FOUND),
+        Endpoint::Token => token_for(service, state, req, Finish::Tokens).await,
+        Endpoint::Passkeys | Endpoint::Session(_) => empty(StatusCode::NOT_FOUND),
         Endpoint::Forgot => forgot(service, state, req).await,
         Endpoint::Reset => reset(service, state, req).await,
         Endpoint::Mfa(e) => super::mfa_http::handle(e, service, state, req).await,
@@ -212,6 +231,19 @@ async fn handle(
                 (req, TokenForm::default())
             };
             let refresh = form.refresh_token.filter(|t| !t.is_empty());
+            // A browser session ends here too (DELETE {prefix}/session is its own form).
+            let session = service.sessions.as_ref().and_then(|s| s.token_in(req.headers()).map(|t| (s.clone(), t)));
+            if let Some((sessions, token)) = &session {
+                if let Err(e) = sessions.end(&crate::store::identity::TokenHash::of(token)).await {
+                    return internal(&req, &IdentityError::from(e));
+                }
+                for c in sessions.clearing_cookies() {
+                    PendingCookies::push(req.extensions(), c);
+                }
+                if bearer.is_none() && refresh.is_none() {
+                    return empty(StatusCode::NO_CONTENT);
+                }
+            }
             if bearer.is_none() && refresh.is_none() {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
@@ -299,7 +331,7 @@ struct PasswordBody {
 /// the caller's own account,
 /// named by a bearer token of ours.
 async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, req.headers(), req.extensions()).await {
+    let user = match signed_in_user(service, state, Head::of(&req)).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
@@ -345,7 +377,7 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
 /// The 401 for a missing or invalid bearer token.
 fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
     let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-        .detail("a valid bearer token is required")
+        .detail("a valid bearer token or session is required")
         .rejected_by("identity", "unauthenticated")
         .into_response_for(ext);
     resp.headers_mut()
@@ -353,27 +385,117 @@ fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
     resp
 }
 
+/// Who called an account endpoint: the user, and the session when the
+/// browser's session cookie (not a bearer token) said so.
+pub(super) struct SignedIn {
+    pub user: crate::store::identity::User,
+    pub session: Option<super::sessions::ActiveSession>,
+}
+
+/// `Set-Cookie` values a handler wants on its response (a session given a
+/// new token while the request was authenticated, a stale cookie cleared);
+/// [`IdentityHttp`] adds them.
+#[derive(Clone, Default)]
+pub(super) struct PendingCookies(Arc<std::sync::Mutex<Vec<http::HeaderValue>>>);
+
+impl PendingCookies {
+    fn push(ext: &http::Extensions, value: http::HeaderValue) {
+        if let Some(p) = ext.get::<PendingCookies>() {
+            p.0.lock().unwrap_or_else(|e| e.into_inner()).push(value);
+        }
+    }
+
+    fn apply(&self, resp: &mut HttpResponse) {
+        for v in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            resp.headers_mut().append(http::header::SET_COOKIE, v);
+        }
+    }
+}
+
 /// The user a request's bearer token of ours names (valid, not revoked), or
 /// the answer to give instead: 401, or 500 when the store failed. Every
 /// account endpoint starts here.
 pub(super) async fn signed_in_user(
     service: &IdentityService,
-    headers: &http::HeaderMap,
-    ext: &http::Extensions,
+    state: &LimitState,
+    req: Head<'_>,
 ) -> Result<crate::store::identity::User, HttpResponse> {
-    let user = match crate::auth::bearer_token(headers) {
-        Some(t) => service.user_of_token(t).await,
-        None => Ok(None),
+    signed_in(service, state, req).await.map(|w| w.user)
+}
+
+/// The parts of a request an account endpoint authenticates with (not the
+/// request itself: its body is not `Sync`, so it cannot be borrowed across
+/// an await).
+#[derive(Clone, Copy)]
+pub(super) struct Head<'a> {
+    pub method: &'a Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a http::HeaderMap,
+    pub ext: &'a http::Extensions,
+}
+
+impl<'a> Head<'a> {
+    pub(super) fn of(req: &'a HttpRequest) -> Self {
+        Self { method: req.method(), uri: req.uri(), headers: req.headers(), ext: req.extensions() }
+    }
+}
+
+/// As [`signed_in_user`], with the session: a bearer token of ours, else
+/// (with `[identity.sessions]`) the session cookie, which on unsafe methods
+/// must pass the CSRF checks (header token).
+pub(super) async fn signed_in(
+    service: &IdentityService,
+    state: &LimitState,
+    req: Head<'_>,
+) -> Result<SignedIn, HttpResponse> {
+    let (headers, ext) = (req.headers, req.ext);
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "identity request failed");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+            .rejected_by("identity", "internal")
+            .into_response_for(ext)
     };
-    match user {
-        Ok(Some(u)) => Ok(u),
-        Ok(None) => Err(unauthorized_for(ext)),
-        Err(e) => {
-            tracing::error!(error = %e, "identity request failed");
-            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-                .rejected_by("identity", "internal")
-                .into_response_for(ext))
+    if let Some(t) = crate::auth::bearer_token(headers) {
+        return match service.user_of_token(t).await {
+            Ok(Some(user)) => Ok(SignedIn { user, session: None }),
+            Ok(None) => Err(unauthorized_for(ext)),
+            Err(e) => Err(failed(&e)),
+        };
+    }
+    let Some(sessions) = service.sessions.as_ref() else { return Err(unauthorized_for(ext)) };
+    let Some(token) = sessions.token_in(headers) else { return Err(unauthorized_for(ext)) };
+    let ip = ext.get::<ClientInfo>().map(|c| c.ip.to_string());
+    let active = match sessions.authenticate(&token, ip, &service.revocations).await {
+        Ok(a) => a,
+        Err(super::sessions::SessionRefusal::Unavailable) => {
+            let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
+                .detail("sign-in state cannot be checked right now; try again shortly")
+                .rejected_by("identity", "sessions_unavailable")
+                .into_response_for(ext);
+            resp.headers_mut().insert(RETRY_AFTER, http::HeaderValue::from_static("5"));
+            return Err(resp);
         }
+        Err(_) => {
+            for c in sessions.clearing_cookies() {
+                PendingCookies::push(ext, c);
+            }
+            return Err(unauthorized_for(ext));
+        }
+    };
+    if let Some(c) = active.new_token.as_deref().and_then(|t| sessions.cookie(t)) {
+        PendingCookies::push(ext, c);
+    }
+    if !crate::auth::csrf::is_safe(req.method) {
+        let checked = crate::auth::csrf::check_source(sessions, headers, ext, req.uri)
+            .and_then(|()| crate::auth::csrf::check_token(sessions, &active.hash(), headers, None));
+        if let Err(f) = checked {
+            return Err(crate::auth::csrf::refusal(state, ext, &active.record.user_id, f));
+        }
+    }
+    match crate::store::identity::UserStore::user_by_id(&service.db, &active.record.user_id).await {
+        Ok(Some(user)) if !user.disabled => Ok(SignedIn { user, session: Some(active) }),
+        Ok(_) => Err(unauthorized_for(ext)),
+        Err(e) => Err(failed(&e)),
     }
 }
 
@@ -586,22 +708,51 @@ async fn read_form(req: HttpRequest) -> Result<(HttpRequest, TokenForm), HttpRes
     Ok((req, form))
 }
 
-async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+/// How a completed login is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Finish {
+    /// With tokens (the token endpoint).
+    Tokens,
+    /// With a browser session (`{prefix}/session`).
+    Session,
+}
+
+/// What a grant produced.
+enum Granted {
+    Tokens(IssuedTokens),
+    /// A login to turn into a session.
+    User(crate::store::identity::User),
+}
+
+/// The token endpoint (`finish = Tokens`), or its form of it that ends in a
+/// browser session (`{prefix}/session`: only the password and MFA grants).
+pub(super) async fn token_for(
+    service: &IdentityService,
+    state: &LimitState,
+    req: HttpRequest,
+    finish: Finish,
+) -> HttpResponse {
     let (req, form) = match read_form(req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     let result = match form.grant_type.as_deref() {
         Some("password") => match (form.username.as_deref(), form.password.as_deref()) {
-            (Some(u), Some(p)) if !u.is_empty() => service.login(u, p).await,
+            (Some(u), Some(p)) if !u.is_empty() => match finish {
+                Finish::Tokens => service.login(u, p).await.map(Granted::Tokens),
+                Finish::Session => service.password_login(u, p).await.map(Granted::User),
+            },
             _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required"),
         },
+        Some(MFA_OTP_GRANT) => return super::mfa_http::mfa_grant(service, state, req, form, finish).await,
+        Some(_) if finish == Finish::Session => {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use password or the mfa-otp grant")
+        }
         Some("refresh_token") => match form.refresh_token.as_deref() {
-            Some(t) if !t.is_empty() => service.refresh(t).await,
+            Some(t) if !t.is_empty() => service.refresh(t).await.map(Granted::Tokens),
             _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"),
         },
         Some("client_credentials") => return client_token(service, state, req, form).await,
-        Some(MFA_OTP_GRANT) => return super::mfa_http::mfa_grant(service, state, req, form).await,
         Some(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -617,9 +768,13 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
         attempt_event(ext, kind, form.grant_type.as_deref().unwrap_or_default(), subject, reason)
     };
     match result {
-        Ok(tokens) => {
+        Ok(Granted::Tokens(tokens)) => {
             state.audit(audit(AuditKind::AuthSuccess, None, None));
             json_no_store(&issued(&tokens))
+        }
+        Ok(Granted::User(user)) => {
+            state.audit(audit(AuditKind::AuthSuccess, Some(user.id.clone()), None));
+            super::session_http::logged_in(service, state, Head::of(&req), &user, &["pwd"]).await
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
             if let Some(ip) = ip {

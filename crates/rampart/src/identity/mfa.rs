@@ -148,6 +148,13 @@ impl IdentityService {
     /// token and issues the tokens. A user disabled, locked (for instance
     /// by failed codes) or whose sessions were ended meanwhile gets none.
     pub async fn complete_mfa_login(&self, pending: &MfaPending) -> Result<IssuedTokens, IdentityError> {
+        let user = self.mfa_login(pending).await?;
+        self.issue_login_tokens(&user, now_ms()).await
+    }
+
+    /// As [`Self::complete_mfa_login`], without tokens: spends the MFA token
+    /// and answers the user (a browser session is made of it).
+    pub async fn mfa_login(&self, pending: &MfaPending) -> Result<User, IdentityError> {
         let now = now_ms();
         let refused = || IdentityError::InvalidGrant { reason: "locked", user_id: Some(pending.user_id.clone()) };
         let user = self.db.user_by_id(&pending.user_id).await?.ok_or_else(refused)?;
@@ -155,7 +162,7 @@ impl IdentityService {
             return Err(refused());
         }
         self.revocations.revoke_token(&pending.jti, pending.exp, now).await?;
-        self.issue_login_tokens(&user, now).await
+        Ok(user)
     }
 
     /// Checks a second-factor code of the user: a TOTP code (spending its

@@ -92,10 +92,11 @@ pub(super) async fn handle(
     if matches!(endpoint, MfaEndpoint::WebauthnStart | MfaEndpoint::WebauthnFinish) {
         return passkey_step(endpoint, service, state, req).await;
     }
-    let user = match super::http::signed_in_user(service, req.headers(), req.extensions()).await {
-        Ok(u) => u,
+    let who = match super::http::signed_in(service, state, super::http::Head::of(&req)).await {
+        Ok(w) => w,
         Err(resp) => return resp,
     };
+    let user = who.user.clone();
     match endpoint {
         MfaEndpoint::Status => match service.mfa_status(&user.id).await {
             Ok(s) => json(
@@ -137,7 +138,10 @@ pub(super) async fn handle(
                         attempt_event(req.extensions(), AuditKind::MfaChanged, "mfa", Some(user.id.clone()), None)
                             .detail("action", "totp_enabled"),
                     );
-                    json_no_store(&serde_json::json!({ "backup_codes": codes }))
+                    // A second factor raises the session's privilege: a new session id.
+                    let mut resp = json_no_store(&serde_json::json!({ "backup_codes": codes }));
+                    super::session_http::renew_after_privilege_change(service, &who, &mut resp).await;
+                    resp
                 }
                 Err(CodeRefusal::Refused(r)) => refused(service, state, req.extensions(), &user, r).await,
                 Err(CodeRefusal::Failed(e)) => internal(&req, &e),
@@ -287,6 +291,7 @@ pub(super) async fn mfa_grant(
     state: &LimitState,
     req: HttpRequest,
     form: TokenForm,
+    finish: super::http::Finish,
 ) -> HttpResponse {
     let (Some(token), Some(otp)) = (form.mfa_token.as_deref(), form.otp.as_deref()) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "mfa_token and otp are required");
@@ -306,6 +311,21 @@ pub(super) async fn mfa_grant(
         }
         Err(CodeRefusal::Failed(e)) => return internal_for(ext, &e),
     };
+    if finish == super::http::Finish::Session {
+        return match service.mfa_login(&pending).await {
+            Ok(user) => {
+                let event = attempt_event(ext, AuditKind::AuthSuccess, kind.as_str(), Some(user.id.clone()), None);
+                state.audit(event.detail("grant", MFA_OTP_GRANT));
+                super::session_http::logged_in(service, state, super::http::Head::of(&req), &user, &["pwd", "otp"])
+                    .await
+            }
+            Err(IdentityError::InvalidGrant { reason, user_id }) => {
+                state.audit(attempt_event(ext, AuditKind::AuthFailure, kind.as_str(), user_id, Some(reason)));
+                invalid()
+            }
+            Err(e) => internal_for(ext, &e),
+        };
+    }
     match service.complete_mfa_login(&pending).await {
         Ok(tokens) => {
             let event = attempt_event(ext, AuditKind::AuthSuccess, kind.as_str(), Some(pending.user_id.clone()), None);
@@ -322,6 +342,9 @@ pub(super) async fn mfa_grant(
 
 #[derive(Deserialize)]
 struct PasskeyStep {
+    /// End in a browser session instead of tokens.
+    #[serde(default)]
+    session: bool,
     mfa_token: String,
     challenge_id: Option<String>,
     credential: Option<serde_json::Value>,
@@ -363,6 +386,21 @@ async fn passkey_step(
             return invalid();
         }
         Err(e) => return super::passkey_http::failure(&req, e),
+    }
+    if body.session {
+        return match service.mfa_login(&pending).await {
+            Ok(user) => {
+                let event = attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user.id.clone()), None);
+                state.audit(event.detail("step", "second_factor"));
+                super::session_http::logged_in(service, state, super::http::Head::of(&req), &user, &["pwd", "hwk"])
+                    .await
+            }
+            Err(IdentityError::InvalidGrant { reason, user_id }) => {
+                state.audit(attempt_event(ext, AuditKind::AuthFailure, METHOD, user_id, Some(reason)));
+                invalid()
+            }
+            Err(e) => internal_for(ext, &e),
+        };
     }
     match service.complete_mfa_login(&pending).await {
         Ok(tokens) => {

@@ -37,5 +37,7 @@ pub mod passkeys;
 pub mod reset;
 pub mod revoke;
 pub mod service;
+pub mod session_http;
+pub mod sessions;
 
 pub use service::IdentityService;

@@ -57,7 +57,7 @@ pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, r
         ("/login/start", Method::POST) => login_start(service, req).await,
         ("/login/finish", Method::POST) => login_finish(service, state, req).await,
         ("/register/start" | "/register/finish" | "", Method::POST | Method::GET) | (_, Method::DELETE) => {
-            let user = match super::http::signed_in_user(service, req.headers(), req.extensions()).await {
+            let user = match super::http::signed_in_user(service, state, super::http::Head::of(&req)).await {
                 Ok(u) => u,
                 Err(resp) => return resp,
             };
@@ -196,6 +196,9 @@ async fn login_start(service: &IdentityService, req: HttpRequest) -> HttpRespons
 struct LoginFinish {
     challenge_id: String,
     credential: Value,
+    /// End in a browser session instead of tokens.
+    #[serde(default)]
+    session: bool,
 }
 
 async fn login_finish(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
@@ -205,10 +208,18 @@ async fn login_finish(service: &IdentityService, state: &LimitState, req: HttpRe
         Err(resp) => return resp,
     };
     let ext = req.extensions();
-    match service.passkey_login_finish(&body.challenge_id, body.credential).await {
-        Ok((user_id, tokens)) => {
+    let outcome = match body.session {
+        true => service.passkey_login(&body.challenge_id, body.credential).await.map(Err),
+        false => service.passkey_login_finish(&body.challenge_id, body.credential).await.map(Ok),
+    };
+    match outcome {
+        Ok(Ok((user_id, tokens))) => {
             state.audit(attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user_id), None));
             json_no_store(&issued(&tokens))
+        }
+        Ok(Err(user)) => {
+            state.audit(attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user.id.clone()), None));
+            super::session_http::logged_in(service, state, super::http::Head::of(&req), &user, &["hwk"]).await
         }
         Err(PasskeyError::Refused { reason, user_id }) => {
             if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {

@@ -361,9 +361,14 @@ impl IdentityService {
         challenge_id: &str,
         credential: Value,
     ) -> Result<(String, IssuedTokens), PasskeyError> {
-        let user = self.verify_assertion(challenge_id, ChallengePurpose::Login, None, credential).await?;
+        let user = self.passkey_login(challenge_id, credential).await?;
         let tokens = self.issue_login_tokens(&user, now_ms()).await?;
         Ok((user.id, tokens))
+    }
+
+    /// A passwordless login without tokens (a browser session is made of it).
+    pub async fn passkey_login(&self, challenge_id: &str, credential: Value) -> Result<User, PasskeyError> {
+        self.verify_assertion(challenge_id, ChallengePurpose::Login, None, credential).await
     }
 
     /// Second factor, step one: a challenge over the user's passkeys.

@@ -117,6 +117,8 @@ pub struct IdentityService {
     pub api_keys: Option<Arc<super::api_keys::ApiKeys>>,
     /// External OpenID Connect logins; `None` when no provider is configured.
     pub(super) oidc: Option<Arc<super::oidc::ExternalLogins>>,
+    /// Browser sessions (`[identity.sessions]`); `None` when they are off.
+    pub sessions: Option<Arc<super::sessions::Sessions>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -170,6 +172,8 @@ impl IdentityService {
             .enabled
             .then(|| super::api_keys::ApiKeys::new(settings.api_keys.clone(), db.clone(), now_ms()));
         let oidc = super::oidc::ExternalLogins::new(&settings)?;
+        let sessions =
+            settings.sessions.clone().map(|s| Arc::new(super::sessions::Sessions::new(s, db.clone(), secret)));
         Ok(Arc::new(Self {
             settings,
             db,
@@ -184,6 +188,7 @@ impl IdentityService {
             webauthn,
             api_keys,
             oidc,
+            sessions,
         }))
     }
 
@@ -194,6 +199,9 @@ impl IdentityService {
         self.keys.spawn_reload();
         if let Some(api_keys) = &self.api_keys {
             api_keys.spawn_sync();
+        }
+        if let Some(sessions) = &self.sessions {
+            sessions.spawn_purge();
         }
     }
 
@@ -225,6 +233,14 @@ impl IdentityService {
 
     /// The password grant: verifies the user's password and issues tokens.
     pub async fn login(&self, username: &str, password: &str) -> Result<IssuedTokens, IdentityError> {
+        let user = self.password_login(username, password).await?;
+        self.issue_login_tokens(&user, now_ms()).await
+    }
+
+    /// A password login without tokens (a browser session is made of it):
+    /// the user whose password this is, if they may log in now and need no
+    /// second factor; [`IdentityError::MfaRequired`] when they do.
+    pub async fn password_login(&self, username: &str, password: &str) -> Result<User, IdentityError> {
         let password = normalize(password);
         let user = self.db.user_by_username(username).await?;
         let stored = user.as_ref().and_then(|u| u.password_hash.as_ref()).map(|h| h.expose().to_string());
@@ -265,7 +281,12 @@ impl IdentityService {
             let mfa_token = self.mfa_token(&user, now)?;
             return Err(IdentityError::MfaRequired { user_id: user.id, mfa_token, methods });
         }
-        self.issue_login_tokens(&user, now).await
+        Ok(user)
+    }
+
+    /// Records a completed login (a session's: tokens record their own).
+    pub async fn record_login(&self, user_id: &str) -> Result<(), IdentityError> {
+        Ok(self.db.record_login(user_id, now_ms()).await?)
     }
 
     /// The tokens of a completed login: records it, starts a refresh-token
@@ -447,6 +468,7 @@ impl IdentityService {
         let version = self.db.set_password_hash(user_id, Some(hash), true, now).await?;
         self.db.revoke_user_refresh_tokens(user_id, now).await?;
         self.revocations.user_version_raised(user_id, version, now).await;
+        self.end_sessions(user_id).await;
         Ok(())
     }
 
@@ -468,7 +490,18 @@ impl IdentityService {
         let version = self.db.bump_token_version(user_id, now).await?;
         self.db.revoke_user_refresh_tokens(user_id, now).await?;
         self.revocations.user_version_raised(user_id, version, now).await;
+        self.end_sessions(user_id).await;
         Ok(())
+    }
+
+    /// Deletes the user's browser sessions (their raised token version
+    /// refuses them already; this keeps session lists true).
+    pub(super) async fn end_sessions(&self, user_id: &str) {
+        if let Some(sessions) = &self.sessions {
+            if let Err(e) = sessions.end_all(user_id, None).await {
+                tracing::warn!(error = %e, "sessions of a user could not be deleted; their token version refuses them");
+            }
+        }
     }
 
     /// Locks the account for the configured lockout (after too many failures).
@@ -512,6 +545,26 @@ impl IdentityService {
                 None
             }
         }
+    }
+
+    /// A short-lived access token (no refresh token) for a browser
+    /// session's user, with the session's view of their roles and tier.
+    pub fn session_access_token(
+        &self,
+        user_id: &str,
+        roles: &[String],
+        tier: Option<&str>,
+        token_version: u32,
+        ttl_secs: u64,
+    ) -> Result<String, IdentityError> {
+        let s = &self.settings;
+        let mut claims = Claims::new(&s.issuer, user_id, &s.audience, now_ms() / 1000, ttl_secs);
+        claims.jti = Some(uuid::Uuid::now_v7().to_string());
+        claims.roles = roles.to_vec();
+        claims.tier = tier.map(str::to_owned);
+        claims.ver = token_version;
+        issue(&self.keys.current().signer, &claims)
+            .map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))
     }
 
     pub(super) fn access_token(&self, user: &User, now_ms: u64) -> Result<String, IdentityError> {

@@ -29,4 +29,5 @@ mod proxy;
 mod redis_limits;
 mod resilience;
 mod service_clients;
+mod sessions;
 mod tls;

@@ -59,7 +59,7 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
     let Some(keys) = service.api_keys.as_ref() else {
         return not_found(&req);
     };
-    let user = match super::super::http::signed_in_user(service, req.headers(), req.extensions()).await {
+    let user = match super::super::http::signed_in_user(service, state, super::super::http::Head::of(&req)).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };

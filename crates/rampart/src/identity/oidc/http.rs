@@ -13,7 +13,8 @@
 //!   error or refused the code), 401 `id-token-refused`, 403 `no-account`,
 //!   403 `account-locked`, 409 `already-linked` / `provider-already-linked`,
 //!   502 `provider-unavailable`.
-//! - Signed in (a bearer token of ours):
+//! - Signed in (a bearer token of ours, or a session cookie with its CSRF
+//!   token on unsafe methods):
 //!   - `POST {prefix}/oidc/<name>/link` (JSON `{"return_to"}` optional) →
 //!     `{"authorize_url"}` and the binding cookie: the browser that opens the
 //!     URL links that provider account to the caller.
@@ -33,7 +34,7 @@ use serde::Deserialize;
 
 use super::flow::{Callback, LoginError, BROWSER_COOKIE, PENDING_TTL};
 use crate::edge::{HttpRequest, HttpResponse};
-use crate::identity::http::{attempt_event, busy, empty, internal, issued, json, json_no_store, signed_in_user};
+use crate::identity::http::{attempt_event, busy, empty, internal, issued, json, json_no_store, signed_in_user, Head};
 use crate::identity::service::{now_ms, IdentityError, IdentityService};
 use crate::limit::bans::Strike;
 use crate::limit::LimitState;
@@ -73,7 +74,7 @@ pub(crate) async fn handle(
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "providers": list }))
         }
-        (["links"], Method::GET) => links(service, req).await,
+        (["links"], Method::GET) => links(service, state, req).await,
         (["links", provider], Method::DELETE) if !provider.is_empty() => {
             let provider = (*provider).to_owned();
             unlink(service, state, &provider, req).await
@@ -88,7 +89,7 @@ pub(crate) async fn handle(
         }
         ([name, "link"], Method::POST) if logins.provider(name).is_some() => {
             let name = (*name).to_owned();
-            link(service, &name, req).await
+            link(service, state, &name, req).await
         }
         (["providers"] | ["links"] | ["links", _], _) => method_not_allowed(&req),
         ([name, "login" | "callback" | "link"], _) if logins.provider(name).is_some() => method_not_allowed(&req),
@@ -177,8 +178,8 @@ struct LinkBody {
 }
 
 /// `POST {prefix}/oidc/<name>/link`, signed in.
-async fn link(service: &IdentityService, name: &str, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, req.headers(), req.extensions()).await {
+async fn link(service: &IdentityService, state: &LimitState, name: &str, req: HttpRequest) -> HttpResponse {
+    let user = match signed_in_user(service, state, Head::of(&req)).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
@@ -319,8 +320,8 @@ pub async fn finish_external_login(
 }
 
 /// `GET {prefix}/oidc/links`.
-async fn links(service: &IdentityService, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, req.headers(), req.extensions()).await {
+async fn links(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    let user = match signed_in_user(service, state, Head::of(&req)).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
@@ -352,7 +353,7 @@ async fn links(service: &IdentityService, req: HttpRequest) -> HttpResponse {
 
 /// `DELETE {prefix}/oidc/links/<provider>`.
 async fn unlink(service: &IdentityService, state: &LimitState, provider: &str, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, req.headers(), req.extensions()).await {
+    let user = match signed_in_user(service, state, Head::of(&req)).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };

@@ -57,11 +57,13 @@ pub enum AuditKind {
     /// An account at an external login provider was linked to or unlinked
     /// from a user (the action and provider are in the detail).
     ExternalIdentityChanged,
+    /// A cookie-authenticated request refused by the CSRF checks.
+    CsrfRejected,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 20] = [
+    pub const ALL: [AuditKind; 21] = [
         Self::AuthSuccess,
         Self::AuthFailure,
         Self::Lockout,
@@ -82,6 +84,7 @@ impl AuditKind {
         Self::TrafficSpike,
         Self::UpstreamCircuit,
         Self::ExternalIdentityChanged,
+        Self::CsrfRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +109,7 @@ impl AuditKind {
             Self::TrafficSpike => "traffic_spike",
             Self::UpstreamCircuit => "upstream_circuit",
             Self::ExternalIdentityChanged => "external_identity_changed",
+            Self::CsrfRejected => "csrf_rejected",
         }
     }
 }

@@ -165,7 +165,7 @@ pub(super) fn scopes_json(scopes: &[String]) -> Result<(Vec<String>, String)> {
     names_json("scope", scopes, is_scope_token, "not an RFC 6749 scope token")
 }
 
-fn roles_json(roles: &[String]) -> Result<(Vec<String>, String)> {
+pub(super) fn roles_json(roles: &[String]) -> Result<(Vec<String>, String)> {
     names_json("role", roles, |r| !r.chars().any(char::is_control), "contains a control character")
 }
 

@@ -68,6 +68,7 @@ pub mod mfa;
 pub mod passkeys;
 pub mod refresh;
 pub mod reset;
+pub mod sessions;
 pub mod users;
 
 use std::fmt;
@@ -83,6 +84,7 @@ pub use mfa::{MfaStore, TotpRecord};
 pub use passkeys::{ChallengePurpose, NewChallenge, PasskeyInfo, PasskeyRecord, PasskeyStore, TakenChallenge};
 pub use refresh::{NewRefreshToken, RefreshToken, RefreshTokenStore, RotateOutcome, Successor};
 pub use reset::{NewResetToken, ResetTokenStore};
+pub use sessions::{NewSession, SessionRecord, SessionStore, SessionTouch};
 pub use users::{username_key, NewUser, User, UserQuery, UserStore};
 
 /// Longest username, in bytes as given.
@@ -126,6 +128,9 @@ pub enum StoreError {
     /// The database failed (unreachable, busy, …).
     #[error("database: {0}")]
     Database(#[source] sqlx::Error),
+    /// Another store (Redis, for sessions) cannot be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
