@@ -152,6 +152,14 @@ enum UserAction {
     Logout { username: String },
     /// Replace a user's roles (none given: no roles).
     SetRole { username: String, roles: Vec<String> },
+    /// Print everything stored about a user as one JSON document (GDPR
+    /// access request): profile, sessions, API keys and passkeys (metadata
+    /// only), second factors, and the audit records that name them.
+    Export { username: String },
+    /// Erase a user (GDPR): every credential and session deleted, personal
+    /// fields removed, the id kept as a tombstone so the audit log still
+    /// verifies. Running gateways refuse the user's tokens within seconds.
+    Erase { username: String },
     /// Import users with their password hashes from another application:
     /// JSON lines `{"username", "email"?, "password_hash", "roles"?, "tier"?}`
     /// (`-` reads stdin). Hashes must be bcrypt, argon2id/argon2i, passlib
@@ -826,6 +834,16 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
         UserAction::Logout { username } => print(&admin::log_out(&db, &username).await.map_err(explain)?),
         UserAction::SetRole { username, roles } => {
             print(&admin::set_roles(&db, &username, &roles).await.map_err(explain)?)
+        }
+        UserAction::Export { username } => {
+            let u = admin::find(&db, &username).await.map_err(explain)?;
+            let data = rampart::identity::privacy::export(&db, &u, true).await.map_err(explain)?;
+            println!("{data}");
+        }
+        UserAction::Erase { username } => {
+            let u = admin::find(&db, &username).await.map_err(explain)?;
+            rampart::identity::privacy::erase(&db, &u.id).await.map_err(explain)?;
+            println!("{}", serde_json::json!({"erased": u.id}));
         }
         UserAction::Import { file, dry_run, fail_on_existing } => {
             let result = import(&db, &file, admin::ImportOptions { dry_run, fail_on_existing }).await;

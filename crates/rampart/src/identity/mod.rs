@@ -31,6 +31,7 @@ mod mfa_http;
 pub mod notify;
 pub mod passkey_http;
 pub mod passkeys;
+pub mod privacy;
 pub mod reset;
 pub mod revoke;
 pub mod service;

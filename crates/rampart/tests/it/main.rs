@@ -24,6 +24,7 @@ mod mfa;
 mod passkeys;
 mod passlib_import;
 mod password_reset;
+mod privacy;
 mod proxy;
 mod redis_limits;
 mod resilience;
