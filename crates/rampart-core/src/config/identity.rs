@@ -85,6 +85,8 @@ pub struct IdentityConfig {
     pub totp_issuer: Option<String>,
     /// API keys (`[identity.api_keys]`).
     pub api_keys: super::api_keys::ApiKeysConfig,
+    /// HMAC-signed requests from service clients (`[identity.signatures]`).
+    pub signatures: super::signatures::SignaturesConfig,
 }
 
 impl Default for IdentityConfig {
@@ -114,6 +116,7 @@ impl Default for IdentityConfig {
             webauthn: None,
             totp_issuer: None,
             api_keys: Default::default(),
+            signatures: Default::default(),
         }
     }
 }
@@ -144,6 +147,7 @@ pub struct IdentitySettings {
     /// The issuer label of TOTP enrolments.
     pub totp_issuer: String,
     pub api_keys: super::api_keys::ApiKeySettings,
+    pub signatures: super::signatures::SignatureSettings,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -274,6 +278,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         errs.push((at.push_key("totp_issuer"), "must be 1 to 64 printable characters".into()));
     }
     let api_keys = super::api_keys::compile_api_keys(&cfg.api_keys, &at.push_key("api_keys"), errs);
+    let signatures = super::signatures::compile_signatures(&cfg.signatures, &at.push_key("signatures"), errs);
     if errs.len() > before {
         return None;
     }
@@ -300,6 +305,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         webauthn,
         totp_issuer,
         api_keys: api_keys?,
+        signatures: signatures?,
     })
 }
 

@@ -32,6 +32,7 @@ pub mod limits;
 pub mod model;
 pub mod reset;
 pub mod secret;
+pub mod signatures;
 pub mod webauthn;
 
 use std::fmt;
