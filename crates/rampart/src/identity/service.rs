@@ -115,6 +115,8 @@ pub struct IdentityService {
     pub(super) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
     /// API keys (`[identity.api_keys]`); `None` when they are off.
     pub api_keys: Option<Arc<super::api_keys::ApiKeys>>,
+    /// Signed requests (`[identity.signatures]`); `None` when they are off.
+    pub signatures: Option<Arc<super::signatures::Signatures>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -167,6 +169,12 @@ impl IdentityService {
             .api_keys
             .enabled
             .then(|| super::api_keys::ApiKeys::new(settings.api_keys.clone(), db.clone(), now_ms()));
+        let signatures = if settings.signatures.enabled {
+            let started = super::signatures::Signatures::start(&settings, db.clone()).await;
+            Some(started.context("reading request-signing keys")?)
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             settings,
             db,
@@ -180,6 +188,7 @@ impl IdentityService {
             metrics,
             webauthn,
             api_keys,
+            signatures,
         }))
     }
 
@@ -190,6 +199,9 @@ impl IdentityService {
         self.keys.spawn_reload();
         if let Some(api_keys) = &self.api_keys {
             api_keys.spawn_sync();
+        }
+        if let Some(signatures) = &self.signatures {
+            signatures.spawn_sync();
         }
     }
 
