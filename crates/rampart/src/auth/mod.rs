@@ -32,6 +32,10 @@
 //! Expired, revoked, unknown keys and keys used from outside their CIDR list
 //! get the same 401 as a bad token. The key header is not sent upstream.
 //!
+//! **Signed requests** (`[identity.signatures]`, see [`signature`]): on
+//! `optional` and `required` routes, a request carrying `X-Rampart-Signature`
+//! is authenticated by its HMAC signature alone, as a service client.
+//!
 //! The gateway's own tokens (`[identity]`) are also checked against
 //! [`crate::identity::revoke::Revocations`] on every use, cached or not: a
 //! logged-out token or one older than its user's token version is refused
@@ -42,6 +46,7 @@
 pub mod authorize;
 mod cache;
 pub mod jwks;
+mod signature;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -134,6 +139,12 @@ pub enum AuthFailure {
     ApiKey(&'static str),
     /// API keys cannot be checked now (database unreachable: 503).
     ApiKeysUnavailable,
+    /// A signed request refused (malformed, unknown key, outside the window,
+    /// wrong MAC, replayed…).
+    Signature(&'static str),
+    /// Signatures cannot be checked now (keys unread for too long, or the
+    /// replay cache full): 503.
+    SignaturesUnavailable(&'static str),
 }
 
 impl AuthFailure {
@@ -146,6 +157,16 @@ impl AuthFailure {
             Self::RevocationUnknown => "revocations_unavailable",
             Self::ApiKey(reason) => reason,
             Self::ApiKeysUnavailable => "api_keys_unavailable",
+            Self::Signature(reason) | Self::SignaturesUnavailable(reason) => reason,
+        }
+    }
+
+    /// The kind of credential refused, for the log and the audit log.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::ApiKey(_) | Self::ApiKeysUnavailable => "api_key",
+            Self::Signature(_) | Self::SignaturesUnavailable(_) => "signature",
+            _ => "jwt",
         }
     }
 }
@@ -170,6 +191,11 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         let route = &route.auth;
         if route.mode == AuthMode::None {
             return Either::Left(take_ready(&mut self.inner).call(req));
+        }
+        if let Some(signatures) = shared.signatures() {
+            if req.headers().contains_key(rampart_core::signature::SIGNATURE_HEADER) {
+                return shared.signed(signatures, req, &mut self.inner);
+            }
         }
         if let Some(keys) = shared.api_keys() {
             if let Some(presented) = api_key_of(req.headers(), &shared.settings.api_key_header) {
@@ -362,8 +388,11 @@ impl Shared {
     /// The 401 for `failure`, with its side effects (log, ban strike, audit).
     fn refusal(&self, req: &HttpRequest, failure: AuthFailure) -> HttpResponse {
         let reason = failure.reason();
-        if matches!(failure, AuthFailure::RevocationUnknown | AuthFailure::ApiKeysUnavailable) {
-            tracing::warn!(target: "rampart::auth", reason, "credential refused: revocations could not be read recently");
+        if matches!(
+            failure,
+            AuthFailure::RevocationUnknown | AuthFailure::ApiKeysUnavailable | AuthFailure::SignaturesUnavailable(_)
+        ) {
+            tracing::warn!(target: "rampart::auth", reason, "credential refused: it cannot be checked right now");
             let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
                 .detail("sign-in state cannot be checked right now; try again shortly")
                 .rejected_by("auth", reason)
@@ -373,7 +402,7 @@ impl Shared {
         }
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         if failure != AuthFailure::Missing {
-            let method = if matches!(failure, AuthFailure::ApiKey(_)) { "api_key" } else { "jwt" };
+            let method = failure.method();
             tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
             if let Some(ip) = ip {
                 self.state.bans.strike(ip, Strike::AuthFailure);
