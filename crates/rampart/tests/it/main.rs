@@ -28,4 +28,5 @@ mod proxy;
 mod redis_limits;
 mod resilience;
 mod service_clients;
+mod signatures;
 mod tls;
