@@ -199,6 +199,26 @@ enum ClientAction {
     Enable { client_id: String },
     /// Delete a client.
     Remove { client_id: String },
+    /// The HMAC keys a client signs requests with (`X-Rampart-Signature`).
+    SigningKey {
+        #[command(subcommand)]
+        action: SigningKeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyAction {
+    /// Make a signing key for a client; prints its id and secret once, as JSON.
+    Add {
+        client_id: String,
+        /// Lifetime, e.g. `90d` (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List a client's signing keys, one JSON object per line (never secrets).
+    List { client_id: String },
+    /// Revoke a signing key; running gateways refuse it within 2 seconds.
+    Revoke { key_id: String },
 }
 
 #[derive(Subcommand)]
@@ -680,7 +700,8 @@ async fn identity_db(
 
 async fn client(action: ClientAction, config: Option<&Path>) -> anyhow::Result<()> {
     use rampart::identity::clients;
-    let (_, db) = identity_db(config).await?;
+    use rampart::identity::signatures::admin as signing;
+    let (settings, db) = identity_db(config).await?;
     let explain = |e: rampart::identity::service::IdentityError| anyhow::anyhow!("{e}");
     let result = async {
         match action {
@@ -708,6 +729,22 @@ async fn client(action: ClientAction, config: Option<&Path>) -> anyhow::Result<(
             ClientAction::Remove { client_id } => {
                 clients::remove(&db, &client_id).await.map_err(explain)?;
                 println!("{}", serde_json::json!({ "removed": client_id }));
+            }
+            ClientAction::SigningKey { action: SigningKeyAction::Add { client_id, expires } } => {
+                let expires = expires
+                    .map(|t| humantime::parse_duration(&t).map_err(|e| anyhow::anyhow!("--expires {t}: {e}")))
+                    .transpose()?;
+                let made = signing::add(&settings, &db, &client_id, expires).await.map_err(explain)?;
+                println!("{}", signing::key_json(&made.record, Some(&made.secret)));
+            }
+            ClientAction::SigningKey { action: SigningKeyAction::List { client_id } } => {
+                for k in signing::list(&db, &client_id).await.map_err(explain)? {
+                    println!("{}", signing::key_json(&k, None));
+                }
+            }
+            ClientAction::SigningKey { action: SigningKeyAction::Revoke { key_id } } => {
+                let k = signing::revoke(&db, &key_id).await.map_err(explain)?;
+                println!("{}", signing::key_json(&k, None));
             }
         }
         anyhow::Ok(())

@@ -88,6 +88,8 @@ pub struct IdentityConfig {
     pub api_keys: super::api_keys::ApiKeysConfig,
     /// Browser sessions and CSRF (`[identity.sessions]`).
     pub sessions: SessionsConfig,
+    /// HMAC-signed requests from service clients (`[identity.signatures]`).
+    pub signatures: super::signatures::SignaturesConfig,
 }
 
 impl Default for IdentityConfig {
@@ -118,6 +120,7 @@ impl Default for IdentityConfig {
             totp_issuer: None,
             api_keys: Default::default(),
             sessions: SessionsConfig::default(),
+            signatures: Default::default(),
         }
     }
 }
@@ -150,6 +153,7 @@ pub struct IdentitySettings {
     pub api_keys: super::api_keys::ApiKeySettings,
     /// `None`: browser sessions are off.
     pub sessions: Option<SessionSettings>,
+    pub signatures: super::signatures::SignatureSettings,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -281,6 +285,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     }
     let api_keys = super::api_keys::compile_api_keys(&cfg.api_keys, &at.push_key("api_keys"), errs);
     let sessions = compile_sessions(&cfg.sessions, &at, errs);
+    let signatures = super::signatures::compile_signatures(&cfg.signatures, &at.push_key("signatures"), errs);
     if errs.len() > before {
         return None;
     }
@@ -308,6 +313,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         totp_issuer,
         api_keys: api_keys?,
         sessions,
+        signatures: signatures?,
     })
 }
 

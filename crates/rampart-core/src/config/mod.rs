@@ -33,6 +33,7 @@ pub mod model;
 pub mod reset;
 pub mod secret;
 pub mod sessions;
+pub mod signatures;
 pub mod webauthn;
 
 use std::fmt;

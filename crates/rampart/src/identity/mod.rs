@@ -17,6 +17,8 @@
 //! - [`notify`]: the notifiers that deliver reset tokens.
 //! - [`passkeys`]: passkeys (WebAuthn): registration, passwordless login,
 //!   and the check a second-factor step uses; [`passkey_http`] their endpoints.
+//! - [`signatures`]: the HMAC keys service clients sign requests with, held
+//!   in memory to verify, and the replay cache of their nonces.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
@@ -37,5 +39,6 @@ pub mod revoke;
 pub mod service;
 pub mod session_http;
 pub mod sessions;
+pub mod signatures;
 
 pub use service::IdentityService;

@@ -117,6 +117,8 @@ pub struct IdentityService {
     pub api_keys: Option<Arc<super::api_keys::ApiKeys>>,
     /// Browser sessions (`[identity.sessions]`); `None` when they are off.
     pub sessions: Option<Arc<super::sessions::Sessions>>,
+    /// Signed requests (`[identity.signatures]`); `None` when they are off.
+    pub signatures: Option<Arc<super::signatures::Signatures>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -171,6 +173,12 @@ impl IdentityService {
             .then(|| super::api_keys::ApiKeys::new(settings.api_keys.clone(), db.clone(), now_ms()));
         let sessions =
             settings.sessions.clone().map(|s| Arc::new(super::sessions::Sessions::new(s, db.clone(), secret)));
+        let signatures = if settings.signatures.enabled {
+            let started = super::signatures::Signatures::start(&settings, db.clone()).await;
+            Some(started.context("reading request-signing keys")?)
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             settings,
             db,
@@ -185,6 +193,7 @@ impl IdentityService {
             webauthn,
             api_keys,
             sessions,
+            signatures,
         }))
     }
 
@@ -198,6 +207,9 @@ impl IdentityService {
         }
         if let Some(sessions) = &self.sessions {
             sessions.spawn_purge();
+        }
+        if let Some(signatures) = &self.signatures {
+            signatures.spawn_sync();
         }
     }
 

@@ -30,4 +30,5 @@ mod redis_limits;
 mod resilience;
 mod service_clients;
 mod sessions;
+mod signatures;
 mod tls;
