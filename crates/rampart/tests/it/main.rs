@@ -13,6 +13,7 @@ mod auth;
 mod authorize;
 mod cli;
 mod distributed;
+mod fastapi;
 mod forward_auth;
 mod geo;
 mod guards;
