@@ -22,6 +22,7 @@ mod inspect;
 mod layers;
 mod limits;
 mod mfa;
+mod migrate_storage;
 mod passkeys;
 mod passlib_import;
 mod password_reset;
