@@ -1,5 +1,5 @@
 //! The `rampart` command line: `serve`, `demo`, `check-config`, `ban`, `top`,
-//! `audit`, `user`, `client`, `keys`, `echo`.
+//! `audit`, `user`, `client`, `keys`, `echo`, `migrate-storage`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +99,16 @@ enum Command {
     Echo {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
+    },
+    /// Copy every table of one database into another, empty one (e.g. a
+    /// SQLite file into PostgreSQL). Stop the gateways that use the source first.
+    MigrateStorage {
+        /// The database to copy (`sqlite://…` or `postgres://…`).
+        #[arg(long, env = "RAMPART_MIGRATE_FROM", hide_env_values = true)]
+        from: String,
+        /// The database to fill; created and migrated if need be, refused if it holds any row.
+        #[arg(long, env = "RAMPART_MIGRATE_TO", hide_env_values = true)]
+        to: String,
     },
 }
 
@@ -319,6 +329,7 @@ fn main() -> ExitCode {
             Command::Demo { listen } => demo(listen).await,
             Command::CheckConfig { path } => check_config(path.as_deref()),
             Command::Echo { listen } => echo(listen).await,
+            Command::MigrateStorage { from, to } => migrate_storage(&from, &to).await,
             Command::Ban { action, config } => ban(action, config.as_deref()).await,
             Command::Top { config } => top(config.as_deref()).await,
             Command::Audit { action, config } => audit(action, config.as_deref()).await,
@@ -680,6 +691,28 @@ async fn keys(action: KeysAction, config: Option<&Path>) -> anyhow::Result<()> {
     .await;
     db.close().await;
     result
+}
+
+/// `rampart migrate-storage`: one JSON line per table copied, on stdout.
+async fn migrate_storage(from: &str, to: &str) -> anyhow::Result<()> {
+    use rampart::store::{copy::copy_database, redact_url, Database};
+    if from == to {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    let source = Database::connect_existing(from)
+        .await
+        .map_err(|e| anyhow::anyhow!("--from ({}): {e:#}", redact_url(from)))?
+        .ok_or_else(|| anyhow::anyhow!("--from ({}): no such database file", redact_url(from)))?;
+    let target = Database::connect(to).await.map_err(|e| anyhow::anyhow!("--to ({}): {e:#}", redact_url(to)))?;
+    let copied = copy_database(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let report = copied?;
+    for (table, rows) in &report.tables {
+        println!("{}", serde_json::json!({"table": table, "rows": rows}));
+    }
+    eprintln!("copied {} table(s) from {} to {}", report.tables.len(), redact_url(from), redact_url(to));
+    Ok(())
 }
 
 /// The identity settings and the database of the config, for `user` and `client`.
