@@ -606,7 +606,7 @@ async fn token(service: &IdentityService, state: &LimitState, req: HttpRequest) 
     };
     match result {
         Ok(tokens) => {
-            state.audit(audit(AuditKind::AuthSuccess, None, None));
+            state.audit(audit(AuditKind::AuthSuccess, Some(tokens.subject.clone()), None));
             json_no_store(&issued(&tokens))
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
