@@ -177,7 +177,7 @@ impl FileLog {
             let mut file = options.open(&self.path)?;
             if regular {
                 // Under the lock: another writer may be half-way through a line.
-                file.lock()?;
+                lock(&file)?;
                 let resumed = resume(&mut file, &self.path).and_then(|head| Ok((head, file.metadata()?.len())));
                 let _ = file.unlock();
                 (self.head, self.len) = resumed?;
@@ -204,7 +204,7 @@ impl FileLog {
                 return Ok(());
             }
             let Some(file) = self.file.as_mut() else { continue };
-            file.lock()?;
+            lock(file)?;
             let held = file.metadata()?;
             let replaced = match fs::metadata(&self.path) {
                 Ok(on_disk) => (on_disk.dev(), on_disk.ino()) != (held.dev(), held.ino()),
@@ -332,6 +332,16 @@ impl FileLog {
         self.file = None;
         self.open()?;
         Ok(Some(anchor))
+    }
+}
+
+/// Takes the file's exclusive lock, waiting for another writer to finish. A
+/// file system without locks (some network and FUSE mounts) is written
+/// unlocked: one writer per file is then the rule, as the config docs say.
+fn lock(file: &File) -> io::Result<()> {
+    match file.lock() {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
+        other => other,
     }
 }
 
