@@ -227,11 +227,10 @@ async fn timeouts_are_per_route_and_never_retried() {
          [[routes]]\npath = '/patient/**'\nstrip_prefix = '/patient'\n",
     ))
     .await;
-    // The route's own timeout, shorter than the upstream's: 504, sent once.
-    let started = std::time::Instant::now();
+    // The route's own timeout, shorter than the upstream's and than the 400 ms
+    // the handler takes: 504, and the request was sent once.
     let v = problem(client().get(url(&gw, "/slow")).send().await.unwrap(), 504).await;
     assert_eq!(v["type"], "urn:rampart:problem:upstream-timeout");
-    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(up.hits(), 1, "a timed-out request may have been acted on: not retried");
     // The same upstream path through a route without one: the upstream's 5 s.
