@@ -839,7 +839,7 @@ pub(super) async fn token_for(
     };
     match result {
         Ok(Granted::Tokens(tokens)) => {
-            state.audit(audit(AuditKind::AuthSuccess, None, None));
+            state.audit(audit(AuditKind::AuthSuccess, Some(tokens.subject.clone()), None));
             json_no_store(&issued(&tokens))
         }
         Ok(Granted::User(user)) => {

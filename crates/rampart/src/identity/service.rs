@@ -43,6 +43,8 @@ pub struct IssuedTokens {
     pub refresh_token: Option<String>,
     /// The granted scopes, when they are to be named in the response.
     pub scope: Option<String>,
+    /// Whom the tokens are for (user id or client id), for the audit log.
+    pub subject: String,
 }
 
 /// Why a login, refresh or registration failed. The HTTP layer answers the
@@ -311,6 +313,7 @@ impl IdentityService {
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(refresh),
             scope: None,
+            subject: user.id.clone(),
         })
     }
 
@@ -350,6 +353,7 @@ impl IdentityService {
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(successor),
             scope: None,
+            subject: user.id,
         })
     }
 
@@ -404,7 +408,8 @@ impl IdentityService {
         let scope = (!claims.scopes.is_empty()).then(|| claims.scopes.join(" "));
         let access_token = issue(&self.keys.current().signer, &claims)
             .map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))?;
-        Ok(IssuedTokens { access_token, expires_in: s.access_ttl.as_secs(), refresh_token: None, scope })
+        let subject = client.client_id;
+        Ok(IssuedTokens { access_token, expires_in: s.access_ttl.as_secs(), refresh_token: None, scope, subject })
     }
 
     /// The user a bearer token of ours names, if the token is valid now.

@@ -9,6 +9,7 @@ mod identity;
 mod alerts;
 mod api_keys;
 mod audit;
+mod audit_layers;
 mod auth;
 mod authorize;
 mod cli;
