@@ -20,6 +20,7 @@
 //! - [`inspect`]: SQL injection, XSS, path traversal and command injection in input values.
 //! - [`password`]: password hashing, verification of imported hashes, and the NIST password policy.
 //! - [`token`]: JWT access tokens: issuing, strict verification, keys, rotation and JWKS.
+//! - [`signature`]: HMAC-SHA256 request signatures: the canonical request, its MAC, the headers.
 
 pub mod abuse;
 pub mod api_key;
@@ -35,5 +36,6 @@ pub mod pii;
 pub mod principal;
 pub mod request_id;
 pub mod route;
+pub mod signature;
 pub mod token;
 pub mod totp;

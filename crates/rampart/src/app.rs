@@ -85,7 +85,7 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         ..GuardConfig::default()
     };
     let limits = Arc::new(policy.limits.clone());
-    let proxy = ProxyService::new(upstreams.into(), policy.auth.headers.clone(), metrics.clone());
+    let proxy = ProxyService::new(upstreams.into(), policy.auth.headers.clone(), metrics.clone(), state.clone());
     // Innermost first; read bottom-up for the order a request meets them.
     // Inspection last: its body buffering is the most expensive step, spent
     // only on requests every cheaper check has let through.
@@ -170,6 +170,12 @@ pub fn load_policy_text(text: &str) -> Result<Policy, ConfigErrors> {
     if let Some(db) = &policy.geo.database {
         if let Err(e) = crate::edge::geo::GeoDb::open(db) {
             errs.push(ConfigError::at(ConfigPath::parse("geo.database"), format!("{e:#}")));
+        }
+    }
+    // Alert rules count audit events by kind: a name that is none would never fire.
+    for (i, rule) in policy.alerts.rules.iter().enumerate() {
+        if let Err(e) = rule.event.parse::<AuditKind>() {
+            errs.push(ConfigError::at(ConfigPath::parse("alerts.rules").push_index(i).push_key("event"), e));
         }
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&policy.log.level) {

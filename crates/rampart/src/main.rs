@@ -1,5 +1,5 @@
 //! The `rampart` command line: `serve`, `demo`, `check-config`, `ban`, `top`,
-//! `audit`, `user`, `client`, `keys`, `echo`.
+//! `audit`, `user`, `client`, `keys`, `echo`, `migrate-storage`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,6 +100,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
     },
+    /// Copy every table of one database into another, empty one (e.g. a
+    /// SQLite file into PostgreSQL). Stop the gateways that use the source first.
+    MigrateStorage {
+        /// The database to copy (`sqlite://…` or `postgres://…`).
+        #[arg(long, env = "RAMPART_MIGRATE_FROM", hide_env_values = true)]
+        from: String,
+        /// The database to fill; created and migrated if need be, refused if it holds any row.
+        #[arg(long, env = "RAMPART_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +162,14 @@ enum UserAction {
     Logout { username: String },
     /// Replace a user's roles (none given: no roles).
     SetRole { username: String, roles: Vec<String> },
+    /// Print everything stored about a user as one JSON document (GDPR
+    /// access request): profile, sessions, API keys and passkeys (metadata
+    /// only), second factors, and the audit records that name them.
+    Export { username: String },
+    /// Erase a user (GDPR): every credential and session deleted, personal
+    /// fields removed, the id kept as a tombstone so the audit log still
+    /// verifies. Running gateways refuse the user's tokens within seconds.
+    Erase { username: String },
     /// Import users with their password hashes from another application:
     /// JSON lines `{"username", "email"?, "password_hash", "roles"?, "tier"?}`
     /// (`-` reads stdin). Hashes must be bcrypt, argon2id/argon2i, passlib
@@ -191,6 +209,26 @@ enum ClientAction {
     Enable { client_id: String },
     /// Delete a client.
     Remove { client_id: String },
+    /// The HMAC keys a client signs requests with (`X-Rampart-Signature`).
+    SigningKey {
+        #[command(subcommand)]
+        action: SigningKeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyAction {
+    /// Make a signing key for a client; prints its id and secret once, as JSON.
+    Add {
+        client_id: String,
+        /// Lifetime, e.g. `90d` (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List a client's signing keys, one JSON object per line (never secrets).
+    List { client_id: String },
+    /// Revoke a signing key; running gateways refuse it within 2 seconds.
+    Revoke { key_id: String },
 }
 
 #[derive(Subcommand)]
@@ -291,6 +329,7 @@ fn main() -> ExitCode {
             Command::Demo { listen } => demo(listen).await,
             Command::CheckConfig { path } => check_config(path.as_deref()),
             Command::Echo { listen } => echo(listen).await,
+            Command::MigrateStorage { from, to } => migrate_storage(&from, &to).await,
             Command::Ban { action, config } => ban(action, config.as_deref()).await,
             Command::Top { config } => top(config.as_deref()).await,
             Command::Audit { action, config } => audit(action, config.as_deref()).await,
@@ -629,12 +668,14 @@ async fn keys(action: KeysAction, config: Option<&Path>) -> anyhow::Result<()> {
     use rampart::identity::keys::{key_json, rotate};
     use rampart::store::identity::SigningKeyStore;
 
-    let (settings, db) = identity_db(config).await?;
+    let admin = identity_db(config).await?;
+    let (settings, db) = (&admin.settings, &admin.db);
     let result = async {
         match action {
             KeysAction::Rotate => {
                 let now = rampart::identity::service::now_ms();
-                let kid = rotate(&settings, &db, now).await?;
+                let kid = rotate(settings, db, now).await?;
+                admin.audit(key_changed("signing_key_rotated").detail("kid", kid.clone())).await;
                 for k in db.signing_keys().await? {
                     if k.kid == kid || k.not_after_sign == Some(now) {
                         println!("{}", key_json(&k));
@@ -654,10 +695,50 @@ async fn keys(action: KeysAction, config: Option<&Path>) -> anyhow::Result<()> {
     result
 }
 
-/// The identity settings and the database of the config, for `user` and `client`.
-async fn identity_db(
-    config: Option<&Path>,
-) -> anyhow::Result<(std::sync::Arc<rampart_core::config::identity::IdentitySettings>, rampart::store::Database)> {
+/// `rampart migrate-storage`: one JSON line per table copied, on stdout.
+async fn migrate_storage(from: &str, to: &str) -> anyhow::Result<()> {
+    use rampart::store::{copy::copy_database, redact_url, Database};
+    if from == to {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    let source = Database::connect_existing(from)
+        .await
+        .map_err(|e| anyhow::anyhow!("--from ({}): {e:#}", redact_url(from)))?
+        .ok_or_else(|| anyhow::anyhow!("--from ({}): no such database file", redact_url(from)))?;
+    let target = Database::connect(to).await.map_err(|e| anyhow::anyhow!("--to ({}): {e:#}", redact_url(to)))?;
+    let copied = copy_database(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let report = copied?;
+    for (table, rows) in &report.tables {
+        println!("{}", serde_json::json!({"table": table, "rows": rows}));
+    }
+    eprintln!("copied {} table(s) from {} to {}", report.tables.len(), redact_url(from), redact_url(to));
+    Ok(())
+}
+
+/// What the account commands (`user`, `client`, `api-key`, `keys`) work with:
+/// the identity settings, the database and the audit log of the config.
+struct Admin {
+    settings: std::sync::Arc<rampart_core::config::identity::IdentitySettings>,
+    db: rampart::store::Database,
+    audit: rampart_core::config::model::AuditConfig,
+}
+
+impl Admin {
+    /// Records a change made by an admin command in the audit log (its
+    /// database and file, chained onto what running gateways write). The
+    /// change is made by then: a failure to record it is reported, not undone.
+    async fn audit(&self, event: rampart::observe::audit::AuditEvent) {
+        let event = event.detail("actor", "cli");
+        if let Err(e) = rampart::observe::audit::write_now(&self.audit, Some(self.db.clone()), vec![event]).await {
+            eprintln!("warning: done, but not recorded in the audit log: {e:#}");
+        }
+    }
+}
+
+/// The identity settings, the database and the audit log of the config.
+async fn identity_db(config: Option<&Path>) -> anyhow::Result<Admin> {
     use rampart::store::{redact_url, Database};
     let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
     let policy = load_policy(path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
@@ -667,53 +748,81 @@ async fn identity_db(
     let url = policy.storage.database.expose();
     let db =
         Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
-    Ok((settings, db))
+    Ok(Admin { settings, db, audit: policy.audit.clone() })
 }
 
 async fn client(action: ClientAction, config: Option<&Path>) -> anyhow::Result<()> {
     use rampart::identity::clients;
-    let (_, db) = identity_db(config).await?;
+    use rampart::identity::signatures::admin as signing;
+    let admin = identity_db(config).await?;
+    let db = &admin.db;
     let explain = |e: rampart::identity::service::IdentityError| anyhow::anyhow!("{e}");
     let result = async {
         match action {
             ClientAction::Add { name, scopes, roles } => {
-                let made = clients::add_client(&db, &name, &scopes, &roles).await.map_err(explain)?;
+                let made = clients::add_client(db, &name, &scopes, &roles).await.map_err(explain)?;
+                let event = admin_action("client_created", &made.client.client_id)
+                    .detail("scopes", scopes)
+                    .detail("roles", roles);
+                admin.audit(event).await;
                 println!("{}", clients::client_json(&made.client, Some(&made.secret)));
             }
             ClientAction::List => {
-                for c in clients::list(&db).await.map_err(explain)? {
+                for c in clients::list(db).await.map_err(explain)? {
                     println!("{}", clients::client_json(&c, None));
                 }
             }
             ClientAction::Rotate { client_id } => {
-                let made = clients::rotate(&db, &client_id).await.map_err(explain)?;
+                let made = clients::rotate(db, &client_id).await.map_err(explain)?;
+                admin.audit(key_changed("client_secret_rotated").subject(client_id)).await;
                 println!("{}", clients::client_json(&made.client, Some(&made.secret)));
             }
             ClientAction::Disable { client_id } => {
-                let c = clients::set_disabled(&db, &client_id, true).await.map_err(explain)?;
+                let c = clients::set_disabled(db, &client_id, true).await.map_err(explain)?;
+                admin.audit(admin_action("client_disabled", &client_id)).await;
                 println!("{}", clients::client_json(&c, None));
             }
             ClientAction::Enable { client_id } => {
-                let c = clients::set_disabled(&db, &client_id, false).await.map_err(explain)?;
+                let c = clients::set_disabled(db, &client_id, false).await.map_err(explain)?;
+                admin.audit(admin_action("client_enabled", &client_id)).await;
                 println!("{}", clients::client_json(&c, None));
             }
             ClientAction::Remove { client_id } => {
-                clients::remove(&db, &client_id).await.map_err(explain)?;
+                clients::remove(db, &client_id).await.map_err(explain)?;
+                admin.audit(admin_action("client_removed", &client_id)).await;
                 println!("{}", serde_json::json!({ "removed": client_id }));
+            }
+            ClientAction::SigningKey { action: SigningKeyAction::Add { client_id, expires } } => {
+                let expires = expires
+                    .map(|t| humantime::parse_duration(&t).map_err(|e| anyhow::anyhow!("--expires {t}: {e}")))
+                    .transpose()?;
+                let made = signing::add(&admin.settings, db, &client_id, expires).await.map_err(explain)?;
+                admin.audit(key_changed("signing_key_created").subject(client_id)).await;
+                println!("{}", signing::key_json(&made.record, Some(&made.secret)));
+            }
+            ClientAction::SigningKey { action: SigningKeyAction::List { client_id } } => {
+                for k in signing::list(db, &client_id).await.map_err(explain)? {
+                    println!("{}", signing::key_json(&k, None));
+                }
+            }
+            ClientAction::SigningKey { action: SigningKeyAction::Revoke { key_id } } => {
+                let k = signing::revoke(db, &key_id).await.map_err(explain)?;
+                admin.audit(key_changed("signing_key_revoked").subject(k.client_id.clone())).await;
+                println!("{}", signing::key_json(&k, None));
             }
         }
         anyhow::Ok(())
     }
     .await;
-    db.close().await;
+    admin.db.close().await;
     result
 }
 
 async fn api_key(action: ApiKeyAction, config: Option<&Path>) -> anyhow::Result<()> {
     use rampart::identity::api_keys::{self, http::parse_cidr, key_json, KeyRequest};
     use rampart::store::identity::{Owner, UserStore};
-    let (settings, db) = identity_db(config).await?;
-    let settings = &settings.api_keys;
+    let admin = identity_db(config).await?;
+    let (db, settings) = (&admin.db, &admin.settings.api_keys);
     let explain = |e: rampart::identity::service::IdentityError| anyhow::anyhow!("{e}");
     let duration =
         |flag: &str, text: &str| humantime::parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag} {text}: {e}"));
@@ -737,37 +846,37 @@ async fn api_key(action: ApiKeyAction, config: Option<&Path>) -> anyhow::Result<
                     .map(|c| parse_cidr(c).ok_or_else(|| anyhow::anyhow!("--cidr {c}: not an address or block")))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let req = KeyRequest { name, scopes, expires_in, cidrs };
-                let made = api_keys::create(&db, settings, owner, &req).await.map_err(explain)?;
+                let made = api_keys::create(db, settings, owner, &req).await.map_err(explain)?;
+                admin.audit(api_key_changed("api_key_created", &made.record)).await;
                 println!("{}", key_json(&made.record, Some(&made.key)));
             }
             ApiKeyAction::List { user, client } => {
                 let owner = owner_of(user, client).await?;
-                for k in api_keys::list(&db, owner.as_ref()).await.map_err(explain)? {
+                for k in api_keys::list(db, owner.as_ref()).await.map_err(explain)? {
                     println!("{}", key_json(&k, None));
                 }
             }
             ApiKeyAction::Rotate { id, grace } => {
                 let grace = grace.as_deref().map(|t| duration("grace", t)).transpose()?;
-                let (made, _) = api_keys::rotate(&db, settings, &id, None, grace).await.map_err(explain)?;
+                let (made, old) = api_keys::rotate(db, settings, &id, None, grace).await.map_err(explain)?;
+                let event = api_key_changed("api_key_rotated", &old).detail("new_api_key_id", made.record.id.clone());
+                admin.audit(event).await;
                 println!("{}", key_json(&made.record, Some(&made.key)));
             }
             ApiKeyAction::Revoke { id } => {
-                let k = api_keys::revoke(&db, &id, None).await.map_err(explain)?;
+                let k = api_keys::revoke(db, &id, None).await.map_err(explain)?;
+                admin.audit(api_key_changed("api_key_revoked", &k)).await;
                 println!("{}", key_json(&k, None));
             }
         }
         anyhow::Ok(())
     }
     .await;
-    db.close().await;
+    admin.db.close().await;
     result
 }
 
-async fn import(
-    db: &rampart::store::Database,
-    file: &Path,
-    options: rampart::identity::admin::ImportOptions,
-) -> anyhow::Result<()> {
+async fn import(ctx: &Admin, file: &Path, options: rampart::identity::admin::ImportOptions) -> anyhow::Result<()> {
     use rampart::identity::admin::{import_users, LineOutcome};
     let input: Box<dyn std::io::BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -775,12 +884,20 @@ async fn import(
         let f = std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         Box::new(std::io::BufReader::new(f))
     };
-    let summary = import_users(db, input, options, |n, outcome| match outcome {
+    let summary = import_users(&ctx.db, input, options, |n, outcome| match outcome {
         LineOutcome::Skipped(why) => eprintln!("line {n}: skipped: {why}"),
         LineOutcome::Refused(why) => eprintln!("line {n}: refused: {why}"),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !summary.dry_run {
+        let event = rampart::observe::audit::AuditEvent::new(rampart::observe::audit::AuditKind::AdminAction)
+            .detail("action", "users_imported")
+            .detail("imported", summary.imported)
+            .detail("skipped", summary.skipped)
+            .detail("refused", summary.refused);
+        ctx.audit(event).await;
+    }
     println!("{}", serde_json::to_string(&summary)?);
     if summary.refused > 0 {
         anyhow::bail!("{} line(s) refused", summary.refused);
@@ -792,7 +909,8 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
     use rampart::identity::admin;
     use rampart::identity::service::IdentityError;
 
-    let (settings, db) = identity_db(config).await?;
+    let ctx = identity_db(config).await?;
+    let db = &ctx.db;
     let explain = |e: IdentityError| match e {
         IdentityError::WeakPassword(v) => {
             anyhow::anyhow!("password refused: {}", v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
@@ -800,39 +918,100 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
         other => anyhow::anyhow!("{other}"),
     };
     let print = |u: &rampart::store::identity::User| println!("{}", admin::user_json(u));
-    match action {
-        UserAction::Add { username, email, roles } => {
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            let u = admin::add_user(&settings, &db, &username, email.as_deref(), password, &roles)
-                .await
-                .map_err(explain)?;
-            print(&u);
-        }
-        UserAction::List { search, limit } => {
-            for u in admin::list_users(&db, search, limit).await.map_err(explain)? {
-                print(&u);
+    let result = async {
+        // Each change is recorded by the user's opaque id, never the name.
+        let changed = match action {
+            UserAction::Add { username, email, roles } => {
+                let mut password = String::new();
+                std::io::stdin().read_line(&mut password)?;
+                let password = password.trim_end_matches(['\r', '\n']);
+                let u = admin::add_user(&ctx.settings, db, &username, email.as_deref(), password, &roles)
+                    .await
+                    .map_err(explain)?;
+                Some((u, admin_action("user_created", "").detail("roles", roles)))
             }
+            UserAction::List { search, limit } => {
+                for u in admin::list_users(db, search, limit).await.map_err(explain)? {
+                    print(&u);
+                }
+                None
+            }
+            UserAction::Lock { username, duration } => {
+                let d = match duration {
+                    Some(s) => Some(humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--for {s}: {e}"))?),
+                    None => None,
+                };
+                let u = admin::lock(db, &username, d).await.map_err(explain)?;
+                let event = admin_action("user_locked", "");
+                Some((
+                    u,
+                    match d {
+                        Some(d) => event.detail("for_secs", d.as_secs()),
+                        None => event,
+                    },
+                ))
+            }
+            UserAction::Unlock { username } => {
+                Some((admin::unlock(db, &username).await.map_err(explain)?, admin_action("user_unlocked", "")))
+            }
+            UserAction::Logout { username } => {
+                Some((admin::log_out(db, &username).await.map_err(explain)?, admin_action("user_logged_out", "")))
+            }
+            UserAction::SetRole { username, roles } => {
+                let u = admin::set_roles(db, &username, &roles).await.map_err(explain)?;
+                Some((u, admin_action("roles_set", "").detail("roles", roles)))
+            }
+            UserAction::Export { username } => {
+                let u = admin::find(db, &username).await.map_err(explain)?;
+                let data = rampart::identity::privacy::export(db, &u, true).await.map_err(explain)?;
+                println!("{data}");
+                None
+            }
+            UserAction::Erase { username } => {
+                let u = admin::find(db, &username).await.map_err(explain)?;
+                rampart::identity::privacy::erase(db, &u.id).await.map_err(explain)?;
+                ctx.audit(admin_action("account_erased", &u.id)).await;
+                println!("{}", serde_json::json!({"erased": u.id}));
+                None
+            }
+            UserAction::Import { file, dry_run, fail_on_existing } => {
+                import(&ctx, &file, admin::ImportOptions { dry_run, fail_on_existing }).await?;
+                None
+            }
+        };
+        if let Some((user, event)) = changed {
+            ctx.audit(event.subject(user.id.clone())).await;
+            print(&user);
         }
-        UserAction::Lock { username, duration } => {
-            let d = match duration {
-                Some(s) => Some(humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--for {s}: {e}"))?),
-                None => None,
-            };
-            print(&admin::lock(&db, &username, d).await.map_err(explain)?);
-        }
-        UserAction::Unlock { username } => print(&admin::unlock(&db, &username).await.map_err(explain)?),
-        UserAction::Logout { username } => print(&admin::log_out(&db, &username).await.map_err(explain)?),
-        UserAction::SetRole { username, roles } => {
-            print(&admin::set_roles(&db, &username, &roles).await.map_err(explain)?)
-        }
-        UserAction::Import { file, dry_run, fail_on_existing } => {
-            let result = import(&db, &file, admin::ImportOptions { dry_run, fail_on_existing }).await;
-            db.close().await;
-            return result;
-        }
+        anyhow::Ok(())
     }
-    db.close().await;
-    Ok(())
+    .await;
+    ctx.db.close().await;
+    result
+}
+
+/// An `admin_action` record of `action` on `subject` (an opaque id; `""`:
+/// set later).
+fn admin_action(action: &str, subject: &str) -> rampart::observe::audit::AuditEvent {
+    use rampart::observe::audit::{AuditEvent, AuditKind};
+    let event = AuditEvent::new(AuditKind::AdminAction).detail("action", action.to_owned());
+    if subject.is_empty() {
+        event
+    } else {
+        event.subject(subject)
+    }
+}
+
+/// A `key_changed` record of `action`.
+fn key_changed(action: &str) -> rampart::observe::audit::AuditEvent {
+    use rampart::observe::audit::{AuditEvent, AuditKind};
+    AuditEvent::new(AuditKind::KeyChanged).detail("action", action.to_owned())
+}
+
+/// A `key_changed` record of `action` on an API key, naming its owner by id.
+fn api_key_changed(action: &str, key: &rampart::store::identity::ApiKeyRecord) -> rampart::observe::audit::AuditEvent {
+    key_changed(action)
+        .subject(key.owner.id())
+        .detail("owner_kind", key.owner.kind())
+        .detail("api_key_id", key.id.clone())
 }

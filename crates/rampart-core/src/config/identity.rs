@@ -97,6 +97,8 @@ pub struct IdentityConfig {
     pub oidc: BTreeMap<String, OidcProviderConfig>,
     /// Browser sessions and CSRF (`[identity.sessions]`).
     pub sessions: SessionsConfig,
+    /// HMAC-signed requests from service clients (`[identity.signatures]`).
+    pub signatures: super::signatures::SignaturesConfig,
 }
 
 impl Default for IdentityConfig {
@@ -129,6 +131,7 @@ impl Default for IdentityConfig {
             public_url: None,
             oidc: BTreeMap::new(),
             sessions: SessionsConfig::default(),
+            signatures: Default::default(),
         }
     }
 }
@@ -165,6 +168,7 @@ pub struct IdentitySettings {
     pub oidc: Vec<OidcProviderSettings>,
     /// `None`: browser sessions are off.
     pub sessions: Option<SessionSettings>,
+    pub signatures: super::signatures::SignatureSettings,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -313,6 +317,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     };
     let oidc = compile_oidc(&cfg.oidc, &public_url, &cfg.prefix, cfg.registration, &at, errs);
     let sessions = compile_sessions(&cfg.sessions, &at, errs);
+    let signatures = super::signatures::compile_signatures(&cfg.signatures, &at.push_key("signatures"), errs);
     if errs.len() > before {
         return None;
     }
@@ -342,6 +347,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         public_url,
         oidc,
         sessions,
+        signatures: signatures?,
     })
 }
 

@@ -34,6 +34,7 @@ pub mod oidc;
 pub mod reset;
 pub mod secret;
 pub mod sessions;
+pub mod signatures;
 pub mod webauthn;
 
 use std::fmt;

@@ -107,8 +107,9 @@ impl Default for StorageConfig {
 pub struct AuditConfig {
     /// `false`: nothing is stored (alert rules still see the events).
     pub enabled: bool,
-    /// JSON-lines copy of the log (`""`: database only). One instance per file;
-    /// a relative path is relative to the working directory, as is a relative
+    /// JSON-lines copy of the log (`""`: database only). One gateway instance
+    /// per file (the admin commands append to it too, under a file lock); a
+    /// relative path is relative to the working directory, as is a relative
     /// `sqlite:` path.
     pub file: String,
     /// Records older than this are purged (`"0s"`: keep forever), at start and

@@ -32,6 +32,10 @@
 //! Expired, revoked, unknown keys and keys used from outside their CIDR list
 //! get the same 401 as a bad token. The key header is not sent upstream.
 //!
+//! **Signed requests** (`[identity.signatures]`, see [`signature`]): on
+//! `optional` and `required` routes, a request carrying `X-Rampart-Signature`
+//! is authenticated by its HMAC signature alone, as a service client.
+//!
 //! The gateway's own tokens (`[identity]`) are also checked against
 //! [`crate::identity::revoke::Revocations`] on every use, cached or not: a
 //! logged-out token or one older than its user's token version is refused
@@ -44,6 +48,7 @@ mod cache;
 pub mod csrf;
 pub mod jwks;
 mod session;
+mod signature;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -140,6 +145,12 @@ pub enum AuthFailure {
     Session(&'static str),
     /// Sessions cannot be read now (store unreachable: 503).
     SessionsUnavailable,
+    /// A signed request refused (malformed, unknown key, outside the window,
+    /// wrong MAC, replayed…).
+    Signature(&'static str),
+    /// Signatures cannot be checked now (keys unread for too long, or the
+    /// replay cache full): 503.
+    SignaturesUnavailable(&'static str),
 }
 
 impl AuthFailure {
@@ -154,6 +165,17 @@ impl AuthFailure {
             Self::ApiKeysUnavailable => "api_keys_unavailable",
             Self::Session(reason) => reason,
             Self::SessionsUnavailable => "sessions_unavailable",
+            Self::Signature(reason) | Self::SignaturesUnavailable(reason) => reason,
+        }
+    }
+
+    /// The kind of credential refused, for the log and the audit log.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::ApiKey(_) | Self::ApiKeysUnavailable => "api_key",
+            Self::Signature(_) | Self::SignaturesUnavailable(_) => "signature",
+            Self::Session(_) | Self::SessionsUnavailable => "session",
+            _ => "jwt",
         }
     }
 }
@@ -178,6 +200,11 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         let route = &route.auth;
         if route.mode == AuthMode::None {
             return Either::Left(take_ready(&mut self.inner).call(req));
+        }
+        if let Some(signatures) = shared.signatures() {
+            if req.headers().contains_key(rampart_core::signature::SIGNATURE_HEADER) {
+                return shared.signed(signatures, req, &mut self.inner);
+            }
         }
         if let Some(keys) = shared.api_keys() {
             if let Some(presented) = api_key_of(req.headers(), &shared.settings.api_key_header) {
@@ -391,9 +418,12 @@ impl Shared {
         let reason = failure.reason();
         if matches!(
             failure,
-            AuthFailure::RevocationUnknown | AuthFailure::ApiKeysUnavailable | AuthFailure::SessionsUnavailable
+            AuthFailure::RevocationUnknown
+                | AuthFailure::ApiKeysUnavailable
+                | AuthFailure::SessionsUnavailable
+                | AuthFailure::SignaturesUnavailable(_)
         ) {
-            tracing::warn!(target: "rampart::auth", reason, "credential refused: revocations could not be read recently");
+            tracing::warn!(target: "rampart::auth", reason, "credential refused: it cannot be checked right now");
             let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
                 .detail("sign-in state cannot be checked right now; try again shortly")
                 .rejected_by("auth", reason)
@@ -403,11 +433,7 @@ impl Shared {
         }
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         if failure != AuthFailure::Missing {
-            let method = match failure {
-                AuthFailure::ApiKey(_) => "api_key",
-                AuthFailure::Session(_) => "session",
-                _ => "jwt",
-            };
+            let method = failure.method();
             tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
             // A stale session cookie is what browsers keep: no strike for it.
             if let (Some(ip), false) = (ip, matches!(failure, AuthFailure::Session(_))) {

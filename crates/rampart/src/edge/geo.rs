@@ -33,10 +33,13 @@ impl std::fmt::Debug for GeoDb {
 }
 
 impl GeoDb {
-    /// Opens and checks a database: it must parse, and every network in it must
-    /// decode as a country record. The full walk (a fraction of a second for
-    /// GeoLite2-Country) is what catches a corrupt search tree or data section,
-    /// which a few sample lookups would miss.
+    /// Opens and checks a database: it must parse, its search tree must be
+    /// sound, every record it leads to must decode as a country record, and
+    /// some must name a country. Checking every record (a fraction of a second
+    /// for GeoLite2-Country) is what catches a corrupt data section, which a
+    /// few sample lookups would miss; the last check refuses a database of
+    /// another kind (ASN, ISP…), whose records decode as empty country records
+    /// and would leave every rule unenforced.
     pub fn open(path: &str) -> anyhow::Result<Self> {
         // The maxminddb crate can panic on some malformed files (an index out
         // of bounds in its decoder); a bad file must be a config error, never a
@@ -46,19 +49,29 @@ impl GeoDb {
     }
 
     fn open_checked(path: &str) -> anyhow::Result<Self> {
-        let reader = maxminddb::Reader::open_readfile(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-        for net in ["0.0.0.0/0", "::/0"] {
-            let Ok(net) = net.parse::<ipnetwork::IpNetwork>() else { continue };
-            if net.is_ipv6() && reader.metadata.ip_version != 6 {
-                continue;
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        let mut placed = false;
+        {
+            let view = maxminddb::Reader::from_source(bytes.as_slice()).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+            let leaves =
+                leaf_addresses(&bytes, &view.metadata).map_err(|e| anyhow::anyhow!("{path}: corrupt database: {e}"))?;
+            for ip in leaves {
+                let rec = view
+                    .lookup::<maxminddb::geoip2::Country>(ip)
+                    .map_err(|e| anyhow::anyhow!("{path}: corrupt database: {e}"))?;
+                placed |= rec.is_some_and(|r| {
+                    r.country.and_then(|c| c.iso_code).is_some()
+                        || r.registered_country.and_then(|c| c.iso_code).is_some()
+                });
             }
-            let walk = reader
-                .within::<maxminddb::geoip2::Country>(net)
-                .map_err(|e| anyhow::anyhow!("{path}: unreadable database: {e}"))?;
-            for item in walk {
-                item.map_err(|e| anyhow::anyhow!("{path}: corrupt database: {e}"))?;
+            if !placed {
+                anyhow::bail!(
+                    "{path}: no network in it names a country (database type `{}`): use a Country or City database",
+                    view.metadata.database_type
+                );
             }
         }
+        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
         Ok(Self { reader })
     }
 
@@ -71,6 +84,65 @@ impl GeoDb {
         let code = rec.country.and_then(|c| c.iso_code).or_else(|| rec.registered_country.and_then(|c| c.iso_code))?;
         <[u8; 2]>::try_from(code.as_bytes()).ok()
     }
+}
+
+/// One address leading to each distinct record of a MaxMind database, from a
+/// walk of its search tree (`bytes` is the whole file).
+///
+/// The walk visits each node at most once, so a corrupt tree (cycles, shared
+/// subtrees, a wrong node count) cannot make it loop or blow up, as it can
+/// the crate's own `within` iterator; and it refuses a tree larger than the
+/// file or deeper than an address is long. Lookups themselves stop after 32
+/// or 128 steps whatever the tree holds.
+fn leaf_addresses(bytes: &[u8], metadata: &maxminddb::Metadata) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let node_count = usize::try_from(metadata.node_count)?;
+    let record_bits = usize::from(metadata.record_size);
+    anyhow::ensure!(matches!(record_bits, 24 | 28 | 32), "unknown record size {record_bits}");
+    // Two records per node, then a 16-byte separator before the data.
+    let tree_bytes = node_count.checked_mul(record_bits).map(|bits| bits / 4);
+    let tree = tree_bytes
+        .filter(|&n| n.saturating_add(16) <= bytes.len())
+        .and_then(|n| bytes.get(..n))
+        .ok_or_else(|| anyhow::anyhow!("a search tree of {node_count} nodes does not fit in the file"))?;
+    let record = |node: usize, right: bool| -> Option<usize> {
+        let at = node * record_bits / 4;
+        let be = |b: &[u8]| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+        Some(match (record_bits, right) {
+            (24, false) => be(tree.get(at..at + 3)?),
+            (24, true) => be(tree.get(at + 3..at + 6)?),
+            (28, false) => (usize::from(*tree.get(at + 3)? >> 4) << 24) | be(tree.get(at..at + 3)?),
+            (28, true) => (usize::from(*tree.get(at + 3)? & 0x0f) << 24) | be(tree.get(at + 4..at + 7)?),
+            (_, false) => be(tree.get(at..at + 4)?),
+            (_, true) => be(tree.get(at + 4..at + 8)?),
+        })
+    };
+    let bits: u32 = if metadata.ip_version == 6 { 128 } else { 32 };
+    let mut seen = vec![false; node_count];
+    let mut leaves: std::collections::HashMap<usize, u128> = std::collections::HashMap::new();
+    let mut stack: Vec<(usize, u128, u32)> = vec![(0, 0, 0)];
+    while let Some((node, address, depth)) = stack.pop() {
+        if node > node_count {
+            leaves.entry(node).or_insert(address);
+            continue;
+        }
+        // `node_count` itself means "no data"; a node seen before was walked.
+        if node == node_count || std::mem::replace(&mut seen[node], true) {
+            continue;
+        }
+        anyhow::ensure!(depth < bits, "its search tree is deeper than an address is long");
+        for right in [false, true] {
+            let child = record(node, right).ok_or_else(|| anyhow::anyhow!("a node lies outside the search tree"))?;
+            let bit = u128::from(right) << (bits - 1 - depth);
+            stack.push((child, address | bit, depth + 1));
+        }
+    }
+    Ok(leaves
+        .into_values()
+        .map(|a| match bits {
+            128 => std::net::IpAddr::V6(a.into()),
+            _ => std::net::IpAddr::V4(u32::try_from(a).unwrap_or_default().into()),
+        })
+        .collect())
 }
 
 #[derive(Clone)]
@@ -135,5 +207,52 @@ impl<S: Inner> Service<HttpRequest> for GeoService<S> {
             }
         }
         Either::Left(take_ready(&mut self.inner).call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn metadata(node_count: u32, ip_version: u16) -> maxminddb::Metadata {
+        maxminddb::Metadata {
+            binary_format_major_version: 2,
+            binary_format_minor_version: 0,
+            build_epoch: 0,
+            database_type: "test".into(),
+            description: Default::default(),
+            ip_version,
+            languages: Vec::new(),
+            node_count,
+            record_size: 24,
+        }
+    }
+
+    /// A file of 24-bit nodes, `(left, right)` each, and the separator.
+    fn tree(nodes: &[(u32, u32)]) -> Vec<u8> {
+        let mut bytes: Vec<u8> =
+            nodes.iter().flat_map(|&(l, r)| [&l.to_be_bytes()[1..], &r.to_be_bytes()[1..]].concat()).collect();
+        bytes.extend([0; 16]);
+        bytes
+    }
+
+    #[test]
+    fn the_walk_ends_on_cycles_and_finds_each_record_once() {
+        // Node 1 points back to the root; records 3 and 4 are data.
+        let bytes = tree(&[(1, 3), (0, 4)]);
+        let mut leaves = leaf_addresses(&bytes, &metadata(2, 4)).unwrap();
+        leaves.sort();
+        assert_eq!(leaves, ["64.0.0.0".parse::<std::net::IpAddr>().unwrap(), "128.0.0.0".parse().unwrap()]);
+    }
+
+    #[test]
+    fn trees_deeper_than_an_address_or_larger_than_the_file_are_refused() {
+        // A chain of 40 nodes: an IPv4 lookup can only take 32 steps.
+        let chain: Vec<(u32, u32)> = (1..=40).map(|i| (i, 40)).collect();
+        let err = leaf_addresses(&tree(&chain), &metadata(40, 4)).unwrap_err().to_string();
+        assert!(err.contains("deeper"), "{err}");
+        let err = leaf_addresses(&tree(&[(1, 1)]), &metadata(1000, 4)).unwrap_err().to_string();
+        assert!(err.contains("does not fit"), "{err}");
     }
 }

@@ -33,7 +33,8 @@ pub async fn add_user(
     super::service::create_user(settings, &hasher, db, username, email, password, roles).await
 }
 
-async fn find(db: &Database, username: &str) -> Result<User, IdentityError> {
+/// The user named `username`, or `BadInput` naming it.
+pub async fn find(db: &Database, username: &str) -> Result<User, IdentityError> {
     db.user_by_username(username).await?.ok_or_else(|| IdentityError::BadInput(format!("no user named `{username}`")))
 }
 

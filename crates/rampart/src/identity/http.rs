@@ -98,7 +98,10 @@ pub struct IdentityHttp<S> {
 enum Endpoint {
     Register,
     Token,
+    /// `GET` the caller's account, `DELETE` it (erasure).
     Me,
+    /// The caller's personal data as JSON.
+    Export,
     Password,
     Logout,
     LogoutAll,
@@ -134,6 +137,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/logout") => Some(Endpoint::Logout),
             Some("/logout/all") => Some(Endpoint::LogoutAll),
             Some("/me") => Some(Endpoint::Me),
+            Some("/me/export") => Some(Endpoint::Export),
             Some("/password") => Some(Endpoint::Password),
             Some("/password/forgot") => Some(Endpoint::Forgot),
             Some("/password/reset") => Some(Endpoint::Reset),
@@ -198,8 +202,11 @@ async fn handle(
     if let Endpoint::Session(e) = endpoint {
         return super::session_http::handle(e, service, state, req).await;
     }
+    if endpoint == Endpoint::Me && req.method() == Method::DELETE {
+        return erase_me(service, state, req).await;
+    }
     let wanted = match endpoint {
-        Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me => Method::GET,
+        Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me | Endpoint::Export => Method::GET,
         Endpoint::Mfa(e) => e.method(),
         _ => Method::POST,
     };
@@ -213,7 +220,9 @@ async fn handle(
         Endpoint::Jwks => json(StatusCode::OK, &service.jwks()),
         Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
         Endpoint::Register => register(service, req).await,
-        Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll => account(endpoint, service, state, req).await,
+        Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll | Endpoint::Export => {
+            account(endpoint, service, state, req).await
+        }
         Endpoint::Token => token_for(service, state, req, Finish::Tokens).await,
         Endpoint::Passkeys | Endpoint::Session(_) => empty(StatusCode::NOT_FOUND),
         Endpoint::Forgot => forgot(service, state, req).await,
@@ -338,6 +347,22 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
     if endpoint == Endpoint::Me {
         return json(StatusCode::OK, &super::admin::user_json(&user));
     }
+    if endpoint == Endpoint::Export {
+        return match service.export_account(&user).await {
+            Ok(data) => {
+                state.audit(
+                    AuditEvent::new(AuditKind::AdminAction).subject(user.id.clone()).detail("action", "data_exported"),
+                );
+                let mut resp = json_no_store(&data);
+                resp.headers_mut().insert(
+                    http::header::CONTENT_DISPOSITION,
+                    http::HeaderValue::from_static("attachment; filename=\"rampart-account.json\""),
+                );
+                resp
+            }
+            Err(e) => internal(&req, &e),
+        };
+    }
     if endpoint == Endpoint::LogoutAll {
         return match service.log_out_everywhere(&user.id).await {
             Ok(()) => {
@@ -370,6 +395,63 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
         }
         Err(IdentityError::WeakPassword(violations)) => weak_password(&req, &violations),
         Err(IdentityError::Busy) => busy(),
+        Err(e) => internal(&req, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct EraseBody {
+    /// The current password (accounts with one).
+    password: Option<String>,
+    /// A TOTP or backup code, instead of the password.
+    code: Option<String>,
+    /// The username, typed again (accounts without a password or second factor).
+    confirm: Option<String>,
+}
+
+/// `DELETE {prefix}/me`: the caller erases their own account, proving it
+/// again first (password, code, or — for accounts with neither — the
+/// username typed again).
+async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
+    let user = match signed_in_user(service, state, Head::of(&req)).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let (req, body) = match read_json::<EraseBody>(req, "{\"password\"}, {\"code\"} or {\"confirm\": username}").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let proved = match (&body.password, &body.code, &body.confirm) {
+        (Some(p), None, None) => service.password_matches(&user, p).await.unwrap_or(false),
+        (None, Some(c), None) => service.check_second_factor(&user.id, c).await.is_ok(),
+        (None, None, Some(name)) => {
+            let has_factor = service.mfa_methods(&user.id).await.map(|m| !m.is_empty()).unwrap_or(true);
+            user.password_hash.is_none() && !has_factor && name == &user.username
+        }
+        _ => return bad_request(&req, "send one of password, code or confirm"),
+    };
+    if !proved {
+        if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
+            state.bans.strike(ip, Strike::AuthFailure);
+        }
+        return Problem::new(StatusCode::FORBIDDEN, "invalid-credentials", "Not confirmed")
+            .detail("the password, code or confirmation is not correct")
+            .rejected_by("identity", "erase_not_confirmed")
+            .into_response_for(req.extensions());
+    }
+    match service.erase_account(&user.id).await {
+        Ok(_) => {
+            state.audit(
+                AuditEvent::new(AuditKind::AdminAction).subject(user.id.clone()).detail("action", "account_erased"),
+            );
+            let mut resp = empty(StatusCode::NO_CONTENT);
+            if let Some(sessions) = &service.sessions {
+                for c in sessions.clearing_cookies() {
+                    resp.headers_mut().append(http::header::SET_COOKIE, c);
+                }
+            }
+            resp
+        }
         Err(e) => internal(&req, &e),
     }
 }
@@ -769,7 +851,7 @@ pub(super) async fn token_for(
     };
     match result {
         Ok(Granted::Tokens(tokens)) => {
-            state.audit(audit(AuditKind::AuthSuccess, None, None));
+            state.audit(audit(AuditKind::AuthSuccess, Some(tokens.subject.clone()), None));
             json_no_store(&issued(&tokens))
         }
         Ok(Granted::User(user)) => {

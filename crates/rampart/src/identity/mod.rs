@@ -19,6 +19,8 @@
 //!   and the check a second-factor step uses; [`passkey_http`] their endpoints.
 //! - [`oidc`]: logins through external OpenID Connect providers, and the
 //!   links between their accounts and local users.
+//! - [`signatures`]: the HMAC keys service clients sign requests with, held
+//!   in memory to verify, and the replay cache of their nonces.
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
@@ -34,10 +36,12 @@ pub mod notify;
 pub mod oidc;
 pub mod passkey_http;
 pub mod passkeys;
+pub mod privacy;
 pub mod reset;
 pub mod revoke;
 pub mod service;
 pub mod session_http;
 pub mod sessions;
+pub mod signatures;
 
 pub use service::IdentityService;

@@ -43,6 +43,8 @@ pub struct IssuedTokens {
     pub refresh_token: Option<String>,
     /// The granted scopes, when they are to be named in the response.
     pub scope: Option<String>,
+    /// Whom the tokens are for (user id or client id), for the audit log.
+    pub subject: String,
 }
 
 /// Why a login, refresh or registration failed. The HTTP layer answers the
@@ -119,6 +121,8 @@ pub struct IdentityService {
     pub(super) oidc: Option<Arc<super::oidc::ExternalLogins>>,
     /// Browser sessions (`[identity.sessions]`); `None` when they are off.
     pub sessions: Option<Arc<super::sessions::Sessions>>,
+    /// Signed requests (`[identity.signatures]`); `None` when they are off.
+    pub signatures: Option<Arc<super::signatures::Signatures>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -174,6 +178,12 @@ impl IdentityService {
         let oidc = super::oidc::ExternalLogins::new(&settings)?;
         let sessions =
             settings.sessions.clone().map(|s| Arc::new(super::sessions::Sessions::new(s, db.clone(), secret)));
+        let signatures = if settings.signatures.enabled {
+            let started = super::signatures::Signatures::start(&settings, db.clone()).await;
+            Some(started.context("reading request-signing keys")?)
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             settings,
             db,
@@ -189,6 +199,7 @@ impl IdentityService {
             api_keys,
             oidc,
             sessions,
+            signatures,
         }))
     }
 
@@ -202,6 +213,9 @@ impl IdentityService {
         }
         if let Some(sessions) = &self.sessions {
             sessions.spawn_purge();
+        }
+        if let Some(signatures) = &self.signatures {
+            signatures.spawn_sync();
         }
     }
 
@@ -309,6 +323,7 @@ impl IdentityService {
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(refresh),
             scope: None,
+            subject: user.id.clone(),
         })
     }
 
@@ -348,6 +363,7 @@ impl IdentityService {
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(successor),
             scope: None,
+            subject: user.id,
         })
     }
 
@@ -402,7 +418,8 @@ impl IdentityService {
         let scope = (!claims.scopes.is_empty()).then(|| claims.scopes.join(" "));
         let access_token = issue(&self.keys.current().signer, &claims)
             .map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))?;
-        Ok(IssuedTokens { access_token, expires_in: s.access_ttl.as_secs(), refresh_token: None, scope })
+        let subject = client.client_id;
+        Ok(IssuedTokens { access_token, expires_in: s.access_ttl.as_secs(), refresh_token: None, scope, subject })
     }
 
     /// The user a bearer token of ours names, if the token is valid now.

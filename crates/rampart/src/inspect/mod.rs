@@ -56,6 +56,19 @@ fn excerpt(value: &str) -> String {
     value.chars().take(EVIDENCE_CHARS).collect()
 }
 
+/// Characters of a location kept in logs, audit events and the audit
+/// repeat-filter's keys: query, form, cookie and JSON key names come from the
+/// client, and a 10 MB JSON key must not become a 10 MB log field.
+pub const MAX_LOCATION_CHARS: usize = 100;
+
+fn bound_location(mut location: String) -> String {
+    if let Some((cut, _)) = location.char_indices().nth(MAX_LOCATION_CHARS) {
+        location.truncate(cut);
+        location.push('…');
+    }
+    location
+}
+
 fn rules(policy: &InspectPolicy) -> RuleSet {
     let r = policy.rules;
     RuleSet {
@@ -71,7 +84,11 @@ fn rules(policy: &InspectPolicy) -> RuleSet {
 pub fn inspect_head(req: &HttpRequest, policy: &InspectPolicy) -> Option<Located> {
     let rules = rules(policy);
     let check = |location: String, value: &str| {
-        inspect_value(value, &rules).map(|finding| Located { finding, location, excerpt: excerpt(value) })
+        inspect_value(value, &rules).map(|finding| Located {
+            finding,
+            location: bound_location(location),
+            excerpt: excerpt(value),
+        })
     };
     // The path, decoded (the guard already refused undecodable ones).
     let opts = PathOptions { allow_encoded_slash: true };
@@ -169,7 +186,7 @@ impl JsonWalk<'_> {
                 if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
                     if let Some(finding) = inspect_value(s, &self.rules) {
                         self.outcome.finding =
-                            Some(Located { finding, location: self.location(), excerpt: excerpt(s) });
+                            Some(Located { finding, location: bound_location(self.location()), excerpt: excerpt(s) });
                     }
                 }
                 if self.policy.redact_pii {
@@ -193,7 +210,7 @@ impl JsonWalk<'_> {
                         if let Some(finding) = inspect_value(k, &self.rules) {
                             self.outcome.finding = Some(Located {
                                 finding,
-                                location: format!("{}(key)", self.location()),
+                                location: bound_location(format!("{}(key)", self.location())),
                                 excerpt: excerpt(k),
                             });
                         }
@@ -236,7 +253,8 @@ pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutc
             continue;
         }
         if let Some(finding) = inspect_value(&v, &rules).or_else(|| inspect_value(&k, &rules)) {
-            outcome.finding = Some(Located { finding, location: format!("form:{k}"), excerpt: excerpt(&v) });
+            let location = bound_location(format!("form:{k}"));
+            outcome.finding = Some(Located { finding, location, excerpt: excerpt(&v) });
             break;
         }
     }

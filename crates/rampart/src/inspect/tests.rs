@@ -84,3 +84,21 @@ fn form_fields() {
     assert_eq!(out.finding.unwrap().location, "form:q");
     assert!(inspect_body(b"comment=%3Cscript%3Ealert(1)%3C%2Fscript%3E", false, &p).finding.is_none());
 }
+
+#[test]
+fn client_chosen_names_are_cut_in_locations() {
+    let p = policy(InspectMode::Block, vec![], false);
+    let long = "k".repeat(10_000);
+    let key_attack = format!("<script>alert(1)</script>{long}");
+    let body = serde_json::json!({ long.clone(): { key_attack: 1 } }).to_string();
+    let found = inspect_body(body.as_bytes(), true, &p).finding.unwrap();
+    assert_eq!(found.location.chars().count(), MAX_LOCATION_CHARS + 1, "{}", found.location);
+    assert!(found.location.starts_with("json:kkk") && found.location.ends_with('…'));
+    let form = format!("{long}=%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    assert_eq!(
+        inspect_body(form.as_bytes(), false, &p).finding.unwrap().location.chars().count(),
+        MAX_LOCATION_CHARS + 1
+    );
+    let found = inspect_head(&req(&format!("/x?{long}=%3Cscript%3Ealert(1)%3C%2Fscript%3E"), &[]), &p).unwrap();
+    assert!(found.location.starts_with("query:kkk") && found.location.chars().count() == MAX_LOCATION_CHARS + 1);
+}

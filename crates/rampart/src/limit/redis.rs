@@ -375,6 +375,12 @@ impl RedisStore {
         &self.inner.settings.key_prefix
     }
 
+    /// The most one call should take (`[redis] timeout`), for other features
+    /// to bound their own calls with.
+    pub fn timeout(&self) -> Duration {
+        self.inner.settings.timeout
+    }
+
     /// A dedicated pub/sub connection (subscriptions cannot share the
     /// multiplexed one). Refused at once while the breaker is open; the
     /// connection attempt is bounded like the probe's.

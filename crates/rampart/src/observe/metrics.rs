@@ -320,6 +320,11 @@ impl Metrics {
         self.audit_write_errors.get_or_create(&SinkLabels { sink }).inc();
     }
 
+    /// Failed audit writes to `sink` (`database` or `file`) so far.
+    pub fn audit_write_errors(&self, sink: &'static str) -> u64 {
+        self.audit_write_errors.get_or_create(&SinkLabels { sink }).get()
+    }
+
     pub fn audit_dropped(&self) {
         self.audit_dropped.inc();
     }

@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 use rampart_core::config::model::BreakerConfig;
 use rampart_core::config::Target;
 
+/// A change of a breaker's state worth telling the audit log about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Closed (or half-open) to open, after `failures` failures in a row.
+    Opened { failures: u32, probe: bool },
+    /// A probe succeeded: traffic flows again.
+    Closed,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Closed,
@@ -55,15 +64,16 @@ impl Permit {
         &self.target
     }
 
-    /// Reports whether the exchange succeeded (an answer that is not 502–504).
-    pub fn finish(self, success: bool) {
-        self.finish_at(success, Instant::now());
+    /// Reports whether the exchange succeeded (an answer that is not 502–504);
+    /// returns the breaker's change of state, if this outcome caused one.
+    pub fn finish(self, success: bool) -> Option<Transition> {
+        self.finish_at(success, Instant::now())
     }
 
     /// [`Permit::finish`] with the clock passed in (tests drive time).
-    pub fn finish_at(mut self, success: bool, now: Instant) {
+    pub fn finish_at(mut self, success: bool, now: Instant) -> Option<Transition> {
         self.reported = true;
-        self.target.record(success, self.probe, now);
+        self.target.record(success, self.probe, now)
     }
 }
 
@@ -141,9 +151,9 @@ impl TargetState {
         Ok(Permit { target: self.clone(), probe, reported: false })
     }
 
-    fn record(&self, success: bool, probe: bool, now: Instant) {
+    fn record(&self, success: bool, probe: bool, now: Instant) -> Option<Transition> {
         if !self.cfg.enabled {
-            return;
+            return None;
         }
         let cfg = &self.cfg;
         let mut b = self.lock();
@@ -160,20 +170,27 @@ impl TargetState {
                 b.window_total = 0;
                 b.window_failed = 0;
                 tracing::info!(target = %self.label, "circuit closed");
+                return Some(Transition::Closed);
             }
-            return;
+            return None;
         }
         b.window_failed += 1;
         b.consecutive += 1;
         let ratio_tripped = b.window_total >= cfg.min_requests
             && f64::from(b.window_failed) / f64::from(b.window_total.max(1)) >= cfg.error_ratio;
         if probe || b.consecutive >= cfg.consecutive_failures || ratio_tripped {
-            if !matches!(b.phase, Phase::Open { .. }) {
+            // Requests that were already under way when it opened may fail
+            // too: they extend the open time but are not a new transition.
+            let transition = (!matches!(b.phase, Phase::Open { .. }))
+                .then_some(Transition::Opened { failures: b.consecutive, probe });
+            if transition.is_some() {
                 tracing::warn!(target = %self.label, failures = b.consecutive, "circuit opened");
             }
             b.phase = Phase::Open { until: now + cfg.open_for };
             b.consecutive = 0;
+            return transition;
         }
+        None
     }
 }
 
@@ -207,9 +224,10 @@ mod tests {
     fn opens_after_consecutive_failures_then_half_opens_and_closes() {
         let t = target(cfg());
         let now = Instant::now();
-        for _ in 0..3 {
-            t.try_acquire(now).unwrap().finish_at(false, now);
-        }
+        assert_eq!(t.try_acquire(now).unwrap().finish_at(false, now), None);
+        assert_eq!(t.try_acquire(now).unwrap().finish_at(false, now), None);
+        let opened = t.try_acquire(now).unwrap().finish_at(false, now);
+        assert_eq!(opened, Some(Transition::Opened { failures: 3, probe: false }));
         assert!(matches!(t.phase(), Phase::Open { .. }));
         let wait = t.try_acquire(now).unwrap_err();
         assert!(wait <= Duration::from_millis(100));
@@ -217,7 +235,7 @@ mod tests {
         let later = now + Duration::from_millis(150);
         let probe = t.try_acquire(later).unwrap();
         assert!(t.try_acquire(later).is_err(), "one probe at a time");
-        probe.finish_at(true, later);
+        assert_eq!(probe.finish_at(true, later), Some(Transition::Closed));
         assert_eq!(t.phase(), Phase::Closed);
         assert!(t.try_acquire(later).is_ok());
     }
@@ -230,7 +248,8 @@ mod tests {
             t.try_acquire(now).unwrap().finish_at(false, now);
         }
         let later = now + Duration::from_millis(150);
-        t.try_acquire(later).unwrap().finish_at(false, later);
+        let reopened = t.try_acquire(later).unwrap().finish_at(false, later);
+        assert_eq!(reopened, Some(Transition::Opened { failures: 1, probe: true }));
         assert!(matches!(t.phase(), Phase::Open { .. }));
         let later = later + Duration::from_millis(150);
         drop(t.try_acquire(later).unwrap());

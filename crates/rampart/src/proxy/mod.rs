@@ -27,10 +27,14 @@ use tower::Service;
 
 pub use client::Upstream;
 
+use breaker::Transition;
+
 use crate::edge::guard::BodyFailure;
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
 use crate::edge::{ConnInfo, HttpRequest, HttpResponse, LayerFuture};
+use crate::limit::LimitState;
+use crate::observe::audit::{AuditEvent, AuditKind};
 use crate::observe::metrics::Metrics;
 use crate::problem::Problem;
 
@@ -39,7 +43,7 @@ use crate::problem::Problem;
 pub struct UpstreamTiming(pub Duration);
 
 /// The innermost service of the stack.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProxyService {
     upstreams: Arc<[Arc<Upstream>]>,
     /// Identity headers copied into a forward-auth check's answer.
@@ -48,6 +52,14 @@ pub struct ProxyService {
     /// here rather than looked up (lock, hash, label allocation) per request.
     latency: Arc<[prometheus_client::metrics::histogram::Histogram]>,
     metrics: Arc<Metrics>,
+    /// For the audit log: circuit breakers opening and closing.
+    state: Arc<LimitState>,
+}
+
+impl std::fmt::Debug for ProxyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyService").field("upstreams", &self.upstreams).finish_non_exhaustive()
+    }
 }
 
 impl ProxyService {
@@ -55,9 +67,26 @@ impl ProxyService {
         upstreams: Arc<[Arc<Upstream>]>,
         identity: rampart_core::config::auth::IdentityHeaders,
         metrics: Arc<Metrics>,
+        state: Arc<LimitState>,
     ) -> Self {
         let latency = upstreams.iter().map(|u| metrics.upstream_histogram(&u.settings.name)).collect();
-        Self { upstreams, identity: Arc::new(identity), latency, metrics }
+        Self { upstreams, identity: Arc::new(identity), latency, metrics, state }
+    }
+
+    /// Tells the audit log when a target's circuit breaker opened or closed.
+    fn report(&self, upstream: &str, target: &str, transition: Option<Transition>, request_id: Option<&RequestId>) {
+        let Some(transition) = transition else { return };
+        let event = AuditEvent::new(AuditKind::UpstreamCircuit).detail("upstream", upstream).detail("target", target);
+        let mut event = match transition {
+            Transition::Opened { failures, probe } => {
+                event.detail("state", "open").detail("failures", failures).detail("failed_probe", probe)
+            }
+            Transition::Closed => event.detail("state", "closed"),
+        };
+        if let Some(id) = request_id {
+            event = event.request_id(id.as_str());
+        }
+        self.state.audit(event);
     }
 
     /// The answer to a forward-auth check that every layer let through: 200
@@ -207,6 +236,7 @@ impl ProxyService {
             };
             tried.push(index);
             let target = permit.target().target.clone();
+            let held = permit.target().clone();
             // The last attempt (or the only one) sends the original request and
             // its body; earlier ones send bodiless copies.
             let mut req = if attempt == attempts {
@@ -250,7 +280,7 @@ impl ProxyService {
             let mut resp = match result {
                 Err(_) => {
                     // The upstream may have acted on it: never retried.
-                    permit.finish(false);
+                    self.report(&settings.name, &held.label, permit.finish(false), request_id.as_ref());
                     self.metrics.upstream_error(&settings.name, "timeout");
                     return Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
                         .detail("the upstream did not answer in time")
@@ -262,7 +292,7 @@ impl ProxyService {
                         drop(permit);
                         return f.problem(route.body_limit).into_response_with(request_id.as_ref());
                     }
-                    permit.finish(false);
+                    self.report(&settings.name, &held.label, permit.finish(false), request_id.as_ref());
                     let connect = e.is_connect();
                     self.metrics.upstream_error(&settings.name, if connect { "connect" } else { "protocol" });
                     tracing::warn!(upstream = %settings.name, target = %target.authority, attempt, error = %error_chain(&e), "upstream request failed");
@@ -279,7 +309,7 @@ impl ProxyService {
                 Ok(Ok(resp)) => resp,
             };
             let failed = matches!(resp.status().as_u16(), 502..=504);
-            permit.finish(!failed);
+            self.report(&settings.name, &held.label, permit.finish(!failed), request_id.as_ref());
 
             match (resp.status(), client_upgrade) {
                 (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) => {

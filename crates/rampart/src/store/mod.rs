@@ -22,6 +22,7 @@
 //! ```
 
 pub mod audit;
+pub mod copy;
 pub mod identity;
 
 use std::path::Path;

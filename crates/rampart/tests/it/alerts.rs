@@ -302,3 +302,15 @@ async fn without_a_webhook_observe_does_nothing() {
 fn now_ms() -> u64 {
     u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
+
+#[test]
+fn rules_must_name_an_audit_event_kind() {
+    let text = crate::common::config(
+        "http://127.0.0.1:1",
+        "[alerts]\nwebhook_url = 'http://127.0.0.1:1/hook'\n\
+         rules = [{ event = 'input_blocked', threshold = 1, window = '1m' }, { event = 'input_block', threshold = 1, window = '1m' }]\n",
+    );
+    let err = rampart::app::load_policy_text(&text).unwrap_err().to_string();
+    assert!(err.contains("alerts.rules[1].event") && err.contains("unknown audit kind `input_block`"), "{err}");
+    assert!(!err.contains("alerts.rules[0]"), "{err}");
+}

@@ -36,8 +36,9 @@ async fn get(gw: &rampart::Gateway, path: &str, client_ip: &str) -> reqwest::Res
 #[tokio::test]
 async fn country_rules_and_header() {
     let Some(dir) = maxmind_dir() else { return };
-    let db = dir.join("test-data/GeoIP2-Country-Test.mmdb");
-    for db in [db, dir.join("test-data/GeoLite2-Country-Test.mmdb")] {
+    // Country and City databases both place addresses.
+    for name in ["GeoIP2-Country-Test", "GeoLite2-Country-Test", "GeoIP2-City-Test", "GeoLite2-City-Test"] {
+        let db = dir.join(format!("test-data/{name}.mmdb"));
         let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1']", &geo_config(db.to_str().unwrap(), "allow")).await;
         // GB and SE may use /eu; the US may not.
         let r = get(&gw, "/eu/x", "81.2.69.160").await;
@@ -84,6 +85,7 @@ async fn missing_or_corrupt_database_refuses_to_start() {
         "maxminddb-python/bad-unicode-in-map-key.mmdb",
     ] {
         let corrupt = dir.join("bad-data").join(bad);
+        assert!(corrupt.is_file(), "{}", corrupt.display());
         let err = rampart::app::load_policy_text(&config(
             "http://127.0.0.1:1",
             &geo_config(corrupt.to_str().unwrap(), "allow"),
@@ -92,6 +94,24 @@ async fn missing_or_corrupt_database_refuses_to_start() {
         .to_string();
         assert!(err.contains("geo.database"), "{err}");
     }
+    for bad in [
+        "GeoIP2-City-Test-Broken-Double-Format.mmdb",
+        "GeoIP2-City-Test-Invalid-Node-Count.mmdb",
+        "MaxMind-DB-test-broken-pointers-24.mmdb",
+        "MaxMind-DB-test-broken-search-tree-24.mmdb",
+    ] {
+        let corrupt = dir.join("test-data").join(bad);
+        let text = config("http://127.0.0.1:1", &geo_config(corrupt.to_str().unwrap(), "allow"));
+        let err = rampart::app::load_policy_text(&text).expect_err(bad).to_string();
+        assert!(err.contains("geo.database"), "{bad}: {err}");
+    }
+    // A valid database of another kind places no one: every rule would be moot.
+    let asn = dir.join("test-data/GeoLite2-ASN-Test.mmdb");
+    let err =
+        rampart::app::load_policy_text(&config("http://127.0.0.1:1", &geo_config(asn.to_str().unwrap(), "allow")))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("geo.database") && err.contains("names a country") && err.contains("GeoLite2-ASN"), "{err}");
     // Rules without a database are a config error, not silently ignored.
     let err = rampart::app::load_policy_text(&config(
         "http://127.0.0.1:1",

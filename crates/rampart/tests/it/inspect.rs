@@ -1,11 +1,16 @@
 //! The inspection layer end to end: attacks blocked and look-alikes passed in
-//! every location, detect mode, JSON bombs, and PII redaction seen by a real
-//! upstream.
+//! every location (path, query, chosen headers, cookies, form fields, JSON
+//! strings and keys), exclusions in each, detect mode, the audit record of a
+//! block, bodies streamed untouched unless inspected, JSON bombs, and PII
+//! redaction seen by a real upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
 
-const BLOCK: &str = "[defaults]\ninspect = 'block'\nredact_pii = true\ninspect_exclude = ['json:snippet', 'query:code']\nbody_limit = '64KiB'\n";
+const BLOCK: &str = "[defaults]\ninspect = 'block'\nredact_pii = true\nbody_limit = '64KiB'\n\
+    inspect_headers = ['user-agent', 'referer', 'x-search', 'x-template']\n\
+    inspect_exclude = ['json:snippet', 'json:doc.sql', 'query:code', 'form:body_html', 'cookie:draft', 'header:x-template']\n\
+    [bans]\nenabled = false\n";
 
 fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -20,21 +25,28 @@ const TRAVERSAL: &str = "../../../../etc/passwd";
 async fn attacks_are_blocked_in_every_location() {
     let (gw, _) = setup(BLOCK).await;
     let c = client();
+    let form =
+        |body: String| c.post(url(&gw, "/s")).header("content-type", "application/x-www-form-urlencoded").body(body);
     let mut cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("path sqli", c.get(url(&gw, &format!("/s/{}", enc(SQLI))))),
+        ("path xss", c.get(url(&gw, &format!("/s/{}", enc("<img src=x onerror=alert(1)>"))))),
         ("query sqli", c.get(url(&gw, &format!("/s?q={}", enc(SQLI))))),
         ("query xss", c.get(url(&gw, &format!("/s?q={}", enc(XSS))))),
         ("query cmd", c.get(url(&gw, &format!("/s?host={}", enc(CMD))))),
         ("query traversal", c.get(url(&gw, &format!("/s?file={}", enc(TRAVERSAL))))),
-        ("header", c.get(url(&gw, "/s")).header("user-agent", XSS)),
+        ("query name", c.get(url(&gw, &format!("/s?{}=1", enc(XSS))))),
+        ("user-agent", c.get(url(&gw, "/s")).header("user-agent", XSS)),
+        ("referer", c.get(url(&gw, "/s")).header("referer", format!("https://example.com/\">{XSS}"))),
+        ("chosen header", c.get(url(&gw, "/s")).header("x-search", SQLI)),
         ("cookie", c.get(url(&gw, "/s")).header("cookie", format!("pref={}", enc(SQLI)))),
-        (
-            "form",
-            c.post(url(&gw, "/s"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("comment={}", enc(XSS))),
-        ),
+        ("form", form(format!("comment={}", enc(XSS)))),
+        ("form traversal", form(format!("file={}", enc(TRAVERSAL)))),
+        ("form nul", form("name=abc%00def".into())),
         ("json", c.post(url(&gw, "/s")).json(&serde_json::json!({"items": [{"name": SQLI}]}))),
         ("json key", c.post(url(&gw, "/s")).json(&serde_json::json!({ XSS: 1 }))),
+        ("json cmd", c.post(url(&gw, "/s")).json(&serde_json::json!({"host": CMD}))),
+        ("json nul", c.post(url(&gw, "/s")).json(&serde_json::json!({"name": "abc\u{0}def"}))),
+        ("json excluded key elsewhere", c.post(url(&gw, "/s")).json(&serde_json::json!({"other": {"sql": SQLI}}))),
     ];
     for (what, rb) in cases.drain(..) {
         let resp = rb.send().await.unwrap();
@@ -45,6 +57,9 @@ async fn attacks_are_blocked_in_every_location() {
         client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("rampart_inspection_findings_total{rule=\"sqli\",mode=\"block\"}"), "{m}");
     assert!(m.contains("rampart_rejections_total{layer=\"inspect\",reason=\"xss\"}"), "{m}");
+    for rule in ["path_traversal", "command_injection", "nul_byte"] {
+        assert!(m.contains(&format!("rampart_inspection_findings_total{{rule=\"{rule}\",mode=\"block\"}}")), "{m}");
+    }
 }
 
 #[tokio::test]
@@ -61,16 +76,48 @@ async fn benign_look_alikes_pass() {
         "1 + 1 = 2",
     ];
     for text in benign {
-        let q = c.get(url(&gw, &format!("/s?q={}", enc(text)))).send().await.unwrap();
-        assert_eq!(q.status(), 200, "query {text:?}");
-        let j = c.post(url(&gw, "/s")).json(&serde_json::json!({"comment": text})).send().await.unwrap();
-        assert_eq!(j.status(), 200, "json {text:?}");
+        let mut cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+            ("query", c.get(url(&gw, &format!("/s?q={}", enc(text))))),
+            ("json", c.post(url(&gw, "/s")).json(&serde_json::json!({"comment": text, text: 1}))),
+            (
+                "form",
+                c.post(url(&gw, "/s"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("comment={}", enc(text))),
+            ),
+            ("cookie", c.get(url(&gw, "/s")).header("cookie", format!("note={}", enc(text)))),
+        ];
+        // A slash would be `%2F` inside a segment, which the guard refuses.
+        if !text.contains('/') {
+            cases.push(("path", c.get(url(&gw, &format!("/s/{}", enc(text))))));
+        }
+        // Header values are ASCII.
+        if text.is_ascii() {
+            cases.push(("user-agent", c.get(url(&gw, "/s")).header("user-agent", text)));
+            cases.push(("chosen header", c.get(url(&gw, "/s")).header("x-search", text)));
+        }
+        for (place, rb) in cases {
+            assert_eq!(rb.send().await.unwrap().status(), 200, "{place}: {text:?}");
+        }
     }
-    // Excluded places carry code legitimately.
-    let j = c.post(url(&gw, "/s")).json(&serde_json::json!({"snippet": SQLI})).send().await.unwrap();
-    assert_eq!(j.status(), 200);
-    let q = c.get(url(&gw, &format!("/s?code={}", enc(XSS)))).send().await.unwrap();
-    assert_eq!(q.status(), 200);
+    // Excluded places carry code legitimately, one of each kind.
+    let excluded: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("json key", c.post(url(&gw, "/s")).json(&serde_json::json!({"snippet": SQLI, "a": [{"snippet": XSS}]}))),
+        ("json path", c.post(url(&gw, "/s")).json(&serde_json::json!({"doc": {"sql": SQLI}}))),
+        ("query", c.get(url(&gw, &format!("/s?code={}", enc(XSS))))),
+        (
+            "form",
+            c.post(url(&gw, "/s"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("body_html={}", enc(XSS))),
+        ),
+        ("cookie", c.get(url(&gw, "/s")).header("cookie", format!("draft={}", enc(SQLI)))),
+        ("header", c.get(url(&gw, "/s")).header("x-template", XSS)),
+        ("header not chosen", c.get(url(&gw, "/s")).header("x-other", XSS)),
+    ];
+    for (place, rb) in excluded {
+        assert_eq!(rb.send().await.unwrap().status(), 200, "{place}");
+    }
 }
 
 #[tokio::test]
@@ -98,6 +145,112 @@ async fn json_bombs_and_oversize_bodies_are_refused_cleanly() {
     problem(r, 413).await;
     let r = c.post(url(&gw, "/s")).header("content-type", "application/json").body("{\"a\":").send().await.unwrap();
     problem(r, 400).await;
+}
+
+#[tokio::test]
+async fn a_json_body_with_too_many_values_is_refused() {
+    let (gw, _) = setup("[defaults]\ninspect = 'block'\nbody_limit = '1MiB'\n").await;
+    let wide = format!("[{}1]", "1,".repeat(rampart::inspect::MAX_JSON_NODES + 10));
+    let r = client().post(url(&gw, "/s")).header("content-type", "application/json").body(wide).send().await.unwrap();
+    let v = problem(r, 400).await;
+    assert_eq!(v["type"], "urn:rampart:problem:invalid-body");
+    assert!(v["detail"].as_str().unwrap().contains("too many values"), "{v}");
+}
+
+/// A block is audited with the rule, the place, the request id of the 403 and
+/// the start of the value only; detect mode is audited and lets it through.
+#[tokio::test]
+async fn a_block_is_audited_with_rule_place_and_a_truncated_excerpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let up = start_upstream().await;
+    let extra = "[[routes]]\npath = '/detect/**'\ninspect = 'detect'\n[[routes]]\npath = '/**'\ninspect = 'block'\n";
+    let text = config(&format!("http://{up}"), extra).replace(
+        "[audit]\nenabled = false\n",
+        &format!(
+            "[storage]\ndatabase = 'sqlite://{}/r.db'\n[audit]\nfile = '{}'\n",
+            dir.path().display(),
+            file.display()
+        ),
+    );
+    let gw = gateway(&text).await;
+    // The attack starts the value; what follows it must never reach the log.
+    let value = format!("{SQLI} /* private-tail-{} */", "x".repeat(100));
+    let r = client().post(url(&gw, "/s")).json(&serde_json::json!({"order": {"notes": [value]}})).send().await.unwrap();
+    let v = problem(r, 403).await;
+    let request_id = v["request_id"].as_str().unwrap().to_string();
+    let r = client().get(url(&gw, &format!("/detect/x?q={}", enc(&value)))).send().await.unwrap();
+    assert_eq!(r.status(), 200, "detect mode passes the request on");
+    gw.audit.flush().await;
+
+    let log = std::fs::read_to_string(&file).unwrap();
+    assert!(!log.contains("private-tail"), "the whole value was logged:\n{log}");
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{log}");
+    let (blocked, detected) = (&records[0], &records[1]);
+    assert_eq!(blocked["kind"], "input_blocked");
+    assert_eq!(blocked["request_id"], request_id.as_str());
+    assert_eq!(blocked["ip"], "127.0.0.1");
+    let d = &blocked["detail"];
+    assert_eq!(
+        (d["rule"].as_str(), d["location"].as_str(), d["blocked"].as_bool()),
+        (Some("sqli"), Some("json:order.notes[0]"), Some(true))
+    );
+    let excerpt = d["excerpt"].as_str().unwrap();
+    assert_eq!(excerpt.chars().count(), rampart::inspect::EVIDENCE_CHARS);
+    assert!(value.starts_with(excerpt), "{excerpt}");
+    let d = &detected["detail"];
+    assert_eq!(
+        (d["rule"].as_str(), d["location"].as_str(), d["blocked"].as_bool()),
+        (Some("sqli"), Some("query:q"), Some(false))
+    );
+    gw.shutdown();
+    gw.wait().await;
+}
+
+/// Sends `chunks` as a chunked body, 100 ms apart, and returns the upstream's echo.
+async fn send_in_pieces(
+    gw: &rampart::Gateway,
+    path: &str,
+    content_type: &str,
+    chunks: &[&'static str],
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let pieces = futures_util::stream::iter(chunks.to_vec()).then(|c| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(c.as_bytes()))
+    });
+    let r = client()
+        .post(url(gw, path))
+        .header("content-type", content_type)
+        .body(reqwest::Body::wrap_stream(pieces))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Without inspection a body reaches the upstream piece by piece, as sent;
+/// with it, JSON and form bodies are read whole first (and forwarded with a
+/// length), while other media types still stream.
+#[tokio::test]
+async fn bodies_stream_untouched_unless_inspected() {
+    let (gw, _) = setup("[[routes]]\npath = '/plain/**'\n[[routes]]\npath = '/**'\ninspect = 'block'\n").await;
+    let json = ["{\"a\":", "\"hello\"", ",\"b\":1}"];
+    let total = json.concat().len();
+
+    let echo = send_in_pieces(&gw, "/plain/x", "application/json", &json).await;
+    assert!(echo["body_chunks"].as_u64().unwrap() >= 2, "buffered: {echo}");
+    assert_eq!(echo["body_bytes"], total);
+    assert!(echo["headers"].get("content-length").is_none(), "{echo}");
+
+    let echo = send_in_pieces(&gw, "/inspected/x", "application/json", &json).await;
+    assert_eq!(echo["body_chunks"], 1, "{echo}");
+    assert_eq!(echo["headers"]["content-length"], total.to_string());
+
+    let echo = send_in_pieces(&gw, "/inspected/x", "application/octet-stream", &json).await;
+    assert!(echo["body_chunks"].as_u64().unwrap() >= 2, "buffered: {echo}");
 }
 
 #[tokio::test]

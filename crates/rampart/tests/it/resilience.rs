@@ -1,5 +1,7 @@
-//! Several targets per upstream, balancing, circuit breakers, retries and health
-//! checks, against real upstreams that fail on command.
+//! Several targets per upstream, balancing, circuit breakers (consecutive
+//! failures and error ratio, reported to the audit log), retries with backoff,
+//! per-route timeouts and health checks, against real upstreams that fail on
+//! command.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -12,17 +14,19 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 /// An upstream whose answers a test controls: `fail` = 0 answers 200 with its
-/// id, anything else answers that status.
+/// id, anything else answers that status (every request, or with
+/// `fail_every` = n only every n-th).
 #[derive(Clone)]
 struct Controlled {
     id: &'static str,
     fail: Arc<AtomicU16>,
+    fail_every: Arc<AtomicUsize>,
     hits: Arc<AtomicUsize>,
 }
 
 impl Controlled {
     async fn start(id: &'static str) -> (Self, SocketAddr) {
-        let c = Self { id, fail: Arc::default(), hits: Arc::default() };
+        let c = Self { id, fail: Arc::default(), fail_every: Arc::default(), hits: Arc::default() };
         let app = axum::Router::new()
             .route(
                 "/slow",
@@ -33,10 +37,11 @@ impl Controlled {
                 }),
             )
             .fallback(|State(c): State<Controlled>| async move {
-                c.hits.fetch_add(1, Ordering::SeqCst);
+                let n = c.hits.fetch_add(1, Ordering::SeqCst) + 1;
+                let every = c.fail_every.load(Ordering::SeqCst).max(1);
                 match c.fail.load(Ordering::SeqCst) {
-                    0 => c.id.into_response(),
-                    code => http::StatusCode::from_u16(code).unwrap().into_response(),
+                    code if code != 0 && n % every == 0 => http::StatusCode::from_u16(code).unwrap().into_response(),
+                    _ => c.id.into_response(),
                 }
             })
             .with_state(c.clone());
@@ -101,6 +106,19 @@ async fn least_in_flight_avoids_the_busy_target() {
     assert_ne!(busy_id, first);
 }
 
+/// The `upstream_circuit` audit events of `gw`, as "open"/"closed", as they happen.
+fn circuit_events(gw: &rampart::Gateway) -> Arc<std::sync::Mutex<Vec<String>>> {
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    gw.audit.subscribe(move |e| {
+        if e.kind == rampart::observe::audit::AuditKind::UpstreamCircuit {
+            let state = e.detail["state"].as_str().unwrap_or_default().to_string();
+            sink.lock().unwrap().push(state);
+        }
+    });
+    seen
+}
+
 #[tokio::test]
 async fn breaker_opens_half_opens_and_closes() {
     let (up, addr) = Controlled::start("a").await;
@@ -109,6 +127,7 @@ async fn breaker_opens_half_opens_and_closes() {
         "[upstreams.default.breaker]\nconsecutive_failures = 3\nopen_for = '300ms'\n",
     ))
     .await;
+    let events = circuit_events(&gw);
     up.fail_with(503);
     for _ in 0..3 {
         assert_eq!(body(&gw, "/x").await.0, 503);
@@ -138,6 +157,84 @@ async fn breaker_opens_half_opens_and_closes() {
     let m =
         client().get(format!("http://{}/metrics", gw.ops_addr.unwrap())).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("kind=\"circuit_open\""), "{m}");
+    // Opened, opened again after the failed probe, closed: each in the audit log.
+    assert_eq!(*events.lock().unwrap(), ["open", "open", "closed"]);
+}
+
+#[tokio::test]
+async fn breaker_opens_on_the_error_ratio_without_failures_in_a_row() {
+    let (up, addr) = Controlled::start("a").await;
+    let gw = gateway(&upstream_config(
+        &[format!("http://{addr}")],
+        "[upstreams.default.breaker]\nconsecutive_failures = 100\nerror_ratio = 0.5\nmin_requests = 6\n\
+         window = '10s'\nopen_for = '10s'\n",
+    ))
+    .await;
+    let events = circuit_events(&gw);
+    up.fail_with(502);
+    up.fail_every.store(2, Ordering::SeqCst);
+    // 200, 502, 200, 502, 200, 502: never two failures in a row, but half failed.
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(body(&gw, "/x").await.0);
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 502, 200, 502, 200, 502]);
+    let r = client().get(url(&gw, "/x")).send().await.unwrap();
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    problem(r, 503).await;
+    assert_eq!(up.hits(), 6, "open: nothing reaches the upstream");
+    assert_eq!(*events.lock().unwrap(), ["open"]);
+}
+
+#[tokio::test]
+async fn retries_back_off_and_stop_after_the_last_attempt() {
+    let dead = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (a, b) = (dead(), dead());
+    let gw = gateway(&upstream_config(
+        &[format!("http://{a}"), format!("http://{b}")],
+        "[upstreams.default.breaker]\nenabled = false\n[upstreams.default.retries]\nattempts = 3\nbackoff = '150ms'\n",
+    ))
+    .await;
+    let errors = |gw: &rampart::Gateway| {
+        let m = gw.metrics.render();
+        m.lines()
+            .find(|l| l.starts_with("rampart_upstream_errors_total{upstream=\"default\",kind=\"connect\"}"))
+            .map_or(0, |l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+    };
+    // A GET: three attempts, 150 ms and then 300 ms apart.
+    let started = std::time::Instant::now();
+    let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 502).await;
+    let took = started.elapsed();
+    assert_eq!(v["type"], "urn:rampart:problem:upstream-unavailable");
+    assert_eq!(errors(&gw), 3);
+    assert!(took >= Duration::from_millis(450), "no backoff between attempts: {took:?}");
+    // A POST: one attempt, never replayed.
+    problem(client().post(url(&gw, "/x")).body("{}").send().await.unwrap(), 502).await;
+    assert_eq!(errors(&gw), 4);
+}
+
+#[tokio::test]
+async fn timeouts_are_per_route_and_never_retried() {
+    let (up, addr) = Controlled::start("a").await;
+    let gw = gateway(&upstream_config(
+        &[format!("http://{addr}")],
+        "response_timeout = '5s'\n[upstreams.default.retries]\nattempts = 3\nbackoff = '10ms'\n\
+         [[routes]]\npath = '/slow'\nname = 'hurried'\ntimeout = '150ms'\n\
+         [[routes]]\npath = '/patient/**'\nstrip_prefix = '/patient'\n",
+    ))
+    .await;
+    // The route's own timeout, shorter than the upstream's and than the 400 ms
+    // the handler takes: 504, and the request was sent once.
+    let v = problem(client().get(url(&gw, "/slow")).send().await.unwrap(), 504).await;
+    assert_eq!(v["type"], "urn:rampart:problem:upstream-timeout");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(up.hits(), 1, "a timed-out request may have been acted on: not retried");
+    // The same upstream path through a route without one: the upstream's 5 s.
+    assert_eq!(body(&gw, "/patient/slow").await, (200, "a".to_string()));
 }
 
 #[tokio::test]

@@ -68,7 +68,7 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
     let db = &service.db;
     let audit = |action: &'static str, id: &str| {
         state.audit(
-            AuditEvent::new(AuditKind::SessionChanged)
+            AuditEvent::new(AuditKind::KeyChanged)
                 .subject(user.id.clone())
                 .detail("action", action)
                 .detail("api_key_id", id.to_owned()),

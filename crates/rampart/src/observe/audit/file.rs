@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -122,15 +123,26 @@ pub fn search_file(path: &Path, query: &AuditQuery) -> io::Result<(Vec<AuditReco
 }
 
 /// The writer's handle on the file: opened lazily, resumed from its last line.
+///
+/// Other processes may append to the same file: the `rampart user`, `client`,
+/// `api-key` and `keys` commands record what they change here too. Every append
+/// (and every purge) holds an exclusive lock on the file (`flock`) and first
+/// catches up with whatever another writer added or replaced since, so that
+/// all writers extend one chain.
 pub(super) struct FileLog {
     path: PathBuf,
     file: Option<File>,
     head: ChainHead,
+    /// A regular file: locked while written and re-read when it changed.
+    regular: bool,
+    /// The file's length after this writer's last write or read of it; any
+    /// other length means another writer has been at it.
+    len: u64,
 }
 
 impl FileLog {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, file: None, head: ChainHead::genesis() }
+        Self { path, file: None, head: ChainHead::genesis(), regular: true, len: 0 }
     }
 
     pub fn path(&self) -> &Path {
@@ -163,16 +175,76 @@ impl FileLog {
             let mut options = OpenOptions::new();
             options.append(true).create(true).read(regular);
             let mut file = options.open(&self.path)?;
-            self.head = if regular { resume(&mut file, &self.path)? } else { ChainHead::genesis() };
+            if regular {
+                // Under the lock: another writer may be half-way through a line.
+                lock(&file)?;
+                let resumed = resume(&mut file, &self.path).and_then(|head| Ok((head, file.metadata()?.len())));
+                let _ = file.unlock();
+                (self.head, self.len) = resumed?;
+            } else {
+                self.head = ChainHead::genesis();
+            }
+            self.regular = regular;
             self.file = Some(file);
         }
         self.file.as_mut().ok_or_else(|| io::Error::other("audit file not open"))
     }
 
-    /// Appends `batch` as one write. On error the handle is dropped, so the next
-    /// batch reopens the file and resumes from what actually reached it.
+    /// Opens the file if needed, takes its lock and brings `head` up to date:
+    /// another process may have appended since this writer's last write, or a
+    /// purge may have put a new file in place of the one held open. On `Ok`
+    /// the open file is locked (regular files only); [`FileLog::unlock`]
+    /// releases it, as does dropping the handle.
+    fn lock_current(&mut self) -> io::Result<()> {
+        // A purge elsewhere replaces the file at most once per hour: a few
+        // rounds are plenty, and bound the loop whatever happens on disk.
+        for _ in 0..5 {
+            self.open()?;
+            if !self.regular {
+                return Ok(());
+            }
+            let Some(file) = self.file.as_mut() else { continue };
+            lock(file)?;
+            let held = file.metadata()?;
+            let replaced = match fs::metadata(&self.path) {
+                Ok(on_disk) => (on_disk.dev(), on_disk.ino()) != (held.dev(), held.ino()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(e),
+            };
+            if replaced {
+                // Closing the handle releases its lock; the next round opens
+                // what is at the path now.
+                self.file = None;
+                continue;
+            }
+            if held.len() != self.len {
+                self.head = resume(file, &self.path)?;
+                self.len = file.metadata()?.len();
+            }
+            return Ok(());
+        }
+        Err(io::Error::other("the audit file was replaced again and again while being opened"))
+    }
+
+    fn unlock(&self) {
+        if let (true, Some(file)) = (self.regular, &self.file) {
+            let _ = file.unlock();
+        }
+    }
+
+    /// Appends `batch` as one write, chained onto whatever the file ends with
+    /// (see [`FileLog`]). On error the handle is dropped, so the next batch
+    /// reopens the file and resumes from what actually reached it.
     pub fn append(&mut self, batch: &[StampedEvent]) -> io::Result<usize> {
-        self.open()?;
+        let outcome = self.lock_current().and_then(|()| self.append_locked(batch));
+        self.unlock();
+        if outcome.is_err() {
+            self.file = None;
+        }
+        outcome
+    }
+
+    fn append_locked(&mut self, batch: &[StampedEvent]) -> io::Result<usize> {
         let mut head = self.head.clone();
         let mut buf = Vec::with_capacity(batch.len() * 256);
         for e in batch {
@@ -181,17 +253,13 @@ impl FileLog {
             buf.push(b'\n');
             head = r.head();
         }
-        let written = self.open().and_then(|f| f.write_all(&buf));
-        match written {
-            Ok(()) => {
-                self.head = head;
-                Ok(batch.len())
-            }
-            Err(e) => {
-                self.file = None;
-                Err(e)
-            }
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("audit file not open"))?;
+        file.write_all(&buf)?;
+        self.head = head;
+        if self.regular {
+            self.len = file.metadata()?.len();
         }
+        Ok(batch.len())
     }
 
     /// Drops the records older than `cutoff_ms` from the start of the file,
@@ -205,6 +273,23 @@ impl FileLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
+        // Held until the new file is in place, so that no other writer
+        // appends to the old one after it was copied.
+        if let Err(e) = self.lock_current() {
+            self.file = None;
+            return Err(e);
+        }
+        let outcome = self.purge_locked(cutoff_ms);
+        // The old file's lock went with its handle when it was replaced;
+        // otherwise it is still held here.
+        self.unlock();
+        if outcome.is_err() {
+            self.file = None;
+        }
+        outcome
+    }
+
+    fn purge_locked(&mut self, cutoff_ms: u64) -> io::Result<Option<ChainHead>> {
         let mut reader = BufReader::new(File::open(&self.path)?);
         let mut buf = Vec::new();
         let mut n = 0u64;
@@ -241,10 +326,22 @@ impl FileLog {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        self.file = None;
         fs::rename(&tmp, &self.path)?;
+        // Closing the old handle releases its lock: a writer waiting on it
+        // sees the file was replaced and moves to the new one.
+        self.file = None;
         self.open()?;
         Ok(Some(anchor))
+    }
+}
+
+/// Takes the file's exclusive lock, waiting for another writer to finish. A
+/// file system without locks (some network and FUSE mounts) is written
+/// unlocked: one writer per file is then the rule, as the config docs say.
+fn lock(file: &File) -> io::Result<()> {
+    match file.lock() {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
+        other => other,
     }
 }
 
@@ -330,6 +427,46 @@ mod tests {
         let err = FileLog::new(path.clone()).append(&events(2, 1)).unwrap_err();
         assert!(err.to_string().contains("cannot be chained onto"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "nothing appended");
+    }
+
+    #[test]
+    fn two_writers_extend_one_chain_even_across_a_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (mut gateway, mut admin) = (FileLog::new(path.clone()), FileLog::new(path.clone()));
+        gateway.append(&events(0, 2)).unwrap();
+        admin.append(&events(2, 1)).unwrap();
+        gateway.append(&events(3, 2)).unwrap();
+        admin.append(&events(5, 1)).unwrap();
+        assert_eq!(verify_file(&path).unwrap(), Ok(6));
+        // One purges, replacing the file the other still holds open.
+        assert_eq!(admin.purge(3).unwrap().map(|a| a.seq), Some(3));
+        gateway.append(&events(6, 1)).unwrap();
+        assert_eq!(gateway.head().map(|h| h.seq), Some(7));
+        assert_eq!(verify_file(&path).unwrap(), Ok(4));
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with(r#"{"anchor":{"seq":3,"#));
+    }
+
+    #[test]
+    fn concurrent_writers_never_fork_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut log = FileLog::new(path);
+                    for i in 0..150 {
+                        log.append(&events(w * 1000 + i, 1 + i % 3)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        // 150 batches of 1, 2 and 3 records in turn, from each of 3 writers.
+        assert_eq!(verify_file(&path).unwrap(), Ok(3 * 300));
     }
 
     #[test]

@@ -75,6 +75,29 @@ impl AuditQuery {
     }
 }
 
+/// Writes `events` to the log `cfg` describes (the database `db` and the
+/// file) and waits until they are written: for short-lived processes, such as
+/// the `rampart` admin commands, that record what they change. It chains onto
+/// the records a running gateway writes (see [`file`] for how the file is
+/// shared). No retention purge runs. Fails when the log is on and a write
+/// failed; a disabled log writes nothing and succeeds.
+pub async fn write_now(cfg: &AuditConfig, db: Option<Database>, events: Vec<AuditEvent>) -> anyhow::Result<()> {
+    if !cfg.enabled || events.is_empty() {
+        return Ok(());
+    }
+    let cfg = AuditConfig { retention: std::time::Duration::ZERO, queue: events.len(), ..cfg.clone() };
+    let metrics = Arc::new(Metrics::new());
+    let sink = AuditSink::start(&cfg, db, metrics.clone())?;
+    for event in events {
+        sink.record(event);
+    }
+    sink.close().await;
+    let failed: Vec<&str> = ["database", "file"].into_iter().filter(|s| metrics.audit_write_errors(s) > 0).collect();
+    anyhow::ensure!(failed.is_empty(), "the audit {} could not be written", failed.join(" and "));
+    anyhow::ensure!(sink.dropped() == 0, "{} audit event(s) were not written", sink.dropped());
+    Ok(())
+}
+
 type Subscriber = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
 
 /// What the writer task receives.

@@ -24,6 +24,8 @@
 //!   SHA-256-hashed single-use backup codes (migration `0005_mfa.sql`).
 //! - [`ApiKeyStore`] ([`api_keys`]): API keys of users and service clients
 //!   (migration `0007_api_keys.sql`), SHA-256-hashed, with batched usage.
+//! - [`RequestKeyStore`] ([`request_keys`]): the HMAC keys service clients
+//!   sign requests with (migration `0009_request_signing.sql`), sealed.
 //! - [`ExternalIdentityStore`] ([`external`]): accounts at external OpenID
 //!   Connect providers linked to users, and single-use logins in progress
 //!   (migration `0010_external_identities.sql`).
@@ -67,6 +69,7 @@ pub mod keys;
 pub mod mfa;
 pub mod passkeys;
 pub mod refresh;
+pub mod request_keys;
 pub mod reset;
 pub mod sessions;
 pub mod users;
@@ -83,6 +86,7 @@ pub use keys::{NewSigningKey, SealedKey, SigningKeyRecord, SigningKeyStore};
 pub use mfa::{MfaStore, TotpRecord};
 pub use passkeys::{ChallengePurpose, NewChallenge, PasskeyInfo, PasskeyRecord, PasskeyStore, TakenChallenge};
 pub use refresh::{NewRefreshToken, RefreshToken, RefreshTokenStore, RotateOutcome, Successor};
+pub use request_keys::{KeyInUse, NewRequestKey, RequestKeyRecord, RequestKeyStore};
 pub use reset::{NewResetToken, ResetTokenStore};
 pub use sessions::{NewSession, SessionRecord, SessionStore, SessionTouch};
 pub use users::{username_key, NewUser, User, UserQuery, UserStore};

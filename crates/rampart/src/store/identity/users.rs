@@ -199,7 +199,29 @@ pub trait UserStore: Send + Sync {
     /// Deletes the user and, by cascade, their refresh and reset tokens.
     /// Returns whether there was such a user.
     fn delete_user(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Erases the user's personal data (GDPR) in one transaction: every
+    /// credential and session they hold is deleted (API keys are revoked and
+    /// their names cleared, so that instances drop them from their caches),
+    /// and the row becomes a tombstone: username `deleted:<id>`, no e-mail,
+    /// password, roles or tier, disabled, token version raised (so that every
+    /// instance refuses the user's tokens). The id stays: audit records name
+    /// users by it, so the hash chain is untouched. Returns the new token
+    /// version, or `None` when there is no such user.
+    fn erase_user(&self, id: &str, now: u64) -> impl Future<Output = Result<Option<u32>>> + Send;
 }
+
+/// Tables whose rows belong to one user and go when the user is erased.
+const ERASED_WITH_USER: [&str; 8] = [
+    "refresh_tokens",
+    "password_reset_tokens",
+    "user_totp",
+    "mfa_backup_codes",
+    "passkeys",
+    "webauthn_challenges",
+    "sessions",
+    "external_identities",
+];
 
 macro_rules! select_users {
     ($rest:literal) => {
@@ -604,6 +626,60 @@ impl UserStore for Database {
     async fn record_login(&self, id: &str, now: u64) -> Result<()> {
         let values = vec![Value::Int(Some(to_db("now", now)?))];
         self.update_user(id, RECORD_LOGIN, UserValues(values)).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn erase_user(&self, id: &str, now: u64) -> Result<Option<u32>> {
+        if !storable(id, MAX_ID_BYTES) {
+            return Ok(None);
+        }
+        let at = to_db("now", now)?;
+        let tombstone = format!("deleted:{id}");
+        let version: Option<i64> = with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            for table in ERASED_WITH_USER {
+                // A table that a later migration adds may be absent in an
+                // older database: only existing tables are emptied.
+                let exists: Option<i64> = sqlx::query_scalar(if sql.advisory_lock.is_some() {
+                    "SELECT 1::BIGINT FROM information_schema.tables WHERE table_name = $1"
+                } else {
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1"
+                })
+                .bind(table)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if exists.is_some() {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1")).bind(id).execute(&mut *tx).await?;
+                }
+            }
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2), name = 'erased', updated_at = $2 \
+                 WHERE user_id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            let version: Option<i64> = sqlx::query_scalar(
+                "UPDATE users SET username = $2, username_key = $2, email = NULL, email_key = NULL, \
+                 email_verified = FALSE, password_hash = NULL, roles = '[]', tier = NULL, disabled = TRUE, \
+                 locked_until = NULL, last_login_at = NULL, token_version = token_version + 1, updated_at = $3 \
+                 WHERE id = $1 RETURNING token_version",
+            )
+            .bind(id)
+            .bind(&tombstone)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            version
+        });
+        version
+            .map(|v| {
+                u32::try_from(v)
+                    .map_err(|_| StoreError::Corrupt { what: "token_version", reason: format!("{v} is out of range") })
+            })
+            .transpose()
     }
 
     #[tracing::instrument(skip_all)]
