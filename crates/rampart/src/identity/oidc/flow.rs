@@ -199,6 +199,14 @@ fn authorize_url(endpoint: &str, provider: &Provider, state: &str, nonce: &str, 
     format!("{endpoint}{joiner}{query}")
 }
 
+/// Refuses a locked or disabled (or erased) user.
+fn usable(user: &User, now: u64) -> Result<(), LoginError> {
+    if user.disabled || user.is_locked(now) {
+        return Err(LoginError::Locked { user_id: user.id.clone() });
+    }
+    Ok(())
+}
+
 /// The base of a new user's name: the provider's `preferred_username`, else
 /// the local part of the address, else the name; letters, digits, `.`, `_`
 /// and `-` only, at most 32 characters; `user` when nothing is left.
@@ -329,9 +337,7 @@ impl IdentityService {
             Some(user_id) => self.link_to(provider, &profile, user_id, now).await?,
             None => self.account_for(provider, &profile, now).await?,
         };
-        if user.disabled || user.is_locked(now) {
-            return Err(LoginError::Locked { user_id: user.id });
-        }
+        usable(&user, now)?;
         Ok(Completed { user, return_to: pending.return_to, outcome })
     }
 
@@ -350,6 +356,7 @@ impl IdentityService {
             (provider.settings.link_by_verified_email, profile.email_verified, profile.email.as_deref())
         {
             if let Some(user) = self.db.user_by_email(email).await?.filter(|u| u.email_verified) {
+                usable(&user, now)?;
                 self.link(name, profile, &user.id, now).await?;
                 return Ok((user, "linked_by_email"));
             }
@@ -393,6 +400,8 @@ impl IdentityService {
     ) -> Result<(User, &'static str), LoginError> {
         let name = provider.settings.name.as_str();
         let user = self.db.user_by_id(user_id).await?.ok_or(LoginError::NoAccount)?;
+        // Locked, disabled or erased meanwhile: no link is written for it.
+        usable(&user, now)?;
         match self.db.external_identity(name, &profile.subject).await? {
             Some(link) if link.user_id == user.id => {
                 self.db.record_external_login(name, &profile.subject, now).await?;
