@@ -410,6 +410,25 @@ async fn explicit_link_flow(db: &TestDb) {
     let callback = erins.authorize(&authorize, "alice", "alice-password").await;
     assert_eq!(problem(erins.get(&callback).await, 409).await["type"], "urn:rampart:problem:already-linked");
 
+    // A user locked while the link was under way gets no link.
+    let mut locked_browser = Browser::new(&gw);
+    let started =
+        locked_browser.post_json(&format!("{PUBLIC}/auth/oidc/test/link"), &access(&erin_tokens), Value::Null).await;
+    let authorize = started.json::<Value>().await.unwrap()["authorize_url"].as_str().unwrap().to_owned();
+    let erin_id = me(&gw, &access(&erin_tokens)).await["id"].as_str().unwrap().to_owned();
+    {
+        use rampart::store::identity::UserStore as _;
+        let now =
+            u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+                .unwrap();
+        db.open().await.lock_user(&erin_id, now + 600_000, now).await.unwrap();
+    }
+    let callback = locked_browser.authorize(&authorize, "bob", "bob-password").await;
+    let refused = locked_browser.get(&callback).await;
+    assert_eq!(problem(refused, 403).await["type"], "urn:rampart:problem:account-locked");
+    let bob = tokens(Browser::new(&gw).login("test", "bob", "bob-password").await).await;
+    assert_ne!(me(&gw, &access(&bob)).await["id"], erin_id.as_str(), "bob's account was not linked to erin");
+
     // Dora has a password: the link may go. Afterwards the provider account is a stranger.
     let delete = |token: String, provider: &'static str| {
         let gw_url = url(&gw, &format!("/auth/oidc/links/{provider}"));
