@@ -713,3 +713,40 @@ async fn store_flow(tdb: &TestDb) {
     assert!(db.external_identity("other", "sub-1").await.unwrap().is_none());
     db.close().await;
 }
+
+on_both_backends!(sqlite_oidc_login_ends_in_a_session, postgres_oidc_login_ends_in_a_session, session_flow);
+
+/// With browser sessions on, an external login ends in a session cookie and
+/// a redirect to `return_to`; the cookie then authenticates like any session.
+async fn session_flow(db: &TestDb) {
+    let Some(issuer) = issuer() else { return };
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let providers = provider("test", "rampart-test", &issuer, "");
+    let text = config(db, up, &audit, &providers)
+        .replace("[identity.password.argon2]", "[identity.sessions]\nenabled = true\n[identity.password.argon2]");
+    let gw = gateway(&text).await;
+    let mut browser = Browser::new(&gw);
+    let authorize = browser.start("test", Some("/app/home")).await;
+    let callback = browser.authorize(&authorize, "alice", "alice-password").await;
+    let resp = browser.get(&callback).await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/app/home");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-rampart_session="))
+        .expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let seen: Value =
+        client().get(url(&gw, "/api/x")).header("cookie", &pair).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["headers"]["x-rampart-auth-method"], "session");
+    let session: Value =
+        client().get(url(&gw, "/auth/session")).header("cookie", &pair).send().await.unwrap().json().await.unwrap();
+    assert_eq!(session["session"]["amr"], serde_json::json!(["ext"]));
+}

@@ -480,7 +480,15 @@ async fn sessions_in_redis() {
     gw.shutdown();
     gw.wait().await;
     let gw = gateway(&text).await;
-    assert_eq!(a.get(&gw, "/api/x").await.status(), 200);
+    // The new gateway's Redis connection comes up in the background: until
+    // it does, session requests are refused (503), never let through.
+    let back = eventually(Duration::from_secs(10), || {
+        let a = a.clone();
+        let gw_url = url(&gw, "/api/x");
+        async move { a.req(reqwest::Method::GET, &gw_url).send().await.unwrap().status() == 200 }
+    })
+    .await;
+    assert!(back, "the session survives a gateway restart");
     // Redis down: 503, never a session let through unchecked.
     redis.kill();
     let down = eventually(Duration::from_secs(10), || {

@@ -306,6 +306,24 @@ pub async fn finish_external_login(
         resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return resp;
     }
+    if service.sessions.is_some() {
+        // Browser sessions on: the login ends in a session cookie and a
+        // redirect to where the user was going.
+        state.audit(attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user.id.clone()), None));
+        let resp = crate::identity::session_http::logged_in(service, state, Head::of(&req), user, &["ext"]).await;
+        if resp.status() != StatusCode::OK {
+            return resp;
+        }
+        let mut redirect = crate::identity::http::empty(StatusCode::SEE_OTHER);
+        if let Ok(location) = HeaderValue::from_str(return_to) {
+            redirect.headers_mut().insert(http::header::LOCATION, location);
+        }
+        redirect.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for cookie in resp.headers().get_all(http::header::SET_COOKIE) {
+            redirect.headers_mut().append(http::header::SET_COOKIE, cookie.clone());
+        }
+        return redirect;
+    }
     match service.issue_login_tokens(user, now).await {
         Ok(tokens) => {
             state.audit(attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user.id.clone()), None));
