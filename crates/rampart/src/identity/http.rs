@@ -876,17 +876,7 @@ pub(super) async fn token_for(
         Err(IdentityError::MfaRequired { user_id, mfa_token, methods }) => {
             // The password was right; no tokens until the second step.
             state.audit(audit(AuditKind::AuthSuccess, Some(user_id), None).detail("step", "password"));
-            let mut resp = json(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({
-                    "error": "mfa_required",
-                    "error_description": "a second factor is required",
-                    "mfa_token": mfa_token,
-                    "mfa_methods": methods,
-                }),
-            );
-            resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-            resp
+            mfa_required(&mfa_token, &methods, None)
         }
         Err(IdentityError::Busy) => busy(),
         Err(IdentityError::BadInput(_)) => {
@@ -894,6 +884,23 @@ pub(super) async fn token_for(
         }
         Err(e) => internal(&req, &e),
     }
+}
+
+/// 403 `mfa_required`: the first factor was right, and the second step
+/// (`mfa_token` with a code or passkey) is due. Never cached.
+pub(super) fn mfa_required(mfa_token: &str, methods: &[&'static str], return_to: Option<&str>) -> HttpResponse {
+    let mut body = serde_json::json!({
+        "error": "mfa_required",
+        "error_description": "a second factor is required",
+        "mfa_token": mfa_token,
+        "mfa_methods": methods,
+    });
+    if let (Some(map), Some(r)) = (body.as_object_mut(), return_to) {
+        map.insert("return_to".into(), r.into());
+    }
+    let mut resp = json(StatusCode::FORBIDDEN, &body);
+    resp.headers_mut().insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// An audit event for a token request: the grant, the subject (a user or

@@ -293,18 +293,7 @@ pub async fn finish_external_login(
         state.audit(
             attempt_event(ext, AuditKind::AuthSuccess, METHOD, Some(user.id.clone()), None).detail("step", "provider"),
         );
-        let mut resp = json(
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({
-                "error": "mfa_required",
-                "error_description": "a second factor is required",
-                "mfa_token": mfa_token,
-                "mfa_methods": methods,
-                "return_to": return_to,
-            }),
-        );
-        resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return resp;
+        return crate::identity::http::mfa_required(&mfa_token, &methods, Some(return_to));
     }
     if service.sessions.is_some() {
         // Browser sessions on: the login ends in a session cookie and a

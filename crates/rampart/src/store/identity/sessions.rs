@@ -230,22 +230,8 @@ impl SessionStore for Database {
 
     #[tracing::instrument(skip_all)]
     async fn touch_session(&self, hash: &TokenHash, touch: &SessionTouch) -> Result<bool> {
-        let (_, roles) = roles_json(&touch.roles)?;
-        let sql = "UPDATE sessions SET last_seen_at = $2, ip = COALESCE($3, ip), roles = $4, tier = $5, \
-                   token_version = $6 WHERE token_hash = $1";
-        let done = with_pool!(self, |pool| {
-            sqlx::query(sql)
-                .bind(hash.as_bytes().as_slice())
-                .bind(to_db("last_seen_at", touch.last_seen_at)?)
-                .bind(&touch.ip)
-                .bind(&roles)
-                .bind(&touch.tier)
-                .bind(i64::from(touch.token_version))
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+        // A rotation to the same token: one statement for both.
+        self.rotate_session(hash, hash, touch).await
     }
 
     #[tracing::instrument(skip_all)]
