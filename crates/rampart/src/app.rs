@@ -33,11 +33,12 @@ use crate::limit::LimitState;
 use crate::observe::audit::{AuditEvent, AuditKind, AuditSink};
 use crate::observe::{Metrics, ObserveLayer, ObserveService};
 use crate::proxy::{ProxyService, Upstream};
+use crate::web::{PagesLayer, PagesService};
 
 /// The layers below CORS: shedding, rate limits by address, authentication,
 /// rate limits by principal, inspection, then the proxy.
 type Limited = ShedService<
-    RateLimitService<AuthService<AuthorizeService<RateLimitService<IdentityHttp<InspectService<ProxyService>>>>>>,
+    RateLimitService<AuthService<AuthorizeService<RateLimitService<PagesService<IdentityHttp<InspectService<ProxyService>>>>>>>,
 >;
 
 /// The full request path, outermost layer first.
@@ -94,6 +95,9 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // The identity API (when on): below limits and auth, above inspection
     // (passwords are not inspected).
     let stack = IdentityLayer::new(state.identity().cloned(), state.clone()).layer(stack);
+    // The web pages (`[identity.pages]`): where the identity endpoints are, so
+    // the same bans, guards, limits and authentication apply to them.
+    let stack = PagesLayer::new(state.identity().cloned(), state.clone()).layer(stack);
     let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
     // The route's required roles, permissions and scopes.
     let stack = AuthorizeLayer::new(policy.roles.clone(), policy.auth.headers.clone(), state.clone()).layer(stack);

@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 #[cfg(test)]
 mod testing;

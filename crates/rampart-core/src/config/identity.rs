@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::env::ConfigPath;
+use super::pages::{compile_pages, PagesConfig, PagesSettings};
 use super::oidc::{compile_oidc, compile_public_url, OidcProviderConfig, OidcProviderSettings};
 use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
@@ -99,6 +100,8 @@ pub struct IdentityConfig {
     pub sessions: SessionsConfig,
     /// HMAC-signed requests from service clients (`[identity.signatures]`).
     pub signatures: super::signatures::SignaturesConfig,
+    /// The web pages (`[identity.pages]`).
+    pub pages: PagesConfig,
 }
 
 impl Default for IdentityConfig {
@@ -132,6 +135,7 @@ impl Default for IdentityConfig {
             oidc: BTreeMap::new(),
             sessions: SessionsConfig::default(),
             signatures: Default::default(),
+            pages: PagesConfig::default(),
         }
     }
 }
@@ -169,6 +173,8 @@ pub struct IdentitySettings {
     /// `None`: browser sessions are off.
     pub sessions: Option<SessionSettings>,
     pub signatures: super::signatures::SignatureSettings,
+    /// `None`: the web pages are off.
+    pub pages: Option<PagesSettings>,
 }
 
 /// Where the signing key of issued tokens comes from.
@@ -318,6 +324,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
     let oidc = compile_oidc(&cfg.oidc, &public_url, &cfg.prefix, cfg.registration, &at, errs);
     let sessions = compile_sessions(&cfg.sessions, &at, errs);
     let signatures = super::signatures::compile_signatures(&cfg.signatures, &at.push_key("signatures"), errs);
+    let pages = compile_pages(&cfg.pages, &cfg.prefix, sessions.is_some(), &at, errs);
     if errs.len() > before {
         return None;
     }
@@ -348,6 +355,7 @@ pub(super) fn compile_identity(cfg: &IdentityConfig, errs: &mut Vec<(ConfigPath,
         oidc,
         sessions,
         signatures: signatures?,
+        pages,
     })
 }
 

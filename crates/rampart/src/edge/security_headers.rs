@@ -9,7 +9,10 @@
 //! and browsers ignore it. `Server` and `X-Powered-By` are removed.
 //!
 //! Per-route values come from the [`MatchedRoute`]; without one (standalone use)
-//! the layer's own headers apply.
+//! the layer's own headers apply. A response the gateway makes itself may carry
+//! an [`OwnCsp`] extension (the web pages do, see [`crate::web`]): its policy
+//! replaces the route's CSP, since the route's (by default `default-src 'none'`)
+//! is written for APIs and would stop the pages' own scripts and styles.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,6 +27,12 @@ use super::route::MatchedRoute;
 use super::{take_ready, ConnInfo, HttpRequest, Inner, LayerFuture};
 
 const HSTS: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
+
+/// A response extension: the `Content-Security-Policy` this response of the
+/// gateway's own needs instead of the route's. Upstream responses cannot set
+/// it (extensions do not cross the wire).
+#[derive(Clone, Debug)]
+pub struct OwnCsp(pub http::HeaderValue);
 
 #[derive(Clone, Debug)]
 pub struct SecurityHeadersLayer {
@@ -73,6 +82,10 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
             for (name, value) in &policy.always {
                 headers.insert(name.clone(), value.clone());
             }
+            if let Some(OwnCsp(csp)) = resp.extensions().get::<OwnCsp>().cloned() {
+                resp.headers_mut().insert(http::header::CONTENT_SECURITY_POLICY, csp);
+            }
+            let headers = resp.headers_mut();
             if let Some(cc) = &policy.cache_control {
                 headers.entry(CACHE_CONTROL).or_insert_with(|| cc.clone());
             }

@@ -469,7 +469,7 @@ fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
 
 /// Who called an account endpoint: the user, and the session when the
 /// browser's session cookie (not a bearer token) said so.
-pub(super) struct SignedIn {
+pub(crate) struct SignedIn {
     pub user: crate::store::identity::User,
     pub session: Option<super::sessions::ActiveSession>,
 }
@@ -478,7 +478,7 @@ pub(super) struct SignedIn {
 /// new token while the request was authenticated, a stale cookie cleared);
 /// [`IdentityHttp`] adds them.
 #[derive(Clone, Default)]
-pub(super) struct PendingCookies(Arc<std::sync::Mutex<Vec<http::HeaderValue>>>);
+pub(crate) struct PendingCookies(Arc<std::sync::Mutex<Vec<http::HeaderValue>>>);
 
 impl PendingCookies {
     fn push(ext: &http::Extensions, value: http::HeaderValue) {
@@ -487,7 +487,7 @@ impl PendingCookies {
         }
     }
 
-    fn apply(&self, resp: &mut HttpResponse) {
+    pub(crate) fn apply(&self, resp: &mut HttpResponse) {
         for v in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             resp.headers_mut().append(http::header::SET_COOKIE, v);
         }
@@ -509,7 +509,7 @@ pub(super) async fn signed_in_user(
 /// request itself: its body is not `Sync`, so it cannot be borrowed across
 /// an await).
 #[derive(Clone, Copy)]
-pub(super) struct Head<'a> {
+pub(crate) struct Head<'a> {
     pub method: &'a Method,
     pub uri: &'a http::Uri,
     pub headers: &'a http::HeaderMap,
@@ -517,7 +517,7 @@ pub(super) struct Head<'a> {
 }
 
 impl<'a> Head<'a> {
-    pub(super) fn of(req: &'a HttpRequest) -> Self {
+    pub(crate) fn of(req: &'a HttpRequest) -> Self {
         Self { method: req.method(), uri: req.uri(), headers: req.headers(), ext: req.extensions() }
     }
 }
@@ -525,7 +525,7 @@ impl<'a> Head<'a> {
 /// As [`signed_in_user`], with the session: a bearer token of ours, else
 /// (with `[identity.sessions]`) the session cookie, which on unsafe methods
 /// must pass the CSRF checks (header token).
-pub(super) async fn signed_in(
+pub(crate) async fn signed_in(
     service: &IdentityService,
     state: &LimitState,
     req: Head<'_>,

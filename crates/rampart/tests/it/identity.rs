@@ -470,7 +470,7 @@ async fn revocation_flow(db: &TestDb) {
 }
 
 /// Runs `rampart` with `stdin`; returns (success, stdout, stderr).
-fn rampart_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+pub(crate) fn rampart_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write as _;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
         .args(args)
