@@ -32,6 +32,7 @@ pub mod limits;
 pub mod model;
 pub mod oidc;
 pub mod pages;
+pub mod redact;
 pub mod reset;
 pub mod secret;
 pub mod sessions;
