@@ -101,8 +101,8 @@ async fn browser(driver: &Driver) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), "chrome".into());
     caps.insert("goog:chromeOptions".into(), chrome);
-    ClientBuilder::rustls()
-        .unwrap()
+    // chromedriver speaks plain HTTP on loopback: no TLS connector.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", driver.1))
         .await

@@ -52,7 +52,7 @@
     $("rejection-table").querySelector("tbody").replaceChildren(
       ...(s.rejections || []).map((r) => R.row([r.layer, r.reason, r.count])));
     $("talker-table").querySelector("tbody").replaceChildren(
-      ...(s.top_talkers || []).map((t) => R.row([t.ip, t.count])));
+      ...(s.top_talkers || []).map((t) => R.row([t.ip, t.requests !== undefined ? t.requests : t.count])));
     $("upstream-table").querySelector("tbody").replaceChildren(
       ...(s.upstreams || []).map((u) => R.row([u.upstream, u.target, u.healthy ? "healthy" : "unhealthy"])));
   }
@@ -117,7 +117,7 @@
     if (!res.ok) { R.showError("ban-error", R.why(res)); return; }
     const bans = res.data.bans || [];
     $("ban-table").querySelector("tbody").replaceChildren(...bans.map((b) => R.row([
-      b.ip, b.reason, b.source, R.when(b.expires_at),
+      b.ip, b.reason, b.source, R.when(b.until_ms || b.expires_at),
       R.button("Remove", async () => {
         const r = await R.call("DELETE", "admin/bans/" + encodeURIComponent(b.ip));
         if (!r.ok) R.showError("ban-error", R.why(r));
@@ -146,8 +146,8 @@
     if (!res.ok) { R.showError("audit-error", R.why(res)); return; }
     const records = res.data.records || [];
     $("audit-table").querySelector("tbody").replaceChildren(...records.map((a) => {
-      const details = a.details || a.detail || {};
-      return R.row([R.when(a.ts_ms || a.time_ms || a.at || a.ts), a.kind, a.subject, a.ip,
+      const details = a.detail || {};
+      return R.row([R.when(a.ts_ms), a.kind, a.subject, a.ip,
         typeof details === "string" ? details : JSON.stringify(details)]);
     }));
     if (!records.length) $("audit-table").querySelector("tbody").replaceChildren(R.row(["No records.", "", "", "", ""]));
