@@ -87,3 +87,40 @@ pub fn compile_pages(
     }
     Some(PagesSettings { prefix: cfg.prefix.clone(), title: cfg.title.clone() })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[track_caller]
+    fn check(prefix: &str, sessions: bool, expected: Option<&str>) {
+        let cfg = PagesConfig { enabled: true, prefix: prefix.into(), ..Default::default() };
+        let mut errs = Vec::new();
+        let got = compile_pages(&cfg, "/auth", sessions, &ConfigPath::parse("identity"), &mut errs);
+        match expected {
+            None => assert!(got.is_some() && errs.is_empty(), "{prefix}: {errs:?}"),
+            Some(part) => {
+                assert!(got.is_none());
+                assert!(errs.iter().any(|(_, m)| m.contains(part)), "{prefix}: {errs:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_and_sessions() {
+        check("/ui", true, None);
+        check("/account-pages", true, None);
+        check("/ui", false, Some("need browser sessions"));
+        check("ui", true, Some("must be a path"));
+        check("/ui/", true, Some("must be a path"));
+        check("/", true, Some("must be a path"));
+        check("/u i", true, Some("must be a path"));
+        check("/a/../b", true, Some("must be a path"));
+        check("/auth", true, Some("overlap"));
+        check("/auth/ui", true, Some("overlap"));
+        check("/.well-known/ui", true, Some("well-known"));
+        let off = PagesConfig::default();
+        assert!(compile_pages(&off, "/auth", false, &ConfigPath::parse("identity"), &mut Vec::new()).is_none());
+    }
+}

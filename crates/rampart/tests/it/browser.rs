@@ -89,7 +89,7 @@ async fn start_driver(bin: &str) -> Driver {
 }
 
 async fn browser(driver: &Driver) -> Client {
-    let mut args = vec!["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"];
+    let mut args = vec!["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"];
     args.push("--disable-gpu");
     let mut chrome = json!({ "args": args });
     for bin in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
@@ -150,6 +150,10 @@ fn screenshots_dir() -> PathBuf {
 }
 
 async fn screenshot(c: &Client, name: &str) {
+    // From the top of the page (a click may have scrolled it), without focus rings.
+    c.execute("window.scrollTo(0, 0); if (document.activeElement) document.activeElement.blur();", vec![])
+        .await
+        .unwrap();
     let png = c.screenshot().await.unwrap();
     let dir = screenshots_dir();
     std::fs::create_dir_all(&dir).unwrap();
