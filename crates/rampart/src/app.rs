@@ -38,7 +38,9 @@ use crate::web::{PagesLayer, PagesService};
 /// The layers below CORS: shedding, rate limits by address, authentication,
 /// rate limits by principal, inspection, then the proxy.
 type Limited = ShedService<
-    RateLimitService<AuthService<AuthorizeService<RateLimitService<PagesService<IdentityHttp<InspectService<ProxyService>>>>>>>,
+    RateLimitService<
+        AuthService<AuthorizeService<RateLimitService<PagesService<IdentityHttp<InspectService<ProxyService>>>>>>,
+    >,
 >;
 
 /// The full request path, outermost layer first.

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::env::ConfigPath;
-use super::pages::{compile_pages, PagesConfig, PagesSettings};
 use super::oidc::{compile_oidc, compile_public_url, OidcProviderConfig, OidcProviderSettings};
+use super::pages::{compile_pages, PagesConfig, PagesSettings};
 use super::reset::{compile_reset, NotifierConfig, ResetConfig, ResetSettings};
 use super::secret::Secret;
 use super::sessions::{compile_sessions, SessionSettings, SessionsConfig};

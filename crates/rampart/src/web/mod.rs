@@ -146,6 +146,8 @@ pub struct Site<'a> {
     /// External providers: (name, display name).
     pub providers: Vec<(&'a str, &'a str)>,
     pub csrf_header: &'a str,
+    /// The cookie that holds the CSRF token for scripts.
+    pub csrf_cookie: &'a str,
 }
 
 impl<'a> Site<'a> {
@@ -161,6 +163,7 @@ impl<'a> Site<'a> {
             passkeys: s.webauthn.is_some(),
             providers: s.oidc.iter().map(|p| (p.name.as_str(), p.display_name.as_str())).collect(),
             csrf_header: s.sessions.as_ref().map_or("x-csrf-token", |x| x.csrf_header.as_str()),
+            csrf_cookie: s.sessions.as_ref().map_or("__Host-rampart_csrf", |x| x.csrf_cookie.as_str()),
         }
     }
 }

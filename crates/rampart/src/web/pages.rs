@@ -37,7 +37,7 @@ fn layout(site: &Site, heading: &str, user: Option<&User>, scripts: &[&str], bod
                     script src=(url(site.ui, s)) defer {}
                 }
             }
-            body data-auth=(site.auth) data-ui=(site.ui) data-csrf-header=(site.csrf_header) {
+            body data-auth=(site.auth) data-ui=(site.ui) data-csrf-header=(site.csrf_header) data-csrf-cookie=(site.csrf_cookie) {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     span.brand { (site.title) }

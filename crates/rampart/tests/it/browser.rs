@@ -271,11 +271,13 @@ async fn browser_pages_end_to_end() {
         .await
         .unwrap();
     let key2 = key.clone();
-    assert!(eventually(Duration::from_secs(5), || {
-        let key = key2.clone();
-        async move { api_status(port, &key, "127.0.0.1").await == 401 }
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let key = key2.clone();
+            async move { api_status(port, &key, "127.0.0.1").await == 401 }
+        })
+        .await
+    );
 
     // An admin (made with the CLI) bans an address on the dashboard.
     let cfg = config.to_str().unwrap();

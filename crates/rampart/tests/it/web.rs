@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
-use crate::identity::{identity_config, register_with_email, rampart_cli, PASSWORD};
+use crate::identity::{identity_config, rampart_cli, register_with_email, PASSWORD};
 use serde_json::Value;
 
 const COOKIE: &str = "__Host-rampart_session";

@@ -8,10 +8,26 @@ const R = (() => {
   const auth = body.auth;
   const ui = body.ui;
   const csrfHeader = body.csrfHeader || "x-csrf-token";
+  const csrfCookie = body.csrfCookie || "__Host-rampart_csrf";
   let csrf = null;
 
+  // The session's CSRF token: the one in hand, else the readable CSRF cookie
+  // (set at login), else none (no session yet: login calls need none). A
+  // refusal makes `call` fetch a fresh one once (the session may have been
+  // given a new id, which a token is bound to).
+  function cookieToken() {
+    for (const part of document.cookie.split(";")) {
+      const eq = part.indexOf("=");
+      if (eq > 0 && part.slice(0, eq).trim() === csrfCookie) return decodeURIComponent(part.slice(eq + 1).trim());
+    }
+    return null;
+  }
+
   async function csrfToken(fresh) {
-    if (csrf && !fresh) return csrf;
+    if (!fresh) {
+      csrf = csrf || cookieToken();
+      return csrf;
+    }
     const r = await fetch(auth + "/csrf", { credentials: "same-origin", cache: "no-store" });
     if (!r.ok) return null;
     csrf = (await r.json()).csrf_token;
