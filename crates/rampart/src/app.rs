@@ -34,8 +34,9 @@ use crate::observe::audit::{AuditEvent, AuditKind, AuditSink};
 use crate::observe::{Metrics, ObserveLayer, ObserveService};
 use crate::proxy::{ProxyService, Upstream};
 
-/// The layers below CORS: shedding, rate limits by address, authentication,
-/// rate limits by principal, inspection, then the proxy.
+/// The layers below CORS: shedding, rate limits of routes keyed only by
+/// address, authentication, rate limits of routes with a principal-keyed limit,
+/// inspection, then the proxy.
 type Limited = ShedService<
     RateLimitService<AuthService<AuthorizeService<RateLimitService<IdentityHttp<InspectService<ProxyService>>>>>>,
 >;
@@ -90,10 +91,11 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // Inspection last: its body buffering is the most expensive step, spent
     // only on requests every cheaper check has let through.
     let stack = InspectLayer::new(state.clone(), metrics.clone()).layer(proxy);
-    // Limits keyed by user, API key or tier, once authentication has run.
     // The identity API (when on): below limits and auth, above inspection
     // (passwords are not inspected).
     let stack = IdentityLayer::new(state.identity().cloned(), state.clone()).layer(stack);
+    // All limits of a route with one keyed by user, API key or tier, once
+    // authentication has run: one decision, so nothing is charged twice.
     let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
     // The route's required roles, permissions and scopes.
     let stack = AuthorizeLayer::new(policy.roles.clone(), policy.auth.headers.clone(), state.clone()).layer(stack);
@@ -101,7 +103,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // headers removed on every route.
     let own_issuer = state.identity().map(|i| i.issuer());
     let stack = AuthLayer::new(policy.auth.clone(), own_issuer, state.clone()).layer(stack);
-    // Limits keyed by address, route or globally: refused before any auth work.
+    // Routes whose limits are all keyed by address, route or globally:
+    // decided before any auth work.
     let stack = RateLimitLayer::new(state.clone(), limits, Stage::Anonymous).layer(stack);
     // Overload shedding and per-address concurrency, before spending on limits.
     let shed = ShedConfig {

@@ -2,10 +2,20 @@
 //! the limiter, before the request goes further; budgets debited after the
 //! response by the cost the upstream reports.
 //!
-//! The layer runs at two stages of the stack: [`Stage::Anonymous`] before
-//! authentication (limits keyed by IP, route or globally) so floods are refused
-//! cheaply, and [`Stage::Principal`] after it (limits keyed by user, API key or
-//! tier). A limit needing a principal is skipped for anonymous requests.
+//! The layer sits at two places in the stack, and each route's limits are
+//! decided at exactly one of them, in one call (one Redis round trip), so a
+//! refused request charges none of its limits and the response carries one set
+//! of headers naming the tightest limit:
+//!
+//! - [`Stage::Anonymous`], before authentication, for routes whose limits are
+//!   all keyed by IP, route or globally: floods are refused before any auth work;
+//! - [`Stage::Principal`], after it, for routes with any limit keyed by user,
+//!   API key or tier ([`RoutePolicy::limits_after_auth`]): there every limit of
+//!   the route is decided, the address limits included. A limit needing a
+//!   principal is skipped for anonymous requests (on `auth = "optional"`
+//!   routes), which still meet the route's other limits.
+//!
+//! [`RoutePolicy::limits_after_auth`]: rampart_core::config::RoutePolicy::limits_after_auth
 //!
 //! A refusal is 429 (503 for a global budget: the service, not the caller, ran
 //! out) with `Retry-After`, the rate-limit headers, and a strike towards an
@@ -148,7 +158,8 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
 impl<S> RateLimitService<S> {
     fn applicable(&self, req: &HttpRequest) -> Option<Applied> {
         let route = req.extensions().get::<MatchedRoute>()?;
-        if route.0.limits.is_empty() {
+        let stage = if route.0.limits_after_auth { Stage::Principal } else { Stage::Anonymous };
+        if route.0.limits.is_empty() || stage != self.stage {
             return None;
         }
         let client = req.extensions().get::<ClientInfo>()?;
@@ -160,13 +171,6 @@ impl<S> RateLimitService<S> {
         let tier = principal.and_then(|p| p.tier.as_deref());
         let mut applied = Applied { limits: Vec::new(), checks: Vec::new() };
         for limit in &route.0.limits {
-            let wanted = match self.stage {
-                Stage::Anonymous => !limit.needs_principal(),
-                Stage::Principal => limit.needs_principal(),
-            };
-            if !wanted {
-                continue;
-            }
             let Some(key) = limit_key(limit, &who) else { continue };
             let (weight, op) = match limit.kind {
                 LimitKind::Rate => (route.0.weight, Op::Check),
