@@ -179,3 +179,50 @@ async fn demo_runs_with_nothing_installed() {
     assert_eq!(v["path"], "/hello");
     assert_eq!(v["query"], "x=1");
 }
+
+#[tokio::test]
+async fn ban_commands_add_list_and_remove_on_the_running_gateway() {
+    let up = start_upstream().await;
+    let ops = free_port();
+    let text = config(&format!("http://{up}"), "").replace(
+        "[metrics]\nlisten = '127.0.0.1:0'\n",
+        &format!("[metrics]\nlisten = '127.0.0.1:{ops}'\nadmin_token = 'ops-token-of-the-test'\n"),
+    );
+    let gw = gateway(&text).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rampart.toml");
+    std::fs::write(&path, &text).unwrap();
+    let ban = |args: &[&str], config: &std::path::Path| {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("ban").args(args).arg("--config").arg(config);
+        async move {
+            let out = cmd.output().await.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    let (ok, out) = ban(&["add", "127.0.0.1", "--ttl", "10m", "--reason", "from the cli"], &path).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("banned 127.0.0.1 for 10m"), "{out}");
+    assert_eq!(client().get(url(&gw, "/x")).send().await.unwrap().status(), 403);
+    let (ok, out) = ban(&["list"], &path).await;
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with("127.0.0.1")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("from the cli"), "{line}");
+    let secs: u64 = line.split_whitespace().nth(1).unwrap().trim_end_matches('s').parse().unwrap();
+    assert!((590..=600).contains(&secs), "{line}");
+    let (ok, out) = ban(&["remove", "127.0.0.1"], &path).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("ban on 127.0.0.1 lifted"), "{out}");
+    assert_eq!(client().get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+    let (ok, out) = ban(&["list"], &path).await;
+    assert!(ok && !out.contains("127.0.0.1"), "{out}");
+    // Without the admin token the listener refuses, and the command says so.
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(&wrong, text.replace("ops-token-of-the-test", "another-token-entirely")).unwrap();
+    let (ok, out) = ban(&["add", "192.0.2.9"], &wrong).await;
+    assert!(!ok && out.contains("401"), "{out}");
+    assert!(gw.limits.bans.list().is_empty());
+}

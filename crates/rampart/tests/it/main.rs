@@ -21,6 +21,7 @@ mod guards;
 mod identity_store;
 mod inspect;
 mod layers;
+mod limit_scopes;
 mod limit_stages;
 mod limits;
 mod mfa;
