@@ -437,7 +437,7 @@ impl Shared {
             tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
             // A stale session cookie is what browsers keep: no strike for it.
             if let (Some(ip), false) = (ip, matches!(failure, AuthFailure::Session(_))) {
-                self.state.bans.strike(ip, Strike::AuthFailure);
+                self.state.strike(ip, Strike::AuthFailure);
             }
             let key = format!("auth|{}|{reason}", ip.map(|i| i.to_string()).unwrap_or_default());
             self.state.audit_once(&key, || {

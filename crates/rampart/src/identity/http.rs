@@ -432,7 +432,7 @@ async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpReques
     };
     if !proved {
         if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
-            state.bans.strike(ip, Strike::AuthFailure);
+            state.strike(ip, Strike::AuthFailure);
         }
         return Problem::new(StatusCode::FORBIDDEN, "invalid-credentials", "Not confirmed")
             .detail("the password, code or confirmation is not correct")
@@ -722,7 +722,7 @@ async fn reset(service: &IdentityService, state: &LimitState, req: HttpRequest) 
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
             if let Some(ip) = origin.ip {
-                state.bans.strike(ip, Strike::AuthFailure);
+                state.strike(ip, Strike::AuthFailure);
             }
             let event = origin.event(AuditKind::AuthFailure, user_id.as_deref());
             state.audit(event.detail("method", "password_reset").detail("reason", reason));
@@ -860,7 +860,7 @@ pub(super) async fn token_for(
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
             if let Some(ip) = ip {
-                state.bans.strike(ip, Strike::AuthFailure);
+                state.strike(ip, Strike::AuthFailure);
             }
             state.audit(audit(AuditKind::AuthFailure, user_id.clone(), Some(reason)));
             if let (Some(id), "bad_credentials") = (&user_id, reason) {
@@ -941,7 +941,7 @@ async fn client_token(
     let ext = req.extensions();
     let fail = |reason: &'static str, client_id: Option<String>, basic: bool| {
         if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
-            state.bans.strike(ip, Strike::AuthFailure);
+            state.strike(ip, Strike::AuthFailure);
         }
         state.audit(attempt_event(ext, AuditKind::AuthFailure, GRANT, client_id, Some(reason)));
         invalid_client(basic)

@@ -128,7 +128,7 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                     .into_response_for(req.extensions());
                 set_headers(resp.headers_mut(), &outcomes);
                 if let (Some(ip), false) = (ip, limit.is_global_budget()) {
-                    state.bans.strike(ip, super::bans::Strike::RateLimited);
+                    state.strike(ip, super::bans::Strike::RateLimited);
                 }
                 state.audit_once(&applied.checks[i].key, || {
                     let kind = if limit.is_budget() { AuditKind::BudgetExhausted } else { AuditKind::RateLimited };

@@ -6,6 +6,7 @@ mod common;
 #[macro_use]
 mod identity;
 
+mod abuse;
 mod alerts;
 mod api_keys;
 mod audit;
