@@ -102,7 +102,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // Bearer tokens to a Principal and identity headers; inbound identity
     // headers removed on every route.
     let own_issuer = state.identity().map(|i| i.issuer());
-    let stack = AuthLayer::new(policy.auth.clone(), own_issuer, state.clone()).layer(stack);
+    let auth = AuthLayer::new(policy.auth.clone(), own_issuer, state.clone());
+    let stack = auth.layer(stack);
     // Routes whose limits are all keyed by address, route or globally:
     // decided before any auth work.
     let stack = RateLimitLayer::new(state.clone(), limits, Stage::Anonymous).layer(stack);
@@ -112,7 +113,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         shed_anonymous_at: s.shed_anonymous_at,
         max_requests_per_ip: s.max_requests_per_ip,
     };
-    let stack = ShedLayer::new(state.shed.clone(), shed).layer(stack);
+    // "Signed in" for shedding: a credential the auth layer knows valid from memory.
+    let stack = ShedLayer::new(state.shed.clone(), shed, Arc::new(auth)).layer(stack);
     // CORS answers preflights only for requests that passed the guards.
     let stack = CorsLayer::new(None).layer(stack);
     // Guards: cheap refusals of malformed and oversized requests.

@@ -37,5 +37,6 @@ mod redis_limits;
 mod resilience;
 mod service_clients;
 mod sessions;
+mod shedding;
 mod signatures;
 mod tls;
