@@ -40,3 +40,4 @@ mod sessions;
 mod shedding;
 mod signatures;
 mod tls;
+mod upstream_pool;
