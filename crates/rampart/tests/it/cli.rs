@@ -337,3 +337,12 @@ async fn sigint_drains_readyz_turns_503_and_a_long_request_is_cut_at_the_timeout
     let logs = stdout_of(&mut child);
     assert!(logs.contains("shutdown timeout reached"), "{logs}");
 }
+
+#[test]
+fn the_example_config_passes_check_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rampart.toml");
+    let out = Command::new(BIN).arg("check-config").arg(example).env_remove("RAMPART_CONFIG").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(": ok ("), "{text}");
+}

@@ -15,6 +15,7 @@ mod auth;
 mod authorize;
 mod cli;
 mod distributed;
+mod edge_headers;
 mod fastapi;
 mod forward_auth;
 mod geo;
