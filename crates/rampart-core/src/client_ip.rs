@@ -71,6 +71,11 @@ impl TrustedProxies {
         self.nets.iter().any(|net| net.contains(&ip))
     }
 
+    /// The networks, as given (IPv4-mapped ones as IPv4).
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+
     /// True when no proxy is trusted, i.e. forwarding headers are never used.
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()

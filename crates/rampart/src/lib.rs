@@ -5,6 +5,7 @@
 //!
 //! - [`app`]: config to policy to service stack; atomic reload.
 //! - [`server`]: listeners, TLS, graceful shutdown.
+//! - [`console`]: what the admin API reads from and does to the running gateway.
 //! - [`edge`]: the edge layers (request id, client IP, route, security headers,
 //!   trusted hosts, request guards, CORS).
 //! - [`proxy`]: the upstream client and forwarding.
@@ -14,6 +15,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod console;
 pub mod echo;
 pub mod edge;
 pub mod identity;

@@ -603,17 +603,11 @@ async fn audit_query(
     file: Option<&Path>,
     query: &rampart::observe::audit::AuditQuery,
 ) -> anyhow::Result<Vec<rampart::observe::audit::AuditRecord>> {
-    use rampart::store::audit::AuditStore;
-    if let Some(db) = db {
-        if db.head().await?.is_some() {
-            return db.search(query).await;
-        }
-    }
-    let Some(file) = file else { return Ok(Vec::new()) };
-    let (records, unreadable) =
-        rampart::observe::audit::search_file(file, query).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let (records, unreadable) = rampart::observe::audit::search(db, file, query).await?;
     if unreadable > 0 {
-        eprintln!("{}: {unreadable} unreadable line(s) skipped (see `rampart audit verify`)", file.display());
+        if let Some(file) = file {
+            eprintln!("{}: {unreadable} unreadable line(s) skipped (see `rampart audit verify`)", file.display());
+        }
     }
     Ok(records)
 }
@@ -644,12 +638,17 @@ async fn run_until_signalled(gateway: Gateway, config: Option<PathBuf>) -> anyho
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let console = gateway.console();
+    if let Some(path) = &config {
+        console.set_source(path);
+    }
     loop {
         tokio::select! {
             _ = hup.recv() => match &config {
                 Some(path) => {
                     tracing::info!(path = %path.display(), "SIGHUP: reloading config");
-                    let _ = gateway.reload(load_policy(path));
+                    // Refusals are logged and audited by the reload itself.
+                    let _ = console.reload();
                 }
                 None => tracing::info!("SIGHUP ignored: no config file"),
             },

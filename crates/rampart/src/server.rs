@@ -46,6 +46,7 @@ pub struct Gateway {
     /// Webhook alerts (off when `[alerts]` names no webhook or no rules).
     pub alerts: Arc<crate::observe::alerts::AlertEngine>,
     shared: SharedRuntime,
+    console: Arc<crate::console::Console>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -80,6 +81,10 @@ impl Gateway {
         }
         let runtime = build_runtime(policy, &metrics, &limits)?;
         let shared: SharedRuntime = Arc::new(ArcSwap::from_pointee(runtime));
+        let console =
+            crate::console::Console::new(shared.clone(), metrics.clone(), health.clone(), &limits, audit.clone());
+        console.spawn_sampler();
+        limits.set_console(console.clone());
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -158,7 +163,7 @@ impl Gateway {
             let _ = ops_stop.send(true);
         });
         tracing::info!(%addr, ops = ?ops_addr, "rampart listening");
-        Ok(Self { addr, ops_addr, metrics, health, limits, audit, alerts, shared, shutdown, done })
+        Ok(Self { addr, ops_addr, metrics, health, limits, audit, alerts, shared, console, shutdown, done })
     }
 
     /// Installs a new policy if it is valid; the running one stays otherwise.
@@ -166,12 +171,18 @@ impl Gateway {
         reload(&self.shared, &self.metrics, &self.limits, &self.audit, policy)
     }
 
-    /// The policy in force.
+    /// The admin API's view of this gateway: name the config file with
+    /// [`crate::console::Console::set_source`] so that it can be reloaded.
+    pub fn console(&self) -> Arc<crate::console::Console> {
+        self.console.clone()
+    }
+
     /// The identity service, when `[identity]` is on.
     pub fn identity(&self) -> Option<Arc<crate::identity::IdentityService>> {
         self.limits.identity().cloned()
     }
 
+    /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.shared.load().policy.clone()
     }

@@ -31,6 +31,7 @@ pub mod identity;
 pub mod limits;
 pub mod model;
 pub mod oidc;
+pub mod redact;
 pub mod reset;
 pub mod secret;
 pub mod sessions;

@@ -536,6 +536,17 @@ enum Presented {
     Refused(&'static str),
 }
 
+/// The SHA-256 of the API key a request presents, as the bearer layer reads
+/// it (`header`: the `[auth] api_key_header`); `Some(None)` when the
+/// presented key is malformed.
+pub(crate) fn presented_api_key(headers: &http::HeaderMap, header: &str) -> Option<Option<[u8; 32]>> {
+    let name = HeaderName::from_bytes(header.as_bytes()).ok()?;
+    api_key_of(headers, &name).map(|p| match p {
+        Presented::Key(hash) => Some(hash),
+        Presented::Refused(_) => None,
+    })
+}
+
 /// The API key of a request: `Authorization: ApiKey <key>`, else the key
 /// header when `Authorization` holds no bearer token. Anything longer than
 /// a key can be is refused unread.

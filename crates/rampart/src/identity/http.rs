@@ -30,6 +30,7 @@
 //!   [`super::mfa_http`]. A password grant for a user with a second factor
 //!   answers 403 `{"error": "mfa_required", "mfa_token", "mfa_methods"}`.
 //! - `{prefix}/api-keys…` — the caller's API keys (see [`super::api_keys::http`]).
+//! - `{prefix}/admin/…` — the admin API (see [`super::admin_http`]).
 //! - `{prefix}/oidc/…` — logins through external OpenID Connect providers
 //!   and the caller's linked accounts (see [`super::oidc::http`]).
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
@@ -161,6 +162,20 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
                 req.extensions_mut().insert(pending.clone());
                 return Either::Right(Box::pin(async move {
                     let mut resp = super::api_keys::http::handle(&service, &state, &rest, req).await;
+                    pending.apply(&mut resp);
+                    Ok(resp)
+                }));
+            }
+        }
+        // `{prefix}/admin` and below: see `super::admin_http`.
+        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/admin")) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let rest = rest.to_owned();
+                let state = self.state.clone();
+                let (pending, mut req) = (PendingCookies::default(), req);
+                req.extensions_mut().insert(pending.clone());
+                return Either::Right(Box::pin(async move {
+                    let mut resp = super::admin_http::handle(&service, &state, &rest, req).await;
                     pending.apply(&mut resp);
                     Ok(resp)
                 }));
@@ -457,7 +472,7 @@ async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpReques
 }
 
 /// The 401 for a missing or invalid bearer token.
-fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
+pub(super) fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
     let mut resp = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
         .detail("a valid bearer token or session is required")
         .rejected_by("identity", "unauthenticated")
@@ -519,6 +534,10 @@ pub(super) struct Head<'a> {
 impl<'a> Head<'a> {
     pub(super) fn of(req: &'a HttpRequest) -> Self {
         Self { method: req.method(), uri: req.uri(), headers: req.headers(), ext: req.extensions() }
+    }
+
+    pub(super) fn of_parts(req: &'a http::request::Parts) -> Self {
+        Self { method: &req.method, uri: &req.uri, headers: &req.headers, ext: &req.extensions }
     }
 }
 

@@ -24,6 +24,7 @@
 //! - [`http`]: the endpoints, as a layer in the gateway's stack.
 
 pub mod admin;
+pub mod admin_http;
 pub mod api_keys;
 pub mod client_auth;
 pub mod clients;

@@ -173,6 +173,8 @@ pub struct LimitState {
     audit_seen: Mutex<HashMap<String, Instant>>,
     /// The identity service, when `[identity]` is on (it outlives reloads too).
     identity: OnceLock<Arc<crate::identity::IdentityService>>,
+    /// The admin API's view of the running gateway (set once it runs).
+    console: OnceLock<Arc<crate::console::Console>>,
 }
 
 /// Quiet time before the same refusal (same limit, same key; same rule, same
@@ -223,6 +225,7 @@ impl LimitState {
             audit: OnceLock::new(),
             audit_seen: Mutex::new(HashMap::new()),
             identity: OnceLock::new(),
+            console: OnceLock::new(),
         }))
     }
 
@@ -255,6 +258,15 @@ impl LimitState {
     /// The identity service, when `[identity]` is on.
     pub fn identity(&self) -> Option<&Arc<crate::identity::IdentityService>> {
         self.identity.get()
+    }
+
+    pub fn set_console(&self, console: Arc<crate::console::Console>) {
+        let _ = self.console.set(console);
+    }
+
+    /// The admin API's view of the gateway (`None` before it runs).
+    pub fn console(&self) -> Option<&Arc<crate::console::Console>> {
+        self.console.get()
     }
 
     /// Records the event built by `event` unless an event with the same `key`

@@ -147,6 +147,8 @@ pub struct Metrics {
     alerts_failed: Counter,
     notifications_sent: Counter,
     notifications_failed: Counter,
+    /// The same events, readable back by the admin API.
+    live: super::stats::LiveStats,
 }
 
 impl Default for Metrics {
@@ -253,10 +255,17 @@ impl Metrics {
             alerts_failed,
             notifications_sent,
             notifications_failed,
+            live: super::stats::LiveStats::default(),
         }
     }
 
+    /// Live statistics (requests per second, rejections, upstream health).
+    pub fn live(&self) -> &super::stats::LiveStats {
+        &self.live
+    }
+
     pub fn observe_request(&self, route: &Arc<str>, status: u16, elapsed: Duration) {
+        self.live.request();
         self.requests.get_or_create(&RequestLabels { route: Name(route.clone()), status }).inc();
         self.duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).observe(elapsed.as_secs_f64());
     }
@@ -272,6 +281,7 @@ impl Metrics {
     }
 
     pub fn rejection(&self, layer: &'static str, reason: &'static str) {
+        self.live.rejection(layer, reason);
         self.rejections.get_or_create(&RejectionLabels { layer, reason }).inc();
     }
 
@@ -300,6 +310,7 @@ impl Metrics {
     }
 
     pub fn upstream_healthy(&self, upstream: &str, target: &str, healthy: bool) {
+        self.live.upstream_health(upstream, target, healthy);
         let labels = TargetLabels { upstream: upstream.to_string(), target: target.to_string() };
         self.upstream_healthy.get_or_create(&labels).set(i64::from(healthy));
     }

@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod audit;
 pub mod health;
 pub mod metrics;
+pub mod stats;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -7,6 +7,7 @@ mod common;
 mod identity;
 
 mod abuse;
+mod admin;
 mod alerts;
 mod api_keys;
 mod audit;

@@ -75,6 +75,29 @@ impl AuditQuery {
     }
 }
 
+/// Searches the log: the database when it holds one, else the file (read on
+/// a blocking thread). Also answers how many unreadable file lines were
+/// skipped (see `rampart audit verify` for why a line is unreadable).
+pub async fn search(
+    db: Option<&Database>,
+    file: Option<&std::path::Path>,
+    query: &AuditQuery,
+) -> anyhow::Result<(Vec<AuditRecord>, u64)> {
+    use crate::store::audit::AuditStore;
+    if let Some(db) = db {
+        if db.head().await?.is_some() {
+            return Ok((db.search(query).await?, 0));
+        }
+    }
+    let Some(file) = file.map(std::path::Path::to_path_buf) else { return Ok((Vec::new(), 0)) };
+    let query = query.clone();
+    tokio::task::spawn_blocking(move || {
+        search_file(&file, &query).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the audit search stopped: {e}"))?
+}
+
 /// Writes `events` to the log `cfg` describes (the database `db` and the
 /// file) and waits until they are written: for short-lived processes, such as
 /// the `rampart` admin commands, that record what they change. It chains onto

@@ -1,0 +1,133 @@
+//! What the admin API reads from and does to the running gateway, in one
+//! place: the policy in force, the config it came from with secrets redacted,
+//! live statistics, readiness, and reloading the config file (the same path
+//! as SIGHUP, so both are validated, audited and counted alike).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rampart_core::config::Policy;
+
+use crate::app::{load_policy, reload, SharedRuntime};
+use crate::limit::LimitState;
+use crate::observe::audit::AuditSink;
+use crate::observe::health::Health;
+use crate::observe::Metrics;
+
+pub struct Console {
+    /// Weak, like `limits`: the runtime's stack holds the limit state, which
+    /// holds this console.
+    shared: std::sync::Weak<arc_swap::ArcSwap<crate::app::Runtime>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Weak: the limit state holds this console.
+    limits: Weak<LimitState>,
+    audit: Arc<AuditSink>,
+    source: Mutex<Source>,
+}
+
+#[derive(Default)]
+struct Source {
+    /// The config file, when the gateway was started from one.
+    path: Option<PathBuf>,
+    /// The running config, redacted (JSON), as of the last successful load.
+    redacted: Option<serde_json::Value>,
+}
+
+/// Why a reload did not happen.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The gateway was not started from a file.
+    NoSource,
+    /// The new config is invalid (or could not be installed); the running
+    /// policy stays. The message names fields and lines, never secret values.
+    Refused(String),
+}
+
+impl Console {
+    pub fn new(
+        shared: SharedRuntime,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        limits: &Arc<LimitState>,
+        audit: Arc<AuditSink>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shared: Arc::downgrade(&shared),
+            metrics,
+            health,
+            limits: Arc::downgrade(limits),
+            audit,
+            source: Mutex::default(),
+        })
+    }
+
+    /// The policy in force (`None` once the gateway is gone).
+    pub fn policy(&self) -> Option<Arc<Policy>> {
+        self.shared.upgrade().map(|s| s.load().policy.clone())
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Names the file the running config came from (`rampart serve -c`), and
+    /// remembers its redacted form.
+    pub fn set_source(&self, path: &Path) {
+        let redacted = redacted_file(path);
+        let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        source.path = Some(path.to_owned());
+        if redacted.is_some() {
+            source.redacted = redacted;
+        }
+    }
+
+    /// The running config with secrets redacted; `None` when the gateway was
+    /// not started from a file.
+    pub fn redacted_config(&self) -> Option<serde_json::Value> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).redacted.clone()
+    }
+
+    /// Reloads the config file: installed only if valid; audited either way.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let path = self.source.lock().unwrap_or_else(|e| e.into_inner()).path.clone();
+        let Some(path) = path else { return Err(ReloadError::NoSource) };
+        let (Some(limits), Some(shared)) = (self.limits.upgrade(), self.shared.upgrade()) else {
+            return Err(ReloadError::Refused("the gateway is shutting down".into()));
+        };
+        reload(&shared, &self.metrics, &limits, &self.audit, load_policy(&path))
+            .map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
+        let redacted = redacted_file(&path);
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).redacted = redacted;
+        Ok(())
+    }
+
+    /// Samples the request rate every second until the gateway is dropped.
+    pub fn spawn_sampler(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::observe::stats::SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(console) = weak.upgrade() else { return };
+                let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                console.metrics.live().sample(Instant::now(), unix_ms);
+            }
+        });
+    }
+}
+
+fn redacted_file(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with(rampart_core::config::env::ENV_PREFIX)).collect();
+    let table = rampart_core::config::redact::redacted_config(&text, &env).ok()?;
+    serde_json::to_value(table).ok()
+}

@@ -1,0 +1,427 @@
+//! The admin API end to end (`{prefix}/admin`), on SQLite and PostgreSQL:
+//! who may call it (admin role read fresh, an API key with the `admin` scope
+//! of an admin, never a user's self-scoped key), users (list, search, lock,
+//! unlock, roles, sessions, MFA reset, export, erase), API keys, bans that
+//! refuse a real client address, the audit log, live statistics, the
+//! redacted config, and reload; every refusal a problem document.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use crate::common::db::TestDb;
+use crate::common::*;
+use crate::identity::{identity_config, register_with_email, token_request, PASSWORD, SECRET};
+use serde_json::{json, Value};
+
+on_both_backends!(sqlite_admin_manages_users_and_keys, postgres_admin_manages_users_and_keys, users_and_keys);
+
+fn admin_config(db: &TestDb, up: std::net::SocketAddr, audit: &std::path::Path, extra: &str) -> String {
+    identity_config(up, &db.url)
+        .replace("[audit]\nenabled = false", &format!("[audit]\nenabled = true\nfile = '{}'", audit.display()))
+        .replace(
+            "[identity.password.argon2]",
+            "[identity.api_keys]\ncache_ttl = '1s'\n[identity.sessions]\nenabled = true\n[identity.password.argon2]",
+        )
+        + "[bans]\nenabled = true\n"
+        + extra
+}
+
+async fn sign_up(gw: &rampart::Gateway, name: &str) -> String {
+    let r = register_with_email(gw, name, Some(&format!("{name}@example.test")), PASSWORD).await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+async fn bearer(gw: &rampart::Gateway, name: &str) -> String {
+    let (status, tokens) =
+        token_request(gw, &[("grant_type", "password"), ("username", name), ("password", PASSWORD)]).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_string()
+}
+
+async fn make_admin(db: &TestDb, id: &str) {
+    use rampart::store::identity::UserStore as _;
+    let store = db.open().await;
+    store.set_roles(id, &["admin".to_string()], rampart::identity::service::now_ms()).await.unwrap();
+    store.close().await;
+}
+
+/// A request to the admin API with a bearer token.
+struct Api<'a> {
+    gw: &'a rampart::Gateway,
+    token: String,
+}
+
+impl Api<'_> {
+    fn url(&self, path: &str) -> String {
+        url(self.gw, &format!("/auth/admin{path}"))
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut r = client().request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn ok(&self, path: &str) -> Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+}
+
+async fn users_and_keys(db: &TestDb) {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = gateway(&admin_config(db, up, &audit, "")).await;
+    let root = sign_up(&gw, "root").await;
+    let bob = sign_up(&gw, "bob").await;
+    sign_up(&gw, "carol").await;
+    make_admin(db, &root).await;
+    let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
+    let bob_token = bearer(&gw, "bob").await;
+    let as_bob = Api { gw: &gw, token: bob_token.clone() };
+
+    // Who may call: nobody without a credential, not a plain user, on every endpoint.
+    let r = client().get(admin.url("/users")).send().await.unwrap();
+    assert_eq!(problem(r, 401).await["type"].as_str().unwrap().rsplit(':').next(), Some("unauthorized"));
+    for (method, path) in [
+        (reqwest::Method::GET, "/users"),
+        (reqwest::Method::GET, "/stats"),
+        (reqwest::Method::POST, "/bans"),
+        (reqwest::Method::DELETE, &*format!("/users/{root}")),
+        (reqwest::Method::POST, "/reload"),
+    ] {
+        let r = as_bob.send(method.clone(), path, Some(json!({"ip": "10.0.0.1"}))).await;
+        let p = problem(r, 403).await;
+        assert_eq!(p["detail"], "this endpoint needs the admin role", "{method} {path}");
+    }
+    let r = client().get(admin.url("/users")).bearer_auth("not-a-token").send().await.unwrap();
+    problem(r, 401).await;
+
+    // Users: list, search, page, one user, unknown ids.
+    let all = admin.ok("/users").await;
+    let names: Vec<&str> = all["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert!(names.contains(&"bob") && names.contains(&"carol") && names.contains(&"root"), "{names:?}");
+    assert!(!all.to_string().contains("argon2"), "never a password hash");
+    let found = admin.ok("/users?search=BO").await;
+    assert_eq!(found["users"].as_array().unwrap().len(), 1);
+    assert_eq!(found["users"][0]["id"], bob);
+    assert_eq!(admin.ok("/users?limit=1&offset=1").await["users"].as_array().unwrap().len(), 1);
+    problem(admin.get("/users?limit=many").await, 400).await;
+    problem(admin.get(&format!("/users?search={}", "x".repeat(400))).await, 400).await;
+    let one = admin.ok(&format!("/users/{bob}")).await;
+    assert_eq!(one["username"], "bob");
+    assert_eq!(one["mfa_methods"], json!([]));
+    problem(admin.get("/users/no-such-id").await, 404).await;
+    problem(admin.get("/users/%2e%2e%2fetc").await, 400).await; // the guards refuse traversal
+    problem(admin.send(reqwest::Method::PATCH, &format!("/users/{bob}"), None).await, 405).await;
+    problem(admin.get("/nothing-here").await, 404).await;
+
+    // Lock: bob's token stops working at once, his login is refused; unlock.
+    let r = admin.send(reqwest::Method::POST, &format!("/users/{bob}/lock"), Some(json!({"for": "1h"}))).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["locked_until"].as_u64().unwrap() > 0);
+    let api_x = |t: String| {
+        let gw_url = url(&gw, "/api/x");
+        async move { client().get(gw_url).bearer_auth(t).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(api_x(bob_token.clone()).await, 401, "a lock ends the user's tokens");
+    let login = [("grant_type", "password"), ("username", "bob"), ("password", PASSWORD)];
+    assert_ne!(token_request(&gw, &login).await.0, 200);
+    problem(admin.send(reqwest::Method::POST, &format!("/users/{bob}/lock"), Some(json!({"for": "soon"}))).await, 400)
+        .await;
+    problem(admin.send(reqwest::Method::POST, &format!("/users/{bob}/lock"), Some(json!({"until": 1}))).await, 400)
+        .await;
+    assert_eq!(admin.send(reqwest::Method::POST, &format!("/users/{bob}/unlock"), None).await.status(), 200);
+    let bob_token = bearer(&gw, "bob").await;
+    assert_eq!(api_x(bob_token.clone()).await, 200);
+
+    // Roles: set, refused shapes, and an admin cannot demote themselves.
+    let r = admin.send(reqwest::Method::PUT, &format!("/users/{bob}/roles"), Some(json!({"roles": ["editor"]}))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["roles"], json!(["editor"]));
+    problem(
+        admin.send(reqwest::Method::PUT, &format!("/users/{bob}/roles"), Some(json!({"roles": "editor"}))).await,
+        400,
+    )
+    .await;
+    problem(admin.send(reqwest::Method::PUT, &format!("/users/{root}/roles"), Some(json!({"roles": []}))).await, 400)
+        .await;
+
+    // API keys: an admin-scoped key of a non-admin is refused; the admin's is
+    // accepted; a key without the scope is refused; an admin revokes bob's key.
+    let make_key = |token: String, scopes: Value| {
+        let gw_url = url(&gw, "/auth/api-keys");
+        async move {
+            let r = client()
+                .post(gw_url)
+                .bearer_auth(token)
+                .json(&json!({"name": "k", "scopes": scopes}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let bob_key = make_key(bob_token.clone(), json!(["admin"])).await;
+    let bob_key_text = bob_key["key"].as_str().unwrap().to_string();
+    let r = client().get(admin.url("/stats")).header("x-api-key", &bob_key_text).send().await.unwrap();
+    problem(r, 403).await;
+    let root_key = make_key(admin.token.clone(), json!(["admin"])).await["key"].as_str().unwrap().to_string();
+    let r =
+        client().get(admin.url("/stats")).header("authorization", format!("ApiKey {root_key}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let plain = make_key(admin.token.clone(), json!(["read"])).await["key"].as_str().unwrap().to_string();
+    problem(client().get(admin.url("/stats")).header("x-api-key", &plain).send().await.unwrap(), 403).await;
+    problem(client().get(admin.url("/stats")).header("x-api-key", "rpk_garbage").send().await.unwrap(), 401).await;
+    let keys = admin.ok(&format!("/api-keys?user={bob}")).await;
+    assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1);
+    assert!(!keys.to_string().contains(&bob_key_text), "never the key itself");
+    let key_id = bob_key["id"].as_str().unwrap();
+    assert_eq!(admin.send(reqwest::Method::DELETE, &format!("/api-keys/{key_id}"), None).await.status(), 204);
+    problem(admin.send(reqwest::Method::DELETE, &format!("/api-keys/{key_id}x"), None).await, 404).await;
+    let r = client().get(url(&gw, "/api/x")).header("x-api-key", &bob_key_text).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a revoked key is refused at once on this instance");
+    problem(admin.get(&format!("/api-keys?user={bob}&client=x")).await, 400).await;
+
+    // Sessions: bob's browser session ends when the admin revokes his sessions.
+    let r = client().post(url(&gw, "/auth/session")).form(&login).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-rampart_session="))
+        .unwrap();
+    let with_cookie = || client().get(url(&gw, "/api/x")).header("cookie", cookie.clone()).send();
+    assert_eq!(with_cookie().await.unwrap().status(), 200);
+    assert_eq!(admin.send(reqwest::Method::DELETE, &format!("/users/{bob}/sessions"), None).await.status(), 204);
+    assert_eq!(with_cookie().await.unwrap().status(), 401);
+    assert_eq!(api_x(bob_token).await, 401);
+
+    // MFA reset: bob's TOTP is removed and his password alone logs in again.
+    let bob_token = bearer(&gw, "bob").await;
+    let r = client().post(url(&gw, "/auth/mfa/totp")).bearer_auth(&bob_token).send().await.unwrap();
+    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_string();
+    let secret = rampart_core::totp::secret_from_base32(&secret).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let code = rampart_core::totp::code_at(&secret, now / rampart_core::totp::STEP_SECS);
+    let r = client()
+        .post(url(&gw, "/auth/mfa/totp/confirm"))
+        .bearer_auth(&bob_token)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(token_request(&gw, &login).await.1["error"], "mfa_required");
+    assert_eq!(admin.ok(&format!("/users/{bob}")).await["mfa_methods"], json!(["totp", "backup_code"]));
+    assert_eq!(admin.send(reqwest::Method::POST, &format!("/users/{bob}/mfa/reset"), None).await.status(), 204);
+    assert_eq!(admin.ok(&format!("/users/{bob}")).await["mfa_methods"], json!([]));
+    assert_eq!(token_request(&gw, &login).await.0, 200);
+
+    // Export and erase.
+    let r = admin.get(&format!("/users/{bob}/export")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let data: Value = r.json().await.unwrap();
+    assert_eq!(data["profile"]["username"], "bob");
+    problem(admin.send(reqwest::Method::DELETE, &format!("/users/{root}"), None).await, 400).await;
+    assert_eq!(admin.send(reqwest::Method::DELETE, &format!("/users/{bob}"), None).await.status(), 204);
+    assert_ne!(token_request(&gw, &login).await.0, 200);
+    problem(admin.send(reqwest::Method::DELETE, "/users/no-such-id", None).await, 404).await;
+
+    // Losing the admin role takes effect at the next call, whatever the token says.
+    make_admin_roles(db, &root, &[]).await;
+    problem(admin.get("/users").await, 403).await;
+    let r = client().get(admin.url("/stats")).header("x-api-key", &root_key).send().await.unwrap();
+    problem(r, 403).await;
+
+    // Every change was audited, naming ids, never names or addresses.
+    gw.shutdown();
+    gw.wait().await;
+    let log = std::fs::read_to_string(&audit).unwrap();
+    for action in ["user_locked", "user_unlocked", "roles_set", "api_key_revoked", "sessions_revoked", "mfa_reset"] {
+        assert!(log.contains(action), "{action} audited");
+    }
+    let admin_lines: Vec<&str> = log.lines().filter(|l| l.contains("admin_action")).collect();
+    assert!(admin_lines.iter().all(|l| l.contains(&root) && !l.contains("bob@example.test")));
+    assert!(rampart::observe::audit::verify_file(&audit).unwrap().is_ok());
+}
+
+async fn make_admin_roles(db: &TestDb, id: &str, roles: &[&str]) {
+    use rampart::store::identity::UserStore as _;
+    let store = db.open().await;
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_string()).collect();
+    store.set_roles(id, &roles, rampart::identity::service::now_ms()).await.unwrap();
+    store.close().await;
+}
+
+/// Bans, access lists, audit queries, statistics, the redacted config and
+/// reload, with a session cookie (CSRF) as the dashboard would call them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_operates_the_gateway() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let audit = dir.path().join("audit.jsonl");
+    let text = admin_config(&db, up, &audit, "[access]\ndeny = ['192.0.2.0/24']\n");
+    let config = dir.path().join("rampart.toml");
+    std::fs::write(&config, &text).unwrap();
+    let gw = gateway(&text).await;
+    gw.console().set_source(&config);
+    let root = sign_up(&gw, "root").await;
+    make_admin(&db, &root).await;
+    let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
+
+    // Bans: a real client bound to 127.0.0.2 is refused, then served again.
+    let from =
+        |ip: &str| reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let other = from("127.0.0.2");
+    assert_eq!(other.get(url(&gw, "/public")).send().await.unwrap().status(), 200);
+    let r = admin
+        .send(reqwest::Method::POST, "/bans", Some(json!({"ip": "127.0.0.2", "ttl": "1h", "reason": "abuse"})))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["reason"], "abuse");
+    assert_eq!(other.get(url(&gw, "/public")).send().await.unwrap().status(), 403);
+    assert_eq!(client().get(url(&gw, "/public")).send().await.unwrap().status(), 200, "others are served");
+    let bans = admin.ok("/bans").await;
+    assert_eq!(bans["bans"][0]["ip"], "127.0.0.2");
+    let lists = admin.ok("/access-lists?ip=127.0.0.2").await;
+    assert_eq!(lists["deny"], json!(["192.0.2.0/24"]));
+    assert_eq!((lists["permitted"].as_bool(), lists["banned"].as_bool()), (Some(true), Some(true)));
+    problem(admin.get("/access-lists?ip=nope").await, 400).await;
+    for bad in [
+        json!({"ip": "300.1.1.1"}),
+        json!({"ip": "10.0.0.1", "ttl": "forever"}),
+        json!({"ip": "10.0.0.1", "ttl": "0s"}),
+        json!({"ip": 5}),
+        json!({"ip": "10.0.0.1", "extra": 1}),
+    ] {
+        problem(admin.send(reqwest::Method::POST, "/bans", Some(bad.clone())).await, 400).await;
+    }
+    let r = client()
+        .post(admin.url("/bans"))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body("{\"ip\": ")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    assert_eq!(admin.send(reqwest::Method::DELETE, "/bans/127.0.0.2", None).await.status(), 204);
+    problem(admin.send(reqwest::Method::DELETE, "/bans/127.0.0.2", None).await, 404).await;
+    problem(admin.send(reqwest::Method::DELETE, "/bans/not-an-ip", None).await, 400).await;
+    assert_eq!(other.get(url(&gw, "/public")).send().await.unwrap().status(), 200);
+
+    // Statistics: the rate series fills, rejections and top talkers show.
+    for _ in 0..20 {
+        client().get(url(&gw, "/public")).send().await.unwrap();
+    }
+    let filled = eventually(Duration::from_secs(5), || async {
+        let s = admin.ok("/stats").await;
+        s["series"].as_array().is_some_and(|p| !p.is_empty()) && s["requests_total"].as_u64() > Some(20)
+    })
+    .await;
+    assert!(filled, "a sample a second");
+    let stats = admin.ok("/stats").await;
+    assert!(stats["series"].as_array().unwrap().iter().any(|p| p["rps"].as_f64() > Some(0.0)), "{stats}");
+    assert!(stats["rejections"].as_array().unwrap().iter().any(|r| r["layer"] == "access"), "{stats}");
+    assert!(stats["top_talkers"].to_string().contains("127.0.0.1"), "{stats}");
+    assert!(stats["in_flight"].as_i64().is_some() && stats["degraded"].is_array());
+
+    // The audit log: the ban is there, by kind and by ip; bad queries are 400.
+    let found = eventually(Duration::from_secs(5), || async {
+        let r = admin.ok("/audit?kind=admin_action&since=1h").await;
+        r["records"].as_array().unwrap().iter().any(|r| r["detail"]["action"] == "ban_added")
+    })
+    .await;
+    assert!(found);
+    let by_ip = admin.ok("/audit?ip=127.0.0.2&limit=5").await;
+    assert!(!by_ip["records"].as_array().unwrap().is_empty());
+    for bad in ["kind=nonsense", "since=yesterday", "ip=x", "limit=-1"] {
+        problem(admin.get(&format!("/audit?{bad}")).await, 400).await;
+    }
+
+    // The running config, with every secret redacted.
+    let cfg = admin.ok("/config").await;
+    assert_eq!(cfg["identity"]["secret_key"], "***");
+    assert!(!cfg.to_string().contains(SECRET));
+    assert_eq!(cfg["access"]["deny"], json!(["192.0.2.0/24"]));
+
+    // Reload: a broken file is refused and the running config stays; a good
+    // one is installed.
+    std::fs::write(&config, text.replace("[access]\ndeny", "[access]\ndenny")).unwrap();
+    let p = problem(admin.send(reqwest::Method::POST, "/reload", None).await, 400).await;
+    assert!(p["detail"].as_str().unwrap().contains("deny"), "{p}");
+    assert_eq!(admin.ok("/access-lists").await["deny"], json!(["192.0.2.0/24"]));
+    std::fs::write(&config, text.replace("'192.0.2.0/24'", "'192.0.2.0/24', '127.0.0.3'")).unwrap();
+    let r = admin.send(reqwest::Method::POST, "/reload", None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(admin.ok("/access-lists").await["deny"], json!(["192.0.2.0/24", "127.0.0.3/32"]));
+    assert_eq!(from("127.0.0.3").get(url(&gw, "/public")).send().await.unwrap().status(), 403);
+    assert_eq!(admin.ok("/config").await["access"]["deny"], json!(["192.0.2.0/24", "127.0.0.3"]));
+
+    // As the dashboard calls it: a session cookie needs the CSRF header on
+    // changes, and a cross-site origin is refused.
+    let login = [("grant_type", "password"), ("username", "root"), ("password", PASSWORD)];
+    let r = client().post(url(&gw, "/auth/session")).form(&login).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-rampart_session="))
+        .unwrap();
+    let r = client().get(admin.url("/bans")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ban = json!({"ip": "10.9.9.9"});
+    let r = client().post(admin.url("/bans")).header("cookie", &cookie).json(&ban).send().await.unwrap();
+    assert_eq!(problem(r, 403).await["type"].as_str().unwrap().rsplit(':').next(), Some("csrf"));
+    let csrf: Value =
+        client().get(url(&gw, "/auth/csrf")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+    let token = csrf["csrf_token"].as_str().unwrap();
+    let r = client()
+        .post(admin.url("/bans"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", token)
+        .json(&ban)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client()
+        .post(admin.url("/bans"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", token)
+        .header("origin", "https://evil.example")
+        .json(&ban)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403).await;
+}
+
+/// Started without a config file: nothing to reload or show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_without_a_config_file_is_a_conflict() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let gw = gateway(&admin_config(&db, up, &dir.path().join("a.jsonl"), "")).await;
+    let root = sign_up(&gw, "root").await;
+    make_admin(&db, &root).await;
+    let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
+    problem(admin.send(reqwest::Method::POST, "/reload", None).await, 409).await;
+    problem(admin.get("/config").await, 409).await;
+}
