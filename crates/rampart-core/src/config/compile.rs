@@ -658,6 +658,14 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     if !(file.abuse.spike_min_rate.is_finite() && file.abuse.spike_min_rate >= 0.0) {
         errs.push(p("abuse.spike_min_rate"), "must be zero or more");
     }
+    for (class, rate) in &file.abuse.class_min_rate {
+        let at = p("abuse.class_min_rate").push_key(class);
+        if !crate::abuse::SPIKE_CLASSES.contains(&class.as_str()) {
+            errs.push(at, format!("`{class}` is not a class; use {}", crate::abuse::SPIKE_CLASSES.join(", ")));
+        } else if !(rate.is_finite() && *rate >= 0.0) {
+            errs.push(at, "must be zero or more");
+        }
+    }
 
     let forward_auth = Some(file.forward_auth.path.clone()).filter(|p| !p.is_empty());
     if let Some(path) = &forward_auth {

@@ -286,3 +286,15 @@ fn redis_key_prefix_cannot_hold_a_hash_tag() {
     );
     load(&format!("{BASE}[redis]\nurl = 'redis://127.0.0.1/'\nkey_prefix = 'app:'\n"), &[], &no_files).unwrap();
 }
+
+#[test]
+fn abuse_class_floors_name_known_classes() {
+    check_err(
+        &format!("{BASE}[abuse]\nclass_min_rate = {{ logins = 5.0, auth_failures = -1.0 }}\n"),
+        &[],
+        &["abuse.class_min_rate.logins", "not a class", "abuse.class_min_rate.auth_failures", "zero or more"],
+    );
+    let p = load(&format!("{BASE}[abuse]\nclass_min_rate = {{ auth_failures = 5.0 }}\n"), &[], &no_files).unwrap();
+    assert_eq!(p.abuse.min_rate("auth_failures"), 5.0);
+    assert_eq!(p.abuse.min_rate("requests"), 100.0);
+}

@@ -7,7 +7,7 @@
 //!
 //! Memory is fixed: per class one counter, one baseline and one top-k table of
 //! `top_k` addresses. A spike is logged as an audit event naming its class and
-//! counted in `rampart_spikes_total`; with `ban_on_spike` the top address of
+//! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the top address of
 //! that class in the current window is banned when it made at least a tenth of
 //! the class's events. Heavy hitters by requests are exported as
 //! `rampart_top_client_requests{rank,ip}` (at most `top_k` series, refreshed
@@ -173,7 +173,7 @@ impl AbuseMonitor {
         {
             let mut detectors = self.detectors.lock().unwrap_or_else(|e| e.into_inner());
             let detectors = detectors.get_or_insert_with(|| {
-                SpikeClass::ALL.map(|_| SpikeDetector::new(self.config.spike_factor, self.config.spike_min_rate))
+                SpikeClass::ALL.map(|c| SpikeDetector::new(self.config.spike_factor, self.config.min_rate(c.as_str())))
             });
             for class in SpikeClass::ALL {
                 let c = &self.classes[class as usize];
@@ -202,7 +202,7 @@ impl AbuseMonitor {
 
     async fn report_spike(&self, class: SpikeClass, rate: u64, baseline: f64) {
         let top = self.top_of(class);
-        self.metrics.spike();
+        self.metrics.spike(class.as_str());
         tracing::warn!(
             target: "rampart::audit",
             event = "traffic_spike",
@@ -293,6 +293,30 @@ mod tests {
         }
         assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
         assert_eq!(m.top()[0].ip, ip(201), "the heavy hitter leads the top list");
+    }
+
+    #[test]
+    fn class_names_are_the_configurable_ones() {
+        assert_eq!(SpikeClass::ALL.map(SpikeClass::as_str), rampart_core::abuse::SPIKE_CLASSES);
+    }
+
+    #[tokio::test]
+    async fn a_class_may_have_its_own_floor() {
+        let config = AbuseConfig {
+            spike_factor: 3.0,
+            spike_min_rate: 100.0,
+            class_min_rate: [("auth_failures".to_string(), 5.0)].into(),
+            ..Default::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let bans = BanList::new(&BansConfig::default(), None, metrics.clone());
+        let m = AbuseMonitor::without_ticks(&config, metrics, bans);
+        m.tick(false).await;
+        for _ in 0..20 {
+            m.record(ip(1));
+            m.record_class(SpikeClass::AuthFailures, ip(1));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::AuthFailures], "20 requests are under the floor of 100");
     }
 
     #[tokio::test]

@@ -64,5 +64,5 @@ async fn a_request_spike_is_audited_and_banned_and_the_heavy_hitter_is_listed() 
     .await;
     assert!(found, "no traffic_spike audit record:\n{}", std::fs::read_to_string(&audit).unwrap_or_default());
     let m = c.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("rampart_spikes_total"), "{m}");
+    assert!(m.contains("rampart_spikes_total{class=\"requests\"}"), "{m}");
 }
