@@ -276,6 +276,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_route_is_decided_at_exactly_one_stage() {
+        let config = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n\
+            [[routes]]\npath = '/mixed/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }, { by = 'user', rate = '1/min' }]\n\
+            [[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+        let policy = rampart_core::config::load(config, &[], &|_| Err("no files".into())).unwrap();
+        let (mixed, plain) = (&policy.routes[0], &policy.routes[1]);
+        assert!(mixed.limits_after_auth && !plain.limits_after_auth);
+        let metrics = Arc::new(Metrics::new());
+        let state = LimitState::new(&policy, &metrics, &Arc::new(Health::default())).unwrap();
+        let settings = Arc::new(policy.limits.clone());
+        let before = RateLimitLayer::new(state.clone(), settings.clone(), Stage::Anonymous);
+        let after = RateLimitLayer::new(state, settings, Stage::Principal);
+        let call = |layer: &RateLimitLayer, route: &Arc<rampart_core::config::RoutePolicy>| {
+            let svc = layer.layer(crate::testing::echo_headers());
+            let mut req = http::Request::new(axum::body::Body::empty());
+            req.extensions_mut().insert(MatchedRoute(route.clone()));
+            req.extensions_mut().insert(ClientInfo {
+                ip: "192.0.2.7".parse().unwrap(),
+                forwarded_https: false,
+                via_trusted_proxy: false,
+            });
+            async move {
+                let resp = svc.oneshot(req).await.unwrap();
+                (resp.status().as_u16(), resp.headers().contains_key("ratelimit"))
+            }
+        };
+        // The mixed route's address limit is not decided before authentication...
+        for _ in 0..3 {
+            assert_eq!(call(&before, mixed).await, (200, false));
+        }
+        // ... but after it, with the route's other limits.
+        assert_eq!(call(&after, mixed).await, (200, true));
+        assert_eq!(call(&after, mixed).await, (429, true));
+        // A route with address limits only is decided before authentication alone.
+        assert_eq!(call(&after, plain).await, (200, false));
+        assert_eq!(call(&before, plain).await, (200, true));
+        assert_eq!(call(&before, plain).await, (429, true));
+    }
+
+    #[tokio::test]
     async fn user_limits_follow_the_principal_and_its_tier() {
         let policy = rampart_core::config::load(CONFIG, &[], &|_| Err("no files".into())).unwrap();
         let metrics = Arc::new(Metrics::new());
