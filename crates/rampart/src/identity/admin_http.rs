@@ -10,6 +10,9 @@
 //! credential → 401; anyone else → 403 `forbidden`, the same for every
 //! endpoint, before anything is read.
 //!
+//! An admin cannot lock, demote, log out or erase their own account here
+//! (400): those go through another admin, or the account endpoints.
+//!
 //! Every change is an `admin_action` audit event naming the admin (`actor`)
 //! and the user changed (`subject`), never their names or addresses.
 //!
@@ -334,6 +337,9 @@ async fn lock_user(
         Some(Ok(d)) if !d.is_zero() => now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)),
         Some(_) => return bad_request(&req, "`for` must be a duration like `30m` or `7d`"),
     };
+    if id == admin.id {
+        return bad_request(&req, "an admin cannot lock their own account; ask another admin");
+    }
     let user = match user_or_404(service, &req, id).await {
         Ok(u) => u,
         Err(r) => return r,
@@ -446,6 +452,9 @@ async fn end_sessions(
     req: &Parts,
     id: &str,
 ) -> HttpResponse {
+    if id == admin.id {
+        return bad_request(req, "to end your own sessions use POST {prefix}/logout/all");
+    }
     let user = match user_or_404(service, req, id).await {
         Ok(u) => u,
         Err(r) => return r,

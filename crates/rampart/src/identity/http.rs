@@ -34,6 +34,8 @@
 //! - `{prefix}/oidc/…` — logins through external OpenID Connect providers
 //!   and the caller's linked accounts (see [`super::oidc::http`]).
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
+//! - `GET {prefix}/openapi.json` — the OpenAPI document of all of these
+//!   (see [`super::openapi`]).
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
 //! endpoints get body limits, rate limits and bans like any route. Failed
@@ -110,6 +112,8 @@ enum Endpoint {
     Reset,
     Jwks,
     Discovery,
+    /// The OpenAPI document of these endpoints (see [`super::openapi`]).
+    OpenApi,
     /// Everything under `{prefix}/passkeys` (see [`super::passkey_http`]).
     Passkeys,
     Mfa(MfaEndpoint),
@@ -142,6 +146,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/password") => Some(Endpoint::Password),
             Some("/password/forgot") => Some(Endpoint::Forgot),
             Some("/password/reset") => Some(Endpoint::Reset),
+            Some("/openapi.json") => Some(Endpoint::OpenApi),
             Some(p) if p == "/passkeys" || p.starts_with("/passkeys/") => Some(Endpoint::Passkeys),
             Some(rest) if rest.starts_with("/mfa") => MfaEndpoint::of(rest).map(Endpoint::Mfa),
             Some(rest) if rest.starts_with("/session") || rest == "/csrf" => {
@@ -221,7 +226,7 @@ async fn handle(
         return erase_me(service, state, req).await;
     }
     let wanted = match endpoint {
-        Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me | Endpoint::Export => Method::GET,
+        Endpoint::Jwks | Endpoint::Discovery | Endpoint::OpenApi | Endpoint::Me | Endpoint::Export => Method::GET,
         Endpoint::Mfa(e) => e.method(),
         _ => Method::POST,
     };
@@ -234,6 +239,7 @@ async fn handle(
     match endpoint {
         Endpoint::Jwks => json(StatusCode::OK, &service.jwks()),
         Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
+        Endpoint::OpenApi => json(StatusCode::OK, &super::openapi::document(service)),
         Endpoint::Register => register(service, req).await,
         Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll | Endpoint::Export => {
             account(endpoint, service, state, req).await
