@@ -121,6 +121,14 @@ enum Endpoint {
     Session(SessionEndpoint),
 }
 
+/// A sub-API that routes the rest of its path itself.
+#[derive(Clone, Copy)]
+enum Tree {
+    ApiKeys,
+    Admin,
+    Oidc,
+}
+
 impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
     type Response = S::Response;
     type Error = S::Error;
@@ -158,43 +166,29 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
                 _ => None,
             },
         };
-        // `{prefix}/api-keys` and below: see `super::api_keys::http`.
-        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/api-keys")) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.to_owned();
-                let state = self.state.clone();
-                let (pending, mut req) = (PendingCookies::default(), req);
-                req.extensions_mut().insert(pending.clone());
-                return Either::Right(Box::pin(async move {
-                    let mut resp = super::api_keys::http::handle(&service, &state, &rest, req).await;
-                    pending.apply(&mut resp);
-                    Ok(resp)
-                }));
-            }
-        }
-        // `{prefix}/admin` and below: see `super::admin_http`.
-        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/admin")) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.to_owned();
-                let state = self.state.clone();
-                let (pending, mut req) = (PendingCookies::default(), req);
-                req.extensions_mut().insert(pending.clone());
-                return Either::Right(Box::pin(async move {
-                    let mut resp = super::admin_http::handle(&service, &state, &rest, req).await;
-                    pending.apply(&mut resp);
-                    Ok(resp)
-                }));
-            }
-        }
-        // `{prefix}/oidc` and below: see `super::oidc::http`.
-        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/oidc")) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.to_owned();
-                let state = self.state.clone();
-                return Either::Right(Box::pin(async move {
-                    Ok(super::oidc::http::handle(&service, &state, &rest, req).await)
-                }));
-            }
+        // The sub-APIs with routing of their own, `{prefix}/api-keys`, `/admin`
+        // and `/oidc` and below: see their modules.
+        let tree = path.strip_prefix(prefix).and_then(|p| {
+            [("/api-keys", Tree::ApiKeys), ("/admin", Tree::Admin), ("/oidc", Tree::Oidc)].into_iter().find_map(
+                |(name, tree)| {
+                    let rest = p.strip_prefix(name).filter(|r| r.is_empty() || r.starts_with('/'))?;
+                    Some((tree, rest.to_owned()))
+                },
+            )
+        });
+        if let Some((tree, rest)) = tree {
+            let state = self.state.clone();
+            let (pending, mut req) = (PendingCookies::default(), req);
+            req.extensions_mut().insert(pending.clone());
+            return Either::Right(Box::pin(async move {
+                let mut resp = match tree {
+                    Tree::ApiKeys => super::api_keys::http::handle(&service, &state, &rest, req).await,
+                    Tree::Admin => super::admin_http::handle(&service, &state, &rest, req).await,
+                    Tree::Oidc => super::oidc::http::handle(&service, &state, &rest, req).await,
+                };
+                pending.apply(&mut resp);
+                Ok(resp)
+            }));
         }
         let Some(endpoint) = endpoint else {
             return Either::Left(take_ready(&mut self.inner).call(req));
