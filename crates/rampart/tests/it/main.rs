@@ -30,6 +30,7 @@ mod limits;
 mod mfa;
 mod migrate_storage;
 mod oidc;
+mod openapi;
 mod passkeys;
 mod passlib_import;
 mod password_reset;
