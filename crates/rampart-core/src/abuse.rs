@@ -70,6 +70,11 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
     }
 }
 
+/// The classes of event the gateway keeps a spike detector for, each with its
+/// own baseline: all requests, rate-limit refusals, authentication failures,
+/// blocked inputs.
+pub const SPIKE_CLASSES: [&str; 4] = ["requests", "rate_limited", "auth_failures", "blocked_inputs"];
+
 /// Flags a rate far above its own recent history. The baseline is an
 /// exponentially weighted moving average of the per-tick rate; a tick whose rate
 /// exceeds `factor` × baseline (and `min_rate`) is a spike. Spikes feed the

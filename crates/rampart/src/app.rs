@@ -35,8 +35,9 @@ use crate::observe::{Metrics, ObserveLayer, ObserveService};
 use crate::proxy::{ProxyService, Upstream};
 use crate::web::{PagesLayer, PagesService};
 
-/// The layers below CORS: shedding, rate limits by address, authentication,
-/// rate limits by principal, inspection, then the proxy.
+/// The layers below CORS: shedding, rate limits of routes keyed only by
+/// address, authentication, rate limits of routes with a principal-keyed limit,
+/// inspection, then the proxy.
 type Limited = ShedService<
     RateLimitService<
         AuthService<AuthorizeService<RateLimitService<PagesService<IdentityHttp<InspectService<ProxyService>>>>>>,
@@ -93,21 +94,24 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // Inspection last: its body buffering is the most expensive step, spent
     // only on requests every cheaper check has let through.
     let stack = InspectLayer::new(state.clone(), metrics.clone()).layer(proxy);
-    // Limits keyed by user, API key or tier, once authentication has run.
     // The identity API (when on): below limits and auth, above inspection
     // (passwords are not inspected).
     let stack = IdentityLayer::new(state.identity().cloned(), state.clone()).layer(stack);
     // The web pages (`[identity.pages]`): where the identity endpoints are, so
     // the same bans, guards, limits and authentication apply to them.
     let stack = PagesLayer::new(state.identity().cloned(), state.clone()).layer(stack);
+    // All limits of a route with one keyed by user, API key or tier, once
+    // authentication has run: one decision, so nothing is charged twice.
     let stack = RateLimitLayer::new(state.clone(), limits.clone(), Stage::Principal).layer(stack);
     // The route's required roles, permissions and scopes.
     let stack = AuthorizeLayer::new(policy.roles.clone(), policy.auth.headers.clone(), state.clone()).layer(stack);
     // Bearer tokens to a Principal and identity headers; inbound identity
     // headers removed on every route.
     let own_issuer = state.identity().map(|i| i.issuer());
-    let stack = AuthLayer::new(policy.auth.clone(), own_issuer, state.clone()).layer(stack);
-    // Limits keyed by address, route or globally: refused before any auth work.
+    let auth = AuthLayer::new(policy.auth.clone(), own_issuer, state.clone());
+    let stack = auth.layer(stack);
+    // Routes whose limits are all keyed by address, route or globally:
+    // decided before any auth work.
     let stack = RateLimitLayer::new(state.clone(), limits, Stage::Anonymous).layer(stack);
     // Overload shedding and per-address concurrency, before spending on limits.
     let shed = ShedConfig {
@@ -115,7 +119,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         shed_anonymous_at: s.shed_anonymous_at,
         max_requests_per_ip: s.max_requests_per_ip,
     };
-    let stack = ShedLayer::new(state.shed.clone(), shed).layer(stack);
+    // "Signed in" for shedding: a credential the auth layer knows valid from memory.
+    let stack = ShedLayer::new(state.shed.clone(), shed, Arc::new(auth)).layer(stack);
     // CORS answers preflights only for requests that passed the guards.
     let stack = CorsLayer::new(None).layer(stack);
     // Guards: cheap refusals of malformed and oversized requests.

@@ -92,12 +92,15 @@ impl Gateway {
         let addr = listener.local_addr()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // The operations listener outlives the drain, so that `/readyz`
+        // answers 503 while in-flight requests finish; it stops after them.
+        let (ops_stop, ops_stop_rx) = watch::channel(false);
         let ops_addr = match metrics_listen {
             Some(a) => {
                 let ops = TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics)"))?;
                 let ops_addr = ops.local_addr()?;
                 let router = ops_router(metrics.clone(), health.clone(), limits.clone(), admin_token.clone());
-                let mut rx = shutdown_rx.clone();
+                let mut rx = ops_stop_rx;
                 tokio::spawn(async move {
                     let stop = async move { stopped(&mut rx).await };
                     if let Err(e) = axum::serve(ops, router.into_make_service_with_connect_info::<SocketAddr>())
@@ -155,7 +158,10 @@ impl Gateway {
             shutdown_timeout: settings.shutdown_timeout,
             health: health.clone(),
         };
-        let done = tokio::spawn(accept.run(shutdown_rx));
+        let done = tokio::spawn(async move {
+            accept.run(shutdown_rx).await;
+            let _ = ops_stop.send(true);
+        });
         tracing::info!(%addr, ops = ?ops_addr, "rampart listening");
         Ok(Self { addr, ops_addr, metrics, health, limits, audit, alerts, shared, console, shutdown, done })
     }

@@ -217,6 +217,10 @@ pub struct RoutePolicy {
     pub response_headers: HeaderRewrite,
     /// Every limit this route applies; all must allow a request.
     pub limits: Vec<Arc<CompiledLimit>>,
+    /// True when a limit is keyed by user, API key or tier: then all of the
+    /// route's limits are decided together after authentication (one decision,
+    /// nothing charged when any refuses); otherwise before it.
+    pub limits_after_auth: bool,
     /// Units a request costs against the route's rate limits.
     pub weight: u64,
     /// Country rules; `None`: no geo restriction.
@@ -488,6 +492,10 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     let mut named_limits: BTreeMap<String, Arc<CompiledLimit>> = BTreeMap::new();
     for (name, cfg) in &lc.named {
         let at = p("limits.named").push_key(name);
+        if name.contains('#') {
+            errs.push(at, "a limit name cannot contain `#`: it is kept for inline limits (`<route>#<n>`)");
+            continue;
+        }
         match compile_limit(name, cfg, lc.on_redis_down, &lc.cost_header) {
             Ok(l) => {
                 named_limits.insert(name.clone(), Arc::new(l));
@@ -537,6 +545,11 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
         let name = route.name.clone().unwrap_or_else(|| format!("routes[{i}]"));
         if !names.insert(name.clone()) {
             errs.push(at.push_key("name"), format!("route name `{name}` is used twice"));
+        }
+        if name.contains('#') {
+            // Inline limits are named `<route>#<n>`: a `#` in a route name could
+            // make two routes' limits, or a route's and a named one, share a key.
+            errs.push(at.push_key("name"), "a route name cannot contain `#`: inline limits are named `<route>#<n>`");
         }
         let path = match &route.path {
             Some(s) => errs.check(at.push_key("path"), PathPattern::parse(s).map_err(|e| e.to_string())),
@@ -644,6 +657,14 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     }
     if !(file.abuse.spike_min_rate.is_finite() && file.abuse.spike_min_rate >= 0.0) {
         errs.push(p("abuse.spike_min_rate"), "must be zero or more");
+    }
+    for (class, rate) in &file.abuse.class_min_rate {
+        let at = p("abuse.class_min_rate").push_key(class);
+        if !crate::abuse::SPIKE_CLASSES.contains(&class.as_str()) {
+            errs.push(at, format!("`{class}` is not a class; use {}", crate::abuse::SPIKE_CLASSES.join(", ")));
+        } else if !(rate.is_finite() && *rate >= 0.0) {
+            errs.push(at, "must be zero or more");
+        }
     }
 
     let forward_auth = Some(file.forward_auth.path.clone()).filter(|p| !p.is_empty());
@@ -808,6 +829,11 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
     }
     if cfg.probe_interval.is_zero() {
         errs.push(p("redis.probe_interval"), "must be longer than zero");
+    }
+    if cfg.key_prefix.contains(['{', '}']) {
+        // Keys are `<key_prefix>rl:{<entity>}:<limit>`: Redis Cluster hashes
+        // the first `{…}`, which must stay the entity's.
+        errs.push(p("redis.key_prefix"), "cannot contain `{` or `}`: keys carry their own `{hash tag}`");
     }
     Some(cfg.clone())
 }
@@ -1081,7 +1107,8 @@ fn compile_route_policy(
             LimitRef::Inline(cfg) => {
                 // Inline limits of `[defaults]` are shared by the routes that
                 // inherit them; a route's own inline limit is its own allowance.
-                let owner = if limits_set { name.as_str() } else { "defaults" };
+                // Route names hold no `#`, so `#defaults` is no route's name.
+                let owner = if limits_set { name.as_str() } else { "#defaults" };
                 match compile_limit(&format!("{owner}#{j}"), cfg, ctx.defaults.on_redis_down, &ctx.defaults.cost_header)
                 {
                     Ok(l) => Arc::new(l),
@@ -1132,6 +1159,7 @@ fn compile_route_policy(
         security_headers: Arc::new(security_headers),
         request_headers,
         response_headers,
+        limits_after_auth: limits.iter().any(|l| l.needs_principal()),
         limits,
         weight,
         geo,

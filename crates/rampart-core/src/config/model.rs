@@ -402,11 +402,27 @@ pub struct AbuseConfig {
     pub spike_min_rate: f64,
     /// Ban the top client address when a spike is detected.
     pub ban_on_spike: bool,
+    /// `spike_min_rate` for one class of event, e.g. `{ auth_failures = 5.0 }`
+    /// (classes: [`crate::abuse::SPIKE_CLASSES`]).
+    pub class_min_rate: BTreeMap<String, f64>,
 }
 
 impl Default for AbuseConfig {
     fn default() -> Self {
-        Self { top_k: 20, spike_factor: 5.0, spike_min_rate: 100.0, ban_on_spike: false }
+        Self {
+            top_k: 20,
+            spike_factor: 5.0,
+            spike_min_rate: 100.0,
+            ban_on_spike: false,
+            class_min_rate: BTreeMap::new(),
+        }
+    }
+}
+
+impl AbuseConfig {
+    /// The floor under which `class` never spikes.
+    pub fn min_rate(&self, class: &str) -> f64 {
+        self.class_min_rate.get(class).copied().unwrap_or(self.spike_min_rate)
     }
 }
 

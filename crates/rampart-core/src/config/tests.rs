@@ -242,3 +242,59 @@ fn the_internal_jwt_header_needs_identity_and_sane_settings() {
     assert_eq!((j.header.as_str(), j.ttl_secs, j.audience.as_str()), ("x-rampart-jwt", 60, "rampart-upstream"));
     assert_eq!(p.auth.headers.all().count(), 6);
 }
+
+#[test]
+fn limit_names_cannot_collide() {
+    // A named limit spelled like route `api`'s first inline limit.
+    check_err(
+        &format!(
+            "{BASE}[limits.named.\"api#0\"]\nby = 'ip'\nrate = '1/s'\n\
+             [[routes]]\nname = 'api'\npath = '/**'\nlimits = [{{ by = 'ip', rate = '1/s' }}]\n"
+        ),
+        &[],
+        &["limits.named.api#0 (line 4)", "cannot contain `#`"],
+    );
+    // A route name with `#` could forge another route's inline limit names.
+    check_err(
+        &format!("{BASE}[[routes]]\nname = 'a#1'\npath = '/**'\n"),
+        &[],
+        &["routes[0].name", "cannot contain `#`"],
+    );
+    // A route named `defaults` keeps its own inline limits apart from the
+    // limits it would otherwise inherit from `[defaults]`.
+    let text = format!(
+        "{BASE}[defaults]\nlimits = [{{ by = 'ip', rate = '1/s' }}]\n\
+         [[routes]]\nname = 'defaults'\npath = '/own/**'\nlimits = [{{ by = 'ip', rate = '2/s' }}]\n\
+         [[routes]]\nname = 'other'\npath = '/**'\n"
+    );
+    let policy = load(&text, &[], &no_files).unwrap();
+    let own = &policy.routes[0].limits[0];
+    let inherited = &policy.routes[1].limits[0];
+    assert_eq!(&*own.name, "defaults#0");
+    assert_eq!(&*inherited.name, "#defaults#0");
+    let mut names: Vec<&str> = policy.limits.all.iter().map(|l| &*l.name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["#defaults#0", "defaults#0"], "two limits, two names");
+}
+
+#[test]
+fn redis_key_prefix_cannot_hold_a_hash_tag() {
+    check_err(
+        &format!("{BASE}[redis]\nurl = 'redis://127.0.0.1/'\nkey_prefix = 'app{{x}}:'\n"),
+        &[],
+        &["redis.key_prefix", "cannot contain `{` or `}`"],
+    );
+    load(&format!("{BASE}[redis]\nurl = 'redis://127.0.0.1/'\nkey_prefix = 'app:'\n"), &[], &no_files).unwrap();
+}
+
+#[test]
+fn abuse_class_floors_name_known_classes() {
+    check_err(
+        &format!("{BASE}[abuse]\nclass_min_rate = {{ logins = 5.0, auth_failures = -1.0 }}\n"),
+        &[],
+        &["abuse.class_min_rate.logins", "not a class", "abuse.class_min_rate.auth_failures", "zero or more"],
+    );
+    let p = load(&format!("{BASE}[abuse]\nclass_min_rate = {{ auth_failures = 5.0 }}\n"), &[], &no_files).unwrap();
+    assert_eq!(p.abuse.min_rate("auth_failures"), 5.0);
+    assert_eq!(p.abuse.min_rate("requests"), 100.0);
+}

@@ -93,6 +93,9 @@ struct Shared {
     settings: Arc<AuthSettings>,
     issuers: Vec<Arc<IssuerKeys>>,
     cache: TokenCache,
+    /// Session cookies authenticated in the last [`SESSION_SEEN_SECS`]: what
+    /// load shedding may take for a signed-in user without asking the store.
+    sessions_seen: TokenCache,
     state: Arc<LimitState>,
     /// Index in `issuers` of the gateway's own issuer, and the identity
     /// service (its keys of the moment, its revocations).
@@ -106,11 +109,46 @@ impl AuthLayer {
     pub fn new(settings: Arc<AuthSettings>, own: Option<IssuerSettings>, state: Arc<LimitState>) -> Self {
         let issuers = settings.issuers.iter().chain(own.as_ref()).map(IssuerKeys::start).collect();
         let cache = TokenCache::new(settings.cache_entries);
+        let sessions_seen = TokenCache::new(settings.cache_entries);
         let own = match (&own, state.identity()) {
             (Some(_), Some(identity)) => Some((settings.issuers.len(), identity.clone())),
             _ => None,
         };
-        Self { shared: Arc::new(Shared { settings, issuers, cache, state, own }) }
+        Self { shared: Arc::new(Shared { settings, issuers, cache, sessions_seen, state, own }) }
+    }
+}
+
+/// How long a session cookie that authenticated stays "known valid" for load
+/// shedding (authentication itself always asks the session store).
+pub const SESSION_SEEN_SECS: u64 = 60;
+
+impl crate::limit::shed::Recognize for AuthLayer {
+    /// True when `req` carries a credential known valid from memory alone, with
+    /// no signature check and no I/O: a bearer token in the verified-token
+    /// cache, an API key in the key cache that would be admitted, or a session
+    /// cookie that authenticated within [`SESSION_SEEN_SECS`]. Anything else
+    /// (no credential, or one not seen yet) counts as anonymous.
+    fn recognizes(&self, req: &HttpRequest) -> bool {
+        let s = &self.shared;
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms / 1000;
+        if let Some(keys) = s.api_keys() {
+            if let Some(presented) = api_key_of(req.headers(), &s.settings.api_key_header) {
+                let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
+                return matches!(presented, Presented::Key(hash)
+                    if matches!(keys.cached(&hash, now_ms), Lookup::Known(k) if k.check(ip, now_ms).is_ok()));
+            }
+        }
+        let route = req.extensions().get::<MatchedRoute>().map(|r| &r.0.auth);
+        let token = match route {
+            Some(route) => token_of(req, route),
+            None => bearer_token(req.headers()).map(str::to_owned),
+        };
+        if let Some(token) = token {
+            return s.cache.get(&token, now).is_some();
+        }
+        let session = s.sessions().and_then(|sessions| sessions.token_in(req.headers()));
+        session.is_some_and(|token| s.sessions_seen.get(&token, now).is_some())
     }
 }
 
@@ -437,7 +475,7 @@ impl Shared {
             tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
             // A stale session cookie is what browsers keep: no strike for it.
             if let (Some(ip), false) = (ip, matches!(failure, AuthFailure::Session(_))) {
-                self.state.bans.strike(ip, Strike::AuthFailure);
+                self.state.strike(ip, Strike::AuthFailure);
             }
             let key = format!("auth|{}|{reason}", ip.map(|i| i.to_string()).unwrap_or_default());
             self.state.audit_once(&key, || {

@@ -85,6 +85,8 @@ pub(super) async fn authenticate<S: Inner>(
     strip_cookie(req.headers_mut(), &sessions.settings.cookie_name);
     let verified =
         Verified { principal: active.principal(), revocable: None, own_user: true, internal: Default::default() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    shared.sessions_seen.insert(&token, verified.clone(), now + super::SESSION_SEEN_SECS);
     shared.admit(&mut req, verified);
     req.extensions_mut().insert(active.clone());
     let mut resp = inner.call(req).await?;

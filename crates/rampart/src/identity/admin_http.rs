@@ -10,6 +10,9 @@
 //! credential → 401; anyone else → 403 `forbidden`, the same for every
 //! endpoint, before anything is read.
 //!
+//! An admin cannot lock, demote, log out or erase their own account here
+//! (400): those go through another admin, or the account endpoints.
+//!
 //! Every change is an `admin_action` audit event naming the admin (`actor`)
 //! and the user changed (`subject`), never their names or addresses.
 //!
@@ -193,14 +196,24 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
     let method = req.method.clone();
     match (segments.as_slice(), method) {
         (["users"], Method::GET) => list_users(service, &req).await,
-        (["users", id], Method::GET) => show_user(service, &req, id).await,
-        (["users", id], Method::DELETE) => erase_user(service, state, &admin, &req, id).await,
-        (["users", id, "lock"], Method::POST) => lock_user(service, state, &admin, req, body, id).await,
-        (["users", id, "unlock"], Method::POST) => unlock_user(service, state, &admin, &req, id).await,
-        (["users", id, "mfa", "reset"], Method::POST) => reset_mfa(service, state, &admin, &req, id).await,
-        (["users", id, "roles"], Method::PUT) => set_roles(service, state, &admin, req, body, id).await,
-        (["users", id, "sessions"], Method::DELETE) => end_sessions(service, state, &admin, &req, id).await,
-        (["users", id, "export"], Method::GET) => export_user(service, state, &admin, &req, id).await,
+        (["users", id, action @ ..], method) if UserAction::of(action, &method).is_some() => {
+            let Some(action) = UserAction::of(action, &method) else { return method_not_allowed(&req) };
+            let user = match user_or_404(service, &req, id).await {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            let target = Target { service, state, admin: &admin, user };
+            match action {
+                UserAction::Show => target.show(&req).await,
+                UserAction::Erase => target.erase(&req).await,
+                UserAction::Lock => target.lock(req, body).await,
+                UserAction::Unlock => target.unlock(&req).await,
+                UserAction::ResetMfa => target.reset_mfa(&req).await,
+                UserAction::Roles => target.set_roles(req, body).await,
+                UserAction::EndSessions => target.end_sessions(&req).await,
+                UserAction::Export => target.export(&req).await,
+            }
+        }
         (["api-keys"], Method::GET) => list_keys(service, &req).await,
         (["api-keys", id], Method::DELETE) => revoke_key(service, state, &admin, &req, id).await,
         (["bans"], Method::GET) => json(StatusCode::OK, &json!({ "bans": state.bans.list() })),
@@ -243,8 +256,8 @@ fn number<T: std::str::FromStr>(
     q.get(name).map(|v| v.parse::<T>().map_err(|_| format!("`{name}` must be a whole number"))).transpose()
 }
 
-fn audit_admin(state: &LimitState, admin: &Admin, action: &'static str, subject: Option<&str>) {
-    state.audit(audit_admin_event(admin, action, subject));
+fn audit_admin(state: &LimitState, admin: &Admin, action: &'static str) {
+    state.audit(audit_admin_event(admin, action, None));
 }
 
 async fn list_users(service: &IdentityService, req: &Parts) -> HttpResponse {
@@ -272,26 +285,41 @@ async fn user_or_404(service: &IdentityService, req: &Parts, id: &str) -> Result
     }
 }
 
-async fn show_user(service: &IdentityService, req: &Parts, id: &str) -> HttpResponse {
-    let user = match user_or_404(service, req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let methods = match service.mfa_methods(&user.id).await {
-        Ok(m) => m,
-        Err(e) => return internal(req, &e),
-    };
-    let keys = match super::api_keys::list(&service.db, Some(&Owner::User(user.id.clone()))).await {
-        Ok(k) => k,
-        Err(e) => return internal(req, &e),
-    };
-    let mut body = user_json(&user);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("mfa_methods".into(), json!(methods));
-        map.insert("email_verified".into(), json!(user.email_verified));
-        map.insert("api_keys".into(), Value::Array(keys.iter().map(|k| super::api_keys::key_json(k, None)).collect()));
+/// What an admin does to one user: `{prefix}/admin/users/{id}[/…]`.
+#[derive(Clone, Copy)]
+enum UserAction {
+    Show,
+    Erase,
+    Lock,
+    Unlock,
+    ResetMfa,
+    Roles,
+    EndSessions,
+    Export,
+}
+
+impl UserAction {
+    fn of(rest: &[&str], method: &Method) -> Option<Self> {
+        Some(match (rest, method) {
+            ([], &Method::GET) => Self::Show,
+            ([], &Method::DELETE) => Self::Erase,
+            (["lock"], &Method::POST) => Self::Lock,
+            (["unlock"], &Method::POST) => Self::Unlock,
+            (["mfa", "reset"], &Method::POST) => Self::ResetMfa,
+            (["roles"], &Method::PUT) => Self::Roles,
+            (["sessions"], &Method::DELETE) => Self::EndSessions,
+            (["export"], &Method::GET) => Self::Export,
+            _ => return None,
+        })
     }
-    json(StatusCode::OK, &body)
+}
+
+/// One user, found, and who acts on them.
+struct Target<'a> {
+    service: &'a IdentityService,
+    state: &'a LimitState,
+    admin: &'a Admin,
+    user: User,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +327,162 @@ async fn show_user(service: &IdentityService, req: &Parts, id: &str) -> HttpResp
 struct LockBody {
     #[serde(rename = "for")]
     duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
+impl Target<'_> {
+    fn audit(&self, action: &'static str) -> AuditEvent {
+        audit_admin_event(self.admin, action, Some(&self.user.id))
+    }
+
+    fn is_self(&self) -> bool {
+        self.user.id == self.admin.id
+    }
+
+    /// The user as stored now (after a change).
+    async fn fresh(&self, req: &Parts) -> HttpResponse {
+        match user_or_404(self.service, req, &self.user.id).await {
+            Ok(u) => json(StatusCode::OK, &user_json(&u)),
+            Err(r) => r,
+        }
+    }
+
+    async fn show(&self, req: &Parts) -> HttpResponse {
+        let (service, user) = (self.service, &self.user);
+        let methods = match service.mfa_methods(&user.id).await {
+            Ok(m) => m,
+            Err(e) => return internal(req, &e),
+        };
+        let keys = match super::api_keys::list(&service.db, Some(&Owner::User(user.id.clone()))).await {
+            Ok(k) => k,
+            Err(e) => return internal(req, &e),
+        };
+        let mut body = user_json(user);
+        if let Some(map) = body.as_object_mut() {
+            map.insert("mfa_methods".into(), json!(methods));
+            map.insert("email_verified".into(), json!(user.email_verified));
+            map.insert(
+                "api_keys".into(),
+                Value::Array(keys.iter().map(|k| super::api_keys::key_json(k, None)).collect()),
+            );
+        }
+        json(StatusCode::OK, &body)
+    }
+
+    async fn lock(&self, req: Parts, body: Body) -> HttpResponse {
+        let (req, body) = match optional_json::<LockBody>(req, body, "{\"for\"?: \"1h\"}").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let until = match body.duration.as_deref().map(humantime::parse_duration) {
+            None => u64::MAX / 2,
+            Some(Ok(d)) if !d.is_zero() => {
+                now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)).min(u64::MAX / 2)
+            }
+            Some(_) => return bad_request(&req, "`for` must be a duration like `30m` or `7d`"),
+        };
+        if self.is_self() {
+            return bad_request(&req, "an admin cannot lock their own account; ask another admin");
+        }
+        let outcome = async {
+            self.service.db.lock_user(&self.user.id, until, now_ms()).await?;
+            self.service.log_out_everywhere(&self.user.id).await?;
+            Ok::<_, IdentityError>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            return internal(&req, &e);
+        }
+        self.state.audit(self.audit("user_locked"));
+        self.fresh(&req).await
+    }
+
+    async fn unlock(&self, req: &Parts) -> HttpResponse {
+        if let Err(e) = self.service.db.unlock_user(&self.user.id, now_ms()).await {
+            return internal(req, &e.into());
+        }
+        self.state.audit(self.audit("user_unlocked"));
+        self.fresh(req).await
+    }
+
+    async fn reset_mfa(&self, req: &Parts) -> HttpResponse {
+        let (service, id) = (self.service, &self.user.id);
+        let outcome = async {
+            service.disable_mfa(id).await?;
+            for pk in service.db.passkeys_of(id).await? {
+                service.db.delete_passkey(id, &pk.id).await?;
+            }
+            Ok::<_, IdentityError>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            return internal(req, &e);
+        }
+        self.state.audit(self.audit("mfa_reset"));
+        empty(StatusCode::NO_CONTENT)
+    }
+
+    async fn set_roles(&self, req: Parts, body: Body) -> HttpResponse {
+        let (req, body) = match body_json::<RolesBody>(req, body, "{\"roles\": [\"…\"]}").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        if body.roles.len() > 64 {
+            return bad_request(&req, "at most 64 roles");
+        }
+        if self.is_self() && !body.roles.iter().any(|r| r == ADMIN) {
+            return bad_request(&req, "an admin cannot take the admin role from themselves; ask another admin");
+        }
+        match self.service.db.set_roles(&self.user.id, &body.roles, now_ms()).await.map_err(IdentityError::from) {
+            Ok(_) => {}
+            Err(IdentityError::BadInput(msg)) => return bad_request(&req, &msg),
+            Err(e) => return internal(&req, &e),
+        }
+        self.state.audit(self.audit("roles_set").detail("roles", body.roles.join(" ")));
+        self.fresh(&req).await
+    }
+
+    async fn end_sessions(&self, req: &Parts) -> HttpResponse {
+        if self.is_self() {
+            return bad_request(req, "to end your own sessions use POST {prefix}/logout/all");
+        }
+        if let Err(e) = self.service.log_out_everywhere(&self.user.id).await {
+            return internal(req, &e);
+        }
+        self.state.audit(self.audit("sessions_revoked"));
+        empty(StatusCode::NO_CONTENT)
+    }
+
+    async fn export(&self, req: &Parts) -> HttpResponse {
+        match self.service.export_account(&self.user).await {
+            Ok(data) => {
+                self.state.audit(self.audit("account_exported"));
+                let mut resp = json(StatusCode::OK, &data);
+                resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+                resp
+            }
+            Err(e) => internal(req, &e),
+        }
+    }
+
+    async fn erase(&self, req: &Parts) -> HttpResponse {
+        if self.is_self() {
+            return bad_request(req, "erase your own account from the account page (DELETE {prefix}/me)");
+        }
+        match self.service.erase_account(&self.user.id).await {
+            Ok(true) => {
+                self.state.audit(self.audit("account_erased"));
+                empty(StatusCode::NO_CONTENT)
+            }
+            Ok(false) => not_found(req, "user"),
+            Err(e) => internal(req, &e),
+        }
+    }
 }
 
 /// A JSON body when one was sent (a `Content-Type` or a length), else the default.
@@ -314,188 +498,6 @@ async fn optional_json<T: serde::de::DeserializeOwned + Default>(
         body_json(req, body, shape).await
     } else {
         Ok((req, T::default()))
-    }
-}
-
-async fn lock_user(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: Parts,
-    body: Body,
-    id: &str,
-) -> HttpResponse {
-    let (req, body) = match optional_json::<LockBody>(req, body, "{\"for\"?: \"1h\"}").await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let until = match body.duration.as_deref().map(humantime::parse_duration) {
-        None => u64::MAX / 2,
-        Some(Ok(d)) if !d.is_zero() => now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)),
-        Some(_) => return bad_request(&req, "`for` must be a duration like `30m` or `7d`"),
-    };
-    let user = match user_or_404(service, &req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let outcome = async {
-        service.db.lock_user(&user.id, until.min(u64::MAX / 2), now_ms()).await?;
-        service.log_out_everywhere(&user.id).await?;
-        Ok::<_, IdentityError>(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        return internal(&req, &e);
-    }
-    audit_admin(state, admin, "user_locked", Some(&user.id));
-    fresh_user(service, &req, id).await
-}
-
-async fn fresh_user(service: &IdentityService, req: &Parts, id: &str) -> HttpResponse {
-    match user_or_404(service, req, id).await {
-        Ok(u) => json(StatusCode::OK, &user_json(&u)),
-        Err(r) => r,
-    }
-}
-
-async fn unlock_user(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: &Parts,
-    id: &str,
-) -> HttpResponse {
-    let user = match user_or_404(service, req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    if let Err(e) = service.db.unlock_user(&user.id, now_ms()).await {
-        return internal(req, &e.into());
-    }
-    audit_admin(state, admin, "user_unlocked", Some(&user.id));
-    fresh_user(service, req, id).await
-}
-
-async fn reset_mfa(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: &Parts,
-    id: &str,
-) -> HttpResponse {
-    let user = match user_or_404(service, req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let outcome = async {
-        service.disable_mfa(&user.id).await?;
-        for pk in service.db.passkeys_of(&user.id).await? {
-            service.db.delete_passkey(&user.id, &pk.id).await?;
-        }
-        Ok::<_, IdentityError>(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        return internal(req, &e);
-    }
-    audit_admin(state, admin, "mfa_reset", Some(&user.id));
-    empty(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RolesBody {
-    roles: Vec<String>,
-}
-
-async fn set_roles(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: Parts,
-    body: Body,
-    id: &str,
-) -> HttpResponse {
-    let (req, body) = match body_json::<RolesBody>(req, body, "{\"roles\": [\"…\"]}").await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if body.roles.len() > 64 {
-        return bad_request(&req, "at most 64 roles");
-    }
-    let user = match user_or_404(service, &req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    if user.id == admin.id && !body.roles.iter().any(|r| r == ADMIN) {
-        return bad_request(&req, "an admin cannot take the admin role from themselves; ask another admin");
-    }
-    match service.db.set_roles(&user.id, &body.roles, now_ms()).await.map_err(IdentityError::from) {
-        Ok(_) => {}
-        Err(IdentityError::BadInput(msg)) => return bad_request(&req, &msg),
-        Err(e) => return internal(&req, &e),
-    }
-    state.audit(audit_admin_event(admin, "roles_set", Some(&user.id)).detail("roles", body.roles.join(" ")));
-    fresh_user(service, &req, id).await
-}
-
-async fn end_sessions(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: &Parts,
-    id: &str,
-) -> HttpResponse {
-    let user = match user_or_404(service, req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    if let Err(e) = service.log_out_everywhere(&user.id).await {
-        return internal(req, &e);
-    }
-    audit_admin(state, admin, "sessions_revoked", Some(&user.id));
-    empty(StatusCode::NO_CONTENT)
-}
-
-async fn export_user(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: &Parts,
-    id: &str,
-) -> HttpResponse {
-    let user = match user_or_404(service, req, id).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    match service.export_account(&user).await {
-        Ok(data) => {
-            audit_admin(state, admin, "account_exported", Some(&user.id));
-            let mut resp = json(StatusCode::OK, &data);
-            resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-            resp
-        }
-        Err(e) => internal(req, &e),
-    }
-}
-
-async fn erase_user(
-    service: &IdentityService,
-    state: &LimitState,
-    admin: &Admin,
-    req: &Parts,
-    id: &str,
-) -> HttpResponse {
-    if id == admin.id {
-        return bad_request(req, "erase your own account from the account page (DELETE {prefix}/me)");
-    }
-    match service.erase_account(id).await {
-        Ok(true) => {
-            audit_admin(state, admin, "account_erased", Some(id));
-            empty(StatusCode::NO_CONTENT)
-        }
-        Ok(false) => not_found(req, "user"),
-        Err(e) => internal(req, &e),
     }
 }
 
@@ -686,7 +688,7 @@ fn reload(state: &LimitState, admin: &Admin, req: &Parts) -> HttpResponse {
     };
     match console.reload() {
         Ok(()) => {
-            audit_admin(state, admin, "config_reload_requested", None);
+            audit_admin(state, admin, "config_reload_requested");
             json(StatusCode::OK, &json!({ "reloaded": true }))
         }
         Err(crate::console::ReloadError::NoSource) => {
@@ -696,7 +698,7 @@ fn reload(state: &LimitState, admin: &Admin, req: &Parts) -> HttpResponse {
                 .into_response_for(&req.extensions)
         }
         Err(crate::console::ReloadError::Refused(why)) => {
-            audit_admin(state, admin, "config_reload_requested", None);
+            audit_admin(state, admin, "config_reload_requested");
             Problem::new(StatusCode::BAD_REQUEST, "invalid-config", "Config refused")
                 .detail(format!("the running config stays in force: {why}"))
                 .rejected_by("identity", "invalid_config")

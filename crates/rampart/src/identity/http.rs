@@ -34,6 +34,8 @@
 //! - `{prefix}/oidc/…` — logins through external OpenID Connect providers
 //!   and the caller's linked accounts (see [`super::oidc::http`]).
 //! - `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
+//! - `GET {prefix}/openapi.json` — the OpenAPI document of all of these
+//!   (see [`super::openapi`]).
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
 //! endpoints get body limits, rate limits and bans like any route. Failed
@@ -110,11 +112,21 @@ enum Endpoint {
     Reset,
     Jwks,
     Discovery,
+    /// The OpenAPI document of these endpoints (see [`super::openapi`]).
+    OpenApi,
     /// Everything under `{prefix}/passkeys` (see [`super::passkey_http`]).
     Passkeys,
     Mfa(MfaEndpoint),
     /// Browser sessions (see [`super::session_http`]).
     Session(SessionEndpoint),
+}
+
+/// A sub-API that routes the rest of its path itself.
+#[derive(Clone, Copy)]
+enum Tree {
+    ApiKeys,
+    Admin,
+    Oidc,
 }
 
 impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
@@ -142,6 +154,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             Some("/password") => Some(Endpoint::Password),
             Some("/password/forgot") => Some(Endpoint::Forgot),
             Some("/password/reset") => Some(Endpoint::Reset),
+            Some("/openapi.json") => Some(Endpoint::OpenApi),
             Some(p) if p == "/passkeys" || p.starts_with("/passkeys/") => Some(Endpoint::Passkeys),
             Some(rest) if rest.starts_with("/mfa") => MfaEndpoint::of(rest).map(Endpoint::Mfa),
             Some(rest) if rest.starts_with("/session") || rest == "/csrf" => {
@@ -153,43 +166,29 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
                 _ => None,
             },
         };
-        // `{prefix}/api-keys` and below: see `super::api_keys::http`.
-        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/api-keys")) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.to_owned();
-                let state = self.state.clone();
-                let (pending, mut req) = (PendingCookies::default(), req);
-                req.extensions_mut().insert(pending.clone());
-                return Either::Right(Box::pin(async move {
-                    let mut resp = super::api_keys::http::handle(&service, &state, &rest, req).await;
-                    pending.apply(&mut resp);
-                    Ok(resp)
-                }));
-            }
-        }
-        // `{prefix}/admin` and below: see `super::admin_http`.
-        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/admin")) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.to_owned();
-                let state = self.state.clone();
-                let (pending, mut req) = (PendingCookies::default(), req);
-                req.extensions_mut().insert(pending.clone());
-                return Either::Right(Box::pin(async move {
-                    let mut resp = super::admin_http::handle(&service, &state, &rest, req).await;
-                    pending.apply(&mut resp);
-                    Ok(resp)
-                }));
-            }
-        }
-        // `{prefix}/oidc` and below: see `super::oidc::http`.
-        if let Some(rest) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("/oidc")) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = rest.to_owned();
-                let state = self.state.clone();
-                return Either::Right(Box::pin(async move {
-                    Ok(super::oidc::http::handle(&service, &state, &rest, req).await)
-                }));
-            }
+        // The sub-APIs with routing of their own, `{prefix}/api-keys`, `/admin`
+        // and `/oidc` and below: see their modules.
+        let tree = path.strip_prefix(prefix).and_then(|p| {
+            [("/api-keys", Tree::ApiKeys), ("/admin", Tree::Admin), ("/oidc", Tree::Oidc)].into_iter().find_map(
+                |(name, tree)| {
+                    let rest = p.strip_prefix(name).filter(|r| r.is_empty() || r.starts_with('/'))?;
+                    Some((tree, rest.to_owned()))
+                },
+            )
+        });
+        if let Some((tree, rest)) = tree {
+            let state = self.state.clone();
+            let (pending, mut req) = (PendingCookies::default(), req);
+            req.extensions_mut().insert(pending.clone());
+            return Either::Right(Box::pin(async move {
+                let mut resp = match tree {
+                    Tree::ApiKeys => super::api_keys::http::handle(&service, &state, &rest, req).await,
+                    Tree::Admin => super::admin_http::handle(&service, &state, &rest, req).await,
+                    Tree::Oidc => super::oidc::http::handle(&service, &state, &rest, req).await,
+                };
+                pending.apply(&mut resp);
+                Ok(resp)
+            }));
         }
         let Some(endpoint) = endpoint else {
             return Either::Left(take_ready(&mut self.inner).call(req));
@@ -221,7 +220,7 @@ async fn handle(
         return erase_me(service, state, req).await;
     }
     let wanted = match endpoint {
-        Endpoint::Jwks | Endpoint::Discovery | Endpoint::Me | Endpoint::Export => Method::GET,
+        Endpoint::Jwks | Endpoint::Discovery | Endpoint::OpenApi | Endpoint::Me | Endpoint::Export => Method::GET,
         Endpoint::Mfa(e) => e.method(),
         _ => Method::POST,
     };
@@ -234,6 +233,7 @@ async fn handle(
     match endpoint {
         Endpoint::Jwks => json(StatusCode::OK, &service.jwks()),
         Endpoint::Discovery => json(StatusCode::OK, &discovery(service)),
+        Endpoint::OpenApi => json(StatusCode::OK, &super::openapi::document(service)),
         Endpoint::Register => register(service, req).await,
         Endpoint::Me | Endpoint::Password | Endpoint::LogoutAll | Endpoint::Export => {
             account(endpoint, service, state, req).await
@@ -447,7 +447,7 @@ async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpReques
     };
     if !proved {
         if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
-            state.bans.strike(ip, Strike::AuthFailure);
+            state.strike(ip, Strike::AuthFailure);
         }
         return Problem::new(StatusCode::FORBIDDEN, "invalid-credentials", "Not confirmed")
             .detail("the password, code or confirmation is not correct")
@@ -741,7 +741,7 @@ async fn reset(service: &IdentityService, state: &LimitState, req: HttpRequest) 
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
             if let Some(ip) = origin.ip {
-                state.bans.strike(ip, Strike::AuthFailure);
+                state.strike(ip, Strike::AuthFailure);
             }
             let event = origin.event(AuditKind::AuthFailure, user_id.as_deref());
             state.audit(event.detail("method", "password_reset").detail("reason", reason));
@@ -879,7 +879,7 @@ pub(super) async fn token_for(
         }
         Err(IdentityError::InvalidGrant { reason, user_id }) => {
             if let Some(ip) = ip {
-                state.bans.strike(ip, Strike::AuthFailure);
+                state.strike(ip, Strike::AuthFailure);
             }
             state.audit(audit(AuditKind::AuthFailure, user_id.clone(), Some(reason)));
             if let (Some(id), "bad_credentials") = (&user_id, reason) {
@@ -960,7 +960,7 @@ async fn client_token(
     let ext = req.extensions();
     let fail = |reason: &'static str, client_id: Option<String>, basic: bool| {
         if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
-            state.bans.strike(ip, Strike::AuthFailure);
+            state.strike(ip, Strike::AuthFailure);
         }
         state.audit(attempt_event(ext, AuditKind::AuthFailure, GRANT, client_id, Some(reason)));
         invalid_client(basic)

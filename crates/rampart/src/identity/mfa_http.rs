@@ -272,7 +272,7 @@ async fn record_failure(
     reason: &'static str,
 ) {
     if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
-        state.bans.strike(ip, Strike::AuthFailure);
+        state.strike(ip, Strike::AuthFailure);
     }
     let subject = user_id.map(str::to_owned);
     state.audit(attempt_event(ext, AuditKind::AuthFailure, method, subject.clone(), Some(reason)));

@@ -35,6 +35,7 @@ pub mod mfa;
 mod mfa_http;
 pub mod notify;
 pub mod oidc;
+pub mod openapi;
 pub mod passkey_http;
 pub mod passkeys;
 pub mod privacy;

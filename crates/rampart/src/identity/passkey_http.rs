@@ -223,7 +223,7 @@ async fn login_finish(service: &IdentityService, state: &LimitState, req: HttpRe
         }
         Err(PasskeyError::Refused { reason, user_id }) => {
             if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
-                state.bans.strike(ip, Strike::AuthFailure);
+                state.strike(ip, Strike::AuthFailure);
             }
             state.audit(attempt_event(ext, AuditKind::AuthFailure, METHOD, user_id.clone(), Some(reason)));
             // A wrong answer for a real account counts towards its lockout
@@ -243,7 +243,7 @@ async fn login_finish(service: &IdentityService, state: &LimitState, req: HttpRe
         }
         Err(PasskeyError::BadInput(msg)) => {
             if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
-                state.bans.strike(ip, Strike::AuthFailure);
+                state.strike(ip, Strike::AuthFailure);
             }
             bad_request(&req, &msg)
         }

@@ -346,7 +346,7 @@ impl<S> InspectService<S> {
             return None;
         }
         if let Some(ip) = ip {
-            self.state.bans.strike(ip, crate::limit::bans::Strike::BlockedInput);
+            self.state.strike(ip, crate::limit::bans::Strike::BlockedInput);
         }
         Some(
             Problem::new(StatusCode::FORBIDDEN, "input-blocked", "Request blocked")

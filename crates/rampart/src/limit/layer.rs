@@ -2,10 +2,20 @@
 //! the limiter, before the request goes further; budgets debited after the
 //! response by the cost the upstream reports.
 //!
-//! The layer runs at two stages of the stack: [`Stage::Anonymous`] before
-//! authentication (limits keyed by IP, route or globally) so floods are refused
-//! cheaply, and [`Stage::Principal`] after it (limits keyed by user, API key or
-//! tier). A limit needing a principal is skipped for anonymous requests.
+//! The layer sits at two places in the stack, and each route's limits are
+//! decided at exactly one of them, in one call (one Redis round trip), so a
+//! refused request charges none of its limits and the response carries one set
+//! of headers naming the tightest limit:
+//!
+//! - [`Stage::Anonymous`], before authentication, for routes whose limits are
+//!   all keyed by IP, route or globally: floods are refused before any auth work;
+//! - [`Stage::Principal`], after it, for routes with any limit keyed by user,
+//!   API key or tier ([`RoutePolicy::limits_after_auth`]): there every limit of
+//!   the route is decided, the address limits included. A limit needing a
+//!   principal is skipped for anonymous requests (on `auth = "optional"`
+//!   routes), which still meet the route's other limits.
+//!
+//! [`RoutePolicy::limits_after_auth`]: rampart_core::config::RoutePolicy::limits_after_auth
 //!
 //! A refusal is 429 (503 for a global budget: the service, not the caller, ran
 //! out) with `Retry-After`, the rate-limit headers, and a strike towards an
@@ -118,7 +128,7 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                     .into_response_for(req.extensions());
                 set_headers(resp.headers_mut(), &outcomes);
                 if let (Some(ip), false) = (ip, limit.is_global_budget()) {
-                    state.bans.strike(ip, super::bans::Strike::RateLimited);
+                    state.strike(ip, super::bans::Strike::RateLimited);
                 }
                 state.audit_once(&applied.checks[i].key, || {
                     let kind = if limit.is_budget() { AuditKind::BudgetExhausted } else { AuditKind::RateLimited };
@@ -148,7 +158,8 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
 impl<S> RateLimitService<S> {
     fn applicable(&self, req: &HttpRequest) -> Option<Applied> {
         let route = req.extensions().get::<MatchedRoute>()?;
-        if route.0.limits.is_empty() {
+        let stage = if route.0.limits_after_auth { Stage::Principal } else { Stage::Anonymous };
+        if route.0.limits.is_empty() || stage != self.stage {
             return None;
         }
         let client = req.extensions().get::<ClientInfo>()?;
@@ -160,13 +171,6 @@ impl<S> RateLimitService<S> {
         let tier = principal.and_then(|p| p.tier.as_deref());
         let mut applied = Applied { limits: Vec::new(), checks: Vec::new() };
         for limit in &route.0.limits {
-            let wanted = match self.stage {
-                Stage::Anonymous => !limit.needs_principal(),
-                Stage::Principal => limit.needs_principal(),
-            };
-            if !wanted {
-                continue;
-            }
             let Some(key) = limit_key(limit, &who) else { continue };
             let (weight, op) = match limit.kind {
                 LimitKind::Rate => (route.0.weight, Op::Check),
@@ -269,6 +273,46 @@ mod tests {
             out.push(svc.clone().oneshot(req).await.unwrap().status().as_u16());
         }
         out
+    }
+
+    #[tokio::test]
+    async fn each_route_is_decided_at_exactly_one_stage() {
+        let config = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n\
+            [[routes]]\npath = '/mixed/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }, { by = 'user', rate = '1/min' }]\n\
+            [[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+        let policy = rampart_core::config::load(config, &[], &|_| Err("no files".into())).unwrap();
+        let (mixed, plain) = (&policy.routes[0], &policy.routes[1]);
+        assert!(mixed.limits_after_auth && !plain.limits_after_auth);
+        let metrics = Arc::new(Metrics::new());
+        let state = LimitState::new(&policy, &metrics, &Arc::new(Health::default())).unwrap();
+        let settings = Arc::new(policy.limits.clone());
+        let before = RateLimitLayer::new(state.clone(), settings.clone(), Stage::Anonymous);
+        let after = RateLimitLayer::new(state, settings, Stage::Principal);
+        let call = |layer: &RateLimitLayer, route: &Arc<rampart_core::config::RoutePolicy>| {
+            let svc = layer.layer(crate::testing::echo_headers());
+            let mut req = http::Request::new(axum::body::Body::empty());
+            req.extensions_mut().insert(MatchedRoute(route.clone()));
+            req.extensions_mut().insert(ClientInfo {
+                ip: "192.0.2.7".parse().unwrap(),
+                forwarded_https: false,
+                via_trusted_proxy: false,
+            });
+            async move {
+                let resp = svc.oneshot(req).await.unwrap();
+                (resp.status().as_u16(), resp.headers().contains_key("ratelimit"))
+            }
+        };
+        // The mixed route's address limit is not decided before authentication...
+        for _ in 0..3 {
+            assert_eq!(call(&before, mixed).await, (200, false));
+        }
+        // ... but after it, with the route's other limits.
+        assert_eq!(call(&after, mixed).await, (200, true));
+        assert_eq!(call(&after, mixed).await, (429, true));
+        // A route with address limits only is decided before authentication alone.
+        assert_eq!(call(&after, plain).await, (200, false));
+        assert_eq!(call(&before, plain).await, (200, true));
+        assert_eq!(call(&before, plain).await, (429, true));
     }
 
     #[tokio::test]

@@ -237,6 +237,13 @@ impl LimitState {
         let _ = self.audit.set(sink);
     }
 
+    /// Counts a strike of `kind` against `ip`: towards an automatic ban, and in
+    /// the abuse monitor's spike class for that kind.
+    pub fn strike(&self, ip: IpAddr, kind: bans::Strike) {
+        self.abuse.record_class(kind.into(), ip);
+        self.bans.strike(ip, kind);
+    }
+
     /// Records `event` in the audit log (when it runs).
     pub fn audit(&self, event: AuditEvent) {
         if let Some(sink) = self.audit.get() {

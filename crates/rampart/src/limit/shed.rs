@@ -1,10 +1,16 @@
 //! Load shedding and per-address concurrency caps.
 //!
 //! A global count of requests in flight: past `shed_anonymous_at` × `max_in_flight`
-//! requests that carry no credentials are refused first (503 with `Retry-After`),
-//! so signed-in users keep working while anonymous floods are shed; past
-//! `max_in_flight` everything new is refused. Independently, one client address
-//! may have at most `max_requests_per_ip` requests in flight (429).
+//! anonymous requests are refused first (503 with `Retry-After`), so signed-in
+//! users keep working while anonymous floods are shed; past `max_in_flight`
+//! everything new is refused. Independently, one client address may have at
+//! most `max_requests_per_ip` requests in flight (429).
+//!
+//! "Signed in" means a credential the [`Recognize`] implementation (the
+//! authentication layer) knows valid from memory, without I/O: a cached
+//! verified token, a cached API key, a session seen valid a moment ago. A
+//! header that merely looks like a credential (`Cookie: x=1`, a bogus
+//! bearer token) counts as anonymous, so it cannot jump the queue.
 //!
 //! The per-address table holds only addresses with requests in flight, so its
 //! size is bounded by the in-flight cap itself.
@@ -15,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::{header, StatusCode};
+use http::StatusCode;
 use rampart_core::client_ip::ClientInfo;
 use tower::{Layer, Service};
 
@@ -68,18 +74,19 @@ pub struct ShedConfig {
 pub struct ShedLayer {
     shedder: Arc<LoadShedder>,
     config: ShedConfig,
+    signed_in: Arc<dyn Recognize>,
 }
 
 impl ShedLayer {
-    pub fn new(shedder: Arc<LoadShedder>, config: ShedConfig) -> Self {
-        Self { shedder, config }
+    pub fn new(shedder: Arc<LoadShedder>, config: ShedConfig, signed_in: Arc<dyn Recognize>) -> Self {
+        Self { shedder, config, signed_in }
     }
 }
 
 impl<S> Layer<S> for ShedLayer {
     type Service = ShedService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ShedService { inner, shedder: self.shedder.clone(), config: self.config }
+        ShedService { inner, shedder: self.shedder.clone(), config: self.config, signed_in: self.signed_in.clone() }
     }
 }
 
@@ -88,13 +95,19 @@ pub struct ShedService<S> {
     inner: S,
     shedder: Arc<LoadShedder>,
     config: ShedConfig,
+    signed_in: Arc<dyn Recognize>,
 }
 
-/// True when the request presents some credential (it may still be invalid;
-/// authentication decides that later, and the hard cap still applies).
-fn has_credentials(req: &HttpRequest) -> bool {
-    let h = req.headers();
-    h.contains_key(header::AUTHORIZATION) || h.contains_key("x-api-key") || h.contains_key(header::COOKIE)
+/// Tells a request with a credential known valid from memory (no I/O) from
+/// an anonymous one. Closures implement it too.
+pub trait Recognize: Send + Sync {
+    fn recognizes(&self, req: &HttpRequest) -> bool;
+}
+
+impl<F: Fn(&HttpRequest) -> bool + Send + Sync> Recognize for F {
+    fn recognizes(&self, req: &HttpRequest) -> bool {
+        self(req)
+    }
 }
 
 impl<S: Inner> Service<HttpRequest> for ShedService<S> {
@@ -114,7 +127,7 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
             let soft = (cfg.max_in_flight as f64 * cfg.shed_anonymous_at) as usize;
             let reason = if n > cfg.max_in_flight {
                 Some("overload")
-            } else if n > soft && !has_credentials(&req) {
+            } else if n > soft && !self.signed_in.recognizes(&req) {
                 Some("overload_anonymous")
             } else {
                 None

@@ -1,12 +1,17 @@
 //! Abuse detection in bounded memory: the heaviest client addresses (space-saving
-//! top-k over one-minute windows) and a spike detector on the total request rate
-//! (EWMA baseline), ticking once a second off the request path.
+//! top-k over one-minute windows) and a spike detector per class of event
+//! ([`SpikeClass`]: all requests, rate-limit refusals, authentication failures,
+//! blocked inputs), each with its own EWMA baseline, ticking once a second off
+//! the request path. A flood of failed logins is a spike of its class even
+//! when it is lost in the noise of the total request rate.
 //!
-//! A spike is logged as an audit event and counted in
-//! `rampart_spikes_total`; with `ban_on_spike` the top address of the current
-//! window is banned when it made at least a tenth of the window's requests.
-//! Heavy hitters are exported as `rampart_top_client_requests{rank,ip}` (at most
-//! `top_k` series, replaced every window) and served by `rampart top`.
+//! Memory is fixed: per class one counter, one baseline and one top-k table of
+//! `top_k` addresses. A spike is logged as an audit event naming its class and
+//! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the top address of
+//! that class in the current window is banned when it made at least a tenth of
+//! the class's events. Heavy hitters by requests are exported as
+//! `rampart_top_client_requests{rank,ip}` (at most `top_k` series, refreshed
+//! every second) and served by `rampart top`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +24,7 @@ use serde::Serialize;
 
 use super::audit::{AuditEvent, AuditKind, AuditSink};
 use super::Metrics;
-use crate::limit::bans::BanList;
+use crate::limit::bans::{BanList, Strike};
 
 /// Seconds per heavy-hitter window.
 const WINDOW_TICKS: u64 = 60;
@@ -33,11 +38,55 @@ pub struct TopClient {
     pub error: u64,
 }
 
+/// What a spike detector counts. Each class has its own baseline: a class
+/// spikes against its own history, not against the others'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpikeClass {
+    /// Every request that reached the access lists.
+    Requests,
+    /// Requests refused by a rate limit or budget.
+    RateLimited,
+    /// Failed authentications (bad tokens, keys, passwords, codes).
+    AuthFailures,
+    /// Requests blocked by inspection.
+    BlockedInputs,
+}
+
+impl SpikeClass {
+    pub const ALL: [Self; 4] = [Self::Requests, Self::RateLimited, Self::AuthFailures, Self::BlockedInputs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::RateLimited => "rate_limited",
+            Self::AuthFailures => "auth_failures",
+            Self::BlockedInputs => "blocked_inputs",
+        }
+    }
+}
+
+impl From<Strike> for SpikeClass {
+    fn from(s: Strike) -> Self {
+        match s {
+            Strike::RateLimited => Self::RateLimited,
+            Strike::AuthFailure => Self::AuthFailures,
+            Strike::BlockedInput => Self::BlockedInputs,
+        }
+    }
+}
+
+/// One class's counts: events this tick, events this window, the heaviest
+/// addresses this window.
+struct ClassCounts {
+    tick: AtomicU64,
+    window: AtomicU64,
+    top: Mutex<SpaceSaving<IpAddr>>,
+}
+
 pub struct AbuseMonitor {
-    current: Mutex<SpaceSaving<IpAddr>>,
+    classes: [ClassCounts; SpikeClass::ALL.len()],
+    detectors: Mutex<Option<[SpikeDetector; SpikeClass::ALL.len()]>>,
     last_window: Mutex<Vec<TopClient>>,
-    requests: AtomicU64,
-    window_requests: AtomicU64,
     config: AbuseConfig,
     metrics: Arc<Metrics>,
     bans: Arc<BanList>,
@@ -46,34 +95,41 @@ pub struct AbuseMonitor {
 }
 
 impl AbuseMonitor {
+    /// The monitor, ticking once a second when a Tokio runtime runs.
     pub fn new(config: &AbuseConfig, metrics: Arc<Metrics>, bans: Arc<BanList>) -> Arc<Self> {
-        let monitor = Arc::new(Self {
-            current: Mutex::new(SpaceSaving::new(config.top_k)),
-            last_window: Mutex::new(Vec::new()),
-            requests: AtomicU64::new(0),
-            window_requests: AtomicU64::new(0),
-            config: config.clone(),
-            metrics,
-            bans,
-            audit: OnceLock::new(),
-        });
+        let monitor = Self::without_ticks(config, metrics, bans);
         if tokio::runtime::Handle::try_current().is_ok() {
             let weak = Arc::downgrade(&monitor);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut detector = None;
                 let mut n = 0u64;
                 loop {
                     tick.tick().await;
                     let Some(m) = weak.upgrade() else { return };
-                    let detector = detector
-                        .get_or_insert_with(|| SpikeDetector::new(m.config.spike_factor, m.config.spike_min_rate));
                     n += 1;
-                    m.tick(detector, n.is_multiple_of(WINDOW_TICKS)).await;
+                    m.tick(n.is_multiple_of(WINDOW_TICKS)).await;
                 }
             });
         }
         monitor
+    }
+
+    /// The monitor without its clock: [`AbuseMonitor::tick`] runs when called.
+    pub fn without_ticks(config: &AbuseConfig, metrics: Arc<Metrics>, bans: Arc<BanList>) -> Arc<Self> {
+        let class = || ClassCounts {
+            tick: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            top: Mutex::new(SpaceSaving::new(config.top_k)),
+        };
+        Arc::new(Self {
+            classes: [class(), class(), class(), class()],
+            detectors: Mutex::new(None),
+            last_window: Mutex::new(Vec::new()),
+            config: config.clone(),
+            metrics,
+            bans,
+            audit: OnceLock::new(),
+        })
     }
 
     /// Records spikes in `sink` from now on. Only the first call has an effect.
@@ -83,61 +139,196 @@ impl AbuseMonitor {
 
     /// Counts one request from `ip`.
     pub fn record(&self, ip: IpAddr) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).offer(ip);
+        self.record_class(SpikeClass::Requests, ip);
     }
 
-    /// The heavy hitters of the current window, or of the last full window while
-    /// the current one has no data yet.
+    /// Counts one event of `class` from `ip`.
+    pub fn record_class(&self, class: SpikeClass, ip: IpAddr) {
+        let c = &self.classes[class as usize];
+        c.tick.fetch_add(1, Ordering::Relaxed);
+        c.top.lock().unwrap_or_else(|e| e.into_inner()).offer(ip);
+    }
+
+    /// The heavy hitters by requests of the current window, or of the last full
+    /// window while the current one has no data yet.
     pub fn top(&self) -> Vec<TopClient> {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner()).top();
-        let mut out: Vec<TopClient> =
-            current.into_iter().map(|(ip, requests, error)| TopClient { ip, requests, error }).collect();
+        let mut out = self.top_of(SpikeClass::Requests);
         if out.is_empty() {
             out = self.last_window.lock().unwrap_or_else(|e| e.into_inner()).clone();
         }
         out
     }
 
-    async fn tick(&self, detector: &mut SpikeDetector, rotate: bool) {
-        let rate = self.requests.swap(0, Ordering::Relaxed);
-        self.window_requests.fetch_add(rate, Ordering::Relaxed);
-        let spike = detector.observe(rate as f64);
-        if spike {
-            let top = self.top();
-            self.metrics.spike();
-            tracing::warn!(
-                target: "rampart::audit",
-                event = "traffic_spike",
-                rate,
-                baseline = detector.baseline(),
-                top_ip = %top.first().map(|t| t.ip.to_string()).unwrap_or_default(),
-                "request rate spike"
-            );
-            if let Some(audit) = self.audit.get() {
-                let mut event = AuditEvent::new(AuditKind::TrafficSpike)
-                    .detail("rate", rate)
-                    .detail("baseline", detector.baseline());
-                if let Some(t) = top.first() {
-                    event = event.ip(t.ip).detail("top_requests", t.requests);
+    fn top_of(&self, class: SpikeClass) -> Vec<TopClient> {
+        let top = self.classes[class as usize].top.lock().unwrap_or_else(|e| e.into_inner()).top();
+        top.into_iter().map(|(ip, requests, error)| TopClient { ip, requests, error }).collect()
+    }
+
+    /// Closes one second: feeds each class's rate to its detector, reports
+    /// spikes, and refreshes the heavy-hitter metric; `rotate` also starts a
+    /// new heavy-hitter window. Returns the classes that spiked.
+    pub async fn tick(&self, rotate: bool) -> Vec<SpikeClass> {
+        let mut spiked = Vec::new();
+        let mut baselines = [0.0; SpikeClass::ALL.len()];
+        {
+            let mut detectors = self.detectors.lock().unwrap_or_else(|e| e.into_inner());
+            let detectors = detectors.get_or_insert_with(|| {
+                SpikeClass::ALL.map(|c| SpikeDetector::new(self.config.spike_factor, self.config.min_rate(c.as_str())))
+            });
+            for class in SpikeClass::ALL {
+                let c = &self.classes[class as usize];
+                let rate = c.tick.swap(0, Ordering::Relaxed);
+                c.window.fetch_add(rate, Ordering::Relaxed);
+                if detectors[class as usize].observe(rate as f64) {
+                    spiked.push((class, rate));
                 }
-                audit.record(event);
+                baselines[class as usize] = detectors[class as usize].baseline();
             }
-            if self.config.ban_on_spike {
-                let total = self.window_requests.load(Ordering::Relaxed).max(1);
-                if let Some(t) = top.first().filter(|t| t.requests.saturating_mul(10) >= total) {
-                    if self.bans.banned(t.ip).is_none() {
-                        self.bans.add(t.ip, Duration::from_secs(600), "traffic spike", "auto:spike").await;
-                    }
+        }
+        for &(class, rate) in &spiked {
+            self.report_spike(class, rate, baselines[class as usize]).await;
+        }
+        let top = self.top();
+        self.metrics.set_top_clients(&top.iter().map(|t| (t.ip, t.requests)).collect::<Vec<_>>());
+        if rotate {
+            *self.last_window.lock().unwrap_or_else(|e| e.into_inner()) = self.top_of(SpikeClass::Requests);
+            for c in &self.classes {
+                c.top.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                c.window.store(0, Ordering::Relaxed);
+            }
+        }
+        spiked.into_iter().map(|(class, _)| class).collect()
+    }
+
+    async fn report_spike(&self, class: SpikeClass, rate: u64, baseline: f64) {
+        let top = self.top_of(class);
+        self.metrics.spike(class.as_str());
+        tracing::warn!(
+            target: "rampart::audit",
+            event = "traffic_spike",
+            class = class.as_str(),
+            rate,
+            baseline,
+            top_ip = %top.first().map(|t| t.ip.to_string()).unwrap_or_default(),
+            "spike of {}",
+            class.as_str()
+        );
+        if let Some(audit) = self.audit.get() {
+            let mut event = AuditEvent::new(AuditKind::TrafficSpike)
+                .detail("class", class.as_str())
+                .detail("rate", rate)
+                .detail("baseline", baseline);
+            if let Some(t) = top.first() {
+                event = event.ip(t.ip).detail("top_requests", t.requests);
+            }
+            audit.record(event);
+        }
+        if self.config.ban_on_spike {
+            let total = self.classes[class as usize].window.load(Ordering::Relaxed).max(1);
+            if let Some(t) = top.first().filter(|t| t.requests.saturating_mul(10) >= total) {
+                if self.bans.banned(t.ip).is_none() {
+                    let reason = format!("spike of {}", class.as_str().replace('_', " "));
+                    self.bans.add(t.ip, Duration::from_secs(600), &reason, "auto:spike").await;
                 }
             }
         }
-        if rotate {
-            let top = self.top();
-            self.metrics.set_top_clients(&top.iter().map(|t| (t.ip, t.requests)).collect::<Vec<_>>());
-            *self.last_window.lock().unwrap_or_else(|e| e.into_inner()) = top;
-            self.current.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            self.window_requests.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rampart_core::config::model::BansConfig;
+
+    fn ip(i: u8) -> IpAddr {
+        IpAddr::from([198, 51, 100, i])
+    }
+
+    fn monitor() -> (Arc<AbuseMonitor>, Arc<BanList>) {
+        let config = AbuseConfig { spike_factor: 3.0, spike_min_rate: 5.0, ban_on_spike: true, ..Default::default() };
+        let metrics = Arc::new(Metrics::new());
+        let bans = BanList::new(&BansConfig::default(), None, metrics.clone());
+        (AbuseMonitor::without_ticks(&config, metrics, bans.clone()), bans)
+    }
+
+    /// One second of steady traffic: 100 requests from 50 addresses, 2 failed logins.
+    fn steady(m: &AbuseMonitor) {
+        for i in 0..100 {
+            m.record(ip(i % 50));
+        }
+        m.record_class(SpikeClass::AuthFailures, ip(1));
+        m.record_class(SpikeClass::AuthFailures, ip(2));
+    }
+
+    #[tokio::test]
+    async fn a_class_spikes_against_its_own_baseline_while_the_others_stay_flat() {
+        let (m, bans) = monitor();
+        for _ in 0..5 {
+            steady(&m);
+            assert!(m.tick(false).await.is_empty());
+        }
+        // Credential stuffing hidden in the usual request rate: 100 requests,
+        // 40 of them failed logins from one address.
+        let attacker = ip(200);
+        for i in 0..60 {
+            m.record(ip(i % 50));
+        }
+        for _ in 0..40 {
+            m.record(attacker);
+            m.record_class(SpikeClass::AuthFailures, attacker);
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::AuthFailures], "requests stayed at 100/s");
+        let ban = bans.banned(attacker).expect("the top address of the spiking class is banned");
+        assert_eq!((ban.source.as_str(), ban.reason.as_str()), ("auto:spike", "spike of auth failures"));
+
+        // The reverse: a flood of plain requests, failures as usual.
+        for _ in 0..3 {
+            steady(&m);
+            m.tick(false).await;
+        }
+        steady(&m);
+        for _ in 0..900 {
+            m.record(ip(201));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
+        assert_eq!(m.top()[0].ip, ip(201), "the heavy hitter leads the top list");
+    }
+
+    #[test]
+    fn class_names_are_the_configurable_ones() {
+        assert_eq!(SpikeClass::ALL.map(SpikeClass::as_str), rampart_core::abuse::SPIKE_CLASSES);
+    }
+
+    #[tokio::test]
+    async fn a_class_may_have_its_own_floor() {
+        let config = AbuseConfig {
+            spike_factor: 3.0,
+            spike_min_rate: 100.0,
+            class_min_rate: [("auth_failures".to_string(), 5.0)].into(),
+            ..Default::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let bans = BanList::new(&BansConfig::default(), None, metrics.clone());
+        let m = AbuseMonitor::without_ticks(&config, metrics, bans);
+        m.tick(false).await;
+        for _ in 0..20 {
+            m.record(ip(1));
+            m.record_class(SpikeClass::AuthFailures, ip(1));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::AuthFailures], "20 requests are under the floor of 100");
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_per_class() {
+        let (m, _) = monitor();
+        for i in 0..50_000u32 {
+            let addr = IpAddr::from(i.to_be_bytes());
+            m.record(addr);
+            m.record_class(SpikeClass::RateLimited, addr);
+        }
+        for c in &m.classes {
+            assert!(c.top.lock().unwrap().len() <= m.config.top_k);
         }
     }
 }

@@ -109,6 +109,11 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopLabels {
     rank: u32,
     ip: String,
@@ -134,7 +139,7 @@ pub struct Metrics {
     redis_up: Gauge,
     bans_active: Gauge,
     bans_added: Family<SourceLabels, Counter>,
-    spikes: Counter,
+    spikes: Family<ClassLabels, Counter>,
     top_clients: Family<TopLabels, Gauge>,
     connections_refused: Family<ReasonLabels, Counter>,
     upstream_healthy: Family<TargetLabels, Gauge>,
@@ -179,7 +184,7 @@ impl Metrics {
         let redis_up = Gauge::default();
         let bans_active = Gauge::default();
         let bans_added = Family::<SourceLabels, Counter>::default();
-        let spikes = Counter::default();
+        let spikes = Family::<ClassLabels, Counter>::default();
         let top_clients = Family::<TopLabels, Gauge>::default();
         let connections_refused = Family::<ReasonLabels, Counter>::default();
         let upstream_healthy = Family::<TargetLabels, Gauge>::default();
@@ -200,7 +205,11 @@ impl Metrics {
         registry.register("redis_up", "1 while Redis is reachable (0 also when not configured)", redis_up.clone());
         registry.register("bans_active", "Addresses banned on this instance", bans_active.clone());
         registry.register("bans_added", "Bans added, manual or automatic", bans_added.clone());
-        registry.register("spikes", "Request-rate spikes detected", spikes.clone());
+        registry.register(
+            "spikes",
+            "Spikes detected, by class (requests, rate_limited, auth_failures, blocked_inputs)",
+            spikes.clone(),
+        );
         registry.register(
             "top_client_requests",
             "Heavy hitters of the last minute (space-saving estimate)",
@@ -305,8 +314,9 @@ impl Metrics {
         self.bans_added.get_or_create(&SourceLabels { source }).inc();
     }
 
-    pub fn spike(&self) {
-        self.spikes.inc();
+    /// Counts a spike of `class` (a fixed name from the abuse monitor).
+    pub fn spike(&self, class: &'static str) {
+        self.spikes.get_or_create(&ClassLabels { class }).inc();
     }
 
     pub fn upstream_healthy(&self, upstream: &str, target: &str, healthy: bool) {

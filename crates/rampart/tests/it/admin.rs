@@ -195,13 +195,7 @@ async fn users_and_keys(db: &TestDb) {
 
     // Sessions: bob's browser session ends when the admin revokes his sessions.
     let r = client().post(url(&gw, "/auth/session")).form(&login).send().await.unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("__Host-rampart_session="))
-        .unwrap();
+    let cookie = session_cookie(&r);
     let with_cookie = || client().get(url(&gw, "/api/x")).header("cookie", cookie.clone()).send();
     assert_eq!(with_cookie().await.unwrap().status(), 200);
     assert_eq!(admin.send(reqwest::Method::DELETE, &format!("/users/{bob}/sessions"), None).await.status(), 204);
@@ -376,13 +370,7 @@ async fn admin_operates_the_gateway() {
     // changes, and a cross-site origin is refused.
     let login = [("grant_type", "password"), ("username", "root"), ("password", PASSWORD)];
     let r = client().post(url(&gw, "/auth/session")).form(&login).send().await.unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("__Host-rampart_session="))
-        .unwrap();
+    let cookie = session_cookie(&r);
     let r = client().get(admin.url("/bans")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let ban = json!({"ip": "10.9.9.9"});

@@ -9,8 +9,8 @@ use crate::common::*;
 use rampart_core::token::{issue, Alg, Claims, SigningKey};
 use serde_json::Value;
 
-const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
-const APP: &str = "https://app.example.com";
+pub(crate) const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+pub(crate) const APP: &str = "https://app.example.com";
 const LOGIN: &str = "https://login.example.com";
 const P256: &str = include_str!("../../../rampart-core/src/token/testdata/p256.pem");
 const P256_PUB: &str = include_str!("../../../rampart-core/src/token/testdata/p256.pub.pem");
@@ -19,7 +19,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn hs256() -> SigningKey {
+pub(crate) fn hs256() -> SigningKey {
     SigningKey::hs256("hs256", SECRET.as_bytes()).unwrap()
 }
 
@@ -27,7 +27,7 @@ fn es256() -> SigningKey {
     SigningKey::from_pkcs8_pem("login-1", Alg::ES256, P256).unwrap()
 }
 
-fn claims(iss: &str, sub: &str) -> Claims {
+pub(crate) fn claims(iss: &str, sub: &str) -> Claims {
     let mut c = Claims::new(iss, sub, "api", now(), 600);
     c.roles = vec!["user".into()];
     c.scopes = vec!["read".into(), "write".into()];
@@ -35,12 +35,12 @@ fn claims(iss: &str, sub: &str) -> Claims {
     c
 }
 
-fn token(key: &SigningKey, c: &Claims) -> String {
+pub(crate) fn token(key: &SigningKey, c: &Claims) -> String {
     issue(key, c).unwrap()
 }
 
 /// Writes the ES256 public key where the config can name it, and returns the config.
-fn auth_config(dir: &std::path::Path, routes: &str) -> String {
+pub(crate) fn auth_config(dir: &std::path::Path, routes: &str) -> String {
     let pem = dir.join("login.pem");
     std::fs::write(&pem, P256_PUB).unwrap();
     format!(
@@ -57,7 +57,12 @@ const ROUTES: &str = "[[routes]]\npath = '/private/**'\nauth = 'required'\n\
                       [[routes]]\npath = '/ws/**'\nauth = 'required'\nauth_query = 'access_token'\n\
                       [[routes]]\npath = '/**'\n";
 
-async fn get(gw: &rampart::Gateway, path: &str, bearer: Option<&str>, extra: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn get(
+    gw: &rampart::Gateway,
+    path: &str,
+    bearer: Option<&str>,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
     let mut rb = client().get(url(gw, path));
     if let Some(t) = bearer {
         rb = rb.bearer_auth(t);

@@ -145,3 +145,42 @@ async fn redis_dying_falls_back_locally_and_recovers() {
     let ready: serde_json::Value = client().get(format!("{ops}/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
+
+#[tokio::test]
+async fn budgets_are_debited_in_redis_by_the_upstream_cost() {
+    let Some(redis) = redis_url() else { return };
+    let prefix = unique_prefix();
+    // A generous timeout: this test is about the debit, not the breaker.
+    let extra = format!(
+        "[redis]\nurl = '{redis}'\ntimeout = '2s'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n\
+         [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', budget = '1.00/day' }}]\n"
+    );
+    let (a, b) = pair(&extra).await;
+    let key = format!("{prefix}rl:{{ip:127.0.0.1}}:routes[0]#0");
+    let mut conn = ::redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(status(&a, "/cost/0.6").await, 200);
+    // The debit is written after the response, to Redis: the other instance,
+    // whose in-process store never saw the request, sees what is left.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move { ::redis::cmd("EXISTS").arg(&key).query_async::<u64>(&mut conn).await.unwrap() == 1 }
+        })
+        .await,
+        "no budget key in Redis"
+    );
+    let r = client().get(url(&b, "/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "0.4 of 1.00 left");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0", "whole units: 0.4 shows as 0");
+    assert_eq!(status(&b, "/cost/0.6").await, 200, "allowed while anything is left; the debit may overdraw");
+    assert!(
+        eventually(Duration::from_secs(5), || async { status(&a, "/x").await == 429 }).await,
+        "the budget spent on b is not exhausted on a"
+    );
+    let r = client().get(url(&b, "/x")).send().await.unwrap();
+    let v = problem(r, 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
+    let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 0, "the budget key expires when it would mean nothing: {ttl}");
+}

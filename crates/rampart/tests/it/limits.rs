@@ -243,12 +243,14 @@ async fn per_ip_concurrency_and_global_shedding() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    // Two in flight, soft limit 2: anonymous requests are shed, credentialed ones pass.
+    // Two in flight, soft limit 2: anonymous requests are shed, and so is a
+    // header that only looks like a credential (see `shedding.rs` for the
+    // verified ones that pass).
     let r = c.get(url(&gw, "/x")).send().await.unwrap();
     assert!(r.headers().contains_key("retry-after"));
     let v = problem(r, 503).await;
     assert_eq!(v["type"], "urn:rampart:problem:overloaded");
-    assert_eq!(c.get(url(&gw, "/x")).bearer_auth("token").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(url(&gw, "/x")).bearer_auth("token").send().await.unwrap().status(), 503);
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
@@ -323,4 +325,39 @@ async fn invalid_limit_config_is_refused_with_lines() {
     assert!(err.contains("`planet` is not a key"), "{err}");
     assert!(err.contains("not a period"), "{err}");
     assert!(err.contains("routes[0].weight"), "{err}");
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_while_a_normal_client_is_served() {
+    let (gw, _) = setup_with("header_read_timeout = '600ms'", "").await;
+    let addr = gw.addr;
+    // The slow client: a request line, then one header line every 100 ms, never
+    // the blank line that ends the headers. Returns how long it was kept.
+    let slow = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        for i in 0..100 {
+            if s.write_all(format!("X-Drip-{i}: y\r\n").as_bytes()).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => break,
+                Err(_) => {}
+            }
+        }
+        started.elapsed()
+    });
+    // Meanwhile a normal client is served, request after request.
+    let c = client();
+    let mut served = 0;
+    while !slow.is_finished() {
+        assert_eq!(c.get(url(&gw, "/ok")).send().await.unwrap().status(), 200);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = slow.await.unwrap();
+    assert!(kept < Duration::from_secs(5), "the slow client was never cut off ({kept:?})");
+    assert!(served >= 3, "the normal client was served while the slow one trickled ({served} requests)");
 }

@@ -42,13 +42,7 @@ async fn export_and_erase(db: &TestDb) {
         .unwrap();
     let key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
     let r = client().post(url(&gw, "/auth/session")).form(&login).send().await.unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("__Host-rampart_session="))
-        .unwrap();
+    let cookie = session_cookie(&r);
     let api = |auth: (&'static str, String)| {
         let gw_url = url(&gw, "/api/x");
         async move { client().get(gw_url).header(auth.0, auth.1).send().await.unwrap().status().as_u16() }

@@ -55,6 +55,15 @@ impl Refusal {
 impl CachedKey {
     /// Whether the key may be used at `now_ms` from `ip`; counts the use when so.
     pub fn admit(&self, ip: Option<IpAddr>, now_ms: u64) -> Result<&Verified, Refusal> {
+        self.check(ip, now_ms)?;
+        self.usage.count.fetch_add(1, Ordering::Relaxed);
+        self.usage.last.fetch_max(now_ms, Ordering::Relaxed);
+        Ok(&self.verified)
+    }
+
+    /// Whether [`CachedKey::admit`] would let `ip` in at `now_ms`, without
+    /// counting a use.
+    pub fn check(&self, ip: Option<IpAddr>, now_ms: u64) -> Result<(), Refusal> {
         if self.revoked {
             return Err(Refusal::Revoked);
         }
@@ -67,9 +76,7 @@ impl CachedKey {
         if !self.cidrs.is_empty() && !ip.is_some_and(|ip| self.cidrs.iter().any(|c| c.contains(&canonical(ip)))) {
             return Err(Refusal::AddressNotAllowed);
         }
-        self.usage.count.fetch_add(1, Ordering::Relaxed);
-        self.usage.last.fetch_max(now_ms, Ordering::Relaxed);
-        Ok(&self.verified)
+        Ok(())
     }
 }
 

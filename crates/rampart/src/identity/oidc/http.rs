@@ -247,7 +247,7 @@ async fn callback(service: &IdentityService, state: &LimitState, name: &str, req
                 let ext = req.extensions();
                 let hostile = matches!(e, LoginError::State(_) | LoginError::BadCallback(_) | LoginError::IdToken(_));
                 if let (true, Some(ip)) = (hostile, ext.get::<ClientInfo>().map(|c| c.ip)) {
-                    state.bans.strike(ip, Strike::AuthFailure);
+                    state.strike(ip, Strike::AuthFailure);
                 }
                 let event = attempt_event(
                     ext,

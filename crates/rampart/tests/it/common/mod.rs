@@ -255,3 +255,13 @@ where
     }
     false
 }
+
+/// The `name=value` of the session cookie a login answer sets.
+pub fn session_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-rampart_session="))
+        .expect("a session cookie")
+}
