@@ -2,8 +2,9 @@
 //! `unsafe-inline`) and `no-store`, no inline script or style in any page,
 //! cached assets, 404 and 405 pages, a hostile username rendered as text, a
 //! page action refused without the CSRF token, the dashboard's 403 for a
-//! user without the admin role, and the config check that pages need
-//! sessions. The browser flow is in `browser.rs`.
+//! user without the admin role, buttons for configured external providers,
+//! and the config check that pages need sessions. The browser flow is in
+//! `browser.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
@@ -112,6 +113,9 @@ async fn web_pages_have_a_strict_csp_and_no_inline_code() {
     }
     // An asset of another version, an unknown page: 404 pages; a POST: 405.
     assert_eq!(page(&gw, "/ui/assets/000000000000/common.js", None).await.status(), 404);
+    // Password reset is off in this config: its pages are not there.
+    assert_eq!(page(&gw, "/ui/forgot", None).await.status(), 404);
+    assert_eq!(page(&gw, "/ui/reset?token=x", None).await.status(), 404);
     let r = page(&gw, "/ui/nothing-here", None).await;
     assert_eq!(r.status(), 404);
     assert!(r.headers().get("content-security-policy").unwrap().to_str().unwrap().contains("default-src 'none'"));
@@ -214,4 +218,52 @@ fn web_pages_need_sessions() {
     };
     assert!(!ok);
     assert!(err.contains("identity.pages.enabled") && err.contains("[identity.sessions]"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_page_offers_configured_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("rampart.db").display());
+    let up = start_upstream().await;
+    // The provider is not reached until someone uses it.
+    let provider =
+        "[identity.oidc.corp]\nissuer = 'http://127.0.0.1:9'\nclient_id = 'gw'\nclient_secret = 'gw-secret'\n\
+                    display_name = 'Corp <SSO>'\n";
+    let text = pages_config(up, &db).replace("[upstreams.default]", &format!("{provider}[upstreams.default]"));
+    let gw = gateway(&text).await;
+    let html = page(&gw, "/ui/login", None).await.text().await.unwrap();
+    assert!(html.contains("href=\"/auth/oidc/corp/login?return_to=/ui/account\""), "{html}");
+    assert!(html.contains("Continue with Corp &lt;SSO&gt;"), "{html}");
+    // The account page offers to link it.
+    assert_eq!(register_with_email(&gw, "dee", None, PASSWORD).await.status(), 201);
+    let (cookie, _) = session(&gw, "dee").await;
+    let html = page(&gw, "/ui/account", Some(&cookie)).await.text().await.unwrap();
+    assert!(html.contains("data-provider=\"corp\"") && html.contains("id=\"link-list\""), "{html}");
+    gw.shutdown();
+    gw.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_reset_pages_with_reset_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("rampart.db").display());
+    let up = start_upstream().await;
+    let reset = format!(
+        "[identity.notifier]\nkind = 'log'\npath = '{}'\n[identity.reset]\nlink = 'http://localhost/ui/reset?token={{token}}'\n",
+        dir.path().join("notify.log").display()
+    );
+    let text = pages_config(up, &db).replace("[upstreams.default]", &format!("{reset}[upstreams.default]"));
+    let gw = gateway(&text).await;
+    let r = page(&gw, "/ui/forgot", None).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("id=\"forgot-form\""));
+    // The token from the link lands in the form, escaped.
+    let html = page(&gw, "/ui/reset?token=%22%3E%3Cscript%3Ex%3C%2Fscript%3E", None).await.text().await.unwrap();
+    assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""), "{html}");
+    assert_no_inline(&html);
+    // Without a token: a note and a way to ask for one, no form.
+    let html = page(&gw, "/ui/reset", None).await.text().await.unwrap();
+    assert!(!html.contains("id=\"reset-form\"") && html.contains("/ui/forgot"), "{html}");
+    gw.shutdown();
+    gw.wait().await;
 }
