@@ -56,7 +56,7 @@ use crate::identity::IdentityService;
 use crate::limit::LimitState;
 use crate::store::identity::User;
 
-pub use pages::Page;
+use pages::Page;
 
 /// The pages' Content-Security-Policy: our own scripts, styles and images
 /// (plus `data:` images, the TOTP QR code), calls to our own origin only,

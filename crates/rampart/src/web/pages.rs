@@ -12,7 +12,7 @@ use crate::store::identity::User;
 
 /// The pages, for routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Page {
+pub(super) enum Page {
     Login,
     Register,
     Forgot,
