@@ -5,7 +5,9 @@
 //! authenticator) → log out → log in with the passkey → make an API key on
 //! the page, use it, revoke it on the page → an admin bans an address on the
 //! dashboard, and a client from that address is refused while 127.0.0.1 is
-//! not. Screenshots of the main pages go to `docs/screenshots/`.
+//! not. Screenshots of the main pages go to `target/screenshots/`, or, with
+//! `RAMPART_UPDATE_SCREENSHOTS=1`, to `docs/screenshots/` (what the README
+//! shows; they hold timestamps, so every run would change them).
 //!
 //! Needs `RAMPART_TEST_CHROMEDRIVER` (scripts/test sets it, after installing
 //! Debian's chromium and chromium-driver); without it the test says so and
@@ -146,7 +148,11 @@ async fn text_of(c: &Client, css: &str) -> String {
 }
 
 fn screenshots_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match std::env::var("RAMPART_UPDATE_SCREENSHOTS") {
+        Ok(v) if v == "1" => root.join("docs/screenshots"),
+        _ => root.join("target/screenshots"),
+    }
 }
 
 async fn screenshot(c: &Client, name: &str) {
