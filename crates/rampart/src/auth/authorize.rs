@@ -74,7 +74,7 @@ impl<S: Inner> Service<HttpRequest> for AuthorizeService<S> {
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         let Some(requirement) = req.extensions().get::<MatchedRoute>().and_then(|r| r.0.authorize.clone()) else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let Some(principal) = req.extensions().get::<Principal>() else {
             let resp = unauthenticated(&req);
@@ -116,7 +116,7 @@ impl<S: Inner> Service<HttpRequest> for AuthorizeService<S> {
                 }))
             }
             _ => match check(&self.layer.roles, &requirement, principal) {
-                Ok(()) => Either::Left(take_ready(&mut self.inner).call(req)),
+                Ok(()) => Either::Left(self.inner.call(req)),
                 Err(missing) => {
                     let resp = self.layer.forbidden(&req, &missing);
                     Either::Right(Box::pin(async move { Ok(resp) }))

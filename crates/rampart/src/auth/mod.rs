@@ -233,11 +233,11 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
             req.headers_mut().remove(name);
         }
         let Some(route) = req.extensions().get::<MatchedRoute>().map(|r| r.0.clone()) else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let route = &route.auth;
         if route.mode == AuthMode::None {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         }
         if let Some(signatures) = shared.signatures() {
             if req.headers().contains_key(rampart_core::signature::SIGNATURE_HEADER) {
@@ -266,7 +266,7 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         }
         let Some(token) = token_of(&req, route) else {
             if route.mode == AuthMode::Optional {
-                return Either::Left(take_ready(&mut self.inner).call(req));
+                return Either::Left(self.inner.call(req));
             }
             let resp = shared.refusal(&req, AuthFailure::Missing);
             return Either::Right(Box::pin(async move { Ok(resp) }));
@@ -274,7 +274,7 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         match shared.authenticate(&token) {
             Ok(verified) => {
                 shared.admit(&mut req, verified);
-                Either::Left(take_ready(&mut self.inner).call(req))
+                Either::Left(self.inner.call(req))
             }
             // A key we may not have fetched yet: ask the issuer, then decide.
             Err((AuthFailure::Token(TokenError::UnknownKid), Some(issuer)))

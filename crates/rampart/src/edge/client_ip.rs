@@ -17,7 +17,7 @@ use http::StatusCode;
 use rampart_core::client_ip::{resolve_client, ClientInfo, TrustedProxies};
 use tower::{Layer, Service};
 
-use super::{take_ready, ConnInfo, HttpRequest, Inner, LayerFuture};
+use super::{ConnInfo, HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
@@ -67,7 +67,7 @@ impl<S: Inner> Service<HttpRequest> for ClientIpService<S> {
         };
         let info: ClientInfo = resolve_client(peer.ip(), &self.trusted, req.headers());
         req.extensions_mut().insert(info);
-        futures_util::future::Either::Left(take_ready(&mut self.inner).call(req))
+        futures_util::future::Either::Left(self.inner.call(req))
     }
 }
 

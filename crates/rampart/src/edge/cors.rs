@@ -17,7 +17,7 @@ use rampart_core::cors::CorsPolicy;
 use tower::{Layer, Service};
 
 use super::route::MatchedRoute;
-use super::{take_ready, HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
@@ -76,9 +76,8 @@ impl<S: Inner> Service<HttpRequest> for CorsService<S> {
             Some(r) => r.0.cors.clone(),
             None => self.policy.clone(),
         };
-        let mut inner = take_ready(&mut self.inner);
         let Some(policy) = policy else {
-            return Box::pin(inner.call(req));
+            return Box::pin(self.inner.call(req));
         };
         let origin = req.headers().get(header::ORIGIN).cloned();
         let preflight_method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned();
@@ -123,8 +122,9 @@ impl<S: Inner> Service<HttpRequest> for CorsService<S> {
             return Box::pin(async move { Ok(resp) });
         }
 
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let mut resp = inner.call(req).await?;
+            let mut resp = fut.await?;
             let h = resp.headers_mut();
             if let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| policy.allows_origin(s))) {
                 add_origin_headers(h, &policy, &origin);

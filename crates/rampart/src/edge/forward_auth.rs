@@ -24,7 +24,7 @@ use http::{Method, StatusCode, Uri};
 use rampart_core::client_ip::ClientInfo;
 use tower::{Layer, Service};
 
-use super::{take_ready, HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 /// Marks a request that is a forward-auth check, not one to proxy.
@@ -72,7 +72,7 @@ impl<S: Inner> Service<HttpRequest> for ForwardAuthService<S> {
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         match &self.path {
             Some(p) if req.uri().path() == &**p => {}
-            _ => return Either::Left(take_ready(&mut self.inner).call(req)),
+            _ => return Either::Left(self.inner.call(req)),
         }
         if !req.extensions().get::<ClientInfo>().is_some_and(|c| c.via_trusted_proxy) {
             let resp = Problem::new(StatusCode::FORBIDDEN, "forward-auth-refused", "Forbidden")
@@ -88,7 +88,7 @@ impl<S: Inner> Service<HttpRequest> for ForwardAuthService<S> {
                 .into_response_for(req.extensions());
             return Either::Right(Box::pin(async move { Ok(resp) }));
         }
-        Either::Left(take_ready(&mut self.inner).call(req))
+        Either::Left(self.inner.call(req))
     }
 }
 

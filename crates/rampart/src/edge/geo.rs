@@ -18,7 +18,7 @@ use rampart_core::config::compile::GeoSettings;
 use tower::{Layer, Service};
 
 use super::route::MatchedRoute;
-use super::{take_ready, HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 /// An opened country database.
@@ -188,7 +188,7 @@ impl<S: Inner> Service<HttpRequest> for GeoService<S> {
             req.headers_mut().remove(h);
         }
         let (Some(db), Some(ip)) = (&l.db, req.extensions().get::<ClientInfo>().map(|c| c.ip)) else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let country = db.country(ip);
         let code = country.as_ref().and_then(|c| std::str::from_utf8(c).ok());
@@ -206,7 +206,7 @@ impl<S: Inner> Service<HttpRequest> for GeoService<S> {
                 req.headers_mut().insert(h.clone(), v);
             }
         }
-        Either::Left(take_ready(&mut self.inner).call(req))
+        Either::Left(self.inner.call(req))
     }
 }
 

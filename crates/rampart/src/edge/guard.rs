@@ -27,7 +27,7 @@ use rampart_core::path::{normalize_path, PathError, PathOptions};
 use tower::{Layer, Service};
 
 use super::route::{MatchedRoute, PathCheck};
-use super::{take_ready, HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 /// Limits for the guard layer. Route policy (when a route matched) supplies the
@@ -259,9 +259,9 @@ impl<S: Inner> Service<HttpRequest> for RequestGuardService<S> {
                     Body::new(MinRateBody::new(limited, min_rate, grace))
                 }
             });
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         }
-        Either::Left(take_ready(&mut self.inner).call(req))
+        Either::Left(self.inner.call(req))
     }
 }
 

@@ -25,7 +25,7 @@ use http::header::{HeaderName, HeaderValue};
 use rampart_core::request_id::is_valid_request_id;
 use tower::{Layer, Service};
 
-use super::{take_ready, HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, Inner, LayerFuture};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -89,9 +89,9 @@ impl<S: Inner> Service<HttpRequest> for RequestIdService<S> {
         };
         req.headers_mut().insert(X_REQUEST_ID, id.0.clone());
         req.extensions_mut().insert(id.clone());
-        let mut inner = take_ready(&mut self.inner);
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let mut resp = inner.call(req).await?;
+            let mut resp = fut.await?;
             resp.headers_mut().insert(X_REQUEST_ID, id.0);
             Ok(resp)
         })

@@ -12,7 +12,7 @@ use rampart_core::config::{Policy, RoutePolicy};
 use rampart_core::path::{normalize_path, PathError};
 use tower::{Layer, Service};
 
-use super::{request_host, take_ready, HttpRequest, Inner};
+use super::{request_host, HttpRequest, Inner};
 
 /// The route a request matched.
 #[derive(Clone, Debug)]
@@ -67,6 +67,6 @@ impl<S: Inner> Service<HttpRequest> for RouteService<S> {
         if let Some(route) = route {
             req.extensions_mut().insert(MatchedRoute(route));
         }
-        take_ready(&mut self.inner).call(req)
+        self.inner.call(req)
     }
 }

@@ -24,7 +24,7 @@ use rampart_core::config::SecurityHeaders;
 use tower::{Layer, Service};
 
 use super::route::MatchedRoute;
-use super::{take_ready, ConnInfo, HttpRequest, Inner, LayerFuture};
+use super::{ConnInfo, HttpRequest, Inner, LayerFuture};
 
 const HSTS: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
 
@@ -72,9 +72,9 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
         let policy = ext.get::<MatchedRoute>().map_or_else(|| self.headers.clone(), |r| r.0.security_headers.clone());
         let tls =
             ext.get::<ConnInfo>().is_some_and(|c| c.tls) || ext.get::<ClientInfo>().is_some_and(|c| c.forwarded_https);
-        let mut inner = take_ready(&mut self.inner);
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let mut resp = inner.call(req).await?;
+            let mut resp = fut.await?;
             let headers = resp.headers_mut();
             for name in &policy.remove {
                 headers.remove(name);

@@ -10,7 +10,7 @@ use http::StatusCode;
 use rampart_core::route::HostPattern;
 use tower::{Layer, Service};
 
-use super::{request_host, take_ready, HttpRequest, Inner, LayerFuture};
+use super::{request_host, HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
@@ -48,11 +48,11 @@ impl<S: Inner> Service<HttpRequest> for TrustedHostsService<S> {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         if self.hosts.is_empty() {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         }
         let allowed = request_host(&req).is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)));
         if allowed {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         }
         let resp = Problem::new(StatusCode::MISDIRECTED_REQUEST, "untrusted-host", "Unknown host")
             .detail("this server does not serve the requested host")

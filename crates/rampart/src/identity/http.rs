@@ -60,7 +60,7 @@ use super::reset::ResetTarget;
 use super::service::{IdentityError, IdentityService, IssuedTokens};
 use super::session_http::SessionEndpoint;
 use crate::edge::request_id::RequestId;
-use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
+use crate::edge::{HttpRequest, HttpResponse, Inner, LayerFuture};
 use crate::limit::bans::Strike;
 use crate::limit::{GcraParams, LimitCheck, LimitState, Op};
 use crate::observe::audit::{AuditEvent, AuditKind};
@@ -140,7 +140,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let Some(service) = self.service.clone() else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let path = req.uri().path();
         let prefix = service.settings.prefix.as_str();
@@ -191,7 +191,7 @@ impl<S: Inner> Service<HttpRequest> for IdentityHttp<S> {
             }));
         }
         let Some(endpoint) = endpoint else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let state = self.state.clone();
         let (pending, mut req) = (PendingCookies::default(), req);

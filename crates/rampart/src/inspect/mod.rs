@@ -368,7 +368,7 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let Some(policy) = req.extensions().get::<MatchedRoute>().and_then(|r| r.0.inspect.clone()) else {
-            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+            return futures_util::future::Either::Left(self.inner.call(req));
         };
         if policy.mode != InspectMode::Off {
             if let Some(found) = inspect_head(&req, &policy) {
@@ -384,7 +384,7 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
             BodyKind::Other => false,
         };
         if !wants_body || req.body().is_end_stream() {
-            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+            return futures_util::future::Either::Left(self.inner.call(req));
         }
         let this = self.clone();
         let mut inner = take_ready(&mut self.inner);

@@ -13,7 +13,7 @@ use rampart_core::config::AccessLists;
 use tower::{Layer, Service};
 
 use super::LimitState;
-use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::edge::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 #[derive(Clone)]
@@ -61,7 +61,7 @@ impl<S: Inner> Service<HttpRequest> for AccessService<S> {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         self.state.abuse.record(ip);
         if !self.lists.permits(ip) {
@@ -70,6 +70,6 @@ impl<S: Inner> Service<HttpRequest> for AccessService<S> {
         if self.state.bans.banned(ip).is_some() {
             return Either::Right(refuse(&req, "banned", "this address is temporarily banned"));
         }
-        Either::Left(take_ready(&mut self.inner).call(req))
+        Either::Left(self.inner.call(req))
     }
 }

@@ -91,7 +91,7 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let Some(applied) = self.applicable(&req) else {
-            return futures_util::future::Either::Left(take_ready(&mut self.inner).call(req));
+            return futures_util::future::Either::Left(self.inner.call(req));
         };
         let state = self.state.clone();
         let mut inner = take_ready(&mut self.inner);

@@ -25,7 +25,7 @@ use http::StatusCode;
 use rampart_core::client_ip::ClientInfo;
 use tower::{Layer, Service};
 
-use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::edge::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Problem;
 
 /// In-flight counts, shared across config reloads.
@@ -164,7 +164,7 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
                 slot.ip = Some(ip);
             }
         }
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await;
             drop(slot);

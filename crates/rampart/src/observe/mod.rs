@@ -30,7 +30,7 @@ use tower::{Layer, Service};
 
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
-use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::edge::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Rejection;
 use crate::proxy::UpstreamTiming;
 pub use metrics::Metrics;
@@ -130,9 +130,9 @@ impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
             upstream_ms: None,
             rejection: None,
         };
-        let mut inner = take_ready(&mut self.inner);
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = inner.call(req).await?;
+            let resp = fut.await?;
             record.status = resp.status().as_u16();
             record.rejection = resp.extensions().get::<Rejection>().copied();
             record.upstream_ms = resp.extensions().get::<UpstreamTiming>().map(|t| t.0.as_secs_f64() * 1000.0);

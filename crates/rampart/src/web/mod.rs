@@ -50,7 +50,7 @@ use http::{HeaderValue, Method, StatusCode};
 use tower::{Layer, Service};
 
 use crate::edge::security_headers::OwnCsp;
-use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
+use crate::edge::{HttpRequest, HttpResponse, Inner, LayerFuture};
 use crate::identity::http::{signed_in, Head, PendingCookies};
 use crate::identity::IdentityService;
 use crate::limit::LimitState;
@@ -108,16 +108,16 @@ impl<S: Inner> Service<HttpRequest> for PagesService<S> {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let Some(service) = self.service.clone() else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let Some(prefix) = service.settings.pages.as_ref().map(|p| p.prefix.as_str()) else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         let Some(rest) = req.uri().path().strip_prefix(prefix) else {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         };
         if !(rest.is_empty() || rest.starts_with('/')) {
-            return Either::Left(take_ready(&mut self.inner).call(req));
+            return Either::Left(self.inner.call(req));
         }
         let rest = rest.to_owned();
         let state = self.state.clone();
