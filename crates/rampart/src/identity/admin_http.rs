@@ -129,19 +129,23 @@ async fn authenticate(service: &IdentityService, state: &LimitState, req: &Parts
     // The bearer layer may have authenticated an API key already (routes with
     // `auth`): it took the key off the request and left the principal.
     let principal = match req.extensions.get::<Principal>() {
-        Some(p) if p.method == AuthMethod::ApiKey => Some(p.clone()),
+        Some(p) if p.method == AuthMethod::ApiKey => {
+            Some((p.clone(), req.extensions.get::<crate::auth::authorize::OwnUser>().is_some()))
+        }
         _ => api_key_principal(service, state, req).await?,
     };
-    if let Some(p) = principal {
+    if let Some((p, owned_by_user)) = principal {
         if !p.scopes.iter().any(|s| s == ADMIN) {
             return Err(forbidden(req));
         }
         // A service client's key carries what its operator gave it; a user's
         // key only what the user holds now.
+        if !owned_by_user {
+            return Ok(Admin { id: p.subject });
+        }
         return match service.db.user_by_id(&p.subject).await {
             Ok(Some(user)) if is_admin(&user) => Ok(Admin { id: user.id }),
-            Ok(Some(_)) => Err(forbidden(req)),
-            Ok(None) => Ok(Admin { id: p.subject }),
+            Ok(_) => Err(forbidden(req)),
             Err(e) => Err(internal(req, &e.into())),
         };
     }
@@ -154,12 +158,13 @@ async fn authenticate(service: &IdentityService, state: &LimitState, req: &Parts
 }
 
 /// The principal of an API key on the request (`Authorization: ApiKey …` or
-/// the `[auth] api_key_header`), checked like the bearer layer checks it.
+/// the `[auth] api_key_header`), checked like the bearer layer checks it, and
+/// whether a user (not a service client) owns the key.
 async fn api_key_principal(
     service: &IdentityService,
     state: &LimitState,
     req: &Parts,
-) -> Result<Option<Principal>, HttpResponse> {
+) -> Result<Option<(Principal, bool)>, HttpResponse> {
     let Some(keys) = service.api_keys.as_ref() else { return Ok(None) };
     let header = state.console().and_then(|c| c.policy()).map(|p| p.auth.api_key_header.clone());
     let header = header.as_ref().map_or("x-api-key", http::HeaderName::as_str);
@@ -178,7 +183,7 @@ async fn api_key_principal(
         },
     };
     match key.admit(ip, now) {
-        Ok(verified) => Ok(Some(verified.principal.clone())),
+        Ok(verified) => Ok(Some((verified.principal.clone(), verified.own_user))),
         Err(_) => Err(refused()),
     }
 }

@@ -366,6 +366,36 @@ async fn admin_operates_the_gateway() {
     assert_eq!(from("127.0.0.3").get(url(&gw, "/public")).send().await.unwrap().status(), 403);
     assert_eq!(admin.ok("/config").await["access"]["deny"], json!(["192.0.2.0/24", "127.0.0.3"]));
 
+    // A service account: a client's key with the admin scope may call the
+    // admin API; the same client's key without the scope may not.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RAMPART_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let svc = run(&["client", "add", "ops-bot"]);
+    let svc_id = svc["client_id"].as_str().unwrap();
+    let with_scope = run(&["api-key", "create", "--client", svc_id, "--name", "ops", "--scope", "admin"]);
+    let without = run(&["api-key", "create", "--client", svc_id, "--name", "plain", "--scope", "read"]);
+    let r = client().get(admin.url("/stats")).header("x-api-key", with_scope["key"].as_str().unwrap()).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    let r = client()
+        .post(admin.url("/bans"))
+        .header("x-api-key", with_scope["key"].as_str().unwrap())
+        .json(&json!({"ip": "10.8.8.8"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "a key needs no CSRF token");
+    let r = client().get(admin.url("/stats")).header("x-api-key", without["key"].as_str().unwrap()).send().await;
+    problem(r.unwrap(), 403).await;
+
     // As the dashboard calls it: a session cookie needs the CSRF header on
     // changes, and a cross-site origin is refused.
     let login = [("grant_type", "password"), ("username", "root"), ("password", PASSWORD)];
