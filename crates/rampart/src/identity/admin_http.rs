@@ -62,8 +62,8 @@ use crate::store::identity::{Owner, PasskeyStore, User, UserQuery, UserStore};
 use axum::body::Body;
 use http::request::Parts;
 
-/// The role (and API-key scope) the admin API needs.
-pub const ADMIN: &str = "admin";
+/// The role (and API-key scope) the admin API needs: the built-in role.
+use rampart_core::config::authorize::ADMIN_ROLE as ADMIN;
 /// Most audit records one query returns.
 const MAX_AUDIT: usize = 1_000;
 /// Longest ban an admin may set.
@@ -119,8 +119,9 @@ fn method_not_allowed(req: &Parts) -> HttpResponse {
         .into_response_for(&req.extensions)
 }
 
-/// Whether `user` holds the admin role now and may act.
-fn is_admin(user: &User) -> bool {
+/// Whether `user` holds the admin role now and may act (the admin API and
+/// the dashboard page ask the same question).
+pub(crate) fn is_admin(user: &User) -> bool {
     !user.disabled && user.roles.iter().any(|r| r == ADMIN)
 }
 
@@ -199,16 +200,15 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
     let segments: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(percent_decoded).collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method.clone();
-    match (segments.as_slice(), method) {
-        (["users"], Method::GET) => list_users(service, &req).await,
-        (["users", id, action @ ..], method) if UserAction::of(action, &method).is_some() => {
-            let Some(action) = UserAction::of(action, &method) else { return method_not_allowed(&req) };
+    // `users/{id}[/…]`: the user is loaded once, for every action on them.
+    if let ["users", id, rest @ ..] = segments.as_slice() {
+        if let Some(action) = UserAction::of(rest, &method) {
             let user = match user_or_404(service, &req, id).await {
                 Ok(u) => u,
                 Err(r) => return r,
             };
             let target = Target { service, state, admin: &admin, user };
-            match action {
+            return match action {
                 UserAction::Show => target.show(&req).await,
                 UserAction::Erase => target.erase(&req).await,
                 UserAction::Lock => target.lock(req, body).await,
@@ -217,8 +217,11 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
                 UserAction::Roles => target.set_roles(req, body).await,
                 UserAction::EndSessions => target.end_sessions(&req).await,
                 UserAction::Export => target.export(&req).await,
-            }
+            };
         }
+    }
+    match (segments.as_slice(), method) {
+        (["users"], Method::GET) => list_users(service, &req).await,
         (["api-keys"], Method::GET) => list_keys(service, &req).await,
         (["api-keys", id], Method::DELETE) => revoke_key(service, state, &admin, &req, id).await,
         (["bans"], Method::GET) => json(StatusCode::OK, &json!({ "bans": state.bans.list() })),

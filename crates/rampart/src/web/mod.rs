@@ -64,9 +64,6 @@ use pages::Page;
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The role that opens the admin dashboard.
-pub const ADMIN_ROLE: &str = "admin";
-
 /// Serves the pages under `[identity.pages] prefix`; everything else passes.
 #[derive(Clone)]
 pub struct PagesLayer {
@@ -215,9 +212,10 @@ async fn handle(service: &IdentityService, state: &LimitState, rest: &str, req: 
     }
 }
 
-/// Whether a user's current roles open the admin dashboard.
+/// Whether a user's current roles open the admin dashboard: those that open
+/// the admin API.
 pub fn is_admin(user: &User) -> bool {
-    user.roles.iter().any(|r| r == ADMIN_ROLE)
+    crate::identity::admin_http::is_admin(user)
 }
 
 /// The user the request's session names: `Ok(None)` when there is none (or
