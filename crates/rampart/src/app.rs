@@ -72,8 +72,12 @@ pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 /// built (e.g. an unreadable `ca_file`).
 pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitState>) -> anyhow::Result<Runtime> {
     let policy = Arc::new(policy);
-    let upstreams =
-        policy.upstreams.iter().map(|u| Upstream::new(u.clone()).map(Arc::new)).collect::<anyhow::Result<Vec<_>>>()?;
+    let workers = crate::workers::count(policy.server.workers);
+    let upstreams = policy
+        .upstreams
+        .iter()
+        .map(|u| Upstream::new(u.clone(), workers).map(Arc::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for up in &upstreams {
         up.spawn_health_checks(metrics.clone());
     }
@@ -212,6 +216,9 @@ pub fn reload(
         let old = shared.load();
         if policy.server.listen != old.policy.server.listen || policy.metrics_listen != old.policy.metrics_listen {
             tracing::warn!("listen addresses changed; they take effect at the next restart");
+        }
+        if policy.server.workers != old.policy.server.workers {
+            tracing::warn!("[server] workers changed; it takes effect at the next restart");
         }
         if policy.redis.as_ref().map(|r| r.url.expose()) != old.policy.redis.as_ref().map(|r| r.url.expose()) {
             tracing::warn!("[redis] changed; it takes effect at the next restart");

@@ -28,6 +28,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod web;
+pub mod workers;
 
 #[cfg(test)]
 mod testing;

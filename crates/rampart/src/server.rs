@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
 
-use crate::app::{build_runtime, reload, SharedRuntime};
+use crate::app::{build_runtime, reload, Runtime, SharedRuntime, Stack};
 use crate::edge::ConnInfo;
 use crate::limit::LimitState;
 use crate::observe::audit::AuditSink;
@@ -30,6 +30,7 @@ use crate::observe::health::{ops_router, Health};
 use crate::observe::Metrics;
 use crate::store::{redact_url, Database};
 use crate::tls::ReloadingCert;
+use crate::workers::{Job, Workers};
 
 /// A running gateway.
 pub struct Gateway {
@@ -142,6 +143,8 @@ impl Gateway {
             builder = builder.http1_only();
         }
 
+        let workers = Workers::start(crate::workers::count(settings.workers)).context("starting the workers")?;
+        let worker_count = workers.len();
         health.set_serving(true);
         let accept = AcceptLoop {
             listener,
@@ -157,12 +160,13 @@ impl Gateway {
             handshake_timeout: settings.header_read_timeout,
             shutdown_timeout: settings.shutdown_timeout,
             health: health.clone(),
+            workers,
         };
         let done = tokio::spawn(async move {
             accept.run(shutdown_rx).await;
             let _ = ops_stop.send(true);
         });
-        tracing::info!(%addr, ops = ?ops_addr, "rampart listening");
+        tracing::info!(%addr, ops = ?ops_addr, workers = worker_count, "rampart listening");
         Ok(Self { addr, ops_addr, metrics, health, limits, audit, alerts, shared, console, shutdown, done })
     }
 
@@ -305,6 +309,8 @@ struct AcceptLoop {
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
     health: Arc<Health>,
+    /// The threads connections are served on; dropped (stopping them) last.
+    workers: Workers,
 }
 
 impl AcceptLoop {
@@ -330,44 +336,58 @@ impl AcceptLoop {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let max_requests = self.conns.max_requests;
-            match &self.tls {
-                None => {
-                    let svc = connection_service(self.shared.clone(), ConnInfo { peer, tls: false }, max_requests);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                    let watched = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        if let Err(e) = watched.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
+            // Registered again, with its worker's event loop, on that thread.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "cannot hand the connection to a worker");
+                    continue;
                 }
-                Some((acceptor, _)) => {
-                    let acceptor = acceptor.clone();
-                    let watcher = graceful.watcher();
-                    let builder = builder.clone();
-                    let svc = connection_service(self.shared.clone(), ConnInfo { peer, tls: true }, max_requests);
-                    let handshake_timeout = self.handshake_timeout;
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+            };
+            let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
+            let svc =
+                connection_service(self.shared.clone(), ConnInfo { peer, tls: tls.is_some() }, self.conns.max_requests);
+            let builder = builder.clone();
+            // Taken now, before any shutdown, so the drain waits for this connection.
+            let watcher = graceful.watcher();
+            let handshake_timeout = self.handshake_timeout;
+            let job: Job = Box::new(move || {
+                Box::pin(async move {
+                    let _slot = slot;
+                    let stream = match tokio::net::TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, %peer, "cannot register the connection");
+                            return;
+                        }
+                    };
+                    let Some(acceptor) = tls else {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
-                    });
-                }
+                        return;
+                    };
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                })
+            });
+            if !self.workers.dispatch(job) {
+                tracing::error!("the connection workers are gone; no longer accepting");
+                break;
             }
         }
         drop(self.listener);
@@ -384,16 +404,47 @@ impl AcceptLoop {
 
 /// The per-connection hyper service: tags each request with its connection and
 /// runs it through the stack in force at that moment.
+///
+/// The connection keeps its own copy of the stack and clones it again only
+/// after a reload has installed a new one: cloning the stack is a reference
+/// count increment for every shared part of every layer, and those counts are
+/// shared by all workers, so doing it per request costs cache-line transfers
+/// between cores.
 #[derive(Clone)]
 struct ConnectionService {
     shared: SharedRuntime,
     conn: ConnInfo,
     served: Arc<std::sync::atomic::AtomicU64>,
     max_requests: u64,
+    cached: Arc<std::sync::Mutex<Option<CachedStack>>>,
 }
 
+/// The runtime a connection's stack was cloned from, and the clone.
+type CachedStack = (Arc<Runtime>, Stack);
+
 fn connection_service(shared: SharedRuntime, conn: ConnInfo, max_requests: u64) -> ConnectionService {
-    ConnectionService { shared, conn, served: Arc::default(), max_requests }
+    ConnectionService { shared, conn, served: Arc::default(), max_requests, cached: Arc::default() }
+}
+
+impl ConnectionService {
+    /// Runs `req` through the stack of the runtime in force now.
+    fn dispatch(&self, req: http::Request<Body>) -> crate::edge::LayerFuture {
+        let current = self.shared.load();
+        // Only this connection's task takes the lock (hyper calls a
+        // connection's service from that connection's task), so it is never
+        // contended; a poisoned lock only means a panic elsewhere mid-request.
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *cached {
+            Some((runtime, stack)) if Arc::ptr_eq(runtime, &current) => stack.call(req),
+            _ => {
+                let runtime = arc_swap::Guard::into_inner(current);
+                let mut stack = runtime.stack.clone();
+                let fut = stack.call(req);
+                *cached = Some((runtime, stack));
+                fut
+            }
+        }
+    }
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -404,14 +455,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(self.conn);
-        let mut stack = self.shared.load().stack.clone();
         let n = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if self.max_requests == 0 || n < self.max_requests || req.version() != http::Version::HTTP_11 {
-            return stack.call(req);
+            return self.dispatch(req);
         }
         // The connection's last request: ask hyper to close it afterwards, so
         // one client cannot pin a connection (and its per-address slot) forever.
-        let fut = stack.call(req);
+        let fut = self.dispatch(req);
         Box::pin(async move {
             let mut resp = fut.await?;
             resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

@@ -169,6 +169,8 @@ pub struct ServerSettings {
     pub shed_anonymous_at: f64,
     pub min_body_rate: u64,
     pub body_rate_grace: Duration,
+    /// Connection-serving threads; 0 means one per CPU.
+    pub workers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -739,6 +741,9 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     })
 }
 
+/// The most connection-serving threads `[server] workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
 fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings> {
     let s = &file.server;
     let listen = errs.check(p("server.listen"), parse_socket_addr(&s.listen));
@@ -774,6 +779,9 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
             errs.push(p("server").push_key(field), "must be at least 1");
         }
     }
+    if s.workers > MAX_WORKERS {
+        errs.push(p("server.workers"), format!("must be at most {MAX_WORKERS} (0: one per CPU)"));
+    }
     if !(0.0..=1.0).contains(&s.shed_anonymous_at) {
         errs.push(p("server.shed_anonymous_at"), "must be a fraction between 0 and 1");
     }
@@ -808,6 +816,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         shed_anonymous_at: s.shed_anonymous_at,
         min_body_rate: s.min_body_rate,
         body_rate_grace: s.body_rate_grace,
+        workers: s.workers,
     })
 }
 

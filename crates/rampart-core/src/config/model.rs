@@ -465,6 +465,9 @@ pub struct ServerConfig {
     pub min_body_rate: u64,
     #[serde(with = "humantime_serde")]
     pub body_rate_grace: Duration,
+    /// Threads serving connections, each with its own event loop and its own
+    /// upstream connection pools (0: one per CPU).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -489,6 +492,7 @@ impl Default for ServerConfig {
             shed_anonymous_at: 0.8,
             min_body_rate: 1024,
             body_rate_grace: Duration::from_secs(5),
+            workers: 0,
         }
     }
 }

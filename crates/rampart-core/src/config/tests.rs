@@ -298,3 +298,24 @@ fn abuse_class_floors_name_known_classes() {
     assert_eq!(p.abuse.min_rate("auth_failures"), 5.0);
     assert_eq!(p.abuse.min_rate("requests"), 100.0);
 }
+
+#[test]
+fn server_workers_default_to_one_per_cpu_and_are_bounded() {
+    let policy = load(BASE, &[], &no_files).unwrap();
+    assert_eq!(policy.server.workers, 0, "0 asks for one per CPU");
+    let text = "version = 1\n[server]\nworkers = 3\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n";
+    assert_eq!(load(text, &[], &no_files).unwrap().server.workers, 3);
+    let env = [("RAMPART_SERVER__WORKERS", "2")];
+    let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(load(BASE, &env, &no_files).unwrap().server.workers, 2);
+    check_err(
+        "version = 1\n[server]\nworkers = 5000\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n",
+        &[],
+        &["server.workers", "at most 1024"],
+    );
+    check_err(
+        "version = 1\n[server]\nworkers = -1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n",
+        &[],
+        &["server.workers"],
+    );
+}

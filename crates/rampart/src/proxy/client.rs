@@ -21,18 +21,22 @@ use rustls::pki_types::CertificateDer;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// One upstream: its settings, its connection pool and its targets.
+/// One upstream: its settings, its connection pools and its targets.
 #[derive(Debug)]
 pub struct Upstream {
     pub settings: UpstreamSettings,
-    pub client: UpstreamClient,
+    /// One client (one connection pool) per connection worker, plus one, at
+    /// index 0, for every other thread: a pooled connection is then only ever
+    /// used by the thread whose event loop drives it.
+    clients: Box<[UpstreamClient]>,
     pub targets: Vec<Arc<TargetState>>,
     next: AtomicUsize,
 }
 
 impl Upstream {
-    /// Builds the client; reads `ca_file` when one is set.
-    pub fn new(settings: UpstreamSettings) -> anyhow::Result<Self> {
+    /// Builds the clients, one per worker of `workers` and one for the other
+    /// threads; reads `ca_file` when one is set.
+    pub fn new(settings: UpstreamSettings, workers: usize) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &settings.ca_file {
@@ -69,9 +73,15 @@ impl Upstream {
         if settings.http2 && settings.targets.iter().all(|t| !t.https) {
             client.http2_only(true);
         }
-        let client = client.build(connector);
+        let clients = (0..=workers).map(|_| client.build(connector.clone())).collect();
         let targets = settings.targets.iter().map(|t| TargetState::new(t.clone(), settings.breaker.clone())).collect();
-        Ok(Self { settings, client, targets, next: AtomicUsize::new(0) })
+        Ok(Self { settings, clients, targets, next: AtomicUsize::new(0) })
+    }
+
+    /// The client whose pool belongs to the current thread.
+    pub fn client(&self) -> &UpstreamClient {
+        let i = crate::workers::current();
+        self.clients.get(i).unwrap_or(&self.clients[0])
     }
 
     /// A target for the next attempt, skipping `tried` ones while others are
@@ -127,7 +137,7 @@ impl Upstream {
                         .body(Body::empty());
                     let ok = match req {
                         Ok(req) => matches!(
-                            tokio::time::timeout(hc.timeout, up.client.request(req)).await,
+                            tokio::time::timeout(hc.timeout, up.client().request(req)).await,
                             Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection()
                         ),
                         Err(_) => false,

@@ -271,7 +271,7 @@ impl ProxyService {
             *req.version_mut() = Version::HTTP_11;
 
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, up.client.request(req)).await;
+            let result = tokio::time::timeout(timeout, up.client().request(req)).await;
             let elapsed = started.elapsed();
             if let Some(h) = self.latency.get(route.upstream) {
                 h.observe(elapsed.as_secs_f64());

@@ -34,7 +34,9 @@ async fn peer_port(gw: &rampart::Gateway) -> String {
 #[tokio::test]
 async fn upstream_connections_are_reused_and_closed_when_idle() {
     let up = port_echo().await;
-    let gw = gateway(&config(&format!("http://{up}"), "pool_idle_timeout = '300ms'\n")).await;
+    // One worker: each request below comes on a new client connection, and
+    // with more workers those would be spread over the workers' own pools.
+    let gw = gateway(&config_with(&format!("http://{up}"), "workers = 1", "pool_idle_timeout = '300ms'\n")).await;
     // Sequential requests: one upstream connection (HTTP/1.1 keep-alive).
     let first = peer_port(&gw).await;
     for _ in 0..4 {
@@ -55,6 +57,36 @@ async fn upstream_connections_are_reused_and_closed_when_idle() {
         .unwrap_or_else(|| panic!("no rampart_upstream_duration_seconds_count in\n{m}"));
     let n: f64 = count.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(n, 7.0, "{count}");
+}
+
+/// The upstream port seen by a request sent on `c`'s kept-alive connection.
+async fn peer_port_on(c: &reqwest::Client, gw: &rampart::Gateway) -> String {
+    let r = c.get(url(gw, "/p")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn each_worker_keeps_its_own_upstream_pool() {
+    let up = port_echo().await;
+    for workers in [1, 2] {
+        let gw = gateway(&config_with(&format!("http://{up}"), &format!("workers = {workers}"), "")).await;
+        // Two clients with one kept-alive connection each: the listener hands
+        // the second connection to the next worker.
+        let (a, b) = (client(), client());
+        let pa = peer_port_on(&a, &gw).await;
+        let pb = peer_port_on(&b, &gw).await;
+        if workers == 1 {
+            // One pool: the second client's request reuses the idle connection.
+            assert_eq!(pa, pb, "one worker, one pool");
+            continue;
+        }
+        assert_ne!(pa, pb, "the second worker used the first worker's upstream connection");
+        for _ in 0..3 {
+            assert_eq!(peer_port_on(&a, &gw).await, pa, "a worker's connection was not reused by its own requests");
+            assert_eq!(peer_port_on(&b, &gw).await, pb);
+        }
+    }
 }
 
 #[tokio::test]
