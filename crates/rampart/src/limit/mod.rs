@@ -197,6 +197,7 @@ impl LimitState {
                     timeout: cfg.timeout,
                     probe_interval: cfg.probe_interval,
                     key_prefix: cfg.key_prefix.clone(),
+                    workers: crate::workers::count(policy.server.workers),
                 })
                 .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
                 let (m, h) = (metrics.clone(), health.clone());

@@ -34,6 +34,15 @@
 //! manager's own reconnect logic. [`RedisStore::new`] never waits for Redis:
 //! the store starts with its breaker open and the first probe runs at once.
 //!
+//! # Connections
+//!
+//! The probe's connection is shared by every thread. With
+//! [`RedisSettings::workers`] set, each connection worker also makes one of its
+//! own on its first decision, on its own thread (its driver task runs there),
+//! and uses it from then on: a decision then never hands off to another
+//! thread and back. Until it is made the shared one serves, and every opening
+//! of the breaker drops them all, so after an outage they are made afresh.
+//!
 //! # Cluster
 //!
 //! Single-node Redis only, for now. Keys already carry a `{hash tag}` per
@@ -198,6 +207,9 @@ pub struct RedisSettings {
     /// Prepended to every key (default `rampart:`), so several deployments or
     /// other applications can share one Redis.
     pub key_prefix: String,
+    /// Connection workers ([`crate::workers`]) that get a connection of their
+    /// own for [`RedisStore::apply`] (default 0: every call uses the shared one).
+    pub workers: usize,
 }
 
 impl RedisSettings {
@@ -208,6 +220,7 @@ impl RedisSettings {
             timeout: Duration::from_millis(50),
             probe_interval: Duration::from_secs(1),
             key_prefix: "rampart:".to_owned(),
+            workers: 0,
         }
     }
 }
@@ -221,6 +234,7 @@ impl fmt::Debug for RedisSettings {
             .field("timeout", &self.timeout)
             .field("probe_interval", &self.probe_interval)
             .field("key_prefix", &self.key_prefix)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -267,6 +281,12 @@ struct Inner {
     script: Script,
     /// `None` until the probe has connected, and after a failed probe.
     conn: ArcSwapOption<ConnectionManager>,
+    /// One connection per connection worker (index = [`crate::workers::current`];
+    /// index 0, the other threads, is unused), made on that worker's thread so
+    /// that its driver task runs there: a decision then never wakes another
+    /// thread. Made on a worker's first call, dropped whenever the breaker
+    /// opens, so they never outlive an outage.
+    local: Box<[LocalConn]>,
     /// Bit 0: the breaker is closed (Redis usable). The other bits count
     /// closings, so a call that started before an outage and fails after the
     /// recovery cannot open the breaker again (see [`Inner::open`]).
@@ -281,6 +301,13 @@ struct Inner {
 }
 
 const CLOSED: u64 = 1;
+
+/// A worker's own connection, and whether one is being made.
+#[derive(Default)]
+struct LocalConn {
+    conn: ArcSwapOption<ConnectionManager>,
+    connecting: std::sync::atomic::AtomicBool,
+}
 
 impl RedisStore {
     /// Never fails because Redis is down (only for an invalid or unsupported
@@ -298,11 +325,13 @@ impl RedisStore {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| RedisUnavailable::Error("RedisStore::new must be called within a Tokio runtime".into()))?;
         let interval = settings.probe_interval.max(MIN_PROBE_INTERVAL);
+        let local = (0..=settings.workers).map(|_| LocalConn::default()).collect();
         let inner = Arc::new(Inner {
             settings,
             client,
             script: Script::new(GCRA_LUA),
             conn: ArcSwapOption::empty(),
+            local,
             state: AtomicU64::new(0),
             transition: Mutex::new(()),
             listeners: RwLock::new(Vec::new()),
@@ -324,7 +353,7 @@ impl RedisStore {
         if seen & CLOSED == 0 {
             return Err(RedisUnavailable::BreakerOpen);
         }
-        let Some(mut conn) = inner.conn.load().as_deref().cloned() else {
+        let Some(mut conn) = self.connection_here() else {
             return Err(RedisUnavailable::BreakerOpen);
         };
 
@@ -353,6 +382,41 @@ impl RedisStore {
             // concerns this request only: Redis itself is fine.
             Ok(Err(e)) => Err(RedisUnavailable::Error(e.to_string())),
         }
+    }
+
+    /// The connection for a call from this thread: the worker's own when it
+    /// has one, else the shared one (`None` while there is none). A worker's
+    /// first call starts making its own, on its own thread, and meanwhile
+    /// uses the shared one.
+    fn connection_here(&self) -> Option<ConnectionManager> {
+        let inner = &self.inner;
+        let shared = inner.conn.load_full()?;
+        let i = crate::workers::current();
+        let Some(slot) = inner.local.get(i).filter(|_| i > 0) else {
+            return Some((*shared).clone());
+        };
+        if let Some(own) = slot.conn.load().as_deref() {
+            return Some(own.clone());
+        }
+        if !slot.connecting.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(inner);
+            tokio::spawn(async move {
+                let Some(inner) = weak.upgrade() else { return };
+                let seen = inner.state.load(Ordering::Acquire);
+                let made = inner.connect().await;
+                if let Some(slot) = inner.local.get(i) {
+                    // Kept only if no outage began meanwhile (it would have
+                    // cleared the slots and changed the state).
+                    if let Ok(conn) = made {
+                        if seen & CLOSED != 0 && inner.state.load(Ordering::Acquire) == seen {
+                            slot.conn.store(Some(Arc::new(conn)));
+                        }
+                    }
+                    slot.connecting.store(false, Ordering::Release);
+                }
+            });
+        }
+        Some((*shared).clone())
     }
 
     /// True while the breaker is closed (Redis usable).
@@ -423,6 +487,10 @@ impl Inner {
         }
         let _order = self.transition.lock().unwrap_or_else(PoisonError::into_inner);
         if self.state.compare_exchange(seen, seen & !CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // The workers' own connections are made again after the recovery.
+            for slot in &*self.local {
+                slot.conn.store(None);
+            }
             tracing::warn!(reason = why, "redis unavailable: breaker open, limits fall back to this instance");
             self.notify(false);
         }

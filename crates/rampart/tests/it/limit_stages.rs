@@ -126,3 +126,46 @@ impl Monitor {
         out
     }
 }
+
+/// The client address of a `MONITOR` line (`<time> [<db> <addr>] "CMD" …`).
+fn monitor_source(line: &str) -> String {
+    let inner = line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map_or("", |(inner, _)| inner);
+    inner.split_whitespace().nth(1).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn each_worker_decides_on_its_own_redis_connection() {
+    let Some(redis) = redis_url() else { return };
+    let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
+    let extra = format!(
+        "[redis]\nurl = '{redis}'\ntimeout = '2s'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n\
+         [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', rate = '100000/s', burst = 100000 }}]\n"
+    );
+    let (gw, _) = setup_with("workers = 2", &extra).await;
+    let store = gw.limits.limiter.redis.as_ref().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+    // Two clients, one kept-alive connection each, so one on each worker. A
+    // worker's first decision starts making its own Redis connection and uses
+    // the shared one meanwhile; once both have theirs, the two clients'
+    // decisions come from two connections.
+    let (a, b) = (client(), client());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let monitor = Monitor::start(&redis).await;
+        for c in [&a, &b] {
+            assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+        }
+        let lines = monitor.until_marker(&redis).await;
+        // (A first call may show twice: `NOSCRIPT`, then again after loading.)
+        let calls: Vec<&String> = lines.iter().filter(|l| l.contains(&prefix) && !l.contains(" lua]")).collect();
+        let sources: std::collections::HashSet<String> = calls.iter().map(|l| monitor_source(l)).collect();
+        if sources.len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both workers' decisions kept sharing one connection: {calls:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
