@@ -1,8 +1,10 @@
-//! Forward-auth end to end: a real nginx with `auth_request` in front of a real
-//! upstream asks Rampart about every request (the configuration of
-//! `examples/nginx-forward-auth.conf`). nginx comes from `RAMPART_TEST_NGINX`
-//! (set by `scripts/test`, which installs it) or the usual paths; without it
-//! the nginx test is skipped with a message.
+//! Forward-auth end to end: a real nginx with `auth_request`, and a real Caddy
+//! with `forward_auth`, in front of a real upstream ask Rampart about every
+//! request (the configurations of `examples/nginx-forward-auth.conf` and
+//! `examples/Caddyfile.forward-auth`). nginx and Caddy come from
+//! `RAMPART_TEST_NGINX` and `RAMPART_TEST_CADDY` (set by `scripts/test`, which
+//! installs them) or the usual paths; without one, its test is skipped with a
+//! message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -26,9 +28,13 @@ fn token(sub: &str) -> String {
 /// nginx asks from 127.0.0.2 (`proxy_bind`), the only trusted proxy; tests
 /// calling from 127.0.0.1 are ordinary clients.
 fn gateway_config(up: SocketAddr) -> String {
+    gateway_config_trusting(up, "127.0.0.2/32")
+}
+
+fn gateway_config_trusting(up: SocketAddr, proxy: &str) -> String {
     config_with(
         &format!("http://{up}"),
-        "trusted_proxies = ['127.0.0.2/32']",
+        &format!("trusted_proxies = ['{proxy}']"),
         &format!(
             "[forward_auth]\npath = '/_rampart/auth'\n\
              [auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = '{ISS}'\nsecret = '{SECRET}'\n\
@@ -157,6 +163,105 @@ async fn nginx_auth_request_asks_rampart() {
     let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
     assert!(m.contains("rampart_rejections_total{layer=\"auth\",reason=\"missing_token\"}"), "{m}");
     assert!(m.contains("rampart_rejections_total{layer=\"limit\",reason=\"rate\"}"), "{m}");
+}
+
+fn caddy_binary() -> Option<PathBuf> {
+    std::env::var_os("RAMPART_TEST_CADDY")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/caddy", "/usr/local/bin/caddy"].map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// The example Caddyfile, with this test's ports filled in, plain HTTP, no
+/// admin endpoint.
+fn caddyfile(port: u16, gateway: SocketAddr, upstream: SocketAddr) -> String {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/Caddyfile.forward-auth")).unwrap();
+    assert!(example.contains("api.example.com {"), "the example's site address changed");
+    let site = example
+        .replace("api.example.com {", &format!("http://127.0.0.1:{port} {{"))
+        .replace("127.0.0.1:8080", &gateway.to_string())
+        .replace("127.0.0.1:8000", &upstream.to_string());
+    format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}")
+}
+
+/// No header the upstream echoed carries one of Caddy's placeholders.
+fn no_placeholders(echoed: &Value) {
+    let headers = echoed["headers"].as_object().unwrap();
+    for (name, value) in headers {
+        assert!(!value.as_str().unwrap_or_default().contains("{http."), "{name}: {value}");
+    }
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_asks_rampart() {
+    let Some(bin) = caddy_binary() else {
+        eprintln!("skipped: no caddy (scripts/test installs it and sets RAMPART_TEST_CADDY)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_upstream().await;
+    // Caddy asks from 127.0.0.1, as the example's comment says.
+    let gw = gateway(&gateway_config_trusting(up, "127.0.0.1/32")).await;
+    let port = free_port();
+    let conf = dir.path().join("Caddyfile");
+    std::fs::write(&conf, caddyfile(port, gw.addr, up)).unwrap();
+    let child = Command::new(&bin)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf)
+        // Caddy keeps state under these; keep it in the temporary directory.
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("caddy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed on drop, like nginx.
+    let _caddy = Nginx { child, port };
+    let up_ok = eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    assert!(
+        up_ok,
+        "caddy did not start:\n{}",
+        std::fs::read_to_string(dir.path().join("caddy.log")).unwrap_or_default()
+    );
+
+    // No token on a private route: Caddy returns Rampart's problem document.
+    let r = get(port, "/private/x", &[]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // A valid token: through, and the upstream learns who it is from Caddy's
+    // copy of Rampart's answer headers; method, path and query are the client's.
+    let auth = format!("Bearer {}", token("u-42"));
+    let r = get(port, "/private/x?y=1", &[("authorization", &auth)]).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
+    assert_eq!(echoed["headers"]["x-rampart-auth-method"], "jwt", "{echoed}");
+    assert_eq!((echoed["path"].as_str(), echoed["query"].as_str()), (Some("/private/x"), Some("y=1")));
+    no_placeholders(&echoed);
+    // A forged identity header from the client never reaches the upstream,
+    // nor does a header Rampart did not send (Caddy 2.6 would copy it as its
+    // unreplaced placeholder; the example removes those).
+    let r = get(port, "/open", &[("x-rampart-user", "admin")]).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
+    no_placeholders(&echoed);
+    // Limits apply per client address, and Caddy passes Rampart's 429 on as
+    // it is, Retry-After included.
+    assert_eq!(get(port, "/limited/a", &[]).await.status(), 200);
+    let r = get(port, "/limited/a", &[]).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    // A bad token is refused like a missing one.
+    assert_eq!(get(port, "/private/x", &[("authorization", "Bearer forged.token.here")]).await.status(), 401);
+    let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_rejections_total{layer=\"auth\",reason=\"missing_token\"}"), "{m}");
 }
 
 #[tokio::test]
