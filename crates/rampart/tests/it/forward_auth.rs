@@ -53,12 +53,13 @@ fn nginx_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-struct Nginx {
+/// A proxy process (nginx or Caddy), killed on drop.
+struct Proxy {
     child: Child,
     port: u16,
 }
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -90,7 +91,7 @@ fn unsafe_is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
 }
 
-async fn start_nginx(bin: &Path, dir: &Path, gateway: SocketAddr, upstream: SocketAddr) -> Nginx {
+async fn start_nginx(bin: &Path, dir: &Path, gateway: SocketAddr, upstream: SocketAddr) -> Proxy {
     let port = free_port();
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_config(dir, port, gateway, upstream)).unwrap();
@@ -105,7 +106,7 @@ async fn start_nginx(bin: &Path, dir: &Path, gateway: SocketAddr, upstream: Sock
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut nginx = Nginx { child, port };
+    let mut nginx = Proxy { child, port };
     let up = eventually(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
     })
@@ -218,8 +219,7 @@ async fn caddy_forward_auth_asks_rampart() {
         .stderr(std::fs::File::create(dir.path().join("caddy.log")).unwrap())
         .spawn()
         .unwrap();
-    // Killed on drop, like nginx.
-    let _caddy = Nginx { child, port };
+    let _caddy = Proxy { child, port };
     let up_ok = eventually(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
     })
