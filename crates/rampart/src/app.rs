@@ -79,7 +79,7 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         .map(|u| Upstream::new(u.clone(), workers).map(Arc::new))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for up in &upstreams {
-        up.spawn_health_checks(metrics.clone());
+        up.spawn_background(metrics.clone());
     }
     let s = &policy.server;
     let guard = GuardConfig {

@@ -1,6 +1,10 @@
-//! An upstream: its pooled client (HTTP/1.1 and HTTP/2, plain or TLS verified
-//! against the web PKI plus any configured extra roots), its targets with their
-//! breakers and health, target selection, and active health checks.
+//! An upstream: its connection pools, its targets with their breakers and
+//! health, target selection, and active health checks.
+//!
+//! Plain-text HTTP/1.1 targets (the common case: an app on the same host or
+//! network) go through the proxy's own pools ([`super::h1`]); HTTPS targets
+//! (verified against the web PKI plus any configured extra roots) and HTTP/2
+//! upstreams go through hyper-util's pooled client.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,10 +20,30 @@ use rampart_core::config::model::Balance;
 use rampart_core::config::UpstreamSettings;
 
 use super::breaker::{Permit, TargetState};
+use super::h1::{H1Error, H1Pools};
 use crate::observe::Metrics;
 use rustls::pki_types::CertificateDer;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Why a request could not be exchanged with an upstream target.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    H1(#[from] H1Error),
+    #[error(transparent)]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// No connection could be made (nothing was sent).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::H1(e) => e.is_connect(),
+            Self::Pooled(e) => e.is_connect(),
+        }
+    }
+}
 
 /// One upstream: its settings, its connection pools and its targets.
 #[derive(Debug)]
@@ -29,6 +53,9 @@ pub struct Upstream {
     /// index 0, for every other thread: a pooled connection is then only ever
     /// used by the thread whose event loop drives it.
     clients: Box<[UpstreamClient]>,
+    /// The pools for plain-text HTTP/1.1 targets; `None` for an HTTP/2
+    /// upstream.
+    h1: Option<H1Pools>,
     pub targets: Vec<Arc<TargetState>>,
     next: AtomicUsize,
 }
@@ -74,14 +101,58 @@ impl Upstream {
             client.http2_only(true);
         }
         let clients = (0..=workers).map(|_| client.build(connector.clone())).collect();
-        let targets = settings.targets.iter().map(|t| TargetState::new(t.clone(), settings.breaker.clone())).collect();
-        Ok(Self { settings, clients, targets, next: AtomicUsize::new(0) })
+        let targets: Vec<_> =
+            settings.targets.iter().map(|t| TargetState::new(t.clone(), settings.breaker.clone())).collect();
+        let h1 = (!settings.http2).then(|| {
+            H1Pools::new(
+                targets.len(),
+                workers,
+                settings.connect_timeout,
+                settings.pool_idle_timeout,
+                settings.pool_max_idle,
+            )
+        });
+        Ok(Self { settings, clients, h1, targets, next: AtomicUsize::new(0) })
     }
 
     /// The client whose pool belongs to the current thread.
-    pub fn client(&self) -> &UpstreamClient {
+    fn client(&self) -> &UpstreamClient {
         let i = crate::workers::current();
         self.clients.get(i).unwrap_or(&self.clients[0])
+    }
+
+    /// Sends `req`, whose URI is in origin form (`/path?query`), to target
+    /// number `index` over a pooled connection of the current thread.
+    pub async fn send(
+        &self,
+        index: usize,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        let Some(target) = self.targets.get(index).map(|t| &t.target) else {
+            return Err(H1Error::Connect(std::io::Error::other("no such upstream target")).into());
+        };
+        match &self.h1 {
+            Some(h1) if !target.https => Ok(h1.send(index, &target.authority, req).await?),
+            _ => {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(if target.https { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+                parts.authority = Some(target.authority.clone());
+                parts.path_and_query = req.uri().path_and_query().cloned();
+                *req.uri_mut() = http::Uri::from_parts(parts)
+                    .map_err(|e| H1Error::Connect(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+                Ok(self.client().request(req).await?.map(Body::new))
+            }
+        }
+    }
+
+    /// Starts what runs beside the requests: the sweep closing idle
+    /// connections, and the active health checks if configured. Both stop
+    /// when the upstream is dropped (at the next reload).
+    pub fn spawn_background(self: &Arc<Self>, metrics: Arc<Metrics>) {
+        if let Some(h1) = &self.h1 {
+            h1.spawn_sweeper();
+        }
+        self.spawn_health_checks(metrics);
     }
 
     /// A target for the next attempt, skipping `tried` ones while others are
@@ -115,9 +186,7 @@ impl Upstream {
         Err(soonest)
     }
 
-    /// Starts the active health checks, if configured; they stop when the
-    /// upstream is dropped (at the next reload).
-    pub fn spawn_health_checks(self: &Arc<Self>, metrics: Arc<Metrics>) {
+    fn spawn_health_checks(self: &Arc<Self>, metrics: Arc<Metrics>) {
         let Some(hc) = self.settings.health_check.clone() else { return };
         for (i, _) in self.targets.iter().enumerate() {
             let weak = Arc::downgrade(self);
@@ -130,14 +199,13 @@ impl Upstream {
                     tick.tick().await;
                     let Some(up) = weak.upgrade() else { return };
                     let t = &up.targets[i];
-                    let scheme = if t.target.https { "https" } else { "http" };
-                    let uri = format!("{scheme}://{}{}{}", t.target.authority, t.target.base_path, hc.path);
+                    let uri = format!("{}{}", t.target.base_path, hc.path);
                     let req = http::Request::get(uri)
                         .header(http::header::HOST, t.target.host_header.clone())
                         .body(Body::empty());
                     let ok = match req {
                         Ok(req) => matches!(
-                            tokio::time::timeout(hc.timeout, up.client().request(req)).await,
+                            tokio::time::timeout(hc.timeout, up.send(i, req)).await,
                             Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection()
                         ),
                         Err(_) => false,

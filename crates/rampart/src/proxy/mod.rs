@@ -11,6 +11,7 @@
 
 pub mod breaker;
 pub mod client;
+pub mod h1;
 pub mod headers;
 
 use std::sync::Arc;
@@ -251,12 +252,7 @@ impl ProxyService {
                 }
             };
             let pq = upstream_path_and_query(&target.base_path, route.strip_prefix.as_deref(), &path, query.as_deref());
-            let uri = Uri::builder()
-                .scheme(if target.https { "https" } else { "http" })
-                .authority(target.authority.clone())
-                .path_and_query(pq)
-                .build();
-            let Ok(uri) = uri else {
+            let Ok(uri) = Uri::try_from(pq) else {
                 return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
                     .detail("the request target cannot be forwarded")
                     .rejected_by("proxy", "bad_target")
@@ -271,7 +267,7 @@ impl ProxyService {
             *req.version_mut() = Version::HTTP_11;
 
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, up.client().request(req)).await;
+            let result = tokio::time::timeout(timeout, up.send(index, req)).await;
             let elapsed = started.elapsed();
             if let Some(h) = self.latency.get(route.upstream) {
                 h.observe(elapsed.as_secs_f64());
@@ -327,7 +323,7 @@ impl ProxyService {
             }
             route.response_headers.apply(resp.headers_mut());
             resp.extensions_mut().insert(UpstreamTiming(elapsed));
-            return resp.map(Body::new);
+            return resp;
         }
         Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
             .detail("the upstream could not be reached")

@@ -1,7 +1,9 @@
-//! Connections to the upstream: kept alive and reused for sequential requests,
-//! closed once idle past `pool_idle_timeout`, and given up after
-//! `connect_timeout` when the upstream never accepts; the upstream duration
-//! histogram counts what was sent.
+//! Connections to the upstream: kept alive and reused for sequential requests
+//! (bodiless answers included), one pool per worker, closed once idle past
+//! `pool_idle_timeout` even when no request follows, never reused once the
+//! upstream closed them, and given up after `connect_timeout` when the
+//! upstream never accepts; the upstream duration histogram counts what was
+//! sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -117,4 +119,108 @@ async fn connect_timeout_fires_against_a_listener_that_never_accepts() {
     problem(r, status).await;
     assert!(took >= Duration::from_millis(250), "answered before the connect timeout: {took:?}");
     assert!(took < Duration::from_secs(10), "the connect timeout did not fire: {took:?}");
+}
+
+/// A hand-written HTTP/1.1 upstream: answers each request on a connection
+/// with `200 ok` (kept alive unless `close_after_each`, in which case it
+/// closes the connection after the answer without saying so), and reports
+/// each connection's end, with the time since its last answer, on `ended`.
+async fn raw_upstream(close_after_each: bool) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Duration>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut last = Instant::now();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        let _ = tx.send(last.elapsed());
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                        last = Instant::now();
+                        if close_after_each {
+                            drop(s);
+                            let _ = tx.send(Duration::ZERO);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_without_further_requests() {
+    let (up, mut ended) = raw_upstream(false).await;
+    let gw = gateway(&config_with(&format!("http://{up}"), "workers = 1", "pool_idle_timeout = '300ms'\n")).await;
+    let r = client().get(url(&gw, "/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    // No request follows: the gateway itself must close the idle connection.
+    let idle = tokio::time::timeout(Duration::from_secs(5), ended.recv())
+        .await
+        .expect("the idle upstream connection was kept open past pool_idle_timeout")
+        .unwrap();
+    assert!(idle >= Duration::from_millis(250), "closed before pool_idle_timeout: {idle:?}");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_not_used_again() {
+    let (up, _ended) = raw_upstream(true).await;
+    let gw =
+        gateway(&config_with(&format!("http://{up}"), "workers = 1", "[upstreams.default.retries]\nattempts = 1\n"))
+            .await;
+    let c = client();
+    for i in 0..20 {
+        let r = c.get(url(&gw, "/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+}
+
+#[tokio::test]
+async fn bodiless_answers_free_their_connection_at_once() {
+    let up = port_echo().await;
+    let gw = gateway(&config_with(&format!("http://{up}"), "workers = 1", "")).await;
+    let first = peer_port(&gw).await;
+    // HEAD: the answer has no body to read, so nothing reads it to its end.
+    for _ in 0..3 {
+        let r = client().head(url(&gw, "/p")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(peer_port(&gw).await, first, "a HEAD answer kept its upstream connection out of the pool");
+}
+
+#[tokio::test]
+async fn upstreams_are_reached_by_ipv6_address_and_by_name() {
+    let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    };
+    let v6 = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, Router::new().fallback(get(|| async { "v6" }))).await.unwrap();
+    });
+    let gw = gateway(&config_with(&format!("http://[::1]:{}", v6.port()), "", "")).await;
+    let r = client().get(url(&gw, "/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "v6");
+
+    let up = port_echo().await;
+    let gw = gateway(&config_with(&format!("http://localhost:{}", up.port()), "", "")).await;
+    let r = client().get(url(&gw, "/p")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }

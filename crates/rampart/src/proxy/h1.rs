@@ -1,0 +1,280 @@
+//! The proxy's own HTTP/1.1 client for plain-text upstream targets: one pool
+//! of idle connections per connection worker and target, with nothing between
+//! a request and its connection but a lock nobody else takes.
+//!
+//! Why not hyper-util's pooled client, which serves HTTPS and HTTP/2 targets:
+//! a proxy forwards every request it serves, and that client's generality
+//! (connector service, pool keyed by scheme and authority behind a shared
+//! lock, a task spawned per request to wait until the connection may be
+//! pooled again) cost about a tenth of the CPU per request in measurements
+//! (see BENCHMARKS.md). Here the connection goes back to its pool from the
+//! response body itself, as soon as the last byte has been read.
+//!
+//! What it keeps of that client's behaviour:
+//! - a request that a reused connection did not start sending (the upstream
+//!   had closed it meanwhile) goes out again on a new connection;
+//! - connections idle past `pool_idle_timeout` are closed, by a sweep even
+//!   when no request comes, and at most `pool_max_idle` are kept per pool;
+//! - `connect_timeout` bounds the TCP connect (name resolution included);
+//! - upgrades (`101 Switching Protocols`) hand the connection over;
+//! - a connection whose response body was not read to its end, or which
+//!   failed, is never reused.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a request could not be exchanged with the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// No connection: refused, unreachable, unresolvable or timed out.
+    #[error("connect to the upstream failed")]
+    Connect(#[source] std::io::Error),
+    /// The exchange broke after the connection was made (including a request
+    /// body that failed while streaming; its error is in the source chain).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl H1Error {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+}
+
+/// One idle connection and since when it is idle.
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// The idle connections of one worker to one target, most recently used last.
+#[derive(Default)]
+struct Slot {
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+/// What the pools share with the response bodies that hand connections back.
+struct Shared {
+    /// `slots[worker * targets + target]`; worker 0 stands for every thread
+    /// that is not a connection worker.
+    slots: Box<[Slot]>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Shared {
+    fn put(&self, slot: usize, sender: SendRequest<Body>) {
+        if self.max_idle == 0 || sender.is_closed() {
+            return;
+        }
+        let Some(slot) = self.slots.get(slot) else { return };
+        let mut idle = slot.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= self.max_idle {
+            // The oldest goes: the newest is the likeliest to stay usable.
+            idle.pop_front();
+        }
+        idle.push_back(Idle { sender, since: Instant::now() });
+    }
+
+    /// Drops the slot's connections idle for longer than the timeout (the
+    /// oldest are at the front); what dropping a sender does is close its
+    /// connection.
+    fn expire(&self, slot: &Slot, now: Instant) {
+        let mut idle = slot.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while idle.front().is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout || i.sender.is_closed()) {
+            idle.pop_front();
+        }
+    }
+}
+
+/// The HTTP/1.1 pools of one upstream.
+pub struct H1Pools {
+    shared: Arc<Shared>,
+    targets: usize,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for H1Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Pools").field("targets", &self.targets).finish_non_exhaustive()
+    }
+}
+
+impl H1Pools {
+    /// Pools for `targets` targets and `workers` workers (plus the slot for
+    /// other threads).
+    pub fn new(
+        targets: usize,
+        workers: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Self {
+        let slots = (0..(workers + 1) * targets).map(|_| Slot::default()).collect();
+        Self { shared: Arc::new(Shared { slots, idle_timeout, max_idle }), targets, connect_timeout }
+    }
+
+    /// Sends `req` to `authority` (target number `target`) on a pooled
+    /// connection of the current worker, or a new one. The request's URI is
+    /// sent as it is: give it in origin form (`/path?query`).
+    pub async fn send(
+        &self,
+        target: usize,
+        authority: &Authority,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, H1Error> {
+        let slot = (crate::workers::current() * self.targets + target).min(self.shared.slots.len().saturating_sub(1));
+        loop {
+            let (mut sender, reused) = match self.checkout(slot) {
+                Some(s) => (s, true),
+                None => (self.connect(authority).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.track(resp, sender, slot)),
+                Err(mut e) => match e.take_message() {
+                    // Not started on a connection that had been idle: the
+                    // upstream closed it meanwhile. Once more on a new one.
+                    Some(back) if reused => req = back,
+                    _ => return Err(H1Error::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self, slot: usize) -> Option<SendRequest<Body>> {
+        let slot = self.shared.slots.get(slot)?;
+        let mut idle = slot.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(i) = idle.pop_back() {
+            if i.since.elapsed() < self.shared.idle_timeout && i.sender.is_ready() {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, H1Error> {
+        let port = authority.port_u16().unwrap_or(80);
+        // An IPv6 literal comes bracketed (`[::1]`), which no resolver takes.
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| H1Error::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(H1Error::Connect)?;
+        stream.set_nodelay(true).map_err(H1Error::Connect)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive).map_err(H1Error::Connect)?;
+        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The response, its body handing the connection back to the pool once
+    /// read to its end; an upgraded connection is the upgrade's alone.
+    fn track(&self, resp: Response<Incoming>, sender: SendRequest<Body>, slot: usize) -> Response<Body> {
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return resp.map(Body::new);
+        }
+        let (parts, inner) = resp.into_parts();
+        let mut body = PooledBody { inner, back: Some(Back { shared: self.shared.clone(), slot, sender }) };
+        if body.inner.is_end_stream() {
+            // No body (HEAD, 204, 304, `Content-Length: 0`): nothing will read
+            // it, so the connection is free now.
+            body.release();
+        }
+        Response::from_parts(parts, Body::new(body))
+    }
+
+    /// Closes the connections idle past the timeout, every `interval`, until
+    /// the pools are dropped (at the next reload).
+    pub fn spawn_sweeper(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        let every = (self.shared.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                let now = Instant::now();
+                for slot in shared.slots.iter() {
+                    shared.expire(slot, now);
+                }
+            }
+        });
+    }
+}
+
+/// Where a connection goes back to.
+struct Back {
+    shared: Arc<Shared>,
+    slot: usize,
+    sender: SendRequest<Body>,
+}
+
+/// An upstream response body that returns its connection to the pool once it
+/// has been read to its end. Dropped before that, or failing, it takes the
+/// connection down with it (hyper closes a connection whose response body
+/// was abandoned).
+struct PooledBody {
+    inner: Incoming,
+    back: Option<Back>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        let Some(Back { shared, slot, mut sender }) = self.back.take() else { return };
+        if sender.is_ready() {
+            shared.put(slot, sender);
+            return;
+        }
+        // The connection task has not yet taken in the end of the exchange
+        // (it runs on this same thread, after us): pool it once it has.
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                shared.put(slot, sender);
+            }
+        });
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
