@@ -136,7 +136,11 @@ impl H1Pools {
         authority: &Authority,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, H1Error> {
-        let slot = (crate::workers::current() * self.targets + target).min(self.shared.slots.len().saturating_sub(1));
+        // A thread numbered past the pools (none is, as `workers` changes
+        // only at a restart) uses the shared slot: never another target's.
+        let worker = crate::workers::current();
+        let worker = if (worker + 1) * self.targets <= self.shared.slots.len() { worker } else { 0 };
+        let slot = worker * self.targets + target;
         loop {
             let (mut sender, reused) = match self.checkout(slot) {
                 Some(s) => (s, true),
