@@ -209,7 +209,7 @@ pub struct InternalJwt {
 impl IdentityHeaders {
     /// Every identity header name (stripped from requests, copied to
     /// forward-auth answers).
-    pub fn all(&self) -> impl Iterator<Item = &HeaderName> {
+    pub fn all(&self) -> impl Iterator<Item = &HeaderName> + Clone {
         [&self.user, &self.roles, &self.scopes, &self.tier, &self.auth_method]
             .into_iter()
             .chain(self.internal_jwt.as_ref().map(|j| &j.header))

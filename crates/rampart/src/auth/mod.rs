@@ -229,9 +229,7 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         let shared = &self.shared;
-        for name in shared.settings.headers.all() {
-            req.headers_mut().remove(name);
-        }
+        crate::edge::remove_headers(req.headers_mut(), shared.settings.headers.all());
         let Some(route) = req.extensions().get::<MatchedRoute>().map(|r| r.0.clone()) else {
             return Either::Left(self.inner.call(req));
         };

@@ -36,6 +36,26 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// Removes every header of `names` from `headers`.
+///
+/// A request or response usually carries none of them, and it carries few
+/// headers at all: one pass comparing the names present against `names`
+/// answers that without hashing, where a `remove` per name hashes each one
+/// (measured: a fifth of the instructions of the proxy's header handling).
+pub fn remove_headers<'a, I>(headers: &mut http::HeaderMap, names: I)
+where
+    I: IntoIterator<Item = &'a http::HeaderName>,
+    I::IntoIter: Clone,
+{
+    let names = names.into_iter();
+    if !headers.keys().any(|present| names.clone().any(|n| n == present)) {
+        return;
+    }
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// The request and response types every layer in the stack speaks.
 pub type HttpRequest = Request<Body>;
 pub type HttpResponse = Response<Body>;
@@ -77,4 +97,29 @@ pub fn request_host(req: &HttpRequest) -> Option<&str> {
         return Some(a.as_str());
     }
     req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    #[test]
+    fn remove_headers_removes_every_named_header_and_only_those() {
+        let names = [HeaderName::from_static("x-user-id"), http::header::SERVER];
+        let mut h = HeaderMap::new();
+        h.append("x-user-id", HeaderValue::from_static("1"));
+        h.append("x-user-id", HeaderValue::from_static("2"));
+        h.insert("server", HeaderValue::from_static("gunicorn"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        super::remove_headers(&mut h, &names);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+        // Nothing to remove: the map is left as it is.
+        super::remove_headers(&mut h, &names);
+        assert_eq!(h.len(), 1);
+        let mut empty = HeaderMap::new();
+        super::remove_headers(&mut empty, &names);
+        assert!(empty.is_empty());
+    }
 }

@@ -76,9 +76,9 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
         Box::pin(async move {
             let mut resp = fut.await?;
             let headers = resp.headers_mut();
-            for name in &policy.remove {
-                headers.remove(name);
-            }
+            crate::edge::remove_headers(headers, &policy.remove);
+            // Room for all at once: one growth of the map, not one per doubling.
+            headers.reserve(policy.always.len() + 3);
             for (name, value) in &policy.always {
                 headers.insert(name.clone(), value.clone());
             }
@@ -93,9 +93,7 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
                 (Some(v), true) => {
                     headers.insert(HSTS, v.clone());
                 }
-                _ => {
-                    headers.remove(HSTS);
-                }
+                _ => crate::edge::remove_headers(headers, [&HSTS]),
             }
             Ok(resp)
         })

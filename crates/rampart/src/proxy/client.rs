@@ -45,6 +45,21 @@ impl UpstreamError {
     }
 }
 
+/// A failed exchange. `unsent` holds the request when none of it was sent
+/// and the target's client could hand it back (a failed connect to a
+/// plain-text HTTP/1.1 target): a retry then needs no copy made beforehand.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<http::Request<Body>>,
+}
+
+impl<E: Into<UpstreamError>> From<E> for SendError {
+    fn from(error: E) -> Self {
+        Self { error: error.into(), unsent: None }
+    }
+}
+
 /// One upstream: its settings, its connection pools and its targets.
 #[derive(Debug)]
 pub struct Upstream {
@@ -121,18 +136,24 @@ impl Upstream {
         self.clients.get(i).unwrap_or(&self.clients[0])
     }
 
+    /// Whether a request that target number `index` failed to connect for
+    /// comes back in [`SendError::unsent`].
+    pub fn hands_back_unsent(&self, index: usize) -> bool {
+        self.h1.is_some() && self.targets.get(index).is_some_and(|t| !t.target.https)
+    }
+
     /// Sends `req`, whose URI is in origin form (`/path?query`), to target
     /// number `index` over a pooled connection of the current thread.
-    pub async fn send(
-        &self,
-        index: usize,
-        mut req: http::Request<Body>,
-    ) -> Result<http::Response<Body>, UpstreamError> {
+    pub async fn send(&self, index: usize, mut req: http::Request<Body>) -> Result<http::Response<Body>, SendError> {
         let Some(target) = self.targets.get(index).map(|t| &t.target) else {
-            return Err(H1Error::Connect(std::io::Error::other("no such upstream target")).into());
+            let error = H1Error::Connect(std::io::Error::other("no such upstream target")).into();
+            return Err(SendError { error, unsent: Some(req) });
         };
         match &self.h1 {
-            Some(h1) if !target.https => Ok(h1.send(index, &target.authority, req).await?),
+            Some(h1) if !target.https => h1
+                .send(index, &target.authority, req)
+                .await
+                .map_err(|(e, unsent)| SendError { error: e.into(), unsent }),
             _ => {
                 let mut parts = http::uri::Parts::default();
                 parts.scheme = Some(if target.https { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });

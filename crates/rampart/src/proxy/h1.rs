@@ -129,13 +129,15 @@ impl H1Pools {
 
     /// Sends `req` to `authority` (target number `target`) on a pooled
     /// connection of the current worker, or a new one. The request's URI is
-    /// sent as it is: give it in origin form (`/path?query`).
+    /// sent as it is: give it in origin form (`/path?query`). A request that
+    /// was not sent at all (no connection could be made) comes back with the
+    /// error.
     pub async fn send(
         &self,
         target: usize,
         authority: &Authority,
         mut req: Request<Body>,
-    ) -> Result<Response<Body>, H1Error> {
+    ) -> Result<Response<Body>, (H1Error, Option<Request<Body>>)> {
         // A thread numbered past the pools (none is, as `workers` changes
         // only at a restart) uses the shared slot: never another target's.
         let worker = crate::workers::current();
@@ -144,7 +146,13 @@ impl H1Pools {
         loop {
             let (mut sender, reused) = match self.checkout(slot) {
                 Some(s) => (s, true),
-                None => (self.connect(authority).await?, false),
+                // Boxed: a new connection is the rare case, and its future
+                // would otherwise make every request's future (moved at each
+                // layer) that much bigger.
+                None => match Box::pin(self.connect(authority)).await {
+                    Ok(s) => (s, false),
+                    Err(e) => return Err((e, Some(req))),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.track(resp, sender, slot)),
@@ -152,7 +160,7 @@ impl H1Pools {
                     // Not started on a connection that had been idle: the
                     // upstream closed it meanwhile. Once more on a new one.
                     Some(back) if reused => req = back,
-                    _ => return Err(H1Error::Http(e.into_error())),
+                    back => return Err((H1Error::Http(e.into_error()), back)),
                 },
             }
         }

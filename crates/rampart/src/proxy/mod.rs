@@ -215,7 +215,7 @@ impl ProxyService {
         let retryable = is_idempotent(req.method()) && req.body().is_end_stream() && upgrade.is_none();
         let attempts = if retryable { settings.retries.attempts.max(1) } else { 1 };
         let timeout = route.timeout.unwrap_or(settings.response_timeout);
-        let mut original = Some(req);
+        let mut pending = Some(req);
         let mut tried: Vec<usize> = Vec::new();
         let mut backoff = settings.retries.backoff;
 
@@ -238,19 +238,14 @@ impl ProxyService {
             tried.push(index);
             let target = permit.target().target.clone();
             let held = permit.target().clone();
-            // The last attempt (or the only one) sends the original request and
-            // its body; earlier ones send bodiless copies.
-            let mut req = if attempt == attempts {
-                match original.take() {
-                    Some(r) => r,
-                    None => break,
-                }
-            } else {
-                match original.as_ref().map(copy_bodiless) {
-                    Some(r) => r,
-                    None => break,
-                }
-            };
+            let Some(mut req) = pending.take() else { break };
+            // For a retry, the request must outlive this attempt: plain-text
+            // HTTP/1.1 targets hand back a request they could not send (the
+            // only kind retried); for other targets, keep a bodiless copy.
+            // (Retried requests are bodiless: see `retryable`.)
+            if attempt < attempts && !up.hands_back_unsent(index) {
+                pending = Some(copy_bodiless(&req));
+            }
             let pq = upstream_path_and_query(&target.base_path, route.strip_prefix.as_deref(), &path, query.as_deref());
             let Ok(uri) = Uri::try_from(pq) else {
                 return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
@@ -283,7 +278,10 @@ impl ProxyService {
                         .rejected_by("proxy", "upstream_timeout")
                         .into_response_with(request_id.as_ref());
                 }
-                Ok(Err(e)) => {
+                Ok(Err(client::SendError { error: e, unsent })) => {
+                    if let Some(back) = unsent {
+                        pending.get_or_insert(back);
+                    }
                     if let Some(f) = BodyFailure::of(&e) {
                         drop(permit);
                         return f.problem(route.body_limit).into_response_with(request_id.as_ref());

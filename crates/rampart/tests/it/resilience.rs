@@ -36,6 +36,13 @@ impl Controlled {
                     c.id
                 }),
             )
+            .route(
+                "/probe",
+                axum::routing::get(|headers: http::HeaderMap| async move {
+                    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                    format!("{} {} {}", get("x-probe"), get("host"), get("x-forwarded-for"))
+                }),
+            )
             .fallback(|State(c): State<Controlled>| async move {
                 let n = c.hits.fetch_add(1, Ordering::SeqCst) + 1;
                 let every = c.fail_every.load(Ordering::SeqCst).max(1);
@@ -249,6 +256,13 @@ async fn idempotent_requests_retry_on_connection_errors_only() {
     // Whichever target round-robin picks first, GETs succeed.
     for _ in 0..4 {
         assert_eq!(body(&gw, "/x").await, (200, "live".to_string()));
+    }
+    // A retried request is the whole request, addressed to the target that
+    // answers: headers kept, `Host` and forwarding headers set for it.
+    for _ in 0..4 {
+        let r = client().get(url(&gw, "/probe")).header("x-probe", "p1").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), format!("p1 {live} 127.0.0.1"));
     }
     // A POST is never replayed: when it lands on the dead target it fails.
     let mut statuses = Vec::new();
