@@ -138,7 +138,7 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // Security headers wrap everything below, so errors carry them too.
     let stack = SecurityHeadersLayer::new(policy.default_security_headers.clone()).layer(stack);
     // Metrics and the access log see every request, refused or served, with its route.
-    let stack = ObserveLayer::new(metrics.clone(), policy.log.access_log).layer(stack);
+    let stack = ObserveLayer::new(metrics.clone(), policy.log.access_log).with_routes(&policy.routes).layer(stack);
     // Route lookup once, for all layers below.
     let stack = RouteLayer::new(policy.clone()).layer(stack);
     // A forward-auth check becomes the request it asks about, before routing.

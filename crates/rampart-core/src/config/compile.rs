@@ -207,6 +207,9 @@ pub struct Target {
 pub struct RoutePolicy {
     /// For logs and metrics: the route's `name`, else `routes[i]`.
     pub name: Arc<str>,
+    /// This route's position in [`Policy::routes`], for per-route state kept
+    /// beside the policy (metric handles, say) without a lookup by name.
+    pub index: usize,
     /// Index into [`Policy::upstreams`].
     pub upstream: usize,
     pub strip_prefix: Option<String>,
@@ -582,8 +585,9 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
                 }
             }
         }
-        if let (Some(path), Some(policy)) = (path, policy) {
+        if let (Some(path), Some(mut policy)) = (path, policy) {
             patterns.push((hosts, methods, path));
+            policy.index = routes.len();
             routes.push(Arc::new(policy));
         }
     }
@@ -1159,6 +1163,7 @@ fn compile_route_policy(
     }
     Some(RoutePolicy {
         name: Arc::from(name),
+        index: 0, // set when the route takes its place in the table
         upstream: upstream?,
         strip_prefix,
         timeout: route.timeout.or(defaults.timeout),

@@ -33,24 +33,41 @@ use crate::edge::route::MatchedRoute;
 use crate::edge::{HttpRequest, Inner, LayerFuture};
 use crate::problem::Rejection;
 use crate::proxy::UpstreamTiming;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, RouteSeries};
+use rampart_core::config::RoutePolicy;
 
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
     access_log: bool,
+    /// The series of each route of the table, by [`RoutePolicy::index`].
+    routes: Arc<[Arc<RouteSeries>]>,
 }
 
 impl ObserveLayer {
     pub fn new(metrics: Arc<Metrics>, access_log: bool) -> Self {
-        Self { metrics, access_log }
+        Self { metrics, access_log, routes: Arc::new([]) }
+    }
+
+    /// Resolves the metric series of `routes` (a policy's route table) now,
+    /// so that counting a request that matched one of them is two atomic
+    /// updates; requests matching no route, or another table's, are counted
+    /// by label lookup as without this.
+    pub fn with_routes(mut self, routes: &[Arc<RoutePolicy>]) -> Self {
+        self.routes = routes.iter().map(|r| Arc::new(self.metrics.route_series(&r.name))).collect();
+        self
     }
 }
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = ObserveService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ObserveService { inner, metrics: self.metrics.clone(), access_log: self.access_log }
+        ObserveService {
+            inner,
+            metrics: self.metrics.clone(),
+            access_log: self.access_log,
+            routes: self.routes.clone(),
+        }
     }
 }
 
@@ -59,6 +76,7 @@ pub struct ObserveService<S> {
     inner: S,
     metrics: Arc<Metrics>,
     access_log: bool,
+    routes: Arc<[Arc<RouteSeries>]>,
 }
 
 /// Everything the access log line needs, gathered while the request is served.
@@ -71,6 +89,8 @@ struct AccessRecord {
     method: http::Method,
     path: String,
     route: Arc<str>,
+    /// The matched route's series, when resolved beforehand.
+    series: Option<Arc<RouteSeries>>,
     status: u16,
     upstream_ms: Option<f64>,
     rejection: Option<Rejection>,
@@ -116,7 +136,11 @@ impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
         let started = Instant::now();
         self.metrics.in_flight().inc();
         let ext = req.extensions();
-        let route: Arc<str> = ext.get::<MatchedRoute>().map_or_else(|| Arc::from(NO_ROUTE), |r| r.0.name.clone());
+        let matched = ext.get::<MatchedRoute>();
+        let route: Arc<str> = matched.map_or_else(|| Arc::from(NO_ROUTE), |r| r.0.name.clone());
+        // The series of this very route (same table), if resolved.
+        let series =
+            matched.and_then(|r| self.routes.get(r.0.index).filter(|s| Arc::ptr_eq(s.name(), &r.0.name))).cloned();
         let mut record = AccessRecord {
             metrics: self.metrics.clone(),
             log: self.access_log,
@@ -126,6 +150,7 @@ impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
             method: req.method().clone(),
             path: if self.access_log { req.uri().path().to_string() } else { String::new() },
             route,
+            series,
             status: 0,
             upstream_ms: None,
             rejection: None,
@@ -136,7 +161,10 @@ impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
             record.status = resp.status().as_u16();
             record.rejection = resp.extensions().get::<Rejection>().copied();
             record.upstream_ms = resp.extensions().get::<UpstreamTiming>().map(|t| t.0.as_secs_f64() * 1000.0);
-            record.metrics.observe_request(&record.route, record.status, started.elapsed());
+            match &record.series {
+                Some(series) => record.metrics.observe_route_request(series, record.status, started.elapsed()),
+                None => record.metrics.observe_request(&record.route, record.status, started.elapsed()),
+            }
             if let Some(r) = record.rejection {
                 record.metrics.rejection(r.layer, r.reason);
             }
