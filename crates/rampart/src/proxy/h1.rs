@@ -13,6 +13,11 @@
 //! What it keeps of that client's behaviour:
 //! - a request that a reused connection did not start sending (the upstream
 //!   had closed it meanwhile) goes out again on a new connection;
+//! - and one better: an idempotent, bodiless request that a connection idle
+//!   for a while lost before any answer (the upstream's keep-alive timeout
+//!   closed it as the request went out: uvicorn's is 5 s, gunicorn's 2 s) is
+//!   sent once more on a new connection, as nginx does. Only such requests
+//!   on such connections pay for the copy this takes;
 //! - connections idle past `pool_idle_timeout` are closed, by a sweep even
 //!   when no request comes, and at most `pool_max_idle` are kept per pool;
 //! - `connect_timeout` bounds the TCP connect (name resolution included);
@@ -53,6 +58,11 @@ impl H1Error {
         matches!(self, Self::Connect(_))
     }
 }
+
+/// A reused connection idle for at least this long may be closed by the
+/// upstream at any moment: a replayable request sent on it keeps a copy.
+/// Busy connections (reused within milliseconds) never make one.
+const STALE_AFTER: Duration = Duration::from_millis(200);
 
 /// One idle connection and since when it is idle.
 struct Idle {
@@ -143,36 +153,53 @@ impl H1Pools {
         let worker = crate::workers::current();
         let worker = if (worker + 1) * self.targets <= self.shared.slots.len() { worker } else { 0 };
         let slot = worker * self.targets + target;
+        // After a lost request is replayed, only a new connection will do.
+        let mut replayed = false;
         loop {
-            let (mut sender, reused) = match self.checkout(slot) {
-                Some(s) => (s, true),
+            let checked_out = if replayed { None } else { self.checkout(slot) };
+            let (mut sender, reused, stale) = match checked_out {
+                Some((s, idle_for)) => (s, true, idle_for >= STALE_AFTER),
                 // Boxed: a new connection is the rare case, and its future
                 // would otherwise make every request's future (moved at each
                 // layer) that much bigger.
                 None => match Box::pin(self.connect(authority)).await {
-                    Ok(s) => (s, false),
+                    Ok(s) => (s, false, false),
                     Err(e) => return Err((e, Some(req))),
                 },
             };
+            let spare = (stale && !replayed).then(|| replayable_copy(&req)).flatten();
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.track(resp, sender, slot)),
                 Err(mut e) => match e.take_message() {
                     // Not started on a connection that had been idle: the
                     // upstream closed it meanwhile. Once more on a new one.
                     Some(back) if reused => req = back,
-                    back => return Err((H1Error::Http(e.into_error()), back)),
+                    back => {
+                        let error = e.into_error();
+                        match spare {
+                            // Sent, but the connection died before any answer.
+                            Some(copy) if lost_before_answer(&error) => {
+                                tracing::debug!(error = %error, "request lost by an idle upstream connection: sent again");
+                                req = copy;
+                                replayed = true;
+                            }
+                            _ => return Err((H1Error::Http(error), back)),
+                        }
+                    }
                 },
             }
         }
     }
 
-    /// The most recently used idle connection that is still open.
-    fn checkout(&self, slot: usize) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection that is still open, and how
+    /// long it was idle.
+    fn checkout(&self, slot: usize) -> Option<(SendRequest<Body>, Duration)> {
         let slot = self.shared.slots.get(slot)?;
         let mut idle = slot.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(i) = idle.pop_back() {
-            if i.since.elapsed() < self.shared.idle_timeout && i.sender.is_ready() {
-                return Some(i.sender);
+            let idle_for = i.since.elapsed();
+            if idle_for < self.shared.idle_timeout && i.sender.is_ready() {
+                return Some((i.sender, idle_for));
             }
         }
         None
@@ -232,6 +259,33 @@ impl H1Pools {
             }
         });
     }
+}
+
+/// A copy of `req` to send again if its connection dies before answering:
+/// only for a request whose repetition is harmless (RFC 9110 §9.2.2) and
+/// which has no body to replay and no upgrade under way.
+fn replayable_copy(req: &Request<Body>) -> Option<Request<Body>> {
+    let replayable = super::is_idempotent(req.method())
+        && req.body().is_end_stream()
+        && !req.headers().contains_key(http::header::UPGRADE);
+    replayable.then(|| super::copy_bodiless(req))
+}
+
+/// The connection closed or broke before the response head arrived.
+fn lost_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    })
 }
 
 /// Where a connection goes back to.

@@ -169,7 +169,7 @@ fn upstream_uri(base: &str, strip: Option<&str>, uri: &Uri) -> Result<Uri, http:
 }
 
 /// Methods whose repetition has no further effect (RFC 9110 §9.2.2).
-fn is_idempotent(m: &http::Method) -> bool {
+pub(crate) fn is_idempotent(m: &http::Method) -> bool {
     matches!(
         *m,
         http::Method::GET
@@ -348,7 +348,7 @@ impl ProxyService {
 }
 
 /// A copy of a bodiless request for a retry: method, URI, version and headers.
-fn copy_bodiless(req: &HttpRequest) -> HttpRequest {
+pub(crate) fn copy_bodiless(req: &HttpRequest) -> HttpRequest {
     let mut copy = http::Request::new(Body::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

@@ -1,7 +1,8 @@
 //! Connections to the upstream: kept alive and reused for sequential requests
 //! (bodiless answers included), one pool per worker, closed once idle past
 //! `pool_idle_timeout` even when no request follows, never reused once the
-//! upstream closed them, and given up after `connect_timeout` when the
+//! upstream closed them, replaying an idempotent request an idle connection
+//! lost before answering, and given up after `connect_timeout` when the
 //! upstream never accepts; the upstream duration histogram counts what was
 //! sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -189,6 +190,68 @@ async fn a_connection_the_upstream_closed_is_not_used_again() {
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(r.text().await.unwrap(), "ok");
     }
+}
+
+/// An upstream that answers the first request on each connection and, on
+/// the second, reads it and hangs up without a word: the race with an
+/// upstream's keep-alive timeout, made certain. Counts the requests it read.
+async fn drops_second_request() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let seen = counter.clone();
+            tokio::spawn(async move {
+                let (mut buf, mut chunk, mut served) = (Vec::new(), [0u8; 4096], 0);
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        seen.fetch_add(1, SeqCst);
+                        served += 1;
+                        if served == 2 {
+                            return; // hang up: the request is lost
+                        }
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn idempotent_requests_lost_by_an_idle_connection_are_sent_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (up, seen) = drops_second_request().await;
+    // No retries configured: what recovers the request is the pool.
+    let gw =
+        gateway(&config_with(&format!("http://{up}"), "workers = 1", "[upstreams.default.retries]\nattempts = 1\n"))
+            .await;
+    let c = client();
+    assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+    // Idle a while, then the upstream hangs up on the next request: a GET
+    // goes out again on a new connection, and is answered.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = c.get(url(&gw, "/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(seen.load(SeqCst), 3, "the lost GET was sent once more");
+    // A POST is never sent twice: lost, it is a 502.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = c.post(url(&gw, "/x")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(seen.load(SeqCst), 4, "the lost POST was not replayed");
 }
 
 #[tokio::test]
