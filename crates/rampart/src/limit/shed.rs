@@ -15,6 +15,7 @@
 //! The per-address table holds only addresses with requests in flight, so its
 //! size is bounded by the in-flight cap itself.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,10 +47,11 @@ impl Drop for Slot {
         self.shedder.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = self.ip {
             let mut map = self.shedder.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
+            // One lookup (the address is hashed once) for both steps.
+            if let Entry::Occupied(mut n) = map.entry(ip) {
+                *n.get_mut() = n.get().saturating_sub(1);
+                if *n.get() == 0 {
+                    n.remove();
                 }
             }
         }
@@ -145,8 +147,9 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
         if cfg.max_requests_per_ip > 0 {
             if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
                 let mut map = self.shedder.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-                let count = map.get(&ip).copied().unwrap_or(0);
-                if count >= cfg.max_requests_per_ip {
+                let count = map.entry(ip).or_insert(0);
+                if *count >= cfg.max_requests_per_ip {
+                    // Never a fresh entry: the cap is at least 1.
                     drop(map);
                     drop(slot);
                     let resp = Problem::new(
@@ -160,7 +163,7 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
                     .into_response_for(req.extensions());
                     return Box::pin(async move { Ok(resp) });
                 }
-                map.insert(ip, count + 1);
+                *count += 1;
                 slot.ip = Some(ip);
             }
         }
