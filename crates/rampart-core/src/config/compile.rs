@@ -959,8 +959,9 @@ fn compile_upstream(name: &str, cfg: &UpstreamConfig, at: &ConfigPath, errs: &mu
             errs.push(bat.push_key("open_for"), "open_for and window must be longer than zero");
         }
     }
-    if cfg.retries.attempts == 0 || cfg.retries.attempts > 10 {
-        errs.push(at.push_key("retries").push_key("attempts"), "must be between 1 (no retry) and 10");
+    if cfg.retries.attempts == 0 || cfg.retries.attempts > super::model::MAX_ATTEMPTS {
+        let msg = format!("must be between 1 (no retry) and {}", super::model::MAX_ATTEMPTS);
+        errs.push(at.push_key("retries").push_key("attempts"), msg);
     }
     if errs.0.len() > before {
         return None;

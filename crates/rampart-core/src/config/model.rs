@@ -659,6 +659,9 @@ impl Default for BreakerConfig {
     }
 }
 
+/// The most attempts `retries.attempts` may ask for (validated at load).
+pub const MAX_ATTEMPTS: u32 = 10;
+
 /// Retries: only for idempotent methods without a request body, and only when
 /// the upstream could not be reached (never after it may have acted).
 #[derive(Clone, Debug, Deserialize)]

@@ -137,14 +137,11 @@ fn is_upgrade(req: &HttpRequest) -> bool {
 /// The path sent upstream: the upstream's base path, then the request path with
 /// the route's `strip_prefix` removed (only at a segment boundary), then the query.
 fn upstream_path_and_query(base: &str, strip: Option<&str>, path: &str, query: Option<&str>) -> String {
-    let mut rest = path;
-    if let Some(prefix) = strip {
-        if let Some(after) = path.strip_prefix(prefix) {
-            if after.is_empty() || after.starts_with('/') {
-                rest = if after.is_empty() { "/" } else { after };
-            }
-        }
-    }
+    let rest = match stripped(strip, path) {
+        Some("") => "/",
+        Some(after) => after,
+        None => path,
+    };
     let mut out = String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
     out.push_str(base);
     out.push_str(rest);
@@ -155,14 +152,17 @@ fn upstream_path_and_query(base: &str, strip: Option<&str>, path: &str, query: O
     out
 }
 
+/// What is left of `path` once the route's `strip_prefix` is removed; `None`
+/// when there is none or it does not end at a segment boundary of `path`.
+fn stripped<'a>(strip: Option<&str>, path: &'a str) -> Option<&'a str> {
+    path.strip_prefix(strip?).filter(|after| after.is_empty() || after.starts_with('/'))
+}
+
 /// The request target sent upstream, in origin form (see
 /// [`upstream_path_and_query`]): the client's own when nothing changes it,
 /// which spares a copy and a parse per request.
 fn upstream_uri(base: &str, strip: Option<&str>, uri: &Uri) -> Result<Uri, http::uri::InvalidUri> {
-    let strips = strip.is_some_and(|prefix| {
-        uri.path().strip_prefix(prefix).is_some_and(|after| after.is_empty() || after.starts_with('/'))
-    });
-    if base.is_empty() && !strips && uri.scheme().is_none() && uri.authority().is_none() {
+    if base.is_empty() && stripped(strip, uri.path()).is_none() && uri.scheme().is_none() && uri.authority().is_none() {
         return Ok(uri.clone());
     }
     Uri::try_from(upstream_path_and_query(base, strip, uri.path(), uri.query()))
@@ -229,8 +229,8 @@ impl ProxyService {
         let attempts = if retryable { settings.retries.attempts.max(1) } else { 1 };
         let timeout = route.timeout.unwrap_or(settings.response_timeout);
         let mut pending = Some(req);
-        // The targets tried so far (attempts are at most 10, by validation).
-        let mut tried = [0usize; 10];
+        // The targets tried so far (no more than the attempts validation allows).
+        let mut tried = [0usize; rampart_core::config::model::MAX_ATTEMPTS as usize];
         let mut tried_count = 0;
         let mut backoff = settings.retries.backoff;
 
