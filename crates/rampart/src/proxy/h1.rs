@@ -20,7 +20,9 @@
 //!   on such connections pay for the copy this takes;
 //! - connections idle past `pool_idle_timeout` are closed, by a sweep even
 //!   when no request comes, and at most `pool_max_idle` are kept per pool;
-//! - `connect_timeout` bounds the TCP connect (name resolution included);
+//! - `connect_timeout` bounds the TCP connect (name resolution included),
+//!   and a name's addresses are raced as hyper-util's connector does (see
+//!   [`super::dial`]);
 //! - upgrades (`101 Switching Protocols`) hand the connection over;
 //! - a connection whose response body was not read to its end, or which
 //!   failed, is never reused.
@@ -39,7 +41,6 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 /// Why a request could not be exchanged with the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +210,7 @@ impl H1Pools {
         let port = authority.port_u16().unwrap_or(80);
         // An IPv6 literal comes bracketed (`[::1]`), which no resolver takes.
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+        let stream = tokio::time::timeout(self.connect_timeout, super::dial::connect(host, port))
             .await
             .map_err(|_| H1Error::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(H1Error::Connect)?;

@@ -11,6 +11,7 @@
 
 pub mod breaker;
 pub mod client;
+pub mod dial;
 pub mod h1;
 pub mod headers;
 
