@@ -97,6 +97,8 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
+        // The same delay before the other address family as `dial` uses.
+        http.set_happy_eyeballs_timeout(Some(super::dial::ATTEMPT_DELAY));
         http.set_keepalive(Some(std::time::Duration::from_secs(60)));
 
         let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
