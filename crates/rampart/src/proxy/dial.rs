@@ -9,7 +9,9 @@
 //! another, each until it fails, so one address that never answers (a host
 //! that is down, a firewall dropping packets, IPv6 without a route) takes the
 //! whole `connect_timeout` and the next address is never tried. hyper-util's
-//! connector, used for HTTPS and HTTP/2 targets, races addresses the same way.
+//! connector, used for HTTPS and HTTP/2 targets, races only the two families
+//! (after the same delay) and gives each address of one family an equal share
+//! of the connect timeout.
 
 use std::io;
 use std::net::SocketAddr;

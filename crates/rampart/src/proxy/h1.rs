@@ -20,9 +20,9 @@
 //!   on such connections pay for the copy this takes;
 //! - connections idle past `pool_idle_timeout` are closed, by a sweep even
 //!   when no request comes, and at most `pool_max_idle` are kept per pool;
-//! - `connect_timeout` bounds the TCP connect (name resolution included),
-//!   and a name's addresses are raced as hyper-util's connector does (see
-//!   [`super::dial`]);
+//! - `connect_timeout` bounds the TCP connect (name resolution included);
+//!   a name's addresses are raced, as hyper-util's connector races the two
+//!   address families, and more closely to RFC 8305 (see [`super::dial`]);
 //! - upgrades (`101 Switching Protocols`) hand the connection over;
 //! - a connection whose response body was not read to its end, or which
 //!   failed, is never reused.
