@@ -435,13 +435,14 @@ impl ConnectionService {
         // contended; a poisoned lock only means a panic elsewhere mid-request.
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *cached {
-            Some((runtime, stack)) if Arc::ptr_eq(runtime, &current) => stack.call(req),
+            // The whole stack's future in one allocation (see `edge::Post`).
+            Some((runtime, stack)) if Arc::ptr_eq(runtime, &current) => Box::pin(stack.call(req)),
             _ => {
                 let runtime = arc_swap::Guard::into_inner(current);
                 let mut stack = runtime.stack.clone();
                 let fut = stack.call(req);
                 *cached = Some((runtime, stack));
-                fut
+                Box::pin(fut)
             }
         }
     }

@@ -7,17 +7,19 @@
 //! origin is passed on without CORS headers, so the browser withholds the response
 //! from the page. Routes without CORS pass everything through untouched.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use futures_util::future::{ready, Either, Ready};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use rampart_core::cors::CorsPolicy;
 use tower::{Layer, Service};
 
 use super::route::MatchedRoute;
-use super::{HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, HttpResponse, Inner, Post, PostProcess};
 use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
@@ -65,7 +67,9 @@ fn add_vary_origin(headers: &mut http::HeaderMap) {
 impl<S: Inner> Service<HttpRequest> for CorsService<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = LayerFuture;
+    /// The inner service's response, with the CORS headers added when a
+    /// policy applies; or the gateway's own answer to a preflight.
+    type Future = Either<Post<S::Future, Finish>, Ready<Result<HttpResponse, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -77,7 +81,7 @@ impl<S: Inner> Service<HttpRequest> for CorsService<S> {
             None => self.policy.clone(),
         };
         let Some(policy) = policy else {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(Post::new(self.inner.call(req), None));
         };
         let origin = req.headers().get(header::ORIGIN).cloned();
         let preflight_method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned();
@@ -119,23 +123,32 @@ impl<S: Inner> Service<HttpRequest> for CorsService<S> {
                     resp
                 }
             };
-            return Box::pin(async move { Ok(resp) });
+            return Either::Right(ready(Ok(resp)));
         }
 
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            let h = resp.headers_mut();
-            if let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| policy.allows_origin(s))) {
-                add_origin_headers(h, &policy, &origin);
-                if let Some(v) = &policy.expose_headers_value {
-                    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
-                }
+        Either::Left(Post::new(self.inner.call(req), Some(Finish { policy, origin })))
+    }
+}
+
+/// An actual (not preflight) request's policy and `Origin`.
+pub struct Finish {
+    policy: Arc<CorsPolicy>,
+    origin: Option<HeaderValue>,
+}
+
+impl PostProcess for Finish {
+    fn apply(self, mut resp: HttpResponse) -> HttpResponse {
+        let Self { policy, origin } = self;
+        let h = resp.headers_mut();
+        if let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| policy.allows_origin(s))) {
+            add_origin_headers(h, &policy, &origin);
+            if let Some(v) = &policy.expose_headers_value {
+                h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
             }
-            if !policy.answers_wildcard() {
-                add_vary_origin(h);
-            }
-            Ok(resp)
-        })
+        }
+        if !policy.answers_wildcard() {
+            add_vary_origin(h);
+        }
+        resp
     }
 }

@@ -62,6 +62,67 @@ pub type HttpResponse = Response<Body>;
 /// Errors never leave the stack: each layer turns them into problem responses.
 pub type LayerFuture = BoxFuture<'static, Result<HttpResponse, Infallible>>;
 
+/// What a layer does to the response of the service it wraps, once that
+/// response is there: the work of a [`Post`] future.
+pub trait PostProcess: Send + 'static {
+    fn apply(self, resp: HttpResponse) -> HttpResponse;
+
+    /// The future was dropped before the response was there: the client went
+    /// away (or the connection is being shut down) while the request was
+    /// served. By default nothing more than dropping `self` happens.
+    fn cancelled(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A layer's future when the layer only acts on the inner service's
+    /// response: that service's future, then `P` (or nothing, when `None`).
+    ///
+    /// Why not an `async` block in a `Box`: every request passes through all
+    /// layers, and a box per layer is an allocation, a free and an indirect
+    /// call each; nested, the layers' futures take one allocation together
+    /// (the one the connection service makes for the whole stack).
+    pub struct Post<F, P: PostProcess> {
+        #[pin]
+        inner: F,
+        post: Option<P>,
+    }
+
+    impl<F, P: PostProcess> PinnedDrop for Post<F, P> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(post) = this.project().post.take() {
+                post.cancelled();
+            }
+        }
+    }
+}
+
+impl<F, P: PostProcess> Post<F, P> {
+    pub fn new(inner: F, post: Option<P>) -> Self {
+        Self { inner, post }
+    }
+}
+
+impl<F, P> std::future::Future for Post<F, P>
+where
+    F: std::future::Future<Output = Result<HttpResponse, Infallible>>,
+    P: PostProcess,
+{
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx))?;
+        std::task::Poll::Ready(Ok(match this.post.take() {
+            Some(post) => post.apply(resp),
+            None => resp,
+        }))
+    }
+}
+
 /// The bound every inner service of an edge layer satisfies.
 pub trait Inner:
     Service<HttpRequest, Response = HttpResponse, Error = Infallible, Future = Self::Fut> + Clone + Send + 'static

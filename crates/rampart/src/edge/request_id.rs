@@ -25,7 +25,7 @@ use http::header::{HeaderName, HeaderValue};
 use rampart_core::request_id::is_valid_request_id;
 use tower::{Layer, Service};
 
-use super::{HttpRequest, Inner, LayerFuture};
+use super::{HttpRequest, HttpResponse, Inner, Post, PostProcess};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -74,7 +74,7 @@ pub struct RequestIdService<S> {
 impl<S: Inner> Service<HttpRequest> for RequestIdService<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = LayerFuture;
+    type Future = Post<S::Future, RequestId>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -89,12 +89,15 @@ impl<S: Inner> Service<HttpRequest> for RequestIdService<S> {
         };
         req.headers_mut().insert(X_REQUEST_ID, id.0.clone());
         req.extensions_mut().insert(id.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            resp.headers_mut().insert(X_REQUEST_ID, id.0);
-            Ok(resp)
-        })
+        Post::new(self.inner.call(req), Some(id))
+    }
+}
+
+/// The id goes back to the client on the response.
+impl PostProcess for RequestId {
+    fn apply(self, mut resp: HttpResponse) -> HttpResponse {
+        resp.headers_mut().insert(X_REQUEST_ID, self.0);
+        resp
     }
 }
 

@@ -24,7 +24,7 @@ use rampart_core::config::SecurityHeaders;
 use tower::{Layer, Service};
 
 use super::route::MatchedRoute;
-use super::{ConnInfo, HttpRequest, Inner, LayerFuture};
+use super::{ConnInfo, HttpRequest, HttpResponse, Inner, Post, PostProcess};
 
 const HSTS: HeaderName = http::header::STRICT_TRANSPORT_SECURITY;
 
@@ -61,7 +61,7 @@ pub struct SecurityHeadersService<S> {
 impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = LayerFuture;
+    type Future = Post<S::Future, Finish>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -72,31 +72,40 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
         let policy = ext.get::<MatchedRoute>().map_or_else(|| self.headers.clone(), |r| r.0.security_headers.clone());
         let tls =
             ext.get::<ConnInfo>().is_some_and(|c| c.tls) || ext.get::<ClientInfo>().is_some_and(|c| c.forwarded_https);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            let headers = resp.headers_mut();
-            crate::edge::remove_headers(headers, &policy.remove);
-            // Room for all at once: one growth of the map, not one per doubling.
-            headers.reserve(policy.always.len() + 3);
-            for (name, value) in &policy.always {
-                headers.insert(name.clone(), value.clone());
+        Post::new(self.inner.call(req), Some(Finish { policy, tls }))
+    }
+}
+
+/// The headers a response gets, and whether the client's connection was TLS.
+pub struct Finish {
+    policy: Arc<SecurityHeaders>,
+    tls: bool,
+}
+
+impl PostProcess for Finish {
+    fn apply(self, mut resp: HttpResponse) -> HttpResponse {
+        let Self { policy, tls } = self;
+        let headers = resp.headers_mut();
+        crate::edge::remove_headers(headers, &policy.remove);
+        // Room for all at once: one growth of the map, not one per doubling.
+        headers.reserve(policy.always.len() + 3);
+        for (name, value) in &policy.always {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(OwnCsp(csp)) = resp.extensions().get::<OwnCsp>().cloned() {
+            resp.headers_mut().insert(http::header::CONTENT_SECURITY_POLICY, csp);
+        }
+        let headers = resp.headers_mut();
+        if let Some(cc) = &policy.cache_control {
+            headers.entry(CACHE_CONTROL).or_insert_with(|| cc.clone());
+        }
+        match (&policy.hsts, tls) {
+            (Some(v), true) => {
+                headers.insert(HSTS, v.clone());
             }
-            if let Some(OwnCsp(csp)) = resp.extensions().get::<OwnCsp>().cloned() {
-                resp.headers_mut().insert(http::header::CONTENT_SECURITY_POLICY, csp);
-            }
-            let headers = resp.headers_mut();
-            if let Some(cc) = &policy.cache_control {
-                headers.entry(CACHE_CONTROL).or_insert_with(|| cc.clone());
-            }
-            match (&policy.hsts, tls) {
-                (Some(v), true) => {
-                    headers.insert(HSTS, v.clone());
-                }
-                _ => crate::edge::remove_headers(headers, [&HSTS]),
-            }
-            Ok(resp)
-        })
+            _ => crate::edge::remove_headers(headers, [&HSTS]),
+        }
+        resp
     }
 }
 

@@ -17,16 +17,18 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::future::{ready, Either, Ready};
 use http::StatusCode;
 use rampart_core::client_ip::ClientInfo;
 use tower::{Layer, Service};
 
-use crate::edge::{HttpRequest, Inner, LayerFuture};
+use crate::edge::{HttpRequest, HttpResponse, Inner, Post, PostProcess};
 use crate::problem::Problem;
 
 /// In-flight counts, shared across config reloads.
@@ -37,7 +39,7 @@ pub struct LoadShedder {
 }
 
 /// Releases a request's slots when dropped.
-struct Slot {
+pub struct Slot {
     shedder: Arc<LoadShedder>,
     ip: Option<IpAddr>,
 }
@@ -115,7 +117,9 @@ impl<F: Fn(&HttpRequest) -> bool + Send + Sync> Recognize for F {
 impl<S: Inner> Service<HttpRequest> for ShedService<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = LayerFuture;
+    /// The inner service's response, the request's slot held until it is
+    /// there; or the refusal.
+    type Future = Either<Post<S::Future, Slot>, Ready<Result<HttpResponse, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -141,7 +145,7 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
                     .retry_after(1)
                     .rejected_by("shed", reason)
                     .into_response_for(req.extensions());
-                return Box::pin(async move { Ok(resp) });
+                return Either::Right(ready(Ok(resp)));
             }
         }
         if cfg.max_requests_per_ip > 0 {
@@ -161,17 +165,21 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
                     .retry_after(1)
                     .rejected_by("shed", "per_ip_concurrency")
                     .into_response_for(req.extensions());
-                    return Box::pin(async move { Ok(resp) });
+                    return Either::Right(ready(Ok(resp)));
                 }
                 *count += 1;
                 slot.ip = Some(ip);
             }
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await;
-            drop(slot);
-            resp
-        })
+        Either::Left(Post::new(self.inner.call(req), Some(slot)))
+    }
+}
+
+/// The slot is given back once the response is there (or the request is
+/// dropped unanswered).
+impl PostProcess for Slot {
+    fn apply(self, resp: HttpResponse) -> HttpResponse {
+        drop(self);
+        resp
     }
 }

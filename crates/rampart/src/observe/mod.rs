@@ -30,7 +30,7 @@ use tower::{Layer, Service};
 
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
-use crate::edge::{HttpRequest, Inner, LayerFuture};
+use crate::edge::{HttpRequest, HttpResponse, Inner, Post, PostProcess};
 use crate::problem::Rejection;
 use crate::proxy::UpstreamTiming;
 pub use metrics::{Metrics, RouteSeries};
@@ -80,7 +80,7 @@ pub struct ObserveService<S> {
 }
 
 /// Everything the access log line needs, gathered while the request is served.
-struct AccessRecord {
+pub struct AccessRecord {
     metrics: Arc<Metrics>,
     log: bool,
     started: Instant,
@@ -97,6 +97,18 @@ struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// The request's metrics, once its status is known.
+    fn observe(&self) {
+        let elapsed = self.started.elapsed();
+        match &self.series {
+            Some(series) => self.metrics.observe_route_request(series, self.status, elapsed),
+            None => self.metrics.observe_request(&self.route, self.status, elapsed),
+        }
+        if let Some(r) = self.rejection {
+            self.metrics.rejection(r.layer, r.reason);
+        }
+    }
+
     fn finish(self, bytes: u64) {
         self.metrics.in_flight().dec();
         if !self.log {
@@ -126,7 +138,7 @@ const NO_ROUTE: &str = "none";
 impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = LayerFuture;
+    type Future = Post<S::Future, AccessRecord>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -141,7 +153,7 @@ impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
         // The series of this very route (same table), if resolved.
         let series =
             matched.and_then(|r| self.routes.get(r.0.index).filter(|s| Arc::ptr_eq(s.name(), &r.0.name))).cloned();
-        let mut record = AccessRecord {
+        let record = AccessRecord {
             metrics: self.metrics.clone(),
             log: self.access_log,
             started,
@@ -155,23 +167,31 @@ impl<S: Inner> Service<HttpRequest> for ObserveService<S> {
             upstream_ms: None,
             rejection: None,
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            record.status = resp.status().as_u16();
-            record.rejection = resp.extensions().get::<Rejection>().copied();
-            record.upstream_ms = resp.extensions().get::<UpstreamTiming>().map(|t| t.0.as_secs_f64() * 1000.0);
-            match &record.series {
-                Some(series) => record.metrics.observe_route_request(series, record.status, started.elapsed()),
-                None => record.metrics.observe_request(&record.route, record.status, started.elapsed()),
-            }
-            if let Some(r) = record.rejection {
-                record.metrics.rejection(r.layer, r.reason);
-            }
-            Ok(resp.map(|body| Body::new(ObservedBody { inner: body, bytes: 0, record: Some(Box::new(record)) })))
-        })
+        Post::new(self.inner.call(req), Some(record))
     }
 }
+
+impl PostProcess for AccessRecord {
+    fn apply(mut self, resp: HttpResponse) -> HttpResponse {
+        self.status = resp.status().as_u16();
+        self.rejection = resp.extensions().get::<Rejection>().copied();
+        self.upstream_ms = resp.extensions().get::<UpstreamTiming>().map(|t| t.0.as_secs_f64() * 1000.0);
+        self.observe();
+        resp.map(|body| Body::new(ObservedBody { inner: body, bytes: 0, record: Some(Box::new(self)) }))
+    }
+
+    /// Counted, logged and out of the in-flight gauge all the same, with
+    /// nginx's status for it: 499, the client closed the request.
+    fn cancelled(mut self) {
+        self.status = CLIENT_CLOSED_REQUEST;
+        self.observe();
+        self.finish(0);
+    }
+}
+
+/// The status recorded for a request whose client went away before the
+/// response was there (nginx's, never sent to anyone).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 pin_project! {
     /// The response body, counting bytes and writing the access record at its end.

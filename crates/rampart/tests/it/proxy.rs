@@ -239,6 +239,35 @@ async fn metrics_and_health_on_the_ops_listener() {
 }
 
 #[tokio::test]
+async fn a_request_whose_client_goes_away_is_counted_as_499_and_leaves_in_flight() {
+    use tokio::io::AsyncWriteExt;
+    let (gw, _) = setup("").await;
+    let ops = gw.ops_addr.unwrap();
+    let scrape =
+        || async move { client().get(format!("http://{ops}/metrics")).send().await.unwrap().text().await.unwrap() };
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /slow/5000 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    // In flight while the upstream is slow...
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !scrape().await.contains("rampart_in_flight_requests 1") {
+        assert!(Instant::now() < deadline, "the request never showed as in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and no longer once its client has hung up, long before the upstream answers.
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let m = scrape().await;
+        if m.contains("rampart_in_flight_requests 0") {
+            assert!(m.contains("rampart_requests_total{route=\"default\",status=\"499\"} 1"), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "in-flight gauge kept the abandoned request: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn reload_swaps_policy_atomically_and_bad_reload_keeps_old() {
     let (gw, up) = setup("[[routes]]\npath = '/old/**'\n").await;
     assert_eq!(client().get(url(&gw, "/old/x")).send().await.unwrap().status(), 200);
