@@ -413,17 +413,45 @@ impl AcceptLoop {
 #[derive(Clone)]
 struct ConnectionService {
     shared: SharedRuntime,
-    conn: ConnInfo,
     served: Arc<std::sync::atomic::AtomicU64>,
     max_requests: u64,
     cached: Arc<std::sync::Mutex<Option<CachedStack>>>,
+    /// What each request's extensions start as: see [`first_extensions`].
+    extensions: http::Extensions,
 }
 
 /// The runtime a connection's stack was cloned from, and the clone.
 type CachedStack = (Arc<Runtime>, Stack);
 
 fn connection_service(shared: SharedRuntime, conn: ConnInfo, max_requests: u64) -> ConnectionService {
-    ConnectionService { shared, conn, served: Arc::default(), max_requests, cached: Arc::default() }
+    let extensions = first_extensions(conn);
+    ConnectionService { shared, served: Arc::default(), max_requests, cached: Arc::default(), extensions }
+}
+
+/// The connection's [`ConnInfo`], in a map with room for what the layers add
+/// to a request (its id, client address, route and more) without growing.
+///
+/// Why: `http::Extensions` starts with room for three and rehashes into a
+/// larger table at the fourth, which every proxied request reached: an
+/// allocation, a rehash and a free per request. A clone of this map keeps its
+/// size, so a request starts with the room it needs.
+fn first_extensions(conn: ConnInfo) -> http::Extensions {
+    #[derive(Clone, Copy)]
+    struct Room<const N: usize>;
+    let mut e = http::Extensions::new();
+    // Zero-sized: inserting and removing them allocates nothing but the table.
+    e.insert(Room::<1>);
+    e.insert(Room::<2>);
+    e.insert(Room::<3>);
+    e.insert(Room::<4>);
+    e.insert(Room::<5>);
+    e.remove::<Room<1>>();
+    e.remove::<Room<2>>();
+    e.remove::<Room<3>>();
+    e.remove::<Room<4>>();
+    e.remove::<Room<5>>();
+    e.insert(conn);
+    e
 }
 
 impl ConnectionService {
@@ -455,7 +483,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let mut req = req.map(Body::new);
-        req.extensions_mut().insert(self.conn);
+        // Into hyper's (empty unless it added an upgrade handle): the map
+        // itself is taken over when empty, room included.
+        req.extensions_mut().extend(self.extensions.clone());
         let n = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if self.max_requests == 0 || n < self.max_requests || req.version() != http::Version::HTTP_11 {
             return self.dispatch(req);
