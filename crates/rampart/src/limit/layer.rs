@@ -21,6 +21,7 @@
 //! out) with `Retry-After`, the rate-limit headers, and a strike towards an
 //! automatic ban of the client address.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -34,6 +35,7 @@ use tower::{Layer, Service};
 
 use super::headers::{ceil_secs, set_headers, LimitOutcome};
 use super::{limit_key, Decision, LimitCheck, LimitState, Op, Subject, Undecided};
+use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
 use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
 use crate::observe::audit::{AuditEvent, AuditKind};
@@ -147,9 +149,40 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                 });
                 return Ok(resp);
             }
-            let mut resp = inner.call(req).await?;
+            let budgets: Vec<_> = applied
+                .limits
+                .iter()
+                .zip(&applied.checks)
+                .filter(|(l, _)| l.is_budget())
+                .map(|(l, c)| (l.clone(), c.clone()))
+                .collect();
+            let mut resp = if budgets.is_empty() {
+                inner.call(req).await?
+            } else {
+                // Budgets are debited from the response's cost header, so the
+                // exchange runs in a task of its own: a client that hangs up
+                // before the answer (the upstream having done the paid work)
+                // does not escape the debit. The task still waits for the
+                // response head, bounded by the route's timeout, debits, and
+                // drops the response.
+                let request_id = req.extensions().get::<RequestId>().cloned();
+                let fut = inner.call(req);
+                let state = state.clone();
+                let exchange = tokio::spawn(async move {
+                    let resp = fut.await?;
+                    debit_budgets(&state, &budgets, resp.headers());
+                    Ok::<_, Infallible>(resp)
+                });
+                match exchange.await {
+                    Ok(resp) => resp?,
+                    Err(e) => {
+                        tracing::error!(error = %e, "request task failed");
+                        return Ok(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                            .into_response_with(request_id.as_ref()));
+                    }
+                }
+            };
             set_headers(resp.headers_mut(), &outcomes);
-            debit_budgets(&state, &applied, resp.headers());
             Ok(resp)
         }))
     }
@@ -201,10 +234,10 @@ fn outcomes<'a>(limits: &'a [Arc<CompiledLimit>], decisions: &[Decision]) -> Vec
 }
 
 /// Debits each budget by the cost the upstream reported, off the request path.
-fn debit_budgets(state: &Arc<LimitState>, applied: &Applied, headers: &http::HeaderMap) {
+fn debit_budgets(state: &Arc<LimitState>, budgets: &[(Arc<CompiledLimit>, LimitCheck)], headers: &http::HeaderMap) {
     let mut debits = Vec::new();
     let mut fallbacks = Vec::new();
-    for (limit, check) in applied.limits.iter().zip(&applied.checks) {
+    for (limit, check) in budgets {
         let LimitKind::Budget { cost_header } = &limit.kind else { continue };
         let Some(raw) = headers.get(cost_header) else { continue };
         let cost = raw.to_str().ok().and_then(|s| rampart_core::config::limits::parse_amount(s.trim()));

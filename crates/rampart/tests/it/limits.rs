@@ -85,6 +85,21 @@ async fn budget_is_debited_by_upstream_cost() {
 }
 
 #[tokio::test]
+async fn a_client_that_hangs_up_before_the_answer_is_still_debited() {
+    use tokio::io::AsyncWriteExt;
+    let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '1.00/day' }]\n").await;
+    // The upstream does the work (and reports its cost) 300 ms after the
+    // request; the client is gone after 100.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /slow-cost/300/1.5 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = problem(client().get(url(&gw, "/cost/0.1")).send().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
+}
+
+#[tokio::test]
 async fn global_budget_exhaustion_is_503() {
     let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'global', budget = '0.5/hour' }]\n").await;
     let c = client();

@@ -90,6 +90,13 @@ pub fn upstream_router() -> Router {
             any(|body: axum::body::Bytes| async move { ([("content-type", "application/octet-stream")], body) }),
         )
         .route("/cost/{amount}", any(|Path(a): Path<String>| async move { ([("x-rampart-cost", a)], "charged") }))
+        .route(
+            "/slow-cost/{ms}/{amount}",
+            get(|Path((ms, a)): Path<(u64, String)>| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ([("x-rampart-cost", a)], "charged late")
+            }),
+        )
         .route("/status/{code}", any(|Path(c): Path<u16>| async move { http::StatusCode::from_u16(c).unwrap() }))
         .fallback(echo)
 }
