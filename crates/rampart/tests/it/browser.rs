@@ -5,9 +5,12 @@
 //! authenticator) → log out → log in with the passkey → make an API key on
 //! the page, use it, revoke it on the page → an admin bans an address on the
 //! dashboard, and a client from that address is refused while 127.0.0.1 is
-//! not. Screenshots of the main pages go to `target/screenshots/`, or, with
-//! `RAMPART_UPDATE_SCREENSHOTS=1`, to `docs/screenshots/` (what the README
-//! shows; they hold timestamps, so every run would change them).
+//! not. A second flow covers the rest of the account page: a passkey removed,
+//! other sessions ended, the password changed, the account deleted, each
+//! checked from outside the browser too. Screenshots of the main pages go to
+//! `target/screenshots/`, or, with `RAMPART_UPDATE_SCREENSHOTS=1`, to
+//! `docs/screenshots/` (what the README shows; they hold timestamps, so every
+//! run would change them).
 //!
 //! Needs `RAMPART_TEST_CHROMEDRIVER` (scripts/test sets it, after installing
 //! Debian's chromium and chromium-driver); without it the test says so and
@@ -324,6 +327,146 @@ async fn browser_pages_end_to_end() {
         assert_eq!(from("127.0.0.2").await, 403);
         assert_eq!(from("127.0.0.1").await, 200);
     }
+
+    c.close().await.unwrap();
+    drop(driver);
+    gw.shutdown();
+    gw.wait().await;
+}
+
+/// A session of `user` made outside the browser (as a second device would),
+/// by its cookie value.
+async fn other_session(port: u16, user: &str, password: &str) -> Option<String> {
+    let r = client()
+        .post(format!("http://127.0.0.1:{port}/auth/session"))
+        .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    r.headers().get_all("set-cookie").iter().find_map(|v| {
+        let pair = v.to_str().ok()?.split(';').next()?;
+        let (k, val) = pair.split_once('=')?;
+        (k == "__Host-rampart_session" && !val.is_empty()).then(|| val.to_string())
+    })
+}
+
+/// The status `GET /auth/session` answers with a session cookie.
+async fn session_status(port: u16, session: &str) -> u16 {
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/auth/session"))
+        .header("cookie", format!("__Host-rampart_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Waits until the page shows `n` rows of `table`.
+async fn wait_rows(c: &Client, table: &str, n: usize) {
+    let xpath = format!("//table[@id='{table}']/tbody[count(tr)={n}]");
+    if let Err(e) = c.wait().at_most(WAIT).for_element(Locator::XPath(&xpath)).await {
+        panic!("waiting for {n} rows in #{table}: {e}; {}", page_state(c).await);
+    }
+}
+
+/// Waits until the error slot `id` shows a message, and returns it.
+async fn error_text(c: &Client, id: &str) -> String {
+    let xpath = format!("//p[@id='{id}' and normalize-space(.) != '']");
+    match c.wait().at_most(WAIT).for_element(Locator::XPath(&xpath)).await {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!("waiting for an error in #{id}: {e}; {}", page_state(c).await),
+    }
+}
+
+/// The rest of the account page, each step checked from outside the browser
+/// too: a passkey removed no longer signs in; "sign out all other sessions"
+/// ends a session made elsewhere; a password change ends the page's session
+/// and only the new password works; a deleted account cannot sign in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() {
+    let Ok(driver_bin) = std::env::var("RAMPART_TEST_CHROMEDRIVER") else {
+        eprintln!("browser account page: RAMPART_TEST_CHROMEDRIVER is not set (scripts/test sets it); skipped");
+        return;
+    };
+    const NEW_PASSWORD: &str = "a fresh passphrase for the account page 7";
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("rampart.db").display());
+    let up = start_upstream().await;
+    let port = free_port();
+    let gw = gateway(&browser_config(up, port, &db)).await;
+    let base = format!("http://localhost:{port}");
+    let driver = start_driver(&driver_bin).await;
+    let c = browser(&driver).await;
+    c.issue_cmd(SessionPost {
+        path: "webauthn/authenticator",
+        body: json!({"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+                     "hasUserVerification": true, "isUserVerified": true}),
+    })
+    .await
+    .unwrap();
+
+    c.goto(&format!("{base}/ui/register")).await.unwrap();
+    fill(&c, "reg-username", "grace").await;
+    fill(&c, "reg-email", "grace@example.test").await;
+    fill(&c, "reg-password", PASSWORD).await;
+    click(&c, "#register-submit").await;
+    assert_eq!(text_of(&c, "#profile-username").await, "grace");
+
+    // A passkey added, then removed on the page ...
+    fill(&c, "passkey-name", "Phone").await;
+    click(&c, "#passkey-add").await;
+    wait_for(&c, "#passkey-list li button").await;
+    assert!(text_of(&c, "#passkey-list li").await.contains("Phone"));
+    click(&c, "#passkey-list li button").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//ul[@id='passkey-list']/li[not(button)]"))
+        .await
+        .unwrap_or_else(|e| panic!("the passkey is still listed: {e}"));
+    // ... no longer signs in, though the authenticator still holds it.
+    log_out(&c).await;
+    fill(&c, "passkey-username", "grace").await;
+    click(&c, "#passkey-submit").await;
+    error_text(&c, "passkey-error").await;
+    fill(&c, "username", "grace").await;
+    fill(&c, "password", PASSWORD).await;
+    click(&c, "#login-submit").await;
+    assert_eq!(text_of(&c, "#profile-username").await, "grace");
+
+    // Another device's session, listed on the page and ended from it.
+    let phone = other_session(port, "grace", PASSWORD).await.expect("a session cookie");
+    assert_eq!(session_status(port, &phone).await, 200);
+    c.goto(&format!("{base}/ui/account")).await.unwrap();
+    wait_rows(&c, "session-table", 2).await;
+    click(&c, "#sessions-revoke-others").await;
+    wait_rows(&c, "session-table", 1).await;
+    assert!(text_of(&c, "#session-table tbody tr").await.contains("this session"));
+    assert_eq!(session_status(port, &phone).await, 401, "the other session still works");
+
+    // A new password: the page's session ends, the old password fails.
+    let tablet = other_session(port, "grace", PASSWORD).await.expect("a session cookie");
+    fill(&c, "current-password", PASSWORD).await;
+    fill(&c, "new-password", NEW_PASSWORD).await;
+    click(&c, "#password-form button[type=submit]").await;
+    wait_for(&c, "#login-form").await;
+    assert_eq!(session_status(port, &tablet).await, 401, "a password change ends every session");
+    fill(&c, "username", "grace").await;
+    fill(&c, "password", PASSWORD).await;
+    click(&c, "#login-submit").await;
+    error_text(&c, "login-error").await;
+    fill(&c, "password", NEW_PASSWORD).await;
+    click(&c, "#login-submit").await;
+    assert_eq!(text_of(&c, "#profile-username").await, "grace");
+
+    // Deletion, confirmed with the password: signed out, and no way back in.
+    fill(&c, "delete-password", NEW_PASSWORD).await;
+    click(&c, "#delete-submit").await;
+    wait_for(&c, "#login-form").await;
+    assert!(other_session(port, "grace", NEW_PASSWORD).await.is_none(), "a deleted account signed in");
+    fill(&c, "username", "grace").await;
+    fill(&c, "password", NEW_PASSWORD).await;
+    click(&c, "#login-submit").await;
+    error_text(&c, "login-error").await;
 
     c.close().await.unwrap();
     drop(driver);
