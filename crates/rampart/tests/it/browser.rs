@@ -6,7 +6,8 @@
 //! the page, use it, revoke it on the page → an admin bans an address on the
 //! dashboard, and a client from that address is refused while 127.0.0.1 is
 //! not. A second flow covers the rest of the account page: a passkey removed,
-//! other sessions ended, the password changed, the account deleted, each
+//! an API key rotated, other sessions ended, the password changed, the
+//! account deleted, each
 //! checked from outside the browser too. Screenshots of the main pages go to
 //! `target/screenshots/`, or, with `RAMPART_UPDATE_SCREENSHOTS=1`, to
 //! `docs/screenshots/` (what the README shows; they hold timestamps, so every
@@ -379,9 +380,11 @@ async fn error_text(c: &Client, id: &str) -> String {
 }
 
 /// The rest of the account page, each step checked from outside the browser
-/// too: a passkey removed no longer signs in; "sign out all other sessions"
-/// ends a session made elsewhere; a password change ends the page's session
-/// and only the new password works; a deleted account cannot sign in.
+/// too: a passkey removed no longer signs in; an API key rotated on the page
+/// gives a new key while the old one keeps its grace; "sign out all other
+/// sessions" ends a session made elsewhere; a password change ends the page's session
+/// and only the new password works; a deleted account cannot sign in and its
+/// API keys stop working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() {
     let Ok(driver_bin) = std::env::var("RAMPART_TEST_CHROMEDRIVER") else {
@@ -433,6 +436,27 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     click(&c, "#login-submit").await;
     assert_eq!(text_of(&c, "#profile-username").await, "grace");
 
+    // An API key made and rotated on the page: the new key works, and so does
+    // the old one for the rotation's grace (`rotation_grace`, 24 h here).
+    fill(&c, "api-key-name", "deploy").await;
+    click(&c, "#api-key-create").await;
+    wait_for(&c, "#api-key-new:not([hidden])").await;
+    let old_key = text_of(&c, "#api-key-value").await;
+    assert!(!old_key.is_empty());
+    wait_for(&c, "#api-key-table button.rotate").await;
+    assert_eq!(api_status(port, &old_key, "127.0.0.1").await, 200);
+    click(&c, "#api-key-table button.rotate").await;
+    let rotated =
+        format!("//code[@id='api-key-value' and normalize-space(.) != '' and normalize-space(.) != '{old_key}']");
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&rotated))
+        .await
+        .unwrap_or_else(|e| panic!("no new key shown: {e}"));
+    let new_key = text_of(&c, "#api-key-value").await;
+    assert_eq!(api_status(port, &new_key, "127.0.0.1").await, 200);
+    assert_eq!(api_status(port, &old_key, "127.0.0.1").await, 200, "the old key within its grace");
+
     // Another device's session, listed on the page and ended from it.
     let phone = other_session(port, "grace", PASSWORD).await.expect("a session cookie");
     assert_eq!(session_status(port, &phone).await, 200);
@@ -463,6 +487,15 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     click(&c, "#delete-submit").await;
     wait_for(&c, "#login-form").await;
     assert!(other_session(port, "grace", NEW_PASSWORD).await.is_none(), "a deleted account signed in");
+    for key in [&old_key, &new_key] {
+        let key = key.clone();
+        let refused = eventually(Duration::from_secs(5), || {
+            let key = key.clone();
+            async move { api_status(port, &key, "127.0.0.1").await == 401 }
+        })
+        .await;
+        assert!(refused, "a deleted account's API key still works");
+    }
     fill(&c, "username", "grace").await;
     fill(&c, "password", NEW_PASSWORD).await;
     click(&c, "#login-submit").await;
