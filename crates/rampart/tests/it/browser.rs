@@ -185,6 +185,58 @@ async fn log_out(c: &Client) {
     wait_for(c, "#login-form").await;
 }
 
+/// Gives the browser a virtual authenticator that holds passkeys and
+/// verifies the user.
+async fn add_virtual_authenticator(c: &Client) {
+    c.issue_cmd(SessionPost {
+        path: "webauthn/authenticator",
+        body: json!({"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+                     "hasUserVerification": true, "isUserVerified": true}),
+    })
+    .await
+    .unwrap();
+}
+
+/// Registers `user` on the register page, which signs the new account in;
+/// with `shot`, takes the page's screenshot under that name first.
+async fn register(c: &Client, base: &str, user: &str, shot: Option<&str>) {
+    c.goto(&format!("{base}/ui/register")).await.unwrap();
+    wait_for(c, "#register-form").await;
+    if let Some(name) = shot {
+        screenshot(c, name).await;
+    }
+    fill(c, "reg-username", user).await;
+    fill(c, "reg-email", &format!("{user}@example.test")).await;
+    fill(c, "reg-password", PASSWORD).await;
+    click(c, "#register-submit").await;
+    assert_eq!(text_of(c, "#profile-username").await, user);
+}
+
+/// Submits the login page's password form.
+async fn submit_password(c: &Client, user: &str, password: &str) {
+    fill(c, "username", user).await;
+    fill(c, "password", password).await;
+    click(c, "#login-submit").await;
+}
+
+/// Adds a passkey named `name` on the account page and waits until it is listed.
+async fn add_passkey(c: &Client, name: &str) {
+    fill(c, "passkey-name", name).await;
+    click(c, "#passkey-add").await;
+    wait_for(c, "#passkey-list li button").await;
+    assert!(text_of(c, "#passkey-list li").await.contains(name));
+}
+
+/// Creates an API key named `name` on the account page; the key, shown once.
+async fn create_api_key(c: &Client, name: &str) -> String {
+    fill(c, "api-key-name", name).await;
+    click(c, "#api-key-create").await;
+    wait_for(c, "#api-key-new:not([hidden])").await;
+    let key = text_of(c, "#api-key-value").await;
+    assert!(!key.is_empty());
+    key
+}
+
 async fn api_status(port: u16, key: &str, from: &str) -> u16 {
     let local: std::net::IpAddr = from.parse().unwrap();
     let client = reqwest::Client::builder().local_address(local).build().unwrap();
@@ -210,24 +262,10 @@ async fn browser_pages_end_to_end() {
 
     let driver = start_driver(&driver_bin).await;
     let c = browser(&driver).await;
-    // A virtual authenticator that holds passkeys and verifies the user.
-    c.issue_cmd(SessionPost {
-        path: "webauthn/authenticator",
-        body: json!({"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
-                     "hasUserVerification": true, "isUserVerified": true}),
-    })
-    .await
-    .unwrap();
+    add_virtual_authenticator(&c).await;
 
     // Register; the page signs the new account in.
-    c.goto(&format!("{base}/ui/register")).await.unwrap();
-    wait_for(&c, "#register-form").await;
-    screenshot(&c, "register").await;
-    fill(&c, "reg-username", "ada").await;
-    fill(&c, "reg-email", "ada@example.test").await;
-    fill(&c, "reg-password", PASSWORD).await;
-    click(&c, "#register-submit").await;
-    assert_eq!(text_of(&c, "#profile-username").await, "ada");
+    register(&c, &base, "ada", Some("register")).await;
 
     // Enrol TOTP: the secret as the page shows it, the code from totp-rs.
     click(&c, "#totp-start").await;
@@ -243,9 +281,7 @@ async fn browser_pages_end_to_end() {
     // one just used is spent).
     log_out(&c).await;
     screenshot(&c, "login").await;
-    fill(&c, "username", "ada").await;
-    fill(&c, "password", PASSWORD).await;
-    click(&c, "#login-submit").await;
+    submit_password(&c, "ada", PASSWORD).await;
     wait_for(&c, "#mfa-step:not([hidden]) #otp").await;
     screenshot(&c, "mfa").await;
     fill(&c, "otp", &totp_code(&secret, now_secs() + 30)).await;
@@ -253,10 +289,7 @@ async fn browser_pages_end_to_end() {
     assert_eq!(text_of(&c, "#profile-username").await, "ada");
 
     // A passkey, made by the virtual authenticator.
-    fill(&c, "passkey-name", "Laptop").await;
-    click(&c, "#passkey-add").await;
-    wait_for(&c, "#passkey-list li button").await;
-    assert!(text_of(&c, "#passkey-list li").await.contains("Laptop"));
+    add_passkey(&c, "Laptop").await;
 
     // Log out, log in with the passkey alone.
     log_out(&c).await;
@@ -265,11 +298,7 @@ async fn browser_pages_end_to_end() {
     assert_eq!(text_of(&c, "#profile-username").await, "ada");
 
     // An API key, made on the page, opens the protected route ...
-    fill(&c, "api-key-name", "ci").await;
-    click(&c, "#api-key-create").await;
-    wait_for(&c, "#api-key-new:not([hidden])").await;
-    let key = text_of(&c, "#api-key-value").await;
-    assert!(!key.is_empty());
+    let key = create_api_key(&c, "ci").await;
     wait_for(&c, "#api-key-table button.revoke").await;
     assert_eq!(api_status(port, &key, "127.0.0.1").await, 200);
     screenshot(&c, "account").await;
@@ -297,9 +326,7 @@ async fn browser_pages_end_to_end() {
     );
     assert!(ok, "{err}");
     log_out(&c).await;
-    fill(&c, "username", "root").await;
-    fill(&c, "password", PASSWORD).await;
-    click(&c, "#login-submit").await;
+    submit_password(&c, "root", PASSWORD).await;
     wait_for(&c, "#profile-username").await;
     c.goto(&format!("{base}/ui/admin")).await.unwrap();
     wait_for(&c, "#user-table tbody tr").await;
@@ -400,26 +427,11 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     let base = format!("http://localhost:{port}");
     let driver = start_driver(&driver_bin).await;
     let c = browser(&driver).await;
-    c.issue_cmd(SessionPost {
-        path: "webauthn/authenticator",
-        body: json!({"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
-                     "hasUserVerification": true, "isUserVerified": true}),
-    })
-    .await
-    .unwrap();
-
-    c.goto(&format!("{base}/ui/register")).await.unwrap();
-    fill(&c, "reg-username", "grace").await;
-    fill(&c, "reg-email", "grace@example.test").await;
-    fill(&c, "reg-password", PASSWORD).await;
-    click(&c, "#register-submit").await;
-    assert_eq!(text_of(&c, "#profile-username").await, "grace");
+    add_virtual_authenticator(&c).await;
+    register(&c, &base, "grace", None).await;
 
     // A passkey added, then removed on the page ...
-    fill(&c, "passkey-name", "Phone").await;
-    click(&c, "#passkey-add").await;
-    wait_for(&c, "#passkey-list li button").await;
-    assert!(text_of(&c, "#passkey-list li").await.contains("Phone"));
+    add_passkey(&c, "Phone").await;
     click(&c, "#passkey-list li button").await;
     c.wait()
         .at_most(WAIT)
@@ -431,18 +443,12 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     fill(&c, "passkey-username", "grace").await;
     click(&c, "#passkey-submit").await;
     error_text(&c, "passkey-error").await;
-    fill(&c, "username", "grace").await;
-    fill(&c, "password", PASSWORD).await;
-    click(&c, "#login-submit").await;
+    submit_password(&c, "grace", PASSWORD).await;
     assert_eq!(text_of(&c, "#profile-username").await, "grace");
 
     // An API key made and rotated on the page: the new key works, and so does
     // the old one for the rotation's grace (`rotation_grace`, 24 h here).
-    fill(&c, "api-key-name", "deploy").await;
-    click(&c, "#api-key-create").await;
-    wait_for(&c, "#api-key-new:not([hidden])").await;
-    let old_key = text_of(&c, "#api-key-value").await;
-    assert!(!old_key.is_empty());
+    let old_key = create_api_key(&c, "deploy").await;
     wait_for(&c, "#api-key-table button.rotate").await;
     assert_eq!(api_status(port, &old_key, "127.0.0.1").await, 200);
     click(&c, "#api-key-table button.rotate").await;
@@ -474,12 +480,9 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     click(&c, "#password-form button[type=submit]").await;
     wait_for(&c, "#login-form").await;
     assert_eq!(session_status(port, &tablet).await, 401, "a password change ends every session");
-    fill(&c, "username", "grace").await;
-    fill(&c, "password", PASSWORD).await;
-    click(&c, "#login-submit").await;
+    submit_password(&c, "grace", PASSWORD).await;
     error_text(&c, "login-error").await;
-    fill(&c, "password", NEW_PASSWORD).await;
-    click(&c, "#login-submit").await;
+    submit_password(&c, "grace", NEW_PASSWORD).await;
     assert_eq!(text_of(&c, "#profile-username").await, "grace");
 
     // Deletion, confirmed with the password: signed out, and no way back in.
@@ -496,9 +499,7 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
         .await;
         assert!(refused, "a deleted account's API key still works");
     }
-    fill(&c, "username", "grace").await;
-    fill(&c, "password", NEW_PASSWORD).await;
-    click(&c, "#login-submit").await;
+    submit_password(&c, "grace", NEW_PASSWORD).await;
     error_text(&c, "login-error").await;
 
     c.close().await.unwrap();
