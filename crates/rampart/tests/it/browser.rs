@@ -137,6 +137,14 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// As [`wait_for`], for an XPath; `what` names the awaited state in a failure.
+async fn wait_xpath(c: &Client, xpath: &str, what: &str) -> fantoccini::elements::Element {
+    match c.wait().at_most(WAIT).for_element(Locator::XPath(xpath)).await {
+        Ok(e) => e,
+        Err(e) => panic!("waiting for {what}: {e}; {}", page_state(c).await),
+    }
+}
+
 async fn fill(c: &Client, id: &str, text: &str) {
     let e = wait_for(c, &format!("#{id}")).await;
     e.clear().await.unwrap();
@@ -304,11 +312,7 @@ async fn browser_pages_end_to_end() {
     screenshot(&c, "account").await;
     // ... until it is revoked on the page.
     click(&c, "#api-key-table button.revoke").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath("//table[@id='api-key-table']/tbody[not(.//button)]"))
-        .await
-        .unwrap();
+    wait_xpath(&c, "//table[@id='api-key-table']/tbody[not(.//button)]", "the key to leave the table").await;
     let key2 = key.clone();
     assert!(
         eventually(Duration::from_secs(5), || {
@@ -341,11 +345,7 @@ async fn browser_pages_end_to_end() {
         fill(&c, "ban-ip", "127.0.0.2").await;
         fill(&c, "ban-reason", "browser test").await;
         click(&c, "#ban-add").await;
-        c.wait()
-            .at_most(WAIT)
-            .for_element(Locator::XPath("//table[@id='ban-table']//td[text()='127.0.0.2']"))
-            .await
-            .unwrap_or_else(|e| panic!("the ban is not listed: {e}"));
+        wait_xpath(&c, "//table[@id='ban-table']//td[text()='127.0.0.2']", "the ban to be listed").await;
         screenshot(&c, "admin").await;
         let from = |ip: &'static str| async move {
             let local: std::net::IpAddr = ip.parse().unwrap();
@@ -392,18 +392,13 @@ async fn session_status(port: u16, session: &str) -> u16 {
 /// Waits until the page shows `n` rows of `table`.
 async fn wait_rows(c: &Client, table: &str, n: usize) {
     let xpath = format!("//table[@id='{table}']/tbody[count(tr)={n}]");
-    if let Err(e) = c.wait().at_most(WAIT).for_element(Locator::XPath(&xpath)).await {
-        panic!("waiting for {n} rows in #{table}: {e}; {}", page_state(c).await);
-    }
+    wait_xpath(c, &xpath, &format!("{n} rows in #{table}")).await;
 }
 
 /// Waits until the error slot `id` shows a message, and returns it.
 async fn error_text(c: &Client, id: &str) -> String {
     let xpath = format!("//p[@id='{id}' and normalize-space(.) != '']");
-    match c.wait().at_most(WAIT).for_element(Locator::XPath(&xpath)).await {
-        Ok(e) => e.text().await.unwrap(),
-        Err(e) => panic!("waiting for an error in #{id}: {e}; {}", page_state(c).await),
-    }
+    wait_xpath(c, &xpath, &format!("an error in #{id}")).await.text().await.unwrap()
 }
 
 /// The rest of the account page, each step checked from outside the browser
@@ -433,11 +428,7 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     // A passkey added, then removed on the page ...
     add_passkey(&c, "Phone").await;
     click(&c, "#passkey-list li button").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath("//ul[@id='passkey-list']/li[not(button)]"))
-        .await
-        .unwrap_or_else(|e| panic!("the passkey is still listed: {e}"));
+    wait_xpath(&c, "//ul[@id='passkey-list']/li[not(button)]", "the passkey to leave the list").await;
     // ... no longer signs in, though the authenticator still holds it.
     log_out(&c).await;
     fill(&c, "passkey-username", "grace").await;
@@ -454,11 +445,7 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     click(&c, "#api-key-table button.rotate").await;
     let rotated =
         format!("//code[@id='api-key-value' and normalize-space(.) != '' and normalize-space(.) != '{old_key}']");
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(&rotated))
-        .await
-        .unwrap_or_else(|e| panic!("no new key shown: {e}"));
+    wait_xpath(&c, &rotated, "a new key to be shown").await;
     let new_key = text_of(&c, "#api-key-value").await;
     assert_eq!(api_status(port, &new_key, "127.0.0.1").await, 200);
     assert_eq!(api_status(port, &old_key, "127.0.0.1").await, 200, "the old key within its grace");
