@@ -1,10 +1,11 @@
-//! Forward-auth end to end: a real nginx with `auth_request`, and a real Caddy
-//! with `forward_auth`, in front of a real upstream ask Rampart about every
-//! request (the configurations of `examples/nginx-forward-auth.conf` and
-//! `examples/Caddyfile.forward-auth`). nginx and Caddy come from
-//! `RAMPART_TEST_NGINX` and `RAMPART_TEST_CADDY` (set by `scripts/test`, which
-//! installs them) or the usual paths; without one, its test is skipped with a
-//! message.
+//! Forward-auth end to end: a real nginx with `auth_request`, a real Caddy
+//! with `forward_auth` and a real Traefik with its `forwardAuth` middleware,
+//! each in front of a real upstream, ask Rampart about every request (the
+//! configurations of `examples/nginx-forward-auth.conf`,
+//! `examples/Caddyfile.forward-auth` and `examples/traefik-forward-auth.yml`).
+//! The proxies come from `RAMPART_TEST_NGINX`, `RAMPART_TEST_CADDY` and
+//! `RAMPART_TEST_TRAEFIK` (set by `scripts/test`, which installs or fetches
+//! them) or the usual paths; without one, its test is skipped with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -53,7 +54,7 @@ fn nginx_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A proxy process (nginx or Caddy), killed on drop.
+/// A proxy process (nginx, Caddy or Traefik), killed on drop.
 struct Proxy {
     child: Child,
     port: u16,
@@ -295,4 +296,113 @@ async fn forward_auth_config_is_validated() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("forward_auth.path"), "{err}");
+}
+
+fn traefik_binary() -> Option<PathBuf> {
+    std::env::var_os("RAMPART_TEST_TRAEFIK")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/traefik", "/usr/local/bin/traefik"].map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// The example's dynamic configuration, with this test's addresses filled in.
+fn traefik_dynamic(gateway: SocketAddr, upstream: SocketAddr) -> String {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/traefik-forward-auth.yml"))
+            .unwrap();
+    for needle in ["http://127.0.0.1:8080/_rampart/auth", "http://127.0.0.1:8000", "Host(`api.example.com`)"] {
+        assert!(example.contains(needle), "the example no longer has {needle}");
+    }
+    example.replace("127.0.0.1:8080", &gateway.to_string()).replace("127.0.0.1:8000", &upstream.to_string())
+}
+
+/// GET through Traefik as a client of `api.example.com` (the example's rule).
+async fn via_traefik(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = client().get(format!("http://127.0.0.1:{port}{path}")).header("host", "api.example.com");
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn traefik_forward_auth_asks_rampart() {
+    let Some(bin) = traefik_binary() else {
+        eprintln!("skipped: no traefik (scripts/test fetches it and sets RAMPART_TEST_TRAEFIK)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_upstream().await;
+    // Traefik asks from 127.0.0.1, as the example's comment says.
+    let gw = gateway(&gateway_config_trusting(up, "127.0.0.1/32")).await;
+    let port = free_port();
+    let dynamic = dir.path().join("dynamic.yml");
+    std::fs::write(&dynamic, traefik_dynamic(gw.addr, up)).unwrap();
+    let child = Command::new(&bin)
+        .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+        .arg(format!("--providers.file.filename={}", dynamic.display()))
+        .args(["--global.checkNewVersion=false", "--global.sendAnonymousUsage=false", "--log.level=WARN"])
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("traefik.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _traefik = Proxy { child, port };
+    // Listening comes before the file provider's routes: wait for a route.
+    let routed = eventually(Duration::from_secs(20), || async {
+        let r = client().get(format!("http://127.0.0.1:{port}/open")).header("host", "api.example.com").send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        routed,
+        "traefik did not route to the app:\n{}",
+        std::fs::read_to_string(dir.path().join("traefik.log")).unwrap_or_default()
+    );
+
+    // No token on a private route: Traefik returns Rampart's problem document.
+    let r = via_traefik(port, "/private/x", &[]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], 401, "{body}");
+    // A valid token: through, and the upstream learns who it is from the
+    // answer headers Traefik copies; method, path and query are the client's.
+    let auth = format!("Bearer {}", token("u-42"));
+    let r = via_traefik(port, "/private/x?y=1", &[("authorization", &auth)]).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
+    assert_eq!(echoed["headers"]["x-rampart-auth-method"], "jwt", "{echoed}");
+    assert_eq!((echoed["path"].as_str(), echoed["query"].as_str()), (Some("/private/x"), Some("y=1")));
+    // A forged identity header from the client never reaches the upstream:
+    // Traefik replaces each listed header with Rampart's, or removes it.
+    let r = via_traefik(port, "/open", &[("x-rampart-user", "admin"), ("x-rampart-roles", "admin")]).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
+    assert!(echoed["headers"].get("x-rampart-roles").is_none(), "{echoed}");
+    // A method other than GET is checked as that method.
+    let r = client()
+        .delete(format!("http://127.0.0.1:{port}/private/x"))
+        .header("host", "api.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Limits apply per client address (Traefik's X-Forwarded-For, which it
+    // sets from the connection: its entry point believes no client's own
+    // unless told to, and the middleware has `trustForwardHeader: false`;
+    // with both opened up, the second request below passes), and Traefik
+    // passes Rampart's 429 on, Retry-After included.
+    assert_eq!(via_traefik(port, "/limited/a", &[("x-forwarded-for", "203.0.113.7")]).await.status(), 200);
+    let r = via_traefik(port, "/limited/a", &[("x-forwarded-for", "203.0.113.8")]).await;
+    assert_eq!(r.status(), 429, "a spoofed X-Forwarded-For made a new client");
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    // A bad token is refused like a missing one.
+    assert_eq!(via_traefik(port, "/private/x", &[("authorization", "Bearer forged.token.here")]).await.status(), 401);
+    let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(m.contains("rampart_rejections_total{layer=\"auth\",reason=\"missing_token\"}"), "{m}");
+    assert!(m.contains("rampart_rejections_total{layer=\"limit\",reason=\"rate\"}"), "{m}");
 }
