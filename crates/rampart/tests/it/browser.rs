@@ -7,8 +7,11 @@
 //! dashboard, and a client from that address is refused while 127.0.0.1 is
 //! not. A second flow covers the rest of the account page: a passkey removed,
 //! an API key rotated, other sessions ended, the password changed, the
-//! account deleted, each
-//! checked from outside the browser too. Screenshots of the main pages go to
+//! account deleted, each checked from outside the browser too. A third
+//! signs in and links accounts through the test OpenID provider
+//! (`RAMPART_TEST_OIDC_ISSUER`), with the gateway on TLS as the provider's
+//! redirect host `api.example.test`, so that the browser's own cookie rules
+//! (Secure, SameSite) apply to the round trip. Screenshots of the main pages go to
 //! `target/screenshots/`, or, with `RAMPART_UPDATE_SCREENSHOTS=1`, to
 //! `docs/screenshots/` (what the README shows; they hold timestamps, so every
 //! run would change them).
@@ -95,8 +98,14 @@ async fn start_driver(bin: &str) -> Driver {
 }
 
 async fn browser(driver: &Driver) -> Client {
+    browser_with(driver, &[]).await
+}
+
+/// A browser with `extra` command-line switches for Chromium.
+async fn browser_with(driver: &Driver, extra: &[&str]) -> Client {
     let mut args = vec!["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"];
     args.push("--disable-gpu");
+    args.extend_from_slice(extra);
     let mut chrome = json!({ "args": args });
     for bin in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
         if std::path::Path::new(bin).exists() {
@@ -493,4 +502,100 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     drop(driver);
     gw.shutdown();
     gw.wait().await;
+}
+
+/// The public URL of the OpenID test: the test provider's clients send
+/// browsers back to `https://api.example.test/auth/oidc/<name>/callback`, and
+/// Chromium is told that this host is the gateway's TLS listener.
+const OIDC_PUBLIC: &str = "https://api.example.test";
+
+/// [`browser_config`] served over TLS as `api.example.test`, with the test
+/// provider's `test` and `post` clients as "Test OP" and "Post OP".
+fn oidc_browser_config(up: std::net::SocketAddr, port: u16, db: &str, tls: (&str, &str), issuer: &str) -> String {
+    let local = format!("http://localhost:{port}");
+    let text = browser_config(up, port, db)
+        .replace(&format!("issuer = '{local}'"), &format!("issuer = '{OIDC_PUBLIC}'"))
+        .replace("rp_id = 'localhost'", "rp_id = 'api.example.test'")
+        .replace(&format!("rp_origin = '{local}'"), &format!("rp_origin = '{OIDC_PUBLIC}'"))
+        .replace(
+            &format!("listen = '127.0.0.1:{port}'\n"),
+            &format!("listen = '127.0.0.1:{port}'\n[server.tls]\ncert = '{}'\nkey = '{}'\n", tls.0, tls.1),
+        );
+    assert!(text.contains("[server.tls]") && text.contains(&format!("issuer = '{OIDC_PUBLIC}'")), "{text}");
+    text + &format!(
+        "[identity.oidc.test]\nissuer = '{issuer}'\nclient_id = 'rampart-test'\nclient_secret = 'rampart-test-secret'\n\
+         display_name = 'Test OP'\n\
+         [identity.oidc.post]\nissuer = '{issuer}'\nclient_id = 'rampart-post'\nclient_secret = 'rampart-post-secret'\n\
+         token_endpoint_auth_method = 'client_secret_post'\ndisplay_name = 'Post OP'\n"
+    )
+}
+
+/// Signs in on the test provider's own page (a plain form, no ids).
+async fn provider_sign_in(c: &Client, login: &str, password: &str) {
+    let field = wait_for(c, "input[name=login]").await;
+    field.send_keys(login).await.unwrap();
+    wait_for(c, "input[name=password]").await.send_keys(password).await.unwrap();
+    click(c, "form[action$='/login'] button").await;
+}
+
+/// The external-login buttons of the pages, in a real browser: a first
+/// sign-in through the provider makes an account; a password account links
+/// a provider account from its account page, then signs in through it; the
+/// link is removed on the page and no longer signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_signs_in_and_links_through_an_openid_provider() {
+    let (Ok(driver_bin), Ok(issuer)) =
+        (std::env::var("RAMPART_TEST_CHROMEDRIVER"), std::env::var("RAMPART_TEST_OIDC_ISSUER"))
+    else {
+        eprintln!("skipped: RAMPART_TEST_CHROMEDRIVER or RAMPART_TEST_OIDC_ISSUER is not set (scripts/test sets both)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("rampart.db").display());
+    let certified = rcgen::generate_simple_self_signed(vec!["api.example.test".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let up = start_upstream().await;
+    let port = free_port();
+    let tls = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let _gw = gateway(&oidc_browser_config(up, port, &db, tls, &issuer)).await;
+    let base = OIDC_PUBLIC;
+
+    let driver = start_driver(&driver_bin).await;
+    let map = format!("--host-resolver-rules=MAP api.example.test:443 127.0.0.1:{port}");
+    let c = browser_with(&driver, &[&map, "--ignore-certificate-errors"]).await;
+
+    // "Continue with Test OP" on the login page, the provider's form, and
+    // back: a new account, signed in (the session cookie is Secure, and the
+    // browser-binding cookie had to survive the trip through the provider).
+    c.goto(&format!("{base}/ui/login")).await.unwrap();
+    wait_xpath(&c, "//a[contains(., 'Continue with Test OP')]", "the provider's button").await.click().await.unwrap();
+    provider_sign_in(&c, "alice", "alice-password").await;
+    assert_eq!(text_of(&c, "#profile-username").await, "alice");
+    wait_xpath(&c, "//ul[@id='link-list']/li[contains(., 'Test OP')]", "alice's link to be listed").await;
+    log_out(&c).await;
+
+    // A password account links the other provider account on its page.
+    register(&c, base, "dora", None).await;
+    click(&c, "button.link-provider[data-provider='post']").await;
+    provider_sign_in(&c, "bob", "bob-password").await;
+    assert_eq!(text_of(&c, "#profile-username").await, "dora");
+    wait_xpath(&c, "//ul[@id='link-list']/li[contains(., 'Post OP')]", "dora's link to be listed").await;
+
+    // Signed out, "Continue with Post OP" now signs dora in (the provider
+    // remembers bob: no form this time).
+    log_out(&c).await;
+    wait_xpath(&c, "//a[contains(., 'Continue with Post OP')]", "the provider's button").await.click().await.unwrap();
+    assert_eq!(text_of(&c, "#profile-username").await, "dora");
+
+    // Unlinked on the page (dora keeps her password), the provider account
+    // no longer reaches dora: signing in with it makes a new account.
+    wait_xpath(&c, "//button[@aria-label='Unlink Post OP']", "the unlink button").await.click().await.unwrap();
+    wait_xpath(&c, "//ul[@id='link-list']/li[contains(., 'No linked logins.')]", "the link to go").await;
+    log_out(&c).await;
+    wait_xpath(&c, "//a[contains(., 'Continue with Post OP')]", "the provider's button").await.click().await.unwrap();
+    let who = text_of(&c, "#profile-username").await;
+    assert_ne!(who, "dora", "an unlinked provider account still signed dora in");
+    assert!(who.starts_with("bob"), "{who}");
 }
