@@ -319,11 +319,9 @@ fn traefik_dynamic(gateway: SocketAddr, upstream: SocketAddr) -> String {
 
 /// GET through Traefik as a client of `api.example.com` (the example's rule).
 async fn via_traefik(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut rb = client().get(format!("http://127.0.0.1:{port}{path}")).header("host", "api.example.com");
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    rb.send().await.unwrap()
+    let mut all = vec![("host", "api.example.com")];
+    all.extend_from_slice(headers);
+    get(port, path, &all).await
 }
 
 #[tokio::test]
