@@ -46,12 +46,10 @@ fn gateway_config_trusting(up: SocketAddr, proxy: &str) -> String {
     )
 }
 
-fn nginx_binary() -> Option<PathBuf> {
-    std::env::var_os("RAMPART_TEST_NGINX")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["/usr/sbin/nginx", "/usr/bin/nginx"].map(PathBuf::from))
-        .find(|p| p.is_file())
+/// A proxy's binary: from the variable `scripts/test` sets, else the first
+/// of `usual` that exists.
+fn proxy_binary(var: &str, usual: [&str; 2]) -> Option<PathBuf> {
+    std::env::var_os(var).map(PathBuf::from).into_iter().chain(usual.map(PathBuf::from)).find(|p| p.is_file())
 }
 
 /// A proxy process (nginx, Caddy or Traefik), killed on drop.
@@ -130,7 +128,7 @@ async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest::Respon
 
 #[tokio::test]
 async fn nginx_auth_request_asks_rampart() {
-    let Some(bin) = nginx_binary() else {
+    let Some(bin) = proxy_binary("RAMPART_TEST_NGINX", ["/usr/sbin/nginx", "/usr/bin/nginx"]) else {
         eprintln!("skipped: no nginx (scripts/test installs it and sets RAMPART_TEST_NGINX)");
         return;
     };
@@ -167,14 +165,6 @@ async fn nginx_auth_request_asks_rampart() {
     assert!(m.contains("rampart_rejections_total{layer=\"limit\",reason=\"rate\"}"), "{m}");
 }
 
-fn caddy_binary() -> Option<PathBuf> {
-    std::env::var_os("RAMPART_TEST_CADDY")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["/usr/bin/caddy", "/usr/local/bin/caddy"].map(PathBuf::from))
-        .find(|p| p.is_file())
-}
-
 /// The example Caddyfile, with this test's ports filled in, plain HTTP, no
 /// admin endpoint.
 fn caddyfile(port: u16, gateway: SocketAddr, upstream: SocketAddr) -> String {
@@ -198,7 +188,7 @@ fn no_placeholders(echoed: &Value) {
 
 #[tokio::test]
 async fn caddy_forward_auth_asks_rampart() {
-    let Some(bin) = caddy_binary() else {
+    let Some(bin) = proxy_binary("RAMPART_TEST_CADDY", ["/usr/bin/caddy", "/usr/local/bin/caddy"]) else {
         eprintln!("skipped: no caddy (scripts/test installs it and sets RAMPART_TEST_CADDY)");
         return;
     };
@@ -298,14 +288,6 @@ async fn forward_auth_config_is_validated() {
     assert!(err.to_string().contains("forward_auth.path"), "{err}");
 }
 
-fn traefik_binary() -> Option<PathBuf> {
-    std::env::var_os("RAMPART_TEST_TRAEFIK")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["/usr/bin/traefik", "/usr/local/bin/traefik"].map(PathBuf::from))
-        .find(|p| p.is_file())
-}
-
 /// The example's dynamic configuration, with this test's addresses filled in.
 fn traefik_dynamic(gateway: SocketAddr, upstream: SocketAddr) -> String {
     let example =
@@ -326,7 +308,7 @@ async fn via_traefik(port: u16, path: &str, headers: &[(&str, &str)]) -> reqwest
 
 #[tokio::test]
 async fn traefik_forward_auth_asks_rampart() {
-    let Some(bin) = traefik_binary() else {
+    let Some(bin) = proxy_binary("RAMPART_TEST_TRAEFIK", ["/usr/bin/traefik", "/usr/local/bin/traefik"]) else {
         eprintln!("skipped: no traefik (scripts/test fetches it and sets RAMPART_TEST_TRAEFIK)");
         return;
     };
@@ -381,7 +363,7 @@ async fn traefik_forward_auth_asks_rampart() {
     let echoed: Value = r.json().await.unwrap();
     assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
     assert!(echoed["headers"].get("x-rampart-roles").is_none(), "{echoed}");
-    // A method other than GET is checked as that method.
+    // A DELETE without a token is refused too.
     let r = client()
         .delete(format!("http://127.0.0.1:{port}/private/x"))
         .header("host", "api.example.com")
