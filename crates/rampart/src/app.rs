@@ -182,6 +182,18 @@ pub fn load_policy_text(text: &str) -> Result<Policy, ConfigErrors> {
             }
         }
     }
+    if let Some(redis) = &policy.redis {
+        if let Some(ca) = &redis.ca_file {
+            if let Err(e) = crate::proxy::client::read_certs(ca) {
+                errs.push(ConfigError::at(ConfigPath::parse("redis.ca_file"), format!("{e:#}")));
+            }
+        }
+        if let (Some(cert), Some(key)) = (&redis.client_cert, &redis.client_key) {
+            if let Err(e) = crate::tls::load_certified_key(cert, key) {
+                errs.push(ConfigError::at(ConfigPath::parse("redis.client_cert"), format!("{e:#}")));
+            }
+        }
+    }
     if let Some(db) = &policy.geo.database {
         if let Err(e) = crate::edge::geo::GeoDb::open(db) {
             errs.push(ConfigError::at(ConfigPath::parse("geo.database"), format!("{e:#}")));

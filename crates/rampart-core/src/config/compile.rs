@@ -837,6 +837,21 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
         // The URL may hold a password: never echo it.
         errs.push(p("redis.url"), "must start with redis://, rediss:// or redis+unix://");
     }
+    let tls = url.starts_with("rediss://");
+    if tls && url.contains('#') {
+        // `rediss://…/#insecure` would turn certificate checks off.
+        errs.push(p("redis.url"), "cannot have a #fragment: the certificate is always verified (give `ca_file`)");
+    }
+    for (field, value) in
+        [("ca_file", &cfg.ca_file), ("client_cert", &cfg.client_cert), ("client_key", &cfg.client_key)]
+    {
+        if value.is_some() && !tls {
+            errs.push(p("redis").push_key(field), "applies only to a rediss:// url (TLS)");
+        }
+    }
+    if cfg.client_cert.is_some() != cfg.client_key.is_some() {
+        errs.push(p("redis.client_cert"), "client_cert and client_key go together: give both or neither");
+    }
     if cfg.timeout.is_zero() {
         errs.push(p("redis.timeout"), "must be longer than zero");
     }

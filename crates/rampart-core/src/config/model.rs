@@ -215,7 +215,8 @@ pub struct GeoRuleConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`; empty: no Redis.
+    /// `redis://[user:password@]host:port/db`, `rediss://…` (TLS, the
+    /// certificate verified) or `redis+unix:///path`; empty: no Redis.
     pub url: super::secret::Secret,
     /// Longest a request may wait on Redis before the fallback applies.
     #[serde(with = "humantime_serde")]
@@ -224,6 +225,13 @@ pub struct RedisConfig {
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
     pub key_prefix: String,
+    /// `rediss://` only: PEM file of the CAs that sign Redis's certificate.
+    /// When set, only these are trusted (not the public web PKI).
+    pub ca_file: Option<String>,
+    /// `rediss://` only: PEM certificate chain and private key presented to
+    /// Redis (its `tls-auth-clients yes`). Both or neither.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -233,6 +241,9 @@ impl Default for RedisConfig {
             timeout: Duration::from_millis(50),
             probe_interval: Duration::from_secs(1),
             key_prefix: "rampart:".into(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

@@ -288,6 +288,37 @@ fn redis_key_prefix_cannot_hold_a_hash_tag() {
 }
 
 #[test]
+fn redis_tls_settings_need_a_rediss_url_and_verification() {
+    check_err(
+        &format!(
+            "{BASE}[redis]\nurl = 'redis://h/'\nca_file = 'ca.pem'\nclient_cert = 'c.pem'\nclient_key = 'k.pem'\n"
+        ),
+        &[],
+        &["redis.ca_file", "redis.client_cert", "redis.client_key", "only to a rediss:// url"],
+    );
+    let insecure = format!("{BASE}[redis]\nurl = 'rediss://:s3cret@h/#insecure'\n");
+    check_err(&insecure, &[], &["redis.url", "always verified"]);
+    let err = load(&insecure, &[], &no_files).unwrap_err().to_string();
+    assert!(!err.contains("s3cret"), "the url's password is never echoed: {err}");
+    check_err(
+        &format!("{BASE}[redis]\nurl = 'rediss://h/'\nclient_cert = 'c.pem'\n"),
+        &[],
+        &["redis.client_cert", "give both or neither"],
+    );
+    check_err(&format!("{BASE}[redis]\nurl = 'rediss://h/'\nca_fil = 'ca.pem'\n"), &[], &["ca_file"]);
+    let text = format!(
+        "{BASE}[redis]\nurl = 'rediss://h:6380/'\nca_file = 'ca.pem'\nclient_cert = 'c.pem'\nclient_key = 'k.pem'\n"
+    );
+    let policy = load(&text, &[], &no_files).unwrap();
+    let redis = policy.redis.unwrap();
+    assert_eq!(redis.ca_file.as_deref(), Some("ca.pem"));
+    assert_eq!((redis.client_cert.as_deref(), redis.client_key.as_deref()), (Some("c.pem"), Some("k.pem")));
+    let env = [("RAMPART_REDIS__CA_FILE".to_owned(), "/etc/redis-ca.pem".to_owned())];
+    let policy = load(&format!("{BASE}[redis]\nurl = 'rediss://h/'\n"), &env, &no_files).unwrap();
+    assert_eq!(policy.redis.unwrap().ca_file.as_deref(), Some("/etc/redis-ca.pem"));
+}
+
+#[test]
 fn abuse_class_floors_name_known_classes() {
     check_err(
         &format!("{BASE}[abuse]\nclass_min_rate = {{ logins = 5.0, auth_failures = -1.0 }}\n"),

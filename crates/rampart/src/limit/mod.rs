@@ -198,6 +198,10 @@ impl LimitState {
                     probe_interval: cfg.probe_interval,
                     key_prefix: cfg.key_prefix.clone(),
                     workers: crate::workers::count(policy.server.workers),
+                    tls: redis::RedisTls {
+                        ca_file: cfg.ca_file.clone(),
+                        client_cert: cfg.client_cert.clone().zip(cfg.client_key.clone()),
+                    },
                 })
                 .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
                 let (m, h) = (metrics.clone(), health.clone());

@@ -43,6 +43,14 @@
 //! thread and back. Until it is made the shared one serves, and every opening
 //! of the breaker drops them all, so after an outage they are made afresh.
 //!
+//! # TLS
+//!
+//! A `rediss://` URL connects with rustls (ring) and verifies the server's
+//! certificate and name, against [`RedisTls::ca_file`] alone when set, else
+//! against the web PKI roots built in; [`RedisTls::client_cert`] answers a
+//! server that asks for a client certificate. There is no way to skip the
+//! verification (the config refuses `#insecure`).
+//!
 //! # Cluster
 //!
 //! Single-node Redis only, for now. Keys already carry a `{hash tag}` per
@@ -210,6 +218,36 @@ pub struct RedisSettings {
     /// Connection workers ([`crate::workers`]) that get a connection of their
     /// own for [`RedisStore::apply`] (default 0: every call uses the shared one).
     pub workers: usize,
+    /// For a `rediss://` URL: the trust roots and the client certificate.
+    pub tls: RedisTls,
+}
+
+/// TLS for a `rediss://` URL. The server's certificate is always verified:
+/// against `ca_file` when given (and only against it), else against the public
+/// web PKI (Mozilla's roots, built in, as for HTTPS upstreams).
+#[derive(Clone, Debug, Default)]
+pub struct RedisTls {
+    /// PEM file of the CAs that sign Redis's certificate.
+    pub ca_file: Option<String>,
+    /// PEM certificate chain and private key files presented to Redis.
+    pub client_cert: Option<(String, String)>,
+}
+
+impl RedisTls {
+    /// The `redis` crate's form of these settings, files read now; `None`
+    /// when neither is set (the built-in roots, no client certificate).
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+        if self.ca_file.is_none() && self.client_cert.is_none() {
+            return Ok(None);
+        }
+        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+        let root_cert = self.ca_file.as_deref().map(read).transpose()?;
+        let client_tls = match &self.client_cert {
+            Some((cert, key)) => Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? }),
+            None => None,
+        };
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
 }
 
 impl RedisSettings {
@@ -221,6 +259,7 @@ impl RedisSettings {
             probe_interval: Duration::from_secs(1),
             key_prefix: "rampart:".to_owned(),
             workers: 0,
+            tls: RedisTls::default(),
         }
     }
 }
@@ -235,6 +274,7 @@ impl fmt::Debug for RedisSettings {
             .field("probe_interval", &self.probe_interval)
             .field("key_prefix", &self.key_prefix)
             .field("workers", &self.workers)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -320,8 +360,21 @@ impl RedisStore {
                 "{scheme}:// is not supported: Redis Cluster is not supported yet, give one node's redis:// URL"
             )));
         }
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| RedisUnavailable::Error(format!("invalid redis url: {e}")))?;
+        let client = if settings.url.starts_with("rediss://") {
+            // The `redis` crate builds its rustls config from the process's
+            // default provider; with more than one compiled in (a test build)
+            // there is none unless one is installed. Ours is ring, as for
+            // every other TLS connection; an installed one stays.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let certs = settings.tls.certificates().map_err(|e| RedisUnavailable::Error(format!("redis tls: {e}")))?;
+            match certs {
+                Some(certs) => redis::Client::build_with_tls(settings.url.as_str(), certs),
+                None => redis::Client::open(settings.url.as_str()),
+            }
+        } else {
+            redis::Client::open(settings.url.as_str())
+        }
+        .map_err(|e| RedisUnavailable::Error(format!("invalid redis url or tls settings: {e}")))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| RedisUnavailable::Error("RedisStore::new must be called within a Tokio runtime".into()))?;
         let interval = settings.probe_interval.max(MIN_PROBE_INTERVAL);

@@ -1,7 +1,8 @@
-//! TLS termination (ALPN, HSTS, certificate reload) and HTTPS upstreams with
+//! TLS termination (ALPN, HSTS, certificate reload), HTTPS upstreams and Redis over TLS with
 //! certificate verification, using certificates made by rcgen.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,4 +182,92 @@ async fn https_upstream_is_verified() {
     let gw = gateway(&config(&format!("https://localhost:{}", up.port()), "")).await;
     let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 502).await;
     assert_eq!(v["type"], "urn:rampart:problem:upstream-unavailable");
+}
+
+/// `[redis]` for a TLS-only test Redis on `port`, with `tls` settings, and a
+/// route whose limit lives there and refuses while Redis is not usable.
+fn redis_tls_config(up: SocketAddr, port: u16, prefix: &str, tls: &str) -> String {
+    let redis = format!(
+        "[redis]\nurl = 'rediss://localhost:{port}/'\ntimeout = '2s'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n{tls}"
+    );
+    let route = "[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '3/min', on_redis_down = 'refuse' }]\n";
+    config(&format!("http://{up}"), &format!("{redis}\n{route}"))
+}
+
+fn redis_available(gw: &rampart::Gateway) -> bool {
+    gw.limits.limiter.redis.as_ref().unwrap().is_available()
+}
+
+async fn status(gw: &rampart::Gateway) -> u16 {
+    client().get(url(gw, "/x")).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = pki.leaf("redis");
+    write(dir.path(), "server.pem", &cert);
+    write(dir.path(), "server.key", &key);
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    let (cert, key, _) = pki.leaf("rampart");
+    let client_tls = format!(
+        "client_cert = '{}'\nclient_key = '{}'\n",
+        write(dir.path(), "client.pem", &cert),
+        write(dir.path(), "client.key", &key)
+    );
+    let other_ca = write(dir.path(), "other-ca.pem", &Pki::new().ca_pem);
+    let port = free_port();
+    // Redis asks every client for a certificate signed by the test CA.
+    let _redis = OwnRedis::start_tls(port, dir.path(), true).await;
+    let up = start_upstream().await;
+    let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
+
+    // Verified against ca_file, the client certificate presented: the limit
+    // lives in Redis, one allowance for two instances.
+    let text = redis_tls_config(up, port, &prefix, &format!("ca_file = '{ca}'\n{client_tls}"));
+    let (a, b) = (gateway(&text).await, gateway(&text).await);
+    for gw in [&a, &b] {
+        assert!(eventually(Duration::from_secs(5), || async { redis_available(gw) }).await, "connects over TLS");
+    }
+    let mut got = Vec::new();
+    for gw in [&a, &b, &a, &b, &a] {
+        got.push(status(gw).await);
+    }
+    assert_eq!(got, [200, 200, 200, 429, 429], "3/min across both instances, decided in Redis");
+
+    // Never connected: without a client certificate Redis refuses the
+    // handshake; with another CA, or with the default web PKI roots (which
+    // do not know the test CA), Redis's certificate does not verify. Each
+    // would connect at the first probe if it were accepted.
+    let refused = [
+        ("no client certificate", format!("ca_file = '{ca}'\n")),
+        ("another CA", format!("ca_file = '{other_ca}'\n{client_tls}")),
+        ("the web PKI", client_tls.clone()),
+    ];
+    for (what, tls) in refused {
+        let gw = gateway(&redis_tls_config(up, port, &prefix, &tls)).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!redis_available(&gw), "{what}: must not connect");
+        assert_eq!(status(&gw).await, 503, "{what}: the limit's on_redis_down = 'refuse'");
+    }
+}
+
+#[tokio::test]
+async fn redis_tls_files_are_checked_at_start() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, _) = pki.leaf("one");
+    let (_, other_key, _) = pki.leaf("two");
+    let cert = write(dir.path(), "client.pem", &cert);
+    let other_key = write(dir.path(), "other.key", &other_key);
+    let missing = dir.path().join("missing.pem").to_string_lossy().into_owned();
+    let text = config(
+        "http://127.0.0.1:9",
+        &format!("[redis]\nurl = 'rediss://localhost:1/'\nca_file = '{missing}'\nclient_cert = '{cert}'\nclient_key = '{other_key}'\n"),
+    );
+    let err = rampart::app::load_policy_text(&text).unwrap_err().to_string();
+    for part in ["redis.ca_file", "cannot read", "redis.client_cert", "does not belong to the certificate"] {
+        assert!(err.contains(part), "expected {part:?} in {err}");
+    }
 }

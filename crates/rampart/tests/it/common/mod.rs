@@ -195,16 +195,52 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
-    pub async fn start(port: u16) -> Self {
+    fn spawn(port: u16, args: &[&str]) -> Self {
         use std::process::{Command, Stdio};
         let bin = std::env::var("RAMPART_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let server = Self { child, port };
+        Self { child, port }
+    }
+
+    /// A TLS-only server on `port` (no plain-text port) with `dir`'s
+    /// `server.pem` and `server.key`; with `auth_clients`, a client must
+    /// present a certificate signed by `dir`'s `ca.pem`.
+    pub async fn start_tls(port: u16, dir: &std::path::Path, auth_clients: bool) -> Self {
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+        let port_text = port.to_string();
+        let server = Self::spawn(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                if auth_clients { "yes" } else { "no" },
+            ],
+        );
+        let start = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server (TLS) on {port} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub async fn start(port: u16) -> Self {
+        let server = Self::spawn(port, &["--port", &port.to_string()]);
         let url = server.url();
         let start = std::time::Instant::now();
         loop {
