@@ -134,6 +134,9 @@ async fn open_sqlite(url: &str, create: bool) -> anyhow::Result<Option<Database>
 
 async fn open_postgres(url: &str) -> anyhow::Result<Database> {
     let options = PgConnectOptions::from_str(url).context("invalid postgres URL")?.application_name("rampart");
+    if let Some(warning) = unverified_warning(&options) {
+        tracing::warn!(host = options.get_host(), "{warning}");
+    }
     let pool = PgPoolOptions::new().max_connections(10).acquire_timeout(POSTGRES_CONNECT_TIMEOUT).connect_with(options);
     let pool = tokio::time::timeout(POSTGRES_CONNECT_TIMEOUT, pool)
         .await
@@ -141,6 +144,35 @@ async fn open_postgres(url: &str) -> anyhow::Result<Database> {
         .context("cannot connect")?;
     POSTGRES_MIGRATIONS.run(&pool).await.context("cannot apply the schema migrations")?;
     Ok(Database::Postgres(pool))
+}
+
+/// A connection to a PostgreSQL server beyond this machine carries password
+/// hashes, session and signing-key material: it should be TLS with the
+/// server's certificate checked. libpq's default (`sslmode=prefer`, which
+/// sqlx follows) and `require` encrypt without checking who answers, so a
+/// man in the middle goes unnoticed. Loopback hosts and Unix sockets are
+/// exempt.
+fn unverified_warning(options: &PgConnectOptions) -> Option<String> {
+    use sqlx::postgres::PgSslMode;
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let mode = options.get_ssl_mode();
+    if local || matches!(mode, PgSslMode::VerifyCa | PgSslMode::VerifyFull) {
+        return None;
+    }
+    Some(format!(
+        "the PostgreSQL server's certificate is not verified (sslmode={}): add sslmode=verify-full \
+         (and sslrootcert=<CA file> for a private CA) to [storage] database",
+        match mode {
+            PgSslMode::Disable => "disable",
+            PgSslMode::Allow => "allow",
+            PgSslMode::Prefer => "prefer",
+            _ => "require",
+        }
+    ))
 }
 
 /// `url` fit for an error message: the password replaced by `***`, the query
@@ -180,6 +212,27 @@ mod tests {
     #[track_caller]
     fn check(url: &str, expected: &str) {
         assert_eq!(redact_url(url), expected);
+    }
+
+    #[test]
+    fn remote_postgres_without_verified_tls_is_warned_about() {
+        let warn = |url: &str| unverified_warning(&PgConnectOptions::from_str(url).unwrap());
+        let w = warn("postgres://app:pw@db.example.com/rampart").unwrap();
+        assert!(w.contains("sslmode=prefer") && w.contains("verify-full"), "{w}");
+        assert!(!w.contains("pw"), "{w}");
+        assert!(warn("postgres://app@10.0.0.5/r?sslmode=require").unwrap().contains("sslmode=require"));
+        assert!(warn("postgres://app@db/r?sslmode=disable").unwrap().contains("sslmode=disable"));
+        for fine in [
+            "postgres://app@db.example.com/r?sslmode=verify-full",
+            "postgres://app@db.example.com/r?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+            "postgres://app@127.0.0.1/r",
+            "postgres://app@localhost/r?sslmode=disable",
+            "postgres://app@[::1]:5432/r",
+            "postgres://app@%2Fvar%2Frun%2Fpostgresql/r",
+            "postgres:///r?host=/var/run/postgresql",
+        ] {
+            assert_eq!(warn(fine), None, "{fine}");
+        }
     }
 
     #[test]

@@ -271,3 +271,52 @@ async fn redis_tls_files_are_checked_at_start() {
         assert!(err.contains(part), "expected {part:?} in {err}");
     }
 }
+
+/// `scripts/test` runs its PostgreSQL with TLS on, its certificate signed by
+/// a CA of the run's own (`RAMPART_TEST_POSTGRES_CA`).
+#[tokio::test]
+async fn postgres_over_verified_tls() {
+    let Some(db) = crate::common::db::TestDb::postgres().await else { return };
+    let Ok(ca) = std::env::var("RAMPART_TEST_POSTGRES_CA") else {
+        eprintln!("skipped: RAMPART_TEST_POSTGRES_CA not set (scripts/test sets it)");
+        return;
+    };
+    let verified = format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url);
+
+    // A gateway whose audit log lives there (so it opens the database at
+    // start): every connection of its pool is TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_upstream().await;
+    let audit = dir.path().join("audit.jsonl");
+    let text = config(&format!("http://{up}"), &format!("[storage]\ndatabase = '{verified}'\n"))
+        .replace("[audit]\nenabled = false\n", &format!("[audit]\nfile = '{}'\n", audit.display()));
+    let gw = gateway(&text).await;
+    assert_eq!(client().get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+    // Counted from a plain connection of another name.
+    let admin =
+        sqlx::PgPool::connect(&format!("{}?sslmode=disable&application_name=rampart-test", db.url)).await.unwrap();
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let (tls, plain): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.datname = $1 AND a.application_name = 'rampart' AND a.pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(tls >= 1 && plain == 0, "the gateway's connections: {tls} over TLS, {plain} plain");
+
+    // A certificate no trusted CA signed is refused, not used unverified; the
+    // error names the cause and never the password.
+    let other_ca = write(dir.path(), "other-ca.pem", &Pki::new().ca_pem);
+    for (what, url) in [
+        ("another CA", format!("{}?sslmode=verify-full&sslrootcert={other_ca}", db.url)),
+        ("the web PKI", format!("{}?sslmode=verify-full", db.url)),
+    ] {
+        let err = rampart::store::Database::connect(&url).await.unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.to_lowercase().contains("certificate"), "{what}: {err}");
+        assert!(!err.contains(&db.password().unwrap()), "{what}: {err}");
+    }
+}
