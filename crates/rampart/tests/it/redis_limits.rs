@@ -116,6 +116,21 @@ async fn burst_passes_at_once_then_refused_until_refilled() {
 }
 
 #[tokio::test]
+async fn a_unix_socket_url_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let _server = OwnRedis::start_unix(&socket).await;
+    let store = available_store(settings(&format!("redis+unix://{}", socket.display()))).await;
+    let slow = rate(2, Duration::from_secs(10), 2);
+    let key = unique_key("unix");
+    let mut allowed = Vec::new();
+    for _ in 0..3 {
+        allowed.push(one(&store, check(&key, slow, 1, Op::Check)).await.allowed);
+    }
+    assert_eq!(allowed, [true, true, false], "2 per 10 s, decided over the socket");
+}
+
+#[tokio::test]
 async fn two_instances_enforce_one_combined_limit() {
     let Some(url) = redis_url() else { return };
     // Two stores with their own connections and probes: two gateway instances.

@@ -239,6 +239,18 @@ impl OwnRedis {
         server
     }
 
+    /// A server on the Unix socket `socket` only (no TCP port).
+    pub async fn start_unix(socket: &std::path::Path) -> Self {
+        let path = socket.to_string_lossy().into_owned();
+        let server = Self::spawn(0, &["--port", "0", "--unixsocket", &path, "--unixsocketperm", "700"]);
+        let start = std::time::Instant::now();
+        while tokio::net::UnixStream::connect(socket).await.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server on {path} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
     pub async fn start(port: u16) -> Self {
         let server = Self::spawn(port, &["--port", &port.to_string()]);
         let url = server.url();
