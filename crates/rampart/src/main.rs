@@ -372,6 +372,9 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
                 policy.upstreams.len(),
                 policy.server.listen
             );
+            if let Some(warning) = rampart::store::postgres_tls_warning(policy.storage.database.expose()) {
+                eprintln!("warning: storage.database: {warning}");
+            }
             Ok(())
         }
         Err(errs) => {

@@ -146,6 +146,15 @@ async fn open_postgres(url: &str) -> anyhow::Result<Database> {
     Ok(Database::Postgres(pool))
 }
 
+/// The warning [`Database::connect`] logs for a PostgreSQL `url` whose
+/// server is not verified (see below); `None` for any other URL.
+pub fn postgres_tls_warning(url: &str) -> Option<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    unverified_warning(&PgConnectOptions::from_str(url).ok()?)
+}
+
 /// A connection to a PostgreSQL server beyond this machine carries password
 /// hashes, session and signing-key material: it should be TLS with the
 /// server's certificate checked. libpq's default (`sslmode=prefer`, which

@@ -64,6 +64,23 @@ fn check_config_reports_every_problem_with_lines() {
     std::fs::write(&good, "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n").unwrap();
     let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A remote PostgreSQL without a verified certificate passes with a warning
+    // (and without the password); verify-full passes silently.
+    let remote = "[storage]\ndatabase = 'postgres://app:s3cret@db.example.com/rampart'\n";
+    std::fs::write(&good, format!("version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n{remote}"))
+        .unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: storage.database") && err.contains("sslmode=verify-full"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    let verified = remote.replace("rampart'", "rampart?sslmode=verify-full'");
+    std::fs::write(&good, format!("version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n{verified}"))
+        .unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Environment overrides are part of validation, and named when wrong.
     let out =
