@@ -852,6 +852,17 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
     if cfg.client_cert.is_some() != cfg.client_key.is_some() {
         errs.push(p("redis.client_cert"), "client_cert and client_key go together: give both or neither");
     }
+    if cfg.sentinels.is_empty() != cfg.sentinel_master.is_empty() {
+        errs.push(p("redis.sentinel_master"), "sentinels and sentinel_master go together: give both or neither");
+    }
+    if !cfg.sentinels.is_empty() && url.starts_with("redis+unix://") {
+        errs.push(p("redis.url"), "with sentinels, must be redis:// or rediss:// (the sentinels name a TCP address)");
+    }
+    for (i, s) in cfg.sentinels.iter().enumerate() {
+        if sentinel_addr(s).is_none() {
+            errs.push(p("redis.sentinels").push_index(i), "must be host:port, e.g. `10.0.0.1:26379`");
+        }
+    }
     if cfg.timeout.is_zero() {
         errs.push(p("redis.timeout"), "must be longer than zero");
     }
@@ -864,6 +875,18 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
         errs.push(p("redis.key_prefix"), "cannot contain `{` or `}`: keys carry their own `{hash tag}`");
     }
     Some(cfg.clone())
+}
+
+/// `host:port` of a sentinel (an IPv6 host in brackets), or `None`.
+pub fn sentinel_addr(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    if let Some(v6) = host.strip_prefix('[') {
+        let v6 = v6.strip_suffix(']').filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())?;
+        return Some((v6.to_owned(), port));
+    }
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+    (!host.is_empty() && host.bytes().all(plain)).then(|| (host.to_owned(), port))
 }
 
 fn compile_bans(cfg: &BansConfig, errs: &mut Errors) {

@@ -33,6 +33,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "signing_key",
     "hs256_secret",
     "client_secret",
+    "sentinel_password",
 ];
 
 /// A position in the config tree, e.g. `routes[2].cors.allow_origins`.

@@ -232,6 +232,14 @@ pub struct RedisConfig {
     /// Redis (its `tls-auth-clients yes`). Both or neither.
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
+    /// Redis Sentinel: `host:port` of each sentinel. When set, the sentinels
+    /// name the current primary of `sentinel_master` at every (re)connect, and
+    /// `url` gives only its credentials, database and TLS (its host is unused).
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under (`sentinel monitor <name> …`).
+    pub sentinel_master: String,
+    /// The sentinels' own password (`requirepass` in sentinel.conf), if any.
+    pub sentinel_password: super::secret::Secret,
 }
 
 impl Default for RedisConfig {
@@ -244,6 +252,9 @@ impl Default for RedisConfig {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
+            sentinel_password: Default::default(),
         }
     }
 }

@@ -319,6 +319,38 @@ fn redis_tls_settings_need_a_rediss_url_and_verification() {
 }
 
 #[test]
+fn redis_sentinels_name_a_master_and_are_host_ports() {
+    check_err(
+        &format!(
+            "{BASE}[redis]\nurl = 'redis://h/'\nsentinels = ['10.0.0.1:26379', 'nope', 'h:0', 'a:b:1', '[zz]:1']\n"
+        ),
+        &[],
+        &[
+            "redis.sentinel_master",
+            "give both or neither",
+            "redis.sentinels[1]",
+            "redis.sentinels[2]",
+            "redis.sentinels[3]",
+            "redis.sentinels[4]",
+        ],
+    );
+    check_err(
+        &format!("{BASE}[redis]\nurl = 'redis+unix:///run/r.sock'\nsentinels = ['s:26379']\nsentinel_master = 'm'\n"),
+        &[],
+        &["redis.url", "with sentinels"],
+    );
+    let text = format!(
+        "{BASE}[redis]\nurl = 'rediss://:pw@primary/2'\nsentinels = ['s1.internal:26379', '[::1]:26380']\nsentinel_master = 'mymaster'\nsentinel_password_file = 'sp'\n"
+    );
+    let files = |p: &str| if p == "sp" { Ok("sentinel-secret\n".to_owned()) } else { Err("no such file".to_owned()) };
+    let redis = load(&text, &[], &files).unwrap().redis.unwrap();
+    assert_eq!(redis.sentinel_master, "mymaster");
+    assert_eq!(redis.sentinel_password.expose(), "sentinel-secret");
+    let addrs: Vec<_> = redis.sentinels.iter().map(|s| compile::sentinel_addr(s).unwrap()).collect();
+    assert_eq!(addrs, [("s1.internal".to_owned(), 26379), ("::1".to_owned(), 26380)]);
+}
+
+#[test]
 fn abuse_class_floors_name_known_classes() {
     check_err(
         &format!("{BASE}[abuse]\nclass_min_rate = {{ logins = 5.0, auth_failures = -1.0 }}\n"),

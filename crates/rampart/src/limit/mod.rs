@@ -202,6 +202,15 @@ impl LimitState {
                         ca_file: cfg.ca_file.clone(),
                         client_cert: cfg.client_cert.clone().zip(cfg.client_key.clone()),
                     },
+                    sentinel: (!cfg.sentinels.is_empty()).then(|| redis::RedisSentinel {
+                        sentinels: cfg
+                            .sentinels
+                            .iter()
+                            .filter_map(|s| rampart_core::config::compile::sentinel_addr(s))
+                            .collect(),
+                        master: cfg.sentinel_master.clone(),
+                        password: Some(cfg.sentinel_password.expose().to_owned()).filter(|p| !p.is_empty()),
+                    }),
                 })
                 .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
                 let (m, h) = (metrics.clone(), health.clone());

@@ -51,9 +51,20 @@
 //! server that asks for a client certificate. There is no way to skip the
 //! verification (the config refuses `#insecure`).
 //!
+//! # Sentinel
+//!
+//! With [`RedisSettings::sentinel`], connections go to whichever server the
+//! sentinels name as the primary, asked again at every (re)connect. The
+//! probe then checks `ROLE` rather than `PING`: after a failover the old
+//! primary comes back as a replica that answers PING but refuses writes, and
+//! a probe that finds anything but the primary asks the sentinels again. So a
+//! failover costs what an outage costs: the first failing call opens the
+//! breaker, limits fall back per `on_redis_down`, and the next probe that
+//! finds the new primary closes it.
+//!
 //! # Cluster
 //!
-//! Single-node Redis only, for now. Keys already carry a `{hash tag}` per
+//! No Redis Cluster, for now. Keys already carry a `{hash tag}` per
 //! entity, but one request may touch several entities, and the script needs all
 //! its keys in one slot. A `redis+cluster://` or `redis-cluster://` URL is
 //! refused by [`RedisStore::new`], and a node that reports `cluster_enabled:1`
@@ -220,6 +231,31 @@ pub struct RedisSettings {
     pub workers: usize,
     /// For a `rediss://` URL: the trust roots and the client certificate.
     pub tls: RedisTls,
+    /// Redis Sentinel: the primary is whichever server the sentinels name at
+    /// each (re)connect; `url` then gives only its credentials, database and
+    /// TLS.
+    pub sentinel: Option<RedisSentinel>,
+}
+
+/// The sentinels to ask for the primary, and its name there.
+#[derive(Clone)]
+pub struct RedisSentinel {
+    /// `(host, port)` of each sentinel (plain TCP).
+    pub sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the primary under.
+    pub master: String,
+    /// The sentinels' own password, if they have one.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RedisSentinel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSentinel")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// TLS for a `rediss://` URL. The server's certificate is always verified:
@@ -260,6 +296,7 @@ impl RedisSettings {
             key_prefix: "rampart:".to_owned(),
             workers: 0,
             tls: RedisTls::default(),
+            sentinel: None,
         }
     }
 }
@@ -275,6 +312,7 @@ impl fmt::Debug for RedisSettings {
             .field("key_prefix", &self.key_prefix)
             .field("workers", &self.workers)
             .field("tls", &self.tls)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -317,7 +355,7 @@ pub struct RedisStore {
 
 struct Inner {
     settings: RedisSettings,
-    client: redis::Client,
+    target: Target,
     script: Script,
     /// `None` until the probe has connected, and after a failed probe.
     conn: ArcSwapOption<ConnectionManager>,
@@ -342,6 +380,15 @@ struct Inner {
 
 const CLOSED: u64 = 1;
 
+/// Where connections go.
+enum Target {
+    /// The one server of the URL.
+    Direct(redis::Client),
+    /// Whichever server the sentinels name as the primary, asked at every
+    /// (re)connect, so a failover is followed at the next probe.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
 /// A worker's own connection, and whether one is being made.
 #[derive(Default)]
 struct LocalConn {
@@ -360,28 +407,38 @@ impl RedisStore {
                 "{scheme}:// is not supported: Redis Cluster is not supported yet, give one node's redis:// URL"
             )));
         }
-        let client = if settings.url.starts_with("rediss://") {
+        if settings.url.starts_with("rediss://") {
             // The `redis` crate builds its rustls config from the process's
             // default provider; with more than one compiled in (a test build)
             // there is none unless one is installed. Ours is ring, as for
             // every other TLS connection; an installed one stays.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let certs = settings.tls.certificates().map_err(|e| RedisUnavailable::Error(format!("redis tls: {e}")))?;
-            match certs {
-                Some(certs) => redis::Client::build_with_tls(settings.url.as_str(), certs),
-                None => redis::Client::open(settings.url.as_str()),
-            }
-        } else {
-            redis::Client::open(settings.url.as_str())
         }
-        .map_err(|e| RedisUnavailable::Error(format!("invalid redis url or tls settings: {e}")))?;
+        let certs = settings.tls.certificates().map_err(|e| RedisUnavailable::Error(format!("redis tls: {e}")))?;
+        let target = match &settings.sentinel {
+            None => {
+                let client = match certs {
+                    Some(certs) if settings.url.starts_with("rediss://") => {
+                        redis::Client::build_with_tls(settings.url.as_str(), certs)
+                    }
+                    _ => redis::Client::open(settings.url.as_str()),
+                };
+                Target::Direct(
+                    client.map_err(|e| RedisUnavailable::Error(format!("invalid redis url or tls settings: {e}")))?,
+                )
+            }
+            Some(sentinel) => Target::Sentinel(tokio::sync::Mutex::new(
+                sentinel_client(&settings.url, sentinel, certs)
+                    .map_err(|e| RedisUnavailable::Error(format!("invalid redis sentinel settings: {e}")))?,
+            )),
+        };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| RedisUnavailable::Error("RedisStore::new must be called within a Tokio runtime".into()))?;
         let interval = settings.probe_interval.max(MIN_PROBE_INTERVAL);
         let local = (0..=settings.workers).map(|_| LocalConn::default()).collect();
         let inner = Arc::new(Inner {
             settings,
-            client,
+            target,
             script: Script::new(GCRA_LUA),
             conn: ArcSwapOption::empty(),
             local,
@@ -506,7 +563,8 @@ impl RedisStore {
             return Err(RedisUnavailable::BreakerOpen);
         }
         let limit = self.inner.settings.timeout.max(MIN_CONNECT_TIMEOUT);
-        match tokio::time::timeout(limit, self.inner.client.get_async_pubsub()).await {
+        let client = self.inner.client().await.map_err(RedisUnavailable::Error)?;
+        match tokio::time::timeout(limit, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => Ok(pubsub),
             Ok(Err(e)) => Err(RedisUnavailable::Error(e.to_string())),
             Err(_) => Err(RedisUnavailable::Timeout),
@@ -610,6 +668,26 @@ impl Inner {
 
     async fn ping(&self, conn: &ConnectionManager) -> Result<(), String> {
         let mut conn = conn.clone();
+        if matches!(self.target, Target::Sentinel(_)) {
+            // After a failover the old primary comes back as a replica: it
+            // answers PING but refuses every write (READONLY). Only the
+            // primary will do; anything else makes the probe ask the
+            // sentinels again.
+            let role = tokio::time::timeout(
+                self.settings.timeout,
+                redis::cmd("ROLE").query_async::<Vec<redis::Value>>(&mut conn),
+            )
+            .await;
+            return match role {
+                Ok(Ok(role)) => match role.first().map(redis::from_redis_value::<String>) {
+                    Some(Ok(r)) if r == "master" => Ok(()),
+                    Some(Ok(r)) => Err(format!("the server is a {r}, not the primary (a failover?)")),
+                    _ => Err("ROLE gave an unexpected answer".into()),
+                },
+                Ok(Err(e)) => Err(format!("ROLE failed: {e}")),
+                Err(_) => Err(format!("ROLE timed out after {:?}", self.settings.timeout)),
+            };
+        }
         let pong =
             tokio::time::timeout(self.settings.timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await;
         match pong {
@@ -628,11 +706,10 @@ impl Inner {
             .set_connection_timeout(connect_timeout)
             .set_response_timeout(self.settings.timeout)
             .set_number_of_retries(0);
-        let made = tokio::time::timeout(
-            connect_timeout.saturating_mul(2),
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await;
+        let client = self.client().await?;
+        let made =
+            tokio::time::timeout(connect_timeout.saturating_mul(2), ConnectionManager::new_with_config(client, config))
+                .await;
         let mut conn = match made {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(format!("connect failed: {e}")),
@@ -652,6 +729,55 @@ impl Inner {
         }
         Ok(conn)
     }
+}
+
+impl Inner {
+    /// A client for the server to use now: the URL's, or the primary the
+    /// sentinels name (each sentinel asked in turn, bounded like a connect).
+    async fn client(&self) -> Result<redis::Client, String> {
+        let sentinel = match &self.target {
+            Target::Direct(client) => return Ok(client.clone()),
+            Target::Sentinel(sentinel) => sentinel,
+        };
+        let limit = self.settings.timeout.max(MIN_CONNECT_TIMEOUT).saturating_mul(2);
+        let mut sentinel = sentinel.lock().await;
+        match tokio::time::timeout(limit, sentinel.async_get_client()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(format!("no primary from the sentinels: {e}")),
+            Err(_) => Err(format!("the sentinels did not name a primary within {limit:?}")),
+        }
+    }
+}
+
+/// The sentinel client for `url`'s credentials, database and TLS.
+fn sentinel_client(
+    url: &str,
+    sentinel: &RedisSentinel,
+    certs: Option<redis::TlsCertificates>,
+) -> redis::RedisResult<redis::sentinel::SentinelClient> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    use redis::{ConnectionAddr, IntoConnectionInfo, TlsMode};
+    let info = url.into_connection_info()?;
+    let sentinels = sentinel.sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+    let mut builder = SentinelClientBuilder::new(sentinels, sentinel.master.clone(), SentinelServerType::Master)?
+        .set_client_to_redis_db(info.redis.db)
+        .set_client_to_redis_protocol(info.redis.protocol);
+    if let Some(user) = info.redis.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = info.redis.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if matches!(info.addr, ConnectionAddr::TcpTls { .. }) {
+        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(certs) = certs {
+            builder = builder.set_client_to_redis_certificates(certs);
+        }
+    }
+    if let Some(password) = &sentinel.password {
+        builder = builder.set_client_to_sentinel_password(password.clone());
+    }
+    builder.build()
 }
 
 /// Probes until every [`RedisStore`] clone is dropped. The first probe runs at

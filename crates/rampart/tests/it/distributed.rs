@@ -184,3 +184,35 @@ async fn budgets_are_debited_in_redis_by_the_upstream_cost() {
     let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
     assert!(ttl > 0, "the budget key expires when it would mean nothing: {ttl}");
 }
+
+/// `[redis] sentinels`: the gateway asks the sentinel for the primary (the
+/// URL's host is not used) and decides its limits there. Failover itself is
+/// tested on the store (`redis_limits::sentinel_names_the_primary_…`).
+#[tokio::test]
+async fn a_gateway_finds_its_redis_through_a_sentinel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary_port, sentinel_port) = (free_port(), free_port());
+    let primary = OwnRedis::start(primary_port).await;
+    // The sentinel wants a password; the primary does not.
+    let _sentinel =
+        OwnRedis::start_sentinel(sentinel_port, dir.path(), "gw-test", primary_port, Some("sentinel-pw")).await;
+    let prefix = unique_prefix();
+    let extra = format!(
+        "[redis]\nurl = 'redis://unused.invalid/'\nsentinels = ['127.0.0.1:{sentinel_port}']\n\
+         sentinel_master = 'gw-test'\nsentinel_password = 'sentinel-pw'\ntimeout = '1s'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n\
+         [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', rate = '2/min', on_redis_down = 'refuse' }}]\n"
+    );
+    let gw = gateway(&config(&format!("http://{}", start_upstream().await), &extra)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async { gw.limits.limiter.redis.as_ref().unwrap().is_available() }).await,
+        "connected through the sentinel"
+    );
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(status(&gw, "/x").await);
+    }
+    assert_eq!(got, [200, 200, 429]);
+    let mut conn = redis::Client::open(primary.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+    assert!(!keys.is_empty(), "the limit's key is on the primary the sentinel named");
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{free_port, redis_url, OwnRedis};
-use rampart::limit::redis::{RedisSettings, RedisStore, RedisUnavailable};
+use rampart::limit::redis::{RedisSentinel, RedisSettings, RedisStore, RedisUnavailable};
 use rampart::limit::{Decision, GcraParams, LimitCheck, Op};
 
 const PREFIX: &str = "rampart-test:";
@@ -128,6 +128,76 @@ async fn a_unix_socket_url_works() {
         allowed.push(one(&store, check(&key, slow, 1, Op::Check)).await.allowed);
     }
     assert_eq!(allowed, [true, true, false], "2 per 10 s, decided over the socket");
+}
+
+/// `ROLE`'s first word from the server on `port`.
+async fn role(port: u16) -> String {
+    let url = format!("redis://127.0.0.1:{port}/");
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut raw(&url).await).await.unwrap();
+    redis::from_redis_value(&role[0]).unwrap()
+}
+
+#[tokio::test]
+async fn sentinel_names_the_primary_and_a_failover_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2, ps) = (free_port(), free_port(), free_port());
+    let first = OwnRedis::start(p1).await;
+    let second = OwnRedis::start_replica(p2, p1).await;
+    let sentinel = OwnRedis::start_sentinel(ps, dir.path(), "rampart-test", p1, None).await;
+    let sentinel_url = sentinel.url();
+    let sentinel_settings = RedisSentinel {
+        sentinels: vec![("127.0.0.1".to_owned(), ps)],
+        master: "rampart-test".to_owned(),
+        password: None,
+    };
+    // The URL's host is not used: the sentinel names the primary.
+    let store =
+        available_store(RedisSettings { sentinel: Some(sentinel_settings), ..settings("redis://unused.invalid/") })
+            .await;
+
+    let slow = rate(2, Duration::from_secs(60), 2);
+    let key = unique_key("sentinel");
+    assert!(one(&store, check(&key, slow, 1, Op::Check)).await.allowed);
+    assert!(exists(&first.url(), &key).await, "decided on the first primary");
+
+    // A failover: the replica becomes the primary, the old primary its replica.
+    let start = Instant::now();
+    loop {
+        let mut asked = redis::cmd("SENTINEL");
+        asked.arg("FAILOVER").arg("rampart-test");
+        if asked.query_async::<String>(&mut raw(&sentinel_url).await).await.is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the sentinel would not fail over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Duration::from_secs(15);
+    while role(p2).await != "master" {
+        assert!(start.elapsed() < deadline, "failover not done within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The sentinel turns the old primary into a replica when it next reads
+    // its INFO (every 10 s); do it now, as it would.
+    let mut follow = redis::cmd("REPLICAOF");
+    follow.arg("127.0.0.1").arg(p2);
+    follow.query_async::<String>(&mut raw(&first.url()).await).await.unwrap();
+    assert_eq!(role(p1).await, "slave");
+
+    // The store follows: the first write to the old primary is refused
+    // (READONLY), the breaker opens, and the probe asks the sentinel again.
+    // The allowance carried over by replication: one left, then none.
+    let mut decisions = Vec::new();
+    while decisions.len() < 2 {
+        if let Ok(d) = store.apply(&[check(&key, slow, 1, Op::Check)]).await {
+            decisions.push(d[0].allowed);
+        }
+        assert!(start.elapsed() < deadline, "no decision after the failover within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(decisions, [true, false], "2 per minute, across the failover");
+    let after = unique_key("after");
+    assert!(one(&store, check(&after, slow, 1, Op::Check)).await.allowed);
+    assert!(exists(&second.url(), &after).await, "decided on the new primary");
 }
 
 #[tokio::test]

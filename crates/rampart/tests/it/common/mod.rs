@@ -192,19 +192,22 @@ pub fn free_port() -> u16 {
 pub struct OwnRedis {
     child: std::process::Child,
     pub port: u16,
+    /// `requirepass`, if any.
+    password: Option<String>,
 }
 
 impl OwnRedis {
     fn spawn(port: u16, args: &[&str]) -> Self {
         use std::process::{Command, Stdio};
         let bin = std::env::var("RAMPART_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        // `args` first: a config file must be the first argument.
         let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        Self { child, port }
+        Self { child, port, password: None }
     }
 
     /// A TLS-only server on `port` (no plain-text port) with `dir`'s
@@ -251,6 +254,59 @@ impl OwnRedis {
         server
     }
 
+    /// A replica of the server on `primary`.
+    pub async fn start_replica(port: u16, primary: u16) -> Self {
+        let server =
+            Self::spawn(port, &["--port", &port.to_string(), "--replicaof", "127.0.0.1", &primary.to_string()]);
+        server.wait_for(|info| info.contains("master_link_status:up"), "INFO replication").await;
+        server
+    }
+
+    /// A sentinel on `port` watching the primary on `primary` as `name`
+    /// (quorum 1, down after 1 s), its config file in `dir`; with `password`,
+    /// clients must authenticate to it.
+    pub async fn start_sentinel(
+        port: u16,
+        dir: &std::path::Path,
+        name: &str,
+        primary: u16,
+        password: Option<&str>,
+    ) -> Self {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        let mut text = format!(
+            "port {port}\ndir {}\nsentinel monitor {name} 127.0.0.1 {primary} 1\n\
+             sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n",
+            dir.display()
+        );
+        if let Some(password) = password {
+            text.push_str(&format!("requirepass {password}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
+        let mut server = Self::spawn(port, &[&conf.to_string_lossy(), "--sentinel"]);
+        server.password = password.map(str::to_owned);
+        server.wait_for(|info| info.contains("sentinel_masters:1"), "INFO sentinel").await;
+        server
+    }
+
+    /// Waits up to 10 s until `INFO` (the section `what` names) satisfies `ok`.
+    async fn wait_for(&self, ok: impl Fn(&str) -> bool, what: &str) {
+        let section = what.split(' ').nth(1).unwrap_or("default");
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(client) = redis::Client::open(self.url().as_str()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    if let Ok(info) = redis::cmd("INFO").arg(section).query_async::<String>(&mut conn).await {
+                        if ok(&info) {
+                            return;
+                        }
+                    }
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{what} on {} not as expected within 10 s", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn start(port: u16) -> Self {
         let server = Self::spawn(port, &["--port", &port.to_string()]);
         let url = server.url();
@@ -269,7 +325,10 @@ impl OwnRedis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     pub fn pid(&self) -> u32 {
