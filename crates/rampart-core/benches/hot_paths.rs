@@ -1,5 +1,5 @@
-//! Per-request hot paths of rampart-core: client-IP resolution, route lookup
-//! and path normalisation. Each runs once (or more) for every request the
+//! Per-request hot paths of rampart-core: client-IP resolution, route lookup,
+//! path normalisation and the heavy-hitter count. Each runs once (or more) for every request the
 //! gateway handles, so regressions here are regressions in latency.
 //!
 //! Run with `cargo bench -p rampart-core --bench hot_paths`.
@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
+use rampart_core::abuse::SpaceSaving;
 use rampart_core::client_ip::{resolve_client, TrustedProxies};
 use rampart_core::path::{normalize_path, PathOptions};
 use rampart_core::route::{HostPattern, PathPattern, RouteMatcher, RouteSpec};
@@ -108,5 +109,27 @@ fn path_normalize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, client_ip, route_find, path_normalize);
+/// Every request's address is offered to the heavy-hitter sketch
+/// (`[abuse] top_k`, at most 1000): a known address, and a flood in which
+/// every request comes from a new one and evicts the smallest counter.
+fn heavy_hitters(c: &mut Criterion) {
+    let mut group = c.benchmark_group("heavy_hitters_k1000");
+    let mut known = SpaceSaving::new(1000);
+    for i in 0..1000u32 {
+        known.offer(IpAddr::from(i.to_be_bytes()));
+    }
+    let regular = IpAddr::from(7u32.to_be_bytes());
+    group.bench_function("known_address", |b| b.iter(|| known.offer(black_box(regular))));
+    let mut flood = known.clone();
+    let mut next = 1_000_000u32;
+    group.bench_function("unique_address_flood", |b| {
+        b.iter(|| {
+            next = next.wrapping_add(1);
+            flood.offer(black_box(IpAddr::from(next.to_be_bytes())));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, client_ip, route_find, path_normalize, heavy_hitters);
 criterion_main!(benches);
