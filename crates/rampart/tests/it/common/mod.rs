@@ -194,20 +194,28 @@ pub struct OwnRedis {
     pub port: u16,
     /// `requirepass`, if any.
     password: Option<String>,
+    /// Its working directory (`--dir`): a replica writes the primary's data
+    /// there, which must not land in the source tree.
+    _dir: tempfile::TempDir,
 }
 
 impl OwnRedis {
     fn spawn(port: u16, args: &[&str]) -> Self {
         use std::process::{Command, Stdio};
         let bin = std::env::var("RAMPART_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let dir = tempfile::tempdir().unwrap();
         // `args` first: a config file must be the first argument.
         let child = Command::new(&bin)
             .args(args)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // A replica syncs at once, not after the default 5 s wait for others.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        Self { child, port, password: None }
+        Self { child, port, password: None, _dir: dir }
     }
 
     /// A TLS-only server on `port` (no plain-text port) with `dir`'s
