@@ -143,7 +143,7 @@ async fn sentinel_names_the_primary_and_a_failover_is_followed() {
     let (p1, p2, ps) = (free_port(), free_port(), free_port());
     let first = OwnRedis::start(p1).await;
     let second = OwnRedis::start_replica(p2, p1).await;
-    let sentinel = OwnRedis::start_sentinel(ps, dir.path(), "rampart-test", p1, None).await;
+    let sentinel = OwnRedis::start_sentinel(ps, dir.path(), "rampart-test", p1, None, false).await;
     let sentinel_url = sentinel.url();
     let sentinel_settings = RedisSentinel {
         sentinels: vec![("127.0.0.1".to_owned(), ps)],

@@ -263,6 +263,40 @@ async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() 
     );
 }
 
+/// Sentinel and TLS together: the sentinel names a TLS-only primary, which
+/// Rampart reaches with the URL's TLS settings (the sentinel itself is plain
+/// TCP).
+#[tokio::test]
+async fn redis_over_tls_through_a_sentinel() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = pki.leaf("redis");
+    write(dir.path(), "server.pem", &cert);
+    write(dir.path(), "server.key", &key);
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    let (cert, key, _) = pki.leaf("rampart");
+    let (client_cert, client_key) = (write(dir.path(), "client.pem", &cert), write(dir.path(), "client.key", &key));
+    let (port, sentinel_port) = (free_port(), free_port());
+    let _primary = OwnRedis::start_tls(port, dir.path(), true).await;
+    let _sentinel = OwnRedis::start_sentinel(sentinel_port, dir.path(), "tls-test", port, None, true).await;
+    let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
+    let tls = format!(
+        "ca_file = '{ca}'\nclient_cert = '{client_cert}'\nclient_key = '{client_key}'\n\
+         sentinels = ['127.0.0.1:{sentinel_port}']\nsentinel_master = 'tls-test'\n"
+    );
+    // The URL's host is not used: the sentinel names 127.0.0.1:<port>.
+    let text = redis_tls_config(start_upstream().await, port, &prefix, &tls)
+        .replace(&format!("url = 'rediss://localhost:{port}/'"), "url = 'rediss://unused.invalid/'");
+    assert!(text.contains("rediss://unused.invalid/"));
+    let gw = gateway(&text).await;
+    assert!(eventually(Duration::from_secs(5), || async { redis_available(&gw) }).await, "connects over TLS");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(status(&gw).await);
+    }
+    assert_eq!(got, [200, 200, 200, 429], "3/min, decided on the primary the sentinel named");
+}
+
 #[tokio::test]
 async fn redis_tls_files_are_checked_at_start() {
     let pki = Pki::new();

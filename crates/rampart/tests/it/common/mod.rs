@@ -272,13 +272,16 @@ impl OwnRedis {
 
     /// A sentinel on `port` watching the primary on `primary` as `name`
     /// (quorum 1, down after 1 s), its config file in `dir`; with `password`,
-    /// clients must authenticate to it.
+    /// clients must authenticate to it; with `tls`, it reaches the primary
+    /// over TLS with `dir`'s `server.pem`, `server.key` and `ca.pem` (as
+    /// [`OwnRedis::start_tls`] serves).
     pub async fn start_sentinel(
         port: u16,
         dir: &std::path::Path,
         name: &str,
         primary: u16,
         password: Option<&str>,
+        tls: bool,
     ) -> Self {
         let conf = dir.join(format!("sentinel-{port}.conf"));
         let mut text = format!(
@@ -288,6 +291,15 @@ impl OwnRedis {
         );
         if let Some(password) = password {
             text.push_str(&format!("requirepass {password}\n"));
+        }
+        if tls {
+            let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+            text.push_str(&format!(
+                "tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                file("server.pem"),
+                file("server.key"),
+                file("ca.pem")
+            ));
         }
         std::fs::write(&conf, text).unwrap();
         let mut server = Self::spawn(port, &[&conf.to_string_lossy(), "--sentinel"]);
