@@ -697,6 +697,22 @@ impl Inner {
         }
     }
 
+    /// A client for the server to use now: the URL's, or the primary the
+    /// sentinels name (each sentinel asked in turn, bounded like a connect).
+    async fn client(&self) -> Result<redis::Client, String> {
+        let sentinel = match &self.target {
+            Target::Direct(client) => return Ok(client.clone()),
+            Target::Sentinel(sentinel) => sentinel,
+        };
+        let limit = self.settings.timeout.max(MIN_CONNECT_TIMEOUT).saturating_mul(2);
+        let mut sentinel = sentinel.lock().await;
+        match tokio::time::timeout(limit, sentinel.async_get_client()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(format!("no primary from the sentinels: {e}")),
+            Err(_) => Err(format!("the sentinels did not name a primary within {limit:?}")),
+        }
+    }
+
     async fn connect(&self) -> Result<ConnectionManager, String> {
         let connect_timeout = self.settings.timeout.max(MIN_CONNECT_TIMEOUT);
         // No retries inside the manager: the probe is the retry loop, at a
@@ -728,24 +744,6 @@ impl Inner {
             }
         }
         Ok(conn)
-    }
-}
-
-impl Inner {
-    /// A client for the server to use now: the URL's, or the primary the
-    /// sentinels name (each sentinel asked in turn, bounded like a connect).
-    async fn client(&self) -> Result<redis::Client, String> {
-        let sentinel = match &self.target {
-            Target::Direct(client) => return Ok(client.clone()),
-            Target::Sentinel(sentinel) => sentinel,
-        };
-        let limit = self.settings.timeout.max(MIN_CONNECT_TIMEOUT).saturating_mul(2);
-        let mut sentinel = sentinel.lock().await;
-        match tokio::time::timeout(limit, sentinel.async_get_client()).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(format!("no primary from the sentinels: {e}")),
-            Err(_) => Err(format!("the sentinels did not name a primary within {limit:?}")),
-        }
     }
 }
 
