@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, redis_url, OwnRedis};
+use crate::common::{eventually, free_port, redis_url, OwnRedis};
 use rampart::limit::redis::{RedisSentinel, RedisSettings, RedisStore, RedisUnavailable};
 use rampart::limit::{Decision, GcraParams, LimitCheck, Op};
 
@@ -159,6 +159,14 @@ async fn sentinel_names_the_primary_and_a_failover_is_followed() {
     let key = unique_key("sentinel");
     assert!(one(&store, check(&key, slow, 1, Op::Check)).await.allowed);
     assert!(exists(&first.url(), &key).await, "decided on the first primary");
+    // Replication is asynchronous: a write the replica has not received yet
+    // is lost in a failover (as with any Sentinel setup). Wait for it.
+    let (replica_url, held) = (second.url(), key.clone());
+    let replicated = eventually(Duration::from_secs(5), || {
+        let (url, key) = (replica_url.clone(), held.clone());
+        async move { exists(&url, &key).await }
+    });
+    assert!(replicated.await, "the replica has the key");
 
     // A failover: the replica becomes the primary, the old primary its replica.
     let start = Instant::now();
