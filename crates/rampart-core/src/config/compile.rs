@@ -837,8 +837,8 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
         // The URL may hold a password: never echo it.
         errs.push(p("redis.url"), "must start with redis://, rediss:// or redis+unix://");
     }
-    let tls = url.starts_with("rediss://");
-    if tls && url.contains('#') {
+    let tls = url.starts_with("rediss://") || cfg.sentinel_tls;
+    if url.starts_with("rediss://") && url.contains('#') {
         // `rediss://…/#insecure` would turn certificate checks off.
         errs.push(p("redis.url"), "cannot have a #fragment: the certificate is always verified (give `ca_file`)");
     }
@@ -846,7 +846,7 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
         [("ca_file", &cfg.ca_file), ("client_cert", &cfg.client_cert), ("client_key", &cfg.client_key)]
     {
         if value.is_some() && !tls {
-            errs.push(p("redis").push_key(field), "applies only to a rediss:// url (TLS)");
+            errs.push(p("redis").push_key(field), "applies only with TLS: a rediss:// url or sentinel_tls");
         }
     }
     if cfg.client_cert.is_some() != cfg.client_key.is_some() {
@@ -854,6 +854,9 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
     }
     if cfg.sentinels.is_empty() != cfg.sentinel_master.is_empty() {
         errs.push(p("redis.sentinel_master"), "sentinels and sentinel_master go together: give both or neither");
+    }
+    if cfg.sentinel_tls && cfg.sentinels.is_empty() {
+        errs.push(p("redis.sentinel_tls"), "applies only with sentinels");
     }
     if !cfg.sentinels.is_empty() && url.starts_with("redis+unix://") {
         errs.push(p("redis.url"), "with sentinels, must be redis:// or rediss:// (the sentinels name a TCP address)");

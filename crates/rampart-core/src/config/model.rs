@@ -225,11 +225,12 @@ pub struct RedisConfig {
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
     pub key_prefix: String,
-    /// `rediss://` only: PEM file of the CAs that sign Redis's certificate.
-    /// When set, only these are trusted (not the public web PKI).
+    /// With TLS (`rediss://` or `sentinel_tls`): PEM file of the CAs that
+    /// sign the servers' certificates. When set, only these are trusted (not
+    /// the public web PKI).
     pub ca_file: Option<String>,
-    /// `rediss://` only: PEM certificate chain and private key presented to
-    /// Redis (its `tls-auth-clients yes`). Both or neither.
+    /// With TLS: PEM certificate chain and private key presented to Redis
+    /// (its `tls-auth-clients yes`). Both or neither.
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
     /// Redis Sentinel: `host:port` of each sentinel. When set, the sentinels
@@ -240,6 +241,9 @@ pub struct RedisConfig {
     pub sentinel_master: String,
     /// The sentinels' own password (`requirepass` in sentinel.conf), if any.
     pub sentinel_password: super::secret::Secret,
+    /// Reach the sentinels over TLS (verified like the primary: `ca_file`,
+    /// else the web PKI; the client certificate presented when asked).
+    pub sentinel_tls: bool,
 }
 
 impl Default for RedisConfig {
@@ -255,6 +259,7 @@ impl Default for RedisConfig {
             sentinels: Vec::new(),
             sentinel_master: String::new(),
             sentinel_password: Default::default(),
+            sentinel_tls: false,
         }
     }
 }

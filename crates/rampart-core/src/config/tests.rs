@@ -294,7 +294,7 @@ fn redis_tls_settings_need_a_rediss_url_and_verification() {
             "{BASE}[redis]\nurl = 'redis://h/'\nca_file = 'ca.pem'\nclient_cert = 'c.pem'\nclient_key = 'k.pem'\n"
         ),
         &[],
-        &["redis.ca_file", "redis.client_cert", "redis.client_key", "only to a rediss:// url"],
+        &["redis.ca_file", "redis.client_cert", "redis.client_key", "only with TLS"],
     );
     let insecure = format!("{BASE}[redis]\nurl = 'rediss://:s3cret@h/#insecure'\n");
     check_err(&insecure, &[], &["redis.url", "always verified"]);
@@ -348,6 +348,16 @@ fn redis_sentinels_name_a_master_and_are_host_ports() {
     assert_eq!(redis.sentinel_password.expose(), "sentinel-secret");
     let addrs: Vec<_> = redis.sentinels.iter().map(|s| compile::sentinel_addr(s).unwrap()).collect();
     assert_eq!(addrs, [("s1.internal".to_owned(), 26379), ("::1".to_owned(), 26380)]);
+    // TLS to the sentinels alone (a plain primary) may use the TLS files.
+    check_err(
+        &format!("{BASE}[redis]\nurl = 'redis://h/'\nsentinel_tls = true\n"),
+        &[],
+        &["redis.sentinel_tls", "only with sentinels"],
+    );
+    let text = format!(
+        "{BASE}[redis]\nurl = 'redis://primary/'\nsentinels = ['s:26379']\nsentinel_master = 'm'\nsentinel_tls = true\nca_file = 'ca.pem'\n"
+    );
+    assert!(load(&text, &[], &no_files).unwrap().redis.unwrap().sentinel_tls);
 }
 
 #[test]

@@ -210,6 +210,7 @@ impl LimitState {
                             .collect(),
                         master: cfg.sentinel_master.clone(),
                         password: Some(cfg.sentinel_password.expose().to_owned()).filter(|p| !p.is_empty()),
+                        tls: cfg.sentinel_tls,
                     }),
                 })
                 .map_err(|e| anyhow::anyhow!("redis: {e}"))?;

@@ -60,7 +60,8 @@
 //! a probe that finds anything but the primary asks the sentinels again. So a
 //! failover costs what an outage costs: the first failing call opens the
 //! breaker, limits fall back per `on_redis_down`, and the next probe that
-//! finds the new primary closes it.
+//! finds the new primary closes it. [`RedisSentinel::tls`] reaches the
+//! sentinels over TLS with the same [`RedisTls`] settings.
 //!
 //! # Cluster
 //!
@@ -246,6 +247,8 @@ pub struct RedisSentinel {
     pub master: String,
     /// The sentinels' own password, if they have one.
     pub password: Option<String>,
+    /// Reach the sentinels over TLS, with [`RedisSettings::tls`].
+    pub tls: bool,
 }
 
 impl fmt::Debug for RedisSentinel {
@@ -254,6 +257,7 @@ impl fmt::Debug for RedisSentinel {
             .field("sentinels", &self.sentinels)
             .field("master", &self.master)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -407,7 +411,7 @@ impl RedisStore {
                 "{scheme}:// is not supported: Redis Cluster is not supported yet, give one node's redis:// URL"
             )));
         }
-        if settings.url.starts_with("rediss://") {
+        if settings.url.starts_with("rediss://") || settings.sentinel.as_ref().is_some_and(|s| s.tls) {
             // The `redis` crate builds its rustls config from the process's
             // default provider; with more than one compiled in (a test build)
             // there is none unless one is installed. Ours is ring, as for
@@ -756,7 +760,10 @@ fn sentinel_client(
     use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
     use redis::{ConnectionAddr, IntoConnectionInfo, TlsMode};
     let info = url.into_connection_info()?;
-    let sentinels = sentinel.sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+    let sentinels = sentinel.sentinels.iter().map(|(host, port)| match sentinel.tls {
+        true => ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None },
+        false => ConnectionAddr::Tcp(host.clone(), *port),
+    });
     let mut builder = SentinelClientBuilder::new(sentinels, sentinel.master.clone(), SentinelServerType::Master)?
         .set_client_to_redis_db(info.redis.db)
         .set_client_to_redis_protocol(info.redis.protocol);
@@ -765,6 +772,12 @@ fn sentinel_client(
     }
     if let Some(password) = info.redis.password {
         builder = builder.set_client_to_redis_password(password);
+    }
+    if sentinel.tls {
+        builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(certs) = &certs {
+            builder = builder.set_client_to_sentinel_certificates(certs.clone());
+        }
     }
     if matches!(info.addr, ConnectionAddr::TcpTls { .. }) {
         builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);

@@ -194,8 +194,15 @@ async fn a_gateway_finds_its_redis_through_a_sentinel() {
     let (primary_port, sentinel_port) = (free_port(), free_port());
     let primary = OwnRedis::start(primary_port).await;
     // The sentinel wants a password; the primary does not.
-    let _sentinel =
-        OwnRedis::start_sentinel(sentinel_port, dir.path(), "gw-test", primary_port, Some("sentinel-pw"), false).await;
+    let _sentinel = OwnRedis::start_sentinel(
+        sentinel_port,
+        dir.path(),
+        "gw-test",
+        primary_port,
+        Some("sentinel-pw"),
+        SentinelTls::No,
+    )
+    .await;
     let prefix = unique_prefix();
     let extra = format!(
         "[redis]\nurl = 'redis://unused.invalid/'\nsentinels = ['127.0.0.1:{sentinel_port}']\n\

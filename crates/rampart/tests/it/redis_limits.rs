@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{eventually, free_port, redis_url, OwnRedis};
+use crate::common::{eventually, free_port, redis_url, OwnRedis, SentinelTls};
 use rampart::limit::redis::{RedisSentinel, RedisSettings, RedisStore, RedisUnavailable};
 use rampart::limit::{Decision, GcraParams, LimitCheck, Op};
 
@@ -143,12 +143,13 @@ async fn sentinel_names_the_primary_and_a_failover_is_followed() {
     let (p1, p2, ps) = (free_port(), free_port(), free_port());
     let first = OwnRedis::start(p1).await;
     let second = OwnRedis::start_replica(p2, p1).await;
-    let sentinel = OwnRedis::start_sentinel(ps, dir.path(), "rampart-test", p1, None, false).await;
+    let sentinel = OwnRedis::start_sentinel(ps, dir.path(), "rampart-test", p1, None, SentinelTls::No).await;
     let sentinel_url = sentinel.url();
     let sentinel_settings = RedisSentinel {
         sentinels: vec![("127.0.0.1".to_owned(), ps)],
         master: "rampart-test".to_owned(),
         password: None,
+        tls: false,
     };
     // The URL's host is not used: the sentinel names the primary.
     let store =

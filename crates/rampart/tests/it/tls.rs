@@ -264,8 +264,8 @@ async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() 
 }
 
 /// Sentinel and TLS together: the sentinel names a TLS-only primary, which
-/// Rampart reaches with the URL's TLS settings (the sentinel itself is plain
-/// TCP).
+/// Rampart reaches with the URL's TLS settings; the sentinel is reached in
+/// plain text, then (`sentinel_tls`) over TLS with a client certificate.
 #[tokio::test]
 async fn redis_over_tls_through_a_sentinel() {
     let pki = Pki::new();
@@ -278,7 +278,8 @@ async fn redis_over_tls_through_a_sentinel() {
     let (client_cert, client_key) = (write(dir.path(), "client.pem", &cert), write(dir.path(), "client.key", &key));
     let (port, sentinel_port) = (free_port(), free_port());
     let _primary = OwnRedis::start_tls(port, dir.path(), true).await;
-    let _sentinel = OwnRedis::start_sentinel(sentinel_port, dir.path(), "tls-test", port, None, true).await;
+    let _sentinel =
+        OwnRedis::start_sentinel(sentinel_port, dir.path(), "tls-test", port, None, SentinelTls::ToPrimary).await;
     let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
     let tls = format!(
         "ca_file = '{ca}'\nclient_cert = '{client_cert}'\nclient_key = '{client_key}'\n\
@@ -295,6 +296,22 @@ async fn redis_over_tls_through_a_sentinel() {
         got.push(status(&gw).await);
     }
     assert_eq!(got, [200, 200, 200, 429], "3/min, decided on the primary the sentinel named");
+
+    // A sentinel that speaks only TLS and wants a client certificate.
+    let tls_sentinel_port = free_port();
+    let _tls_sentinel =
+        OwnRedis::start_sentinel(tls_sentinel_port, dir.path(), "tls-test", port, None, SentinelTls::Full).await;
+    let over_tls = text.replace(&format!("127.0.0.1:{sentinel_port}"), &format!("127.0.0.1:{tls_sentinel_port}"));
+    let with_tls =
+        over_tls.replace("sentinel_master = 'tls-test'\n", "sentinel_master = 'tls-test'\nsentinel_tls = true\n");
+    assert!(with_tls.contains("sentinel_tls = true"));
+    let gw = gateway(&with_tls).await;
+    assert!(eventually(Duration::from_secs(5), || async { redis_available(&gw) }).await, "connects over TLS to both");
+    assert_eq!(status(&gw).await, 429, "the same allowance, spent above");
+    // Without sentinel_tls the sentinel cannot be asked.
+    let gw = gateway(&over_tls).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!redis_available(&gw), "a plain-text question to a TLS-only sentinel");
 }
 
 #[tokio::test]

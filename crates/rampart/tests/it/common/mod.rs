@@ -187,6 +187,16 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Where a test sentinel uses TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentinelTls {
+    No,
+    /// To reach the primary only.
+    ToPrimary,
+    /// Also to serve its own clients (TLS only, client certificates required).
+    Full,
+}
+
 /// A `redis-server` child process of the test's own (so it can be killed and
 /// restarted), stopped when dropped.
 pub struct OwnRedis {
@@ -272,16 +282,17 @@ impl OwnRedis {
 
     /// A sentinel on `port` watching the primary on `primary` as `name`
     /// (quorum 1, down after 1 s), its config file in `dir`; with `password`,
-    /// clients must authenticate to it; with `tls`, it reaches the primary
-    /// over TLS with `dir`'s `server.pem`, `server.key` and `ca.pem` (as
-    /// [`OwnRedis::start_tls`] serves).
+    /// clients must authenticate to it. With TLS it uses `dir`'s
+    /// `server.pem`, `server.key` and `ca.pem` (as [`OwnRedis::start_tls`]
+    /// serves): to reach the primary, and with [`SentinelTls::Full`] also to
+    /// serve, on `port` only, to clients with a certificate from that CA.
     pub async fn start_sentinel(
         port: u16,
         dir: &std::path::Path,
         name: &str,
         primary: u16,
         password: Option<&str>,
-        tls: bool,
+        tls: SentinelTls,
     ) -> Self {
         let conf = dir.join(format!("sentinel-{port}.conf"));
         let mut text = format!(
@@ -292,7 +303,7 @@ impl OwnRedis {
         if let Some(password) = password {
             text.push_str(&format!("requirepass {password}\n"));
         }
-        if tls {
+        if tls != SentinelTls::No {
             let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
             text.push_str(&format!(
                 "tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
@@ -301,10 +312,22 @@ impl OwnRedis {
                 file("ca.pem")
             ));
         }
+        if tls == SentinelTls::Full {
+            text = text.replace(&format!("port {port}\n"), &format!("port 0\ntls-port {port}\ntls-auth-clients yes\n"));
+        }
         std::fs::write(&conf, text).unwrap();
         let mut server = Self::spawn(port, &[&conf.to_string_lossy(), "--sentinel"]);
         server.password = password.map(str::to_owned);
-        server.wait_for(|info| info.contains("sentinel_masters:1"), "INFO sentinel").await;
+        if tls == SentinelTls::Full {
+            // No plain port to ask INFO on: accepting connections is enough.
+            let start = std::time::Instant::now();
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                assert!(start.elapsed() < Duration::from_secs(10), "sentinel (TLS) on {port} did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            server.wait_for(|info| info.contains("sentinel_masters:1"), "INFO sentinel").await;
+        }
         server
     }
 
