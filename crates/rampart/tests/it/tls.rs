@@ -202,20 +202,29 @@ async fn status(gw: &rampart::Gateway) -> u16 {
     client().get(url(gw, "/x")).send().await.unwrap().status().as_u16()
 }
 
-#[tokio::test]
-async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() {
+/// Files for a TLS test Redis in `dir`: `server.pem`, `server.key` and
+/// `ca.pem` (as [`OwnRedis::start_tls`] wants them) and a client certificate
+/// from the same CA. Returns the CA's path and the `[redis]` lines for the
+/// client certificate.
+fn redis_pki(dir: &Path) -> (String, String) {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = pki.leaf("redis");
-    write(dir.path(), "server.pem", &cert);
-    write(dir.path(), "server.key", &key);
-    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    write(dir, "server.pem", &cert);
+    write(dir, "server.key", &key);
+    let ca = write(dir, "ca.pem", &pki.ca_pem);
     let (cert, key, _) = pki.leaf("rampart");
     let client_tls = format!(
         "client_cert = '{}'\nclient_key = '{}'\n",
-        write(dir.path(), "client.pem", &cert),
-        write(dir.path(), "client.key", &key)
+        write(dir, "client.pem", &cert),
+        write(dir, "client.key", &key)
     );
+    (ca, client_tls)
+}
+
+#[tokio::test]
+async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, client_tls) = redis_pki(dir.path());
     let other_ca = write(dir.path(), "other-ca.pem", &Pki::new().ca_pem);
     let port = free_port();
     // Redis asks every client for a certificate signed by the test CA.
@@ -268,22 +277,15 @@ async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() 
 /// plain text, then (`sentinel_tls`) over TLS with a client certificate.
 #[tokio::test]
 async fn redis_over_tls_through_a_sentinel() {
-    let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = pki.leaf("redis");
-    write(dir.path(), "server.pem", &cert);
-    write(dir.path(), "server.key", &key);
-    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
-    let (cert, key, _) = pki.leaf("rampart");
-    let (client_cert, client_key) = (write(dir.path(), "client.pem", &cert), write(dir.path(), "client.key", &key));
+    let (ca, client_tls) = redis_pki(dir.path());
     let (port, sentinel_port) = (free_port(), free_port());
     let _primary = OwnRedis::start_tls(port, dir.path(), true).await;
     let _sentinel =
         OwnRedis::start_sentinel(sentinel_port, dir.path(), "tls-test", port, None, SentinelTls::ToPrimary).await;
     let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
     let tls = format!(
-        "ca_file = '{ca}'\nclient_cert = '{client_cert}'\nclient_key = '{client_key}'\n\
-         sentinels = ['127.0.0.1:{sentinel_port}']\nsentinel_master = 'tls-test'\n"
+        "ca_file = '{ca}'\n{client_tls}sentinels = ['127.0.0.1:{sentinel_port}']\nsentinel_master = 'tls-test'\n"
     );
     // The URL's host is not used: the sentinel names 127.0.0.1:<port>.
     let text = redis_tls_config(start_upstream().await, port, &prefix, &tls)
