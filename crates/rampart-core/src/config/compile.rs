@@ -831,6 +831,14 @@ fn cidrs(list: &[String], field: &str, errs: &mut Errors) -> Vec<ipnet::IpNet> {
 fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
     let url = cfg.url.expose();
     if url.is_empty() {
+        // Without a url there is no Redis: sentinels or cluster nodes alone
+        // would be silently ignored.
+        if !cfg.sentinels.is_empty() || !cfg.cluster_nodes.is_empty() {
+            errs.push(
+                p("redis.url"),
+                "is required with sentinels or cluster_nodes (it gives the credentials and TLS; its host is unused)",
+            );
+        }
         return None;
     }
     if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
@@ -862,8 +870,30 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
         errs.push(p("redis.url"), "with sentinels, must be redis:// or rediss:// (the sentinels name a TCP address)");
     }
     for (i, s) in cfg.sentinels.iter().enumerate() {
-        if sentinel_addr(s).is_none() {
+        if host_port(s).is_none() {
             errs.push(p("redis.sentinels").push_index(i), "must be host:port, e.g. `10.0.0.1:26379`");
+        }
+    }
+    if !cfg.cluster_nodes.is_empty() {
+        if !cfg.sentinels.is_empty() {
+            errs.push(p("redis.cluster_nodes"), "cannot go with sentinels: a Redis Cluster fails over by itself");
+        }
+        if url.starts_with("redis+unix://") {
+            errs.push(
+                p("redis.url"),
+                "with cluster_nodes, must be redis:// or rediss:// (cluster nodes are TCP addresses)",
+            );
+        }
+        if url_database(url).is_some_and(|db| db != "0") {
+            errs.push(
+                p("redis.url"),
+                "with cluster_nodes, cannot name a database: a Redis Cluster has only database 0",
+            );
+        }
+    }
+    for (i, s) in cfg.cluster_nodes.iter().enumerate() {
+        if host_port(s).is_none() {
+            errs.push(p("redis.cluster_nodes").push_index(i), "must be host:port, e.g. `10.0.0.1:6379`");
         }
     }
     if cfg.timeout.is_zero() {
@@ -880,8 +910,18 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
     Some(cfg.clone())
 }
 
-/// `host:port` of a sentinel (an IPv6 host in brackets), or `None`.
-pub fn sentinel_addr(s: &str) -> Option<(String, u16)> {
+/// The database a `redis://` or `rediss://` URL names (its path without the
+/// `/`), if it names one.
+fn url_database(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let path = &rest[rest.find('/')?..];
+    let db = path.trim_start_matches('/').split(['?', '#']).next().unwrap_or_default();
+    (!db.is_empty()).then_some(db)
+}
+
+/// `host:port` of a sentinel or a cluster node (an IPv6 host in brackets),
+/// or `None`.
+pub fn host_port(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
     if let Some(v6) = host.strip_prefix('[') {

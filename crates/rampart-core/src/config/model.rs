@@ -244,6 +244,11 @@ pub struct RedisConfig {
     /// Reach the sentinels over TLS (verified like the primary: `ca_file`,
     /// else the web PKI; the client certificate presented when asked).
     pub sentinel_tls: bool,
+    /// Redis Cluster: `host:port` of nodes to learn the cluster's layout
+    /// from (any of them will do; give several). When set, `url` gives only
+    /// the credentials and TLS (its host is unused, its database must be 0),
+    /// and every key is put in one hash slot (see the operations guide).
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -260,6 +265,7 @@ impl Default for RedisConfig {
             sentinel_master: String::new(),
             sentinel_password: Default::default(),
             sentinel_tls: false,
+            cluster_nodes: Vec::new(),
         }
     }
 }

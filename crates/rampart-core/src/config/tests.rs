@@ -346,7 +346,7 @@ fn redis_sentinels_name_a_master_and_are_host_ports() {
     let redis = load(&text, &[], &files).unwrap().redis.unwrap();
     assert_eq!(redis.sentinel_master, "mymaster");
     assert_eq!(redis.sentinel_password.expose(), "sentinel-secret");
-    let addrs: Vec<_> = redis.sentinels.iter().map(|s| compile::sentinel_addr(s).unwrap()).collect();
+    let addrs: Vec<_> = redis.sentinels.iter().map(|s| compile::host_port(s).unwrap()).collect();
     assert_eq!(addrs, [("s1.internal".to_owned(), 26379), ("::1".to_owned(), 26380)]);
     // TLS to the sentinels alone (a plain primary) may use the TLS files.
     check_err(
@@ -358,6 +358,37 @@ fn redis_sentinels_name_a_master_and_are_host_ports() {
         "{BASE}[redis]\nurl = 'redis://primary/'\nsentinels = ['s:26379']\nsentinel_master = 'm'\nsentinel_tls = true\nca_file = 'ca.pem'\n"
     );
     assert!(load(&text, &[], &no_files).unwrap().redis.unwrap().sentinel_tls);
+}
+
+#[test]
+fn redis_cluster_nodes_are_host_ports_with_database_0_and_no_sentinels() {
+    check_err(
+        &format!("{BASE}[redis]\nurl = 'redis://h/'\ncluster_nodes = ['10.0.0.1:6379', 'nope', '[::1]:0']\n"),
+        &[],
+        &["redis.cluster_nodes[1]", "redis.cluster_nodes[2]", "host:port"],
+    );
+    for (url, why) in [
+        ("redis://h/3", "only database 0"),
+        ("rediss://:pw@h:6380/1?protocol=resp3", "only database 0"),
+        ("redis+unix:///run/r.sock", "cluster nodes are TCP addresses"),
+    ] {
+        check_err(&format!("{BASE}[redis]\nurl = '{url}'\ncluster_nodes = ['n:6379']\n"), &[], &["redis.url", why]);
+    }
+    check_err(
+        &format!("{BASE}[redis]\nurl = 'redis://h/'\ncluster_nodes = ['n:6379']\nsentinels = ['s:26379']\nsentinel_master = 'm'\n"),
+        &[],
+        &["redis.cluster_nodes", "cannot go with sentinels"],
+    );
+    // Nodes (or sentinels) without a url would be no Redis at all.
+    for section in ["cluster_nodes = ['n:6379']", "sentinels = ['s:26379']\nsentinel_master = 'm'"] {
+        check_err(&format!("{BASE}[redis]\n{section}\n"), &[], &["redis.url", "is required with"]);
+    }
+    let env = [("RAMPART_REDIS__CLUSTER_NODES".to_owned(), "['a:7000', 'b.internal:7001']".to_owned())];
+    for url in ["redis://:pw@seed", "rediss://u:pw@seed:6380/0", "redis://seed:6379/"] {
+        let redis = load(&format!("{BASE}[redis]\nurl = '{url}'\n"), &env, &no_files).unwrap().redis.unwrap();
+        let nodes: Vec<_> = redis.cluster_nodes.iter().map(|s| compile::host_port(s).unwrap()).collect();
+        assert_eq!(nodes, [("a".to_owned(), 7000), ("b.internal".to_owned(), 7001)], "{url}");
+    }
 }
 
 #[test]

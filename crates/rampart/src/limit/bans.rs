@@ -287,23 +287,7 @@ impl BanList {
     async fn resync(&self) -> redis::RedisResult<usize> {
         let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return Ok(0) };
         let pattern = format!("{}ban:*", self.redis.as_ref().map_or("", |r| r.key_prefix()));
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 || keys.len() >= self.config.max_tracked {
-                break;
-            }
-        }
+        let keys = c.scan_keys(&pattern, self.config.max_tracked).await?;
         let mut loaded = 0;
         for chunk in keys.chunks(200) {
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;

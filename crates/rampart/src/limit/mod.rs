@@ -206,11 +206,14 @@ impl LimitState {
                         sentinels: cfg
                             .sentinels
                             .iter()
-                            .filter_map(|s| rampart_core::config::compile::sentinel_addr(s))
+                            .filter_map(|s| rampart_core::config::compile::host_port(s))
                             .collect(),
                         master: cfg.sentinel_master.clone(),
                         password: Some(cfg.sentinel_password.expose().to_owned()).filter(|p| !p.is_empty()),
                         tls: cfg.sentinel_tls,
+                    }),
+                    cluster: (!cfg.cluster_nodes.is_empty()).then(|| {
+                        cfg.cluster_nodes.iter().filter_map(|s| rampart_core::config::compile::host_port(s)).collect()
                     }),
                 })
                 .map_err(|e| anyhow::anyhow!("redis: {e}"))?;

@@ -65,11 +65,19 @@
 //!
 //! # Cluster
 //!
-//! No Redis Cluster, for now. Keys already carry a `{hash tag}` per
-//! entity, but one request may touch several entities, and the script needs all
-//! its keys in one slot. A `redis+cluster://` or `redis-cluster://` URL is
-//! refused by [`RedisStore::new`], and a node that reports `cluster_enabled:1`
-//! is never used (the probe logs why and keeps the breaker open).
+//! With [`RedisSettings::cluster`], connections are Redis Cluster connections
+//! (the `redis` crate's, which learn the slot layout from the nodes given and
+//! follow `MOVED` and failovers). One request's limits may name several
+//! entities, and the script needs all its keys in one hash slot, so in
+//! cluster mode the key prefix becomes a hash tag, `{rampart:}` for the
+//! default `rampart:`, and **every key Rampart writes lives in that one slot**:
+//! the cluster gives failover and a place to run, not sharding of Rampart's
+//! load (one primary serves it; a decision is one short script). The probe
+//! pings that slot's primary; bans are listed with `SCAN` on it; pub/sub goes
+//! through any one node (a cluster relays `PUBLISH` to every node). Without
+//! `cluster`, a node that reports `cluster_enabled:1` is never used (the probe
+//! logs why and keeps the breaker open), and a `redis+cluster://` URL is
+//! refused: name the nodes in `cluster`.
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,6 +110,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError, Script, ScriptInvocation};
 
 use super::{Decision, LimitCheck, Op};
@@ -236,6 +245,9 @@ pub struct RedisSettings {
     /// each (re)connect; `url` then gives only its credentials, database and
     /// TLS.
     pub sentinel: Option<RedisSentinel>,
+    /// Redis Cluster: `(host, port)` of nodes to learn the layout from; `url`
+    /// then gives only the credentials and TLS. See the module docs.
+    pub cluster: Option<Vec<(String, u16)>>,
 }
 
 /// The sentinels to ask for the primary, and its name there.
@@ -301,6 +313,7 @@ impl RedisSettings {
             workers: 0,
             tls: RedisTls::default(),
             sentinel: None,
+            cluster: None,
         }
     }
 }
@@ -317,6 +330,7 @@ impl fmt::Debug for RedisSettings {
             .field("workers", &self.workers)
             .field("tls", &self.tls)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -350,6 +364,105 @@ pub enum RedisUnavailable {
 
 type Listener = Arc<dyn Fn(bool) + Send + Sync>;
 
+/// A connection to the shared Redis: one server's (direct or through the
+/// sentinels) or a cluster's. Cheap to clone (clones share the connection);
+/// commands go through [`redis::aio::ConnectionLike`] either way, so callers
+/// write `cmd.query_async(&mut conn)` without caring which.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    /// With the hash slot every Rampart key is in (see the module docs).
+    Cluster(ClusterConnection, u16),
+}
+
+impl redis::aio::ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c, _) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c, _) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c, _) => c.get_db(),
+        }
+    }
+}
+
+impl RedisConn {
+    /// Sends a command that names no key (`PING`, `SCAN`, `ROLE`) to the
+    /// server that holds Rampart's keys: the one server, or in a cluster the
+    /// primary of Rampart's slot (a plain `query_async` would pick a random
+    /// node).
+    pub async fn query_home<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match self {
+            Self::Single(c) => cmd.query_async(c).await,
+            Self::Cluster(c, slot) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
+                let value = c.route_command(cmd, RoutingInfo::SingleNode(route)).await?;
+                redis::from_redis_value(&value)
+            }
+        }
+    }
+
+    /// Up to about `max` keys matching `pattern` (a `SCAN` glob), from the
+    /// server that holds Rampart's keys.
+    pub async fn scan_keys(&mut self, pattern: &str, max: usize) -> redis::RedisResult<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(500);
+            let (next, batch): (u64, Vec<String>) = self.query_home(&scan).await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 || keys.len() >= max {
+                return Ok(keys);
+            }
+        }
+    }
+}
+
+/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, or of
+/// the whole key when it has none, modulo 16384), as `CLUSTER KEYSLOT` says.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').filter(|&len| len > 0).map(|len| &rest[..len])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
+}
+
+/// The key prefix used in cluster mode: the configured one as a hash tag
+/// (`rampart:` → `{rampart:}`), so that every key lands in one slot. Braces
+/// in the prefix are dropped (they would end the tag early, or leave it
+/// empty, which Redis ignores); a prefix with nothing else becomes
+/// `{rampart}`.
+fn cluster_prefix(prefix: &str) -> String {
+    let tag: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let tag = if tag.is_empty() { "rampart" } else { tag.as_str() };
+    format!("{{{tag}}}")
+}
+
 /// Limits shared through one Redis, behind a circuit breaker. Cheap to clone:
 /// clones share the connection, the breaker and the probe.
 #[derive(Clone)]
@@ -362,7 +475,7 @@ struct Inner {
     target: Target,
     script: Script,
     /// `None` until the probe has connected, and after a failed probe.
-    conn: ArcSwapOption<ConnectionManager>,
+    conn: ArcSwapOption<RedisConn>,
     /// One connection per connection worker (index = [`crate::workers::current`];
     /// index 0, the other threads, is unused), made on that worker's thread so
     /// that its driver task runs there: a decision then never wakes another
@@ -391,12 +504,15 @@ enum Target {
     /// Whichever server the sentinels name as the primary, asked at every
     /// (re)connect, so a failover is followed at the next probe.
     Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+    /// A Redis Cluster; `pubsub` are clients for each node given, tried in
+    /// turn from `next` for subscriptions.
+    Cluster { client: redis::cluster::ClusterClient, pubsub: Vec<redis::Client>, next: AtomicU64, slot: u16 },
 }
 
 /// A worker's own connection, and whether one is being made.
 #[derive(Default)]
 struct LocalConn {
-    conn: ArcSwapOption<ConnectionManager>,
+    conn: ArcSwapOption<RedisConn>,
     connecting: std::sync::atomic::AtomicBool,
 }
 
@@ -405,11 +521,15 @@ impl RedisStore {
     /// URL, or outside a Tokio runtime): the store starts with its breaker open
     /// and a background probe connects when Redis is reachable.
     pub fn new(settings: RedisSettings) -> Result<Self, RedisUnavailable> {
+        let mut settings = settings;
         let scheme = settings.url.split("://").next().unwrap_or_default();
         if scheme.contains("cluster") {
             return Err(RedisUnavailable::Error(format!(
-                "{scheme}:// is not supported: Redis Cluster is not supported yet, give one node's redis:// URL"
+                "{scheme}:// is not supported: for Redis Cluster, name the nodes in [redis] cluster_nodes"
             )));
+        }
+        if settings.cluster.is_some() && settings.sentinel.is_some() {
+            return Err(RedisUnavailable::Error("a Redis Cluster cannot also be reached through sentinels".into()));
         }
         if settings.url.starts_with("rediss://") || settings.sentinel.as_ref().is_some_and(|s| s.tls) {
             // The `redis` crate builds its rustls config from the process's
@@ -435,6 +555,16 @@ impl RedisStore {
                 sentinel_client(&settings.url, sentinel, certs)
                     .map_err(|e| RedisUnavailable::Error(format!("invalid redis sentinel settings: {e}")))?,
             )),
+        };
+        let target = match &settings.cluster {
+            None => target,
+            Some(nodes) => {
+                settings.key_prefix = cluster_prefix(&settings.key_prefix);
+                let slot = key_slot(settings.key_prefix.as_bytes());
+                let (client, pubsub) = cluster_clients(&settings, nodes)
+                    .map_err(|e| RedisUnavailable::Error(format!("invalid redis cluster settings: {e}")))?;
+                Target::Cluster { client, pubsub, next: AtomicU64::new(0), slot }
+            }
         };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| RedisUnavailable::Error("RedisStore::new must be called within a Tokio runtime".into()))?;
@@ -502,7 +632,7 @@ impl RedisStore {
     /// has one, else the shared one (`None` while there is none). A worker's
     /// first call starts making its own, on its own thread, and meanwhile
     /// uses the shared one.
-    fn connection_here(&self) -> Option<ConnectionManager> {
+    fn connection_here(&self) -> Option<RedisConn> {
         let inner = &self.inner;
         let shared = inner.conn.load_full()?;
         let i = crate::workers::current();
@@ -541,14 +671,15 @@ impl RedisStore {
     /// A connection for other features (bans, revocation lists) to reuse, or
     /// `None` while Redis is unavailable. It reconnects by itself, but callers
     /// should still bound their calls with a timeout.
-    pub fn connection(&self) -> Option<ConnectionManager> {
+    pub fn connection(&self) -> Option<RedisConn> {
         if !self.is_available() {
             return None;
         }
         self.inner.conn.load().as_deref().cloned()
     }
 
-    /// The prefix of every key this store writes, for other features' keys.
+    /// The prefix of every key this store writes, for other features' keys
+    /// (in cluster mode a hash tag: see the module docs).
     pub fn key_prefix(&self) -> &str {
         &self.inner.settings.key_prefix
     }
@@ -567,6 +698,21 @@ impl RedisStore {
             return Err(RedisUnavailable::BreakerOpen);
         }
         let limit = self.inner.settings.timeout.max(MIN_CONNECT_TIMEOUT);
+        if let Target::Cluster { pubsub, next, .. } = &self.inner.target {
+            // Any node will do: a cluster relays PUBLISH to all of them.
+            // Start where the last subscription ended, so a lost node is
+            // passed over.
+            let mut last = RedisUnavailable::Error("no cluster nodes".into());
+            for _ in 0..pubsub.len() {
+                let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % pubsub.len();
+                match tokio::time::timeout(limit, pubsub[i].get_async_pubsub()).await {
+                    Ok(Ok(conn)) => return Ok(conn),
+                    Ok(Err(e)) => last = RedisUnavailable::Error(e.to_string()),
+                    Err(_) => last = RedisUnavailable::Timeout,
+                }
+            }
+            return Err(last);
+        }
         let client = self.inner.client().await.map_err(RedisUnavailable::Error)?;
         match tokio::time::timeout(limit, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => Ok(pubsub),
@@ -670,7 +816,7 @@ impl Inner {
         }
     }
 
-    async fn ping(&self, conn: &ConnectionManager) -> Result<(), String> {
+    async fn ping(&self, conn: &RedisConn) -> Result<(), String> {
         let mut conn = conn.clone();
         if matches!(self.target, Target::Sentinel(_)) {
             // After a failover the old primary comes back as a replica: it
@@ -692,8 +838,9 @@ impl Inner {
                 Err(_) => Err(format!("ROLE timed out after {:?}", self.settings.timeout)),
             };
         }
-        let pong =
-            tokio::time::timeout(self.settings.timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await;
+        // In a cluster, the primary of Rampart's slot: the one server that
+        // matters, found anew after a failover (the client follows MOVED).
+        let pong = tokio::time::timeout(self.settings.timeout, conn.query_home::<String>(&redis::cmd("PING"))).await;
         match pong {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("PING failed: {e}")),
@@ -707,6 +854,7 @@ impl Inner {
         let sentinel = match &self.target {
             Target::Direct(client) => return Ok(client.clone()),
             Target::Sentinel(sentinel) => sentinel,
+            Target::Cluster { .. } => return Err("a cluster has no single server".into()),
         };
         let limit = self.settings.timeout.max(MIN_CONNECT_TIMEOUT).saturating_mul(2);
         let mut sentinel = sentinel.lock().await;
@@ -717,8 +865,17 @@ impl Inner {
         }
     }
 
-    async fn connect(&self) -> Result<ConnectionManager, String> {
+    async fn connect(&self) -> Result<RedisConn, String> {
         let connect_timeout = self.settings.timeout.max(MIN_CONNECT_TIMEOUT);
+        if let Target::Cluster { client, slot, .. } = &self.target {
+            // Reads the slot layout from the first node that answers.
+            let made = tokio::time::timeout(connect_timeout.saturating_mul(2), client.get_async_connection()).await;
+            return match made {
+                Ok(Ok(conn)) => Ok(RedisConn::Cluster(conn, *slot)),
+                Ok(Err(e)) => Err(format!("cluster connect failed: {e}")),
+                Err(_) => Err(format!("cluster connect timed out after {connect_timeout:?}")),
+            };
+        }
         // No retries inside the manager: the probe is the retry loop, at a
         // known pace, and a reconnect the manager starts after a dropped
         // connection then resolves at once instead of backing off for seconds.
@@ -744,11 +901,59 @@ impl Inner {
         .await;
         if let Ok(Ok(info)) = info {
             if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-                return Err("the server is a Redis Cluster node; Cluster is not supported yet".into());
+                return Err("the server is a Redis Cluster node: name the nodes in [redis] cluster_nodes".into());
             }
         }
-        Ok(conn)
+        Ok(RedisConn::Single(conn))
     }
+}
+
+/// The cluster client for `nodes`, with the URL's credentials and TLS, and a
+/// plain client per node for subscriptions.
+fn cluster_clients(
+    settings: &RedisSettings,
+    nodes: &[(String, u16)],
+) -> redis::RedisResult<(redis::cluster::ClusterClient, Vec<redis::Client>)> {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    let base = settings.url.as_str().into_connection_info()?;
+    if base.redis.db != 0 {
+        return Err((ErrorKind::InvalidClientConfig, "a Redis Cluster has only database 0").into());
+    }
+    let infos: Vec<redis::ConnectionInfo> = nodes
+        .iter()
+        .map(|(host, port)| {
+            let addr = match &base.addr {
+                ConnectionAddr::TcpTls { .. } => {
+                    ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
+                }
+                _ => ConnectionAddr::Tcp(host.clone(), *port),
+            };
+            redis::ConnectionInfo { addr, redis: base.redis.clone() }
+        })
+        .collect();
+    let certs =
+        settings.tls.certificates().map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "tls", e)))?;
+    let tls = matches!(base.addr, ConnectionAddr::TcpTls { .. });
+    let timeout = settings.timeout.max(MIN_CONNECT_TIMEOUT);
+    // A couple of retries let a call follow MOVED/ASK after a failover; the
+    // caller's own timeout bounds the whole call anyway.
+    let mut builder = redis::cluster::ClusterClientBuilder::new(infos.clone())
+        .connection_timeout(timeout)
+        .response_timeout(settings.timeout)
+        .retries(2)
+        .min_retry_wait(5)
+        .max_retry_wait(50);
+    if let (true, Some(certs)) = (tls, certs.clone()) {
+        builder = builder.certs(certs);
+    }
+    let pubsub = infos
+        .into_iter()
+        .map(|info| match (&info.addr, certs.clone()) {
+            (ConnectionAddr::TcpTls { .. }, Some(certs)) => redis::Client::build_with_tls(info, certs),
+            _ => redis::Client::open(info),
+        })
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    Ok((builder.build()?, pubsub))
 }
 
 /// The sentinel client for `url`'s credentials, database and TLS.
@@ -884,6 +1089,38 @@ mod tests {
         assert_eq!(redact_url("redis://host:6379/"), "redis://host:6379/");
         let shown = format!("{:?}", RedisSettings::new("redis://u:hunter2@h/"));
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// The cases of the Redis Cluster specification's hash-tag rules; the
+    /// integration tests compare with a real node's `CLUSTER KEYSLOT`.
+    #[test]
+    fn key_slots_follow_the_hash_tag_rules() {
+        // CRC16/XMODEM's check value, 0x31C3.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        // An empty tag counts as none: the whole key is hashed.
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % 16384);
+        assert_eq!(key_slot(b"{unclosed"), crc16::State::<crc16::XMODEM>::calculate(b"{unclosed") % 16384);
+        assert!(key_slot(&[0xff; 64]) < 16384);
+    }
+
+    #[test]
+    fn cluster_prefixes_are_one_nonempty_hash_tag() {
+        assert_eq!(cluster_prefix("rampart:"), "{rampart:}");
+        assert_eq!(cluster_prefix(""), "{rampart}");
+        assert_eq!(cluster_prefix("}{"), "{rampart}");
+        assert_eq!(cluster_prefix("a{b}:"), "{ab:}");
+        // Whatever follows the prefix, the key's slot is the prefix's.
+        for prefix in ["rampart:", "", "}", "x{y", "{z}"] {
+            let p = cluster_prefix(prefix);
+            let slot = key_slot(p.as_bytes());
+            for rest in ["ban:1.2.3.4", "{t:abc}", "session:{}", "}{"] {
+                assert_eq!(key_slot(format!("{p}{rest}").as_bytes()), slot, "{p}{rest}");
+            }
+        }
     }
 
     /// xorshift64*: enough randomness for a model test, no dependency.

@@ -223,3 +223,63 @@ async fn a_gateway_finds_its_redis_through_a_sentinel() {
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
     assert!(!keys.is_empty(), "the limit's key is on the primary the sentinel named");
 }
+
+/// `[redis] cluster_nodes`: two gateways told of different nodes of a
+/// 3-primary Redis Cluster share one limit; a ban made on one reaches the
+/// other (pub/sub through the cluster), and a third started later loads it
+/// (listed on the primary of Rampart's slot). Every key is in that one slot.
+/// Failover is tested on the store (`redis_limits::a_cluster_keeps_…`).
+#[tokio::test]
+async fn gateways_share_limits_and_bans_through_a_redis_cluster() {
+    let prefix = unique_prefix();
+    let tagged = format!("{{{prefix}}}");
+    let slot = rampart::limit::redis::key_slot(tagged.as_bytes());
+    let cluster = OwnCluster::start(3, slot).await;
+    let nodes = cluster.nodes();
+    let up = format!("http://{}", start_upstream().await);
+    let text = |seeds: &[String]| {
+        let seeds: Vec<String> = seeds.iter().map(|n| format!("'{n}'")).collect();
+        config(
+            &up,
+            &format!(
+                "[redis]\nurl = 'redis://unused.invalid/'\ncluster_nodes = [{}]\ntimeout = '1s'\n\
+                 probe_interval = '100ms'\nkey_prefix = '{prefix}'\n\
+                 [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', rate = '2/min', on_redis_down = 'refuse' }}]\n",
+                seeds.join(", ")
+            ),
+        )
+    };
+    let a = gateway(&text(&nodes[..1])).await;
+    let b = gateway(&text(&nodes[1..])).await;
+    for gw in [&a, &b] {
+        let redis = gw.limits.limiter.redis.as_ref().unwrap();
+        assert!(eventually(Duration::from_secs(5), || async { redis.is_available() }).await, "connected");
+        assert_eq!(redis.key_prefix(), tagged);
+    }
+    let mut got = Vec::new();
+    for gw in [&a, &b, &a] {
+        got.push(status(gw, "/x").await);
+    }
+    assert_eq!(got, [200, 200, 429], "2 per minute across both gateways");
+
+    let ops_a = format!("http://{}", a.ops_addr.unwrap());
+    let r = client().post(format!("{ops_a}/bans")).body(r#"{"ip":"127.0.0.1","ttl":"5m"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(
+        eventually(Duration::from_secs(3), || async { status(&b, "/x").await == 403 }).await,
+        "the ban reached gateway b"
+    );
+    let c = gateway(&text(&nodes[2..])).await;
+    assert!(
+        eventually(Duration::from_secs(3), || async { status(&c, "/x").await == 403 }).await,
+        "a gateway started later loaded the ban"
+    );
+
+    let home = &cluster.masters[cluster.home];
+    let in_slot: u64 = home.query(redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot)).await;
+    let total: u64 = home.query(&redis::cmd("DBSIZE")).await;
+    assert!(in_slot >= 2 && in_slot == total, "the limit's key and the ban in the slot: {in_slot} of {total}");
+    for m in cluster.masters.iter().filter(|m| m.port != home.port) {
+        assert_eq!(m.query::<u64>(&redis::cmd("DBSIZE")).await, 0, "nothing on {}", m.port);
+    }
+}

@@ -13,8 +13,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{eventually, free_port, redis_url, OwnRedis, SentinelTls};
-use rampart::limit::redis::{RedisSentinel, RedisSettings, RedisStore, RedisUnavailable};
+use crate::common::{eventually, free_port, redis_url, OwnCluster, OwnRedis, SentinelTls};
+use rampart::limit::redis::{key_slot, RedisSentinel, RedisSettings, RedisStore, RedisUnavailable};
 use rampart::limit::{Decision, GcraParams, LimitCheck, Op};
 
 const PREFIX: &str = "rampart-test:";
@@ -209,6 +209,140 @@ async fn sentinel_names_the_primary_and_a_failover_is_followed() {
     assert!(exists(&second.url(), &after).await, "decided on the new primary");
 }
 
+/// What a cluster node holds, by its own count: (keys in `slot`, keys in all).
+async fn cluster_counts(node: &OwnRedis, slot: u16) -> (u64, u64) {
+    let in_slot: u64 = node.query(redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot)).await;
+    (in_slot, node.query(&redis::cmd("DBSIZE")).await)
+}
+
+#[tokio::test]
+async fn key_slots_match_a_cluster_node() {
+    let cluster = OwnCluster::start(1, 0).await;
+    let node = &cluster.masters[0];
+    let mut keys: Vec<Vec<u8>> = [
+        "",
+        "a",
+        "123456789",
+        "{}",
+        "{a}b",
+        "a{}b{c}",
+        "{{x}}",
+        "x{y",
+        "}z{",
+        "rampart:ban:10.0.0.1",
+        "{rampart:}ban:1",
+    ]
+    .iter()
+    .map(|k| k.as_bytes().to_vec())
+    .collect();
+    keys.extend((0..300u32).map(|i| {
+        let id = uuid::Uuid::now_v7();
+        let b = id.as_bytes();
+        // Random bytes, some with braces around a part.
+        let mut k = b[..usize::from(b[15] % 16)].to_vec();
+        if i % 3 == 0 {
+            k.insert(0, b'{');
+            k.push(b'}');
+            k.extend_from_slice(&b[8..]);
+        }
+        k
+    }));
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("CLUSTER").arg("KEYSLOT").arg(k.as_slice());
+    }
+    let client = redis::Client::open(node.url().as_str()).unwrap();
+    let slots: Vec<u16> =
+        pipe.query_async(&mut client.get_multiplexed_async_connection().await.unwrap()).await.unwrap();
+    for (k, slot) in keys.iter().zip(slots) {
+        assert_eq!(key_slot(k), slot, "{k:?}");
+    }
+}
+
+/// A 3-primary cluster, with the store told of one primary only: two stores
+/// share one allowance, every key lands in the prefix's slot on one primary,
+/// and a failover to that primary's replica keeps both the decisions and the
+/// state (replicated before the failover).
+#[tokio::test]
+async fn a_cluster_keeps_every_key_in_one_slot_and_a_failover_is_followed() {
+    let prefix = format!("{{{PREFIX}}}");
+    let slot = key_slot(prefix.as_bytes());
+    let cluster = OwnCluster::start(3, slot).await;
+    let home = &cluster.masters[cluster.home];
+    let other = cluster.masters.iter().position(|m| m.port != home.port).unwrap();
+    let seed = |nodes: Vec<String>| RedisSettings {
+        cluster: Some(
+            nodes.iter().map(|n| ("127.0.0.1".to_owned(), n.rsplit(':').next().unwrap().parse().unwrap())).collect(),
+        ),
+        ..settings("redis://ignored.invalid/")
+    };
+    let a = available_store(seed(vec![cluster.nodes()[other].clone()])).await;
+    let b = available_store(seed(cluster.nodes())).await;
+    assert_eq!(a.key_prefix(), prefix, "the prefix becomes a hash tag");
+
+    // One allowance across both stores, whatever the keys' own hash tags.
+    let keys: Vec<String> = (0..5).map(|i| unique_key(&format!("cluster{i}"))).collect();
+    let params = rate(4, Duration::from_secs(60), 4);
+    for key in &keys {
+        let got: Vec<bool> = [&a, &b, &a, &b, &a]
+            .iter()
+            .map(|s| async move { one(s, check(key, params, 1, Op::Check)).await.allowed })
+            .collect::<futures_util::future::JoinAll<_>>()
+            .await;
+        assert_eq!(got.iter().filter(|x| **x).count(), 4, "{key}: {got:?}");
+    }
+    // A batch over several keys is one script call: one slot, or CROSSSLOT.
+    let batch: Vec<LimitCheck> =
+        (0..4).map(|i| check(&unique_key(&format!("batch{i}")), params, 1, Op::Check)).collect();
+    assert!(a.apply(&batch).await.unwrap().iter().all(|d| d.allowed));
+
+    let (in_slot, total) = cluster_counts(home, slot).await;
+    assert_eq!((in_slot, total), (9, 9), "every key in the prefix's slot, on its primary");
+    for m in cluster.masters.iter().filter(|m| m.port != home.port) {
+        assert_eq!(cluster_counts(m, slot).await, (0, 0), "nothing on {}", m.port);
+    }
+    // Listing (as bans do) reads that primary, whichever node the client picks.
+    let mut conn = b.connection().unwrap();
+    let mut listed = conn.scan_keys(&format!("{prefix}cluster*"), 100).await.unwrap();
+    listed.sort();
+    let mut want: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
+    want.sort();
+    assert_eq!(listed, want);
+
+    // Fail over once the replica has everything (replication is asynchronous).
+    let replica = &cluster.replica;
+    assert!(
+        eventually(Duration::from_secs(5), || async { replica.query::<u64>(&redis::cmd("DBSIZE")).await == 9 }).await,
+        "the replica has the keys"
+    );
+    let slow = rate(2, Duration::from_secs(60), 2);
+    let key = unique_key("failover");
+    assert!(one(&a, check(&key, slow, 1, Op::Check)).await.allowed);
+    assert!(
+        eventually(Duration::from_secs(5), || async { replica.query::<u64>(&redis::cmd("DBSIZE")).await == 10 }).await
+    );
+    cluster.failover().await;
+    let start = Instant::now();
+    let deadline = Duration::from_secs(15);
+    // Both stores follow (MOVED, then the new layout); the allowance carried
+    // over: one left, then none.
+    for (name, store) in [("a", &a), ("b", &b)] {
+        let mut decisions = Vec::new();
+        while decisions.is_empty() {
+            if let Ok(d) = store.apply(&[check(&key, slow, 1, Op::Check)]).await {
+                decisions.push(d[0].allowed);
+            }
+            assert!(start.elapsed() < deadline, "{name}: no decision after the failover within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(decisions, [name == "a"], "{name}: 2 per minute, across the failover");
+    }
+    let after = unique_key("after");
+    assert!(one(&b, check(&after, slow, 1, Op::Check)).await.allowed);
+    assert_eq!(cluster_counts(replica, slot).await, (11, 11), "decided on the new primary");
+    assert!(a.is_available() && b.is_available());
+}
+
 #[tokio::test]
 async fn two_instances_enforce_one_combined_limit() {
     let Some(url) = redis_url() else { return };
@@ -349,6 +483,20 @@ async fn invalid_urls_are_refused() {
     assert!(matches!(RedisStore::new(RedisSettings::new("not a url")), Err(RedisUnavailable::Error(_))));
     let cluster = RedisStore::new(RedisSettings::new("redis+cluster://127.0.0.1:7000/"));
     assert!(matches!(&cluster, Err(RedisUnavailable::Error(e)) if e.contains("Cluster")), "{cluster:?}");
+    let nodes = Some(vec![("127.0.0.1".to_owned(), 7000)]);
+    let both = RedisStore::new(RedisSettings {
+        cluster: nodes.clone(),
+        sentinel: Some(RedisSentinel {
+            sentinels: vec![("127.0.0.1".to_owned(), 26379)],
+            master: "m".to_owned(),
+            password: None,
+            tls: false,
+        }),
+        ..settings("redis://h/")
+    });
+    assert!(matches!(&both, Err(RedisUnavailable::Error(e)) if e.contains("sentinels")), "{both:?}");
+    let db = RedisStore::new(RedisSettings { cluster: nodes, ..settings("redis://h/2") });
+    assert!(matches!(&db, Err(RedisUnavailable::Error(e)) if e.contains("database 0")), "{db:?}");
 }
 
 #[tokio::test]

@@ -503,6 +503,49 @@ async fn sessions_in_redis() {
     assert!(down, "sessions fail closed while Redis is down");
 }
 
+/// Sessions in a Redis Cluster (`[redis] cluster_nodes`): login, list and
+/// revoke work (each is a pipeline over several keys, all in Rampart's one
+/// slot), and the keys live on that slot's primary only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_a_redis_cluster() {
+    let slot = rampart::limit::redis::key_slot(b"{sess-cluster:}");
+    let cluster = OwnCluster::start(3, slot).await;
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let extra = format!(
+        "store = 'redis'\n[redis]\nurl = 'redis://unused.invalid/'\ncluster_nodes = ['{}']\nkey_prefix = 'sess-cluster:'\n",
+        cluster.nodes()[0]
+    );
+    let gw = gateway(&session_config(up, &db.url, &extra)).await;
+    let redis = gw.limits.limiter.redis.clone().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { redis.is_available() }).await);
+    sign_up(&gw, "cy").await;
+    let (mut a, mut b) = (Browser::new("A"), Browser::new("B"));
+    a.login(&gw, "cy").await;
+    b.login(&gw, "cy").await;
+    let list: Value = a.get(&gw, "/auth/sessions").await.json().await.unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let b_id = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let r = a
+        .req(reqwest::Method::DELETE, &url(&gw, &format!("/auth/sessions/{b_id}")))
+        .header("x-csrf-token", a.csrf.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(b.get(&gw, "/api/x").await.status(), 401);
+    assert_eq!(a.get(&gw, "/api/x").await.status(), 200);
+    let home = &cluster.masters[cluster.home];
+    let keys: Vec<String> = home.query(redis::cmd("KEYS").arg("*")).await;
+    assert!(keys.iter().any(|k| k.starts_with("{sess-cluster:}session:")), "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("{sess-cluster:}")), "{keys:?}");
+    for m in cluster.masters.iter().filter(|m| m.port != home.port) {
+        assert_eq!(m.query::<u64>(&redis::cmd("DBSIZE")).await, 0, "nothing on {}", m.port);
+    }
+}
+
 on_both_backends!(sqlite_session_with_a_second_factor, postgres_session_with_a_second_factor, second_factor);
 
 /// A second factor enrolled within a session renews the session's id (a

@@ -383,3 +383,41 @@ async fn postgres_over_verified_tls() {
         assert!(!err.contains(&db.password().unwrap()), "{what}: {err}");
     }
 }
+
+/// A Redis Cluster over TLS (`rediss://` with `cluster_nodes`): every node
+/// serves TLS only to clients with a certificate from the test CA and
+/// announces its TLS port; two gateways told of different nodes share one
+/// allowance, and a gateway trusting another CA never connects.
+#[tokio::test]
+async fn redis_cluster_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, client_tls) = redis_pki(dir.path());
+    let other_ca = write(dir.path(), "other-ca.pem", &Pki::new().ca_pem);
+    let prefix = format!("t{}:", uuid::Uuid::now_v7().simple());
+    let slot = rampart::limit::redis::key_slot(format!("{{{prefix}}}").as_bytes());
+    let cluster = OwnCluster::start_with(3, slot, Some(dir.path())).await;
+    let nodes = cluster.nodes();
+    let up = start_upstream().await;
+    let text = |node: &str, tls: &str| {
+        // The URL's host is not used: the nodes are.
+        redis_tls_config(up, 1, &prefix, &format!("cluster_nodes = ['{node}']\n{tls}"))
+            .replace("url = 'rediss://localhost:1/'", "url = 'rediss://unused.invalid/'")
+    };
+    let trusted = format!("ca_file = '{ca}'\n{client_tls}");
+    let a = gateway(&text(&nodes[0], &trusted)).await;
+    let b = gateway(&text(&nodes[1], &trusted)).await;
+    let stranger = gateway(&text(&nodes[2], &format!("ca_file = '{other_ca}'\n{client_tls}"))).await;
+    for gw in [&a, &b] {
+        assert!(eventually(Duration::from_secs(5), || async { redis_available(gw) }).await, "connects over TLS");
+    }
+    let mut got = Vec::new();
+    for gw in [&a, &b, &a, &b] {
+        got.push(status(gw).await);
+    }
+    assert_eq!(got, [200, 200, 200, 429], "3/min across both gateways, decided in the cluster");
+    let home = &cluster.masters[cluster.home];
+    let in_slot: u64 = home.query(redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot)).await;
+    assert_eq!(in_slot, 1, "the limit's key, on the primary of the prefix's slot");
+    assert!(!redis_available(&stranger), "a cluster whose certificate is not trusted is never used");
+    assert_eq!(status(&stranger).await, 503, "on_redis_down = 'refuse'");
+}

@@ -15,9 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
-use crate::limit::redis::RedisStore;
+use crate::limit::redis::{RedisConn, RedisStore};
 use crate::store::identity::{NewSession, SessionRecord, SessionTouch, StoreError, TokenHash};
 
 /// The longest a session operation waits for Redis.
@@ -27,7 +25,7 @@ fn unavailable(why: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {why}"))
 }
 
-fn conn(r: &RedisStore) -> Result<ConnectionManager, StoreError> {
+fn conn(r: &RedisStore) -> Result<RedisConn, StoreError> {
     r.connection().ok_or_else(|| unavailable("redis is down"))
 }
 

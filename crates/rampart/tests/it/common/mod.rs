@@ -350,6 +350,33 @@ impl OwnRedis {
         }
     }
 
+    /// Runs `cmd` on this server; panics on an error.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.url().as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                redis::Arg::Cursor => "<cursor>".to_owned(),
+            })
+            .collect();
+        cmd.query_async(&mut conn).await.unwrap_or_else(|e| panic!("{args:?} on {}: {e}", self.port))
+    }
+
+    /// Waits up to 10 s until `CLUSTER INFO` satisfies `ok`.
+    async fn wait_cluster(&self, ok: impl Fn(&str) -> bool, what: &str) {
+        let start = std::time::Instant::now();
+        loop {
+            let info: String = self.query(redis::cmd("CLUSTER").arg("INFO")).await;
+            if ok(&info) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{what} on {} not within 10 s:\n{info}", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn start(port: u16) -> Self {
         let server = Self::spawn(port, &["--port", &port.to_string()]);
         let url = server.url();
@@ -394,6 +421,159 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of the test's own: `masters` primaries sharing the 16384
+/// slots in equal ranges, and one replica of the primary that holds `slot`
+/// (for failover tests). Stopped when dropped.
+pub struct OwnCluster {
+    pub masters: Vec<OwnRedis>,
+    /// The replica, and the index in `masters` of its primary.
+    pub replica: OwnRedis,
+    pub home: usize,
+    /// With TLS, each primary's TLS port (its `port` stays plain, for the
+    /// test's own commands).
+    tls_ports: Option<Vec<u16>>,
+}
+
+impl OwnCluster {
+    pub async fn start(masters: usize, slot: u16) -> Self {
+        Self::start_with(masters, slot, None).await
+    }
+
+    /// With `tls`, a directory with `server.pem`, `server.key` and `ca.pem`:
+    /// every node also listens with TLS (client certificates required), the
+    /// cluster bus and replication run over TLS, and the nodes announce their
+    /// TLS ports to TLS clients.
+    pub async fn start_with(masters: usize, slot: u16, tls: Option<&std::path::Path>) -> Self {
+        let mut nodes = Vec::new();
+        let mut tls_ports = Vec::new();
+        // The bus ports, given: the default (port + 10000) may be taken, or
+        // past 65535.
+        let mut bus_ports = Vec::new();
+        for _ in 0..=masters {
+            let port = free_port();
+            let conf = format!("nodes-{port}.conf");
+            let bus_port = free_port();
+            bus_ports.push(bus_port);
+            let mut args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--cluster-port",
+                &bus_port.to_string(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            if let Some(dir) = tls {
+                let tls_port = free_port();
+                tls_ports.push(tls_port);
+                let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+                for (k, v) in [
+                    ("--tls-port", tls_port.to_string()),
+                    ("--tls-cert-file", file("server.pem")),
+                    ("--tls-key-file", file("server.key")),
+                    ("--tls-ca-cert-file", file("ca.pem")),
+                    ("--tls-auth-clients", "yes".to_owned()),
+                    ("--tls-cluster", "yes".to_owned()),
+                    ("--tls-replication", "yes".to_owned()),
+                ] {
+                    args.extend([k.to_owned(), v]);
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let node = OwnRedis::spawn(port, &args);
+            node.wait_for(|info| info.contains("cluster_enabled:1"), "INFO cluster").await;
+            nodes.push(node);
+        }
+        tls_ports.truncate(masters);
+        let replica = nodes.pop().unwrap();
+        let span = 16384 / masters;
+        let mut home = 0;
+        for (i, node) in nodes.iter().enumerate() {
+            let first = i * span;
+            let last = if i + 1 == masters { 16383 } else { first + span - 1 };
+            if (first..=last).contains(&usize::from(slot)) {
+                home = i;
+            }
+            node.query::<String>(redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(first).arg(last)).await;
+        }
+        for (node, bus_port) in nodes.iter().chain([&replica]).zip(&bus_ports).skip(1) {
+            let mut meet = redis::cmd("CLUSTER");
+            meet.arg("MEET").arg("127.0.0.1").arg(node.port).arg(bus_port);
+            nodes[0].query::<String>(&meet).await;
+        }
+        // Known to every node by its real ID (not still in the handshake).
+        let mut ids = Vec::new();
+        for node in nodes.iter().chain([&replica]) {
+            ids.push(node.query::<String>(redis::cmd("CLUSTER").arg("MYID")).await);
+        }
+        for node in nodes.iter().chain([&replica]) {
+            let start = std::time::Instant::now();
+            loop {
+                let known: String = node.query(redis::cmd("CLUSTER").arg("NODES")).await;
+                if ids.iter().all(|id| known.contains(id.as_str())) && !known.contains("handshake") {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(10), "nodes not all known to {}:\n{known}", node.port);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let id = &ids[home];
+        replica.query::<String>(redis::cmd("CLUSTER").arg("REPLICATE").arg(id)).await;
+        // Every primary must know the replica as such, or it would not vote
+        // for it in a failover.
+        let replica_id = &ids[masters];
+        for node in &nodes {
+            let start = std::time::Instant::now();
+            loop {
+                let known: String = node.query(redis::cmd("CLUSTER").arg("NODES")).await;
+                if known.lines().any(|l| l.starts_with(replica_id.as_str()) && l.contains(&format!("slave {id}"))) {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(10), "{} does not see the replica:\n{known}", node.port);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        for node in nodes.iter().chain([&replica]) {
+            node.wait_cluster(|info| info.contains("cluster_state:ok"), "cluster_state:ok").await;
+        }
+        replica.wait_for(|info| info.contains("master_link_status:up"), "INFO replication").await;
+        Self { masters: nodes, replica, home, tls_ports: tls.map(|_| tls_ports) }
+    }
+
+    /// A manual failover (`CLUSTER FAILOVER` on the replica): the replica
+    /// becomes the primary of the home slots. Asked again while it has not
+    /// happened (a node may still be catching up on the layout).
+    pub async fn failover(&self) {
+        let start = std::time::Instant::now();
+        loop {
+            let _: String = self.replica.query(redis::cmd("CLUSTER").arg("FAILOVER")).await;
+            let asked = std::time::Instant::now();
+            while asked.elapsed() < Duration::from_secs(3) {
+                let role: Vec<redis::Value> = self.replica.query(&redis::cmd("ROLE")).await;
+                if redis::from_redis_value::<String>(&role[0]).unwrap() == "master" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no failover to {} within 20 s", self.replica.port);
+        }
+    }
+
+    /// `host:port` of every primary (the TLS ports, with TLS).
+    pub fn nodes(&self) -> Vec<String> {
+        match &self.tls_ports {
+            Some(ports) => ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            None => self.masters.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect(),
+        }
     }
 }
 
