@@ -440,6 +440,21 @@ async fn restart_and_privileges(db: &TestDb) {
     assert_eq!(r.status(), 401);
 }
 
+/// `a` lists its user's two sessions and ends the one that is not its own.
+async fn end_the_other_session(gw: &rampart::Gateway, a: &mut Browser) {
+    let list: Value = a.get(gw, "/auth/sessions").await.json().await.unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let r = a
+        .req(reqwest::Method::DELETE, &url(gw, &format!("/auth/sessions/{other}")))
+        .header("x-csrf-token", a.csrf.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
 /// Sessions in Redis: the same login, use, list and revoke; they survive a
 /// gateway restart; with Redis down, session requests fail closed (503).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,19 +477,7 @@ async fn sessions_in_redis() {
     b.login(&gw, "ann").await;
     let seen: Value = a.get(&gw, "/api/x").await.json().await.unwrap();
     assert_eq!(seen["headers"]["x-rampart-user"], ann.as_str());
-    let list: Value = a.get(&gw, "/auth/sessions").await.json().await.unwrap();
-    assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
-    let b_id = list["sessions"].as_array().unwrap().iter().find(|s| s["current"] == false).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = a
-        .req(reqwest::Method::DELETE, &url(&gw, &format!("/auth/sessions/{b_id}")))
-        .header("x-csrf-token", a.csrf.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    end_the_other_session(&gw, &mut a).await;
     assert_eq!(b.get(&gw, "/api/x").await.status(), 401);
     // A restart of the gateway keeps the session (it lives in Redis).
     gw.shutdown();
@@ -524,17 +527,7 @@ async fn sessions_in_a_redis_cluster() {
     let (mut a, mut b) = (Browser::new("A"), Browser::new("B"));
     a.login(&gw, "cy").await;
     b.login(&gw, "cy").await;
-    let list: Value = a.get(&gw, "/auth/sessions").await.json().await.unwrap();
-    let sessions = list["sessions"].as_array().unwrap();
-    assert_eq!(sessions.len(), 2);
-    let b_id = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
-    let r = a
-        .req(reqwest::Method::DELETE, &url(&gw, &format!("/auth/sessions/{b_id}")))
-        .header("x-csrf-token", a.csrf.clone().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    end_the_other_session(&gw, &mut a).await;
     assert_eq!(b.get(&gw, "/api/x").await.status(), 401);
     assert_eq!(a.get(&gw, "/api/x").await.status(), 200);
     let home = &cluster.masters[cluster.home];
