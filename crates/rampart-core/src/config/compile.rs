@@ -911,12 +911,12 @@ fn compile_redis(cfg: &RedisConfig, errs: &mut Errors) -> Option<RedisConfig> {
 }
 
 /// The database a `redis://` or `rediss://` URL names (its path without the
-/// `/`), if it names one.
-fn url_database(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let path = &rest[rest.find('/')?..];
-    let db = path.trim_start_matches('/').split(['?', '#']).next().unwrap_or_default();
-    (!db.is_empty()).then_some(db)
+/// `/`), if it names one. An unparsable URL names none here; Redis refuses
+/// it when the store is set up.
+pub(crate) fn url_database(url: &str) -> Option<String> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    let db = uri.path().trim_start_matches('/');
+    (!db.is_empty()).then(|| db.to_owned())
 }
 
 /// `host:port` of a sentinel or a cluster node (an IPv6 host in brackets),

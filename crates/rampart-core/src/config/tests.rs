@@ -392,6 +392,27 @@ fn redis_cluster_nodes_are_host_ports_with_database_0_and_no_sentinels() {
 }
 
 #[test]
+fn redis_url_databases_are_read_from_the_path_only() {
+    for (url, db) in [
+        ("redis://h/3", Some("3")),
+        ("redis://h", None),
+        ("redis://h/", None),
+        ("redis://h:6379/0", Some("0")),
+        ("rediss://u:pw@h:6380/1?protocol=resp3", Some("1")),
+        ("redis://:p%2F1@h/", None),
+        ("redis://:p@h/?db=2", None),
+        ("redis://[::1]:6379/12#x", Some("12")),
+        ("redis://h/0/extra", Some("0/extra")),
+        ("redis://", None),
+        ("redis://h\u{0}/5", None),
+        ("not a url", None),
+        ("", None),
+    ] {
+        assert_eq!(compile::url_database(url).as_deref(), db, "{url:?}");
+    }
+}
+
+#[test]
 fn abuse_class_floors_name_known_classes() {
     check_err(
         &format!("{BASE}[abuse]\nclass_min_rate = {{ logins = 5.0, auth_failures = -1.0 }}\n"),
