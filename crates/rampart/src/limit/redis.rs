@@ -520,8 +520,7 @@ impl RedisStore {
     /// Never fails because Redis is down (only for an invalid or unsupported
     /// URL, or outside a Tokio runtime): the store starts with its breaker open
     /// and a background probe connects when Redis is reachable.
-    pub fn new(settings: RedisSettings) -> Result<Self, RedisUnavailable> {
-        let mut settings = settings;
+    pub fn new(mut settings: RedisSettings) -> Result<Self, RedisUnavailable> {
         let scheme = settings.url.split("://").next().unwrap_or_default();
         if scheme.contains("cluster") {
             return Err(RedisUnavailable::Error(format!(
@@ -539,8 +538,21 @@ impl RedisStore {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let certs = settings.tls.certificates().map_err(|e| RedisUnavailable::Error(format!("redis tls: {e}")))?;
-        let target = match &settings.sentinel {
-            None => {
+        if settings.cluster.is_some() {
+            settings.key_prefix = cluster_prefix(&settings.key_prefix);
+        }
+        let target = match (&settings.cluster, &settings.sentinel) {
+            (Some(nodes), _) => {
+                let (client, pubsub) = cluster_clients(&settings, nodes, certs)
+                    .map_err(|e| RedisUnavailable::Error(format!("invalid redis cluster settings: {e}")))?;
+                let slot = key_slot(settings.key_prefix.as_bytes());
+                Target::Cluster { client, pubsub, next: AtomicU64::new(0), slot }
+            }
+            (None, Some(sentinel)) => Target::Sentinel(tokio::sync::Mutex::new(
+                sentinel_client(&settings.url, sentinel, certs)
+                    .map_err(|e| RedisUnavailable::Error(format!("invalid redis sentinel settings: {e}")))?,
+            )),
+            (None, None) => {
                 let client = match certs {
                     Some(certs) if settings.url.starts_with("rediss://") => {
                         redis::Client::build_with_tls(settings.url.as_str(), certs)
@@ -550,20 +562,6 @@ impl RedisStore {
                 Target::Direct(
                     client.map_err(|e| RedisUnavailable::Error(format!("invalid redis url or tls settings: {e}")))?,
                 )
-            }
-            Some(sentinel) => Target::Sentinel(tokio::sync::Mutex::new(
-                sentinel_client(&settings.url, sentinel, certs)
-                    .map_err(|e| RedisUnavailable::Error(format!("invalid redis sentinel settings: {e}")))?,
-            )),
-        };
-        let target = match &settings.cluster {
-            None => target,
-            Some(nodes) => {
-                settings.key_prefix = cluster_prefix(&settings.key_prefix);
-                let slot = key_slot(settings.key_prefix.as_bytes());
-                let (client, pubsub) = cluster_clients(&settings, nodes)
-                    .map_err(|e| RedisUnavailable::Error(format!("invalid redis cluster settings: {e}")))?;
-                Target::Cluster { client, pubsub, next: AtomicU64::new(0), slot }
             }
         };
         let runtime = tokio::runtime::Handle::try_current()
@@ -869,11 +867,11 @@ impl Inner {
         let connect_timeout = self.settings.timeout.max(MIN_CONNECT_TIMEOUT);
         if let Target::Cluster { client, slot, .. } = &self.target {
             // Reads the slot layout from the first node that answers.
-            let made = tokio::time::timeout(connect_timeout.saturating_mul(2), client.get_async_connection()).await;
-            return match made {
+            let limit = connect_timeout.saturating_mul(2);
+            return match tokio::time::timeout(limit, client.get_async_connection()).await {
                 Ok(Ok(conn)) => Ok(RedisConn::Cluster(conn, *slot)),
                 Ok(Err(e)) => Err(format!("cluster connect failed: {e}")),
-                Err(_) => Err(format!("cluster connect timed out after {connect_timeout:?}")),
+                Err(_) => Err(format!("cluster connect timed out after {limit:?}")),
             };
         }
         // No retries inside the manager: the probe is the retry loop, at a
@@ -913,6 +911,7 @@ impl Inner {
 fn cluster_clients(
     settings: &RedisSettings,
     nodes: &[(String, u16)],
+    certs: Option<redis::TlsCertificates>,
 ) -> redis::RedisResult<(redis::cluster::ClusterClient, Vec<redis::Client>)> {
     use redis::{ConnectionAddr, IntoConnectionInfo};
     let base = settings.url.as_str().into_connection_info()?;
@@ -931,8 +930,6 @@ fn cluster_clients(
             redis::ConnectionInfo { addr, redis: base.redis.clone() }
         })
         .collect();
-    let certs =
-        settings.tls.certificates().map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "tls", e)))?;
     let tls = matches!(base.addr, ConnectionAddr::TcpTls { .. });
     let timeout = settings.timeout.max(MIN_CONNECT_TIMEOUT);
     // A couple of retries let a call follow MOVED/ASK after a failover; the
