@@ -93,7 +93,13 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         ..GuardConfig::default()
     };
     let limits = Arc::new(policy.limits.clone());
-    let proxy = ProxyService::new(upstreams.into(), policy.auth.headers.clone(), metrics.clone(), state.clone());
+    let proxy = ProxyService::new(
+        upstreams.into(),
+        policy.auth.headers.clone(),
+        metrics.clone(),
+        state.clone(),
+        policy.server.tunnel_idle_timeout,
+    );
     // Innermost first; read bottom-up for the order a request meets them.
     // Inspection last: its body buffering is the most expensive step, spent
     // only on requests every cheaper check has let through.

@@ -28,6 +28,7 @@ use crate::limit::LimitState;
 use crate::observe::audit::AuditSink;
 use crate::observe::health::{ops_router, Health};
 use crate::observe::Metrics;
+use crate::proxy::tunnel::ConnectionHold;
 use crate::store::{redact_url, Database};
 use crate::tls::ReloadingCert;
 use crate::workers::{Job, Workers};
@@ -345,8 +346,12 @@ impl AcceptLoop {
                 }
             };
             let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
-            let svc =
+            // Shared with the service, so that a WebSocket tunnel made on this
+            // connection keeps the place after hyper has let the connection go.
+            let slot = slot.map(|s| ConnectionHold(Arc::new(s)));
+            let mut svc =
                 connection_service(self.shared.clone(), ConnInfo { peer, tls: tls.is_some() }, self.conns.max_requests);
+            svc.hold = slot.clone();
             let builder = builder.clone();
             // Taken now, before any shutdown, so the drain waits for this connection.
             let watcher = graceful.watcher();
@@ -418,6 +423,9 @@ struct ConnectionService {
     cached: Arc<std::sync::Mutex<Option<CachedStack>>>,
     /// What each request's extensions start as: see [`first_extensions`].
     extensions: http::Extensions,
+    /// The connection's place in the per-address count, handed to upgrade
+    /// requests (for their tunnel to keep).
+    hold: Option<ConnectionHold>,
 }
 
 /// The runtime a connection's stack was cloned from, and the clone.
@@ -425,7 +433,7 @@ type CachedStack = (Arc<Runtime>, Stack);
 
 fn connection_service(shared: SharedRuntime, conn: ConnInfo, max_requests: u64) -> ConnectionService {
     let extensions = first_extensions(conn);
-    ConnectionService { shared, served: Arc::default(), max_requests, cached: Arc::default(), extensions }
+    ConnectionService { shared, served: Arc::default(), max_requests, cached: Arc::default(), extensions, hold: None }
 }
 
 /// The connection's [`ConnInfo`], in a map with room for what the layers add
@@ -483,9 +491,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let mut req = req.map(Body::new);
+        let upgrade = !req.extensions().is_empty();
         // Into hyper's (empty unless it added an upgrade handle): the map
         // itself is taken over when empty, room included.
         req.extensions_mut().extend(self.extensions.clone());
+        if let (true, Some(hold)) = (upgrade, &self.hold) {
+            req.extensions_mut().insert(hold.clone());
+        }
         let n = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if self.max_requests == 0 || n < self.max_requests || req.version() != http::Version::HTTP_11 {
             return self.dispatch(req);

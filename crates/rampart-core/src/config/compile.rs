@@ -156,6 +156,7 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub tunnel_idle_timeout: Duration,
     pub max_uri_length: usize,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
@@ -769,6 +770,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         ("header_read_timeout", s.header_read_timeout),
         ("body_read_timeout", s.body_read_timeout),
         ("shutdown_timeout", s.shutdown_timeout),
+        ("tunnel_idle_timeout", s.tunnel_idle_timeout),
     ] {
         if d.is_zero() {
             errs.push(p("server").push_key(field), "must be longer than zero");
@@ -807,6 +809,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         header_read_timeout: s.header_read_timeout,
         body_read_timeout: s.body_read_timeout,
         shutdown_timeout: s.shutdown_timeout,
+        tunnel_idle_timeout: s.tunnel_idle_timeout,
         max_uri_length: s.max_uri_length,
         max_header_count: s.max_header_count,
         max_header_bytes: s.max_header_bytes,

@@ -476,6 +476,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
     pub max_uri_length: usize,
     pub max_header_count: usize,
     /// Sum of all header name and value lengths.
@@ -512,6 +515,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(300),
             max_uri_length: 8 * 1024,
             max_header_count: 100,
             max_header_bytes: 32 * 1024,

@@ -3,8 +3,8 @@
 //!
 //! Bodies stream both ways (nothing is buffered). Hop-by-hop headers are removed
 //! in both directions, forwarding headers set ([`headers`]), the route's header
-//! rewrites applied, and WebSocket (HTTP/1.1 `Upgrade`) connections tunnelled
-//! once the upstream agrees with `101`. Failures map to problems: 502 when the
+//! rewrites applied, and WebSocket (HTTP/1.1 `Upgrade: websocket`) connections
+//! tunnelled once the upstream agrees with `101` ([`tunnel`]; no other upgrade). Failures map to problems: 502 when the
 //! upstream cannot be reached or breaks the exchange, 504 when it does not answer
 //! within the route's timeout, and 413/408 when the client's body broke a limit
 //! while streaming.
@@ -14,6 +14,7 @@ pub mod client;
 pub mod dial;
 pub mod h1;
 pub mod headers;
+pub mod tunnel;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -56,6 +57,8 @@ pub struct ProxyService {
     metrics: Arc<Metrics>,
     /// For the audit log: circuit breakers opening and closing.
     state: Arc<LimitState>,
+    /// How long a WebSocket tunnel may stay silent both ways.
+    tunnel_idle: Duration,
 }
 
 impl std::fmt::Debug for ProxyService {
@@ -70,9 +73,10 @@ impl ProxyService {
         identity: rampart_core::config::auth::IdentityHeaders,
         metrics: Arc<Metrics>,
         state: Arc<LimitState>,
+        tunnel_idle: Duration,
     ) -> Self {
         let latency = upstreams.iter().map(|u| metrics.upstream_histogram(&u.settings.name)).collect();
-        Self { upstreams, identity: Arc::new(identity), latency, metrics, state }
+        Self { upstreams, identity: Arc::new(identity), latency, metrics, state, tunnel_idle }
     }
 
     /// Tells the audit log when a target's circuit breaker opened or closed.
@@ -122,17 +126,6 @@ impl Service<HttpRequest> for ProxyService {
         let this = self.clone();
         Box::pin(async move { Ok(this.forward(req).await) })
     }
-}
-
-fn is_upgrade(req: &HttpRequest) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 /// The path sent upstream: the upstream's base path, then the request path with
@@ -199,8 +192,11 @@ impl ProxyService {
         };
         let settings = &up.settings;
 
-        let upgrade = if is_upgrade(&req) { req.headers().get(header::UPGRADE).cloned() } else { None };
+        // Only WebSocket is tunnelled; any other `Upgrade` (`h2c` above all)
+        // goes with the hop-by-hop headers, and the request as a plain one.
+        let upgrade = tunnel::is_websocket_upgrade(&req).then(|| HeaderValue::from_static("websocket"));
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let hold = if upgrade.is_some() { req.extensions_mut().remove::<tunnel::ConnectionHold>() } else { None };
 
         let conn = req.extensions().get::<ConnInfo>().copied();
         let client = req.extensions().get::<ClientInfo>().copied();
@@ -324,16 +320,27 @@ impl ProxyService {
             self.report(&settings.name, &held.label, permit.finish(!failed), request_id.as_ref());
 
             match (resp.status(), client_upgrade) {
-                (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) => {
+                (StatusCode::SWITCHING_PROTOCOLS, Some(client_side))
+                    if resp.headers().get(header::UPGRADE).is_some_and(tunnel::names_websocket) =>
+                {
                     let upstream_side = hyper::upgrade::on(&mut resp);
+                    let idle = self.tunnel_idle;
                     tokio::spawn(async move {
                         let (Ok(c), Ok(u)) = tokio::join!(client_side, upstream_side) else {
                             tracing::debug!("upgrade did not complete");
                             return;
                         };
-                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        tunnel::run(TokioIo::new(c), TokioIo::new(u), idle, hold).await;
                     });
+                }
+                (StatusCode::SWITCHING_PROTOCOLS, _) => {
+                    // A switch nobody asked for, or to another protocol than
+                    // the one asked for: nothing can be relayed.
+                    self.metrics.upstream_error(&settings.name, "protocol");
+                    return Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
+                        .detail("the upstream switched to a protocol that was not asked for")
+                        .rejected_by("proxy", "bad_upgrade")
+                        .into_response_with(request_id.as_ref());
                 }
                 _ => headers::strip_hop_by_hop(resp.headers_mut()),
             }

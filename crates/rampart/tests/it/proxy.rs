@@ -218,6 +218,128 @@ async fn websocket_upgrade_is_tunnelled() {
     }
 }
 
+/// A WebSocket echo server as an upstream.
+async fn websocket_upstream() -> std::net::SocketAddr {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ws_listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(Message::text(format!("echo: {}", m.to_text().unwrap()))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    ws_addr
+}
+
+#[tokio::test]
+async fn upgrades_other_than_websocket_go_as_plain_requests() {
+    // An h2c upgrade tunnelled to an upstream that accepts it would let the
+    // client speak HTTP/2 to the upstream past every layer: it goes as a plain
+    // request, without its Upgrade header.
+    let (gw, _) = setup("").await;
+    let out = raw(
+        gw.addr,
+        b"GET /plain HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n\
+          http2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    let body = body.find('{').map_or(body, |i| &body[i..]);
+    let body = &body[..=body.rfind('}').unwrap()];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["path"], "/plain");
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(v["headers"].get(name).is_none(), "{name} reached the upstream: {v}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_switching_to_another_protocol_is_a_bad_gateway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that answers every request with a switch to h2c.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let gw = gateway(&config(&format!("http://{up}"), "")).await;
+    let out = raw(
+        gw.addr,
+        b"GET /ws HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
+    assert!(out.contains("bad_upgrade") || out.contains("switched to a protocol"), "{out}");
+    // A plain request that gets a 101 is refused the same way.
+    let r = client().get(url(&gw, "/plain")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_connection_slot_and_ends_when_idle() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_addr = websocket_upstream().await;
+    let gw = gateway(&config_with(
+        &format!("http://{ws_addr}"),
+        "max_connections_per_ip = 1\ntunnel_idle_timeout = '1500ms'",
+        "",
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/socket", gw.addr)).await.unwrap();
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "echo: one");
+    // The tunnel holds this address's only connection slot: another
+    // connection is closed unanswered.
+    let refused = raw(gw.addr, b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n", Duration::from_millis(500)).await;
+    assert_eq!(refused, "", "a second connection was served while the tunnel held the slot");
+    // Traffic keeps the tunnel open past its idle timeout...
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        ws.send(Message::text(format!("{i}"))).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), format!("echo: {i}"));
+    }
+    // ...and silence closes it, which gives the slot back.
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("the idle tunnel was not closed");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "closed too early: {:?}", started.elapsed());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            client().get(url(&gw, "/")).send().await.is_ok_and(|r| r.status() != 0)
+        })
+        .await
+    );
+}
+
 #[tokio::test]
 async fn metrics_and_health_on_the_ops_listener() {
     let (gw, _) = setup("").await;
