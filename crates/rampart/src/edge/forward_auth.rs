@@ -92,20 +92,44 @@ impl<S: Inner> Service<HttpRequest> for ForwardAuthService<S> {
     }
 }
 
+/// The value the proxy gave under any of `names`, which must agree.
+///
+/// A proxy writes one of these names and, like Caddy and Traefik, may copy the
+/// client's other headers into the check as they are: a client's own
+/// `X-Original-URI: /open` beside Traefik's `X-Forwarded-Uri: /admin` would
+/// have Rampart judge a request other than the one the proxy forwards. So two
+/// values that differ, under one name or two, refuse the check.
+fn one_value(req: &HttpRequest, names: &[&str], conflict: &'static str) -> Result<Option<String>, &'static str> {
+    let mut found: Option<&HeaderValue> = None;
+    for v in names.iter().flat_map(|n| req.headers().get_all(*n)) {
+        match found {
+            Some(f) if f != v => return Err(conflict),
+            _ => found = Some(v),
+        }
+    }
+    match found {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| "a forward-auth header is not text"),
+    }
+}
+
 /// Makes `req` the original request the proxy asks about.
 fn rewrite(req: &mut HttpRequest) -> Result<(), &'static str> {
-    let header = |req: &HttpRequest, names: &[&str]| {
-        names.iter().find_map(|n| req.headers().get(*n)).and_then(|v| v.to_str().ok()).map(str::to_owned)
-    };
-    let target = header(req, &ORIGINAL_URI).ok_or("X-Original-URI (or X-Forwarded-Uri) is missing")?;
+    let target = one_value(req, &ORIGINAL_URI, "X-Original-URI and X-Forwarded-Uri disagree, or one is given twice")?
+        .ok_or("X-Original-URI (or X-Forwarded-Uri) is missing")?;
     if !target.starts_with('/') {
         return Err("the original URI must be a path, like /api/items?page=2");
     }
     let uri: Uri = target.parse().map_err(|_| "the original URI is not a valid request target")?;
-    let method = match header(req, &ORIGINAL_METHOD) {
+    let method = match one_value(
+        req,
+        &ORIGINAL_METHOD,
+        "X-Original-Method and X-Forwarded-Method disagree, or one is given twice",
+    )? {
         Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| "the original method is not a valid method")?,
         None => Method::GET,
     };
+    one_value(req, &[FORWARDED_HOST], "X-Forwarded-Host is given twice")?;
     let host = req.headers().get(FORWARDED_HOST).cloned();
     let headers = req.headers_mut();
     for name in ORIGINAL_METHOD.iter().chain(&ORIGINAL_URI) {
@@ -155,6 +179,10 @@ mod tests {
         let mut req = check(&[("x-forwarded-uri", "/b"), ("x-forwarded-method", "PUT")]);
         rewrite(&mut req).unwrap();
         assert_eq!((req.uri().path(), req.method()), ("/b", &Method::PUT));
+        // Both names with the same value (a proxy that writes both) agree.
+        let mut req = check(&[("x-forwarded-uri", "/d"), ("x-original-uri", "/d")]);
+        rewrite(&mut req).unwrap();
+        assert_eq!(req.uri().path(), "/d");
         let mut req = check(&[("x-original-uri", "/c")]);
         rewrite(&mut req).unwrap();
         assert_eq!((req.method(), &req.headers()[HOST]), (&Method::GET, &HeaderValue::from_static("rampart:8080")));
@@ -169,6 +197,11 @@ mod tests {
             vec![("x-original-uri", "/a b")],
             vec![("x-original-uri", "/a"), ("x-original-method", "GE T")],
             vec![("x-original-uri", "/a"), ("x-original-method", "")],
+            // A client's own copy of the header its proxy does not write.
+            vec![("x-forwarded-uri", "/admin/users"), ("x-original-uri", "/open")],
+            vec![("x-original-uri", "/open"), ("x-original-uri", "/admin")],
+            vec![("x-forwarded-uri", "/a"), ("x-forwarded-method", "DELETE"), ("x-original-method", "GET")],
+            vec![("x-forwarded-uri", "/a"), ("x-forwarded-host", "a.example"), ("x-forwarded-host", "b.example")],
         ] {
             let mut req = check(&headers);
             assert!(rewrite(&mut req).is_err(), "{headers:?}");

@@ -251,6 +251,11 @@ async fn caddy_forward_auth_asks_rampart() {
     assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
     // A bad token is refused like a missing one.
     assert_eq!(get(port, "/private/x", &[("authorization", "Bearer forged.token.here")]).await.status(), 401);
+    // Caddy writes X-Forwarded-Uri and copies the client's headers into the
+    // check: a client's own X-Original-URI naming an open path must not get
+    // the private request it sends judged as that path.
+    let r = get(port, "/private/x", &[("x-original-uri", "/open"), ("x-original-method", "GET")]).await;
+    assert_eq!(r.status(), 400, "a client's X-Original-URI was believed");
     let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
     assert!(m.contains("rampart_rejections_total{layer=\"auth\",reason=\"missing_token\"}"), "{m}");
 }
@@ -382,6 +387,10 @@ async fn traefik_forward_auth_asks_rampart() {
     assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
     // A bad token is refused like a missing one.
     assert_eq!(via_traefik(port, "/private/x", &[("authorization", "Bearer forged.token.here")]).await.status(), 401);
+    // Traefik writes X-Forwarded-Uri and copies the client's other headers
+    // into the check: a client's own X-Original-URI must not be believed.
+    let r = via_traefik(port, "/private/x", &[("x-original-uri", "/open"), ("x-original-method", "GET")]).await;
+    assert_eq!(r.status(), 400, "a client's X-Original-URI was believed");
     let m = reqwest::get(format!("http://{}/metrics", gw.ops_addr.unwrap())).await.unwrap().text().await.unwrap();
     assert!(m.contains("rampart_rejections_total{layer=\"auth\",reason=\"missing_token\"}"), "{m}");
     assert!(m.contains("rampart_rejections_total{layer=\"limit\",reason=\"rate\"}"), "{m}");
