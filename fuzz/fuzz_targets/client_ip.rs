@@ -1,4 +1,5 @@
-//! The first byte picks the peer; the rest, split on `\n`, becomes header
+//! The first byte picks the peer (and, by its high bit, which forwarding
+//! header the proxies write); the rest, split on `\n`, becomes header
 //! lines of X-Forwarded-For, Forwarded and X-Forwarded-Proto in turn.
 #![no_main]
 
@@ -6,7 +7,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use rampart_core::client_ip::{resolve_client, TrustedProxies};
+use rampart_core::client_ip::{resolve_client, ForwardingHeader, TrustedProxies};
 
 const NAMES: [&str; 3] = ["x-forwarded-for", "forwarded", "x-forwarded-proto"];
 const PEERS: [&str; 4] = [
@@ -23,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
     let trusted = TrustedProxies::new(vec![
         "10.0.0.0/8".parse().unwrap(),
         "2001:db8:ffff::/48".parse().unwrap(),
-    ]);
+    ])
+    .reading(if selector & 0x80 == 0 { ForwardingHeader::XForwardedFor } else { ForwardingHeader::Forwarded });
     let peer: IpAddr = PEERS[usize::from(selector) % PEERS.len()].parse().unwrap();
     let mut headers = HeaderMap::new();
     for (i, line) in rest.split(|&b| b == b'\n').enumerate() {

@@ -49,18 +49,47 @@ pub const MAX_FORWARDED_HOPS: usize = 64;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The networks whose forwarding headers are believed.
+/// Which forwarding header the trusted proxies write (`[server] client_ip_header`).
+///
+/// Only that one is read. A proxy passes the client's copy of the other one on
+/// untouched (nginx's `proxy_set_header X-Forwarded-For` leaves a client's
+/// `Forwarded` as it came), so reading both, or preferring one when present,
+/// would let the client choose its own address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardingHeader {
+    /// `X-Forwarded-For`, with `X-Forwarded-Proto` for the scheme (nginx,
+    /// Caddy, Traefik, HAProxy, Envoy, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, `for=` and `proto=`.
+    Forwarded,
+}
+
+/// The networks whose forwarding headers are believed, and which header that is.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ForwardingHeader,
 }
 
 impl TrustedProxies {
-    /// Builds the set. IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are
-    /// stored as their IPv4 equivalent, because addresses are canonicalised to
-    /// IPv4 before lookup.
+    /// Builds the set, reading `X-Forwarded-For` (see [`Self::reading`]).
+    /// IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are stored as their
+    /// IPv4 equivalent, because addresses are canonicalised to IPv4 before lookup.
     pub fn new(nets: Vec<IpNet>) -> Self {
-        Self { nets: nets.into_iter().map(canonical_net).collect() }
+        Self { nets: nets.into_iter().map(canonical_net).collect(), header: ForwardingHeader::default() }
+    }
+
+    /// The same proxies, writing `header` instead.
+    pub fn reading(mut self, header: ForwardingHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The forwarding header these proxies write.
+    pub fn header(&self) -> ForwardingHeader {
+        self.header
     }
 
     /// True when `ip` lies in one of the trusted networks. An IPv4-mapped IPv6
@@ -108,23 +137,24 @@ pub struct ClientInfo {
 
 /// Resolves the client address of a request received from `peer`.
 ///
-/// `Forwarded` (RFC 7239) wins over `X-Forwarded-For` when both are present:
-/// a proxy that writes the standard header is assumed to own it. The scheme
-/// is the `proto=` of the rightmost `Forwarded` element, written by the proxy
-/// that connected to us; when that element has no readable `proto=` (or there
-/// is no `Forwarded` header), the rightmost `X-Forwarded-Proto` value.
+/// Only the header the proxies write ([`ForwardingHeader`]) is read. With
+/// `X-Forwarded-For`, the scheme is the rightmost `X-Forwarded-Proto` value;
+/// with `Forwarded`, it is the `proto=` of the rightmost element, written by
+/// the proxy that connected to us (none readable: not https).
 pub fn resolve_client(peer: IpAddr, trusted: &TrustedProxies, headers: &HeaderMap) -> ClientInfo {
     let peer = peer.to_canonical();
     if !trusted.contains(peer) {
         return ClientInfo { ip: peer, forwarded_https: false, via_trusted_proxy: false };
     }
-    let forwarded = headers.get_all(FORWARDED);
-    let (ip, forwarded_proto) = if forwarded.iter().next().is_some() {
-        from_forwarded(peer, trusted, forwarded)
-    } else {
-        (from_x_forwarded_for(peer, trusted, headers), None)
+    let (ip, forwarded_https) = match trusted.header {
+        ForwardingHeader::XForwardedFor => {
+            (from_x_forwarded_for(peer, trusted, headers), x_forwarded_proto_is_https(headers))
+        }
+        ForwardingHeader::Forwarded => {
+            let (ip, https) = from_forwarded(peer, trusted, headers.get_all(FORWARDED));
+            (ip, https.unwrap_or(false))
+        }
     };
-    let forwarded_https = forwarded_proto.unwrap_or_else(|| x_forwarded_proto_is_https(headers));
     ClientInfo { ip, forwarded_https, via_trusted_proxy: true }
 }
 

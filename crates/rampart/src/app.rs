@@ -98,7 +98,7 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
         policy.auth.headers.clone(),
         metrics.clone(),
         state.clone(),
-        policy.server.tunnel_idle_timeout,
+        &policy.server,
     );
     // Innermost first; read bottom-up for the order a request meets them.
     // Inspection last: its body buffering is the most expensive step, spent

@@ -12,16 +12,28 @@ fn trusted() -> TrustedProxies {
     )
 }
 
+/// Resolves with proxies that write `X-Forwarded-For` (the default).
 #[track_caller]
 fn check(peer: &str, headers: &[(&str, &[u8])], ip: &str, https: bool, via: bool) {
+    check_with(&trusted(), peer, headers, ip, https, via);
+}
+
+/// Resolves with proxies that write `Forwarded`.
+#[track_caller]
+fn check_fwd(peer: &str, headers: &[(&str, &[u8])], ip: &str, https: bool, via: bool) {
+    check_with(&trusted().reading(ForwardingHeader::Forwarded), peer, headers, ip, https, via);
+}
+
+#[track_caller]
+fn check_with(set: &TrustedProxies, peer: &str, headers: &[(&str, &[u8])], ip: &str, https: bool, via: bool) {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
         map.append(name, HeaderValue::from_bytes(value).unwrap());
     }
-    let got = resolve_client(peer.parse().unwrap(), &trusted(), &map);
+    let got = resolve_client(peer.parse().unwrap(), set, &map);
     let want = ClientInfo { ip: ip.parse().unwrap(), forwarded_https: https, via_trusted_proxy: via };
-    assert_eq!(got, want, "peer {peer}, headers {headers:?}");
+    assert_eq!(got, want, "peer {peer}, headers {headers:?}, reading {:?}", set.header());
 }
 
 const XFF: &str = "x-forwarded-for";
@@ -99,46 +111,51 @@ fn x_forwarded_for_stops_at_garbage() {
 #[test]
 #[rustfmt::skip]
 fn forwarded_header() {
-    check("10.0.0.1", &[(FWD, b"for=203.0.113.7")], "203.0.113.7", false, true);
-    check("10.0.0.1", &[(FWD, b"For=203.0.113.7;Proto=HTTPS")], "203.0.113.7", true, true);
-    check("10.0.0.1", &[(FWD, b"for=\"203.0.113.7:80\"")], "203.0.113.7", false, true);
-    check("10.0.0.1", &[(FWD, b"for=\"[2001:db8::1]:4711\"")], "2001:db8::1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=\"[2001:db8::1]:_p0rt\"")], "2001:db8::1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=\"\\2\\03.0.113.7\"")], "203.0.113.7", false, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6;proto=http, for=203.0.113.7;by=10.0.0.1;host=a.example, for=10.2.2.2;proto=https")], "203.0.113.7", true, true);
-    // Forwarded wins over X-Forwarded-For; without a `proto` of its own,
-    // X-Forwarded-Proto still gives the scheme.
-    check("10.0.0.1", &[(FWD, b"for=203.0.113.7"), (XFF, b"198.51.100.1"), (XFP, b"https")], "203.0.113.7", true, true);
-    check("10.0.0.1", &[(FWD, b"for=203.0.113.7;proto=http"), (XFP, b"https")], "203.0.113.7", false, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6"), (FWD, b"for=203.0.113.7")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=203.0.113.7")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"For=203.0.113.7;Proto=HTTPS")], "203.0.113.7", true, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"203.0.113.7:80\"")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"[2001:db8::1]:4711\"")], "2001:db8::1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"[2001:db8::1]:_p0rt\"")], "2001:db8::1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"\\2\\03.0.113.7\"")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6;proto=http, for=203.0.113.7;by=10.0.0.1;host=a.example, for=10.2.2.2;proto=https")], "203.0.113.7", true, true);
+    // Only the header the proxies write is read: X-Forwarded-For and
+    // X-Forwarded-Proto are the client's own here...
+    check_fwd("10.0.0.1", &[(FWD, b"for=203.0.113.7"), (XFF, b"198.51.100.1"), (XFP, b"https")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(XFF, b"198.51.100.1"), (XFP, b"https")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=203.0.113.7;proto=http"), (XFP, b"https")], "203.0.113.7", false, true);
+    // ...and Forwarded is the client's own behind proxies that write
+    // X-Forwarded-For (nginx passes a client's Forwarded on untouched).
+    check("10.0.0.1", &[(FWD, b"for=6.6.6.6;proto=https"), (XFF, b"203.0.113.7")], "203.0.113.7", false, true);
+    check("10.0.0.1", &[(FWD, b"for=6.6.6.6;proto=https")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6"), (FWD, b"for=203.0.113.7")], "203.0.113.7", false, true);
     // Quoted commas and semicolons are data, not separators.
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6;host=\"a,b;c\", for=203.0.113.7;ext=\"x\\\",y\"")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6;host=\"a,b;c\", for=203.0.113.7;ext=\"x\\\",y\"")], "203.0.113.7", false, true);
     // An unbalanced quote planted on the left cannot swallow our proxy's entry.
-    check("10.0.0.1", &[(FWD, b"for=\"6.6.6.6, for=203.0.113.7")], "203.0.113.7", false, true);
-    check("10.0.0.1", &[(FWD, b"for=10.0.0.3, for=10.0.0.4;proto=https")], "10.0.0.3", true, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"6.6.6.6, for=203.0.113.7")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=10.0.0.3, for=10.0.0.4;proto=https")], "10.0.0.3", true, true);
 }
 
 #[test]
 #[rustfmt::skip]
 fn forwarded_stops_at_unknown_and_malformed() {
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=unknown")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=_hidden, for=10.0.0.7")], "10.0.0.7", false, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=\"_hidden\"")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6, proto=https")], "10.0.0.1", true, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=1.1.1.1;for=10.0.0.9")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=6.6.6.6;proto=https;proto=http")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=\"203.0.113.7")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=\"203.0.113.7\"x")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"f r=1.2.3.4")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"=1.2.3.4")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=\xff")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b" , ,")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=unknown")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=_hidden, for=10.0.0.7")], "10.0.0.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=\"_hidden\"")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6, proto=https")], "10.0.0.1", true, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6, for=1.1.1.1;for=10.0.0.9")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=6.6.6.6;proto=https;proto=http")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"203.0.113.7")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"203.0.113.7\"x")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"f r=1.2.3.4")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"=1.2.3.4")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\xff")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b" , ,")], "10.0.0.1", false, true);
     let long = format!("for=\"{}1.2.3.4\"", "\\0".repeat(70));
-    check("10.0.0.1", &[(FWD, long.as_bytes())], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, long.as_bytes())], "10.0.0.1", false, true);
     // A trailing semicolon is tolerated.
-    check("10.0.0.1", &[(FWD, b"for=203.0.113.7;")], "203.0.113.7", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=203.0.113.7;")], "203.0.113.7", false, true);
 }
 
 #[test]
@@ -150,11 +167,12 @@ fn forwarded_proto() {
     check("10.0.0.1", &[(XFP, b"http, https")], "10.0.0.1", true, true);
     check("10.0.0.1", &[(XFP, b"http"), (XFP, b" https ,")], "10.0.0.1", true, true);
     check("10.0.0.1", &[(XFP, b"httpsx")], "10.0.0.1", false, true);
-    check("10.0.0.1", &[(FWD, b"for=1.2.3.4;proto=http, for=10.0.0.8;proto=\"https\"")], "1.2.3.4", true, true);
-    check("10.0.0.1", &[(FWD, b"for=1.2.3.4;proto=https, for=10.0.0.8")], "1.2.3.4", false, true);
-    check("10.0.0.1", &[(FWD, b"for=1.2.3.4;proto=https, for=10.0.0.8"), (XFP, b"https")], "1.2.3.4", true, true);
-    check("10.0.0.1", &[(FWD, b"for=\"broken"), (XFP, b"https")], "10.0.0.1", true, true);
-    check("10.0.0.1", &[(FWD, b"proto=\"ht\\tps\"")], "10.0.0.1", true, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=1.2.3.4;proto=http, for=10.0.0.8;proto=\"https\"")], "1.2.3.4", true, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=1.2.3.4;proto=https, for=10.0.0.8")], "1.2.3.4", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=1.2.3.4;proto=https, for=10.0.0.8"), (XFP, b"https")], "1.2.3.4", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"for=\"broken"), (XFP, b"https")], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, b"proto=\"ht\\tps\"")], "10.0.0.1", true, true);
+    check("10.0.0.1", &[(FWD, b"proto=https")], "10.0.0.1", false, true);
 }
 
 #[test]
@@ -172,9 +190,9 @@ fn huge_headers_are_bounded() {
     let commas = "6.6.6.6".to_string() + &",".repeat(100_000);
     check("10.0.0.1", &[(XFF, commas.as_bytes())], "10.0.0.1", false, true);
     let quotes = "for=\"".repeat(50_000);
-    check("10.0.0.1", &[(FWD, quotes.as_bytes())], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, quotes.as_bytes())], "10.0.0.1", false, true);
     let slashes = format!("for=6.6.6.6, for=\"{}\"", "\\".repeat(100_001));
-    check("10.0.0.1", &[(FWD, slashes.as_bytes())], "10.0.0.1", false, true);
+    check_fwd("10.0.0.1", &[(FWD, slashes.as_bytes())], "10.0.0.1", false, true);
 }
 
 #[test]
@@ -194,7 +212,7 @@ fn mapped_networks_are_canonicalised() {
 #[test]
 fn hostile_bytes_never_panic() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let set = trusted();
+    let sets = [trusted(), trusted().reading(ForwardingHeader::Forwarded)];
     let alphabet = b"0123456789abcdef.:[]_,;=\" \t\\forFOR-xyz\xff";
     for _ in 0..20_000 {
         let mut map = HeaderMap::new();
@@ -220,7 +238,8 @@ fn hostile_bytes_never_panic() {
             1 => "::ffff:10.0.0.1".parse().unwrap(),
             _ => "203.0.113.1".parse().unwrap(),
         };
-        let info = resolve_client(peer, &set, &map);
+        let set = &sets[(rng.below(2)) as usize];
+        let info = resolve_client(peer, set, &map);
         assert_eq!(info.ip, info.ip.to_canonical(), "{map:?}");
         assert_eq!(info.via_trusted_proxy, set.contains(peer));
         if !info.via_trusted_proxy {

@@ -804,7 +804,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
     }
     Some(ServerSettings {
         listen: listen?,
-        trusted_proxies: TrustedProxies::new(nets),
+        trusted_proxies: TrustedProxies::new(nets).reading(s.client_ip_header),
         trusted_hosts: hosts,
         header_read_timeout: s.header_read_timeout,
         body_read_timeout: s.body_read_timeout,

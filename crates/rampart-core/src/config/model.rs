@@ -466,6 +466,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Peers (CIDR or single address) whose `X-Forwarded-*`/`Forwarded` headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// The forwarding header those proxies write, the only one read:
+    /// `"x-forwarded-for"` (with `X-Forwarded-Proto`) or `"forwarded"` (RFC 7239).
+    pub client_ip_header: crate::client_ip::ForwardingHeader,
     /// `Host`/`:authority` allow-list (exact or `*.example.com`); empty allows any host.
     pub trusted_hosts: Vec<String>,
     #[serde(with = "humantime_serde")]
@@ -511,6 +514,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             trusted_proxies: Vec::new(),
+            client_ip_header: crate::client_ip::ForwardingHeader::default(),
             trusted_hosts: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),

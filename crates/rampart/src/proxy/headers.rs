@@ -3,13 +3,14 @@
 //! `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239).
 //!
 //! Forwarding headers from the client are kept only when the peer is a trusted
-//! proxy; otherwise they are replaced, so the upstream never sees a chain the
-//! client made up.
+//! proxy, and then only the one those proxies write (`[server]
+//! client_ip_header`); otherwise they are replaced, so the upstream never sees
+//! a chain the client made up.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use rampart_core::client_ip::ClientInfo;
+use rampart_core::client_ip::{ClientInfo, ForwardingHeader};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -57,6 +58,8 @@ pub struct Hop<'a> {
     pub https: bool,
     /// The `Host` the client asked for.
     pub host: Option<&'a HeaderValue>,
+    /// The forwarding header the trusted proxies write (`[server] client_ip_header`).
+    pub header: ForwardingHeader,
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
@@ -65,11 +68,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let peer = ip_text(hop.peer);
     let element = forwarded_element(&peer, proto, hop.host);
     if hop.client.via_trusted_proxy {
-        // Keep the trusted chain and add the hop we saw.
-        append_list(headers, X_FORWARDED_FOR, &peer);
-        append_list(headers, header::FORWARDED, &element);
-        if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+        // Keep the chain of the header the trusted proxies write and add the
+        // hop we saw. The other header came from the client (the proxies pass
+        // it on untouched): it is replaced by the client Rampart resolved.
+        let client = || ip_text(hop.client.ip);
+        match hop.header {
+            ForwardingHeader::XForwardedFor => {
+                append_list(headers, X_FORWARDED_FOR, &peer);
+                if let Ok(v) = HeaderValue::try_from(forwarded_element(&client(), proto, hop.host)) {
+                    headers.insert(header::FORWARDED, v);
+                }
+                if !headers.contains_key(X_FORWARDED_PROTO) {
+                    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+                }
+            }
+            ForwardingHeader::Forwarded => {
+                append_list(headers, header::FORWARDED, &element);
+                if let Ok(v) = HeaderValue::try_from(client()) {
+                    headers.insert(X_FORWARDED_FOR, v);
+                }
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+            }
         }
         if !headers.contains_key(X_FORWARDED_HOST) {
             if let Some(h) = hop.host {
@@ -201,7 +220,7 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("api.example.com");
         let client = info("203.0.113.5", false);
-        set_forwarded(&mut h, &Hop { client: &client, peer: client.ip, https: false, host: Some(&host) });
+        set_forwarded(&mut h, &Hop { client: &client, peer: client.ip, https: false, host: Some(&host), header: XFF });
         assert_eq!(h["x-forwarded-for"], "203.0.113.5");
         assert_eq!(h["forwarded"], "for=203.0.113.5;proto=http;host=api.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -253,9 +272,27 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let client = info("1.1.1.1", true);
-        set_forwarded(&mut h, &Hop { client: &client, peer: "::1".parse().unwrap(), https: false, host: None });
+        // The client's own Forwarded (passed on by a proxy that writes
+        // X-Forwarded-For) is replaced by the client Rampart resolved.
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6;proto=https"));
+        let peer = "::1".parse().unwrap();
+        set_forwarded(&mut h, &Hop { client: &client, peer, https: false, host: None, header: XFF });
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
-        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+        assert_eq!(h["forwarded"], "for=1.1.1.1;proto=http");
+        assert_eq!(h["x-forwarded-proto"], "https");
+
+        // Behind proxies that write Forwarded, the reverse.
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1;proto=https"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let client = ClientInfo { forwarded_https: true, ..client };
+        let fwd = ForwardingHeader::Forwarded;
+        set_forwarded(&mut h, &Hop { client: &client, peer, https: true, host: None, header: fwd });
+        assert_eq!(h["forwarded"], "for=1.1.1.1;proto=https, for=\"[::1]\";proto=https");
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
+
+    const XFF: ForwardingHeader = ForwardingHeader::XForwardedFor;
 }

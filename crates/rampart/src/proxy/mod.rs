@@ -59,6 +59,8 @@ pub struct ProxyService {
     state: Arc<LimitState>,
     /// How long a WebSocket tunnel may stay silent both ways.
     tunnel_idle: Duration,
+    /// The forwarding header the trusted proxies write.
+    forwarding: rampart_core::client_ip::ForwardingHeader,
 }
 
 impl std::fmt::Debug for ProxyService {
@@ -73,10 +75,11 @@ impl ProxyService {
         identity: rampart_core::config::auth::IdentityHeaders,
         metrics: Arc<Metrics>,
         state: Arc<LimitState>,
-        tunnel_idle: Duration,
+        server: &rampart_core::config::compile::ServerSettings,
     ) -> Self {
         let latency = upstreams.iter().map(|u| metrics.upstream_histogram(&u.settings.name)).collect();
-        Self { upstreams, identity: Arc::new(identity), latency, metrics, state, tunnel_idle }
+        let (tunnel_idle, forwarding) = (server.tunnel_idle_timeout, server.trusted_proxies.header());
+        Self { upstreams, identity: Arc::new(identity), latency, metrics, state, tunnel_idle, forwarding }
     }
 
     /// Tells the audit log when a target's circuit breaker opened or closed.
@@ -211,7 +214,8 @@ impl ProxyService {
         if let Some(client) = &client {
             let https = conn.is_some_and(|c| c.tls) || client.forwarded_https;
             let peer = conn.map_or(client.ip, |c| c.peer.ip());
-            headers::set_forwarded(headers, &headers::Hop { client, peer, https, host: original_host.as_ref() });
+            let hop = headers::Hop { client, peer, https, host: original_host.as_ref(), header: self.forwarding };
+            headers::set_forwarded(headers, &hop);
         }
         route.request_headers.apply(headers);
         if let Some(proto) = &upgrade {

@@ -61,6 +61,38 @@ async fn trusted_proxy_chain_is_kept_and_extended() {
 }
 
 #[tokio::test]
+async fn only_the_forwarding_header_the_proxies_write_is_believed() {
+    // nginx writes X-Forwarded-For and passes a client's own Forwarded on:
+    // that one must not choose the client's address.
+    let deny = "[access]\ndeny = ['6.6.6.6/32']\n";
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.0/8']", deny).await;
+    let send = |xff: &'static str, fwd: &'static str| {
+        let gw_url = url(&gw, "/x");
+        async move { client().get(gw_url).header("x-forwarded-for", xff).header("forwarded", fwd).send().await.unwrap() }
+    };
+    let r = send("203.0.113.7", "for=6.6.6.6").await;
+    assert_eq!(r.status(), 200, "the client's Forwarded was believed");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["forwarded"], format!("for=203.0.113.7;proto=http;host={}", gw.addr));
+    assert_eq!(send("6.6.6.6", "for=203.0.113.7").await.status(), 403);
+
+    // Behind proxies that write Forwarded, the reverse.
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.0/8']\nclient_ip_header = 'forwarded'", deny).await;
+    let send = |xff: &'static str, fwd: &'static str| {
+        let gw_url = url(&gw, "/x");
+        async move { client().get(gw_url).header("x-forwarded-for", xff).header("forwarded", fwd).send().await.unwrap() }
+    };
+    let r = send("6.6.6.6", "for=203.0.113.7").await;
+    assert_eq!(r.status(), 200, "the client's X-Forwarded-For was believed");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(send("203.0.113.7", "for=6.6.6.6").await.status(), 403);
+    let bad = config_with("http://127.0.0.1:1", "client_ip_header = 'x-real-ip'", "");
+    let err = rampart::app::load_policy_text(&bad).err().unwrap().to_string();
+    assert!(err.contains("client_ip_header") || err.contains("x-forwarded-for"), "{err}");
+}
+
+#[tokio::test]
 async fn hsts_when_a_trusted_proxy_says_https() {
     let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1']", "").await;
     let resp = client().get(url(&gw, "/x")).header("x-forwarded-proto", "https").send().await.unwrap();
