@@ -6,6 +6,7 @@
 //! | more than `max_header_count` headers, or more than `max_header_bytes` in all | 431 |
 //! | path that is not safely decodable (bad `%`, NUL, `..` after decoding, …) | 400 |
 //! | query with NUL or bad percent-encoding | 400 |
+//! | `Host` repeated, malformed, or unlike the request target's authority | 400 |
 //! | body with a media type outside the route's allow-list | 415 |
 //! | `Content-Length` above the route's body limit | 413 |
 //!
@@ -174,6 +175,62 @@ fn query_is_hostile(query: &str) -> bool {
     false
 }
 
+/// What is wrong with the request's host, if anything: more than one `Host`,
+/// a `Host` that is not one host name or address with an optional numeric
+/// port, or a `Host` that differs from the request target's authority
+/// (absolute-form HTTP/1.1, HTTP/2's `:authority`).
+///
+/// Layers judge the host from the authority when there is one (trusted hosts,
+/// host routes), and the upstream gets `Host`: the two must be the same host,
+/// or a request could pass as one virtual host and reach another. And a value
+/// like `api.example.com:@evil.test` must not pass an allow-list of
+/// `api.example.com` on its way to an upstream that builds links from it.
+fn host_problem(req: &HttpRequest) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Some("more than one Host header");
+    }
+    let host = host?;
+    if !well_formed_host(host.as_bytes()) {
+        return Some("the Host header is not a host name or address with an optional port");
+    }
+    match req.uri().authority() {
+        Some(a) if !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+            Some("the Host header differs from the authority of the request target")
+        }
+        _ => None,
+    }
+}
+
+/// A host name (letters, digits, `-`, `.`, `_`), an IPv4 address or a
+/// bracketed IPv6 address, then optionally `:` and up to five digits.
+fn well_formed_host(v: &[u8]) -> bool {
+    let (name, port) = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => (&v[..=end], &v[end + 1..]),
+            None => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &[][..]),
+        }
+    };
+    let name_ok = match name {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        _ => !name.is_empty() && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    name_ok && port_ok
+}
+
 impl<S: Inner> Service<HttpRequest> for RequestGuardService<S> {
     type Response = S::Response;
     type Error = S::Error;
@@ -213,6 +270,9 @@ impl<S: Inner> Service<HttpRequest> for RequestGuardService<S> {
         };
         if let Err(e) = path_check {
             return Either::Right(reject(&req, bad_request(path_reason(e), format!("invalid path: {e}"))));
+        }
+        if let Some(why) = host_problem(&req) {
+            return Either::Right(reject(&req, bad_request("bad_host", why.into())));
         }
         if req.uri().query().is_some_and(query_is_hostile) {
             return Either::Right(reject(

@@ -93,6 +93,25 @@ async fn only_the_forwarding_header_the_proxies_write_is_believed() {
 }
 
 #[tokio::test]
+async fn the_host_judged_is_the_host_forwarded() {
+    // Trusted hosts and host routes judge the request target's authority; the
+    // upstream gets Host. A request naming one host in each is refused.
+    let (gw, _) = setup_with("trusted_hosts = ['api.example.com']", "preserve_host = true\n").await;
+    let send = |head: &'static str| raw(gw.addr, head.as_bytes(), Duration::from_millis(400));
+    let out = send("GET http://api.example.com/x HTTP/1.1\r\nhost: admin.example.com\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert!(out.contains("bad_host") || out.contains("differs from the authority"), "{out}");
+    let out = send("GET http://api.example.com/x HTTP/1.1\r\nhost: api.example.com\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    // A Host that passes the allow-list by its name but carries more after the colon.
+    let out = send("GET /x HTTP/1.1\r\nhost: api.example.com:@evil.test\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400 ") || out.starts_with("HTTP/1.1 421 "), "{out}");
+    assert!(!out.contains("evil.test\""), "{out}");
+    let out = send("GET /x HTTP/1.1\r\nhost: api.example.com\r\nhost: admin.example.com\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+}
+
+#[tokio::test]
 async fn hsts_when_a_trusted_proxy_says_https() {
     let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1']", "").await;
     let resp = client().get(url(&gw, "/x")).header("x-forwarded-proto", "https").send().await.unwrap();

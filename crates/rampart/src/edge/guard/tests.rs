@@ -124,3 +124,44 @@ fn trickling_body_is_cut_off_by_the_minimum_rate() {
         assert_eq!(BodyFailure::of(&*err), Some(BodyFailure::TooSlow));
     });
 }
+
+fn with_host(uri: &str, hosts: &[&str]) -> HttpRequest {
+    let mut b = http::Request::get(uri);
+    for h in hosts {
+        b = b.header("host", *h);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+#[test]
+fn host_headers() {
+    for ok in ["api.example.com", "api.example.com:8443", "127.0.0.1:80", "[::1]:8080", "[2001:db8::1]", "a_b.local:"] {
+        check(with_host("/x", &[ok]), 200, None);
+    }
+    // Something after the colon that is not a port: an allow-list of the name
+    // must not pass it on to an upstream that builds links from it.
+    for bad in [
+        "api.example.com:@evil.test",
+        "api.example.com:443@evil.test",
+        "api.example.com:80x",
+        "api.example.com:123456",
+        "user@api.example.com",
+        "api.example.com/x",
+        "a b",
+        "[::1",
+        "[::1]x",
+        "[]",
+        "",
+        ":80",
+        "api.example.com:80:80",
+    ] {
+        check(with_host("/x", &[bad]), 400, Some("bad_host"));
+    }
+    check(with_host("/x", &["a.example", "b.example"]), 400, Some("bad_host"));
+    // Absolute form (and HTTP/2's :authority): Host must name the same host.
+    check(with_host("http://api.example.com/x", &["api.example.com"]), 200, None);
+    check(with_host("http://api.example.com/x", &["API.example.com"]), 200, None);
+    check(with_host("http://api.example.com/x", &["admin.example.com"]), 400, Some("bad_host"));
+    check(with_host("http://api.example.com:8080/x", &["api.example.com"]), 400, Some("bad_host"));
+    check(with_host("http://api.example.com/x", &[]), 200, None);
+}
