@@ -491,6 +491,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let mut req = req.map(Body::new);
+        if req.headers().contains_key(http::header::CONNECTION) {
+            crate::proxy::headers::take_connection_header(req.headers_mut());
+        }
         let upgrade = !req.extensions().is_empty();
         // Into hyper's (empty unless it added an upgrade handle): the map
         // itself is taken over when empty, room included.

@@ -1,6 +1,7 @@
 //! Header handling between client and upstream: hop-by-hop removal (RFC 9110
 //! §7.6.1, including headers named in `Connection`) and the forwarding headers
-//! `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239).
+//! `X-Forwarded-For/Proto/Host`, `Forwarded` (RFC 7239) and `X-Real-IP` (the
+//! client Rampart resolved).
 //!
 //! Forwarding headers from the client are kept only when the peer is a trusted
 //! proxy, and then only the one those proxies write (`[server]
@@ -15,7 +16,27 @@ use rampart_core::client_ip::{ClientInfo, ForwardingHeader};
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Other headers through which proxies tell upstreams about the client or
+/// the original request, and which frameworks believe: Werkzeug's `ProxyFix`
+/// (`X-Forwarded-Port`/`-Prefix`), Symfony and IIS (`X-Original-URL`,
+/// `X-Rewrite-URL`), CDN-style client addresses. From a client that is not a
+/// trusted proxy they are its own inventions, and go.
+const FORWARDING_LIKE: [HeaderName; 11] = [
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+];
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1, and the old ones still seen.
@@ -50,6 +71,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     crate::edge::remove_headers(headers, &HOP_BY_HOP);
 }
 
+/// Takes the client's `Connection` header apart as a request arrives, before
+/// any layer adds headers: the headers it names go now, and what is left of it
+/// is `Connection: upgrade` when the client asked for one (for the proxy's
+/// WebSocket check), else nothing.
+///
+/// Done later, at the proxy, `Connection: x-rampart-user, x-request-id` would
+/// remove headers the gateway itself added on the way (identity, request id,
+/// country), and the layers would have judged headers the upstream never gets.
+pub fn take_connection_header(headers: &mut HeaderMap) {
+    let mut upgrade = false;
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            let is_upgrade = t.eq_ignore_ascii_case("upgrade");
+            upgrade |= is_upgrade;
+            !is_upgrade
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+    }
+}
+
 /// What the forwarding headers say about one hop.
 pub struct Hop<'a> {
     pub client: &'a ClientInfo,
@@ -72,6 +126,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
         // hop we saw. The other header came from the client (the proxies pass
         // it on untouched): it is replaced by the client Rampart resolved.
         let client = || ip_text(hop.client.ip);
+        if let Ok(v) = HeaderValue::try_from(client()) {
+            headers.insert(X_REAL_IP, v);
+        }
         match hop.header {
             ForwardingHeader::XForwardedFor => {
                 append_list(headers, X_FORWARDED_FOR, &peer);
@@ -96,7 +153,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             }
         }
     } else {
-        if let Ok(v) = HeaderValue::try_from(peer) {
+        crate::edge::remove_headers(headers, &FORWARDING_LIKE);
+        if let Ok(v) = HeaderValue::try_from(peer.as_str()) {
+            headers.insert(X_REAL_IP, v.clone());
             headers.insert(X_FORWARDED_FOR, v);
         }
         if let Ok(v) = HeaderValue::try_from(element) {
@@ -213,6 +272,29 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_header_is_taken_apart_on_arrival() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.append("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        take_connection_header(&mut h);
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(h.contains_key("upgrade") && h.contains_key("x-keep"));
+        // A header added afterwards survives the proxy's own strip.
+        h.insert("x-rampart-user", HeaderValue::from_static("u-1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("x-rampart-user") && h.contains_key("x-keep"));
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close"));
+        take_connection_header(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
     fn untrusted_peer_chain_is_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
@@ -225,6 +307,21 @@ mod tests {
         assert_eq!(h["forwarded"], "for=203.0.113.5;proto=http;host=api.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-real-ip"], "203.0.113.5");
+
+        // The other headers frameworks take the client or the original
+        // request from are the client's inventions too.
+        let mut h = HeaderMap::new();
+        for name in FORWARDING_LIKE.iter().chain([&X_REAL_IP]) {
+            h.insert(name.clone(), HeaderValue::from_static("127.0.0.1"));
+        }
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        set_forwarded(&mut h, &Hop { client: &client, peer: client.ip, https: false, host: None, header: XFF });
+        for name in &FORWARDING_LIKE {
+            assert!(!h.contains_key(name), "{name} kept");
+        }
+        assert_eq!(h["x-real-ip"], "203.0.113.5");
+        assert!(h.contains_key("x-keep"));
     }
 
     #[test]
@@ -279,6 +376,7 @@ mod tests {
         set_forwarded(&mut h, &Hop { client: &client, peer, https: false, host: None, header: XFF });
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
         assert_eq!(h["forwarded"], "for=1.1.1.1;proto=http");
+        assert_eq!(h["x-real-ip"], "1.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
 
         // Behind proxies that write Forwarded, the reverse.

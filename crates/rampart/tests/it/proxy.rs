@@ -13,6 +13,9 @@ async fn forwards_with_forwarding_headers_and_security_headers() {
         .get(url(&gw, "/v1/things?id=7&x=%20y"))
         .header("x-forwarded-for", "6.6.6.6")
         .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-original-url", "/admin")
+        .header("x-forwarded-prefix", "/evil")
         .header("x-request-id", "client-id-1")
         .send()
         .await
@@ -36,6 +39,8 @@ async fn forwards_with_forwarding_headers_and_security_headers() {
     let uh = &v["headers"];
     // The spoofed chain from an untrusted peer is replaced by the real peer.
     assert_eq!(uh["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(uh["x-real-ip"], "127.0.0.1");
+    assert!(uh.get("x-original-url").is_none() && uh.get("x-forwarded-prefix").is_none(), "{uh:?}");
     assert_eq!(uh["forwarded"], format!("for=127.0.0.1;proto=http;host={}", gw.addr));
     assert_eq!(uh["x-forwarded-proto"], "http");
     assert_eq!(uh["x-forwarded-host"], gw.addr.to_string());
@@ -141,6 +146,21 @@ async fn hop_by_hop_headers_removed_both_ways() {
     for h in ["x-client-hop", "te", "proxy-authorization"] {
         assert!(v["headers"].get(h).is_none(), "{h} reached the upstream");
     }
+
+    // A client's Connection header cannot remove the headers the gateway
+    // adds on the way (here its request id and forwarding headers).
+    let reply = raw(
+        gw.addr,
+        b"GET /e HTTP/1.1\r\nHost: a\r\nConnection: close, x-request-id, x-forwarded-for, x-real-ip\r\nX-Request-ID: mine-1\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v["headers"]["x-request-id"].as_str().is_some_and(|id| id != "mine-1"), "{v}");
+    assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1", "{v}");
+    assert_eq!(v["headers"]["x-real-ip"], "127.0.0.1", "{v}");
 }
 
 #[tokio::test]
