@@ -4,8 +4,9 @@
 //! A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) on a
 //! route with CORS is answered here: 204 with the allowed methods and headers, or
 //! a 403 problem naming what was refused. An actual request from a disallowed
-//! origin is passed on without CORS headers, so the browser withholds the response
-//! from the page. Routes without CORS pass everything through untouched.
+//! origin is passed on, and its response goes back without CORS headers (the
+//! upstream's own removed too), so the browser withholds the response from the
+//! page. Routes without CORS pass everything through untouched.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -136,10 +137,23 @@ pub struct Finish {
     origin: Option<HeaderValue>,
 }
 
+/// The CORS answer headers. On a route whose CORS the gateway answers, the
+/// upstream's own (Starlette's middleware reflecting any origin, say) would
+/// grant what the gateway's policy refuses: they are removed first.
+const ANSWER_HEADERS: [header::HeaderName; 6] = [
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::ACCESS_CONTROL_ALLOW_METHODS,
+    header::ACCESS_CONTROL_ALLOW_HEADERS,
+    header::ACCESS_CONTROL_MAX_AGE,
+];
+
 impl PostProcess for Finish {
     fn apply(self, mut resp: HttpResponse) -> HttpResponse {
         let Self { policy, origin } = self;
         let h = resp.headers_mut();
+        super::remove_headers(h, &ANSWER_HEADERS);
         if let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| policy.allows_origin(s))) {
             add_origin_headers(h, &policy, &origin);
             if let Some(v) = &policy.expose_headers_value {

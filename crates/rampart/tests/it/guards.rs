@@ -208,6 +208,14 @@ async fn cors_preflights_and_actual_requests() {
     let resp = c.get(url(&gw, "/api")).header("origin", "https://evil.example").send().await.unwrap();
     assert!(!resp.headers().contains_key("access-control-allow-origin"));
     assert_eq!(resp.headers()["vary"], "origin");
+    // An upstream that reflects any origin does not override the gateway's policy.
+    let resp = c.get(url(&gw, "/cors-reflect")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"), "{:?}", resp.headers());
+    assert!(!resp.headers().contains_key("access-control-allow-credentials"), "{:?}", resp.headers());
+    let resp = c.get(url(&gw, "/cors-reflect")).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(resp.headers().get_all("access-control-allow-origin").iter().count(), 1);
 }
 
 #[tokio::test]

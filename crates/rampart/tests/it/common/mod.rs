@@ -85,6 +85,17 @@ pub fn upstream_router() -> Router {
         .route("/slow/{ms}", get(slow))
         .route("/drip/{n}", get(drip))
         .route("/hop", get(hop_headers))
+        // An upstream with its own, permissive CORS: any origin reflected.
+        .route(
+            "/cors-reflect",
+            get(|headers: http::HeaderMap| async move {
+                let origin = headers.get("origin").cloned().unwrap_or(http::HeaderValue::from_static("*"));
+                [
+                    (http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+                    (http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, http::HeaderValue::from_static("true")),
+                ]
+            }),
+        )
         .route(
             "/echo-body",
             any(|body: axum::body::Bytes| async move { ([("content-type", "application/octet-stream")], body) }),
