@@ -98,7 +98,7 @@ pub fn inspect_head(req: &HttpRequest, policy: &InspectPolicy) -> Option<Located
         }
     }
     if let Some(q) = req.uri().query() {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        for (k, v) in form_fields(q.as_bytes()) {
             if policy.skips_query(&k) {
                 continue;
             }
@@ -128,9 +128,66 @@ pub fn inspect_head(req: &HttpRequest, policy: &InspectPolicy) -> Option<Located
             if let Some(f) = check(format!("cookie:{k}"), &decoded) {
                 return Some(f);
             }
+            // Python's cookie parser (Starlette, Django) unquotes a quoted
+            // value, `\047` octal escapes included: what the app reads.
+            if let Some(f) = unquote_cookie(val).and_then(|u| check(format!("cookie:{k}"), &u)) {
+                return Some(f);
+            }
         }
     }
     None
+}
+
+/// The fields of a URL-encoded form or query, as every common parser reads
+/// them: split on `&` and, when there is a `;`, also on `;`.
+///
+/// python-multipart (Starlette's and so FastAPI's form parser) and older
+/// `parse_qs` separate fields on `;` too, so `note=x;comment=<script>` is two
+/// fields to the app. Reading it only as one field `note` would let an
+/// exclusion of `note` hide `comment`. Both readings are inspected.
+fn form_fields(raw: &[u8]) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    let semicolons = raw.contains(&b';').then(|| {
+        let split: Vec<u8> = raw.iter().map(|&b| if b == b';' { b'&' } else { b }).collect();
+        form_urlencoded::parse(&split).map(|(k, v)| (k.into_owned().into(), v.into_owned().into())).collect::<Vec<_>>()
+    });
+    form_urlencoded::parse(raw).chain(semicolons.into_iter().flatten())
+}
+
+/// A double-quoted cookie value as Python's `http.cookies._unquote` reads it:
+/// quotes dropped, `\ooo` (three octal digits, the first 0–3) as the character
+/// of that code point, `\c` as `c`. `None` for a value that is not quoted.
+fn unquote_cookie(val: &str) -> Option<String> {
+    let inner = val.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(inner.to_owned());
+    }
+    let c: Vec<char> = inner.chars().collect();
+    let mut out = String::with_capacity(inner.len());
+    let mut i = 0;
+    while i < c.len() {
+        if c[i] == '\\' {
+            let octal = c.get(i + 1..i + 4).and_then(|d| match *d {
+                [a @ '0'..='3', m @ '0'..='7', l @ '0'..='7'] => {
+                    let n = (u32::from(a) - 48) * 64 + (u32::from(m) - 48) * 8 + (u32::from(l) - 48);
+                    char::from_u32(n)
+                }
+                _ => None,
+            });
+            if let Some(ch) = octal {
+                out.push(ch);
+                i += 4;
+                continue;
+            }
+            if let Some(&next) = c.get(i + 1) {
+                out.push(next);
+                i += 2;
+                continue;
+            }
+        }
+        out.push(c[i]);
+        i += 1;
+    }
+    Some(out)
 }
 
 /// What a body inspection found and changed.
@@ -248,7 +305,7 @@ pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutc
     if policy.mode == InspectMode::Off {
         return outcome;
     }
-    for (k, v) in form_urlencoded::parse(body) {
+    for (k, v) in form_fields(body) {
         if policy.skips_form(&k) {
             continue;
         }

@@ -33,6 +33,23 @@ fn head_locations() {
     check_head("/x", &[("x-other", "<script>alert(1)</script>")], None);
     check_head("/x", &[("cookie", "a=1; b=%3Cscript%3Ealert(1)%3C%2Fscript%3E")], Some("cookie:b"));
     check_head("/x", &[("cookie", "theme=dark; lang=en")], None);
+    // Quoted values with octal escapes, as Python's cookie parser reads them.
+    check_head("/x", &[("cookie", r#"q="\047 OR \0471\047=\0471""#)], Some("cookie:q"));
+    check_head("/x", &[("cookie", r#"q="\074script\076alert(1)\074/script\076""#)], Some("cookie:q"));
+    check_head("/x", &[("cookie", r#"q="plain \"quoted\" value""#)], None);
+    // Fields separated by `;`, as python-multipart and old parse_qs read them.
+    check_head("/x?code=x;q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[], Some("query:q"));
+}
+
+#[test]
+fn cookie_unquoting_matches_python() {
+    assert_eq!(unquote_cookie(r#""\047x\134\"""#).as_deref(), Some("'x\\\""));
+    assert_eq!(unquote_cookie(r#""a\b""#).as_deref(), Some("ab"));
+    assert_eq!(unquote_cookie(r#""\777\0""#).as_deref(), Some("7770"));
+    assert_eq!(unquote_cookie(r#""\377\303\251""#).as_deref(), Some("\u{ff}\u{c3}\u{a9}"), "code points, as Python");
+    assert_eq!(unquote_cookie(r#""ends\""#).as_deref(), Some("ends\\"));
+    assert_eq!(unquote_cookie("bare"), None);
+    assert_eq!(unquote_cookie("\""), None);
 }
 
 #[test]
@@ -83,6 +100,11 @@ fn form_fields() {
     let out = inspect_body(b"name=bob&q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", false, &p);
     assert_eq!(out.finding.unwrap().location, "form:q");
     assert!(inspect_body(b"comment=%3Cscript%3Ealert(1)%3C%2Fscript%3E", false, &p).finding.is_none());
+    // An excluded field cannot hide a field after a `;` (python-multipart
+    // reads `comment=x;q=…` as two fields).
+    let out = inspect_body(b"comment=x;q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", false, &p);
+    assert_eq!(out.finding.unwrap().location, "form:q");
+    assert!(inspect_body(b"comment=a;b&name=O%27Brien", false, &p).finding.is_none());
 }
 
 #[test]
