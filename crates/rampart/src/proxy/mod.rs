@@ -155,6 +155,18 @@ fn stripped<'a>(strip: Option<&str>, path: &'a str) -> Option<&'a str> {
     path.strip_prefix(strip?).filter(|after| after.is_empty() || after.starts_with('/'))
 }
 
+/// True when `path` reaches the route's `strip_prefix` only once decoded
+/// (`/%61pi/users` for `/api`): routes match the decoded path, the prefix is
+/// cut from the path as sent, so such a request would reach the upstream with
+/// its prefix on, at a path the route never meant to expose.
+fn encoded_prefix(strip: &str, path: &str) -> bool {
+    if stripped(Some(strip), path).is_some() {
+        return false;
+    }
+    let opts = rampart_core::path::PathOptions { allow_encoded_slash: true };
+    rampart_core::path::normalize_path(path, &opts).is_ok_and(|decoded| stripped(Some(strip), &decoded).is_some())
+}
+
 /// The request target sent upstream, in origin form (see
 /// [`upstream_path_and_query`]): the client's own when nothing changes it,
 /// which spares a copy and a parse per request.
@@ -223,6 +235,14 @@ impl ProxyService {
             headers.insert(header::UPGRADE, proto.clone());
         }
         let client_uri = req.uri().clone();
+        if let Some(strip) = route.strip_prefix.as_deref() {
+            if encoded_prefix(strip, client_uri.path()) {
+                return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+                    .detail("the path spells the route's prefix with percent-encoding")
+                    .rejected_by("proxy", "encoded_prefix")
+                    .into_response_with(request_id.as_ref());
+            }
+        }
 
         // A request can be sent again only if repeating it is harmless and
         // nothing of it has been consumed: idempotent, bodiless, not an upgrade.
@@ -395,6 +415,17 @@ mod tests {
         check("", Some("/api"), "/api", None, "/");
         check("", Some("/api"), "/apix/users", None, "/apix/users");
         check("/v2", Some("/api"), "/api/u", Some("q"), "/v2/u?q");
+    }
+
+    #[test]
+    fn a_prefix_spelt_in_percent_encoding_is_found() {
+        assert!(encoded_prefix("/api", "/%61pi/users"));
+        assert!(encoded_prefix("/api", "/%61%70%69"));
+        assert!(encoded_prefix("/api/v1", "/api/v%31/x"));
+        assert!(!encoded_prefix("/api", "/api/users"));
+        assert!(!encoded_prefix("/api", "/apix/users"));
+        assert!(!encoded_prefix("/api", "/other/%61pi"));
+        assert!(!encoded_prefix("/api", "/%zz"));
     }
 
     #[test]
