@@ -168,6 +168,23 @@ impl PathPattern {
         })
     }
 
+    /// True when every path `other` matches, this pattern matches too
+    /// (so a route with this pattern, listed first, leaves `other` none).
+    pub fn covers(&self, other: &PathPattern) -> bool {
+        let segment_covers = |a: &Segment, b: &Segment| match (a, b) {
+            (Segment::Literal(x), Segment::Literal(y)) => x == y,
+            (Segment::Any, Segment::Any) => true,
+            (Segment::Any, Segment::Literal(l)) => !l.is_empty(),
+            (Segment::Literal(_), Segment::Any) => false,
+        };
+        let lengths_fit = if self.tail {
+            other.segments.len() >= self.segments.len()
+        } else {
+            !other.tail && other.segments.len() == self.segments.len()
+        };
+        lengths_fit && self.segments.iter().zip(&other.segments).all(|(a, b)| segment_covers(a, b))
+    }
+
     /// True when `path` (already normalised) matches.
     pub fn matches(&self, path: &str) -> bool {
         self.matches_with_head(path, head_of(path.as_bytes()))
@@ -305,6 +322,16 @@ impl HostPattern {
         }
         let name = if wildcard { format!(".{base}") } else { base.to_owned() };
         Ok(Self { name, wildcard })
+    }
+
+    /// True when every host `other` matches, this pattern matches too.
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        if self.wildcard {
+            // `.example.com` covers `a.example.com`, `.a.example.com` and itself.
+            other.name.ends_with(&self.name)
+        } else {
+            !other.wildcard && other.name == self.name
+        }
     }
 
     /// True when the request host (from `Host` or the URI authority) matches.

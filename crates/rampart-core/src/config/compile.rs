@@ -543,7 +543,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     let (route_cfgs, implicit_routes) =
         if file.routes.is_empty() { (&implicit[..], true) } else { (&file.routes[..], false) };
 
-    let mut routes = Vec::new();
+    let mut routes: Vec<Arc<RoutePolicy>> = Vec::new();
     let mut patterns: Vec<(Vec<HostPattern>, Vec<Method>, PathPattern)> = Vec::new();
     let mut names = HashSet::new();
     for (i, route) in route_cfgs.iter().enumerate() {
@@ -587,6 +587,26 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
             }
         }
         if let (Some(path), Some(mut policy)) = (path, policy) {
+            // First match wins: a route that an earlier one covers entirely
+            // (hosts, methods and paths) never applies, and whatever it was
+            // meant to require (auth, roles, limits) silently does not.
+            let shadow = patterns.iter().zip(&routes).find(|((h, m, pp), _)| {
+                let hosts_covered =
+                    h.is_empty() || (!hosts.is_empty() && hosts.iter().all(|o| h.iter().any(|s| s.covers(o))));
+                let methods_covered = m.is_empty() || (!methods.is_empty() && methods.iter().all(|o| m.contains(o)));
+                hosts_covered && methods_covered && pp.covers(&path)
+            });
+            if let Some(((_, _, earlier), earlier_route)) = shadow {
+                errs.push(
+                    at.push_key("path"),
+                    format!(
+                        "this route can never match: route `{}` (`{}`) comes first and matches every request it would \
+                         (the first matching route wins); move this one above it",
+                        earlier_route.name,
+                        earlier.as_str()
+                    ),
+                );
+            }
             patterns.push((hosts, methods, path));
             policy.index = routes.len();
             routes.push(Arc::new(policy));
@@ -1227,6 +1247,23 @@ fn compile_route_policy(
     }
     if weight == 0 {
         errs.push(pick("weight", route.weight.is_some()), "must be at least 1");
+    }
+    // A limit keyed by who the caller is never applies where nobody is known.
+    // (Inherited `[defaults]` limits are left alone: a public route among
+    // signed-in ones inherits them and is simply not limited by them.)
+    if limits_set && auth.mode == super::auth::AuthMode::None {
+        for (j, l) in limits.iter().enumerate() {
+            if l.needs_principal() {
+                errs.push(
+                    pick("limits", true).push_index(j),
+                    format!(
+                        "limit `{}` keys by user, api_key or tier, but this route has auth = \"none\": nobody is \
+                         known here, so it would never apply; set auth = \"optional\" or \"required\"",
+                        l.name
+                    ),
+                );
+            }
+        }
     }
     let authorize = match route.authorize.as_ref().or(defaults.authorize.as_ref()) {
         None => None,

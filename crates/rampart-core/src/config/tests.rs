@@ -444,3 +444,61 @@ fn server_workers_default_to_one_per_cpu_and_are_bounded() {
         &["server.workers"],
     );
 }
+
+#[test]
+fn routes_an_earlier_route_covers_are_refused() {
+    // The classic: a public catch-all above the admin routes.
+    check_err(
+        &format!(
+            "{BASE}[[routes]]\nname = 'api'\npath = '/api/**'\n\
+             [[routes]]\nname = 'admin'\npath = '/api/admin/**'\nauth = 'required'\n"
+        ),
+        &[],
+        &["routes[1].path (line 9)", "can never match", "route `api` (`/api/**`)"],
+    );
+    for (first, second) in [
+        ("path = '/**'", "path = '/x'"),
+        ("path = '/a/*/c'", "path = '/a/b/c'"),
+        ("path = '/a/{id}'", "path = '/a/*'"),
+        ("path = '/a/**'", "path = '/a'"),
+        ("path = '/x'\nmethods = ['GET', 'POST']", "path = '/x'\nmethods = ['GET']"),
+        ("path = '/x'\nhosts = ['*.example.com']", "path = '/x'\nhosts = ['a.example.com', '*.b.example.com']"),
+        ("path = '/x'", "path = '/x'\nhosts = ['a.example.com']\nmethods = ['GET']"),
+    ] {
+        let text = format!("{BASE}[[routes]]\nname = 'one'\n{first}\n[[routes]]\nname = 'two'\n{second}\n");
+        check_err(&text, &[], &["routes[1].path", "can never match"]);
+    }
+    // Overlapping but not covering: both stay reachable.
+    for (first, second) in [
+        ("path = '/api/admin/**'", "path = '/api/**'"),
+        ("path = '/a/*'", "path = '/a/**'"),
+        ("path = '/a/*'", "path = '/a/'"),
+        ("path = '/a/b'", "path = '/a/*'"),
+        ("path = '/x'\nmethods = ['GET']", "path = '/x'"),
+        ("path = '/x'\nhosts = ['a.example.com']", "path = '/x'"),
+        ("path = '/x'\nhosts = ['*.example.com']", "path = '/x'\nhosts = ['example.com']"),
+        ("path = '/**'\nhosts = ['a.example.com']", "path = '/x'\nhosts = ['b.example.com']"),
+    ] {
+        let text = format!("{BASE}[[routes]]\nname = 'one'\n{first}\n[[routes]]\nname = 'two'\n{second}\n");
+        assert!(load(&text, &[], &no_files).is_ok(), "{first} / {second}: {:?}", load(&text, &[], &no_files).err());
+    }
+}
+
+#[test]
+fn limits_keyed_by_the_caller_need_a_caller() {
+    check_err(
+        &format!(
+            "{BASE}[[routes]]\npath = '/public/**'\nauth = 'none'\nlimits = [{{ by = 'user', rate = '10/min' }}]\n"
+        ),
+        &[],
+        &["routes[0].limits[0]", "auth = \"none\""],
+    );
+    // Inherited from [defaults], they simply do not apply to a public route.
+    let text = format!(
+        "{BASE}[auth]\naudiences = ['a']\n[[auth.issuers]]\nissuer = 'https://i'\nsecret = '{}'\n\
+         [defaults]\nauth = 'required'\nlimits = [{{ by = 'user', rate = '10/min' }}]\n\
+         [[routes]]\npath = '/healthz'\nauth = 'none'\n[[routes]]\npath = '/**'\n",
+        "s".repeat(32)
+    );
+    assert!(load(&text, &[], &no_files).is_ok(), "{:?}", load(&text, &[], &no_files).err());
+}
