@@ -41,6 +41,12 @@ pub struct ApiKeysConfig {
     /// How often usage (last-use time and counts) is written to the database.
     #[serde(with = "humantime_serde")]
     pub usage_flush: Duration,
+    /// The scopes a user may put on their own keys over HTTP. Routes grant
+    /// by scope (`authorize = { scopes_all = [...] }`), so a scope a user
+    /// could give themselves would grant whatever they chose. Users holding
+    /// `admin`, operators (`rampart api-key create`) and service clients'
+    /// keys are not limited by it.
+    pub user_scopes: Vec<String>,
 }
 
 impl Default for ApiKeysConfig {
@@ -52,6 +58,7 @@ impl Default for ApiKeysConfig {
             max_rotation_grace: Duration::from_secs(30 * 86_400),
             cache_ttl: Duration::from_secs(60),
             usage_flush: Duration::from_secs(10),
+            user_scopes: Vec::new(),
         }
     }
 }
@@ -65,6 +72,7 @@ pub struct ApiKeySettings {
     pub max_rotation_grace: Duration,
     pub cache_ttl: Duration,
     pub usage_flush: Duration,
+    pub user_scopes: Vec<String>,
 }
 
 impl Default for ApiKeySettings {
@@ -77,6 +85,7 @@ impl Default for ApiKeySettings {
             max_rotation_grace: c.max_rotation_grace,
             cache_ttl: c.cache_ttl,
             usage_flush: c.usage_flush,
+            user_scopes: c.user_scopes,
         }
     }
 }
@@ -99,6 +108,16 @@ pub(super) fn compile_api_keys(
     if cfg.usage_flush < Duration::from_millis(100) || cfg.usage_flush > Duration::from_secs(3600) {
         errs.push((at.push_key("usage_flush"), "must be between 100ms and 1h".into()));
     }
+    for (i, scope) in cfg.user_scopes.iter().enumerate() {
+        if scope.is_empty() || scope.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errs.push((at.push_key("user_scopes").push_index(i), "a scope is one word without spaces".into()));
+        } else if scope == "admin" {
+            errs.push((
+                at.push_key("user_scopes").push_index(i),
+                "`admin` opens the admin API: only users holding the admin role may put it on their keys".into(),
+            ));
+        }
+    }
     (errs.len() == before).then(|| ApiKeySettings {
         enabled: cfg.enabled,
         prefix: cfg.prefix.clone(),
@@ -106,6 +125,7 @@ pub(super) fn compile_api_keys(
         max_rotation_grace: cfg.max_rotation_grace,
         cache_ttl: cfg.cache_ttl,
         usage_flush: cfg.usage_flush,
+        user_scopes: cfg.user_scopes.clone(),
     })
 }
 
@@ -128,5 +148,16 @@ mod tests {
         };
         assert!(compile_api_keys(&bad, &at, &mut errs).is_none());
         assert_eq!(errs.len(), 4);
+        let scopes = |list: &[&str]| ApiKeysConfig {
+            user_scopes: list.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut errs = Vec::new();
+        assert!(compile_api_keys(&scopes(&["read", "orders:write"]), &at, &mut errs).is_some());
+        for bad in [&["admin"][..], &["read write"], &[""]] {
+            assert!(compile_api_keys(&scopes(bad), &at, &mut errs).is_none(), "{bad:?}");
+        }
+        assert_eq!(errs.len(), 3);
+        assert!(errs[0].0.to_string().contains("user_scopes[0]") && errs[0].1.contains("admin"), "{errs:?}");
     }
 }

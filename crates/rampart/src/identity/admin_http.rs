@@ -5,8 +5,9 @@
 //! on every call, not from the token) include `admin`, signed in by a bearer
 //! token of ours or a browser session (with the CSRF header on unsafe
 //! methods); or an API key with the `admin` scope that belongs to a service
-//! client, or to a user who currently holds `admin` (a user may put any scope
-//! on their own keys, so the scope alone proves nothing for them). No
+//! client, or to a user who currently holds `admin` (an admin may put any
+//! scope on their own keys and keeps them when demoted, so the scope alone
+//! proves nothing for a user). No
 //! credential → 401; anyone else → 403 `forbidden`, the same for every
 //! endpoint, before anything is read.
 //!

@@ -270,8 +270,17 @@ mod tests {
     use rampart_core::principal::AuthMethod;
     use tower::ServiceExt;
 
-    const CONFIG: &str = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n\
-        [[routes]]\npath = '/**'\nlimits = [{ by = 'user', rate = '1/min', burst = 2, tiers = { pro = 3 }, tier_rates = { free = '1/min' } }]\n";
+    /// Tokens from this issuer are never checked here (the tests insert
+    /// principals); a route keyed by user needs auth on to be valid config.
+    const AUTH: &str = "[auth]\naudiences = ['a']\n[[auth.issuers]]\nissuer = 'https://issuer.test'\n\
+        secret = 'a-test-secret-of-at-least-32-bytes!'\n[defaults]\nauth = 'optional'\n";
+
+    fn config() -> String {
+        format!(
+            "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n{AUTH}[[routes]]\npath = '/**'\n\
+             limits = [{{ by = 'user', rate = '1/min', burst = 2, tiers = {{ pro = 3 }}, tier_rates = {{ free = '1/min' }} }}]\n"
+        )
+    }
 
     fn principal(subject: &str, tier: Option<&str>) -> Principal {
         Principal {
@@ -310,10 +319,12 @@ mod tests {
 
     #[tokio::test]
     async fn each_route_is_decided_at_exactly_one_stage() {
-        let config = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n\
-            [[routes]]\npath = '/mixed/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }, { by = 'user', rate = '1/min' }]\n\
-            [[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
-        let policy = rampart_core::config::load(config, &[], &|_| Err("no files".into())).unwrap();
+        let config = format!(
+            "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:1'\n{AUTH}\
+            [[routes]]\npath = '/mixed/**'\nlimits = [{{ by = 'ip', rate = '1/min', burst = 1 }}, {{ by = 'user', rate = '1/min' }}]\n\
+            [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', rate = '1/min', burst = 1 }}]\n"
+        );
+        let policy = rampart_core::config::load(&config, &[], &|_| Err("no files".into())).unwrap();
         let (mixed, plain) = (&policy.routes[0], &policy.routes[1]);
         assert!(mixed.limits_after_auth && !plain.limits_after_auth);
         let metrics = Arc::new(Metrics::new());
@@ -350,7 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn user_limits_follow_the_principal_and_its_tier() {
-        let policy = rampart_core::config::load(CONFIG, &[], &|_| Err("no files".into())).unwrap();
+        let policy = rampart_core::config::load(&config(), &[], &|_| Err("no files".into())).unwrap();
         let metrics = Arc::new(Metrics::new());
         let state = LimitState::new(&policy, &metrics, &Arc::new(Health::default())).unwrap();
         let svc = RateLimitLayer::new(state, Arc::new(policy.limits.clone()), Stage::Principal)

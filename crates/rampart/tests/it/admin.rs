@@ -156,8 +156,9 @@ async fn users_and_keys(db: &TestDb) {
     problem(admin.send(reqwest::Method::PUT, &format!("/users/{root}/roles"), Some(json!({"roles": []}))).await, 400)
         .await;
 
-    // API keys: an admin-scoped key of a non-admin is refused; the admin's is
-    // accepted; a key without the scope is refused; an admin revokes bob's key.
+    // API keys: a non-admin cannot put the admin scope on a key; the admin's
+    // admin-scoped key is accepted; a key without the scope is refused; an
+    // admin revokes bob's key.
     let make_key = |token: String, scopes: Value| {
         let gw_url = url(&gw, "/auth/api-keys");
         async move {
@@ -172,7 +173,15 @@ async fn users_and_keys(db: &TestDb) {
             r.json::<Value>().await.unwrap()
         }
     };
-    let bob_key = make_key(bob_token.clone(), json!(["admin"])).await;
+    let r = client()
+        .post(url(&gw, "/auth/api-keys"))
+        .bearer_auth(&bob_token)
+        .json(&json!({"name": "k", "scopes": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    let bob_key = make_key(bob_token.clone(), json!([])).await;
     let bob_key_text = bob_key["key"].as_str().unwrap().to_string();
     let r = client().get(admin.url("/stats")).header("x-api-key", &bob_key_text).send().await.unwrap();
     problem(r, 403).await;

@@ -32,8 +32,10 @@ async fn postgres_api_keys() {
 }
 
 fn config_text(up: std::net::SocketAddr, db: &str) -> String {
-    identity_config(up, db)
-        .replace("[identity.password.argon2]", "[identity.api_keys]\nusage_flush = '200ms'\n[identity.password.argon2]")
+    identity_config(up, db).replace(
+        "[identity.password.argon2]",
+        "[identity.api_keys]\nusage_flush = '200ms'\nuser_scopes = ['read', 'write']\n[identity.password.argon2]",
+    )
 }
 
 fn cli(config: &std::path::Path, args: &[&str]) -> Value {
@@ -63,6 +65,14 @@ async fn scenario(tdb: &TestDb, dir: &std::path::Path) {
     let second = gateway(&text).await;
     assert_eq!(register_with_email(&gw, "olga", None, PASSWORD).await.status(), 201);
     let (access, _) = login(&gw, "olga", PASSWORD).await;
+
+    // A user may put only the configured scopes on their own keys: a scope
+    // is a grant on every route that requires it.
+    for scopes in [serde_json::json!(["reports:read"]), serde_json::json!(["read", "admin"])] {
+        let (status, refused) = create(&gw, &access, serde_json::json!({"name": "x", "scopes": scopes})).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused["detail"].as_str().unwrap().contains("user_scopes"), "{refused}");
+    }
 
     // Created over HTTP, shown once, in the scannable format.
     let (status, made) = create(&gw, &access, serde_json::json!({"name": "ci", "scopes": ["read", "write"]})).await;

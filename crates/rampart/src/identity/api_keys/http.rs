@@ -105,6 +105,25 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
                     None => return bad_request(&req, "cidrs: each must be an address or a block like 10.0.0.0/8"),
                 }
             }
+            // A scope is a grant on routes that require it: users may put
+            // only the configured ones on their own keys (admins any).
+            if !user.roles.iter().any(|r| r == "admin") {
+                if let Some(s) = body.scopes.iter().find(|s| !settings.user_scopes.contains(s)) {
+                    let allowed = if settings.user_scopes.is_empty() {
+                        "none are allowed".to_owned()
+                    } else {
+                        format!("allowed: {}", settings.user_scopes.join(", "))
+                    };
+                    let scope: String = s.chars().take(64).collect();
+                    return bad_request(
+                        &req,
+                        &format!(
+                            "scopes: `{scope}` cannot be put on a key by its user ({allowed}; \
+                             [identity.api_keys] user_scopes)"
+                        ),
+                    );
+                }
+            }
             let request = KeyRequest { name: body.name, scopes: body.scopes, expires_in, cidrs };
             match super::create(db, settings, owner, &request).await {
                 Ok(made) => {
