@@ -522,11 +522,13 @@ impl IdentityService {
     }
 
     /// Locks the account for the configured lockout (after too many failures).
-    /// Tokens already issued stay valid: the lockout stops password guessing,
-    /// and whoever holds a token has already proved the password.
+    /// A longer lock already in force (an administrator's) stays: failed
+    /// guesses only ever extend a lock. Tokens already issued stay valid: the
+    /// lockout stops password guessing, and whoever holds a token has already
+    /// proved the password.
     pub async fn lock_out(&self, user_id: &str) -> Result<(), IdentityError> {
         let now = now_ms();
-        Ok(self.db.lock_user(user_id, now.saturating_add(ms(self.settings.lockout)), now).await?)
+        Ok(self.db.extend_lock(user_id, now.saturating_add(ms(self.settings.lockout)), now).await?)
     }
 
     /// Ends the refresh token's family (logout). Unknown tokens are ignored.
