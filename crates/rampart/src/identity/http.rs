@@ -609,7 +609,7 @@ pub(crate) async fn signed_in(
         let checked = crate::auth::csrf::check_source(sessions, headers, ext, req.uri)
             .and_then(|()| crate::auth::csrf::check_token(sessions, &active.hash(), headers, None));
         if let Err(f) = checked {
-            return Err(crate::auth::csrf::refusal(state, ext, &active.record.user_id, f));
+            return Err(crate::auth::csrf::refusal(state, ext, Some(&active.record.user_id), f));
         }
     }
     match crate::store::identity::UserStore::user_by_id(&service.db, &active.record.user_id).await {
