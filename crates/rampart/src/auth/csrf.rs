@@ -26,7 +26,10 @@
 //!   unsafe methods; besides our own origin and the sessions'
 //!   `allowed_origins`, the origins of the route's CORS policy when it allows
 //!   credentials pass (that policy already lets them make credentialed
-//!   requests).
+//!   requests);
+//! - a session login (`POST {prefix}/session`), so that another site cannot
+//!   sign the browser in to an account of its choosing (login CSRF);
+//! - `POST {prefix}/logout` carrying the session cookie.
 //!
 //! A failure is a 403 problem (`csrf`) naming which check failed, and an
 //! audit event.

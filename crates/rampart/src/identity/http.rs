@@ -248,6 +248,14 @@ async fn handle(
         Endpoint::Reset => reset(service, state, req).await,
         Endpoint::Mfa(e) => super::mfa_http::handle(e, service, state, req).await,
         Endpoint::Logout => {
+            // The session cookie is sent by the browser by itself: another
+            // site must not end the session (the source check, as for every
+            // cookie-authenticated unsafe request).
+            if let Some(sessions) = service.sessions.as_ref().filter(|s| s.token_in(req.headers()).is_some()) {
+                if let Err(f) = crate::auth::csrf::check_source(sessions, req.headers(), req.extensions(), req.uri()) {
+                    return crate::auth::csrf::refusal(state, req.extensions(), None, f);
+                }
+            }
             let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let has_body = req.headers().contains_key(CONTENT_TYPE);
             let (req, form) = if has_body || bearer.is_none() {

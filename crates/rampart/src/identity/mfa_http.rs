@@ -376,6 +376,11 @@ async fn passkey_step(
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if body.session {
+        if let Some(refused) = super::session_http::cross_site_login(service, state, &req) {
+            return refused;
+        }
+    }
     let ext = req.extensions();
     let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the passkey or the mfa_token is not valid");
     let Some(pending) = service.verify_mfa_token(&body.mfa_token) else {
