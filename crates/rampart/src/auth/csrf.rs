@@ -19,6 +19,18 @@
 //!    session, or forged, fails. Pages get it from `GET {prefix}/csrf`, which
 //!    also sets it in a cookie scripts can read.
 //!
+//! Other credentials a browser sends by itself get check 1 alone (there is
+//! no session for a token to be bound to):
+//!
+//! - a bearer token read from a route's `auth_cookie` (see [`super`]), on
+//!   unsafe methods; besides our own origin and the sessions'
+//!   `allowed_origins`, the origins of the route's CORS policy when it allows
+//!   credentials pass (that policy already lets them make credentialed
+//!   requests);
+//! - a session login (`POST {prefix}/session`), so that another site cannot
+//!   sign the browser in to an account of its choosing (login CSRF);
+//! - `POST {prefix}/logout` carrying the session cookie.
+//!
 //! A failure is a 403 problem (`csrf`) naming which check failed, and an
 //! audit event.
 
@@ -59,7 +71,7 @@ impl CsrfFailure {
     fn detail(self) -> &'static str {
         match self {
             Self::CrossSite => "the request was made by another site",
-            Self::Origin => "the request's Origin is not allowed to use this session",
+            Self::Origin => "the request's Origin is not allowed to use this sign-in",
             Self::MissingToken => "a CSRF token is required (header or form field); get one from the csrf endpoint",
             Self::BadToken => "the CSRF token is not valid for this session",
         }
@@ -89,12 +101,24 @@ fn own_origin(headers: &HeaderMap, ext: &http::Extensions, uri: &http::Uri) -> O
     Some(format!("{scheme}://{host}"))
 }
 
-/// Check 1: where the request comes from.
+/// Check 1: where the request comes from, for a session (its
+/// `allowed_origins` besides our own).
 pub fn check_source(
     sessions: &Sessions,
     headers: &HeaderMap,
     ext: &http::Extensions,
     uri: &http::Uri,
+) -> Result<(), CsrfFailure> {
+    check_source_with(headers, ext, uri, |origin| sessions.settings.allowed_origins.iter().any(|p| p.matches(origin)))
+}
+
+/// Check 1 for any cookie credential: our own origin, or one `allowed` says
+/// may use the cookie.
+pub fn check_source_with(
+    headers: &HeaderMap,
+    ext: &http::Extensions,
+    uri: &http::Uri,
+    allowed: impl Fn(&str) -> bool,
 ) -> Result<(), CsrfFailure> {
     if let Some(origin) = headers.get(http::header::ORIGIN) {
         let origin = origin.to_str().map_err(|_| CsrfFailure::Origin)?.trim();
@@ -102,7 +126,7 @@ pub fn check_source(
             return Err(CsrfFailure::Origin);
         }
         let ours = own_origin(headers, ext, uri).is_some_and(|o| o.eq_ignore_ascii_case(origin));
-        if ours || sessions.settings.allowed_origins.iter().any(|p| p.matches(origin)) {
+        if ours || allowed(origin) {
             return Ok(());
         }
         return Err(CsrfFailure::Origin);
@@ -141,11 +165,20 @@ pub fn form_field(body: &[u8], field: &str) -> Option<String> {
     form_urlencoded::parse(body).find(|(k, _)| k == field).map(|(_, v)| v.into_owned())
 }
 
-/// The 403 for `failure`, with its audit event.
-pub fn refusal(state: &LimitState, ext: &http::Extensions, subject: &str, failure: CsrfFailure) -> HttpResponse {
+/// The 403 for `failure`, with its audit event (`subject`: whom the cookie
+/// names, when known).
+pub fn refusal(
+    state: &LimitState,
+    ext: &http::Extensions,
+    subject: Option<&str>,
+    failure: CsrfFailure,
+) -> HttpResponse {
     let reason = failure.reason();
     tracing::info!(target: "rampart::auth", reason, "cookie-authenticated request refused (CSRF)");
-    let mut event = AuditEvent::new(AuditKind::CsrfRejected).subject(subject.to_owned()).detail("reason", reason);
+    let mut event = AuditEvent::new(AuditKind::CsrfRejected).detail("reason", reason);
+    if let Some(subject) = subject {
+        event = event.subject(subject.to_owned());
+    }
     if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
         event = event.ip(ip);
     }

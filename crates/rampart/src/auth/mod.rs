@@ -14,7 +14,9 @@
 //!   puts a [`Principal`] in the request (rate limits keyed by user, API key or
 //!   tier read it) and sets the identity headers. A missing token is 401 on
 //!   `required` routes and anonymous on `optional` ones; an invalid token is 401
-//!   on both.
+//!   on both. A token read from the cookie is one a browser sends by itself,
+//!   so on unsafe methods the request must also come from an allowed origin
+//!   (the source check of [`csrf`]), or it is refused with `403 csrf`.
 //!
 //! Every refusal is the same 401 problem (`WWW-Authenticate: Bearer`), whatever
 //! was wrong with the token: the reason goes to metrics, the log and the audit
@@ -141,7 +143,7 @@ impl crate::limit::shed::Recognize for AuthLayer {
         }
         let route = req.extensions().get::<MatchedRoute>().map(|r| &r.0.auth);
         let token = match route {
-            Some(route) => token_of(req, route),
+            Some(route) => token_of(req, route).map(|(token, _)| token),
             None => bearer_token(req.headers()).map(str::to_owned),
         };
         if let Some(token) = token {
@@ -262,7 +264,7 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
                 }
             }
         }
-        let Some(token) = token_of(&req, route) else {
+        let Some((token, source)) = token_of(&req, route) else {
             if route.mode == AuthMode::Optional {
                 return Either::Left(self.inner.call(req));
             }
@@ -271,6 +273,9 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
         };
         match shared.authenticate(&token) {
             Ok(verified) => {
+                if let Some(resp) = shared.cross_site(&req, source, &verified) {
+                    return Either::Right(Box::pin(async move { Ok(resp) }));
+                }
                 shared.admit(&mut req, verified);
                 Either::Left(self.inner.call(req))
             }
@@ -294,6 +299,9 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
                     }
                     match shared.authenticate(&token) {
                         Ok(verified) => {
+                            if let Some(resp) = shared.cross_site(&req, source, &verified) {
+                                return Ok(resp);
+                            }
                             shared.admit(&mut req, verified);
                             inner.call(req).await
                         }
@@ -435,6 +443,25 @@ impl Shared {
         Ok(verified)
     }
 
+    /// The `403 csrf` for a token from the route's cookie on an unsafe
+    /// method whose request comes from elsewhere than our own origin, the
+    /// sessions' `allowed_origins` or the route's credentialed CORS origins
+    /// (see [`csrf`]); `None` when the request may go on.
+    fn cross_site(&self, req: &HttpRequest, source: TokenSource, verified: &Verified) -> Option<HttpResponse> {
+        if source != TokenSource::Cookie || csrf::is_safe(req.method()) {
+            return None;
+        }
+        let sessions = self.sessions();
+        let cors =
+            req.extensions().get::<MatchedRoute>().and_then(|r| r.0.cors.as_ref()).filter(|c| c.allows_credentials());
+        let allowed = |origin: &str| {
+            sessions.is_some_and(|s| s.settings.allowed_origins.iter().any(|p| p.matches(origin)))
+                || cors.is_some_and(|c| c.allows_origin(origin))
+        };
+        let failure = csrf::check_source_with(req.headers(), req.extensions(), req.uri(), allowed).err()?;
+        Some(csrf::refusal(&self.state, req.extensions(), Some(&verified.principal.subject), failure))
+    }
+
     fn admit(&self, req: &mut HttpRequest, verified: Verified) {
         let headers = &self.settings.headers;
         set_identity_headers(req.headers_mut(), headers, &verified.principal);
@@ -502,18 +529,30 @@ impl Shared {
     }
 }
 
-/// The bearer token: from `Authorization` first, then the route's cookie,
-/// then its query parameter. Empty values count as absent.
-fn token_of(req: &HttpRequest, route: &RouteAuth) -> Option<String> {
+/// Where a request's bearer token was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenSource {
+    /// `Authorization: Bearer …`.
+    Header,
+    /// The route's `auth_cookie`: sent by the browser by itself, so subject
+    /// to the CSRF source check.
+    Cookie,
+    /// The route's `auth_query`.
+    Query,
+}
+
+/// The bearer token and where it came from: `Authorization` first, then the
+/// route's cookie, then its query parameter. Empty values count as absent.
+fn token_of(req: &HttpRequest, route: &RouteAuth) -> Option<(String, TokenSource)> {
     if let Some(token) = bearer_token(req.headers()) {
-        return Some(token.to_string());
+        return Some((token.to_string(), TokenSource::Header));
     }
     if let Some(name) = &route.cookie {
         for header in req.headers().get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()) {
             for pair in header.split(';') {
                 if let Some((k, v)) = pair.trim().split_once('=') {
                     if k == name && !v.is_empty() {
-                        return Some(v.trim_matches('"').to_string());
+                        return Some((v.trim_matches('"').to_string(), TokenSource::Cookie));
                     }
                 }
             }
@@ -522,7 +561,7 @@ fn token_of(req: &HttpRequest, route: &RouteAuth) -> Option<String> {
     if let (Some(name), Some(query)) = (&route.query, req.uri().query()) {
         return form_urlencoded::parse(query.as_bytes())
             .find(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| v.into_owned());
+            .map(|(_, v)| (v.into_owned(), TokenSource::Query));
     }
     None
 }

@@ -55,7 +55,7 @@ pub(super) async fn authenticate<S: Inner>(
     let subject = active.record.user_id.clone();
     if !csrf::is_safe(req.method()) {
         if let Err(f) = csrf::check_source(&sessions, req.headers(), req.extensions(), req.uri()) {
-            return Ok(csrf::refusal(&shared.state, req.extensions(), &subject, f));
+            return Ok(csrf::refusal(&shared.state, req.extensions(), Some(&subject), f));
         }
         let mut form_token = None;
         if !req.headers().contains_key(&sessions.settings.csrf_header) && csrf::is_form(req.headers()) {
@@ -78,7 +78,7 @@ pub(super) async fn authenticate<S: Inner>(
             req = HttpRequest::from_parts(parts, Body::from(bytes));
         }
         if let Err(f) = csrf::check_token(&sessions, &active.hash(), req.headers(), form_token.as_deref()) {
-            return Ok(csrf::refusal(&shared.state, req.extensions(), &subject, f));
+            return Ok(csrf::refusal(&shared.state, req.extensions(), Some(&subject), f));
         }
     }
     // The cookie is a credential for the gateway, not for the upstream.

@@ -17,10 +17,13 @@ fn route(cookie: Option<&str>, query: Option<&str>) -> RouteAuth {
 #[test]
 fn tokens_come_from_bearer_then_cookie_then_query() {
     let r = route(Some("at"), Some("access_token"));
-    assert_eq!(token_of(&req(&[("authorization", "Bearer abc")], "/"), &r).as_deref(), Some("abc"));
-    assert_eq!(token_of(&req(&[("authorization", "bearer   abc ")], "/"), &r).as_deref(), Some("abc"));
-    assert_eq!(token_of(&req(&[("cookie", "x=1; at=ck")], "/"), &r).as_deref(), Some("ck"));
-    assert_eq!(token_of(&req(&[], "/?a=1&access_token=q%2Ey"), &r).as_deref(), Some("q.y"));
+    let of = |headers: &[(&str, &str)], uri: &str| token_of(&req(headers, uri), &r);
+    let found = |token: &str, source| Some((token.to_string(), source));
+    assert_eq!(of(&[("authorization", "Bearer abc")], "/"), found("abc", TokenSource::Header));
+    assert_eq!(of(&[("authorization", "bearer   abc ")], "/"), found("abc", TokenSource::Header));
+    assert_eq!(of(&[("cookie", "x=1; at=ck")], "/"), found("ck", TokenSource::Cookie));
+    assert_eq!(of(&[("cookie", "at=ck")], "/?access_token=q"), found("ck", TokenSource::Cookie));
+    assert_eq!(of(&[], "/?a=1&access_token=q%2Ey"), found("q.y", TokenSource::Query));
     // Other schemes, empty values and sources the route did not enable are ignored.
     assert_eq!(token_of(&req(&[("authorization", "Basic dXNlcjpwdw==")], "/"), &r), None);
     assert_eq!(token_of(&req(&[("authorization", "Bearer ")], "/"), &r), None);

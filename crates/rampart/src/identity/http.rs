@@ -39,7 +39,11 @@
 //!
 //! The layer sits below the guards, limits and the bearer-token layer, so the
 //! endpoints get body limits, rate limits and bans like any route. Failed
-//! logins are strikes towards an automatic ban and audit events.
+//! logins are strikes towards an automatic ban and audit events, and wrong
+//! passwords count towards the account's lockout; so do wrong current
+//! passwords and codes at `POST {prefix}/password` and `DELETE {prefix}/me`,
+//! which a locked account cannot use either (even the right password gets
+//! the wrong one's answer).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -54,10 +58,10 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use super::client_auth::{client_credentials, ClientAuthError, Method as ClientMethod};
-use super::mfa::MFA_OTP_GRANT;
+use super::mfa::{CodeRefusal, MFA_OTP_GRANT};
 use super::mfa_http::MfaEndpoint;
 use super::reset::ResetTarget;
-use super::service::{IdentityError, IdentityService, IssuedTokens};
+use super::service::{now_ms, IdentityError, IdentityService, IssuedTokens};
 use super::session_http::SessionEndpoint;
 use crate::edge::request_id::RequestId;
 use crate::edge::{HttpRequest, HttpResponse, Inner, LayerFuture};
@@ -244,6 +248,14 @@ async fn handle(
         Endpoint::Reset => reset(service, state, req).await,
         Endpoint::Mfa(e) => super::mfa_http::handle(e, service, state, req).await,
         Endpoint::Logout => {
+            // The session cookie is sent by the browser by itself: another
+            // site must not end the session (the source check, as for every
+            // cookie-authenticated unsafe request).
+            if let Some(sessions) = service.sessions.as_ref().filter(|s| s.token_in(req.headers()).is_some()) {
+                if let Err(f) = crate::auth::csrf::check_source(sessions, req.headers(), req.extensions(), req.uri()) {
+                    return crate::auth::csrf::refusal(state, req.extensions(), None, f);
+                }
+            }
             let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let has_body = req.headers().contains_key(CONTENT_TYPE);
             let (req, form) = if has_body || bearer.is_none() {
@@ -402,7 +414,9 @@ async fn account(endpoint: Endpoint, service: &IdentityService, state: &LimitSta
             );
             empty(StatusCode::NO_CONTENT)
         }
-        Err(IdentityError::InvalidGrant { .. }) => {
+        Err(IdentityError::InvalidGrant { reason, .. }) => {
+            // Counted like a wrong password at login: these are guesses too.
+            super::mfa_http::record_failure(service, state, req.extensions(), Some(&user.id), "password", reason).await;
             Problem::new(StatusCode::FORBIDDEN, "wrong-password", "Wrong password")
                 .detail("the current password is not correct")
                 .rejected_by("identity", "wrong_password")
@@ -436,19 +450,32 @@ async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpReques
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let proved = match (&body.password, &body.code, &body.confirm) {
-        (Some(p), None, None) => service.password_matches(&user, p).await.unwrap_or(false),
-        (None, Some(c), None) => service.check_second_factor(&user.id, c).await.is_ok(),
+    // Why the proof was refused (method, reason), if it was: wrong passwords
+    // and codes are recorded as at login, counting towards the lockout.
+    let refusal = match (&body.password, &body.code, &body.confirm) {
+        (Some(p), None, None) => match service.reprove_password(&user, p).await {
+            Ok(()) => None,
+            Err(IdentityError::InvalidGrant { reason, .. }) => Some(("password", reason)),
+            Err(IdentityError::Busy) => return busy(),
+            Err(e) => return internal(&req, &e),
+        },
+        (None, Some(c), None) => match service.check_second_factor(&user.id, c).await {
+            Ok(kind) if user.is_locked(now_ms()) => Some((kind.as_str(), "locked")),
+            Ok(_) => None,
+            Err(CodeRefusal::Refused(r)) => Some((r.kind.map_or("otp", |k| k.as_str()), r.reason)),
+            Err(CodeRefusal::Failed(e)) => return internal(&req, &e),
+        },
         (None, None, Some(name)) => {
             let has_factor = service.mfa_methods(&user.id).await.map(|m| !m.is_empty()).unwrap_or(true);
-            user.password_hash.is_none() && !has_factor && name == &user.username
+            // Retyping the username proves no secret: a mistake is no guess,
+            // and is refused without counting towards the lockout.
+            let confirmed = user.password_hash.is_none() && !has_factor && name == &user.username;
+            (!confirmed).then_some(("confirm", "not_confirmed"))
         }
         _ => return bad_request(&req, "send one of password, code or confirm"),
     };
-    if !proved {
-        if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
-            state.strike(ip, Strike::AuthFailure);
-        }
+    if let Some((method, reason)) = refusal {
+        super::mfa_http::record_failure(service, state, req.extensions(), Some(&user.id), method, reason).await;
         return Problem::new(StatusCode::FORBIDDEN, "invalid-credentials", "Not confirmed")
             .detail("the password, code or confirmation is not correct")
             .rejected_by("identity", "erase_not_confirmed")
@@ -590,7 +617,7 @@ pub(crate) async fn signed_in(
         let checked = crate::auth::csrf::check_source(sessions, headers, ext, req.uri)
             .and_then(|()| crate::auth::csrf::check_token(sessions, &active.hash(), headers, None));
         if let Err(f) = checked {
-            return Err(crate::auth::csrf::refusal(state, ext, &active.record.user_id, f));
+            return Err(crate::auth::csrf::refusal(state, ext, Some(&active.record.user_id), f));
         }
     }
     match crate::store::identity::UserStore::user_by_id(&service.db, &active.record.user_id).await {

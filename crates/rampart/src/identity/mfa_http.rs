@@ -16,7 +16,9 @@
 //! `{"challenge_id", "publicKey"}` and `POST {prefix}/mfa/webauthn/finish`
 //! `{"mfa_token", "challenge_id", "credential"}` → the token response.
 //! Refused codes are ban strikes, audit events, and count towards the
-//! account's lockout like wrong passwords.
+//! account's lockout like wrong passwords. While the account is locked,
+//! disabling and new backup codes are refused even with the right password
+//! or code, with the same answer as a wrong one.
 
 use http::header::CACHE_CONTROL;
 use http::{Method, StatusCode};
@@ -26,7 +28,7 @@ use super::http::{
     attempt_event, count_failure, empty, internal, json, json_no_store, oauth_error, read_json, TokenForm,
 };
 use super::mfa::{CodeRefusal, CodeRefused, MFA_OTP_GRANT};
-use super::service::{IdentityError, IdentityService};
+use super::service::{now_ms, IdentityError, IdentityService};
 use crate::edge::{HttpRequest, HttpResponse};
 use crate::limit::bans::Strike;
 use crate::limit::LimitState;
@@ -211,16 +213,19 @@ async fn prove(
     proof: Proof,
 ) -> Result<(), HttpResponse> {
     match (proof.password, proof.code) {
-        (Some(password), None) => match service.password_matches(user, &password).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                let r = CodeRefused { kind: None, reason: "bad_credentials" };
-                Err(failure(service, state, ext, Some(&user.id), "password", r.reason).await)
+        (Some(password), None) => match service.reprove_password(user, &password).await {
+            Ok(()) => Ok(()),
+            Err(IdentityError::InvalidGrant { reason, .. }) => {
+                Err(failure(service, state, ext, Some(&user.id), "password", reason).await)
             }
             Err(IdentityError::Busy) => Err(super::http::busy()),
             Err(e) => Err(internal_for(ext, &e)),
         },
         (None, Some(code)) => match service.check_second_factor(&user.id, &code).await {
+            // A lock stops proofs by code too (the code is spent either way).
+            Ok(kind) if user.is_locked(now_ms()) => {
+                Err(failure(service, state, ext, Some(&user.id), kind.as_str(), "locked").await)
+            }
             Ok(_) => Ok(()),
             Err(CodeRefusal::Refused(r)) => Err(refused(service, state, ext, user, r).await),
             Err(CodeRefusal::Failed(e)) => Err(internal_for(ext, &e)),
@@ -261,9 +266,17 @@ async fn failure(
     resp
 }
 
-/// A failed attempt: a ban strike for the address, an audit event and one
-/// more failure towards the account's lockout.
-async fn record_failure(
+/// Whether a refusal counts towards the account's lockout: a wrong secret
+/// does; an attempt on a locked account, a password tried on an account
+/// without one (as at login) and a mistyped confirmation do not.
+fn counts_towards_lockout(reason: &str) -> bool {
+    !matches!(reason, "locked" | "no_password" | "not_confirmed")
+}
+
+/// A failed attempt: a ban strike for the address, an audit event and, when
+/// it [counts](counts_towards_lockout), one more failure towards the
+/// account's lockout.
+pub(super) async fn record_failure(
     service: &IdentityService,
     state: &LimitState,
     ext: &http::Extensions,
@@ -276,7 +289,7 @@ async fn record_failure(
     }
     let subject = user_id.map(str::to_owned);
     state.audit(attempt_event(ext, AuditKind::AuthFailure, method, subject.clone(), Some(reason)));
-    let Some(id) = user_id else { return };
+    let Some(id) = user_id.filter(|_| counts_towards_lockout(reason)) else { return };
     if count_failure(service, state, id).await {
         if let Err(e) = service.lock_out(id).await {
             tracing::error!(error = %e, "could not lock an account after repeated failures");
@@ -363,6 +376,11 @@ async fn passkey_step(
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if body.session {
+        if let Some(refused) = super::session_http::cross_site_login(service, state, &req) {
+            return refused;
+        }
+    }
     let ext = req.extensions();
     let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the passkey or the mfa_token is not valid");
     let Some(pending) = service.verify_mfa_token(&body.mfa_token) else {

@@ -352,11 +352,19 @@ pub fn document(service: &IdentityService) -> Value {
             json!({ "user": { "type": "object" }, "session": { "type": "object" }, "csrf_token": { "type": "string" } }),
             &["csrf_token"],
         );
+        // A second factor due, or (problem `csrf`) a login from another site.
+        let mfa_or_csrf = json!({
+            "description": "A second factor is due; or the login came from another site (problem `csrf`)",
+            "content": {
+                "application/json": { "schema": schema("MfaRequired") },
+                "application/problem+json": { "schema": schema("Problem") },
+            },
+        });
         add(
             format!("{p}/session"),
             json!({
                 "post": op("Log in to a browser session (same form as the token endpoint)", "sessions",
-                    json!({ "200": ok("Session cookie set", session_answer.clone()), "400": ok("Refused", schema("OAuthError")), "401": ok("Refused", schema("OAuthError")), "403": ok("A second factor is due", schema("MfaRequired")) }),
+                    json!({ "200": ok("Session cookie set", session_answer.clone()), "400": ok("Refused", schema("OAuthError")), "401": ok("Refused", schema("OAuthError")), "403": mfa_or_csrf }),
                     json!({ "requestBody": form_body(token_form) })),
                 "get": op("The current session and a fresh CSRF token", "sessions", json!({ "200": ok("The session", session_answer) }), json!({ "security": [{ "session": [] }] })),
                 "delete": op("Log out of the session", "sessions", json!({ "204": no_content("Ended; cookies cleared") }), json!({ "security": [{ "session": [] }] })),

@@ -207,6 +207,11 @@ async fn login_finish(service: &IdentityService, state: &LimitState, req: HttpRe
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if body.session {
+        if let Some(refused) = super::session_http::cross_site_login(service, state, &req) {
+            return refused;
+        }
+    }
     let ext = req.extensions();
     let outcome = match body.session {
         true => service.passkey_login(&body.challenge_id, body.credential).await.map(Err),

@@ -444,15 +444,32 @@ impl IdentityService {
         Ok(self.db.client_by_id(subject).await?.filter(|c| !c.disabled).map(|c| c.roles))
     }
 
-    /// Changes the password: checks the current one and the policy, stores the
-    /// new hash, raises the token version and revokes every refresh token, so
-    /// that every other session ends.
+    /// Changes the password: checks the current one (see
+    /// [`Self::reprove_password`]) and the policy, stores the new hash, raises
+    /// the token version and revokes every refresh token, so that every other
+    /// session ends.
     pub async fn change_password(&self, user: &User, current: &str, new: &str) -> Result<(), IdentityError> {
-        if !self.password_matches(user, current).await? {
-            return Err(IdentityError::InvalidGrant { reason: "bad_credentials", user_id: Some(user.id.clone()) });
-        }
+        self.reprove_password(user, current).await?;
         let hash = self.hash_new_password(user, new).await?;
         self.replace_password(&user.id, &hash).await
+    }
+
+    /// Checks the password a signed-in user proves themselves with again
+    /// (password change, erasure, second-factor changes) by a login's rules,
+    /// so that these endpoints are no way around the lockout: a wrong
+    /// password is [`IdentityError::InvalidGrant`] `bad_credentials` (which
+    /// counts towards the lockout), a user without one `no_password` (which
+    /// does not: no guess can succeed), and while the account is locked even
+    /// the right password is refused, as `locked`.
+    pub async fn reprove_password(&self, user: &User, password: &str) -> Result<(), IdentityError> {
+        let refused = |reason| Err(IdentityError::InvalidGrant { reason, user_id: Some(user.id.clone()) });
+        if !self.password_matches(user, password).await? {
+            return refused(if user.password_hash.is_some() { "bad_credentials" } else { "no_password" });
+        }
+        if user.is_locked(now_ms()) {
+            return refused("locked");
+        }
+        Ok(())
     }
 
     /// Whether `password` is the user's (false for users without one; they
@@ -522,11 +539,13 @@ impl IdentityService {
     }
 
     /// Locks the account for the configured lockout (after too many failures).
-    /// Tokens already issued stay valid: the lockout stops password guessing,
-    /// and whoever holds a token has already proved the password.
+    /// A longer lock already in force (an administrator's) stays: failed
+    /// guesses only ever extend a lock. Tokens already issued stay valid: the
+    /// lockout stops password guessing, and whoever holds a token has already
+    /// proved the password.
     pub async fn lock_out(&self, user_id: &str) -> Result<(), IdentityError> {
         let now = now_ms();
-        Ok(self.db.lock_user(user_id, now.saturating_add(ms(self.settings.lockout)), now).await?)
+        Ok(self.db.extend_lock(user_id, now.saturating_add(ms(self.settings.lockout)), now).await?)
     }
 
     /// Ends the refresh token's family (logout). Unknown tokens are ignored.

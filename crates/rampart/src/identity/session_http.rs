@@ -21,7 +21,9 @@
 //!
 //! The listing and revoking endpoints also take a bearer token. Every unsafe
 //! method authenticated by the cookie passes the CSRF checks
-//! ([`crate::auth::csrf`], header token).
+//! ([`crate::auth::csrf`], header token). Logins that end in a session
+//! (here, and passkey logins with `"session": true`) pass the source check:
+//! another site cannot sign the browser in (login CSRF).
 
 use http::header::{CACHE_CONTROL, SET_COOKIE, USER_AGENT};
 use http::{HeaderValue, Method, StatusCode};
@@ -89,6 +91,9 @@ pub(super) async fn handle(
     let Some(sessions) = service.sessions.clone() else { return not_enabled(&req) };
     match (endpoint, req.method().clone()) {
         (SessionEndpoint::Session, Method::POST) => {
+            if let Some(refused) = cross_site_login(service, state, &req) {
+                return refused;
+            }
             super::http::token_for(service, state, req, super::http::Finish::Session).await
         }
         (SessionEndpoint::Session, Method::GET) | (SessionEndpoint::Csrf, Method::GET) => {
@@ -254,6 +259,22 @@ fn event(ext: &http::Extensions, kind: AuditKind, subject: &str, action: &'stati
         e = e.request_id(id.as_str());
     }
     e
+}
+
+/// The `403 csrf` for a login that would end in a browser session but comes
+/// from another site (the source check of [`crate::auth::csrf`]): a page
+/// elsewhere must not sign the browser in to an account of its choosing
+/// (login CSRF), whose activity its owner would then see. Requests without
+/// `Origin` or `Sec-Fetch-Site` (not from a current browser) go on. `None`
+/// when the login may go on, or sessions are off.
+pub(super) fn cross_site_login(
+    service: &IdentityService,
+    state: &LimitState,
+    req: &HttpRequest,
+) -> Option<HttpResponse> {
+    let sessions = service.sessions.as_ref()?;
+    let failure = crate::auth::csrf::check_source(sessions, req.headers(), req.extensions(), req.uri()).err()?;
+    Some(crate::auth::csrf::refusal(state, req.extensions(), None, failure))
 }
 
 /// The answer to a login that ends in a session: a new session for `user`

@@ -14,6 +14,11 @@ use crate::identity::{identity_config, register_with_email, token_request, PASSW
 use serde_json::{json, Value};
 
 on_both_backends!(sqlite_admin_manages_users_and_keys, postgres_admin_manages_users_and_keys, users_and_keys);
+on_both_backends!(
+    sqlite_failed_logins_never_shorten_an_admin_lock,
+    postgres_failed_logins_never_shorten_an_admin_lock,
+    admin_lock_outlasts_lockouts
+);
 
 fn admin_config(db: &TestDb, up: std::net::SocketAddr, audit: &std::path::Path, extra: &str) -> String {
     identity_config(up, &db.url)
@@ -259,6 +264,43 @@ async fn users_and_keys(db: &TestDb) {
     let admin_lines: Vec<&str> = log.lines().filter(|l| l.contains("admin_action")).collect();
     assert!(admin_lines.iter().all(|l| l.contains(&root) && !l.contains("bob@example.test")));
     assert!(rampart::observe::audit::verify_file(&audit).unwrap().is_ok());
+}
+
+/// Failed logins on an account an administrator locked lock it out
+/// automatically too, and that lockout must never replace the longer lock.
+async fn admin_lock_outlasts_lockouts(db: &TestDb) {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = gateway(&admin_config(db, up, &audit, "")).await;
+    let root = sign_up(&gw, "root").await;
+    let dave = sign_up(&gw, "dave").await;
+    make_admin(db, &root).await;
+    let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
+
+    // Locked without `for`: until unlocked.
+    let r = admin.send(reqwest::Method::POST, &format!("/users/{dave}/lock"), None).await;
+    assert_eq!(r.status(), 200);
+    let indefinite = r.json::<Value>().await.unwrap()["locked_until"].as_u64().unwrap();
+    assert_eq!(indefinite, u64::MAX / 2);
+
+    // More wrong passwords than `max_failures` (5 by default): the automatic
+    // lockout (15 minutes) is due, and must leave the longer lock in force.
+    for _ in 0..7 {
+        let wrong = [("grant_type", "password"), ("username", "dave"), ("password", "not dave's password at all")];
+        assert_eq!(token_request(&gw, &wrong).await.0, 400);
+    }
+    assert_eq!(admin.ok(&format!("/users/{dave}")).await["locked_until"].as_u64(), Some(indefinite));
+    let login = [("grant_type", "password"), ("username", "dave"), ("password", PASSWORD)];
+    let (status, body) = token_request(&gw, &login).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "still locked: {body}");
+
+    // The administrator's unlock still ends it.
+    assert_eq!(admin.send(reqwest::Method::POST, &format!("/users/{dave}/unlock"), None).await.status(), 200);
+    assert_eq!(admin.ok(&format!("/users/{dave}")).await["locked_until"], Value::Null);
+    assert_eq!(token_request(&gw, &login).await.0, 200);
+    gw.shutdown();
+    gw.wait().await;
 }
 
 async fn make_admin_roles(db: &TestDb, id: &str, roles: &[&str]) {

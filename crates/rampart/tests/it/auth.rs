@@ -102,6 +102,51 @@ async fn valid_tokens_reach_the_upstream_as_identity_headers() {
     assert_eq!(r.status(), 401);
 }
 
+/// A token in a route's `auth_cookie` is sent by the browser by itself, so
+/// unsafe requests carrying it must come from our own origin (or one the
+/// route's credentialed CORS policy allows), as session-cookie requests must.
+#[tokio::test]
+async fn cookie_tokens_on_unsafe_methods_are_refused_cross_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let spa = "[[routes]]\npath = '/spa/**'\nauth = 'required'\nauth_cookie = 'at'\n\
+               cors = { allow_origins = ['https://app.example.test'], allow_credentials = true }\n";
+    let (gw, _) = setup(&auth_config(dir.path(), &format!("{spa}{ROUTES}"))).await;
+    let t = token(&hs256(), &claims(APP, "u-9"));
+    let cookie = format!("theme=dark; at={t}");
+    let own = format!("http://{}", gw.addr);
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut rb = client().request(method, url(&gw, path)).header("cookie", &cookie);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        rb.send()
+    };
+    let post = reqwest::Method::POST;
+
+    // Another site's form or script: refused before the upstream, whatever the token.
+    for headers in [[("origin", "https://evil.example")], [("origin", "null")], [("sec-fetch-site", "cross-site")]] {
+        let r = send(post.clone(), "/maybe/x", &headers).await.unwrap();
+        let p = problem(r, 403).await;
+        assert_eq!(p["type"], "urn:rampart:problem:csrf", "{headers:?}");
+        let r = send(reqwest::Method::DELETE, "/spa/x", &headers).await.unwrap();
+        assert_eq!(r.status(), 403, "{headers:?}");
+    }
+    // Our own origin, a same-origin fetch and a client that is no browser pass.
+    for headers in [vec![("origin", own.as_str())], vec![("sec-fetch-site", "same-origin")], vec![]] {
+        let h = echoed(send(post.clone(), "/maybe/x", &headers).await.unwrap()).await;
+        assert_eq!(h["x-rampart-user"], "u-9", "{headers:?}");
+    }
+    // The route's credentialed CORS origin may use the cookie; only there.
+    let partner = [("origin", "https://app.example.test")];
+    assert_eq!(send(post.clone(), "/spa/x", &partner).await.unwrap().status(), 200);
+    assert_eq!(send(post.clone(), "/maybe/x", &partner).await.unwrap().status(), 403);
+    // Safe methods, and a token in the Authorization header, are unchanged.
+    let evil = [("origin", "https://evil.example")];
+    assert_eq!(send(reqwest::Method::GET, "/maybe/x", &evil).await.unwrap().status(), 200);
+    let r = client().post(url(&gw, "/maybe/x")).bearer_auth(&t).header("origin", "https://evil.example").send();
+    assert_eq!(r.await.unwrap().status(), 200);
+}
+
 /// HS256 tokens made by PyJWT and python-jose with the shared secret, as a
 /// FastAPI app makes them, are accepted; one signed with another secret is not.
 #[tokio::test]

@@ -565,6 +565,66 @@ async fn an_account_is_locked_after_repeated_failures() {
     assert_eq!(attempt("heidi", PASSWORD).await.0, 200);
 }
 
+/// A stolen access token must not open unlimited guessing of the password:
+/// wrong current passwords at `POST /auth/password` and `DELETE /auth/me`
+/// count towards the lockout like wrong passwords at login, and a locked
+/// account's password is not accepted there either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_current_passwords_lock_the_account() {
+    const NEW: &str = "entirely different lemon words 77";
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let text = identity_config(up, &db.url)
+        .replace("refresh_grace = '1s'\n", "refresh_grace = '1s'\nmax_failures = 3\nlockout = '1h'\n");
+    let gw = gateway(&text).await;
+    let login = |user: &'static str| {
+        let gw = &gw;
+        async move { token_request(gw, &[("grant_type", "password"), ("username", user), ("password", PASSWORD)]).await }
+    };
+    let access = |user: &'static str| async move { login(user).await.1["access_token"].as_str().unwrap().to_string() };
+
+    // Password change: three wrong current passwords are tolerated; the fourth locks.
+    assert_eq!(register(&gw, "judy", PASSWORD).await.status(), 201);
+    let token = access("judy").await;
+    let change = |current: &'static str| {
+        client()
+            .post(url(&gw, "/auth/password"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"current_password": current, "new_password": NEW}))
+            .send()
+    };
+    for _ in 0..4 {
+        assert_eq!(change("not the password").await.unwrap().status(), 403);
+    }
+    let (status, body) = login("judy").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "locked: {body}");
+    // Locked, the right current password gets the wrong one's answer and changes nothing.
+    let r = change(PASSWORD).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["type"], "urn:rampart:problem:wrong-password");
+    let new_login = [("grant_type", "password"), ("username", "judy"), ("password", NEW)];
+    assert_eq!(token_request(&gw, &new_login).await.0, 400);
+
+    // Erasure: the same count, and a locked account is not erased.
+    assert_eq!(register(&gw, "ken", PASSWORD).await.status(), 201);
+    let token = access("ken").await;
+    let erase = |password: &'static str| {
+        client()
+            .delete(url(&gw, "/auth/me"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"password": password}))
+            .send()
+    };
+    for _ in 0..4 {
+        assert_eq!(erase("not the password").await.unwrap().status(), 403);
+    }
+    assert_eq!(login("ken").await.0, 400, "locked");
+    assert_eq!(erase(PASSWORD).await.unwrap().status(), 403);
+    let me = client().get(url(&gw, "/auth/me")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(me.json::<Value>().await.unwrap()["username"], "ken", "not erased");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_the_password_ends_other_sessions() {
     const NEW: &str = "entirely different lemon words 77";

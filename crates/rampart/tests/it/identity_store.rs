@@ -290,6 +290,18 @@ async fn user_changes(db: &Database) {
     assert!(user.disabled);
     assert_eq!((user.token_version, user.last_login_at, user.updated_at), (2, Some(T0 + 7), T0 + 6));
 
+    // An automatic lockout only ever extends a lock: a shorter one leaves the
+    // lock in force, a longer one replaces it; an administrator's lock sets it.
+    db.extend_lock(&id, T0 + 500, T0 + 7).await.unwrap();
+    assert_eq!(db.user_by_id(&id).await.unwrap().unwrap().locked_until, Some(T0 + 1000));
+    db.extend_lock(&id, T0 + 2000, T0 + 7).await.unwrap();
+    assert_eq!(db.user_by_id(&id).await.unwrap().unwrap().locked_until, Some(T0 + 2000));
+    db.lock_user(&id, T0 + 1000, T0 + 7).await.unwrap();
+    assert_eq!(db.user_by_id(&id).await.unwrap().unwrap().locked_until, Some(T0 + 1000));
+
+    db.unlock_user(&id, T0 + 8).await.unwrap();
+    db.extend_lock(&id, T0 + 300, T0 + 8).await.unwrap();
+    assert_eq!(db.user_by_id(&id).await.unwrap().unwrap().locked_until, Some(T0 + 300), "an unlocked user locks");
     db.unlock_user(&id, T0 + 8).await.unwrap();
     db.set_tier(&id, None, T0 + 8).await.unwrap();
     db.set_disabled(&id, false, T0 + 8).await.unwrap();
@@ -313,6 +325,7 @@ async fn user_changes(db: &Database) {
     not_found(db.set_tier(missing, None, T0).await);
     not_found(db.lock_user(missing, T0, T0).await);
     not_found(db.unlock_user(missing, T0).await);
+    not_found(db.extend_lock(missing, T0, T0).await);
     not_found(db.set_disabled(missing, true, T0).await);
     not_found(db.record_login(missing, T0).await);
     not_found(db.set_email(missing, None, false, T0).await);

@@ -262,6 +262,84 @@ async fn login_and_csrf(db: &TestDb) {
     assert!(!text.contains(&old), "no session token in the audit log");
 }
 
+/// Login CSRF: another site's auto-submitted form must not sign the browser
+/// in to the attacker's account (by password or passkey), nor end the
+/// victim's session through `POST /auth/logout`. Our own origin, the allowed one, and clients that are
+/// no browser (no `Origin`, no Fetch Metadata) log in as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_logins_and_logouts_from_other_sites_are_refused() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let passkeys = "[identity.webauthn]\nrp_id = 'api.example.test'\nrp_origin = 'https://api.example.test'\n";
+    let gw = gateway(&session_config(up, &db.url, passkeys)).await;
+    sign_up(&gw, "mallory").await;
+    let form = [("grant_type", "password"), ("username", "mallory"), ("password", PASSWORD)];
+    let login = |headers: &[(&'static str, &'static str)]| {
+        let mut rb = client().post(url(&gw, "/auth/session")).form(&form);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        rb.send()
+    };
+    let sets_session = |r: &reqwest::Response| {
+        r.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().starts_with(&format!("{COOKIE}=rs_")))
+    };
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")],
+    ] {
+        let r = login(&headers).await.unwrap();
+        assert!(!sets_session(&r), "{headers:?}");
+        let p = problem(r, 403).await;
+        assert_eq!(p["type"], "urn:rampart:problem:csrf", "{headers:?}");
+    }
+    let own: &'static str = Box::leak(format!("http://{}", gw.addr).into_boxed_str());
+    for headers in [
+        vec![],
+        vec![("origin", own)],
+        vec![("origin", "https://app.example.test")],
+        vec![("sec-fetch-site", "same-origin")],
+        vec![("sec-fetch-site", "none")],
+    ] {
+        let r = login(&headers).await.unwrap();
+        assert_eq!(r.status(), 200, "{headers:?}");
+        assert!(sets_session(&r), "{headers:?}");
+    }
+
+    // Passkey logins that end in a session are refused before any checking;
+    // the same bodies from no browser go on to be checked (and fail here).
+    for (path, body) in [
+        ("/auth/passkeys/login/finish", serde_json::json!({"session": true, "challenge_id": "x", "credential": {}})),
+        ("/auth/mfa/webauthn/finish", serde_json::json!({"session": true, "mfa_token": "x"})),
+    ] {
+        let send = || client().post(url(&gw, path)).json(&body);
+        let p = problem(send().header("origin", "https://evil.example").send().await.unwrap(), 403).await;
+        assert_eq!(p["type"], "urn:rampart:problem:csrf", "{path}");
+        assert_eq!(send().send().await.unwrap().status(), 400, "{path}");
+    }
+
+    // Logout by the session cookie: refused from another site, the session lives on.
+    let mut b = Browser::new("Firefox/1");
+    assert_eq!(b.login(&gw, "mallory").await.status(), 200);
+    let logout = |b: &Browser, origin: Option<&str>| {
+        let mut rb = b
+            .req(reqwest::Method::POST, &url(&gw, "/auth/logout"))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(o) = origin {
+            rb = rb.header("origin", o);
+        }
+        rb.send()
+    };
+    let p = problem(logout(&b, Some("https://evil.example")).await.unwrap(), 403).await;
+    assert_eq!(p["type"], "urn:rampart:problem:csrf");
+    assert_eq!(b.get(&gw, "/api/x").await.status(), 200, "still signed in");
+    assert_eq!(logout(&b, Some(own)).await.unwrap().status(), 204);
+    assert_eq!(b.get(&gw, "/api/x").await.status(), 401, "signed out");
+}
+
 /// A user's devices: listed with agent and address, one revoked, all revoked.
 async fn list_and_revoke(db: &TestDb) {
     let up = start_upstream().await;

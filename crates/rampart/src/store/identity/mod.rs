@@ -33,7 +33,8 @@
 //! Per-account failure counters are not here: like the other throttling
 //! counters they live in the limiter (in process or in Redis), so that a flood
 //! of failed logins causes no database writes. A lockout that must survive a
-//! restart is written with [`UserStore::lock_user`].
+//! restart is written with [`UserStore::extend_lock`], which never shortens a
+//! lock already in force; an administrator's lock is [`UserStore::lock_user`].
 //!
 //! **Conventions.** Times are unix milliseconds, passed in by the caller (no
 //! clock is read here). Ids are UUIDv7 text made by [`new_id`], never an e-mail

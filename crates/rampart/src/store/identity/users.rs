@@ -173,8 +173,15 @@ pub trait UserStore: Send + Sync {
 
     fn set_tier(&self, id: &str, tier: Option<&str>, now: u64) -> impl Future<Output = Result<()>> + Send;
 
-    /// Refuses logins until `until`.
+    /// Refuses logins until `until`, replacing any lock in force (an
+    /// administrator's lock, which may also shorten one).
     fn lock_user(&self, id: &str, until: u64, now: u64) -> impl Future<Output = Result<()>> + Send;
+
+    /// Refuses logins until `until` at least: a lock that already lasts
+    /// longer (an administrator's, or an indefinite one) stays as it is. The
+    /// automatic lockout after repeated failures uses this, so that failed
+    /// guesses can never shorten a lock.
+    fn extend_lock(&self, id: &str, until: u64, now: u64) -> impl Future<Output = Result<()>> + Send;
 
     fn unlock_user(&self, id: &str, now: u64) -> impl Future<Output = Result<()>> + Send;
 
@@ -251,6 +258,8 @@ const SET_EMAIL: &str =
 const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
 const SET_TIER: &str = "UPDATE users SET tier = $2, updated_at = $3 WHERE id = $1";
 const SET_LOCK: &str = "UPDATE users SET locked_until = $2, updated_at = $3 WHERE id = $1";
+const EXTEND_LOCK: &str = "UPDATE users SET locked_until = CASE WHEN locked_until IS NULL OR locked_until < $2 \
+                           THEN $2 ELSE locked_until END, updated_at = $3 WHERE id = $1";
 const SET_DISABLED: &str = "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1";
 const BUMP: &str =
     "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1 RETURNING token_version";
@@ -597,6 +606,12 @@ impl UserStore for Database {
     async fn lock_user(&self, id: &str, until: u64, now: u64) -> Result<()> {
         let values = vec![Value::Int(Some(to_db("until", until)?)), Value::Int(Some(to_db("now", now)?))];
         self.update_user(id, SET_LOCK, UserValues(values)).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn extend_lock(&self, id: &str, until: u64, now: u64) -> Result<()> {
+        let values = vec![Value::Int(Some(to_db("until", until)?)), Value::Int(Some(to_db("now", now)?))];
+        self.update_user(id, EXTEND_LOCK, UserValues(values)).await
     }
 
     #[tracing::instrument(skip_all)]
