@@ -58,7 +58,8 @@ impl Strike {
 }
 
 pub fn now_ms() -> u64 {
-    now_ns() / 1_000_000
+    // Wall time: ban deadlines are shared with other instances through Redis.
+    super::wall_ns() / 1_000_000
 }
 
 #[derive(Serialize, Deserialize)]

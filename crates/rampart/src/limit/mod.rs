@@ -50,9 +50,19 @@ pub struct LimitCheck {
     pub op: Op,
 }
 
-/// Nanoseconds since the Unix epoch: the clock of in-process limits. Redis uses
-/// its own `TIME`, so instances sharing Redis never disagree on time.
+/// The clock of in-process limits: nanoseconds since the Unix epoch as read
+/// when first asked, advanced by the monotonic clock since. Only differences
+/// matter to a limit, and a wall clock stepped back (NTP, a resumed VM) would
+/// put every recent key that far in debt, refusing its client for as long.
+/// Redis uses its own `TIME`, so instances sharing Redis never disagree on time.
 pub fn now_ns() -> u64 {
+    static ANCHOR: std::sync::OnceLock<(u64, Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (wall_ns(), Instant::now()));
+    wall.saturating_add(u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Nanoseconds since the Unix epoch by the wall clock.
+pub fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
@@ -312,6 +322,18 @@ mod tests {
     use super::*;
     use rampart_core::config::limits::LimitKind;
     use rampart_core::principal::AuthMethod;
+
+    #[test]
+    fn the_limit_clock_starts_at_wall_time_and_never_goes_back() {
+        let first = now_ns();
+        assert!(first.abs_diff(wall_ns()) < 5_000_000_000, "anchored at the wall clock");
+        let mut last = first;
+        for _ in 0..1000 {
+            let t = now_ns();
+            assert!(t >= last);
+            last = t;
+        }
+    }
 
     fn limit(parts: Vec<KeyPart>) -> CompiledLimit {
         CompiledLimit {
