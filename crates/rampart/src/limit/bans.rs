@@ -150,6 +150,14 @@ impl BanList {
 
     /// Bans `ip` for `ttl`, here and (with Redis) on every instance.
     pub async fn add(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Ban {
+        let ban = self.ban_locally(ip, ttl, reason, source);
+        self.share(&ban).await;
+        ban
+    }
+
+    /// Bans `ip` on this instance only (see [`BanList::share`] for the others),
+    /// and records it.
+    fn ban_locally(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Ban {
         let ip = ip.to_canonical();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let ban = Ban {
@@ -170,29 +178,33 @@ impl BanList {
                     .detail("source", source),
             );
         }
-        if let Some(conn) = self.redis.as_ref().and_then(RedisStore::connection) {
-            let key = self.redis_key(ip);
-            let msg = serde_json::to_string(&Announcement::Add { ban: ban.clone() }).unwrap_or_default();
-            let body = serde_json::to_string(&ban).unwrap_or_default();
-            let mut c = conn;
-            let res: redis::RedisResult<()> = redis::pipe()
-                .cmd("SET")
-                .arg(&key)
-                .arg(body)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore()
-                .cmd("PUBLISH")
-                .arg(self.channel())
-                .arg(msg)
-                .ignore()
-                .query_async(&mut c)
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(error = %e, "ban not shared through redis; it applies to this instance");
-            }
-        }
         ban
+    }
+
+    /// Writes `ban` to Redis (expiring with it) and announces it to the other
+    /// instances. Without Redis, or while it is unreachable, the ban applies to
+    /// this instance only.
+    async fn share(&self, ban: &Ban) {
+        let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return };
+        let ttl_ms = ban.until_ms.saturating_sub(now_ms()).max(1);
+        let msg = serde_json::to_string(&Announcement::Add { ban: ban.clone() }).unwrap_or_default();
+        let body = serde_json::to_string(ban).unwrap_or_default();
+        let res: redis::RedisResult<()> = redis::pipe()
+            .cmd("SET")
+            .arg(self.redis_key(ban.ip))
+            .arg(body)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(msg)
+            .ignore()
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "ban not shared through redis; it applies to this instance");
+        }
     }
 
     /// Lifts the ban on `ip` everywhere. True when this instance had one.
@@ -236,27 +248,35 @@ impl BanList {
         let Ok(params) = GcraParams::new(threshold, self.config.window, threshold) else { return };
         let check = LimitCheck { key: format!("{}:{ip}", kind.as_str()), params, weight: 1, op: Op::Check };
         let allowed = self.strikes.apply(now_ns(), std::slice::from_ref(&check)).first().is_none_or(|d| d.allowed);
-        if allowed || self.banned(ip).is_some() {
+        if allowed {
             return;
         }
-        let ttl = self.next_ban_length(ip);
-        let this = self.clone();
-        tokio::spawn(async move {
-            this.add(
+        // The ban is counted and made under the offences lock, so refusals
+        // racing past the threshold together make one ban, of the length of
+        // one offence: only the first finds the address not yet banned.
+        let ban = {
+            let mut offences = self.offences.lock().unwrap_or_else(|e| e.into_inner());
+            if self.banned(ip).is_some() {
+                return;
+            }
+            let ttl = self.next_ban_length(&mut offences, ip);
+            self.ban_locally(
                 ip,
                 ttl,
                 &format!("too many {}", kind.as_str().replace('_', " ")),
                 &format!("auto:{}", kind.as_str()),
             )
-            .await;
-        });
+        };
+        if self.redis.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.share(&ban).await });
+        }
     }
 
     /// The ban length for this address's next offence, counting it.
-    fn next_ban_length(&self, ip: IpAddr) -> Duration {
+    fn next_ban_length(&self, offences: &mut HashMap<IpAddr, (u32, u64)>, ip: IpAddr) -> Duration {
         let now = now_ms();
         let forget = u64::try_from(self.config.forget_after.as_millis()).unwrap_or(u64::MAX);
-        let mut offences = self.offences.lock().unwrap_or_else(|e| e.into_inner());
         if offences.len() >= self.config.max_tracked && !offences.contains_key(&ip) {
             offences.retain(|_, (_, last)| now.saturating_sub(*last) < forget);
             if offences.len() >= self.config.max_tracked {
@@ -401,8 +421,49 @@ mod tests {
         assert_eq!(ban.source, "auto:rate_limited");
         assert!(ban.until_ms <= now_ms() + 60_000);
         // The second offence gets the next, longer ban.
-        assert_eq!(bans.next_ban_length(ip), Duration::from_secs(600));
-        assert_eq!(bans.next_ban_length(ip), Duration::from_secs(600), "the last length repeats");
+        let mut offences = bans.offences.lock().unwrap();
+        assert_eq!(bans.next_ban_length(&mut offences, ip), Duration::from_secs(600));
+        assert_eq!(bans.next_ban_length(&mut offences, ip), Duration::from_secs(600), "the last length repeats");
+    }
+
+    /// Refusals that race past the threshold together (each worker thread
+    /// striking at once) are one offence: one ban, of the first length.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_strikes_make_one_ban_of_the_first_length() {
+        let cfg = BansConfig {
+            after_rate_limited: 3,
+            durations: vec![
+                Duration::from_secs(60).into(),
+                Duration::from_secs(600).into(),
+                Duration::from_secs(3600).into(),
+            ],
+            max_tracked: 10,
+            ..BansConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let bans = BanList::new(&cfg, None, metrics.clone());
+        let ip: IpAddr = "203.0.113.10".parse().unwrap();
+        let start = std::sync::Barrier::new(8);
+        let handle = tokio::runtime::Handle::current();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let _runtime = handle.enter();
+                    start.wait();
+                    for _ in 0..20 {
+                        bans.strike(ip, Strike::RateLimited);
+                    }
+                });
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let ban = bans.banned(ip).expect("banned");
+        assert!(ban.until_ms <= now_ms() + 60_000, "the first offence's length: {ban:?}");
+        assert!(metrics.render().contains("rampart_bans_added_total{source=\"auto\"} 1\n"), "one ban");
+        let mut offences = bans.offences.lock().unwrap();
+        assert_eq!(bans.next_ban_length(&mut offences, ip), Duration::from_secs(600), "one offence counted");
     }
 
     #[tokio::test]
