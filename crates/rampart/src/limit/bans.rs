@@ -5,7 +5,9 @@
 //! to Redis (`<prefix>ban:<ip>`, expiring with the ban) and announced on the
 //! `<prefix>bans` channel; every instance applies announcements at once and also
 //! re-reads the whole list periodically and whenever Redis comes back, so an
-//! instance that missed a message converges.
+//! instance that missed a message converges. A ban this instance made while
+//! Redis was unreachable is not in that list: it is kept (rather than taken for
+//! a ban lifted elsewhere) and written to Redis at the next re-read.
 //!
 //! Automatic bans: each refusal of a kind (rate limited, failed authentication,
 //! blocked input) is a strike, counted per address with GCRA over `window`; when
@@ -68,9 +70,18 @@ enum Announcement {
     Remove { ip: IpAddr },
 }
 
+/// A ban in this instance's list.
+struct Held {
+    ban: Ban,
+    /// Made here and not (yet) written to Redis, which was unreachable: a
+    /// re-read that does not find it in Redis writes it there, instead of
+    /// dropping it as lifted elsewhere.
+    unshared: bool,
+}
+
 /// The ban list of this instance, mirrored to and from Redis when configured.
 pub struct BanList {
-    bans: RwLock<HashMap<IpAddr, Ban>>,
+    bans: RwLock<HashMap<IpAddr, Held>>,
     config: BansConfig,
     strikes: MemoryStore,
     /// Address → (offences, last offence in ms).
@@ -112,32 +123,40 @@ impl BanList {
         if bans.is_empty() {
             return None;
         }
-        bans.get(&ip.to_canonical()).filter(|b| b.until_ms > now_ms()).cloned()
+        bans.get(&ip.to_canonical()).map(|h| &h.ban).filter(|b| b.until_ms > now_ms()).cloned()
     }
 
     /// Every ban in force, soonest to end first.
     pub fn list(&self) -> Vec<Ban> {
         let now = now_ms();
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
-        bans.retain(|_, b| b.until_ms > now);
-        let mut v: Vec<Ban> = bans.values().cloned().collect();
+        bans.retain(|_, h| h.ban.until_ms > now);
+        let mut v: Vec<Ban> = bans.values().map(|h| h.ban.clone()).collect();
         v.sort_by_key(|b| b.until_ms);
         v
     }
 
-    fn insert_local(&self, ban: Ban) {
+    /// Adds `ban` (made here and not yet in Redis when `unshared`, else
+    /// learnt from Redis) in place of any other on its address, except that a
+    /// longer unshared ban of this instance's outlasts one learnt from Redis.
+    fn insert_local(&self, ban: Ban, unshared: bool) {
         let now = now_ms();
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = bans.get(&ban.ip) {
+            if !unshared && held.unshared && held.ban.until_ms > ban.until_ms {
+                return;
+            }
+        }
         if bans.len() >= self.config.max_tracked && !bans.contains_key(&ban.ip) {
-            bans.retain(|_, b| b.until_ms > now);
+            bans.retain(|_, h| h.ban.until_ms > now);
             if bans.len() >= self.config.max_tracked {
                 // Full of live bans: drop the one ending soonest.
-                if let Some(ip) = bans.values().min_by_key(|b| b.until_ms).map(|b| b.ip) {
+                if let Some(ip) = bans.values().min_by_key(|h| h.ban.until_ms).map(|h| h.ban.ip) {
                     bans.remove(&ip);
                 }
             }
         }
-        bans.insert(ban.ip, ban);
+        bans.insert(ban.ip, Held { ban, unshared });
         self.metrics.bans_active(bans.len());
     }
 
@@ -166,7 +185,7 @@ impl BanList {
             reason: reason.chars().take(200).collect(),
             source: source.into(),
         };
-        self.insert_local(ban.clone());
+        self.insert_local(ban.clone(), true);
         self.metrics.ban_added(if source == "manual" { "manual" } else { "auto" });
         tracing::warn!(target: "rampart::audit", event = "ban_added", ip = %ip, ttl_secs = ttl.as_secs(), reason = %ban.reason, source = %source, "address banned");
         if let Some(audit) = self.audit.get() {
@@ -182,8 +201,8 @@ impl BanList {
     }
 
     /// Writes `ban` to Redis (expiring with it) and announces it to the other
-    /// instances. Without Redis, or while it is unreachable, the ban applies to
-    /// this instance only.
+    /// instances. Without Redis the ban applies to this instance only; while
+    /// Redis is unreachable it stays unshared, to be written at the next resync.
     async fn share(&self, ban: &Ban) {
         let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return };
         let ttl_ms = ban.until_ms.saturating_sub(now_ms()).max(1);
@@ -202,8 +221,17 @@ impl BanList {
             .ignore()
             .query_async(&mut c)
             .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "ban not shared through redis; it applies to this instance");
+        match res {
+            Ok(()) => {
+                let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+                // Unless replaced meanwhile by another ban on the address.
+                if let Some(held) = bans.get_mut(&ban.ip).filter(|h| h.ban == *ban) {
+                    held.unshared = false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ban not shared through redis yet; it applies to this instance until it is")
+            }
         }
     }
 
@@ -303,7 +331,9 @@ impl BanList {
         format!("{}bans", self.redis.as_ref().map_or("", |r| r.key_prefix()))
     }
 
-    /// Loads every ban from Redis, replacing the local list's view of them.
+    /// Loads every ban from Redis, replacing the local list's view of them;
+    /// drops the bans Redis no longer has, but writes there the unexpired bans
+    /// this instance made while Redis was unreachable.
     async fn resync(&self) -> redis::RedisResult<usize> {
         let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return Ok(0) };
         let pattern = format!("{}ban:*", self.redis.as_ref().map_or("", |r| r.key_prefix()));
@@ -313,19 +343,31 @@ impl BanList {
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;
             for v in values.into_iter().flatten() {
                 if let Ok(ban) = serde_json::from_str::<Ban>(&v) {
-                    self.insert_local(ban);
+                    self.insert_local(ban, false);
                     loaded += 1;
                 }
             }
         }
-        // Bans lifted elsewhere while we were not listening.
+        // Bans lifted elsewhere while we were not listening (or expired) go;
+        // bans made here that Redis never had are written there now.
         let live: std::collections::HashSet<String> = keys.into_iter().collect();
-        let stale: Vec<IpAddr> = {
+        let now = now_ms();
+        let (mut stale, mut unshared) = (Vec::new(), Vec::new());
+        {
             let bans = self.bans.read().unwrap_or_else(|e| e.into_inner());
-            bans.keys().filter(|ip| !live.contains(&self.redis_key(**ip))).copied().collect()
-        };
+            for (ip, held) in bans.iter() {
+                if held.unshared && held.ban.until_ms > now {
+                    unshared.push(held.ban.clone());
+                } else if !live.contains(&self.redis_key(*ip)) {
+                    stale.push(*ip);
+                }
+            }
+        }
         for ip in stale {
             self.remove_local(ip);
+        }
+        for ban in &unshared {
+            self.share(ban).await;
         }
         Ok(loaded)
     }
@@ -379,7 +421,7 @@ impl BanList {
             let Some(msg) = msg else { return };
             let Ok(payload) = msg.get_payload::<String>() else { continue };
             match serde_json::from_str::<Announcement>(&payload) {
-                Ok(Announcement::Add { ban }) => self.insert_local(ban),
+                Ok(Announcement::Add { ban }) => self.insert_local(ban, false),
                 Ok(Announcement::Remove { ip }) => {
                     self.remove_local(ip);
                 }

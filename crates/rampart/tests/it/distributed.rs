@@ -146,6 +146,50 @@ async fn redis_dying_falls_back_locally_and_recovers() {
     assert_eq!(ready["status"], "ready");
 }
 
+/// A ban made while Redis is down applies at once on the instance that made
+/// it, survives that instance's re-read of the list when Redis returns (it is
+/// not taken for a ban lifted elsewhere), and is written to Redis then, so the
+/// other instances get it too.
+#[tokio::test]
+async fn a_ban_made_while_redis_is_down_is_kept_and_shared_when_it_returns() {
+    let mut redis = OwnRedis::start(free_port()).await;
+    let port = redis.port;
+    let prefix = unique_prefix();
+    let text = config(&format!("http://{}", start_upstream().await), &redis_section(&redis.url(), &prefix));
+    let a = gateway(&text).await;
+    let store = a.limits.limiter.redis.clone().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+
+    redis.kill();
+    assert!(eventually(Duration::from_secs(5), || async { !store.is_available() }).await, "the outage is noticed");
+    let ops = format!("http://{}", a.ops_addr.unwrap());
+    let r = client()
+        .post(format!("{ops}/bans"))
+        .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"made while redis was down"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(status(&a, "/x").await, 403, "applied at once where it was made");
+
+    // Redis returns empty: the instance re-reads the list and writes its ban.
+    let redis = OwnRedis::start(port).await;
+    let key = format!("{prefix}ban:127.0.0.1");
+    let written =
+        eventually(Duration::from_secs(10), || async { redis.query::<u64>(redis::cmd("EXISTS").arg(&key)).await == 1 });
+    assert!(written.await, "the ban was written to Redis once it was back");
+    assert!(store.is_available());
+    assert_eq!(status(&a, "/x").await, 403, "the re-read kept the ban");
+    let ttl: i64 = redis.query(redis::cmd("PTTL").arg(&key)).await;
+    assert!(ttl > 4 * 60_000 && ttl <= 5 * 60_000, "expiring with the ban: {ttl} ms");
+    // Another instance gets it from Redis.
+    let b = gateway(&text).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async { status(&b, "/x").await == 403 }).await,
+        "the other instance did not get the ban"
+    );
+}
+
 #[tokio::test]
 async fn budgets_are_debited_in_redis_by_the_upstream_cost() {
     let Some(redis) = redis_url() else { return };
