@@ -124,6 +124,78 @@ fn canonical_net(net: IpNet) -> IpNet {
     net
 }
 
+/// How client addresses are counted by the protections that count per client:
+/// rate limits keyed `by = "ip"`, strikes and automatic bans, the per-address
+/// connection and request caps, and the heavy-hitter list (`[server]
+/// ipv6_prefix`).
+///
+/// An IPv4 address is one client. An IPv6 client is typically given a whole
+/// network (a /64 at least, often a /56 or /48) and may send from any address
+/// in it, so counting per address would hand it a fresh allowance with every
+/// address it picks: an IPv6 address counts as its network of the first
+/// `ipv6_prefix` bits. IPv4-mapped IPv6 addresses are their IPv4 address.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use rampart_core::client_ip::ClientGrouping;
+///
+/// let clients = ClientGrouping::new(64);
+/// let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+/// // Two addresses of one /64 are one client...
+/// assert_eq!(clients.key(ip("2001:db8:1:2::1")), ip("2001:db8:1:2::"));
+/// assert_eq!(clients.key(ip("2001:db8:1:2:ffff::7")), ip("2001:db8:1:2::"));
+/// assert_eq!(clients.network_len(ip("2001:db8:1:2::1")), Some(64));
+/// // ... while IPv4 addresses stay themselves.
+/// assert_eq!(clients.key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+/// assert_eq!(clients.network_len(ip("203.0.113.7")), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientGrouping {
+    ipv6_prefix: u8,
+    /// The first `ipv6_prefix` bits set: the key is one `and` away.
+    mask: u128,
+}
+
+impl ClientGrouping {
+    /// The default `[server] ipv6_prefix`: the smallest network an IPv6 client
+    /// is normally given.
+    pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+    /// Counts IPv6 clients by their first `ipv6_prefix` bits (clamped to
+    /// 1..=128; 128 counts each address alone).
+    pub fn new(ipv6_prefix: u8) -> Self {
+        let ipv6_prefix = ipv6_prefix.clamp(1, 128);
+        // The shift is 0..=127, so it never overflows.
+        let mask = u128::MAX << (128 - u32::from(ipv6_prefix));
+        Self { ipv6_prefix, mask }
+    }
+
+    pub fn ipv6_prefix(self) -> u8 {
+        self.ipv6_prefix
+    }
+
+    /// The address that stands for `ip`'s client: `ip` itself (canonical)
+    /// for IPv4, its network address for IPv6.
+    pub fn key(self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.mask)),
+            v4 => v4,
+        }
+    }
+
+    /// The prefix length of the network [`ClientGrouping::key`] stands for,
+    /// when it stands for more than one address (IPv6 with a prefix under 128).
+    pub fn network_len(self, ip: IpAddr) -> Option<u8> {
+        (ip.to_canonical().is_ipv6() && self.ipv6_prefix < 128).then_some(self.ipv6_prefix)
+    }
+}
+
+impl Default for ClientGrouping {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_IPV6_PREFIX)
+    }
+}
+
 /// What is known about the client of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientInfo {

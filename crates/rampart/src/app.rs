@@ -238,6 +238,10 @@ pub fn reload(
         if policy.server.workers != old.policy.server.workers {
             tracing::warn!("[server] workers changed; it takes effect at the next restart");
         }
+        if policy.server.clients != old.policy.server.clients {
+            // Counts, strikes and bans are keyed by it and outlive reloads.
+            tracing::warn!("[server] ipv6_prefix changed; it takes effect at the next restart");
+        }
         if policy.redis.as_ref().map(|r| r.url.expose()) != old.policy.redis.as_ref().map(|r| r.url.expose()) {
             tracing::warn!("[redis] changed; it takes effect at the next restart");
         }

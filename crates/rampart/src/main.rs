@@ -123,7 +123,7 @@ enum BanAction {
         #[arg(long, default_value = "manual")]
         reason: String,
     },
-    /// Lift a ban.
+    /// Lift the bans that apply to an address (on it, or on an IPv6 network of it).
     Remove { ip: std::net::IpAddr },
     /// List bans in force.
     List,
@@ -512,9 +512,10 @@ async fn ban(action: BanAction, config: Option<&Path>) -> anyhow::Result<()> {
             let text = ops_call(config, http::Method::GET, "/bans", None).await?;
             let bans: Vec<rampart::limit::bans::Ban> = serde_json::from_str(&text)?;
             let now = rampart::limit::bans::now_ms();
-            println!("{:<40} {:>10}  {:<20} reason", "address", "ends in", "source");
+            println!("{:<43} {:>10}  {:<20} reason", "address", "ends in", "source");
             for b in bans {
-                println!("{:<40} {:>9}s  {:<20} {}", b.ip, b.until_ms.saturating_sub(now) / 1000, b.source, b.reason);
+                let ends = b.until_ms.saturating_sub(now) / 1000;
+                println!("{:<43} {:>9}s  {:<20} {}", b.target(), ends, b.source, b.reason);
             }
         }
     }
@@ -524,9 +525,13 @@ async fn ban(action: BanAction, config: Option<&Path>) -> anyhow::Result<()> {
 async fn top(config: Option<&Path>) -> anyhow::Result<()> {
     let text = ops_call(config, http::Method::GET, "/top", None).await?;
     let top: Vec<serde_json::Value> = serde_json::from_str(&text)?;
-    println!("{:<40} {:>10} {:>10}", "address", "requests", "± error");
+    println!("{:<43} {:>10} {:>10}", "address", "requests", "± error");
     for t in top {
-        println!("{:<40} {:>10} {:>10}", t["ip"].as_str().unwrap_or("?"), t["requests"], t["error"]);
+        let mut client = t["ip"].as_str().unwrap_or("?").to_owned();
+        if let Some(len) = t["prefix_len"].as_u64() {
+            client = format!("{client}/{len}");
+        }
+        println!("{:<43} {:>10} {:>10}", client, t["requests"], t["error"]);
     }
     Ok(())
 }

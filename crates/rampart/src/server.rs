@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rampart_core::client_ip::ClientGrouping;
 use rampart_core::config::Policy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -154,6 +155,7 @@ impl Gateway {
             conns: ConnectionCaps {
                 per_ip: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
                 max_per_ip: settings.max_connections_per_ip,
+                clients: limits.clients,
                 max_requests: settings.max_requests_per_connection,
                 metrics: metrics.clone(),
             },
@@ -253,20 +255,24 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Per-address connection counting, and the per-connection request cap.
+/// Per-client connection counting, and the per-connection request cap.
 #[derive(Clone)]
 struct ConnectionCaps {
-    /// Only addresses with open connections are present, so this is bounded by
-    /// the number of open connections.
+    /// Open connections by client (see [`ClientGrouping::key`]). Only clients
+    /// with open connections are present, so this is bounded by the number of
+    /// open connections.
     per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     max_per_ip: usize,
+    /// How addresses are counted as clients: an IPv6 client is its network.
+    clients: ClientGrouping,
     max_requests: u64,
     metrics: Arc<Metrics>,
 }
 
-/// Holds one connection's place in the per-address count.
+/// Holds one connection's place in the per-client count.
 struct ConnectionSlot {
     caps: ConnectionCaps,
+    /// The client's key.
     ip: std::net::IpAddr,
 }
 
@@ -283,13 +289,13 @@ impl Drop for ConnectionSlot {
 }
 
 impl ConnectionCaps {
-    /// A slot for a new connection from `ip`, or `None` when it has too many.
-    /// Trusted proxies are exempt: all their clients share their address.
+    /// A slot for a new connection from `ip`, or `None` when its client has
+    /// too many. Trusted proxies are exempt: all their clients share their address.
     fn admit(&self, ip: std::net::IpAddr, trusted: bool) -> Option<Option<ConnectionSlot>> {
         if self.max_per_ip == 0 || trusted {
             return Some(None);
         }
-        let ip = ip.to_canonical();
+        let ip = self.clients.key(ip);
         let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.get(&ip).copied().unwrap_or(0);
         if n >= self.max_per_ip {
@@ -513,5 +519,47 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn caps_of(max_per_ip: usize, ipv6_prefix: u8) -> ConnectionCaps {
+        ConnectionCaps {
+            per_ip: Arc::default(),
+            max_per_ip,
+            clients: ClientGrouping::new(ipv6_prefix),
+            max_requests: 0,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    #[track_caller]
+    fn admitted(caps: &ConnectionCaps, ip: &str) -> Option<ConnectionSlot> {
+        caps.admit(ip.parse().unwrap(), false).map(|slot| slot.expect("counted"))
+    }
+
+    /// Addresses of one IPv6 /64 share the cap; another /64, and IPv4
+    /// addresses, have their own.
+    #[test]
+    fn an_ipv6_client_is_capped_as_its_network() {
+        let caps = caps_of(2, 64);
+        let first = admitted(&caps, "2001:db8:1:2::1").unwrap();
+        let _second = admitted(&caps, "2001:db8:1:2::2").unwrap();
+        assert!(admitted(&caps, "2001:db8:1:2:ffff::3").is_none(), "the /64 has two connections");
+        let _other = admitted(&caps, "2001:db8:1:3::1").expect("another /64");
+        let _v4 = admitted(&caps, "198.51.100.1").expect("IPv4");
+        let _v4b = admitted(&caps, "::ffff:198.51.100.1").expect("the same IPv4 address, mapped");
+        assert!(admitted(&caps, "198.51.100.1").is_none(), "mapped and plain are one address");
+        drop(first);
+        let _again = admitted(&caps, "2001:db8:1:2::9").expect("a place was given back");
+        assert!(caps.admit("2001:db8:1:2::a".parse().unwrap(), true).is_some(), "trusted proxies are exempt");
+
+        let per_address = caps_of(1, 128);
+        let _a = admitted(&per_address, "2001:db8:1:2::1").unwrap();
+        let _b = admitted(&per_address, "2001:db8:1:2::2").expect("ipv6_prefix = 128 counts each address");
     }
 }

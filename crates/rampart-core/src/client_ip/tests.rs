@@ -249,6 +249,42 @@ fn hostile_bytes_never_panic() {
     }
 }
 
+#[track_caller]
+fn grouped(prefix: u8, ip: &str, key: &str, network_len: Option<u8>) {
+    let clients = ClientGrouping::new(prefix);
+    let ip: IpAddr = ip.parse().unwrap();
+    assert_eq!(clients.key(ip), key.parse::<IpAddr>().unwrap(), "/{prefix} of {ip}");
+    assert_eq!(clients.network_len(ip), network_len, "/{prefix} of {ip}");
+}
+
+#[test]
+#[rustfmt::skip]
+fn ipv6_clients_are_counted_by_their_network() {
+    grouped(64, "2001:db8:1:2:3:4:5:6", "2001:db8:1:2::", Some(64));
+    grouped(64, "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::", Some(64));
+    grouped(64, "2001:db8:1:3::1", "2001:db8:1:3::", Some(64));
+    grouped(56, "2001:db8:1:2ff::1", "2001:db8:1:200::", Some(56));
+    grouped(48, "2001:db8:1:2::1", "2001:db8:1::", Some(48));
+    grouped(1, "ffff::1", "8000::", Some(1));
+    grouped(127, "2001:db8::3", "2001:db8::2", Some(127));
+    // 128: each address alone.
+    grouped(128, "2001:db8:1:2:3:4:5:6", "2001:db8:1:2:3:4:5:6", None);
+    grouped(64, "::1", "::", Some(64));
+    // IPv4, mapped or not, is never grouped.
+    grouped(64, "203.0.113.7", "203.0.113.7", None);
+    grouped(1, "203.0.113.7", "203.0.113.7", None);
+    grouped(64, "::ffff:203.0.113.7", "203.0.113.7", None);
+    // Out of range is clamped, not a panic.
+    grouped(0, "ffff::1", "8000::", Some(1));
+    grouped(200, "2001:db8::3", "2001:db8::3", None);
+}
+
+#[test]
+fn the_default_groups_by_64() {
+    assert_eq!(ClientGrouping::default(), ClientGrouping::new(64));
+    assert_eq!(ClientGrouping::default().ipv6_prefix(), ClientGrouping::DEFAULT_IPV6_PREFIX);
+}
+
 struct XorShift(u64);
 
 impl XorShift {

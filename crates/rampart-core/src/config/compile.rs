@@ -21,7 +21,7 @@ use super::model::{
     RedisConfig, RetryConfig, RouteConfig, SecurityHeadersConfig, StorageConfig, TlsConfig, UpstreamConfig,
 };
 use super::{ConfigError, ConfigErrors};
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{ClientGrouping, TrustedProxies};
 use crate::cors::CorsPolicy;
 use crate::path::PathOptions;
 use crate::route::{HostPattern, PathPattern, RouteMatcher, RouteSpec};
@@ -163,6 +163,8 @@ pub struct ServerSettings {
     pub path_options: PathOptions,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
+    /// How client addresses are counted per client (`ipv6_prefix`).
+    pub clients: ClientGrouping,
     pub max_connections_per_ip: usize,
     pub max_requests_per_ip: usize,
     pub max_requests_per_connection: u64,
@@ -808,6 +810,13 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
     if s.workers > MAX_WORKERS {
         errs.push(p("server.workers"), format!("must be at most {MAX_WORKERS} (0: one per CPU)"));
     }
+    let ipv6_prefix = match u8::try_from(s.ipv6_prefix) {
+        Ok(n @ 1..=128) => n,
+        _ => {
+            errs.push(p("server.ipv6_prefix"), "must be between 1 and 128: the leading bits of an IPv6 address that name one client (64 is the usual network of one)");
+            ClientGrouping::DEFAULT_IPV6_PREFIX
+        }
+    };
     if !(0.0..=1.0).contains(&s.shed_anonymous_at) {
         errs.push(p("server.shed_anonymous_at"), "must be a fraction between 0 and 1");
     }
@@ -836,6 +845,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         path_options: PathOptions { allow_encoded_slash: s.allow_encoded_slash },
         http2: s.http2,
         tls: s.tls.clone(),
+        clients: ClientGrouping::new(ipv6_prefix),
         max_connections_per_ip: s.max_connections_per_ip,
         max_requests_per_ip: s.max_requests_per_ip,
         max_requests_per_connection: s.max_requests_per_connection,

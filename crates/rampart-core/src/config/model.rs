@@ -490,6 +490,10 @@ pub struct ServerConfig {
     pub allow_encoded_slash: bool,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
+    /// The leading bits of an IPv6 address that name one client (1..=128), for
+    /// everything counted per client: `by = "ip"` limits, strikes and
+    /// automatic bans, the per-address caps, the heavy hitters.
+    pub ipv6_prefix: u32,
     /// Concurrent connections allowed from one client address (0: no cap).
     pub max_connections_per_ip: usize,
     /// Concurrent requests allowed from one client address (0: no cap).
@@ -526,6 +530,7 @@ impl Default for ServerConfig {
             allow_encoded_slash: false,
             http2: true,
             tls: None,
+            ipv6_prefix: 64,
             max_connections_per_ip: 256,
             max_requests_per_ip: 256,
             max_requests_per_connection: 10_000,

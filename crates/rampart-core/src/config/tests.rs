@@ -111,6 +111,25 @@ fn type_errors_and_syntax_errors_have_lines() {
 }
 
 #[test]
+fn ipv6_prefix_is_checked_and_defaults_to_64() {
+    use crate::client_ip::ClientGrouping;
+    assert_eq!(load(BASE, &[], &no_files).unwrap().server.clients, ClientGrouping::new(64));
+    let policy = load(&format!("{BASE}[server]\nipv6_prefix = 56\n"), &[], &no_files).unwrap();
+    assert_eq!(policy.server.clients.ipv6_prefix(), 56);
+    let policy = load(&format!("{BASE}[server]\nipv6_prefix = 128\n"), &[], &no_files).unwrap();
+    assert_eq!(policy.server.clients.ipv6_prefix(), 128);
+    for bad in ["0", "129", "4294967295"] {
+        check_err(
+            &format!("{BASE}[server]\nipv6_prefix = {bad}\n"),
+            &[],
+            &["server.ipv6_prefix (line 5)", "between 1 and 128"],
+        );
+    }
+    check_err(&format!("{BASE}[server]\nipv6_prefix = -1\n"), &[], &["server.ipv6_prefix (line 5)"]);
+    check_err(BASE, &[("RAMPART_SERVER__IPV6_PREFIX", "200")], &["server.ipv6_prefix", "RAMPART_SERVER__IPV6_PREFIX"]);
+}
+
+#[test]
 fn version_is_required_and_checked() {
     check_err("[upstreams.default]\nurl='http://a'\n", &[], &["version", "add `version = 1`"]);
     check_err("version = 99\n", &[], &["version (line 1)", "newer"]);

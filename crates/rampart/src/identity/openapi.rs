@@ -141,7 +141,9 @@ fn schemas() -> Value {
             "id": { "type": "string" }, "name": { "type": "string" }, "created_at": ts, "last_used_at": nullable_ts
         }), &["id", "name", "created_at"]),
         "Ban": object(json!({
-            "ip": { "type": "string" }, "until_ms": ts, "reason": { "type": "string" }, "source": { "type": "string" }
+            "ip": { "type": "string" },
+            "prefix_len": { "type": "integer", "minimum": 1, "maximum": 127, "description": "set when the ban covers the IPv6 network ip/prefix_len" },
+            "until_ms": ts, "reason": { "type": "string" }, "source": { "type": "string" }
         }), &["ip", "until_ms", "reason", "source"]),
         "AuditRecord": object(json!({
             "seq": { "type": "integer" }, "ts_ms": ts, "kind": { "type": "string" }, "hash": { "type": "string" }
@@ -507,7 +509,7 @@ fn admin_paths(p: &str, add: &mut impl FnMut(String, Value)) {
     );
     add(
         format!("{p}/admin/bans/{{ip}}"),
-        json!({ "delete": op("Lift a ban", "admin", json!({ "204": no_content("Lifted") }), with(admin(), json!({ "parameters": [with(path_param("ip", "the banned address"), json!({ "schema": ip_schema() }))] }))) }),
+        json!({ "delete": op("Lift the bans on an address", "admin", json!({ "204": no_content("Lifted") }), with(admin(), json!({ "parameters": [with(path_param("ip", "the banned address, or any address of a banned IPv6 network"), json!({ "schema": ip_schema() }))] }))) }),
     );
     add(
         format!("{p}/admin/access-lists"),

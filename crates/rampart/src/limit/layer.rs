@@ -200,7 +200,7 @@ impl<S> RateLimitService<S> {
             return None;
         }
         let principal = req.extensions().get::<Principal>();
-        let who = Subject { ip: client.ip, route: &route.0.name, principal };
+        let who = Subject { ip: client.ip, clients: self.state.clients, route: &route.0.name, principal };
         let tier = principal.and_then(|p| p.tier.as_deref());
         let mut applied = Applied { limits: Vec::new(), checks: Vec::new() };
         for limit in &route.0.limits {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::observe::audit::{AuditEvent, AuditSink};
 
+use rampart_core::client_ip::ClientGrouping;
 use rampart_core::config::limits::{CompiledLimit, KeyPart};
 use rampart_core::config::model::RedisFallback;
 use rampart_core::config::Policy;
@@ -68,7 +69,9 @@ pub fn wall_ns() -> u64 {
 
 /// Who a request is, for keying limits.
 pub struct Subject<'a> {
+    /// The client address; limits keyed `by = "ip"` count it as `clients` says.
     pub ip: IpAddr,
+    pub clients: ClientGrouping,
     pub route: &'a str,
     pub principal: Option<&'a Principal>,
 }
@@ -98,7 +101,11 @@ pub fn limit_key(limit: &CompiledLimit, who: &Subject<'_>) -> Option<String> {
         }
         match part {
             KeyPart::Ip => {
-                let _ = write!(key, "ip:{}", who.ip);
+                // An IPv6 client is its network: `ip:2001:db8:1:2::/64`.
+                let _ = write!(key, "ip:{}", who.clients.key(who.ip));
+                if let Some(len) = who.clients.network_len(who.ip) {
+                    let _ = write!(key, "/{len}");
+                }
             }
             KeyPart::User => {
                 key.push_str("user:");
@@ -172,6 +179,9 @@ fn fallback_reason(e: &redis::RedisUnavailable) -> &'static str {
 /// Everything about limits that outlives a config reload.
 pub struct LimitState {
     pub limiter: Limiter,
+    /// How addresses are counted as clients (`[server] ipv6_prefix`), for
+    /// every per-client count: read at start, like the counts it keys.
+    pub clients: ClientGrouping,
     pub bans: Arc<bans::BanList>,
     pub shed: Arc<shed::LoadShedder>,
     pub abuse: Arc<crate::observe::abuse::AbuseMonitor>,
@@ -243,12 +253,14 @@ impl LimitState {
             }
             None => None,
         };
-        let bans = bans::BanList::new(&policy.bans, redis.clone(), metrics.clone());
+        let clients = policy.server.clients;
+        let bans = bans::BanList::new(&policy.bans, clients, redis.clone(), metrics.clone());
         let abuse = crate::observe::abuse::AbuseMonitor::new(&policy.abuse, metrics.clone(), bans.clone());
         Ok(Arc::new(Self {
             limiter: Limiter::new(policy.limits.max_keys, redis, metrics.clone()),
+            clients,
             bans,
-            shed: Arc::new(shed::LoadShedder::default()),
+            shed: Arc::new(shed::LoadShedder::new(clients)),
             abuse,
             audit: OnceLock::new(),
             audit_seen: Mutex::new(HashMap::new()),
@@ -358,7 +370,8 @@ mod tests {
             scopes: vec![],
             method: AuthMethod::Jwt,
         };
-        let who = Subject { ip: "203.0.113.5".parse().unwrap(), route: "r", principal: Some(&p) };
+        let clients = ClientGrouping::default();
+        let who = Subject { ip: "203.0.113.5".parse().unwrap(), clients, route: "r", principal: Some(&p) };
         assert_eq!(limit_key(&limit(vec![KeyPart::Ip]), &who).unwrap(), "rl:{ip:203.0.113.5}:api");
         assert_eq!(
             limit_key(&limit(vec![KeyPart::User, KeyPart::Route]), &who).unwrap(),
@@ -366,8 +379,24 @@ mod tests {
         );
         assert_eq!(limit_key(&limit(vec![KeyPart::Tier]), &who).unwrap(), "rl:{tier:pro}:api");
         assert!(limit_key(&limit(vec![KeyPart::ApiKey]), &who).is_none());
-        let anon = Subject { ip: "::1".parse().unwrap(), route: "r", principal: None };
+        let anon = Subject { ip: "::1".parse().unwrap(), clients, route: "r", principal: None };
         assert!(limit_key(&limit(vec![KeyPart::User]), &anon).is_none());
         assert_eq!(limit_key(&limit(vec![KeyPart::Global]), &anon).unwrap(), "rl:{global}:api");
+    }
+
+    #[test]
+    fn ip_keys_count_an_ipv6_client_as_its_network() {
+        let key = |ip: &str, prefix: u8| {
+            let who =
+                Subject { ip: ip.parse().unwrap(), clients: ClientGrouping::new(prefix), route: "r", principal: None };
+            limit_key(&limit(vec![KeyPart::Ip, KeyPart::Route]), &who).unwrap()
+        };
+        assert_eq!(key("2001:db8:1:2::1", 64), "rl:{ip:2001:db8:1:2::/64|route:r}:api");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64), key("2001:db8:1:2::1", 64), "one /64, one key");
+        assert_ne!(key("2001:db8:1:3::1", 64), key("2001:db8:1:2::1", 64), "another /64");
+        assert_eq!(key("2001:db8:1:3::1", 48), key("2001:db8:1:2::1", 48), "one /48");
+        assert_eq!(key("2001:db8:1:2::1", 128), "rl:{ip:2001:db8:1:2::1|route:r}:api", "128: each address");
+        assert_eq!(key("203.0.113.5", 64), "rl:{ip:203.0.113.5|route:r}:api", "IPv4 unchanged");
+        assert_eq!(key("::ffff:203.0.113.5", 64), "rl:{ip:203.0.113.5|route:r}:api", "mapped IPv4 is IPv4");
     }
 }

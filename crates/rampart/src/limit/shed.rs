@@ -3,8 +3,9 @@
 //! A global count of requests in flight: past `shed_anonymous_at` × `max_in_flight`
 //! anonymous requests are refused first (503 with `Retry-After`), so signed-in
 //! users keep working while anonymous floods are shed; past `max_in_flight`
-//! everything new is refused. Independently, one client address may have at
-//! most `max_requests_per_ip` requests in flight (429).
+//! everything new is refused. Independently, one client may have at most
+//! `max_requests_per_ip` requests in flight (429): one IPv4 address, or one
+//! IPv6 network of `[server] ipv6_prefix` bits (see [`ClientGrouping`]).
 //!
 //! "Signed in" means a credential the [`Recognize`] implementation (the
 //! authentication layer) knows valid from memory, without I/O: a cached
@@ -25,7 +26,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{ready, Either, Ready};
 use http::StatusCode;
-use rampart_core::client_ip::ClientInfo;
+use rampart_core::client_ip::{ClientGrouping, ClientInfo};
 use tower::{Layer, Service};
 
 use crate::edge::{HttpRequest, HttpResponse, Inner, Post, PostProcess};
@@ -35,7 +36,9 @@ use crate::problem::Problem;
 #[derive(Debug, Default)]
 pub struct LoadShedder {
     in_flight: AtomicUsize,
+    /// By client (see [`ClientGrouping::key`]).
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    clients: ClientGrouping,
 }
 
 /// Releases a request's slots when dropped.
@@ -61,6 +64,11 @@ impl Drop for Slot {
 }
 
 impl LoadShedder {
+    /// Counts requests in flight per client as `clients` says.
+    pub fn new(clients: ClientGrouping) -> Self {
+        Self { clients, ..Self::default() }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
@@ -149,7 +157,7 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
             }
         }
         if cfg.max_requests_per_ip > 0 {
-            if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
+            if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| self.shedder.clients.key(c.ip)) {
                 let mut map = self.shedder.per_ip.lock().unwrap_or_else(|e| e.into_inner());
                 let count = map.entry(ip).or_insert(0);
                 if *count >= cfg.max_requests_per_ip {
@@ -181,5 +189,40 @@ impl PostProcess for Slot {
     fn apply(self, resp: HttpResponse) -> HttpResponse {
         drop(self);
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use axum::body::Body;
+
+    fn request(ip: &str) -> HttpRequest {
+        let mut req = http::Request::new(Body::empty());
+        req.extensions_mut().insert(ClientInfo {
+            ip: ip.parse().unwrap(),
+            forwarded_https: false,
+            via_trusted_proxy: false,
+        });
+        req
+    }
+
+    /// Addresses of one IPv6 /64 share its cap; another /64 has its own.
+    #[tokio::test]
+    async fn an_ipv6_client_is_capped_as_its_network() {
+        let config = ShedConfig { max_in_flight: 0, shed_anonymous_at: 1.0, max_requests_per_ip: 2 };
+        let shedder = Arc::new(LoadShedder::new(ClientGrouping::new(64)));
+        let mut svc = ShedLayer::new(shedder.clone(), config, Arc::new(|_: &HttpRequest| false))
+            .layer(crate::testing::echo_headers());
+        // In flight until polled.
+        let held = [svc.call(request("2001:db8:1:2::1")), svc.call(request("2001:db8:1:2::2"))];
+        let status = |resp: Result<HttpResponse, Infallible>| resp.map(|r| r.status().as_u16()).unwrap_or(0);
+        assert_eq!(status(svc.call(request("2001:db8:1:2:ffff::3")).await), 429, "the /64 has two in flight");
+        assert_eq!(status(svc.call(request("2001:db8:1:3::1")).await), 200, "another /64");
+        assert_eq!(status(svc.call(request("198.51.100.1")).await), 200);
+        drop(held);
+        assert_eq!(status(svc.call(request("2001:db8:1:2::7")).await), 200, "the slots are given back");
+        assert_eq!(shedder.in_flight(), 0);
     }
 }

@@ -1,4 +1,4 @@
-//! Abuse detection in bounded memory: the heaviest client addresses (space-saving
+//! Abuse detection in bounded memory: the heaviest clients (space-saving
 //! top-k over one-minute windows) and a spike detector per class of event
 //! ([`SpikeClass`]: all requests, rate-limit refusals, authentication failures,
 //! blocked inputs), each with its own EWMA baseline, ticking once a second off
@@ -6,12 +6,16 @@
 //! when it is lost in the noise of the total request rate.
 //!
 //! Memory is fixed: per class one counter, one baseline and one top-k table of
-//! `top_k` addresses. A spike is logged as an audit event naming its class and
-//! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the top address of
+//! `top_k` clients. A spike is logged as an audit event naming its class and
+//! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the top client of
 //! that class in the current window is banned when it made at least a tenth of
 //! the class's events. Heavy hitters by requests are exported as
 //! `rampart_top_client_requests{rank,ip}` (at most `top_k` series, refreshed
 //! every second) and served by `rampart top`.
+//!
+//! A client is an IPv4 address or an IPv6 network of `[server] ipv6_prefix`
+//! bits (see [`ClientGrouping`]): a client spreading its requests over the
+//! addresses of its /64 is one heavy hitter, and a ban on spike bans the network.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rampart_core::abuse::{SpaceSaving, SpikeDetector};
+use rampart_core::client_ip::ClientGrouping;
 use rampart_core::config::model::AbuseConfig;
 use serde::Serialize;
 
@@ -32,10 +37,23 @@ const WINDOW_TICKS: u64 = 60;
 /// One heavy hitter.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TopClient {
+    /// The client's address; with `prefix_len`, the first of its IPv6 network.
     pub ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_len: Option<u8>,
     /// Estimated requests in the window (an overestimate by at most `error`).
     pub requests: u64,
     pub error: u64,
+}
+
+impl TopClient {
+    /// `ip`, or `ip/prefix_len` for a network: the client, for people.
+    pub fn target(&self) -> String {
+        match self.prefix_len {
+            Some(len) => format!("{}/{len}", self.ip),
+            None => self.ip.to_string(),
+        }
+    }
 }
 
 /// What a spike detector counts. Each class has its own baseline: a class
@@ -90,6 +108,8 @@ pub struct AbuseMonitor {
     config: AbuseConfig,
     metrics: Arc<Metrics>,
     bans: Arc<BanList>,
+    /// The ban list's: what a spike ban bans is what was counted.
+    clients: ClientGrouping,
     /// Set by the gateway once its audit log runs (see `set_audit`).
     audit: OnceLock<Arc<AuditSink>>,
 }
@@ -127,6 +147,7 @@ impl AbuseMonitor {
             last_window: Mutex::new(Vec::new()),
             config: config.clone(),
             metrics,
+            clients: bans.clients(),
             bans,
             audit: OnceLock::new(),
         })
@@ -137,16 +158,16 @@ impl AbuseMonitor {
         let _ = self.audit.set(sink);
     }
 
-    /// Counts one request from `ip`.
+    /// Counts one request from `ip`'s client.
     pub fn record(&self, ip: IpAddr) {
         self.record_class(SpikeClass::Requests, ip);
     }
 
-    /// Counts one event of `class` from `ip`.
+    /// Counts one event of `class` from `ip`'s client.
     pub fn record_class(&self, class: SpikeClass, ip: IpAddr) {
         let c = &self.classes[class as usize];
         c.tick.fetch_add(1, Ordering::Relaxed);
-        c.top.lock().unwrap_or_else(|e| e.into_inner()).offer(ip);
+        c.top.lock().unwrap_or_else(|e| e.into_inner()).offer(self.clients.key(ip));
     }
 
     /// The heavy hitters by requests of the current window, or of the last full
@@ -161,7 +182,9 @@ impl AbuseMonitor {
 
     fn top_of(&self, class: SpikeClass) -> Vec<TopClient> {
         let top = self.classes[class as usize].top.lock().unwrap_or_else(|e| e.into_inner()).top();
-        top.into_iter().map(|(ip, requests, error)| TopClient { ip, requests, error }).collect()
+        top.into_iter()
+            .map(|(ip, requests, error)| TopClient { ip, prefix_len: self.clients.network_len(ip), requests, error })
+            .collect()
     }
 
     /// Closes one second: feeds each class's rate to its detector, reports
@@ -189,7 +212,7 @@ impl AbuseMonitor {
             self.report_spike(class, rate, baselines[class as usize]).await;
         }
         let top = self.top();
-        self.metrics.set_top_clients(&top.iter().map(|t| (t.ip, t.requests)).collect::<Vec<_>>());
+        self.metrics.set_top_clients(&top.iter().map(|t| (t.target(), t.requests)).collect::<Vec<_>>());
         if rotate {
             *self.last_window.lock().unwrap_or_else(|e| e.into_inner()) = self.top_of(SpikeClass::Requests);
             for c in &self.classes {
@@ -209,7 +232,7 @@ impl AbuseMonitor {
             class = class.as_str(),
             rate,
             baseline,
-            top_ip = %top.first().map(|t| t.ip.to_string()).unwrap_or_default(),
+            top_ip = %top.first().map(TopClient::target).unwrap_or_default(),
             "spike of {}",
             class.as_str()
         );
@@ -220,6 +243,9 @@ impl AbuseMonitor {
                 .detail("baseline", baseline);
             if let Some(t) = top.first() {
                 event = event.ip(t.ip).detail("top_requests", t.requests);
+                if let Some(len) = t.prefix_len {
+                    event = event.detail("prefix_len", len);
+                }
             }
             audit.record(event);
         }
@@ -228,7 +254,7 @@ impl AbuseMonitor {
             if let Some(t) = top.first().filter(|t| t.requests.saturating_mul(10) >= total) {
                 if self.bans.banned(t.ip).is_none() {
                     let reason = format!("spike of {}", class.as_str().replace('_', " "));
-                    self.bans.add(t.ip, Duration::from_secs(600), &reason, "auto:spike").await;
+                    self.bans.add_client(t.ip, Duration::from_secs(600), &reason, "auto:spike").await;
                 }
             }
         }
@@ -248,7 +274,7 @@ mod tests {
     fn monitor() -> (Arc<AbuseMonitor>, Arc<BanList>) {
         let config = AbuseConfig { spike_factor: 3.0, spike_min_rate: 5.0, ban_on_spike: true, ..Default::default() };
         let metrics = Arc::new(Metrics::new());
-        let bans = BanList::new(&BansConfig::default(), None, metrics.clone());
+        let bans = BanList::new(&BansConfig::default(), ClientGrouping::default(), None, metrics.clone());
         (AbuseMonitor::without_ticks(&config, metrics, bans.clone()), bans)
     }
 
@@ -295,6 +321,35 @@ mod tests {
         assert_eq!(m.top()[0].ip, ip(201), "the heavy hitter leads the top list");
     }
 
+    /// A client spreading its requests over the addresses of its /64 is one
+    /// heavy hitter, and a spike ban covers the /64.
+    #[tokio::test]
+    async fn an_ipv6_client_is_one_heavy_hitter() {
+        let (m, bans) = monitor();
+        for i in 0..30u16 {
+            m.record(IpAddr::from([0x2001, 0xdb8, 1, 2, i, 0, 0, 1]));
+        }
+        for _ in 0..20 {
+            m.record(ip(1));
+        }
+        let top = m.top();
+        assert_eq!(top[0].target(), "2001:db8:1:2::/64");
+        assert_eq!((top[0].requests, top[1].requests, top[1].prefix_len), (30, 20, None));
+        let json = serde_json::to_value(&top).unwrap();
+        assert_eq!((json[0]["prefix_len"].as_u64(), json[1].get("prefix_len")), (Some(64), None));
+
+        for _ in 0..5 {
+            steady(&m);
+            m.tick(false).await;
+        }
+        for i in 0..900u16 {
+            m.record(IpAddr::from([0x2001, 0xdb8, 7, 7, i, i, 0, 1]));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
+        let ban = bans.banned(IpAddr::from([0x2001, 0xdb8, 7, 7, 0xffff, 0, 0, 9])).expect("the /64 is banned");
+        assert_eq!(ban.target(), "2001:db8:7:7::/64");
+    }
+
     #[test]
     fn class_names_are_the_configurable_ones() {
         assert_eq!(SpikeClass::ALL.map(SpikeClass::as_str), rampart_core::abuse::SPIKE_CLASSES);
@@ -309,7 +364,7 @@ mod tests {
             ..Default::default()
         };
         let metrics = Arc::new(Metrics::new());
-        let bans = BanList::new(&BansConfig::default(), None, metrics.clone());
+        let bans = BanList::new(&BansConfig::default(), ClientGrouping::default(), None, metrics.clone());
         let m = AbuseMonitor::without_ticks(&config, metrics, bans);
         m.tick(false).await;
         for _ in 0..20 {

@@ -418,10 +418,11 @@ impl Metrics {
     }
 
     /// Replaces the heavy-hitter series (at most top_k of them).
-    pub fn set_top_clients(&self, top: &[(std::net::IpAddr, u64)]) {
+    /// Each client is named by its address, or `address/len` for an IPv6 network.
+    pub fn set_top_clients(&self, top: &[(String, u64)]) {
         self.top_clients.clear();
         for (rank, (ip, n)) in top.iter().enumerate() {
-            let labels = TopLabels { rank: u32::try_from(rank + 1).unwrap_or(u32::MAX), ip: ip.to_string() };
+            let labels = TopLabels { rank: u32::try_from(rank + 1).unwrap_or(u32::MAX), ip: ip.clone() };
             self.top_clients.get_or_create(&labels).set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }

@@ -82,6 +82,64 @@ async fn bans_propagate_between_instances() {
     }
 }
 
+/// An automatic ban of an IPv6 client covers its /64 on every instance, and
+/// on one started later; lifting it by any of its addresses lifts it everywhere.
+#[tokio::test]
+async fn an_ipv6_network_ban_is_shared_through_redis() {
+    let Some(redis) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let extra = format!(
+        "{}[bans]\nafter_rate_limited = 1\ndurations = ['1h']\n\
+         [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', rate = '1/min', burst = 1 }}]\n",
+        redis_section(&redis, &prefix)
+    );
+    let text = config_with(&format!("http://{}", start_upstream().await), "trusted_proxies = ['127.0.0.1/32']", &extra);
+    let (a, b) = (gateway(&text).await, gateway(&text).await);
+    for gw in [&a, &b] {
+        let store = gw.limits.limiter.redis.clone().unwrap();
+        assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+    }
+    let from = |gw: &rampart::Gateway, ip: &str| client().get(url(gw, "/x")).header("x-forwarded-for", ip).send();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(from(&a, "2001:db8:1:2::1").await.unwrap().status().as_u16());
+    }
+    assert_eq!(got, [200, 429, 429], "the second strike earns a ban");
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            from(&b, "2001:db8:1:2:ffff::9").await.unwrap().status() == 403
+        })
+        .await,
+        "the /64's ban did not reach instance b"
+    );
+    assert_eq!(from(&b, "2001:db8:1:3::1").await.unwrap().status(), 200, "another /64");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}ban:*"))
+        .query_async(
+            &mut redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys, [format!("{prefix}ban:2001:db8:1:2::/64")]);
+    let c = gateway(&text).await;
+    assert!(
+        eventually(Duration::from_secs(3), || async { from(&c, "2001:db8:1:2::5").await.unwrap().status() == 403 })
+            .await,
+        "a later instance did not load the /64's ban"
+    );
+    let ops_b = format!("http://{}", b.ops_addr.unwrap());
+    assert_eq!(client().delete(format!("{ops_b}/bans/2001:db8:1:2::42")).send().await.unwrap().status(), 204);
+    for gw in [&a, &b, &c] {
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                gw.limits.bans.banned("2001:db8:1:2::1".parse().unwrap()).is_none()
+            })
+            .await,
+            "the lift did not reach every instance"
+        );
+    }
+}
+
 #[tokio::test]
 async fn redis_dying_falls_back_locally_and_recovers() {
     let mut redis = OwnRedis::start(free_port()).await;
@@ -144,6 +202,50 @@ async fn redis_dying_falls_back_locally_and_recovers() {
     assert_eq!(status(&a, "/strict/1").await, 200);
     let ready: serde_json::Value = client().get(format!("{ops}/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
+}
+
+/// A ban made while Redis is down applies at once on the instance that made
+/// it, survives that instance's re-read of the list when Redis returns (it is
+/// not taken for a ban lifted elsewhere), and is written to Redis then, so the
+/// other instances get it too.
+#[tokio::test]
+async fn a_ban_made_while_redis_is_down_is_kept_and_shared_when_it_returns() {
+    let mut redis = OwnRedis::start(free_port()).await;
+    let port = redis.port;
+    let prefix = unique_prefix();
+    let text = config(&format!("http://{}", start_upstream().await), &redis_section(&redis.url(), &prefix));
+    let a = gateway(&text).await;
+    let store = a.limits.limiter.redis.clone().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+
+    redis.kill();
+    assert!(eventually(Duration::from_secs(5), || async { !store.is_available() }).await, "the outage is noticed");
+    let ops = format!("http://{}", a.ops_addr.unwrap());
+    let r = client()
+        .post(format!("{ops}/bans"))
+        .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"made while redis was down"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(status(&a, "/x").await, 403, "applied at once where it was made");
+
+    // Redis returns empty: the instance re-reads the list and writes its ban.
+    let redis = OwnRedis::start(port).await;
+    let key = format!("{prefix}ban:127.0.0.1");
+    let written =
+        eventually(Duration::from_secs(10), || async { redis.query::<u64>(redis::cmd("EXISTS").arg(&key)).await == 1 });
+    assert!(written.await, "the ban was written to Redis once it was back");
+    assert!(store.is_available());
+    assert_eq!(status(&a, "/x").await, 403, "the re-read kept the ban");
+    let ttl: i64 = redis.query(redis::cmd("PTTL").arg(&key)).await;
+    assert!(ttl > 4 * 60_000 && ttl <= 5 * 60_000, "expiring with the ban: {ttl} ms");
+    // Another instance gets it from Redis.
+    let b = gateway(&text).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async { status(&b, "/x").await == 403 }).await,
+        "the other instance did not get the ban"
+    );
 }
 
 #[tokio::test]

@@ -136,6 +136,74 @@ async fn limits_key_on_the_resolved_client_ip_not_the_spoofable_header() {
     assert_eq!(c.get(url(&gw, "/x")).header("x-forwarded-for", "1.1.1.1").send().await.unwrap().status(), 429);
 }
 
+/// The status of a GET of `/x` from `client`, as told by the trusted proxy
+/// 127.0.0.1 (the gateway is reached over one address only).
+async fn status_from(gw: &rampart::Gateway, client_ip: &str) -> u16 {
+    client().get(url(gw, "/x")).header("x-forwarded-for", client_ip).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_an_ip_limit_across_their_network() {
+    let cfg = "[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 2 }]\n";
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1/32']", cfg).await;
+    // Rotating through the addresses of one /64 buys no fresh allowance.
+    let mut got = Vec::new();
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2:abcd::9"] {
+        got.push(status_from(&gw, ip).await);
+    }
+    assert_eq!(got, [200, 200, 429, 429], "one allowance for the /64");
+    assert_eq!(status_from(&gw, "2001:db8:1:3::1").await, 200, "another /64 has its own");
+    // IPv4 clients are their address, as before.
+    for ip in ["198.51.100.1", "198.51.100.1", "198.51.100.2"] {
+        assert_eq!(status_from(&gw, ip).await, 200, "{ip}");
+    }
+    assert_eq!(status_from(&gw, "198.51.100.1").await, 429);
+
+    // `ipv6_prefix` sets the network: a /48 here, and 128 counts each address.
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1/32']\nipv6_prefix = 48", cfg).await;
+    let mut got = Vec::new();
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:3::1", "2001:db8:1:4::1", "2001:db8:2::1"] {
+        got.push(status_from(&gw, ip).await);
+    }
+    assert_eq!(got, [200, 200, 429, 200], "one allowance for the /48");
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1/32']\nipv6_prefix = 128", cfg).await;
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3"] {
+        assert_eq!(status_from(&gw, ip).await, 200, "{ip}");
+    }
+}
+
+#[tokio::test]
+async fn an_automatic_ban_earned_from_one_ipv6_address_covers_its_network() {
+    let cfg = "[bans]\nafter_rate_limited = 2\nwindow = '1m'\ndurations = ['1h']\n\
+               [[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1/32']", cfg).await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(status_from(&gw, "2001:db8:1:2::1").await);
+    }
+    assert_eq!(got, [200, 429, 429, 429], "the third strike earns a ban");
+    // Another address of the /64 is banned with it; another /64 is not.
+    let r = client().get(url(&gw, "/x")).header("x-forwarded-for", "2001:db8:1:2:abcd::5").send().await.unwrap();
+    let v = problem(r, 403).await;
+    assert!(v["detail"].as_str().unwrap().contains("banned"), "{v}");
+    assert_eq!(status_from(&gw, "2001:db8:1:3::1").await, 200);
+    let ops = format!("http://{}", gw.ops_addr.unwrap());
+    let list: Vec<serde_json::Value> = client().get(format!("{ops}/bans")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!((list[0]["ip"].as_str(), list[0]["prefix_len"].as_u64()), (Some("2001:db8:1:2::"), Some(64)));
+    assert_eq!(list[0]["source"], "auto:rate_limited");
+    // Lifting it by any of its addresses lifts the network's ban.
+    let r = client().delete(format!("{ops}/bans/2001:db8:1:2::77")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(gw.limits.bans.banned("2001:db8:1:2::1".parse().unwrap()).is_none());
+
+    // A manual ban of an IPv6 address is of that address only.
+    let body = r#"{"ip":"2001:db8:9:9::1","ttl":"10m","reason":"this one"}"#;
+    assert_eq!(client().post(format!("{ops}/bans")).body(body).send().await.unwrap().status(), 201);
+    assert_eq!(status_from(&gw, "2001:db8:9:9::1").await, 403);
+    assert_eq!(status_from(&gw, "2001:db8:9:9::2").await, 200);
+}
+
 #[tokio::test]
 async fn unique_ip_flood_keeps_the_table_bounded() {
     let cfg = "[limits]\nmax_keys = 500\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '100/min' }]\n";

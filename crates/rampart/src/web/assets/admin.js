@@ -52,7 +52,7 @@
     $("rejection-table").querySelector("tbody").replaceChildren(
       ...(s.rejections || []).map((r) => R.row([r.layer, r.reason, r.count])));
     $("talker-table").querySelector("tbody").replaceChildren(
-      ...(s.top_talkers || []).map((t) => R.row([t.ip, t.requests !== undefined ? t.requests : t.count])));
+      ...(s.top_talkers || []).map((t) => R.row([target(t), t.requests !== undefined ? t.requests : t.count])));
     $("upstream-table").querySelector("tbody").replaceChildren(
       ...(s.upstreams || []).map((u) => R.row([u.upstream, u.target, u.healthy ? "healthy" : "unhealthy"])));
   }
@@ -112,17 +112,20 @@
   R.onSubmit("user-search", "users-error", async (f) => loadUsers(f.search.value.trim()));
 
   // Bans ----------------------------------------------------------------
+  // An address, or an IPv6 network (ip/prefix_len) for an IPv6 client.
+  function target(x) { return x.prefix_len ? x.ip + "/" + x.prefix_len : x.ip; }
+
   async function loadBans() {
     const res = await R.call("GET", "admin/bans");
     if (!res.ok) { R.showError("ban-error", R.why(res)); return; }
     const bans = res.data.bans || [];
     $("ban-table").querySelector("tbody").replaceChildren(...bans.map((b) => R.row([
-      b.ip, b.reason, b.source, R.when(b.until_ms || b.expires_at),
+      target(b), b.reason, b.source, R.when(b.until_ms || b.expires_at),
       R.button("Remove", async () => {
         const r = await R.call("DELETE", "admin/bans/" + encodeURIComponent(b.ip));
         if (!r.ok) R.showError("ban-error", R.why(r));
         await loadBans();
-      }, { "aria-label": "Remove ban of " + b.ip }),
+      }, { "aria-label": "Remove ban of " + target(b) }),
     ])));
     if (!bans.length) $("ban-table").querySelector("tbody").replaceChildren(R.row(["No bans.", "", "", "", ""]));
   }

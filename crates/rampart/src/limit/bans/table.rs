@@ -1,0 +1,184 @@
+//! The ban list's table: bans by what they cover (an address, or an IPv6
+//! network), looked up without allocating.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv6Net};
+
+use super::Ban;
+
+/// What a ban of `ip` with `prefix_len` covers (see [`Ban::net`]).
+/// Only IPv6 networks are ever banned, and never all of IPv6 (/0).
+pub(super) fn target_net(ip: IpAddr, prefix_len: Option<u8>) -> Option<IpNet> {
+    match (ip.to_canonical(), prefix_len) {
+        (ip, None) => Some(IpNet::from(ip)),
+        (IpAddr::V4(v4), Some(32)) => Some(IpNet::from(IpAddr::V4(v4))),
+        (IpAddr::V6(v6), Some(len @ 1..=128)) => Ipv6Net::new(v6, len).ok().map(|n| n.trunc().into()),
+        _ => None,
+    }
+}
+
+/// `net` as a ban's `ip` and `prefix_len`: the address, or for a network
+/// (`net` shorter than an address) its first address and prefix length.
+pub(super) fn ban_target(net: IpNet) -> (IpAddr, Option<u8>) {
+    (net.addr(), (net.prefix_len() < net.max_prefix_len()).then_some(net.prefix_len()))
+}
+
+/// A ban in this instance's list.
+pub(super) struct Held {
+    pub(super) ban: Ban,
+    /// Made here and not (yet) written to Redis, which was unreachable: a
+    /// re-read that does not find it in Redis writes it there, instead of
+    /// dropping it as lifted elsewhere.
+    pub(super) unshared: bool,
+}
+
+/// The bans in force, by what they cover.
+#[derive(Default)]
+pub(super) struct Table {
+    pub(super) map: HashMap<IpNet, Held>,
+    /// The prefix lengths of the IPv6 network bans in `map`, each with how
+    /// many there are: the networks an IPv6 address is looked up as.
+    v6_lens: Vec<(u8, usize)>,
+}
+
+impl Table {
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(super) fn get(&self, net: &IpNet) -> Option<&Held> {
+        self.map.get(net)
+    }
+
+    pub(super) fn insert(&mut self, net: IpNet, held: Held) {
+        if self.map.insert(net, held).is_none() {
+            count_len(&mut self.v6_lens, net, true);
+        }
+    }
+
+    pub(super) fn remove(&mut self, net: &IpNet) -> bool {
+        let removed = self.map.remove(net).is_some();
+        if removed {
+            count_len(&mut self.v6_lens, *net, false);
+        }
+        removed
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Held) -> bool) {
+        let lens = &mut self.v6_lens;
+        self.map.retain(|net, held| {
+            let kept = keep(held);
+            if !kept {
+                count_len(lens, *net, false);
+            }
+            kept
+        });
+    }
+
+    /// The live ban that applies to `ip`: on the address itself first, then
+    /// on a network of it. No allocation; one lookup for IPv4, one more per
+    /// prefix length in use for IPv6.
+    pub(super) fn find(&self, ip: IpAddr, now: u64) -> Option<&Held> {
+        let live = |net: IpNet| self.map.get(&net).filter(|h| h.ban.until_ms > now);
+        if let Some(held) = live(IpNet::from(ip)) {
+            return Some(held);
+        }
+        let IpAddr::V6(v6) = ip else { return None };
+        self.v6_lens.iter().find_map(|&(len, _)| Ipv6Net::new(v6, len).ok().and_then(|n| live(n.trunc().into())))
+    }
+
+    /// The targets of every ban, live or not, that applies to `ip`.
+    pub(super) fn covering(&self, ip: IpAddr) -> Vec<IpNet> {
+        let mut nets = vec![IpNet::from(ip)];
+        if let IpAddr::V6(v6) = ip {
+            nets.extend(
+                self.v6_lens.iter().filter_map(|&(len, _)| Ipv6Net::new(v6, len).ok().map(|n| IpNet::V6(n.trunc()))),
+            );
+        }
+        nets.retain(|n| self.map.contains_key(n));
+        nets
+    }
+}
+
+/// Counts `net` in or out of `lens` when it is an IPv6 network.
+fn count_len(lens: &mut Vec<(u8, usize)>, net: IpNet, added: bool) {
+    let IpNet::V6(v6) = net else { return };
+    let len = v6.prefix_len();
+    if len == 128 {
+        return;
+    }
+    match lens.iter_mut().find(|(l, _)| *l == len) {
+        Some((_, n)) if added => *n += 1,
+        None if added => lens.push((len, 1)),
+        Some((_, n)) => {
+            *n = n.saturating_sub(1);
+            lens.retain(|(_, n)| *n > 0);
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn ban(target: &str, until_ms: u64) -> (IpNet, Held) {
+        let net: IpNet = target.parse().unwrap_or_else(|_| IpNet::from(target.parse::<IpAddr>().unwrap()));
+        let (ip, prefix_len) = ban_target(net);
+        let ban = Ban { ip, prefix_len, until_ms, reason: "test".into(), source: "manual".into() };
+        (net, Held { ban, unshared: false })
+    }
+
+    fn found(table: &Table, ip: &str) -> Option<String> {
+        table.find(ip.parse().unwrap(), 1000).map(|h| h.ban.target())
+    }
+
+    #[test]
+    fn an_address_is_found_under_itself_and_under_each_banned_network_length() {
+        let mut t = Table::default();
+        for (target, until) in [("2001:db8:1:2::/64", 2000), ("2001:db8:9::/48", 2000), ("2001:db8:1:3::5", 2000)] {
+            let (net, held) = ban(target, until);
+            t.insert(net, held);
+        }
+        let (net, held) = ban("2001:db8:7::/48", 500);
+        t.insert(net, held);
+        assert_eq!(found(&t, "2001:db8:1:2:ffff::1").as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(found(&t, "2001:db8:9:abcd::1").as_deref(), Some("2001:db8:9::/48"), "another length");
+        assert_eq!(found(&t, "2001:db8:1:3::5").as_deref(), Some("2001:db8:1:3::5"), "one address");
+        assert_eq!(found(&t, "2001:db8:1:3::6"), None, "not its neighbour");
+        assert_eq!(found(&t, "2001:db8:7::1"), None, "expired");
+        assert_eq!(found(&t, "203.0.113.1"), None);
+        assert_eq!(t.covering("2001:db8:1:2::1".parse().unwrap()), ["2001:db8:1:2::/64".parse::<IpNet>().unwrap()]);
+
+        // The lengths looked up follow what is in the table.
+        assert_eq!(t.v6_lens.len(), 2);
+        t.retain(|h| h.ban.until_ms > 1000);
+        assert_eq!(t.v6_lens, [(64, 1), (48, 1)]);
+        assert!(t.remove(&"2001:db8:9::/48".parse().unwrap()));
+        assert!(!t.remove(&"2001:db8:9::/48".parse().unwrap()));
+        assert_eq!(t.v6_lens, [(64, 1)]);
+        let (net, held) = ban("2001:db8:1:2::/64", 3000);
+        t.insert(net, held);
+        assert_eq!(t.v6_lens, [(64, 1)], "a replaced ban is not counted twice");
+        t.remove(&net);
+        assert!(t.v6_lens.is_empty());
+        assert_eq!(found(&t, "2001:db8:1:2::1"), None);
+    }
+
+    #[test]
+    fn only_addresses_and_ipv6_networks_are_ban_targets() {
+        let net = |ip: &str, len: Option<u8>| target_net(ip.parse().unwrap(), len).map(|n| n.to_string());
+        assert_eq!(net("203.0.113.1", None).as_deref(), Some("203.0.113.1/32"));
+        assert_eq!(net("::ffff:203.0.113.1", None).as_deref(), Some("203.0.113.1/32"), "canonical");
+        assert_eq!(net("203.0.113.1", Some(32)).as_deref(), Some("203.0.113.1/32"));
+        assert_eq!(net("203.0.113.0", Some(24)), None, "no IPv4 networks");
+        assert_eq!(net("2001:db8:1:2::7", Some(64)).as_deref(), Some("2001:db8:1:2::/64"), "truncated");
+        assert_eq!(net("2001:db8::", Some(0)), None, "not all of IPv6");
+        assert_eq!(net("2001:db8::", Some(129)), None);
+        assert_eq!(ban_target("2001:db8::1/128".parse().unwrap()), ("2001:db8::1".parse().unwrap(), None));
+        assert_eq!(ban_target("2001:db8::/64".parse().unwrap()), ("2001:db8::".parse().unwrap(), Some(64)));
+    }
+}
