@@ -65,33 +65,30 @@ async fn trusted_proxy_chain_is_kept_and_extended() {
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
 }
 
+/// A request carrying both forwarding headers, as through a trusted proxy.
+async fn forwarded_by(gw: &rampart::Gateway, xff: &str, fwd: &str) -> reqwest::Response {
+    client().get(url(gw, "/x")).header("x-forwarded-for", xff).header("forwarded", fwd).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn only_the_forwarding_header_the_proxies_write_is_believed() {
     // nginx writes X-Forwarded-For and passes a client's own Forwarded on:
     // that one must not choose the client's address.
     let deny = "[access]\ndeny = ['6.6.6.6/32']\n";
     let (gw, _) = setup_with("trusted_proxies = ['127.0.0.0/8']", deny).await;
-    let send = |xff: &'static str, fwd: &'static str| {
-        let gw_url = url(&gw, "/x");
-        async move { client().get(gw_url).header("x-forwarded-for", xff).header("forwarded", fwd).send().await.unwrap() }
-    };
-    let r = send("203.0.113.7", "for=6.6.6.6").await;
+    let r = forwarded_by(&gw, "203.0.113.7", "for=6.6.6.6").await;
     assert_eq!(r.status(), 200, "the client's Forwarded was believed");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["forwarded"], format!("for=203.0.113.7;proto=http;host={}", gw.addr));
-    assert_eq!(send("6.6.6.6", "for=203.0.113.7").await.status(), 403);
+    assert_eq!(forwarded_by(&gw, "6.6.6.6", "for=203.0.113.7").await.status(), 403);
 
     // Behind proxies that write Forwarded, the reverse.
     let (gw, _) = setup_with("trusted_proxies = ['127.0.0.0/8']\nclient_ip_header = 'forwarded'", deny).await;
-    let send = |xff: &'static str, fwd: &'static str| {
-        let gw_url = url(&gw, "/x");
-        async move { client().get(gw_url).header("x-forwarded-for", xff).header("forwarded", fwd).send().await.unwrap() }
-    };
-    let r = send("6.6.6.6", "for=203.0.113.7").await;
+    let r = forwarded_by(&gw, "6.6.6.6", "for=203.0.113.7").await;
     assert_eq!(r.status(), 200, "the client's X-Forwarded-For was believed");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.7");
-    assert_eq!(send("203.0.113.7", "for=6.6.6.6").await.status(), 403);
+    assert_eq!(forwarded_by(&gw, "203.0.113.7", "for=6.6.6.6").await.status(), 403);
     let bad = config_with("http://127.0.0.1:1", "client_ip_header = 'x-real-ip'", "");
     let err = rampart::app::load_policy_text(&bad).err().unwrap().to_string();
     assert!(err.contains("client_ip_header") || err.contains("x-forwarded-for"), "{err}");
@@ -126,6 +123,16 @@ async fn hsts_when_a_trusted_proxy_says_https() {
     assert!(!resp.headers().contains_key("strict-transport-security"), "untrusted peer cannot claim https");
 }
 
+/// Sends `head` on a fresh connection and returns the reply's status line
+/// and the upstream's echo of the request (its JSON body).
+async fn raw_echo(addr: std::net::SocketAddr, head: &[u8]) -> (String, serde_json::Value) {
+    let reply = raw(addr, head, Duration::from_secs(5)).await;
+    let status = reply.lines().next().unwrap_or_default().to_string();
+    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+    let body = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+    (status, serde_json::from_str(body).unwrap())
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_removed_both_ways() {
     let (gw, _) = setup("").await;
@@ -134,30 +141,24 @@ async fn hop_by_hop_headers_removed_both_ways() {
     assert!(!resp.headers().contains_key("keep-alive"));
     assert_eq!(resp.headers()["cache-control"], "max-age=60", "upstream cache-control kept");
 
-    let reply = raw(
+    let (status, v) = raw_echo(
         gw.addr,
         b"GET /e HTTP/1.1\r\nHost: a\r\nConnection: close, x-client-hop\r\nX-Client-Hop: 1\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
-        Duration::from_secs(5),
     )
     .await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     for h in ["x-client-hop", "te", "proxy-authorization"] {
         assert!(v["headers"].get(h).is_none(), "{h} reached the upstream");
     }
 
     // A client's Connection header cannot remove the headers the gateway
     // adds on the way (here its request id and forwarding headers).
-    let reply = raw(
+    let (status, v) = raw_echo(
         gw.addr,
         b"GET /e HTTP/1.1\r\nHost: a\r\nConnection: close, x-request-id, x-forwarded-for, x-real-ip\r\nX-Request-ID: mine-1\r\n\r\n",
-        Duration::from_secs(5),
     )
     .await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(v["headers"]["x-request-id"].as_str().is_some_and(|id| id != "mine-1"), "{v}");
     assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1", "{v}");
     assert_eq!(v["headers"]["x-real-ip"], "127.0.0.1", "{v}");
@@ -320,18 +321,13 @@ async fn upgrades_other_than_websocket_go_as_plain_requests() {
     // client speak HTTP/2 to the upstream past every layer: it goes as a plain
     // request, without its Upgrade header.
     let (gw, _) = setup("").await;
-    let out = raw(
+    let (status, v) = raw_echo(
         gw.addr,
-        b"GET /plain HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n\
+        b"GET /plain HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\n\
           http2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-        Duration::from_millis(500),
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
-    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
-    let body = body.find('{').map_or(body, |i| &body[i..]);
-    let body = &body[..=body.rfind('}').unwrap()];
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
     assert_eq!(v["path"], "/plain");
     for name in ["upgrade", "http2-settings", "connection"] {
         assert!(v["headers"].get(name).is_none(), "{name} reached the upstream: {v}");
