@@ -118,33 +118,32 @@ pub struct Hop<'a> {
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    let proto = if hop.https { "https" } else { "http" };
+    let proto = proto_static(hop.https);
     let peer = ip_text(hop.peer);
-    let element = forwarded_element(&peer, proto, hop.host);
     if hop.client.via_trusted_proxy {
         // Keep the chain of the header the trusted proxies write and add the
         // hop we saw. The other header came from the client (the proxies pass
         // it on untouched): it is replaced by the client Rampart resolved.
-        let client = || ip_text(hop.client.ip);
-        if let Ok(v) = HeaderValue::try_from(client()) {
+        let client = ip_text(hop.client.ip);
+        if let Ok(v) = HeaderValue::try_from(client.as_str()) {
             headers.insert(X_REAL_IP, v);
         }
         match hop.header {
             ForwardingHeader::XForwardedFor => {
                 append_list(headers, X_FORWARDED_FOR, &peer);
-                if let Ok(v) = HeaderValue::try_from(forwarded_element(&client(), proto, hop.host)) {
+                if let Ok(v) = HeaderValue::try_from(forwarded_element(&client, proto, hop.host)) {
                     headers.insert(header::FORWARDED, v);
                 }
                 if !headers.contains_key(X_FORWARDED_PROTO) {
-                    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+                    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
                 }
             }
             ForwardingHeader::Forwarded => {
-                append_list(headers, header::FORWARDED, &element);
-                if let Ok(v) = HeaderValue::try_from(client()) {
+                append_list(headers, header::FORWARDED, &forwarded_element(&peer, proto, hop.host));
+                if let Ok(v) = HeaderValue::try_from(client) {
                     headers.insert(X_FORWARDED_FOR, v);
                 }
-                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             }
         }
         if !headers.contains_key(X_FORWARDED_HOST) {
@@ -158,10 +157,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             headers.insert(X_REAL_IP, v.clone());
             headers.insert(X_FORWARDED_FOR, v);
         }
-        if let Ok(v) = HeaderValue::try_from(element) {
+        if let Ok(v) = HeaderValue::try_from(forwarded_element(&peer, proto, hop.host)) {
             headers.insert(header::FORWARDED, v);
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto_static(hop.https)));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         match hop.host {
             Some(h) => {
                 headers.insert(X_FORWARDED_HOST, h.clone());

@@ -4,10 +4,10 @@
 //! Bodies stream both ways (nothing is buffered). Hop-by-hop headers are removed
 //! in both directions, forwarding headers set ([`headers`]), the route's header
 //! rewrites applied, and WebSocket (HTTP/1.1 `Upgrade: websocket`) connections
-//! tunnelled once the upstream agrees with `101` ([`tunnel`]; no other upgrade). Failures map to problems: 502 when the
-//! upstream cannot be reached or breaks the exchange, 504 when it does not answer
-//! within the route's timeout, and 413/408 when the client's body broke a limit
-//! while streaming.
+//! tunnelled once the upstream agrees with `101` ([`tunnel`]; no other
+//! upgrade). Failures map to problems: 502 when the upstream cannot be reached
+//! or breaks the exchange, 504 when it does not answer within the route's
+//! timeout, and 413/408 when the client's body broke a limit while streaming.
 
 pub mod breaker;
 pub mod client;
@@ -209,9 +209,9 @@ impl ProxyService {
 
         // Only WebSocket is tunnelled; any other `Upgrade` (`h2c` above all)
         // goes with the hop-by-hop headers, and the request as a plain one.
-        let upgrade = tunnel::is_websocket_upgrade(&req).then(|| HeaderValue::from_static("websocket"));
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let hold = if upgrade.is_some() { req.extensions_mut().remove::<tunnel::ConnectionHold>() } else { None };
+        let websocket = tunnel::is_websocket_upgrade(&req);
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let hold = if websocket { req.extensions_mut().remove::<tunnel::ConnectionHold>() } else { None };
 
         let conn = req.extensions().get::<ConnInfo>().copied();
         let client = req.extensions().get::<ClientInfo>().copied();
@@ -230,9 +230,9 @@ impl ProxyService {
             headers::set_forwarded(headers, &hop);
         }
         route.request_headers.apply(headers);
-        if let Some(proto) = &upgrade {
+        if websocket {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, proto.clone());
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         let client_uri = req.uri().clone();
         if let Some(strip) = route.strip_prefix.as_deref() {
@@ -246,7 +246,7 @@ impl ProxyService {
 
         // A request can be sent again only if repeating it is harmless and
         // nothing of it has been consumed: idempotent, bodiless, not an upgrade.
-        let retryable = is_idempotent(req.method()) && req.body().is_end_stream() && upgrade.is_none();
+        let retryable = is_idempotent(req.method()) && req.body().is_end_stream() && !websocket;
         let attempts = if retryable { settings.retries.attempts.max(1) } else { 1 };
         let timeout = route.timeout.unwrap_or(settings.response_timeout);
         let mut pending = Some(req);
