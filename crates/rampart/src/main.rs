@@ -945,7 +945,11 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
             }
             UserAction::Lock { username, duration } => {
                 let d = match duration {
-                    Some(s) => Some(humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--for {s}: {e}"))?),
+                    Some(s) => match humantime::parse_duration(&s) {
+                        Ok(d) if !d.is_zero() => Some(d),
+                        Ok(_) => anyhow::bail!("--for {s}: a lock needs a duration longer than zero"),
+                        Err(e) => anyhow::bail!("--for {s}: {e}"),
+                    },
                     None => None,
                 };
                 let u = admin::lock(db, &username, d).await.map_err(explain)?;

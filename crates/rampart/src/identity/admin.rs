@@ -48,7 +48,11 @@ pub async fn list_users(db: &Database, search: Option<String>, limit: u32) -> Re
 pub async fn lock(db: &Database, username: &str, duration: Option<Duration>) -> Result<User, IdentityError> {
     let user = find(db, username).await?;
     let now = now_ms();
-    let until = duration.map_or(u64::MAX / 2, |d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+    // Longer than the store can hold (or than anyone means) is until unlocked,
+    // as over HTTP.
+    let until = duration.map_or(u64::MAX / 2, |d| {
+        now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).min(u64::MAX / 2)
+    });
     db.lock_user(&user.id, until, now).await?;
     end_sessions(db, &user.id, now).await?;
     find(db, username).await

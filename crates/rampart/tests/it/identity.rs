@@ -529,6 +529,13 @@ async fn the_user_command_manages_accounts() {
     assert!(ok, "{err}");
     assert_eq!(token_request(&gw, &login).await.1["error"], "invalid_grant", "locked users cannot log in");
     assert!(rampart_cli(&["user", "unlock", "frank", "--config", cfg], "").0);
+    // Longer than the store holds is until unlocked; nothing is no lock at all.
+    let (ok, _, err) = rampart_cli(&["user", "lock", "frank", "--for", "500000000years", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert_eq!(token_request(&gw, &login).await.1["error"], "invalid_grant");
+    assert!(rampart_cli(&["user", "unlock", "frank", "--config", cfg], "").0);
+    let (ok, _, err) = rampart_cli(&["user", "lock", "frank", "--for", "0s", "--config", cfg], "");
+    assert!(!ok && err.contains("longer than zero"), "{err}");
     assert!(rampart_cli(&["user", "set-role", "frank", "ops", "billing", "--config", cfg], "").0);
     let (status, tokens) = token_request(&gw, &login).await;
     assert_eq!(status, 200);
