@@ -248,6 +248,63 @@ async fn a_ban_made_while_redis_is_down_is_kept_and_shared_when_it_returns() {
     );
 }
 
+/// A ban lifted while Redis is unreachable stays lifted when Redis returns
+/// still holding it (a partition, not a crash): the instance deletes it there
+/// before re-reading the list, so it comes back nowhere. A different ban that
+/// Redis holds by then on the address was made after the lift, and stays.
+#[tokio::test]
+async fn a_ban_lifted_while_redis_is_down_is_lifted_everywhere_when_it_returns() {
+    let mut redis = OwnRedis::start(free_port()).await;
+    let port = redis.port;
+    let prefix = unique_prefix();
+    let text = config(&format!("http://{}", start_upstream().await), &redis_section(&redis.url(), &prefix));
+    let a = gateway(&text).await;
+    let store = a.limits.limiter.redis.clone().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+    let ops = format!("http://{}", a.ops_addr.unwrap());
+    let key = format!("{prefix}ban:127.0.0.1");
+    let ban = |reason: &'static str| {
+        let ops = ops.clone();
+        async move {
+            let body = format!(r#"{{"ip":"127.0.0.1","ttl":"5m","reason":"{reason}"}}"#);
+            assert_eq!(client().post(format!("{ops}/bans")).body(body).send().await.unwrap().status(), 201);
+        }
+    };
+
+    for newer in [false, true] {
+        ban("shared before the outage").await;
+        let held: String = redis.query(redis::cmd("GET").arg(&key)).await;
+        redis.kill();
+        assert!(eventually(Duration::from_secs(5), || async { !store.is_available() }).await);
+        assert_eq!(client().delete(format!("{ops}/bans/127.0.0.1")).send().await.unwrap().status(), 204);
+        assert_eq!(status(&a, "/x").await, 200, "lifted at once here");
+
+        // Redis returns holding the ban as it was, or a newer one.
+        redis = OwnRedis::start_closed(port, "not-yet").await;
+        let value = if newer { held.replace("shared before the outage", "made after the lift") } else { held };
+        let _: () = redis.query(redis::cmd("SET").arg(&key).arg(&value).arg("PX").arg(300_000)).await;
+        redis.open().await;
+        assert!(eventually(Duration::from_secs(10), || async { store.is_available() }).await);
+        if newer {
+            assert!(
+                eventually(Duration::from_secs(10), || async { status(&a, "/x").await == 403 }).await,
+                "the newer ban in Redis was not applied"
+            );
+            let kept: Option<String> = redis.query(redis::cmd("GET").arg(&key)).await;
+            assert_eq!(kept.as_deref(), Some(value.as_str()), "the newer ban was deleted");
+        } else {
+            let gone = eventually(Duration::from_secs(10), || async {
+                redis.query::<u64>(redis::cmd("EXISTS").arg(&key)).await == 0
+            });
+            assert!(gone.await, "the lift never reached Redis");
+            // The re-reads that follow do not bring it back, here or elsewhere.
+            let b = gateway(&text).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!((status(&a, "/x").await, status(&b, "/x").await), (200, 200));
+        }
+    }
+}
+
 #[tokio::test]
 async fn budgets_are_debited_in_redis_by_the_upstream_cost() {
     let Some(redis) = redis_url() else { return };

@@ -8,7 +8,9 @@
 //! whole list periodically and whenever Redis comes back, so an instance that
 //! missed a message converges. A ban this instance made while
 //! Redis was unreachable is not in that list: it is kept (rather than taken for
-//! a ban lifted elsewhere) and written to Redis at the next re-read.
+//! a ban lifted elsewhere) and written to Redis at the next re-read. A ban it
+//! lifted meanwhile is remembered, and lifted in Redis before that re-read
+//! (unless Redis holds a different ban there by then, made after the lift).
 //!
 //! Automatic bans: each refusal of a kind (rate limited, failed authentication,
 //! blocked input) is a strike, counted per client with GCRA over `window`; when
@@ -123,6 +125,9 @@ pub struct BanList {
     strikes: MemoryStore,
     /// Client (see [`ClientGrouping::key`]) → (offences, last offence in ms).
     offences: Mutex<HashMap<IpAddr, (u32, u64)>>,
+    /// Bans lifted here while Redis was unreachable, as they were, until
+    /// Redis has heard of the lift (see [`BanList::share_lifts`]).
+    lifted: Mutex<HashMap<IpNet, Ban>>,
     redis: Option<RedisStore>,
     metrics: Arc<Metrics>,
     /// Set by the gateway once its audit log runs (see `set_audit`).
@@ -142,6 +147,7 @@ impl BanList {
             clients,
             strikes: MemoryStore::new(config.max_tracked.max(1)),
             offences: Mutex::new(HashMap::new()),
+            lifted: Mutex::new(HashMap::new()),
             redis,
             metrics,
             audit: OnceLock::new(),
@@ -215,7 +221,8 @@ impl BanList {
         self.metrics.bans_active(bans.len());
     }
 
-    fn remove_local(&self, net: IpNet) -> bool {
+    /// Drops the ban on `net` from this instance's list; returns it.
+    fn remove_local(&self, net: IpNet) -> Option<Held> {
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
         let removed = bans.remove(&net);
         self.metrics.bans_active(bans.len());
@@ -323,10 +330,17 @@ impl BanList {
             // Redis may have a ban on the address this instance does not.
             nets.push(IpNet::from(ip));
         }
-        let mut removed = false;
+        let mut lifted = Vec::new();
         for &net in &nets {
-            removed |= self.remove_local(net);
+            if let Some(held) = self.remove_local(net) {
+                lifted.push((net, held));
+            }
         }
+        let removed = !lifted.is_empty();
+        // Until Redis has heard of it, a lift is remembered: Redis may still
+        // hold the ban, and the next re-read would bring it back.
+        let mut unshared: Vec<(IpNet, Ban)> =
+            lifted.into_iter().filter(|(_, held)| !held.unshared).map(|(net, held)| (net, held.ban)).collect();
         tracing::warn!(target: "rampart::audit", event = "ban_removed", ip = %ip, "ban lifted");
         if let Some(audit) = self.audit.get() {
             audit.record(AuditEvent::new(AuditKind::BanRemoved).ip(ip).detail("was_banned", removed));
@@ -339,11 +353,67 @@ impl BanList {
                 pipe.cmd("DEL").arg(self.redis_key(net)).ignore().cmd("PUBLISH").arg(self.channel()).arg(msg).ignore();
             }
             let res: redis::RedisResult<()> = pipe.query_async(&mut c).await;
-            if let Err(e) = res {
-                tracing::warn!(error = %e, "ban removal not shared through redis");
+            match res {
+                Ok(()) => unshared.clear(),
+                Err(e) => tracing::warn!(error = %e, "ban removal not shared through redis yet"),
+            }
+        }
+        if self.redis.is_some() {
+            let mut pending = self.lifted.lock().unwrap_or_else(|e| e.into_inner());
+            for &net in &nets {
+                pending.remove(&net);
+            }
+            for (net, ban) in unshared {
+                if pending.len() >= self.config.max_tracked {
+                    // Bounded: the lift of the ban ending soonest is forgotten.
+                    let soonest = pending.iter().min_by_key(|(_, b)| b.until_ms).map(|(n, _)| *n);
+                    if let Some(soonest) = soonest {
+                        pending.remove(&soonest);
+                    }
+                }
+                pending.insert(net, ban);
             }
         }
         removed
+    }
+
+    /// Shares the lifts made while Redis was unreachable: each lifted ban
+    /// that Redis still holds, unchanged, is deleted there and announced as
+    /// lifted. A ban Redis holds that differs from the one lifted was made
+    /// (by another instance) after the lift, and stays.
+    async fn share_lifts(&self, c: &mut super::redis::RedisConn) -> redis::RedisResult<()> {
+        let pending: Vec<(IpNet, Ban)> = {
+            let now = now_ms();
+            let mut lifted = self.lifted.lock().unwrap_or_else(|e| e.into_inner());
+            lifted.retain(|_, ban| ban.until_ms > now);
+            lifted.iter().map(|(net, ban)| (*net, ban.clone())).collect()
+        };
+        for (net, ban) in pending {
+            let key = self.redis_key(net);
+            let held: Option<String> = redis::cmd("GET").arg(&key).query_async(c).await?;
+            let same = held.and_then(|v| serde_json::from_str::<Ban>(&v).ok()).is_some_and(|held| {
+                held.until_ms == ban.until_ms && held.source == ban.source && held.reason == ban.reason
+            });
+            if same {
+                let (ip, prefix_len) = ban_target(net);
+                let msg = serde_json::to_string(&Announcement::Remove { ip, prefix_len }).unwrap_or_default();
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(&key)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(self.channel())
+                    .arg(msg)
+                    .ignore()
+                    .query_async::<()>(c)
+                    .await?;
+            }
+            let mut lifted = self.lifted.lock().unwrap_or_else(|e| e.into_inner());
+            if lifted.get(&net) == Some(&ban) {
+                lifted.remove(&net);
+            }
+        }
+        Ok(())
     }
 
     /// Counts a strike against the client of `ip` (see [`ClientGrouping`]);
@@ -427,6 +497,7 @@ impl BanList {
     /// this instance made while Redis was unreachable.
     async fn resync(&self) -> redis::RedisResult<usize> {
         let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return Ok(0) };
+        self.share_lifts(&mut c).await?;
         let pattern = format!("{}ban:*", self.redis.as_ref().map_or("", |r| r.key_prefix()));
         let keys = c.scan_keys(&pattern, self.config.max_tracked).await?;
         let mut loaded = 0;

@@ -58,9 +58,9 @@ impl Table {
         }
     }
 
-    pub(super) fn remove(&mut self, net: &IpNet) -> bool {
-        let removed = self.map.remove(net).is_some();
-        if removed {
+    pub(super) fn remove(&mut self, net: &IpNet) -> Option<Held> {
+        let removed = self.map.remove(net);
+        if removed.is_some() {
             count_len(&mut self.v6_lens, *net, false);
         }
         removed
@@ -157,8 +157,8 @@ mod tests {
         assert_eq!(t.v6_lens.len(), 2);
         t.retain(|h| h.ban.until_ms > 1000);
         assert_eq!(t.v6_lens, [(64, 1), (48, 1)]);
-        assert!(t.remove(&"2001:db8:9::/48".parse().unwrap()));
-        assert!(!t.remove(&"2001:db8:9::/48".parse().unwrap()));
+        assert!(t.remove(&"2001:db8:9::/48".parse().unwrap()).is_some());
+        assert!(t.remove(&"2001:db8:9::/48".parse().unwrap()).is_none());
         assert_eq!(t.v6_lens, [(64, 1)]);
         let (net, held) = ban("2001:db8:1:2::/64", 3000);
         t.insert(net, held);

@@ -389,7 +389,26 @@ impl OwnRedis {
     }
 
     pub async fn start(port: u16) -> Self {
-        let server = Self::spawn(port, &["--port", &port.to_string()]);
+        Self::wait_started(Self::spawn(port, &["--port", &port.to_string()])).await
+    }
+
+    /// A server on `port` that refuses every client without `password`
+    /// until [`OwnRedis::open`]: a test prepares its data before a gateway
+    /// can see any of it.
+    pub async fn start_closed(port: u16, password: &str) -> Self {
+        let mut server = Self::spawn(port, &["--port", &port.to_string(), "--requirepass", password]);
+        server.password = Some(password.to_owned());
+        Self::wait_started(server).await
+    }
+
+    /// Lets in clients without a password.
+    pub async fn open(&mut self) {
+        let _: () = self.query(redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("")).await;
+        self.password = None;
+    }
+
+    async fn wait_started(server: Self) -> Self {
+        let port = server.port;
         let url = server.url();
         let start = std::time::Instant::now();
         loop {
