@@ -98,6 +98,9 @@ pub enum Op {
     Debit,
     /// Consume nothing; say whether anything is left (budgets, before a request).
     Peek,
+    /// Give the weight back, never past a full bucket (a budget's reservation
+    /// that the request's cost did not use).
+    Refund,
 }
 
 /// The outcome of one decision, in the terms of the `RateLimit` headers.
@@ -156,6 +159,12 @@ pub fn decide(
         }
         Op::Debit => {
             let new = tat.saturating_add(params.increment_ns(weight));
+            (decision(true, new - now_ns, 0), Some(new))
+        }
+        Op::Refund => {
+            // `tat >= now_ns`, so the result is never before now: a refund
+            // fills the bucket at most to full, and banks nothing beyond it.
+            let new = tat.saturating_sub(params.increment_ns(weight)).max(now_ns);
             (decision(true, new - now_ns, 0), Some(new))
         }
     }
@@ -261,6 +270,21 @@ mod tests {
     }
 
     #[test]
+    fn refund_gives_back_at_most_a_full_bucket() {
+        let ms = 1_000_000;
+        // Three of five used: refunding two leaves one used.
+        check(Some(300 * ms), 0, 2, Op::Refund, allowed(4, 100 * ms), Some(100 * ms));
+        // Refunding more than is used fills the bucket, and no further.
+        check(Some(300 * ms), 0, 9, Op::Refund, allowed(5, 0), Some(0));
+        check(Some(300 * ms), 200 * ms, 2, Op::Refund, allowed(5, 0), Some(200 * ms));
+        check(None, SEC, u64::MAX, Op::Refund, allowed(5, 0), Some(SEC));
+        // An overdrawn budget is paid back from its debt first.
+        check(Some(900 * ms), 0, 3, Op::Refund, allowed(0, 600 * ms), Some(600 * ms));
+        let (refund, _) = decide(Some(900 * ms), 0, &ten_per_sec(), 5, Op::Refund);
+        assert_eq!(refund, allowed(1, 400 * ms));
+    }
+
+    #[test]
     fn extreme_values_never_panic() {
         let params = [
             GcraParams { period_ns: 0, count: 0, burst: 0 },
@@ -271,7 +295,7 @@ mod tests {
         ];
         let values = [0, 1, 2, 1 << 32, u64::MAX / 2, u64::MAX - 1, u64::MAX];
         for p in &params {
-            for op in [Op::Check, Op::Peek, Op::Debit] {
+            for op in [Op::Check, Op::Peek, Op::Debit, Op::Refund] {
                 for &stored in &values {
                     for &now in &values {
                         for &weight in &values {
@@ -334,6 +358,7 @@ mod tests {
                 Op::Peek if self.level < tol => (true, self.level, 0),
                 Op::Peek => (false, self.level, (self.level - tol).max(1)),
                 Op::Debit => (true, self.level + cost, 0),
+                Op::Refund => (true, self.level.saturating_sub(cost), 0),
             };
             if allowed && op != Op::Peek {
                 self.level = level_after;
@@ -364,7 +389,7 @@ mod tests {
             for step in 0..400 {
                 now += if rng.below(4) == 0 { 0 } else { rng.below(3 * p.period_ns / p.count + 2) };
                 let weight = [0, 1, 1, 1, 2, 3, p.burst, p.burst + 1][rng.below(8) as usize];
-                let op = [Op::Check, Op::Check, Op::Check, Op::Peek, Op::Debit][rng.below(5) as usize];
+                let op = [Op::Check, Op::Check, Op::Check, Op::Peek, Op::Debit, Op::Refund][rng.below(6) as usize];
                 model.advance(now);
                 let want = model.apply(&p, weight, op);
                 let (got, store) = decide(tat, now, &p, weight, op);
@@ -375,7 +400,7 @@ mod tests {
                 if op == Op::Check && weight > p.burst {
                     assert!(!got.allowed, "{p:?}: weight {weight} passed");
                 }
-                if op == Op::Debit {
+                if matches!(op, Op::Debit | Op::Refund) {
                     passed.clear();
                 } else if op == Op::Check && got.allowed {
                     passed.push((now, weight));

@@ -54,9 +54,11 @@ impl KeyPart {
 pub enum LimitKind {
     /// Checked before the request; costs the route's weight.
     Rate,
-    /// Checked (peeked) before the request, debited after the response by the
-    /// cost the upstream reports in this header.
-    Budget { cost_header: HeaderName },
+    /// Checked before the request, debited after the response by the cost the
+    /// upstream reports in `cost_header`. With a `reserve` (micro-units), each
+    /// request holds that much of the budget while it runs, settled against its
+    /// cost after the response; with none, a request only needs something left.
+    Budget { cost_header: HeaderName, reserve: u64 },
 }
 
 /// One compiled limit. Shared (`Arc`) by every route that names it, so a named
@@ -152,6 +154,15 @@ pub fn parse_amount(s: &str) -> Option<u64> {
     Some(micro)
 }
 
+/// Micro-units as the decimal a config would write: `0.05`, `12`.
+fn amount_text(micro: u64) -> String {
+    let (int, frac) = (micro / BUDGET_SCALE, micro % BUDGET_SCALE);
+    if frac == 0 {
+        return int.to_string();
+    }
+    format!("{int}.{frac:06}").trim_end_matches('0').to_string()
+}
+
 fn params(count: u64, period: Duration, burst: u64) -> Result<GcraParams, String> {
     GcraParams::new(count, period, burst).map_err(|e| e.to_string())
 }
@@ -182,6 +193,9 @@ pub fn compile_limit(
     }
     let (kind, count, period, burst) = match (&cfg.rate, &cfg.budget) {
         (Some(rate), None) => {
+            if cfg.reserve.is_some() {
+                return Err("`reserve` applies to budgets; a rate's request costs its route's `weight`".into());
+            }
             let (n, period) = parse_rate(rate)?;
             let burst = cfg.burst.unwrap_or(n);
             if burst == 0 {
@@ -197,7 +211,12 @@ pub fn compile_limit(
             let cost_header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
                 .map_err(|_| format!("`{header}` is not a header name"))?;
             let (micro, period) = parse_budget(budget)?;
-            (LimitKind::Budget { cost_header }, micro, period, micro)
+            let reserve = match cfg.reserve.as_deref() {
+                None => 0,
+                Some(r) => parse_amount(r.trim())
+                    .ok_or_else(|| format!("`reserve = \"{r}\"`: the amount must be a non-negative decimal"))?,
+            };
+            (LimitKind::Budget { cost_header, reserve }, micro, period, micro)
         }
         (Some(_), Some(_)) => return Err("set either `rate` or `budget`, not both".into()),
         (None, None) => return Err("a limit needs a `rate` (e.g. \"60/min\") or a `budget` (e.g. \"5.00/day\")".into()),
@@ -226,6 +245,18 @@ pub fn compile_limit(
             }
         };
         tiers.push((tier.clone(), p));
+    }
+    if let LimitKind::Budget { reserve, .. } = kind {
+        // A reservation larger than the budget could never be held.
+        let smallest = tiers.iter().map(|(_, p)| p.burst).fold(base.burst, u64::min);
+        if reserve > smallest {
+            return Err(format!(
+                "`reserve` ({}) is larger than the budget ({}){}: no request could ever pass",
+                amount_text(reserve),
+                amount_text(smallest),
+                if smallest < base.burst { " of a tier" } else { "" }
+            ));
+        }
     }
     Ok(CompiledLimit {
         name: Arc::from(name),
@@ -303,7 +334,37 @@ mod tests {
             .unwrap();
         assert!(b.is_global_budget());
         assert_eq!(b.on_redis_down, RedisFallback::Refuse);
-        assert_eq!(b.kind, LimitKind::Budget { cost_header: HeaderName::from_static("x-cost") });
+        assert_eq!(b.kind, LimitKind::Budget { cost_header: HeaderName::from_static("x-cost"), reserve: 0 });
+
+        let mut r = cfg(&["user"], None, Some("5.00/day"));
+        r.reserve = Some("0.25".into());
+        r.tier_rates = Some([("free".to_string(), "0.25/day".to_string())].into());
+        let r = compile_limit("spend", &r, RedisFallback::Local, "x-cost").unwrap();
+        assert_eq!(r.kind, LimitKind::Budget { cost_header: HeaderName::from_static("x-cost"), reserve: 250_000 });
+    }
+
+    #[test]
+    fn reserves_must_fit_every_budget() {
+        let with = |budget: &str, reserve: &str, tiers: Option<(&str, f64)>| {
+            let mut c = cfg(&["user"], None, Some(budget));
+            c.reserve = Some(reserve.into());
+            c.tiers = tiers.map(|(t, f)| [(t.to_string(), f)].into());
+            compile_limit("spend", &c, RedisFallback::Local, "x-cost")
+        };
+        assert!(with("1.00/day", "1", None).is_ok());
+        assert!(with("1.00/day", "0", None).is_ok());
+        let err = with("1.00/day", "1.5", None).unwrap_err();
+        assert!(err.contains("(1.5) is larger than the budget (1)"), "{err}");
+        let err = with("1.00/day", "0.6", Some(("free", 0.5))).unwrap_err();
+        assert!(err.contains("(0.6) is larger than the budget (0.5) of a tier"), "{err}");
+        for bad in ["-1", "x", "1.2.3", ""] {
+            let err = with("1.00/day", bad, None).unwrap_err();
+            assert!(err.contains("non-negative decimal"), "{bad}: {err}");
+        }
+        let mut rate = cfg(&["ip"], Some("5/s"), None);
+        rate.reserve = Some("1".into());
+        let err = compile_limit("r", &rate, RedisFallback::Local, "x-cost").unwrap_err();
+        assert!(err.contains("applies to budgets"), "{err}");
     }
 
     #[test]

@@ -329,6 +329,10 @@ pub struct LimitConfig {
     /// cost the upstream reports in `cost_header`.
     pub budget: Option<String>,
     pub cost_header: Option<String>,
+    /// Of a budget, held by each request while it runs (`"0.05"`), then settled
+    /// against the cost the upstream reports: concurrent requests cannot spend
+    /// past the budget by more than what they report beyond it. Default none.
+    pub reserve: Option<String>,
     /// Multiply the rate or budget for principals of these tiers: `{ pro = 5 }`.
     pub tiers: Option<BTreeMap<String, f64>>,
     /// Explicit rate or budget per tier: `{ free = "10/min", pro = "100/min" }`.

@@ -1,6 +1,6 @@
 //! The rate-limit layer: every limit of the matched route, decided in one call to
-//! the limiter, before the request goes further; budgets debited after the
-//! response by the cost the upstream reports.
+//! the limiter, before the request goes further; budgets settled after the
+//! response against the cost the upstream reports.
 //!
 //! The layer sits at two places in the stack, and each route's limits are
 //! decided at exactly one of them, in one call (one Redis round trip), so a
@@ -20,6 +20,12 @@
 //! A refusal is 429 (503 for a global budget: the service, not the caller, ran
 //! out) with `Retry-After`, the rate-limit headers, and a strike towards an
 //! automatic ban of the client address.
+//!
+//! A budget with a `reserve` is checked like a rate of that weight, so the
+//! requests running at once hold their reservations and cannot together spend
+//! what is not there; after the response, [`settle_budgets`] debits the cost
+//! beyond the reservation or refunds what it did not use. Without one the
+//! budget is only peeked (anything left lets the request through).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,6 +41,7 @@ use tower::{Layer, Service};
 
 use super::headers::{ceil_secs, set_headers, LimitOutcome};
 use super::{limit_key, Decision, LimitCheck, LimitState, Op, Subject, Undecided};
+use crate::edge::forward_auth::ForwardAuthCheck;
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
 use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
@@ -166,11 +173,12 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                 // response head, bounded by the route's timeout, debits, and
                 // drops the response.
                 let request_id = req.extensions().get::<RequestId>().cloned();
+                let checked = req.extensions().get::<ForwardAuthCheck>().is_some();
                 let fut = inner.call(req);
                 let state = state.clone();
                 let exchange = tokio::spawn(async move {
                     let resp = fut.await?;
-                    debit_budgets(&state, &budgets, resp.headers());
+                    settle_budgets(&state, &budgets, (!checked).then(|| resp.headers()));
                     Ok::<_, Infallible>(resp)
                 });
                 match exchange.await {
@@ -207,7 +215,8 @@ impl<S> RateLimitService<S> {
             let Some(key) = limit_key(limit, &who) else { continue };
             let (weight, op) = match limit.kind {
                 LimitKind::Rate => (route.0.weight, Op::Check),
-                LimitKind::Budget { .. } => (0, Op::Peek),
+                LimitKind::Budget { reserve: 0, .. } => (0, Op::Peek),
+                LimitKind::Budget { reserve, .. } => (reserve, Op::Check),
             };
             applied.checks.push(LimitCheck { key, params: *limit.params_for(tier), weight, op });
             applied.limits.push(limit.clone());
@@ -233,30 +242,51 @@ fn outcomes<'a>(limits: &'a [Arc<CompiledLimit>], decisions: &[Decision]) -> Vec
         .collect()
 }
 
-/// Debits each budget by the cost the upstream reported, off the request path.
-fn debit_budgets(state: &Arc<LimitState>, budgets: &[(Arc<CompiledLimit>, LimitCheck)], headers: &http::HeaderMap) {
-    let mut debits = Vec::new();
+/// Settles each budget against the cost the upstream reported, off the
+/// request path: the cost beyond the request's reservation is debited, the
+/// reservation it did not use is refunded. A response without a (readable)
+/// cost costs nothing. `headers` is `None` for a forward-auth check, whose
+/// response Rampart never sees: such a request keeps its reservation as its
+/// cost.
+fn settle_budgets(
+    state: &Arc<LimitState>,
+    budgets: &[(Arc<CompiledLimit>, LimitCheck)],
+    headers: Option<&http::HeaderMap>,
+) {
+    let mut settlements = Vec::new();
     let mut fallbacks = Vec::new();
     for (limit, check) in budgets {
-        let LimitKind::Budget { cost_header } = &limit.kind else { continue };
-        let Some(raw) = headers.get(cost_header) else { continue };
-        let cost = raw.to_str().ok().and_then(|s| rampart_core::config::limits::parse_amount(s.trim()));
-        let Some(cost) = cost.filter(|c| *c > 0) else {
-            if cost.is_none() {
-                tracing::warn!(limit = %limit.name, "upstream sent an unparseable cost header; nothing debited");
-            }
-            continue;
+        let LimitKind::Budget { cost_header, .. } = &limit.kind else { continue };
+        // What the request holds: its reservation, or nothing after a peek.
+        let reserved = if check.op == Op::Check { check.weight } else { 0 };
+        let cost = match headers {
+            None => reserved,
+            Some(headers) => match headers.get(cost_header) {
+                None => 0,
+                Some(raw) => {
+                    let cost = raw.to_str().ok().and_then(|s| rampart_core::config::limits::parse_amount(s.trim()));
+                    if cost.is_none() {
+                        tracing::warn!(limit = %limit.name, "upstream sent an unparseable cost header; nothing debited");
+                    }
+                    cost.unwrap_or(0)
+                }
+            },
         };
-        debits.push(LimitCheck { key: check.key.clone(), params: check.params, weight: cost, op: Op::Debit });
+        let (weight, op) = match cost.cmp(&reserved) {
+            std::cmp::Ordering::Equal => continue,
+            std::cmp::Ordering::Greater => (cost - reserved, Op::Debit),
+            std::cmp::Ordering::Less => (reserved - cost, Op::Refund),
+        };
+        settlements.push(LimitCheck { key: check.key.clone(), params: check.params, weight, op });
         fallbacks.push(limit.on_redis_down);
     }
-    if debits.is_empty() {
+    if settlements.is_empty() {
         return;
     }
     let state = state.clone();
     tokio::spawn(async move {
-        if state.limiter.apply(&debits, &fallbacks).await.is_err() {
-            tracing::warn!("budget debit lost: redis unavailable and the limit refuses local fallback");
+        if state.limiter.apply(&settlements, &fallbacks).await.is_err() {
+            tracing::warn!("budget settlement lost: redis unavailable and the limit refuses local fallback");
         }
     });
 }

@@ -387,6 +387,15 @@ mod tests {
         // A key that is idle after its decision is dropped, not kept.
         check(&store, 10 * SEC, &[limit("a", 0, Op::Debit)], &[(true, 5)]);
         assert_eq!(store.len(), 1);
+        // A refund gives back what it names, and a key it fills is dropped,
+        // alone or in a batch.
+        check(&store, 10 * SEC, &[limit("c", 4, Op::Check)], &[(true, 1)]);
+        check(&store, 10 * SEC, &[limit("c", 3, Op::Refund)], &[(true, 4)]);
+        check(&store, 10 * SEC, &[limit("c", 9, Op::Refund)], &[(true, 5)]);
+        assert_eq!(store.len(), 1);
+        check(&store, 10 * SEC, &[limit("c", 2, Op::Check), limit("d", 1, Op::Check)], &[(true, 3), (true, 4)]);
+        check(&store, 10 * SEC, &[limit("c", 2, Op::Refund), limit("d", 1, Op::Refund)], &[(true, 5), (true, 5)]);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

@@ -118,9 +118,9 @@ use super::{Decision, LimitCheck, Op};
 /// The GCRA, in Lua. See the module docs for the time representation.
 ///
 /// `KEYS[i]` is the i-th limit's key. `ARGV` holds five values per key: the
-/// operation (`c` check, `z` check of weight 0, `d` debit, `p` peek), the
-/// request's increment, one unit's increment and the tolerance (integer
-/// nanoseconds), and the burst. The reply holds four integers per key, as text
+/// operation (`c` check, `z` check of weight 0, `d` debit, `r` refund, `p`
+/// peek), the request's increment, one unit's increment and the tolerance
+/// (integer nanoseconds), and the burst. The reply holds four integers per key, as text
 /// so that no value is truncated to a 64-bit signed integer: allowed (1/0),
 /// remaining, reset after (ns), retry after (ns).
 const GCRA_LUA: &str = r#"
@@ -190,6 +190,10 @@ for i, key in ipairs(KEYS) do
     local new = d + inc
     left, reset = units(tol - new, inc1, burst), new
     hold(key, new)
+  elseif op == 'r' then
+    local new = math.max(d - inc, 0)
+    left, reset = units(tol - new, inc1, burst), new
+    hold(key, new)
   else
     left = units(tol - math.min(d, tol), inc1, burst)
     if op == 'p' and d >= tol then
@@ -211,6 +215,9 @@ if not refused then
       local ns = math.min(math.max(at - s * E9, 0), E9 - 1)
       redis.call('SET', key, string.format('%d%09d', now_s + s, ns),
         'PX', math.max(math.ceil(delay / 1000000), 1))
+    else
+      -- Idle (a refund filled the bucket): the same as absent.
+      redis.call('DEL', key)
     end
   end
 end
@@ -1010,6 +1017,7 @@ fn add_check(invocation: &mut ScriptInvocation<'_>, key: String, check: &LimitCh
         Op::Check if check.weight == 0 => ("z", 0),
         Op::Check => ("c", check.params.increment_ns(check.weight)),
         Op::Debit => ("d", check.params.increment_ns(check.weight)),
+        Op::Refund => ("r", check.params.increment_ns(check.weight)),
         Op::Peek => ("p", 0),
     };
     invocation
@@ -1165,7 +1173,7 @@ mod tests {
                 let unit_us = p.increment_ns(1) / 1_000;
                 now += if rng.below(4) == 0 { 0 } else { rng.below(3 * unit_us + 2) * 1_000 };
                 let weight = [0, 1, 1, 1, 2, 3, p.burst, p.burst + 1][rng.below(8) as usize];
-                let op = [Op::Check, Op::Check, Op::Check, Op::Peek, Op::Debit][rng.below(5) as usize];
+                let op = [Op::Check, Op::Check, Op::Check, Op::Peek, Op::Debit, Op::Refund][rng.below(6) as usize];
                 let check = LimitCheck { key: key.clone(), params: p, weight, op };
 
                 let (want, store) = decide(tat, now, &p, weight, op);
@@ -1179,8 +1187,13 @@ mod tests {
                     tat = store;
                 }
                 let stored: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
-                if let Some(t) = tat.filter(|t| *t > now) {
-                    assert_eq!(stored, Some(t.to_string()), "round {round}, step {step}");
+                match tat.filter(|t| *t > now) {
+                    Some(t) => assert_eq!(stored, Some(t.to_string()), "round {round}, step {step}"),
+                    // Idle: absent, or a TAT that is not after now.
+                    None => assert!(
+                        stored.as_deref().is_none_or(|s| s.parse::<u64>().unwrap() <= now),
+                        "round {round}, step {step}: {stored:?} stored for an idle key at {now}"
+                    ),
                 }
                 steps += 1;
             }

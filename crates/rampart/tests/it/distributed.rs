@@ -344,6 +344,42 @@ async fn budgets_are_debited_in_redis_by_the_upstream_cost() {
     assert!(ttl > 0, "the budget key expires when it would mean nothing: {ttl}");
 }
 
+#[tokio::test]
+async fn reservations_in_redis_bound_concurrent_spending_across_instances() {
+    let Some(redis) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let extra = format!(
+        "[redis]\nurl = '{redis}'\ntimeout = '2s'\nprobe_interval = '100ms'\nkey_prefix = '{prefix}'\n\
+         [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', budget = '1.00/day', reserve = '0.25' }}]\n"
+    );
+    let (a, b) = pair(&extra).await;
+    // Eight at once, four on each instance, each costing 0.25 after 400 ms:
+    // the reservations in Redis let exactly four through.
+    let all = (0..8).map(|i| {
+        let u = url(if i % 2 == 0 { &a } else { &b }, "/slow-cost/400/0.25");
+        async move { client().get(u).send().await.unwrap().status().as_u16() }
+    });
+    let mut statuses = futures_util::future::join_all(all).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429]);
+    // Settled at their cost, the budget is spent; a request that costs nothing
+    // has its reservation refunded in Redis, so the key goes when it is idle.
+    assert!(eventually(Duration::from_secs(5), || async { status(&a, "/x").await == 429 }).await);
+    let key = format!("{prefix}rl:{{ip:127.0.0.1}}:routes[0]#0");
+    let mut conn = ::redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(status(&b, "/x").await, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move { ::redis::cmd("EXISTS").arg(&key).query_async::<u64>(&mut conn).await.unwrap() == 0 }
+        })
+        .await,
+        "the refunded reservation left the key behind"
+    );
+}
+
 /// `[redis] sentinels`: the gateway asks the sentinel for the primary (the
 /// URL's host is not used) and decides its limits there. Failover itself is
 /// tested on the store (`redis_limits::sentinel_names_the_primary_…`).

@@ -218,8 +218,8 @@ async fn walk(gw: &rampart::Gateway, env: &[(String, String)]) {
     assert_eq!(stats["quotes_per_user"][&bob], 1, "{stats}");
     assert!(stats["quotes_per_user"].get(&ada).is_none(), "{stats}");
 
-    // Alice keeps asking until her 1.00 a day is spent: allowed while any of
-    // it is left (the last call overdraws it), then 429 with Retry-After.
+    // Alice keeps asking until less than a reservation (0.30) of her 1.00 a
+    // day is left, then 429 with Retry-After.
     let mut refused = None;
     for _ in 0..10 {
         let r = create_quote(gw, &alice_token).await;
@@ -230,10 +230,10 @@ async fn walk(gw: &rampart::Gateway, env: &[(String, String)]) {
         spent += 30;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(spent, 120, "0.30 a quote: the fourth overdraws 1.00, the fifth is refused");
+    assert_eq!(spent, 90, "0.30 a quote: 0.10 is left after the third, less than a reservation");
     let r = refused.expect("the budget never ran out");
     let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(retry_after > 60, "the overdraft refills over hours, not seconds: {retry_after}");
+    assert!(retry_after > 60, "the missing 0.20 refills over hours, not seconds: {retry_after}");
     let v = problem(r, 429).await;
     assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
     // Alice can still read, and Bob's budget is his own.

@@ -278,6 +278,35 @@ async fn only_trusted_proxies_may_ask() {
     assert_eq!(client().get(url(&gw, "/open")).send().await.unwrap().status(), 200);
 }
 
+/// Rampart never sees the response of a request it only checked, so the
+/// cost the upstream reports cannot reach it: such a request is charged its
+/// budget's reservation.
+#[tokio::test]
+async fn a_checked_request_is_charged_its_reservation() {
+    let up = start_upstream().await;
+    let gw = gateway(&config_with(
+        &format!("http://{up}"),
+        "trusted_proxies = ['127.0.0.1/32']",
+        "[forward_auth]\npath = '/_rampart/auth'\n\
+         [[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '1.00/day', reserve = '0.4' }]\n",
+    ))
+    .await;
+    let check = || {
+        client()
+            .get(url(&gw, "/_rampart/auth"))
+            .header("x-original-uri", "/cost/0.01")
+            .header("x-forwarded-for", "192.0.2.7")
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(check().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 0.80 charged: 0.20 is left, less than a reservation.
+    let v = problem(check().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
+}
+
 #[tokio::test]
 async fn forward_auth_config_is_validated() {
     let up = "http://127.0.0.1:1";

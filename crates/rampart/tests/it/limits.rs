@@ -99,6 +99,81 @@ async fn a_client_that_hangs_up_before_the_answer_is_still_debited() {
     assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
 }
 
+/// `n` requests at once, each to the slow upstream that reports `cost`
+/// after `ms`; returns the statuses, sorted.
+async fn concurrent(gw: &rampart::Gateway, n: usize, ms: u64, cost: &str) -> Vec<u16> {
+    let c = client();
+    let path = format!("/slow-cost/{ms}/{cost}");
+    let all = (0..n).map(|_| {
+        let (c, u) = (c.clone(), url(gw, &path));
+        async move { c.get(u).send().await.unwrap().status().as_u16() }
+    });
+    let mut statuses = futures_util::future::join_all(all).await;
+    statuses.sort_unstable();
+    statuses
+}
+
+#[tokio::test]
+async fn a_reserve_bounds_what_concurrent_requests_spend() {
+    // Without a reserve, every request that starts while something is left
+    // passes: ten at once spend 3.00 of a 1.00 budget.
+    let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '1.00/day' }]\n").await;
+    assert_eq!(concurrent(&gw, 10, 500, "0.3").await, [200; 10]);
+    // With one, each holds 0.30 while it runs: three fit, seven are refused.
+    let (gw, _) =
+        setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '1.00/day', reserve = '0.30' }]\n").await;
+    let statuses = concurrent(&gw, 10, 300, "0.3").await;
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429, 429, 429]);
+    // The three were settled at their cost (0.90 spent), so not even one more fits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = problem(client().get(url(&gw, "/cost/0.01")).send().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
+}
+
+#[tokio::test]
+async fn an_unused_reservation_is_refunded_and_an_excess_debited() {
+    let cfg = "[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '1.00/day', reserve = '0.5' }]\n";
+    let (gw, _) = setup(cfg).await;
+    let c = client();
+    let settled = || tokio::time::sleep(Duration::from_millis(100));
+    // Responses without a cost give the whole reservation back.
+    for _ in 0..5 {
+        assert_eq!(c.get(url(&gw, "/free")).send().await.unwrap().status(), 200);
+        settled().await;
+    }
+    // Six at 0.10: each is refunded 0.40. The sixth starts with 0.50 left,
+    // just its reservation; then 0.40 is left, less than a reservation.
+    for i in 0..6 {
+        assert_eq!(c.get(url(&gw, "/cost/0.10")).send().await.unwrap().status(), 200, "request {i}");
+        settled().await;
+    }
+    problem(c.get(url(&gw, "/cost/0.10")).send().await.unwrap(), 429).await;
+
+    // A cost beyond the reservation is debited in full.
+    let (gw, _) = setup(cfg).await;
+    assert_eq!(c.get(url(&gw, "/cost/0.9")).send().await.unwrap().status(), 200);
+    settled().await;
+    problem(c.get(url(&gw, "/free")).send().await.unwrap(), 429).await;
+}
+
+#[tokio::test]
+async fn reserves_are_validated() {
+    for (limit, want) in [
+        ("{ by = 'ip', budget = '1.00/day', reserve = '2' }", "larger than the budget"),
+        ("{ by = 'ip', budget = '1.00/day', reserve = 'lots' }", "non-negative decimal"),
+        ("{ by = 'ip', rate = '5/s', reserve = '1' }", "applies to budgets"),
+    ] {
+        let err = rampart::app::load_policy_text(&config(
+            "http://127.0.0.1:1",
+            &format!("[[routes]]\npath = '/**'\nlimits = [{limit}]\n"),
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains(want), "{limit}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn global_budget_exhaustion_is_503() {
     let (gw, _) = setup("[[routes]]\npath = '/**'\nlimits = [{ by = 'global', budget = '0.5/hour' }]\n").await;
