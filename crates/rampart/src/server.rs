@@ -61,7 +61,6 @@ impl Gateway {
         let health = Arc::new(Health::default());
         let settings = policy.server.clone();
         let metrics_listen = policy.metrics_listen;
-        let admin_token = policy.admin_token.clone();
         // The database first: a bad `storage.database` fails the start before
         // anything else is spawned.
         let (audit, identity) = start_audit(&policy, &metrics).await?;
@@ -102,7 +101,7 @@ impl Gateway {
             Some(a) => {
                 let ops = TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics)"))?;
                 let ops_addr = ops.local_addr()?;
-                let router = ops_router(metrics.clone(), health.clone(), limits.clone(), admin_token.clone());
+                let router = ops_router(metrics.clone(), health.clone(), limits.clone(), shared.clone());
                 let mut rx = ops_stop_rx;
                 tokio::spawn(async move {
                     let stop = async move { stopped(&mut rx).await };

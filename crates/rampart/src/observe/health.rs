@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use http::{header, HeaderMap, StatusCode};
-use rampart_core::config::secret::Secret;
 use serde::Deserialize;
 
 use super::Metrics;
+use crate::app::SharedRuntime;
 use crate::limit::LimitState;
 use crate::problem::Problem;
 
@@ -54,7 +54,9 @@ struct OpsState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     limits: Arc<LimitState>,
-    admin_token: Option<Secret>,
+    /// The running policy, for `[metrics] admin_token`: read per request, so a
+    /// reload that changes the token takes effect at once.
+    shared: SharedRuntime,
 }
 
 /// The router of the operations listener. Serve it with
@@ -64,7 +66,7 @@ pub fn ops_router(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     limits: Arc<LimitState>,
-    admin_token: Option<Secret>,
+    shared: SharedRuntime,
 ) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
@@ -73,26 +75,73 @@ pub fn ops_router(
         .route("/bans", get(list_bans).post(add_ban))
         .route("/bans/{ip}", delete(remove_ban))
         .route("/top", get(top))
-        .with_state(OpsState { metrics, health, limits, admin_token })
+        .with_state(OpsState { metrics, health, limits, shared })
 }
 
 /// The admin endpoints need the configured bearer token, or, without one, a
-/// loopback caller. The token is compared in constant time.
+/// loopback caller that is not a web page: a browser on the gateway's host is
+/// a loopback caller too, and a page it shows could otherwise ban or unban
+/// addresses with a simple cross-origin request, or read the lists through
+/// DNS rebinding. So without a token a request is refused when it carries an
+/// `Origin`, a `Sec-Fetch-Site` other than `none` (what browsers send for
+/// requests a page makes), or a `Host` that is a name other than `localhost`.
+/// A token is compared in constant time; a browser never sends one
+/// cross-origin without a preflight this listener does not answer.
 fn refusal(s: &OpsState, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     use subtle::ConstantTimeEq;
-    let ok = match &s.admin_token {
+    let token = s.shared.load().policy.admin_token.clone();
+    let ok = match &token {
         Some(token) => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))),
-        None => peer.ip().to_canonical().is_loopback(),
+        None => {
+            if !peer.ip().to_canonical().is_loopback() {
+                false
+            } else if let Some(why) = from_a_page(headers) {
+                return Some(
+                    Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                        .detail(format!("{why}; without an admin token only local tools may use this endpoint"))
+                        .into_response_with(None),
+                );
+            } else {
+                true
+            }
+        }
     };
     (!ok).then(|| {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             .detail("this endpoint needs the admin token")
             .into_response_with(None)
     })
+}
+
+/// Why a request looks like one a web page made (see [`refusal`]), if it does.
+fn from_a_page(headers: &HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some("the request comes from a web page (Origin)");
+    }
+    if headers.get_all("sec-fetch-site").iter().any(|v| v.as_bytes() != b"none") {
+        return Some("the request comes from a web page (Sec-Fetch-Site)");
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (None, _) => true,
+        (Some(host), None) => host.to_str().is_ok_and(local_host),
+        (Some(_), Some(_)) => false,
+    };
+    (!host_ok).then_some("the Host is not an address or localhost (DNS rebinding?)")
+}
+
+/// An IP address or `localhost`, with or without a port.
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9090`
+        Some(rest) => return rest.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 async fn list_bans(
@@ -127,6 +176,15 @@ async fn add_ban(
 ) -> Response {
     if let Some(r) = refusal(&s, peer, &headers) {
         return r;
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            .detail("send the ban as `Content-Type: application/json`")
+            .into_response_with(None);
     }
     let req: NewBan = match serde_json::from_slice(&body) {
         Ok(b) => b,

@@ -55,6 +55,7 @@ async fn bans_propagate_between_instances() {
     let ops_a = format!("http://{}", a.ops_addr.unwrap());
     let r = client()
         .post(format!("{ops_a}/bans"))
+        .header("content-type", "application/json")
         .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"shared"}"#)
         .send()
         .await
@@ -223,6 +224,7 @@ async fn a_ban_made_while_redis_is_down_is_kept_and_shared_when_it_returns() {
     let ops = format!("http://{}", a.ops_addr.unwrap());
     let r = client()
         .post(format!("{ops}/bans"))
+        .header("content-type", "application/json")
         .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"made while redis was down"}"#)
         .send()
         .await
@@ -267,7 +269,17 @@ async fn a_ban_lifted_while_redis_is_down_is_lifted_everywhere_when_it_returns()
         let ops = ops.clone();
         async move {
             let body = format!(r#"{{"ip":"127.0.0.1","ttl":"5m","reason":"{reason}"}}"#);
-            assert_eq!(client().post(format!("{ops}/bans")).body(body).send().await.unwrap().status(), 201);
+            assert_eq!(
+                client()
+                    .post(format!("{ops}/bans"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                201
+            );
         }
     };
 
@@ -458,7 +470,13 @@ async fn gateways_share_limits_and_bans_through_a_redis_cluster() {
     assert_eq!(got, [200, 200, 429], "2 per minute across both gateways");
 
     let ops_a = format!("http://{}", a.ops_addr.unwrap());
-    let r = client().post(format!("{ops_a}/bans")).body(r#"{"ip":"127.0.0.1","ttl":"5m"}"#).send().await.unwrap();
+    let r = client()
+        .post(format!("{ops_a}/bans"))
+        .header("content-type", "application/json")
+        .body(r#"{"ip":"127.0.0.1","ttl":"5m"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert!(
         eventually(Duration::from_secs(3), || async { status(&b, "/x").await == 403 }).await,

@@ -274,7 +274,17 @@ async fn an_automatic_ban_earned_from_one_ipv6_address_covers_its_network() {
 
     // A manual ban of an IPv6 address is of that address only.
     let body = r#"{"ip":"2001:db8:9:9::1","ttl":"10m","reason":"this one"}"#;
-    assert_eq!(client().post(format!("{ops}/bans")).body(body).send().await.unwrap().status(), 201);
+    assert_eq!(
+        client()
+            .post(format!("{ops}/bans"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
     assert_eq!(status_from(&gw, "2001:db8:9:9::1").await, 403);
     assert_eq!(status_from(&gw, "2001:db8:9:9::2").await, 200);
 }
@@ -323,8 +333,13 @@ async fn manual_bans_through_the_ops_listener() {
     let (gw, _) = setup("").await;
     let ops = format!("http://{}", gw.ops_addr.unwrap());
     let c = client();
-    let r =
-        c.post(format!("{ops}/bans")).body(r#"{"ip":"127.0.0.1","ttl":"10m","reason":"test"}"#).send().await.unwrap();
+    let r = c
+        .post(format!("{ops}/bans"))
+        .header("content-type", "application/json")
+        .body(r#"{"ip":"127.0.0.1","ttl":"10m","reason":"test"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let v = problem(c.get(url(&gw, "/x")).send().await.unwrap(), 403).await;
     assert!(v["detail"].as_str().unwrap().contains("banned"));
@@ -335,7 +350,17 @@ async fn manual_bans_through_the_ops_listener() {
     assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200);
     // Hostile input to the admin endpoint is a clean 400.
     for body in ["", "{", r#"{"ip":"nope"}"#, r#"{"ip":"1.2.3.4","ttl":"forever"}"#, r#"{"ip":"1.2.3.4","extra":1}"#] {
-        assert_eq!(c.post(format!("{ops}/bans")).body(body).send().await.unwrap().status(), 400, "{body}");
+        assert_eq!(
+            c.post(format!("{ops}/bans"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            400,
+            "{body}"
+        );
     }
 }
 
@@ -351,6 +376,77 @@ async fn admin_token_is_required_when_configured() {
     assert_eq!(c.get(format!("{ops}/bans")).bearer_auth("s3cret-token").send().await.unwrap().status(), 200);
     // Metrics and health stay open for scrapers and probes.
     assert_eq!(c.get(format!("{ops}/metrics")).send().await.unwrap().status(), 200);
+    // A new token takes effect with the reload: the old one stops working.
+    gw.reload(rampart::app::load_policy_text(&text.replace("s3cret-token", "rotated-token"))).unwrap();
+    assert_eq!(c.get(format!("{ops}/bans")).bearer_auth("s3cret-token").send().await.unwrap().status(), 401);
+    assert_eq!(c.get(format!("{ops}/bans")).bearer_auth("rotated-token").send().await.unwrap().status(), 200);
+}
+
+/// Without a token, a browser on the gateway's host is a loopback caller
+/// too: what its pages send (cross-origin requests, DNS rebinding) is refused,
+/// and a ban must come as JSON, which no page can send without a preflight.
+#[tokio::test]
+async fn without_a_token_web_pages_cannot_use_the_admin_endpoints() {
+    let (gw, _) = setup("").await;
+    let port = gw.ops_addr.unwrap().port();
+    let ops = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let ban = r#"{"ip":"198.51.100.7","ttl":"1h"}"#;
+    // The operations listener's problems carry no request id.
+    let ops_problem = |r: reqwest::Response, status: u16| async move {
+        assert_eq!(r.status(), status);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let page_like = [
+        ("origin", "http://evil.test".to_string()),
+        ("origin", "null".to_string()),
+        ("sec-fetch-site", "cross-site".to_string()),
+        ("sec-fetch-site", "same-site".to_string()),
+        ("host", format!("rebound.evil.test:{port}")),
+        ("host", format!("127.0.0.1.evil.test:{port}")),
+    ];
+    for (name, value) in &page_like {
+        let r = c
+            .post(format!("{ops}/bans"))
+            .header("content-type", "application/json")
+            .header(*name, value)
+            .body(ban)
+            .send()
+            .await
+            .unwrap();
+        let v = ops_problem(r, 403).await;
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.contains("web page") || detail.contains("Host"), "{detail}");
+        let r = c.get(format!("{ops}/top")).header(*name, value).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        let r = c.delete(format!("{ops}/bans/198.51.100.7")).header(*name, value).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+    }
+    assert!(gw.limits.bans.list().is_empty());
+    // The simple bodies a page may send without a preflight are not a ban.
+    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = c.post(format!("{ops}/bans")).header("content-type", ct).body(ban).send().await.unwrap();
+        ops_problem(r, 415).await;
+    }
+    ops_problem(c.post(format!("{ops}/bans")).body(ban).send().await.unwrap(), 415).await;
+    // Local tools (curl, the CLI) still can, by address or as localhost.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), "localhost".into()] {
+        let r =
+            c.get(format!("{ops}/bans")).header("host", &host).header("sec-fetch-site", "none").send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    let r = c
+        .post(format!("{ops}/bans"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(ban)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Metrics stay open to scrapers that name the host.
+    let r = c.get(format!("{ops}/metrics")).header("host", format!("gateway-1.internal:{port}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
