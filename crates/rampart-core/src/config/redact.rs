@@ -7,6 +7,11 @@
 //! need to see, and lose user info, path, query and fragment (where passwords
 //! and webhook tokens live); the others become `"***"`. A `KEY_file` setting
 //! is a path, not a secret, and is shown. Secret files are never read here.
+//!
+//! The values of header rewrites (`request_headers.set`,
+//! `response_headers.set`) are redacted too, whatever the header: they are
+//! where a route puts the credential its upstream wants (`authorization`,
+//! `x-api-key`). Their names are shown.
 
 use toml::{Table, Value};
 
@@ -38,6 +43,12 @@ fn redact_table(table: &mut Table) {
     for (key, value) in table.iter_mut() {
         if SECRET_KEYS.contains(&key.as_str()) {
             redact_value(key, value);
+        } else if matches!(key.as_str(), "request_headers" | "response_headers") {
+            if let Some(Value::Table(set)) = value.as_table_mut().and_then(|t| t.get_mut("set")) {
+                for (_, v) in set.iter_mut() {
+                    *v = Value::String(REDACTED.into());
+                }
+            }
         } else {
             redact_nested(value);
         }
@@ -125,6 +136,12 @@ client_secret = "SENTINEL-oidc"
 [[auth.issuers]]
 secret = "SENTINEL-issuer"
 public_key = "SENTINEL-pk"
+[defaults.request_headers]
+set = { x-api-key = "SENTINEL-default-key" }
+[[routes]]
+path = "/ai/**"
+request_headers = { set = { authorization = "Bearer SENTINEL-upstream" }, remove = ["cookie"] }
+response_headers = { set = { x-served-by = "SENTINEL-name" } }
 "#;
         let env = vec![("RAMPART_REDIS__URL".to_owned(), "redis://:SENTINEL-env@cache:6379/0".to_owned())];
         let table = redacted_config(text, &env).expect("parses");
@@ -134,6 +151,8 @@ public_key = "SENTINEL-pk"
         assert!(shown.contains("redis://***@cache:6379/***"), "{shown}");
         assert!(shown.contains("http://10.0.0.1:8080/***"), "{shown}");
         assert!(shown.contains("/run/secrets/signing.pem"), "the path of a secret file is shown: {shown}");
+        assert!(shown.contains("authorization = \"***\"") && shown.contains("x-api-key = \"***\""), "{shown}");
+        assert!(shown.contains("remove = [\"cookie\"]"), "what is not a value set is shown: {shown}");
     }
 
     #[test]
