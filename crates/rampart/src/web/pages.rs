@@ -1,5 +1,10 @@
 //! The HTML of each page ([`maud`]: every `(value)` below is escaped).
 //!
+//! Every form that sends anything of the user's is `method="post"`: the
+//! scripts submit them, but a form submitted natively before its script has
+//! run (slow network, a blocked script) must not put a password in a URL. A
+//! POST to a page is only its 405.
+//!
 //! Conventions the scripts rely on: a form's error goes to the
 //! `p.error[role=alert]` inside it; sections a script fills start `hidden`;
 //! ids are stable (the browser test uses them).
@@ -77,7 +82,7 @@ pub(super) fn login(site: &Site, user: Option<&User>) -> Markup {
         }
         section #password-step aria-labelledby="password-step-h" {
             h2 #password-step-h { "With your password" }
-            form #login-form novalidate {
+            form #login-form method="post" novalidate {
                 label for="username" { "Username" }
                 input #username name="username" type="text" autocomplete="username" required autofocus;
                 label for="password" { "Password" }
@@ -92,7 +97,7 @@ pub(super) fn login(site: &Site, user: Option<&User>) -> Markup {
         }
         section #mfa-step hidden aria-labelledby="mfa-step-h" {
             h2 #mfa-step-h { "Second step" }
-            form #mfa-form novalidate {
+            form #mfa-form method="post" novalidate {
                 label for="otp" { "Code from your authenticator app, or a backup code" }
                 input #otp name="otp" type="text" inputmode="numeric" autocomplete="one-time-code" required;
                 button #mfa-submit type="submit" { "Verify" }
@@ -105,7 +110,7 @@ pub(super) fn login(site: &Site, user: Option<&User>) -> Markup {
         @if site.passkeys {
             section #passkey-step aria-labelledby="passkey-step-h" {
                 h2 #passkey-step-h { "With a passkey" }
-                form #passkey-form novalidate {
+                form #passkey-form method="post" novalidate {
                     label for="passkey-username" { "Username" }
                     input #passkey-username name="username" type="text" autocomplete="username webauthn" required;
                     button #passkey-submit type="submit" { "Sign in with a passkey" }
@@ -133,7 +138,7 @@ pub(super) fn login(site: &Site, user: Option<&User>) -> Markup {
 
 pub(super) fn register(site: &Site, user: Option<&User>) -> Markup {
     let body = html! {
-        form #register-form novalidate {
+        form #register-form method="post" novalidate {
             label for="reg-username" { "Username" }
             input #reg-username name="username" type="text" autocomplete="username" required;
             label for="reg-email" { "Email (optional)" }
@@ -151,7 +156,7 @@ pub(super) fn register(site: &Site, user: Option<&User>) -> Markup {
 
 pub(super) fn forgot(site: &Site, user: Option<&User>) -> Markup {
     let body = html! {
-        form #forgot-form novalidate {
+        form #forgot-form method="post" novalidate {
             label for="forgot-login" { "Username or email" }
             input #forgot-login name="login" type="text" autocomplete="username" required;
             button #forgot-submit type="submit" { "Send reset link" }
@@ -167,7 +172,7 @@ pub(super) fn forgot(site: &Site, user: Option<&User>) -> Markup {
 pub(super) fn reset(site: &Site, user: Option<&User>, token: Option<&str>) -> Markup {
     let body = html! {
         @if let Some(token) = token {
-            form #reset-form novalidate {
+            form #reset-form method="post" novalidate {
                 input #reset-token type="hidden" name="token" value=(token);
                 label for="reset-password" { "New password" }
                 input #reset-password name="new_password" type="password" autocomplete="new-password" required;
@@ -207,7 +212,7 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
                 p { "Scan this code with your authenticator app:" }
                 img #totp-qr alt="QR code of the authenticator secret" width="220" height="220";
                 p { "Or type this secret: " code #totp-secret {} }
-                form #totp-confirm-form novalidate {
+                form #totp-confirm-form method="post" novalidate {
                     label for="totp-code" { "The 6-digit code the app shows" }
                     input #totp-code name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required;
                     button #totp-confirm type="submit" { "Turn on" }
@@ -219,13 +224,13 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
                 ol #backup-code-list {}
             }
             div #totp-on hidden {
-                form #backup-form novalidate {
+                form #backup-form method="post" novalidate {
                     label for="backup-password" { "Password (or a code) to make new backup codes" }
                     input #backup-password name="password" type="password" autocomplete="current-password" required;
                     button type="submit" { "New backup codes" }
                     (error_slot("backup-error"))
                 }
-                form #totp-disable-form novalidate {
+                form #totp-disable-form method="post" novalidate {
                     label for="totp-disable-password" { "Password (or a code) to turn the authenticator app off" }
                     input #totp-disable-password name="password" type="password" autocomplete="current-password" required;
                     button type="submit" { "Turn off" }
@@ -237,7 +242,7 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
             section #passkeys aria-labelledby="passkeys-h" {
                 h2 #passkeys-h { "Passkeys" }
                 ul #passkey-list {}
-                form #passkey-add-form novalidate {
+                form #passkey-add-form method="post" novalidate {
                     label for="passkey-name" { "Name of the new passkey" }
                     input #passkey-name name="name" type="text" maxlength="64" placeholder="Laptop";
                     button #passkey-add type="submit" { "Add a passkey" }
@@ -252,7 +257,7 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
                     th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Last used" } th scope="col" { "Actions" } } }
                 tbody {}
             }
-            form #api-key-form novalidate {
+            form #api-key-form method="post" novalidate {
                 label for="api-key-name" { "Name" }
                 input #api-key-name name="name" type="text" maxlength="64" required;
                 label for="api-key-scopes" { "Scopes (space separated, optional)" }
@@ -291,7 +296,7 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
         }
         section #password-change aria-labelledby="password-h" {
             h2 #password-h { "Change password" }
-            form #password-form novalidate {
+            form #password-form method="post" novalidate {
                 label for="current-password" { "Current password" }
                 input #current-password name="current_password" type="password" autocomplete="current-password" required;
                 label for="new-password" { "New password" }
@@ -303,7 +308,7 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
         section #data aria-labelledby="data-h" {
             h2 #data-h { "Your data" }
             p { a #export href={ (site.auth) "/me/export" } download="rampart-account.json" { "Download my data (JSON)" } }
-            form #delete-form novalidate {
+            form #delete-form method="post" novalidate {
                 label for="delete-password" { "To delete your account, type your password (or a code)" }
                 input #delete-password name="password" type="password" autocomplete="current-password" required;
                 button.danger #delete-submit type="submit" { "Delete my account" }
@@ -346,7 +351,7 @@ pub(super) fn admin(site: &Site, user: &User) -> Markup {
                 thead { tr { th scope="col" { "Address" } th scope="col" { "Reason" } th scope="col" { "Source" } th scope="col" { "Expires" } th scope="col" { "Actions" } } }
                 tbody {}
             }
-            form #ban-form novalidate {
+            form #ban-form method="post" novalidate {
                 label for="ban-ip" { "Address" }
                 input #ban-ip name="ip" type="text" required placeholder="203.0.113.7";
                 label for="ban-ttl" { "For (like 1h, optional)" }
