@@ -251,7 +251,10 @@ impl AbuseMonitor {
         }
         if self.config.ban_on_spike {
             let total = self.classes[class as usize].window.load(Ordering::Relaxed).max(1);
-            if let Some(t) = top.first().filter(|t| t.requests.saturating_mul(10) >= total) {
+            // Judged on what the client surely sent (the count less what it
+            // may have inherited in the table), not on the overestimate: a
+            // client new to a full table inherits the count it displaces.
+            if let Some(t) = top.first().filter(|t| t.requests.saturating_sub(t.error).saturating_mul(10) >= total) {
                 if self.bans.banned(t.ip).is_none() {
                     let reason = format!("spike of {}", class.as_str().replace('_', " "));
                     self.bans.add_client(t.ip, Duration::from_secs(600), &reason, "auto:spike").await;
@@ -348,6 +351,29 @@ mod tests {
         assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
         let ban = bans.banned(IpAddr::from([0x2001, 0xdb8, 7, 7, 0xffff, 0, 0, 9])).expect("the /64 is banned");
         assert_eq!(ban.target(), "2001:db8:7:7::/64");
+    }
+
+    /// A flood from many addresses, each sending little, bans nobody: in a
+    /// small top-k table the newest address inherits the count it displaces,
+    /// and that inherited count is not its own.
+    #[tokio::test]
+    async fn a_spread_flood_bans_no_one_for_an_inherited_count() {
+        let config =
+            AbuseConfig { spike_factor: 3.0, spike_min_rate: 5.0, ban_on_spike: true, top_k: 2, ..Default::default() };
+        let metrics = Arc::new(Metrics::new());
+        let bans = BanList::new(&BansConfig::default(), ClientGrouping::default(), None, metrics.clone());
+        let m = AbuseMonitor::without_ticks(&config, metrics, bans.clone());
+        for _ in 0..5 {
+            steady(&m);
+            m.tick(false).await;
+        }
+        for i in 0..900u32 {
+            m.record(IpAddr::from((0xc633_6400 + i).to_be_bytes()));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
+        let top = m.top();
+        assert!(top[0].requests * 10 >= 1_400, "the estimate alone would have banned: {top:?}");
+        assert!(bans.list().is_empty(), "banned for an inherited count: {:?}", bans.list());
     }
 
     #[test]
