@@ -217,7 +217,21 @@ impl FileLog {
                 self.file = None;
                 continue;
             }
-            if held.len() != self.len {
+            if held.len() < self.len {
+                // The same file, shorter than this writer left it: records
+                // were cut off its end (files only grow; a purge makes a new
+                // file). Chaining onto what is left would hide the loss from
+                // `verify`; going on from the last record written leaves a gap
+                // that it reports.
+                tracing::error!(
+                    target: "rampart::audit",
+                    path = %self.path.display(),
+                    expected_bytes = self.len,
+                    found_bytes = held.len(),
+                    "the audit file lost records at its end; the chain goes on from the last record written, and `rampart audit verify` will show the gap"
+                );
+                self.len = held.len();
+            } else if held.len() != self.len {
                 self.head = resume(file, &self.path)?;
                 self.len = file.metadata()?.len();
             }
@@ -310,7 +324,7 @@ impl FileLog {
         let Some(anchor) = last_purged else { return Ok(None) };
         let tmp = self.path.with_extension("purge-tmp");
         let copied = (|| -> io::Result<()> {
-            let mut out = BufWriter::new(File::create(&tmp)?);
+            let mut out = BufWriter::new(create_like(&tmp, &self.path)?);
             serde_json::to_writer(&mut out, &AnchorLine { anchor: anchor.clone() })?;
             out.write_all(b"\n")?;
             if let Some(line) = first_kept {
@@ -333,6 +347,19 @@ impl FileLog {
         self.open()?;
         Ok(Some(anchor))
     }
+}
+
+/// Creates `path` afresh (a leftover is removed first) with the permissions of
+/// `like`, from its first byte: a copy of a private log is never readable by
+/// others, not even while it is being written.
+fn create_like(path: &Path, like: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = fs::metadata(like)?.permissions().mode() & 0o777;
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new().write(true).create_new(true).mode(mode).open(path)
 }
 
 /// Takes the file's exclusive lock, waiting for another writer to finish. A
@@ -427,6 +454,39 @@ mod tests {
         let err = FileLog::new(path.clone()).append(&events(2, 1)).unwrap_err();
         assert!(err.to_string().contains("cannot be chained onto"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "nothing appended");
+    }
+
+    /// Records cut off the end of the file (`truncate -s`) while the writer
+    /// runs are not papered over: it goes on from its own last record, so
+    /// verify reports the gap instead of passing.
+    #[test]
+    fn records_cut_off_the_end_leave_a_gap_that_verify_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut log = FileLog::new(path.clone());
+        log.append(&events(0, 5)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let two_lines = text.match_indices('\n').nth(1).unwrap().0 + 1;
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(two_lines as u64).unwrap();
+        log.append(&events(5, 1)).unwrap();
+        assert_eq!(log.head().map(|h| h.seq), Some(6));
+        let err = verify_file(&path).unwrap().unwrap_err();
+        assert_eq!(err.line, Some(3), "{err:?}");
+    }
+
+    #[test]
+    fn a_purge_copy_is_never_more_readable_than_the_log() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, tmp) = (dir.path().join("audit.jsonl"), dir.path().join("audit.purge-tmp"));
+        std::fs::write(&log, "").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A leftover of a crashed purge, readable by all.
+        std::fs::write(&tmp, "old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = create_like(&tmp, &log).unwrap();
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(f.metadata().unwrap().len(), 0);
     }
 
     #[test]
