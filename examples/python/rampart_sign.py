@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Sign requests for Rampart's HMAC request signatures (v1), standard library only.
+"""Sign requests for Rampart's HMAC request signatures (v2), standard library only.
 
     from rampart_sign import sign
     headers = sign("POST", "https://api.example.com/api/orders?b=2&a=1",
                    b'{"item": "book"}', key_id="hk_...", secret="hks_...")
     # -> {"X-Rampart-Key-Id": ..., "X-Rampart-Timestamp": ..., "X-Rampart-Nonce": ...,
-    #     "X-Rampart-Signature": "v1=<hex>"}
+    #     "X-Rampart-Signature": "v2=<hex>"}
 
 Send the request exactly as signed: the same method, path and query text, and
 the same body bytes. Each signed request gets a fresh nonce, so sign every
@@ -17,9 +17,11 @@ As a command (prints the response status, headers and body):
     python3 rampart_sign.py --key-id hk_... --secret hks_... POST https://api.example.com/api/orders '{"a": 1}'
 
 The canonical request (see README.md, "Signed requests"): seven lines joined by
-"\\n" -- "v1", the method in upper case, the path as sent, the canonical query,
+"\\n" -- "v2", the method in upper case, the path as sent, the canonical query,
 the timestamp, the nonce, the lowercase hex SHA-256 of the body -- and the MAC
-is HMAC-SHA256 of it keyed with the secret's ASCII bytes.
+is HMAC-SHA256 of it keyed with the secret's ASCII bytes. (version="v1" makes
+the older form, whose query sorts a repeated name's values; Rampart accepts it
+only when they were sent in that order.)
 """
 
 import argparse
@@ -46,7 +48,7 @@ def _encode(raw):
     return urllib.parse.quote_from_bytes(raw, safe="")
 
 
-def canonical_query(query):
+def canonical_query(query, version="v2"):
     """The canonical form of a raw query string (without the "?")."""
     pairs = []
     for piece in query.split("&"):
@@ -54,24 +56,28 @@ def canonical_query(query):
             continue
         name, _, value = piece.partition("=")
         pairs.append((_form_decode(name), _form_decode(value)))
-    pairs.sort()
+    if version == "v1":
+        pairs.sort()
+    else:
+        # Stable: the values of a repeated name keep the order they are sent in.
+        pairs.sort(key=lambda pair: pair[0])
     return "&".join(_encode(n) + "=" + _encode(v) for n, v in pairs)
 
 
-def canonical_request(method, path, query, timestamp, nonce, body):
+def canonical_request(method, path, query, timestamp, nonce, body, version="v2"):
     """The seven lines the MAC covers."""
     return "\n".join([
-        "v1",
+        version,
         method.upper(),
         path or "/",
-        canonical_query(query or ""),
+        canonical_query(query or "", version),
         timestamp,
         nonce,
         hashlib.sha256(body or b"").hexdigest(),
     ])
 
 
-def sign(method, url, body, key_id, secret, timestamp=None, nonce=None):
+def sign(method, url, body, key_id, secret, timestamp=None, nonce=None, version="v2"):
     """The four headers that sign this request.
 
     url: the full URL (or just the path and query) exactly as it will be sent.
@@ -82,13 +88,13 @@ def sign(method, url, body, key_id, secret, timestamp=None, nonce=None):
     parts = urllib.parse.urlsplit(url)
     timestamp = str(int(time.time()) if timestamp is None else timestamp)
     nonce = nonce or secrets.token_urlsafe(24)
-    canonical = canonical_request(method, parts.path, parts.query, timestamp, nonce, body)
+    canonical = canonical_request(method, parts.path, parts.query, timestamp, nonce, body, version)
     mac = hmac.new(secret.encode("ascii"), canonical.encode("utf-8"), hashlib.sha256).hexdigest()
     return {
         "X-Rampart-Key-Id": key_id,
         "X-Rampart-Timestamp": timestamp,
         "X-Rampart-Nonce": nonce,
-        "X-Rampart-Signature": "v1=" + mac,
+        "X-Rampart-Signature": version + "=" + mac,
     }
 
 

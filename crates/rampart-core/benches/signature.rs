@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use rampart_core::signature::{body_digest, canonical_query, canonical_request, sign, verify_with};
+use rampart_core::signature::{body_digest, canonical_query, canonical_request, sign, verify_with, VERSION};
 
 const SECRET: &[u8] = b"hks_8J0vLr7cQ3w1Zb5xYd2nHq9tUa6kSe4mPf0gWc7rTjI";
 const NONCE: &str = "Vb3kq9ZxT2mLw8RfYc4nHs";
@@ -21,6 +21,7 @@ fn verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("signature_verify");
     let get = |method: &str, body: &[u8]| {
         let canonical = canonical_request(
+            VERSION,
             method,
             "/api/v1/orders",
             Some("status=open&page=2&sort=-created&q=red+shoes"),
@@ -35,6 +36,7 @@ fn verify(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let canonical = canonical_request(
+                    VERSION,
                     black_box(method),
                     "/api/v1/orders",
                     Some("status=open&page=2&sort=-created&q=red+shoes"),
@@ -52,7 +54,7 @@ fn verify(c: &mut Criterion) {
     group.finish();
 
     let long = (0..50).map(|i| format!("k{}={}", 50 - i, i)).collect::<Vec<_>>().join("&");
-    c.bench_function("canonical_query_50_pairs", |b| b.iter(|| canonical_query(black_box(&long))));
+    c.bench_function("canonical_query_50_pairs", |b| b.iter(|| canonical_query(VERSION, black_box(&long))));
 }
 
 criterion_group!(benches, verify);

@@ -48,6 +48,7 @@ struct Checked {
     timestamp: String,
     unix: u64,
     nonce: String,
+    version: signature::Version,
     mac: [u8; 32],
 }
 
@@ -69,6 +70,11 @@ impl Shared {
             Ok(c) => c,
             Err(failure) => return self.refused_now(&req, failure),
         };
+        // A v1 MAC does not cover the order of a repeated name's values;
+        // it counts only where that order is the one v1 signed.
+        if checked.version == signature::Version::V1 && !signature::v1_order_holds(req.uri().query().unwrap_or("")) {
+            return self.refused_now(&req, AuthFailure::Signature(SignatureError::UnorderedQuery.reason()));
+        }
         let limit = req.extensions().get::<MatchedRoute>().map_or(u64::MAX, |r| r.0.body_limit);
         let (shared, signatures, mut inner) = (self.clone(), signatures.clone(), take_ready(inner));
         Either::Right(Box::pin(async move {
@@ -78,6 +84,7 @@ impl Shared {
                 Err(problem) => return Ok(problem.into_response_for(&parts.extensions)),
             };
             let canonical = signature::canonical_request(
+                checked.version,
                 parts.method.as_str(),
                 parts.uri.path(),
                 parts.uri.query(),
@@ -125,6 +132,7 @@ fn check_head(signatures: &Signatures, headers: &HeaderMap, now_ms: u64) -> Resu
         timestamp: presented.timestamp.to_owned(),
         unix: presented.unix,
         nonce: presented.nonce.to_owned(),
+        version: presented.version,
         mac: presented.mac,
     })
 }

@@ -15,7 +15,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rampart_core::signature::{body_digest, canonical_request, sign, signature_header};
+use rampart_core::signature::{body_digest, canonical_request, sign, signature_header, Version, VERSION};
 use serde_json::Value;
 
 use crate::common::db::TestDb;
@@ -56,17 +56,22 @@ fn fresh_nonce() -> String {
 
 /// The four signature headers for a request, signed at `ts` with `nonce`.
 fn signed(key: &Key, method: &str, target: &str, body: &[u8], ts: u64, nonce: &str) -> Headers {
+    signed_in(VERSION, key, method, target, body, ts, nonce)
+}
+
+/// [`signed`] in `version` of the scheme.
+fn signed_in(version: Version, key: &Key, method: &str, target: &str, body: &[u8], ts: u64, nonce: &str) -> Headers {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let canonical = canonical_request(method, path, query, &ts.to_string(), nonce, &body_digest(body));
+    let canonical = canonical_request(version, method, path, query, &ts.to_string(), nonce, &body_digest(body));
     let mac = sign(key.secret.as_bytes(), &canonical);
     vec![
         ("x-rampart-key-id".into(), key.id.clone().into_bytes()),
         ("x-rampart-timestamp".into(), ts.to_string().into_bytes()),
         ("x-rampart-nonce".into(), nonce.as_bytes().to_vec()),
-        ("x-rampart-signature".into(), signature_header(&mac).into_bytes()),
+        ("x-rampart-signature".into(), signature_header(version, &mac).into_bytes()),
     ]
 }
 
@@ -169,10 +174,24 @@ async fn scenario(tdb: &TestDb) {
 
     // Tampering with any signed part.
     let ts = now();
-    let tampered: [(&str, &str, &[u8], Headers); 5] = [
+    let tampered: [(&str, &str, &[u8], Headers); 7] = [
         ("DELETE", "/api/orders", body, signed(&key, "POST", "/api/orders", body, ts, &fresh_nonce())),
         ("POST", "/api/orderz", body, signed(&key, "POST", "/api/orders", body, ts, &fresh_nonce())),
         ("GET", "/api/items?a=2", &[], signed(&key, "GET", "/api/items?a=1", b"", ts, &fresh_nonce())),
+        // The values of a repeated name, reordered: an app reading the first
+        // would act on the other account.
+        (
+            "POST",
+            "/api/pay?acct=B&acct=A",
+            body,
+            signed(&key, "POST", "/api/pay?acct=A&acct=B", body, ts, &fresh_nonce()),
+        ),
+        (
+            "POST",
+            "/api/pay?acct=B&acct=A",
+            body,
+            signed_in(Version::V1, &key, "POST", "/api/pay?acct=A&acct=B", body, ts, &fresh_nonce()),
+        ),
         (
             "POST",
             "/api/orders",
@@ -188,6 +207,21 @@ async fn scenario(tdb: &TestDb) {
     for (method, target, sent_body, headers) in &tampered {
         let (status, p) = send(&gw, method, target, sent_body, headers).await;
         assert_eq!(status, 401, "{method} {target}: {p}");
+    }
+
+    // v1 signatures still pass where their sorted order is the order sent,
+    // and only there; v2 signs whatever order is sent.
+    for (version, target, want) in [
+        (Version::V1, "/api/pay?acct=A&acct=B&x=1", 200),
+        (Version::V1, "/api/pay?acct=B&acct=A&x=1", 401),
+        (Version::V2, "/api/pay?acct=B&acct=A&x=1", 200),
+    ] {
+        let headers = signed_in(version, &key, "POST", target, body, now(), &fresh_nonce());
+        let (status, echo) = send(&gw, "POST", target, body, &headers).await;
+        assert_eq!(status, want, "{version:?} {target}: {echo}");
+        if want == 200 {
+            assert_eq!(echo["query"].as_str(), target.split_once('?').map(|(_, q)| q), "sent as signed");
+        }
     }
 
     // Timestamps outside the 5-minute window, either way; unknown keys.
