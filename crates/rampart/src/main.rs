@@ -730,9 +730,36 @@ struct Admin {
     settings: std::sync::Arc<rampart_core::config::identity::IdentitySettings>,
     db: rampart::store::Database,
     audit: rampart_core::config::model::AuditConfig,
+    policy: rampart_core::config::Policy,
 }
 
 impl Admin {
+    /// The browser sessions where the gateway keeps them (`None` when they
+    /// are off): in Redis when the config puts them there, else in the
+    /// database. A Redis that does not answer within 5 s is an error rather
+    /// than a silent look at the wrong store.
+    async fn sessions(&self) -> anyhow::Result<Option<rampart::identity::sessions::Sessions>> {
+        use rampart_core::config::sessions::SessionStoreKind;
+        let Some(settings) = self.settings.sessions.clone() else { return Ok(None) };
+        let redis = match settings.store {
+            SessionStoreKind::Database => None,
+            SessionStoreKind::Auto | SessionStoreKind::Redis => rampart::limit::redis_store(&self.policy)?,
+        };
+        if let Some(store) = &redis {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !store.is_available() {
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!("[redis] does not answer, and the sessions are kept there; try again when it does");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        let sessions =
+            rampart::identity::sessions::Sessions::new(settings, self.db.clone(), self.settings.secret_key.expose());
+        sessions.use_redis(redis)?;
+        Ok(Some(sessions))
+    }
+
     /// Records a change made by an admin command in the audit log (its
     /// database and file, chained onto what running gateways write). The
     /// change is made by then: a failure to record it is reported, not undone.
@@ -755,7 +782,7 @@ async fn identity_db(config: Option<&Path>) -> anyhow::Result<Admin> {
     let url = policy.storage.database.expose();
     let db =
         Database::connect(url).await.map_err(|e| anyhow::anyhow!("storage.database ({}): {e:#}", redact_url(url)))?;
-    Ok(Admin { settings, db, audit: policy.audit.clone() })
+    Ok(Admin { settings, db, audit: policy.audit.clone(), policy })
 }
 
 async fn client(action: ClientAction, config: Option<&Path>) -> anyhow::Result<()> {
@@ -966,7 +993,17 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
                 Some((admin::unlock(db, &username).await.map_err(explain)?, admin_action("user_unlocked", "")))
             }
             UserAction::Logout { username } => {
-                Some((admin::log_out(db, &username).await.map_err(explain)?, admin_action("user_logged_out", "")))
+                let u = admin::log_out(db, &username).await.map_err(explain)?;
+                // The raised token version already refuses every session;
+                // deleting them (in Redis too) also ends what they record.
+                match ctx.sessions().await {
+                    Ok(Some(sessions)) => {
+                        sessions.end_all(&u.id, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    }
+                    Ok(None) => {}
+                    Err(e) => eprintln!("warning: sessions not deleted ({e}); they are refused all the same"),
+                }
+                Some((u, admin_action("user_logged_out", "")))
             }
             UserAction::SetRole { username, roles } => {
                 let u = admin::set_roles(db, &username, &roles).await.map_err(explain)?;
@@ -974,13 +1011,16 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
             }
             UserAction::Export { username } => {
                 let u = admin::find(db, &username).await.map_err(explain)?;
-                let data = rampart::identity::privacy::export(db, &u, true).await.map_err(explain)?;
+                let sessions = ctx.sessions().await?;
+                let data =
+                    rampart::identity::privacy::export(db, sessions.as_ref(), &u, true).await.map_err(explain)?;
                 println!("{data}");
                 None
             }
             UserAction::Erase { username } => {
                 let u = admin::find(db, &username).await.map_err(explain)?;
-                rampart::identity::privacy::erase(db, &u.id).await.map_err(explain)?;
+                let sessions = ctx.sessions().await?;
+                rampart::identity::privacy::erase(db, sessions.as_ref(), &u.id).await.map_err(explain)?;
                 ctx.audit(admin_action("account_erased", &u.id)).await;
                 println!("{}", serde_json::json!({"erased": u.id}));
                 None

@@ -17,6 +17,7 @@
 use serde_json::{json, Value};
 
 use super::service::{now_ms, IdentityError, IdentityService};
+use super::sessions::Sessions;
 use crate::observe::audit::{AuditQuery, AuditRecord};
 use crate::store::audit::AuditStore;
 use crate::store::identity::{ApiKeyStore, MfaStore, Owner, PasskeyStore, SessionStore, User, UserStore};
@@ -25,11 +26,20 @@ use crate::store::Database;
 /// The most audit records an export carries (newest first).
 pub const MAX_EXPORTED_AUDIT_RECORDS: usize = 10_000;
 
-/// Everything stored about `user`, as one JSON document.
-pub async fn export(db: &Database, user: &User, audit: bool) -> Result<Value, IdentityError> {
-    let sessions: Vec<Value> = db
-        .list_user_sessions(&user.id)
-        .await?
+/// Everything stored about `user`, as one JSON document. `sessions`: the
+/// browser sessions as configured, wherever they are kept (in Redis with
+/// `store = "auto"` and a `[redis]` section); without, the database's.
+pub async fn export(
+    db: &Database,
+    sessions: Option<&Sessions>,
+    user: &User,
+    audit: bool,
+) -> Result<Value, IdentityError> {
+    let held = match sessions {
+        Some(sessions) => sessions.list(&user.id).await?,
+        None => db.list_user_sessions(&user.id).await?,
+    };
+    let sessions: Vec<Value> = held
         .iter()
         .map(|s| {
             json!({
@@ -96,12 +106,18 @@ impl IdentityService {
 
     /// [`export`] for a signed-in user.
     pub async fn export_account(&self, user: &User) -> Result<Value, IdentityError> {
-        export(&self.db, user, true).await
+        export(&self.db, self.sessions.as_deref(), user, true).await
     }
 }
 
 /// Erases `user_id` from the command line (no running gateway needed: the
 /// raised token version reaches every instance through its revocation poll).
-pub async fn erase(db: &Database, user_id: &str) -> Result<bool, IdentityError> {
+/// `sessions`, where they are kept: every session of the user is deleted
+/// first (a session in Redis is otherwise refused by the token version, but
+/// its record, with address and browser, would stay until it expires).
+pub async fn erase(db: &Database, sessions: Option<&Sessions>, user_id: &str) -> Result<bool, IdentityError> {
+    if let Some(sessions) = sessions {
+        sessions.end_all(user_id, None).await?;
+    }
     Ok(db.erase_user(user_id, now_ms()).await?.is_some())
 }

@@ -202,6 +202,34 @@ pub struct LimitState {
 pub const AUDIT_REPEAT: Duration = Duration::from_secs(60);
 const AUDIT_SEEN_MAX: usize = 10_000;
 
+/// The Redis store `policy`'s `[redis]` section describes, if it has one. It
+/// connects in the background: see [`redis::RedisStore::is_available`].
+pub fn redis_store(policy: &Policy) -> anyhow::Result<Option<redis::RedisStore>> {
+    let Some(cfg) = &policy.redis else { return Ok(None) };
+    let host_ports =
+        |list: &[String]| list.iter().filter_map(|s| rampart_core::config::compile::host_port(s)).collect();
+    let store = redis::RedisStore::new(redis::RedisSettings {
+        url: cfg.url.expose().to_string(),
+        timeout: cfg.timeout,
+        probe_interval: cfg.probe_interval,
+        key_prefix: cfg.key_prefix.clone(),
+        workers: crate::workers::count(policy.server.workers),
+        tls: redis::RedisTls {
+            ca_file: cfg.ca_file.clone(),
+            client_cert: cfg.client_cert.clone().zip(cfg.client_key.clone()),
+        },
+        sentinel: (!cfg.sentinels.is_empty()).then(|| redis::RedisSentinel {
+            sentinels: host_ports(&cfg.sentinels),
+            master: cfg.sentinel_master.clone(),
+            password: Some(cfg.sentinel_password.expose().to_owned()).filter(|p| !p.is_empty()),
+            tls: cfg.sentinel_tls,
+        }),
+        cluster: (!cfg.cluster_nodes.is_empty()).then(|| host_ports(&cfg.cluster_nodes)),
+    })
+    .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+    Ok(Some(store))
+}
+
 impl LimitState {
     /// Builds the state for the first policy. Redis settings are read once: a
     /// changed `[redis]` section takes effect at the next restart.
@@ -210,33 +238,8 @@ impl LimitState {
         metrics: &Arc<Metrics>,
         health: &Arc<crate::observe::health::Health>,
     ) -> anyhow::Result<Arc<Self>> {
-        let redis = match &policy.redis {
-            Some(cfg) => {
-                let store = redis::RedisStore::new(redis::RedisSettings {
-                    url: cfg.url.expose().to_string(),
-                    timeout: cfg.timeout,
-                    probe_interval: cfg.probe_interval,
-                    key_prefix: cfg.key_prefix.clone(),
-                    workers: crate::workers::count(policy.server.workers),
-                    tls: redis::RedisTls {
-                        ca_file: cfg.ca_file.clone(),
-                        client_cert: cfg.client_cert.clone().zip(cfg.client_key.clone()),
-                    },
-                    sentinel: (!cfg.sentinels.is_empty()).then(|| redis::RedisSentinel {
-                        sentinels: cfg
-                            .sentinels
-                            .iter()
-                            .filter_map(|s| rampart_core::config::compile::host_port(s))
-                            .collect(),
-                        master: cfg.sentinel_master.clone(),
-                        password: Some(cfg.sentinel_password.expose().to_owned()).filter(|p| !p.is_empty()),
-                        tls: cfg.sentinel_tls,
-                    }),
-                    cluster: (!cfg.cluster_nodes.is_empty()).then(|| {
-                        cfg.cluster_nodes.iter().filter_map(|s| rampart_core::config::compile::host_port(s)).collect()
-                    }),
-                })
-                .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
+        let redis = match redis_store(policy)? {
+            Some(store) => {
                 let (m, h) = (metrics.clone(), health.clone());
                 store.on_state_change(move |up| {
                     m.redis_up(up);

@@ -132,3 +132,57 @@ async fn export_and_erase(db: &TestDb) {
         assert!(store.user_by_id(id).await.unwrap().unwrap().disabled);
     }
 }
+
+/// Sessions kept in Redis (`store = "auto"` with a `[redis]` section) are
+/// personal data too: `rampart user export` lists them and `rampart user
+/// erase` deletes them, not only the database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exports_and_erases_sessions_kept_in_redis() {
+    let Some(_) = redis_url() else {
+        eprintln!("skipped: RAMPART_TEST_REDIS_URL is not set");
+        return;
+    };
+    let redis = OwnRedis::start(free_port()).await;
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let text = identity_config(up, &db.url).replace(
+        "[identity.password.argon2]",
+        &format!(
+            "[identity.sessions]\nenabled = true\n[redis]\nurl = '{}'\nkey_prefix = 'priv:'\n[identity.password.argon2]",
+            redis.url()
+        ),
+    );
+    let config = dir.path().join("rampart.toml");
+    std::fs::write(&config, &text).unwrap();
+    let gw = gateway(&text).await;
+    assert_eq!(gw.identity().unwrap().sessions.as_ref().unwrap().store_name(), "redis");
+    let r = register_with_email(&gw, "bea", None, PASSWORD).await;
+    let bea = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let login = [("grant_type", "password"), ("username", "bea"), ("password", PASSWORD)];
+    let ready = eventually(Duration::from_secs(10), || {
+        let gw_url = url(&gw, "/auth/session");
+        async move { client().post(gw_url).form(&login).send().await.unwrap().status() == 200 }
+    });
+    assert!(ready.await, "no session could be started");
+    let keys = || async { redis.query::<Vec<String>>(redis::cmd("KEYS").arg("priv:*session*")).await };
+    assert!(!keys().await.is_empty(), "the session is in Redis");
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .arg("user")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let exported = cli(&["export", "bea"]);
+    assert_eq!(exported["sessions"].as_array().unwrap().len(), 1, "{exported}");
+    assert_eq!(cli(&["erase", "bea"])["erased"], bea.as_str());
+    assert_eq!(keys().await, Vec::<String>::new(), "the session records are gone from Redis");
+    gw.shutdown();
+    gw.wait().await;
+}
