@@ -80,7 +80,7 @@ struct CodeBody {
 
 /// Proof of the account holder for changes: the password or a code.
 #[derive(Deserialize)]
-struct Proof {
+pub(super) struct Proof {
     password: Option<String>,
     code: Option<String>,
 }
@@ -205,7 +205,7 @@ fn internal_for(ext: &http::Extensions, e: &IdentityError) -> HttpResponse {
 }
 
 /// Checks the password or the code a change is made with.
-async fn prove(
+pub(super) async fn prove(
     service: &IdentityService,
     state: &LimitState,
     ext: &http::Extensions,

@@ -303,8 +303,8 @@ pub fn document(service: &IdentityService) -> Value {
         );
         add(
             format!("{p}/passkeys/{{id}}"),
-            json!({ "delete": op("Remove a passkey", "passkeys", json!({ "204": no_content("Removed") }),
-            with(signed_in(), json!({ "parameters": [path_param("id", "passkey id")] }))) }),
+            json!({ "delete": op("Remove a passkey (with the password or a code, as for turning TOTP off)", "passkeys", json!({ "204": no_content("Removed") }),
+            with(signed_in(), json!({ "parameters": [path_param("id", "passkey id")], "requestBody": code_body.clone() }))) }),
         );
         add(
             format!("{p}/passkeys/register/start"),

@@ -9,8 +9,12 @@
 //!   201 `{"id", "name", "created_at", "last_used_at"}`.
 //! - `GET {prefix}/passkeys` → `{"passkeys": [{"id", "name", "created_at",
 //!   "last_used_at"}]}` (no key material).
-//! - `DELETE {prefix}/passkeys/{id}` → 204, or 404 for a passkey that is not
-//!   the caller's.
+//! - `DELETE {prefix}/passkeys/{id}` — JSON `{"password"}` or `{"code"}`, as
+//!   for turning TOTP off (an account with neither a password nor TOTP sends
+//!   no body) → 204, or 404 for a passkey that is not the caller's.
+//!
+//! Registering a passkey in a browser session gives the session a new token,
+//! as turning TOTP on does: its privilege rose.
 //!
 //! Passwordless login:
 //! - `POST {prefix}/passkeys/login/start` — JSON `{"username"}` →
@@ -57,13 +61,14 @@ pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, r
         ("/login/start", Method::POST) => login_start(service, req).await,
         ("/login/finish", Method::POST) => login_finish(service, state, req).await,
         ("/register/start" | "/register/finish" | "", Method::POST | Method::GET) | (_, Method::DELETE) => {
-            let user = match super::http::signed_in_user(service, state, super::http::Head::of(&req)).await {
-                Ok(u) => u,
+            let who = match super::http::signed_in(service, state, super::http::Head::of(&req)).await {
+                Ok(w) => w,
                 Err(resp) => return resp,
             };
+            let user = who.user.clone();
             match (rest.as_str(), req.method().clone()) {
                 ("/register/start", Method::POST) => register_start(service, &user, req).await,
-                ("/register/finish", Method::POST) => register_finish(service, state, &user, req).await,
+                ("/register/finish", Method::POST) => register_finish(service, state, &who, req).await,
                 ("", Method::GET) => match service.passkeys(&user.id).await {
                     Ok(list) => json(StatusCode::OK, &serde_json::json!({ "passkeys": list })),
                     Err(e) => failure(&req, e),
@@ -130,7 +135,13 @@ struct RegisterFinish {
     credential: Value,
 }
 
-async fn register_finish(service: &IdentityService, state: &LimitState, user: &User, req: HttpRequest) -> HttpResponse {
+async fn register_finish(
+    service: &IdentityService,
+    state: &LimitState,
+    who: &super::http::SignedIn,
+    req: HttpRequest,
+) -> HttpResponse {
+    let user = &who.user;
     let shape = "{\"challenge_id\", \"name\"?, \"credential\"}";
     let (req, body) = match read_json::<RegisterFinish>(req, shape).await {
         Ok(x) => x,
@@ -140,7 +151,10 @@ async fn register_finish(service: &IdentityService, state: &LimitState, user: &U
         Ok(info) => {
             let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "passkey", Some(user.id.clone()), None);
             state.audit(event.detail("action", "passkey_added").detail("passkey_id", info.id.clone()));
-            json(StatusCode::CREATED, &serde_json::to_value(&info).unwrap_or_default())
+            let mut resp = json(StatusCode::CREATED, &serde_json::to_value(&info).unwrap_or_default());
+            // A second factor raises the session's privilege: a new session id.
+            super::session_http::renew_after_privilege_change(service, who, &mut resp).await;
+            resp
         }
         Err(PasskeyError::Refused { reason, .. }) => {
             let kind = AuditKind::AuthFailure;
@@ -159,6 +173,24 @@ async fn remove(
     id: &str,
     req: HttpRequest,
 ) -> HttpResponse {
+    // The same proof as for turning TOTP off; an account with nothing to
+    // prove it with (no password, no TOTP) has only its session.
+    let totp = match service.mfa_status(&user.id).await {
+        Ok(s) => s.totp,
+        Err(e) => return internal(&req, &e),
+    };
+    let req = if user.password_hash.is_some() || totp {
+        let (req, proof) = match read_json::<super::mfa_http::Proof>(req, "{\"password\"} or {\"code\"}").await {
+            Ok(x) => x,
+            Err(resp) => return resp,
+        };
+        if let Err(resp) = super::mfa_http::prove(service, state, req.extensions(), user, proof).await {
+            return resp;
+        }
+        req
+    } else {
+        req
+    };
     match service.passkey_remove(&user.id, id).await {
         Ok(true) => {
             let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "passkey", Some(user.id.clone()), None);

@@ -209,26 +209,33 @@ async fn passkey_flow(tdb: &TestDb) {
     assert!(events.iter().any(|e| e.to_string().contains("passkey_added")));
     assert!(!events.iter().any(|e| e.to_string().contains("rt_")), "no tokens in the audit log");
 
-    // Removal: a login started before it cannot be finished with the removed passkey.
+    // Removal needs the password (or a code), as turning TOTP off does.
+    let remove = |id: String, bearer: String, proof: Option<Value>| {
+        let req = client().delete(url(&gw, &format!("/auth/passkeys/{id}"))).bearer_auth(bearer);
+        let req = match proof {
+            Some(p) => req.json(&p),
+            None => req,
+        };
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let password = || Some(serde_json::json!({ "password": PASSWORD }));
+    assert_eq!(remove(laptop_id.clone(), access.clone(), None).await, 400);
+    assert_eq!(remove(laptop_id.clone(), access.clone(), Some(serde_json::json!({ "password": "wrong" }))).await, 403);
+    // A login started before it cannot be finished with the removed passkey.
     let (id, options) = login_start(&gw, "alice").await;
     let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
-    let r =
-        client().delete(url(&gw, &format!("/auth/passkeys/{laptop_id}"))).bearer_auth(&access).send().await.unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(remove(laptop_id.clone(), access.clone(), password()).await, 204);
     assert_eq!(login_finish(&gw, &id, &credential).await.0, 400);
     // …and new logins no longer offer it.
     let (_, options) = login_start(&gw, "alice").await;
     assert_eq!(options.public_key.allow_credentials.len(), 1);
     assert!(laptop.do_authentication(origin(), options).is_err());
-    let r =
-        client().delete(url(&gw, &format!("/auth/passkeys/{laptop_id}"))).bearer_auth(&access).send().await.unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(remove(laptop_id.clone(), access.clone(), password()).await, 404);
 
     // Another user cannot remove alice's passkey.
     assert_eq!(register_with_email(&gw, "bob", None, PASSWORD).await.status(), 201);
     let bob = password_login(&gw, "bob").await;
-    let r = client().delete(url(&gw, &format!("/auth/passkeys/{key_id}"))).bearer_auth(&bob).send().await.unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(remove(key_id.clone(), bob.clone(), password()).await, 404);
     let listed: Value =
         client().get(url(&gw, "/auth/passkeys")).bearer_auth(&access).send().await.unwrap().json().await.unwrap();
     let list = listed["passkeys"].as_array().unwrap();
@@ -316,4 +323,42 @@ async fn hostile_flow(tdb: &TestDb) {
     assert_eq!(status, 403);
     gw.shutdown();
     gw.wait().await;
+}
+
+/// A passkey registered in a browser session raises what the session can
+/// do, as enrolling TOTP does: the session gets a new token, and the old one
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_a_passkey_in_a_session_renews_it() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tdb = TestDb::sqlite(dir.path());
+    let text = passkey_config(up, &tdb.url)
+        .replace("[identity.password.argon2]", "[identity.sessions]\nenabled = true\n[identity.password.argon2]");
+    let gw = gateway(&text).await;
+    assert_eq!(register_with_email(&gw, "sam", None, PASSWORD).await.status(), 201);
+    let login = [("grant_type", "password"), ("username", "sam"), ("password", PASSWORD)];
+    let r = client().post(url(&gw, "/auth/session")).form(&login).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let before = session_cookie(&r);
+    let csrf = r.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_string();
+    let in_session = |path: &str, body: Value| {
+        client().post(url(&gw, path)).header("cookie", &before).header("x-csrf-token", &csrf).json(&body).send()
+    };
+    let r = in_session("/auth/passkeys/register/start", Value::Null).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (challenge_id, options) = split(r.json().await.unwrap());
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let credential = SoftPasskey::new(true).do_registration(origin(), options).unwrap();
+    let body = serde_json::json!({"challenge_id": challenge_id, "name": "phone", "credential": credential});
+    let r = in_session("/auth/passkeys/register/finish", body).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let after = session_cookie(&r);
+    assert_ne!(after, before, "a new session token after adding a passkey");
+    let api = |cookie: String| {
+        let u = url(&gw, "/api/x");
+        async move { client().get(u).header("cookie", cookie).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(api(before.clone()).await, 401, "the old session token is refused");
+    assert_eq!(api(after).await, 200);
 }
