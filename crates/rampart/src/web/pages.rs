@@ -71,6 +71,17 @@ fn layout(site: &Site, heading: &str, user: Option<&User>, scripts: &[&str], bod
     }
 }
 
+/// The box that says the proof typed beside it is a code, not the password:
+/// a password may look like a code (16 letters), so the page never guesses.
+fn code_box(id: &str) -> Markup {
+    html! {
+        span.check {
+            input #(id) name="is_code" type="checkbox";
+            label for=(id) { "It is a code (from the authenticator app, or a backup code)" }
+        }
+    }
+}
+
 fn error_slot(id: &str) -> Markup {
     html! { p.error #(id) role="alert" aria-live="polite" {} }
 }
@@ -227,12 +238,14 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
                 form #backup-form method="post" novalidate {
                     label for="backup-password" { "Password (or a code) to make new backup codes" }
                     input #backup-password name="password" type="password" autocomplete="current-password" required;
+                    (code_box("backup-is-code"))
                     button type="submit" { "New backup codes" }
                     (error_slot("backup-error"))
                 }
                 form #totp-disable-form method="post" novalidate {
                     label for="totp-disable-password" { "Password (or a code) to turn the authenticator app off" }
                     input #totp-disable-password name="password" type="password" autocomplete="current-password" required;
+                    (code_box("totp-disable-is-code"))
                     button type="submit" { "Turn off" }
                     (error_slot("totp-disable-error"))
                 }
@@ -241,6 +254,11 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
         @if site.passkeys {
             section #passkeys aria-labelledby="passkeys-h" {
                 h2 #passkeys-h { "Passkeys" }
+                div #passkey-remove-proof {
+                    label for="passkey-remove-password" { "Password (or a code) to remove a passkey" }
+                    input #passkey-remove-password type="password" autocomplete="current-password";
+                    (code_box("passkey-remove-is-code"))
+                }
                 ul #passkey-list {}
                 form #passkey-add-form method="post" novalidate {
                     label for="passkey-name" { "Name of the new passkey" }
@@ -311,6 +329,7 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
             form #delete-form method="post" novalidate {
                 label for="delete-password" { "To delete your account, type your password (or a code)" }
                 input #delete-password name="password" type="password" autocomplete="current-password" required;
+                (code_box("delete-is-code"))
                 button.danger #delete-submit type="submit" { "Delete my account" }
                 (error_slot("delete-error"))
             }

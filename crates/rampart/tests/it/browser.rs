@@ -434,8 +434,13 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     add_virtual_authenticator(&c).await;
     register(&c, &base, "grace", None).await;
 
-    // A passkey added, then removed on the page ...
+    // A passkey added, then removed on the page: without the password it
+    // stays; with it, it goes ...
     add_passkey(&c, "Phone").await;
+    click(&c, "#passkey-list li button").await;
+    error_text(&c, "passkey-add-error").await;
+    assert!(text_of(&c, "#passkey-list li").await.contains("Phone"), "removed without a proof");
+    fill(&c, "passkey-remove-password", PASSWORD).await;
     click(&c, "#passkey-list li button").await;
     wait_xpath(&c, "//ul[@id='passkey-list']/li[not(button)]", "the passkey to leave the list").await;
     // ... no longer signs in, though the authenticator still holds it.

@@ -205,6 +205,18 @@ async fn web_admin_dashboard_is_403_for_non_admins() {
     let html = r.text().await.unwrap();
     assert!(!html.contains("/ui/admin\""));
     assert!(html.contains("id=\"password-form\"") && html.contains("id=\"delete-form\""));
+    // A proof is a password unless its box says it is a code: the page never
+    // guesses from the shape (a 16-letter password looks like a backup code).
+    for id in ["backup-is-code", "totp-disable-is-code", "delete-is-code"] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "no {id}");
+    }
+    let js =
+        page(&gw, html.split("src=\"").find(|s| s.contains("/account.js")).unwrap().split('"').next().unwrap(), None)
+            .await
+            .text()
+            .await
+            .unwrap();
+    assert!(js.contains("isCode.checked") && !js.contains("[a-z2-7]"), "the page guesses codes from their shape");
     assert_no_inline(&html);
     // Given the role, the same session opens the dashboard.
     assert!(rampart_cli(&["user", "set-role", "cy", "admin", "--config", &cfg], "").0);

@@ -46,14 +46,14 @@
     await loadMfa();
   });
 
-  // A password, or a 6-digit / backup code typed in the same box.
-  function proof(value) {
-    const v = value.trim();
-    return /^[0-9]{6}$/.test(v) || /^[a-z2-7]{4}(-?[a-z2-7]{4}){3}$/i.test(v) ? { code: v } : { password: value };
+  // The password, or a code when its box is ticked: a password may look like
+  // a code (16 letters), so the shape decides nothing.
+  function proof(input, isCode) {
+    return isCode.checked ? { code: input.value.trim() } : { password: input.value };
   }
 
   R.onSubmit("backup-form", "backup-error", async (f) => {
-    const res = await R.call("POST", "mfa/backup-codes", proof(f.password.value));
+    const res = await R.call("POST", "mfa/backup-codes", proof(f.password, f.is_code));
     if (!res.ok) throw new Error(R.why(res));
     f.password.value = "";
     showBackupCodes(res.data.backup_codes || []);
@@ -61,7 +61,7 @@
   });
 
   R.onSubmit("totp-disable-form", "totp-disable-error", async (f) => {
-    const res = await R.call("POST", "mfa/totp/disable", proof(f.password.value));
+    const res = await R.call("POST", "mfa/totp/disable", proof(f.password, f.is_code));
     if (!res.ok) throw new Error(R.why(res));
     f.password.value = "";
     $("backup-codes").hidden = true;
@@ -79,8 +79,13 @@
     list.replaceChildren(...keys.map((k) => {
       const li = R.el("li", (k.name || "passkey") + " — added " + R.when(k.created_at) + ", last used " + R.when(k.last_used_at) + " ");
       li.appendChild(R.button("Remove", async () => {
-        const r = await R.call("DELETE", "passkeys/" + encodeURIComponent(k.id));
-        if (!r.ok) R.showError("passkey-add-error", R.why(r));
+        // Removing one takes the same proof as turning the app off (none
+        // for an account with neither a password nor the app).
+        const pw = $("passkey-remove-password");
+        const body = pw.value ? proof(pw, $("passkey-remove-is-code")) : undefined;
+        const r = await R.call("DELETE", "passkeys/" + encodeURIComponent(k.id), body);
+        if (!r.ok) { R.showError("passkey-add-error", R.why(r)); return; }
+        pw.value = "";
         await loadPasskeys();
       }, { "aria-label": "Remove passkey " + (k.name || "") }));
       return li;
@@ -206,7 +211,7 @@
   });
 
   R.onSubmit("delete-form", "delete-error", async (f) => {
-    const res = await R.call("DELETE", "me", proof(f.password.value));
+    const res = await R.call("DELETE", "me", proof(f.password, f.is_code));
     if (!res.ok) throw new Error(R.why(res));
     window.location.assign(R.ui + "/login");
   });
