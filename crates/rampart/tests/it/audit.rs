@@ -125,13 +125,7 @@ async fn gateway_events(tdb: &TestDb, dir: &Path) {
     let text = config_text(&tdb.url, file.to_str().unwrap(), "0s");
     let gw = gateway(&text).await;
     let ops = format!("http://{}", gw.ops_addr.unwrap());
-    let r = client()
-        .post(format!("{ops}/bans"))
-        .header("content-type", "application/json")
-        .body(r#"{"ip":"127.0.0.1","ttl":"1m"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_ban(&ops, r#"{"ip":"127.0.0.1","ttl":"1m"}"#).await.unwrap();
     assert_eq!(r.status(), 201);
     let r = client().delete(format!("{ops}/bans/127.0.0.1")).send().await.unwrap();
     assert_eq!(r.status(), 204);

@@ -147,13 +147,7 @@ async fn every_layer(tdb: &TestDb) {
 
     // Operators: a manual ban and its removal, a reload.
     let ops = format!("http://{}", gw.ops_addr.unwrap());
-    let r = c
-        .post(format!("{ops}/bans"))
-        .header("content-type", "application/json")
-        .body(r#"{"ip":"203.0.113.50","ttl":"1m"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_ban(&ops, r#"{"ip":"203.0.113.50","ttl":"1m"}"#).await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(c.delete(format!("{ops}/bans/203.0.113.50")).send().await.unwrap().status(), 204);
     gw.reload(rampart::app::load_policy_text(&text)).unwrap();

@@ -28,6 +28,28 @@ async fn pair(extra: &str) -> (rampart::Gateway, rampart::Gateway) {
     (a, b)
 }
 
+/// One gateway on a Redis of its own (which its test may kill), connected.
+struct Alone {
+    redis: OwnRedis,
+    prefix: String,
+    /// The gateway's config, for more instances like it.
+    text: String,
+    gateway: rampart::Gateway,
+    store: rampart::limit::redis::RedisStore,
+}
+
+impl Alone {
+    async fn start() -> Self {
+        let redis = OwnRedis::start(free_port()).await;
+        let prefix = unique_prefix();
+        let text = config(&format!("http://{}", start_upstream().await), &redis_section(&redis.url(), &prefix));
+        let gateway = gateway(&text).await;
+        let store = gateway.limits.limiter.redis.clone().unwrap();
+        assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+        Self { redis, prefix, text, gateway, store }
+    }
+}
+
 async fn status(gw: &rampart::Gateway, path: &str) -> u16 {
     client().get(url(gw, path)).send().await.unwrap().status().as_u16()
 }
@@ -53,13 +75,7 @@ async fn bans_propagate_between_instances() {
     let (a, b) = pair(&redis_section(&redis, &unique_prefix())).await;
     assert_eq!(status(&b, "/x").await, 200);
     let ops_a = format!("http://{}", a.ops_addr.unwrap());
-    let r = client()
-        .post(format!("{ops_a}/bans"))
-        .header("content-type", "application/json")
-        .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"shared"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_ban(&ops_a, r#"{"ip":"127.0.0.1","ttl":"5m","reason":"shared"}"#).await.unwrap();
     assert_eq!(r.status(), 201);
     assert!(
         eventually(Duration::from_secs(3), || async { status(&b, "/x").await == 403 }).await,
@@ -211,24 +227,13 @@ async fn redis_dying_falls_back_locally_and_recovers() {
 /// other instances get it too.
 #[tokio::test]
 async fn a_ban_made_while_redis_is_down_is_kept_and_shared_when_it_returns() {
-    let mut redis = OwnRedis::start(free_port()).await;
+    let Alone { mut redis, prefix, text, gateway: a, store } = Alone::start().await;
     let port = redis.port;
-    let prefix = unique_prefix();
-    let text = config(&format!("http://{}", start_upstream().await), &redis_section(&redis.url(), &prefix));
-    let a = gateway(&text).await;
-    let store = a.limits.limiter.redis.clone().unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
 
     redis.kill();
     assert!(eventually(Duration::from_secs(5), || async { !store.is_available() }).await, "the outage is noticed");
     let ops = format!("http://{}", a.ops_addr.unwrap());
-    let r = client()
-        .post(format!("{ops}/bans"))
-        .header("content-type", "application/json")
-        .body(r#"{"ip":"127.0.0.1","ttl":"5m","reason":"made while redis was down"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_ban(&ops, r#"{"ip":"127.0.0.1","ttl":"5m","reason":"made while redis was down"}"#).await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(status(&a, "/x").await, 403, "applied at once where it was made");
 
@@ -256,30 +261,15 @@ async fn a_ban_made_while_redis_is_down_is_kept_and_shared_when_it_returns() {
 /// Redis holds by then on the address was made after the lift, and stays.
 #[tokio::test]
 async fn a_ban_lifted_while_redis_is_down_is_lifted_everywhere_when_it_returns() {
-    let mut redis = OwnRedis::start(free_port()).await;
+    let Alone { mut redis, prefix, text, gateway: a, store } = Alone::start().await;
     let port = redis.port;
-    let prefix = unique_prefix();
-    let text = config(&format!("http://{}", start_upstream().await), &redis_section(&redis.url(), &prefix));
-    let a = gateway(&text).await;
-    let store = a.limits.limiter.redis.clone().unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
     let ops = format!("http://{}", a.ops_addr.unwrap());
     let key = format!("{prefix}ban:127.0.0.1");
     let ban = |reason: &'static str| {
         let ops = ops.clone();
         async move {
             let body = format!(r#"{{"ip":"127.0.0.1","ttl":"5m","reason":"{reason}"}}"#);
-            assert_eq!(
-                client()
-                    .post(format!("{ops}/bans"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status(),
-                201
-            );
+            assert_eq!(post_ban(&ops, body).await.unwrap().status(), 201);
         }
     };
 
@@ -470,13 +460,7 @@ async fn gateways_share_limits_and_bans_through_a_redis_cluster() {
     assert_eq!(got, [200, 200, 429], "2 per minute across both gateways");
 
     let ops_a = format!("http://{}", a.ops_addr.unwrap());
-    let r = client()
-        .post(format!("{ops_a}/bans"))
-        .header("content-type", "application/json")
-        .body(r#"{"ip":"127.0.0.1","ttl":"5m"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_ban(&ops_a, r#"{"ip":"127.0.0.1","ttl":"5m"}"#).await.unwrap();
     assert_eq!(r.status(), 201);
     assert!(
         eventually(Duration::from_secs(3), || async { status(&b, "/x").await == 403 }).await,

@@ -274,17 +274,7 @@ async fn an_automatic_ban_earned_from_one_ipv6_address_covers_its_network() {
 
     // A manual ban of an IPv6 address is of that address only.
     let body = r#"{"ip":"2001:db8:9:9::1","ttl":"10m","reason":"this one"}"#;
-    assert_eq!(
-        client()
-            .post(format!("{ops}/bans"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    assert_eq!(post_ban(&ops, body).await.unwrap().status(), 201);
     assert_eq!(status_from(&gw, "2001:db8:9:9::1").await, 403);
     assert_eq!(status_from(&gw, "2001:db8:9:9::2").await, 200);
 }
@@ -333,13 +323,7 @@ async fn manual_bans_through_the_ops_listener() {
     let (gw, _) = setup("").await;
     let ops = format!("http://{}", gw.ops_addr.unwrap());
     let c = client();
-    let r = c
-        .post(format!("{ops}/bans"))
-        .header("content-type", "application/json")
-        .body(r#"{"ip":"127.0.0.1","ttl":"10m","reason":"test"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_ban(&ops, r#"{"ip":"127.0.0.1","ttl":"10m","reason":"test"}"#).await.unwrap();
     assert_eq!(r.status(), 201);
     let v = problem(c.get(url(&gw, "/x")).send().await.unwrap(), 403).await;
     assert!(v["detail"].as_str().unwrap().contains("banned"));
@@ -350,17 +334,7 @@ async fn manual_bans_through_the_ops_listener() {
     assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200);
     // Hostile input to the admin endpoint is a clean 400.
     for body in ["", "{", r#"{"ip":"nope"}"#, r#"{"ip":"1.2.3.4","ttl":"forever"}"#, r#"{"ip":"1.2.3.4","extra":1}"#] {
-        assert_eq!(
-            c.post(format!("{ops}/bans"))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            400,
-            "{body}"
-        );
+        assert_eq!(post_ban(&ops, body).await.unwrap().status(), 400, "{body}");
     }
 }
 

@@ -13,6 +13,19 @@ use crate::common::*;
 use crate::identity::{identity_config, register_with_email, token_request, PASSWORD};
 use serde_json::Value;
 
+/// `rampart user ARGS --config CONFIG`, which must succeed; its JSON output.
+fn user_cli(config: &std::path::Path, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("user")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()
+}
+
 on_both_backends!(sqlite_export_and_erase_an_account, postgres_export_and_erase_an_account, export_and_erase);
 
 async fn export_and_erase(db: &TestDb) {
@@ -111,17 +124,7 @@ async fn export_and_erase(db: &TestDb) {
     assert!(log.contains("account_erased") && !log.contains("ann@example.test"));
 
     // An administrator: export and erase from the command line.
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .arg("user")
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| user_cli(&config, args);
     let exported = cli(&["export", "ann"]);
     assert_eq!(exported["profile"]["username"], "ann");
     let erased = cli(&["erase", "ann"]);
@@ -168,17 +171,7 @@ async fn the_cli_exports_and_erases_sessions_kept_in_redis() {
     let keys = || async { redis.query::<Vec<String>>(redis::cmd("KEYS").arg("priv:*session*")).await };
     assert!(!keys().await.is_empty(), "the session is in Redis");
 
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .arg("user")
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| user_cli(&config, args);
     let exported = cli(&["export", "bea"]);
     assert_eq!(exported["sessions"].as_array().unwrap().len(), 1, "{exported}");
     assert_eq!(cli(&["erase", "bea"])["erased"], bea.as_str());

@@ -265,17 +265,7 @@ async fn redis_over_tls_verifies_the_server_and_presents_a_client_certificate() 
     // over TLS as well.
     let ops_a = format!("http://{}", a.ops_addr.unwrap());
     let ban = r#"{"ip":"127.0.0.1","ttl":"5m","reason":"tls"}"#;
-    assert_eq!(
-        client()
-            .post(format!("{ops_a}/bans"))
-            .header("content-type", "application/json")
-            .body(ban)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    assert_eq!(post_ban(&ops_a, ban).await.unwrap().status(), 201);
     assert!(
         eventually(Duration::from_secs(3), || async { status(&b).await == 403 }).await,
         "the ban did not reach instance b"

@@ -632,3 +632,9 @@ pub fn session_cookie(r: &reqwest::Response) -> String {
         .find(|c| c.starts_with("__Host-rampart_session="))
         .expect("a session cookie")
 }
+
+/// Posts a ban (`body`, JSON) to the operations listener at `ops`
+/// (`http://host:port`), as `rampart ban add` does.
+pub async fn post_ban(ops: &str, body: impl Into<reqwest::Body>) -> reqwest::Result<reqwest::Response> {
+    client().post(format!("{ops}/bans")).header("content-type", "application/json").body(body).send().await
+}
