@@ -89,8 +89,8 @@ pub fn ops_router(
 /// cross-origin without a preflight this listener does not answer.
 fn refusal(s: &OpsState, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     use subtle::ConstantTimeEq;
-    let token = s.shared.load().policy.admin_token.clone();
-    let ok = match &token {
+    let runtime = s.shared.load();
+    let ok = match &runtime.policy.admin_token {
         Some(token) => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -273,21 +273,54 @@ async fn a_ban_lifted_while_redis_is_down_is_lifted_everywhere_when_it_returns()
         }
     };
 
-    for newer in [false, true] {
+    // Redis returns holding the lifted ban as it was; or a newer one, made
+    // elsewhere after the lift; or the lifted one while this instance has
+    // banned the address again meanwhile.
+    for case in ["as it was", "newer", "banned again here"] {
+        let newer = case == "newer";
         ban("shared before the outage").await;
         let held: String = redis.query(redis::cmd("GET").arg(&key)).await;
         redis.kill();
         assert!(eventually(Duration::from_secs(5), || async { !store.is_available() }).await);
         assert_eq!(client().delete(format!("{ops}/bans/127.0.0.1")).send().await.unwrap().status(), 204);
         assert_eq!(status(&a, "/x").await, 200, "lifted at once here");
+        if case == "banned again here" {
+            ban("banned again while redis was down").await;
+        }
 
-        // Redis returns holding the ban as it was, or a newer one.
         redis = OwnRedis::start_closed(port, "not-yet").await;
         let value = if newer { held.replace("shared before the outage", "made after the lift") } else { held };
         let _: () = redis.query(redis::cmd("SET").arg(&key).arg(&value).arg("PX").arg(300_000)).await;
+        // What the instances are told from now on.
+        let mut told = redis::Client::open(redis.url().as_str()).unwrap().get_async_pubsub().await.unwrap();
+        told.subscribe(format!("{prefix}bans")).await.unwrap();
         redis.open().await;
         assert!(eventually(Duration::from_secs(10), || async { store.is_available() }).await);
-        if newer {
+        if case == "banned again here" {
+            // The new ban reaches Redis and every instance; the lift it
+            // superseded is never announced (other instances would drop
+            // the address's ban until the new one reached them).
+            let written = eventually(Duration::from_secs(10), || async {
+                let v: Option<String> = redis.query(redis::cmd("GET").arg(&key)).await;
+                v.is_some_and(|v| v.contains("banned again while redis was down"))
+            });
+            assert!(written.await, "the new ban never reached Redis");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(status(&a, "/x").await, 403, "the new ban was lifted with the old one");
+            let mut messages = Vec::new();
+            {
+                use futures_util::StreamExt;
+                let mut stream = told.on_message();
+                while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                    messages.push(m.get_payload::<String>().unwrap());
+                }
+            }
+            assert!(messages.iter().any(|m| m.contains("\"add\"")), "{messages:?}");
+            assert!(
+                !messages.iter().any(|m| m.contains("\"remove\"")),
+                "a superseded lift was announced: {messages:?}"
+            );
+        } else if newer {
             assert!(
                 eventually(Duration::from_secs(10), || async { status(&a, "/x").await == 403 }).await,
                 "the newer ban in Redis was not applied"

@@ -268,6 +268,9 @@ impl BanList {
             source: source.into(),
         };
         self.insert_local(ban.clone(), true);
+        // A lift of this target not yet shared is superseded: at the re-read
+        // it must not delete (and announce as lifted) what this ban replaces.
+        self.lifted.lock().unwrap_or_else(|e| e.into_inner()).remove(&net);
         self.metrics.ban_added(if source == "manual" { "manual" } else { "auto" });
         tracing::warn!(target: "rampart::audit", event = "ban_added", ip = %ban.target(), ttl_secs = ttl.as_secs(), reason = %ban.reason, source = %source, "address banned");
         if let Some(audit) = self.audit.get() {
