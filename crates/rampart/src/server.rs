@@ -102,16 +102,7 @@ impl Gateway {
                 let ops = TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics)"))?;
                 let ops_addr = ops.local_addr()?;
                 let router = ops_router(metrics.clone(), health.clone(), limits.clone(), shared.clone());
-                let mut rx = ops_stop_rx;
-                tokio::spawn(async move {
-                    let stop = async move { stopped(&mut rx).await };
-                    if let Err(e) = axum::serve(ops, router.into_make_service_with_connect_info::<SocketAddr>())
-                        .with_graceful_shutdown(stop)
-                        .await
-                    {
-                        tracing::error!(error = %e, "operations listener failed");
-                    }
-                });
+                tokio::spawn(serve_ops(ops, router, settings.header_read_timeout, ops_stop_rx));
                 Some(ops_addr)
             }
             None => None,
@@ -243,6 +234,56 @@ async fn start_audit(
 }
 
 /// Resolves once shutdown has been requested (or the sender is gone).
+/// The most connections the operations listener holds at once. Beyond it a
+/// new connection is closed at once: a flood of idle connections makes the
+/// listener busy for one header timeout at most, and never uses up the file
+/// descriptors the main listener needs.
+pub const MAX_OPS_CONNECTIONS: usize = 256;
+
+/// Serves the operations listener until `stop`: HTTP/1.1, each request's
+/// head within `header_timeout` (an idle keep-alive connection is closed
+/// then too), at most [`MAX_OPS_CONNECTIONS`] at once. Connections still
+/// open at `stop` finish their request.
+async fn serve_ops(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OPS_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: back off rather than spin.
+                    tracing::warn!(error = %e, "operations listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "operations connection ended");
+            }
+        });
+    }
+}
+
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {

@@ -356,6 +356,40 @@ async fn admin_token_is_required_when_configured() {
     assert_eq!(c.get(format!("{ops}/bans")).bearer_auth("rotated-token").send().await.unwrap().status(), 200);
 }
 
+/// The operations listener holds at most `MAX_OPS_CONNECTIONS` connections
+/// and closes one that sends no request head within `header_read_timeout`:
+/// a flood of idle connections neither holds it forever nor takes the file
+/// descriptors the main listener needs.
+#[tokio::test]
+async fn the_operations_listener_bounds_idle_connections() {
+    use rampart::server::MAX_OPS_CONNECTIONS;
+    let (gw, _) = setup_with("header_read_timeout = '500ms'", "").await;
+    let ops = gw.ops_addr.unwrap();
+    // One idle connection is closed after the header timeout.
+    let mut idle = tokio::net::TcpStream::connect(ops).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(read.is_ok(), "an idle connection was kept over 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed before the header timeout");
+    // A full listener closes new connections at once, and serves again once
+    // the idle ones are gone.
+    let mut held = Vec::new();
+    for _ in 0..MAX_OPS_CONNECTIONS {
+        held.push(tokio::net::TcpStream::connect(ops).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(ops).await.unwrap();
+    extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_millis(300), extra.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "a connection over the cap was served: {n:?}");
+    let back = eventually(Duration::from_secs(5), || async {
+        client().get(format!("http://{ops}/healthz")).send().await.is_ok_and(|r| r.status() == 200)
+    });
+    assert!(back.await, "the listener did not serve again after the idle connections timed out");
+    drop(held);
+}
+
 /// Without a token, a browser on the gateway's host is a loopback caller
 /// too: what its pages send (cross-origin requests, DNS rebinding) is refused,
 /// and a ban must come as JSON, which no page can send without a preflight.
