@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,11 +139,19 @@ pub(super) struct FileLog {
     /// The file's length after this writer's last write or read of it; any
     /// other length means another writer has been at it.
     len: u64,
+    /// How long to wait for another process's lock on the file.
+    lock_wait: Duration,
 }
+
+/// How long a writer waits for the file's lock. Writers hold it for the
+/// milliseconds a batch takes; a lock held longer is no writer's (a stuck
+/// process, `flock` run by hand, a hung network mount), and waiting on would
+/// stall the whole audit writer, the database copy included.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 impl FileLog {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, file: None, head: ChainHead::genesis(), regular: true, len: 0 }
+        Self { path, file: None, head: ChainHead::genesis(), regular: true, len: 0, lock_wait: LOCK_WAIT }
     }
 
     pub fn path(&self) -> &Path {
@@ -177,7 +186,7 @@ impl FileLog {
             let mut file = options.open(&self.path)?;
             if regular {
                 // Under the lock: another writer may be half-way through a line.
-                lock(&file)?;
+                lock(&file, self.lock_wait)?;
                 let resumed = resume(&mut file, &self.path).and_then(|head| Ok((head, file.metadata()?.len())));
                 let _ = file.unlock();
                 (self.head, self.len) = resumed?;
@@ -204,7 +213,7 @@ impl FileLog {
                 return Ok(());
             }
             let Some(file) = self.file.as_mut() else { continue };
-            lock(file)?;
+            lock(file, self.lock_wait)?;
             let held = file.metadata()?;
             let replaced = match fs::metadata(&self.path) {
                 Ok(on_disk) => (on_disk.dev(), on_disk.ino()) != (held.dev(), held.ino()),
@@ -362,13 +371,28 @@ fn create_like(path: &Path, like: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).mode(mode).open(path)
 }
 
-/// Takes the file's exclusive lock, waiting for another writer to finish. A
-/// file system without locks (some network and FUSE mounts) is written
-/// unlocked: one writer per file is then the rule, as the config docs say.
-fn lock(file: &File) -> io::Result<()> {
-    match file.lock() {
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
-        other => other,
+/// Takes the file's exclusive lock, waiting up to `wait` for another writer
+/// to finish (then `TimedOut`: this batch misses the file, and the writer
+/// goes on). A file system without locks (some network and FUSE mounts) is
+/// written unlocked: one writer per file is then the rule, as the config docs
+/// say.
+fn lock(file: &File, wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("another process has held the file's lock for over {}", humantime::format_duration(wait)),
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => return Ok(()),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 
@@ -487,6 +511,27 @@ mod tests {
         let f = create_like(&tmp, &log).unwrap();
         assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(f.metadata().unwrap().len(), 0);
+    }
+
+    /// A lock nobody releases (`flock audit.jsonl sleep inf`) costs a batch
+    /// its place in the file, not the writer: it gives up after its wait.
+    #[test]
+    fn a_lock_held_forever_fails_the_batch_instead_of_stalling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut log = FileLog::new(path.clone());
+        log.lock_wait = Duration::from_millis(200);
+        log.append(&events(0, 1)).unwrap();
+        let holder = File::open(&path).unwrap();
+        holder.lock().unwrap();
+        let started = Instant::now();
+        let err = log.append(&events(1, 1)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(200) && started.elapsed() < Duration::from_secs(3));
+        // Released, the next batch goes on the chain.
+        holder.unlock().unwrap();
+        log.append(&events(2, 1)).unwrap();
+        assert_eq!(verify_file(&path).unwrap(), Ok(2));
     }
 
     #[test]
