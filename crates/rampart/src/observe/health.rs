@@ -49,6 +49,9 @@ impl Health {
     }
 }
 
+/// The largest body the operations listener reads.
+const MAX_OPS_BODY: usize = 4096;
+
 #[derive(Clone)]
 struct OpsState {
     metrics: Arc<Metrics>,
@@ -75,6 +78,9 @@ pub fn ops_router(
         .route("/bans", get(list_bans).post(add_ban))
         .route("/bans/{ip}", delete(remove_ban))
         .route("/top", get(top))
+        // A ban is a few dozen bytes; anyone may send a body before being
+        // refused, so none is read past this.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_OPS_BODY))
         .with_state(OpsState { metrics, health, limits, shared })
 }
 
@@ -172,11 +178,20 @@ async fn add_ban(
     State(s): State<OpsState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     if let Some(r) = refusal(&s, peer, &headers) {
         return r;
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large")
+                .detail(format!("a ban is at most {MAX_OPS_BODY} bytes"))
+                .into_response_with(None)
+        }
+        Err(e) => return bad_request(format!("the body could not be read: {}", e.body_text())),
+    };
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

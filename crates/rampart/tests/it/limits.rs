@@ -332,6 +332,10 @@ async fn manual_bans_through_the_ops_listener() {
     assert_eq!(list[0]["reason"], "test");
     assert_eq!(c.delete(format!("{ops}/bans/127.0.0.1")).send().await.unwrap().status(), 204);
     assert_eq!(c.get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+    // A body past 4 KiB is not read (anyone may send one before being refused).
+    let r = post_ban(&ops, format!(r#"{{"ip":"127.0.0.9","reason":"{}"}}"#, "x".repeat(8192))).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     // Hostile input to the admin endpoint is a clean 400.
     for body in ["", "{", r#"{"ip":"nope"}"#, r#"{"ip":"1.2.3.4","ttl":"forever"}"#, r#"{"ip":"1.2.3.4","extra":1}"#] {
         assert_eq!(post_ban(&ops, body).await.unwrap().status(), 400, "{body}");
