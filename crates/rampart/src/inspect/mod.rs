@@ -226,7 +226,7 @@ impl JsonWalk<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.path.iter().filter(|p| !p.starts_with('[')).map(String::as_str).collect()
+        path_keys(&self.path)
     }
 
     fn visit(&mut self, v: &mut serde_json::Value) {
@@ -282,6 +282,78 @@ impl JsonWalk<'_> {
     }
 }
 
+/// The object keys of a JSON path (array indexes, `[i]`, are transparent).
+fn path_keys(path: &[String]) -> Vec<&str> {
+    path.iter().filter(|p| !p.starts_with('[')).map(String::as_str).collect()
+}
+
+/// `body` with PII masked in its string values (outside the exclusions),
+/// everything else copied token by token: numbers keep their exact text
+/// (`12345678901234567890123` stays that, never a float), and members keep
+/// their order, duplicates included. Re-serialising the parsed value would
+/// change all of these. `None` when the body does not read as JSON here.
+fn redacted_json(body: &[u8], policy: &InspectPolicy) -> Option<Vec<u8>> {
+    use struson::reader::{JsonReader, JsonStreamReader, ValueType};
+    use struson::writer::{JsonStreamWriter, JsonWriter};
+
+    type Fail = Box<dyn std::error::Error>;
+    fn copy(
+        r: &mut JsonStreamReader<&[u8]>,
+        w: &mut JsonStreamWriter<&mut Vec<u8>>,
+        path: &mut Vec<String>,
+        policy: &InspectPolicy,
+    ) -> Result<(), Fail> {
+        match r.peek()? {
+            ValueType::Object => {
+                r.begin_object()?;
+                w.begin_object()?;
+                while r.has_next()? {
+                    let name = r.next_name_owned()?;
+                    w.name(&name)?;
+                    path.push(name);
+                    copy(r, w, path, policy)?;
+                    path.pop();
+                }
+                r.end_object()?;
+                w.end_object()?;
+            }
+            ValueType::Array => {
+                r.begin_array()?;
+                w.begin_array()?;
+                let mut i = 0usize;
+                while r.has_next()? {
+                    path.push(format!("[{i}]"));
+                    copy(r, w, path, policy)?;
+                    path.pop();
+                    i += 1;
+                }
+                r.end_array()?;
+                w.end_array()?;
+            }
+            ValueType::String => {
+                let s = r.next_string()?;
+                let masked = if policy.skips_json(&path_keys(path)) { None } else { rampart_core::pii::redact(&s) };
+                w.string_value(masked.as_ref().map_or(&s, |(m, _)| m))?;
+            }
+            ValueType::Number => w.number_value_from_string(r.next_number_as_str()?)?,
+            ValueType::Boolean => w.bool_value(r.next_bool()?)?,
+            ValueType::Null => {
+                r.next_null()?;
+                w.null_value()?;
+            }
+        }
+        Ok(())
+    }
+
+    let mut out = Vec::with_capacity(body.len());
+    let mut reader = JsonStreamReader::new(body);
+    let mut writer = JsonStreamWriter::new(&mut out);
+    copy(&mut reader, &mut writer, &mut Vec::new(), policy).ok()?;
+    reader.consume_trailing_whitespace().ok()?;
+    writer.finish_document().ok()?;
+    Some(out)
+}
+
 /// Inspects (and possibly redacts) a buffered JSON or form body.
 pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutcome {
     let rules = rules(policy);
@@ -297,7 +369,10 @@ pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutc
         walk.visit(&mut value);
         let mut outcome = walk.outcome;
         if walk.changed {
-            outcome.rewritten = serde_json::to_vec(&value).ok().map(Bytes::from);
+            // The token copy keeps the body as sent but for the masks; the
+            // parsed value is the fallback (it read the body, the copy did not).
+            let rewritten = redacted_json(body, policy).or_else(|| serde_json::to_vec(&value).ok());
+            outcome.rewritten = rewritten.map(Bytes::from);
         }
         return outcome;
     }

@@ -94,6 +94,25 @@ fn pii_is_masked_in_json_values() {
     assert_eq!(out.redacted.len(), 2);
 }
 
+/// Redaction changes the masked strings and nothing else: numbers keep
+/// their exact text (a 30-digit id is not turned into a float), members
+/// their order, duplicates included, and excluded places their values.
+#[test]
+fn redaction_leaves_everything_else_as_sent() {
+    let p = policy(InspectMode::Off, vec![Exclusion::JsonPath(vec!["raw".into(), "mail".into()])], true);
+    let body = br#"{"id": 123456789012345678901234567890, "z": 1.10, "e": 1e2, "neg": -0.0,
+        "mail": "a@b.example", "raw": {"mail": "c@d.example"}, "list": [1, "e@f.example", null, true],
+        "dup": "g@h.example", "dup": "ok", "u": "caf\u00e9 \ud83d\ude00"}"#;
+    let out = inspect_body(body, true, &p);
+    let text = String::from_utf8(out.rewritten.unwrap().to_vec()).unwrap();
+    assert_eq!(
+        text,
+        "{\"id\":123456789012345678901234567890,\"z\":1.10,\"e\":1e2,\"neg\":-0.0,\"mail\":\"[REDACTED:email]\",\
+         \"raw\":{\"mail\":\"c@d.example\"},\"list\":[1,\"[REDACTED:email]\",null,true],\
+         \"dup\":\"[REDACTED:email]\",\"dup\":\"ok\",\"u\":\"caf\u{e9} \u{1f600}\"}"
+    );
+}
+
 #[test]
 fn form_fields() {
     let p = policy(InspectMode::Detect, vec![Exclusion::Form("comment".into())], false);
