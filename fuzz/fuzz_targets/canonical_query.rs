@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(v1_order_holds(&v1), "{v1:?}");
     let canonical = canonical_query(Version::V2, query);
     assert_eq!(canonical_query(Version::V2, &canonical), canonical, "{query:?}");
-    let mut sorted = |s: &str| {
+    let sorted = |s: &str| {
         let mut pairs: Vec<&str> = s.split('&').collect();
         pairs.sort_unstable();
         pairs.join("&")
