@@ -9,7 +9,8 @@
 //!   roles or scopes; the refusal is a metric and an audit event.
 //! - `fresh_roles = true` and a token of the gateway's own users ([`OwnUser`]):
 //!   the roles are read from the database for this request, so a role change
-//!   applies at once; the identity headers then carry the fresh roles too. A
+//!   applies at once; the identity headers (and the signed `internal_jwt`,
+//!   made again when the roles changed) then carry the fresh roles too. A
 //!   user who no longer exists or is disabled is refused with 401. If the
 //!   database cannot be read the request is refused with 503 (fail closed).
 
@@ -102,12 +103,17 @@ impl<S: Inner> Service<HttpRequest> for AuthorizeService<S> {
                             .into_response_for(req.extensions()));
                         }
                     };
+                    let mut changed = false;
                     if let Some(p) = req.extensions_mut().get_mut::<Principal>() {
+                        changed = p.roles != roles;
                         p.roles = roles;
                     }
                     let updated = req.extensions().get::<Principal>().cloned();
                     if let Some(p) = updated {
                         crate::auth::set_identity_headers(req.headers_mut(), &layer.headers, &p);
+                        if changed {
+                            resign_internal_jwt(req.headers_mut(), &layer.headers, &identity, &p);
+                        }
                         if let Err(missing) = check(&layer.roles, &requirement, &p) {
                             return Ok(layer.forbidden(&req, &missing));
                         }
@@ -122,6 +128,29 @@ impl<S: Inner> Service<HttpRequest> for AuthorizeService<S> {
                     Either::Right(Box::pin(async move { Ok(resp) }))
                 }
             },
+        }
+    }
+}
+
+/// The signed identity header (`[auth.headers] internal_jwt`), made again
+/// for roles read fresh: the one the bearer layer set carries the token's
+/// roles, and an upstream that verifies it must not see the old ones. Not
+/// cached: this runs only when the roles changed since the token was issued.
+fn resign_internal_jwt(
+    headers: &mut http::HeaderMap,
+    names: &IdentityHeaders,
+    identity: &crate::identity::IdentityService,
+    p: &Principal,
+) {
+    let Some(internal) = &names.internal_jwt else { return };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match identity.internal_token(p, &internal.audience, internal.ttl_secs, now).map(|t| HeaderValue::from_str(&t)) {
+        Some(Ok(value)) => {
+            headers.insert(internal.header.clone(), value);
+        }
+        // Never the stale one: an upstream that needs it refuses the request.
+        _ => {
+            headers.remove(&internal.header);
         }
     }
 }

@@ -20,6 +20,7 @@ fn config(up: std::net::SocketAddr, db: &str) -> String {
     let (head, _) = base.split_once("[[routes]]").unwrap();
     format!(
         "{head}\
+         [auth.headers]\ninternal_jwt = 'x-rampart-jwt'\n\
          [roles.editor]\npermissions = ['posts:read', 'posts:write']\n[roles.viewer]\npermissions = ['posts:read']\n\
          [[routes]]\npath = '/admin/**'\nauth = 'required'\nauthorize = {{ roles_any = ['admin'] }}\n\
          [[routes]]\npath = '/posts/**'\nmethods = ['POST']\nauth = 'required'\n\
@@ -73,6 +74,16 @@ async fn flow(db: &TestDb) {
     let (s, echoed) = status_and_body(post("/posts/1")).await;
     assert_eq!(s, 200, "{echoed}");
     assert_eq!(echoed["headers"]["x-rampart-roles"], "editor", "the upstream sees the fresh roles");
+    // So does an upstream that verifies the signed identity header.
+    let jwks: Value = client().get(url(&gw, "/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let upstream_view = rampart_core::token::Verifier::new(
+        rampart_core::token::KeySet::from_jwks(&jwks).unwrap(),
+        ["https://api.example.test"],
+        ["rampart-upstream"],
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let signed = upstream_view.verify(echoed["headers"]["x-rampart-jwt"].as_str().unwrap(), now).unwrap();
+    assert_eq!(signed.roles, ["editor"], "the signed identity header carries the fresh roles");
     rampart::identity::admin::set_roles(&store, "alice", &[]).await.unwrap();
     assert_eq!(status_and_body(post("/posts/1")).await.0, 403);
     // Routes without fresh_roles read the token's roles until it is renewed.
