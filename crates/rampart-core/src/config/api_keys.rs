@@ -47,6 +47,10 @@ pub struct ApiKeysConfig {
     /// `admin`, operators (`rampart api-key create`) and service clients'
     /// keys are not limited by it.
     pub user_scopes: Vec<String>,
+    /// The most live (neither revoked nor expired) keys a user may hold when
+    /// making one over HTTP; operators and admins making keys for others are
+    /// not limited by it.
+    pub max_per_user: u32,
 }
 
 impl Default for ApiKeysConfig {
@@ -59,6 +63,7 @@ impl Default for ApiKeysConfig {
             cache_ttl: Duration::from_secs(60),
             usage_flush: Duration::from_secs(10),
             user_scopes: Vec::new(),
+            max_per_user: 100,
         }
     }
 }
@@ -73,6 +78,7 @@ pub struct ApiKeySettings {
     pub cache_ttl: Duration,
     pub usage_flush: Duration,
     pub user_scopes: Vec<String>,
+    pub max_per_user: u32,
 }
 
 impl Default for ApiKeySettings {
@@ -86,6 +92,7 @@ impl Default for ApiKeySettings {
             cache_ttl: c.cache_ttl,
             usage_flush: c.usage_flush,
             user_scopes: c.user_scopes,
+            max_per_user: c.max_per_user,
         }
     }
 }
@@ -104,6 +111,9 @@ pub(super) fn compile_api_keys(
     }
     if cfg.cache_ttl < Duration::from_secs(1) || cfg.cache_ttl > Duration::from_secs(3600) {
         errs.push((at.push_key("cache_ttl"), "must be between 1s and 1h".into()));
+    }
+    if cfg.max_per_user == 0 || cfg.max_per_user > 10_000 {
+        errs.push((at.push_key("max_per_user"), "must be between 1 and 10000".into()));
     }
     if cfg.usage_flush < Duration::from_millis(100) || cfg.usage_flush > Duration::from_secs(3600) {
         errs.push((at.push_key("usage_flush"), "must be between 100ms and 1h".into()));
@@ -126,6 +136,7 @@ pub(super) fn compile_api_keys(
         cache_ttl: cfg.cache_ttl,
         usage_flush: cfg.usage_flush,
         user_scopes: cfg.user_scopes.clone(),
+        max_per_user: cfg.max_per_user,
     })
 }
 
@@ -144,10 +155,11 @@ mod tests {
             rotation_grace: Duration::from_secs(86_400 * 365),
             cache_ttl: Duration::ZERO,
             usage_flush: Duration::ZERO,
+            max_per_user: 0,
             ..Default::default()
         };
         assert!(compile_api_keys(&bad, &at, &mut errs).is_none());
-        assert_eq!(errs.len(), 4);
+        assert_eq!(errs.len(), 5);
         let scopes = |list: &[&str]| ApiKeysConfig {
             user_scopes: list.iter().map(|s| s.to_string()).collect(),
             ..Default::default()

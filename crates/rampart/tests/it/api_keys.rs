@@ -34,7 +34,7 @@ async fn postgres_api_keys() {
 fn config_text(up: std::net::SocketAddr, db: &str) -> String {
     identity_config(up, db).replace(
         "[identity.password.argon2]",
-        "[identity.api_keys]\nusage_flush = '200ms'\nuser_scopes = ['read', 'write']\n[identity.password.argon2]",
+        "[identity.api_keys]\nusage_flush = '200ms'\nuser_scopes = ['read', 'write']\nmax_per_user = 3\n[identity.password.argon2]",
     )
 }
 
@@ -170,6 +170,11 @@ async fn scenario(tdb: &TestDb, dir: &std::path::Path) {
     assert_eq!(call(&gw, made["key"].as_str().unwrap()).await.0, 200);
     let (status, _) = create(&gw, &access, serde_json::json!({"name": "bad", "cidrs": ["10.0.0.0/33"]})).await;
     assert_eq!(status, 400);
+
+    // At most `max_per_user` live keys (revoked and expired ones not counted:
+    // "rot", "net" and "lo" are the three); operators are not limited.
+    let (status, refused) = create(&gw, &access, serde_json::json!({"name": "fourth"})).await;
+    assert_eq!((status, refused["type"].as_str()), (409, Some("urn:rampart:problem:too-many-keys")), "{refused}");
 
     // From the CLI: a user's key and a service client's key.
     let cli_made = cli(&config, &["create", "--user", "olga", "--name", "cli", "--scope", "read", "--expires", "30d"]);

@@ -124,6 +124,22 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
                     );
                 }
             }
+            // Bounded per user: each key is a row, a cache entry and a line
+            // in every list. Checked before the insert, so two requests at
+            // once may both pass at the limit.
+            let now = crate::identity::service::now_ms();
+            match super::list(db, Some(&owner)).await {
+                Ok(list) => {
+                    let live =
+                        list.iter().filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now)).count();
+                    if live >= settings.max_per_user as usize {
+                        return Problem::new(StatusCode::CONFLICT, "too-many-keys", "Too many API keys")
+                            .detail(format!("at most {} live keys per user; revoke one first", settings.max_per_user))
+                            .into_response_for(req.extensions());
+                    }
+                }
+                Err(e) => return internal(&req, &e),
+            }
             let request = KeyRequest { name: body.name, scopes: body.scopes, expires_in, cidrs };
             match super::create(db, settings, owner, &request).await {
                 Ok(made) => {

@@ -29,7 +29,7 @@ pub mod cache;
 pub mod http;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -202,7 +202,9 @@ pub struct ApiKeys {
     db: Database,
     cache: KeyCache,
     last_sync: AtomicU64,
-    cursor: AtomicU64,
+    /// Where the next poll starts: a time (ms) and, after a full page, the
+    /// last hash read at that time.
+    cursor: Mutex<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -224,7 +226,7 @@ impl ApiKeys {
             db,
             cache: KeyCache::new(CACHE_ENTRIES, ttl),
             last_sync: AtomicU64::new(now_ms),
-            cursor: AtomicU64::new(now_ms.saturating_sub(OVERLAP_MS)),
+            cursor: Mutex::new((now_ms.saturating_sub(OVERLAP_MS), Vec::new())),
         })
     }
 
@@ -310,16 +312,24 @@ impl ApiKeys {
 
     /// Evicts what changed since the cursor (minus the overlap).
     async fn poll(&self, now_ms: u64) -> Result<(), StoreError> {
-        let since = self.cursor.load(Ordering::Relaxed);
-        let changed = self.db.api_keys_changed_since(since, PAGE).await?;
-        let full = changed.len() == PAGE as usize;
-        let mut newest = since;
-        for (hash, at) in &changed {
+        self.poll_page(now_ms, PAGE).await
+    }
+
+    async fn poll_page(&self, now_ms: u64, page: u32) -> Result<(), StoreError> {
+        let (since, after) = self.cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let changed = self.db.api_keys_changed_since(since, &after, page).await?;
+        for (hash, _) in &changed {
             self.cache.evict(hash.as_bytes());
-            newest = newest.max(*at);
         }
-        let next = if full { newest.max(since) } else { now_ms.saturating_sub(OVERLAP_MS).max(since) };
-        self.cursor.store(next, Ordering::Relaxed);
+        // A full page: go on right after its last row next time (no overlap,
+        // or a long backlog would be read forever); else read back the
+        // overlap, from the first key of that millisecond.
+        let next = match changed.last() {
+            Some((hash, at)) if changed.len() == page as usize => (*at, hash.as_bytes().to_vec()),
+            _ => (now_ms.saturating_sub(OVERLAP_MS).max(since), Vec::new()),
+        };
+        let full = !next.1.is_empty();
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = next;
         if !full {
             self.last_sync.store(now_ms, Ordering::Relaxed);
         }
@@ -340,6 +350,49 @@ impl ApiKeys {
         if let Err(e) = self.db.record_api_key_usage(&batch).await {
             tracing::warn!(error = %e, keys = batch.len(), "writing API key usage failed; retried at the next batch");
             self.cache.restore_usage(&taken);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::store::identity::{NewUser, UserStore};
+
+    /// More keys changed in one millisecond than a page holds (an erasure
+    /// revokes all of a user's keys at once): the poll pages through them,
+    /// evicts every one and catches up. Paging by time alone read the same
+    /// page forever, and the instance went stale and refused every key.
+    #[tokio::test]
+    async fn a_page_boundary_inside_one_millisecond_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&format!("sqlite://{}/k.db", dir.path().display())).await.unwrap();
+        let t0 = now_ms();
+        let user = db.create_user(&NewUser::named("many"), t0).await.unwrap();
+        let keys = ApiKeys::new(ApiKeySettings::default(), db.clone(), t0);
+        let mut hashes = Vec::new();
+        for i in 0..7 {
+            let key = new_key("rpk").unwrap();
+            let req = KeyRequest { name: format!("k{i}"), ..KeyRequest::default() };
+            let record = db.create_api_key(&new_record(Owner::User(user.id.clone()), &req, &key, None), t0).await;
+            let record = record.unwrap();
+            let hash = key_digest(key.as_str());
+            assert!(matches!(keys.fetch(hash, t0).await.unwrap(), Some(_)));
+            assert!(db.revoke_api_key(&record.id, t0 + 1).await.unwrap());
+            hashes.push(hash);
+        }
+        // A page of 3 over the 7 revoked at t0 + 1 (created at t0 too).
+        let later = t0 + 40_000;
+        for _ in 0..6 {
+            keys.poll_page(later, 3).await.unwrap();
+            if keys.is_current(later) && keys.cursor.lock().unwrap().1.is_empty() {
+                break;
+            }
+        }
+        assert!(keys.is_current(later), "the poll caught up");
+        for hash in &hashes {
+            assert!(matches!(keys.cached(hash, later), Lookup::Miss), "every revoked key was evicted");
         }
     }
 }

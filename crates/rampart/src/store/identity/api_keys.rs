@@ -138,11 +138,14 @@ pub trait ApiKeyStore: Send + Sync {
     /// Revokes the key; false when there was no such key not yet revoked.
     fn revoke_api_key(&self, id: &str, now: u64) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Hashes of keys changed at or after `since` (ms), with the change time,
-    /// oldest first, at most `limit`.
+    /// Hashes of keys changed after the position (`since` ms, `after` hash):
+    /// those changed at `since` with a hash above `after` (every one for an
+    /// empty `after`), then those changed later; with the change time, in
+    /// (time, hash) order, at most `limit`.
     fn api_keys_changed_since(
         &self,
         since: u64,
+        after: &[u8],
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(TokenHash, u64)>>> + Send;
 
@@ -175,7 +178,12 @@ const LIST_CLIENT: &str = select_keys!("WHERE k.client_id = $1 ORDER BY k.create
 const LIVE_BY_ID: &str = "SELECT expires_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL";
 const SET_EXPIRY: &str = "UPDATE api_keys SET expires_at = $2, updated_at = $3 WHERE id = $1";
 const REVOKE: &str = "UPDATE api_keys SET revoked_at = $2, updated_at = $2 WHERE id = $1 AND revoked_at IS NULL";
-const CHANGED: &str = "SELECT key_hash, updated_at FROM api_keys WHERE updated_at >= $1 ORDER BY updated_at LIMIT $2";
+// Keyset paging on (updated_at, key_hash): a page boundary inside a run of
+// rows changed in the same millisecond (an erasure revokes all of a user's
+// keys at once) moves on instead of reading the same page forever.
+const CHANGED: &str = "SELECT key_hash, updated_at FROM api_keys \
+                       WHERE updated_at >= $1 AND (updated_at > $1 OR key_hash > $2) \
+                       ORDER BY updated_at, key_hash LIMIT $3";
 const USAGE: &str = "UPDATE api_keys SET use_count = use_count + $3, last_used_at = CASE \
                      WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE id = $1";
 
@@ -399,10 +407,10 @@ impl ApiKeyStore for Database {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn api_keys_changed_since(&self, since: u64, limit: u32) -> Result<Vec<(TokenHash, u64)>> {
+    async fn api_keys_changed_since(&self, since: u64, after: &[u8], limit: u32) -> Result<Vec<(TokenHash, u64)>> {
         let since = to_db("since", since)?;
         let rows: Vec<(Vec<u8>, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as(CHANGED).bind(since).bind(i64::from(limit)).fetch_all(pool).await?
+            sqlx::query_as(CHANGED).bind(since).bind(after).bind(i64::from(limit)).fetch_all(pool).await?
         });
         rows.into_iter().map(|(h, at)| Ok((TokenHash::from_stored(&h)?, from_db("updated_at", at)?))).collect()
     }
