@@ -176,9 +176,9 @@ fn query_is_hostile(query: &str) -> bool {
 }
 
 /// What is wrong with the request's host, if anything: more than one `Host`,
-/// a `Host` that is not one host name or address with an optional numeric
-/// port, or a `Host` that differs from the request target's authority
-/// (absolute-form HTTP/1.1, HTTP/2's `:authority`).
+/// a `Host` or a request target's authority (absolute-form HTTP/1.1, HTTP/2's
+/// `:authority`) that is not one host name or address with an optional
+/// numeric port, or a `Host` that differs from the authority.
 ///
 /// Layers judge the host from the authority when there is one (trusted hosts,
 /// host routes), and the upstream gets `Host`: the two must be the same host,
@@ -191,12 +191,18 @@ fn host_problem(req: &HttpRequest) -> Option<&'static str> {
     if hosts.next().is_some() {
         return Some("more than one Host header");
     }
-    let host = host?;
-    if !well_formed_host(host.as_bytes()) {
+    if host.is_some_and(|h| !well_formed_host(h.as_bytes())) {
         return Some("the Host header is not a host name or address with an optional port");
     }
-    match req.uri().authority() {
-        Some(a) if !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+    // The authority is judged on its own too: HTTP/2 requests and absolute-form
+    // HTTP/1.1 ones may come without `Host`, and `http://a.example:@b.example/`
+    // parses as an authority with user info that a host pattern reads as `a.example`.
+    let authority = req.uri().authority()?;
+    if !well_formed_host(authority.as_str().as_bytes()) {
+        return Some("the request target's authority is not a host name or address with an optional port");
+    }
+    match host {
+        Some(h) if !authority.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
             Some("the Host header differs from the authority of the request target")
         }
         _ => None,

@@ -111,6 +111,11 @@ async fn the_host_judged_is_the_host_forwarded() {
     assert!(!out.contains("evil.test\""), "{out}");
     let out = send("GET /x HTTP/1.1\r\nhost: api.example.com\r\nhost: admin.example.com\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    // The same in the request target, with no Host at all: user info in the
+    // authority reads as `api.example.com` to a host pattern.
+    let out = send("GET http://api.example.com:@evil.test/x HTTP/1.1\r\nconnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert!(!out.contains("evil.test\""), "{out}");
 }
 
 #[tokio::test]

@@ -164,4 +164,12 @@ fn host_headers() {
     check(with_host("http://api.example.com/x", &["admin.example.com"]), 400, Some("bad_host"));
     check(with_host("http://api.example.com:8080/x", &["api.example.com"]), 400, Some("bad_host"));
     check(with_host("http://api.example.com/x", &[]), 200, None);
+    // Without Host, the authority is the host the layers judge: it must be
+    // well formed on its own (user info would read as `api.example.com`).
+    for bad in
+        ["http://api.example.com:@evil.test/x", "http://user@api.example.com/x", "http://api.example.com:x@evil.test/"]
+    {
+        check(with_host(bad, &[]), 400, Some("bad_host"));
+    }
+    check(with_host("http://[::1]:8080/x", &[]), 200, None);
 }
