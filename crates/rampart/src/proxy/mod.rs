@@ -14,6 +14,7 @@ pub mod client;
 pub mod dial;
 pub mod h1;
 pub mod headers;
+pub mod progress;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -299,15 +300,33 @@ impl ProxyService {
             *req.uri_mut() = uri;
             *req.version_mut() = Version::HTTP_11;
 
+            // A body is tracked: the timeout counts from when it last moved
+            // (see `progress`). Bodiless requests, the usual case, are not.
+            let progress = (!req.body().is_end_stream()).then(|| {
+                let (body, progress) = progress::track(std::mem::take(req.body_mut()));
+                *req.body_mut() = body;
+                progress
+            });
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, up.send(index, req)).await;
+            let result = progress::within(up.send(index, req), timeout, progress.as_deref()).await;
             let elapsed = started.elapsed();
             if let Some(h) = self.latency.get(route.upstream) {
                 h.observe(elapsed.as_secs_f64());
             }
 
             let mut resp = match result {
-                Err(_) => {
+                Err(progress::TimedOut { body_sent: false }) => {
+                    // The body stopped moving on its way: the client or the
+                    // upstream paused. Not counted against the target, or slow
+                    // uploads could take it out of service for everyone.
+                    drop(permit);
+                    self.metrics.upstream_error(&settings.name, "timeout");
+                    return Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
+                        .detail("the request body stopped moving on its way to the upstream")
+                        .rejected_by("proxy", "body_stalled")
+                        .into_response_with(request_id.as_ref());
+                }
+                Err(progress::TimedOut { body_sent: true }) => {
                     // The upstream may have acted on it: never retried.
                     self.report(&settings.name, &held.label, permit.finish(false), request_id.as_ref());
                     self.metrics.upstream_error(&settings.name, "timeout");

@@ -37,6 +37,13 @@ impl Controlled {
                 }),
             )
             .route(
+                "/upload",
+                axum::routing::post(|State(c): State<Controlled>, body: axum::body::Bytes| async move {
+                    c.hits.fetch_add(1, Ordering::SeqCst);
+                    body.len().to_string()
+                }),
+            )
+            .route(
                 "/probe",
                 axum::routing::get(|headers: http::HeaderMap| async move {
                     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
@@ -242,6 +249,46 @@ async fn timeouts_are_per_route_and_never_retried() {
     assert_eq!(up.hits(), 1, "a timed-out request may have been acted on: not retried");
     // The same upstream path through a route without one: the upstream's 5 s.
     assert_eq!(body(&gw, "/patient/slow").await, (200, "a".to_string()));
+}
+
+/// A request body sent `pieces` bytes, one every `every`.
+fn trickle(pieces: usize, every: Duration) -> reqwest::Body {
+    use futures_util::StreamExt;
+    let stream = futures_util::stream::iter(0..pieces).then(move |_| async move {
+        tokio::time::sleep(every).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x"))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Uploads are timed from their end: a body that keeps moving is not cut by
+/// the route's timeout, and one that stalls ends the request without
+/// counting against the target. Timed from the start, a few slow uploads
+/// would open the breaker for everyone.
+#[tokio::test]
+async fn slow_uploads_neither_time_out_nor_open_the_breaker() {
+    let (up, addr) = Controlled::start("a").await;
+    let gw = gateway(&upstream_config(
+        &[format!("http://{addr}")],
+        "[upstreams.default.breaker]\nconsecutive_failures = 2\nopen_for = '30s'\n\
+         [[routes]]\npath = '/upload'\ntimeout = '300ms'\n[[routes]]\npath = '/**'\n",
+    ))
+    .await;
+    let upload = |body: reqwest::Body| client().post(url(&gw, "/upload")).body(body).send();
+    for _ in 0..2 {
+        // 8 pieces over 800 ms: past the timeout, but each within it.
+        let r = upload(trickle(8, Duration::from_millis(100))).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "8");
+    }
+    for _ in 0..2 {
+        // A pause longer than the timeout (and shorter than body_read_timeout).
+        let v = problem(upload(trickle(2, Duration::from_millis(600))).await.unwrap(), 504).await;
+        assert_eq!(v["type"], "urn:rampart:problem:upstream-timeout");
+    }
+    // Two timeouts, and the breaker opens after two failures: still in service.
+    assert_eq!(body(&gw, "/x").await, (200, "a".to_string()));
+    assert_eq!(up.hits(), 3, "the stalled bodies never reached the handler");
 }
 
 #[tokio::test]
