@@ -22,6 +22,7 @@ pub mod identity;
 pub mod inspect;
 pub mod limit;
 pub mod observe;
+pub mod preface;
 pub mod problem;
 pub mod proxy;
 pub mod server;

@@ -131,9 +131,8 @@ impl Gateway {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX))
             .keep_alive_interval(Duration::from_secs(30));
-        if !settings.http2 {
-            builder = builder.http1_only();
-        }
+        // Not `http1_only()`: it does nothing on connections that may upgrade.
+        // The accept loop reads the first bytes itself (see `preface`).
 
         let workers = Workers::start(crate::workers::count(settings.workers)).context("starting the workers")?;
         let worker_count = workers.len();
@@ -142,6 +141,8 @@ impl Gateway {
             listener,
             builder,
             tls,
+            first_bytes_timeout: settings.header_read_timeout,
+            http2: settings.http2,
             conns: ConnectionCaps {
                 per_ip: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
                 max_per_ip: settings.max_connections_per_ip,
@@ -354,6 +355,10 @@ struct AcceptLoop {
     tls: Option<(tokio_rustls::TlsAcceptor, tokio::task::JoinHandle<()>)>,
     shared: SharedRuntime,
     handshake_timeout: Duration,
+    /// How long a new connection has to say which protocol it speaks.
+    first_bytes_timeout: Duration,
+    /// Whether HTTP/2 is served (TLS: offered by ALPN; plain: prior knowledge).
+    http2: bool,
     shutdown_timeout: Duration,
     health: Arc<Health>,
     /// The threads connections are served on; dropped (stopping them) last.
@@ -402,6 +407,7 @@ impl AcceptLoop {
             // Taken now, before any shutdown, so the drain waits for this connection.
             let watcher = graceful.watcher();
             let handshake_timeout = self.handshake_timeout;
+            let (first_bytes_timeout, http2) = (self.first_bytes_timeout, self.http2);
             let job: Job = Box::new(move || {
                 Box::pin(async move {
                     let _slot = slot;
@@ -413,6 +419,7 @@ impl AcceptLoop {
                         }
                     };
                     let Some(acceptor) = tls else {
+                        let Some(stream) = first_bytes(stream, first_bytes_timeout, http2, peer).await else { return };
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(error = %e, "connection ended with an error");
@@ -430,6 +437,9 @@ impl AcceptLoop {
                             return;
                         }
                     };
+                    // HTTP/2 only where ALPN chose it, then as for plain connections.
+                    let h2 = http2 && tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let Some(tls) = first_bytes(tls, first_bytes_timeout, h2, peer).await else { return };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -449,6 +459,28 @@ impl AcceptLoop {
         tracing::info!(connections = graceful.count(), "shutting down; draining in-flight requests");
         if tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await.is_err() {
             tracing::warn!("shutdown timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+/// The connection, once its first bytes have said which protocol it speaks
+/// within `within` (see [`crate::preface`]); `None` (closed) when they did
+/// not, or said HTTP/2 where it is not served.
+async fn first_bytes<IO: tokio::io::AsyncRead + Unpin>(
+    io: IO,
+    within: Duration,
+    http2: bool,
+    peer: SocketAddr,
+) -> Option<crate::preface::Prefixed<IO>> {
+    match crate::preface::sniff(io, within).await {
+        Some((crate::preface::Speaks::Http2, _)) if !http2 => {
+            tracing::debug!(%peer, "HTTP/2 preface where HTTP/2 is off; closed");
+            None
+        }
+        Some((_, io)) => Some(io),
+        None => {
+            tracing::debug!(%peer, "the connection said nothing usable in time; closed");
+            None
         }
     }
 }

@@ -161,6 +161,21 @@ async fn slow_headers_are_cut_off() {
     assert!(read.is_ok(), "slowloris connection was not closed");
 }
 
+/// A connection that says nothing, or only the start of HTTP/2's preface,
+/// is closed after header_read_timeout too: the protocol is read within it.
+#[tokio::test]
+async fn silent_connections_are_cut_off() {
+    let gw = guarded().await;
+    for first in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let mut out = Vec::new();
+        // header_read_timeout is 1 s.
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "a connection that sent {first:?} was not closed");
+    }
+}
+
 #[tokio::test]
 async fn cors_preflights_and_actual_requests() {
     let cors = "[defaults.cors]\nallow_origins = ['https://app.example.com', 'http://localhost:*']\nallow_methods = ['GET', 'POST']\nallow_headers = ['content-type', 'authorization']\nexpose_headers = ['x-request-id']\nallow_credentials = true\nmax_age = '5m'\n";

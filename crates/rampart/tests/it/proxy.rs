@@ -268,6 +268,11 @@ async fn http2_clients_and_h2c_upstreams() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["version"], "HTTP/2.0", "upstream spoken to over h2c");
+
+    // `[server] http2 = false`: HTTP/2 with prior knowledge is refused.
+    let gw = gateway(&config_with(&format!("http://{up}"), "http2 = false", "")).await;
+    assert!(c.get(url(&gw, "/h2")).send().await.is_err(), "h2c served with http2 = false");
+    assert_eq!(client().get(url(&gw, "/h1")).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
