@@ -6,7 +6,8 @@
 //! them: dot segments (also encoded, also with a `;param` suffix), encoded
 //! slashes (unless allowed), backslashes, control characters, empty middle
 //! segments and double encoding. What remains has a single obvious meaning,
-//! and its decoded form is what routes are matched against.
+//! and its decoded form, without segment parameters ([`without_params`]), is
+//! what routes are matched against.
 //!
 //! ```
 //! use std::borrow::Cow;
@@ -193,6 +194,32 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
+/// `path` without the parameters of its segments (`/admin;x/users` →
+/// `/admin/users`): what routes are matched against. Servlet containers
+/// (Tomcat, Jetty, Spring) drop a segment's `;…` before mapping the path, so
+/// a route table that saw `admin;x` as a name of its own would send
+/// `/admin;x/users` past the `/admin/**` route to the same handler. The path
+/// sent upstream keeps them. Borrowed (no work) when there is no `;`.
+///
+/// ```
+/// use rampart_core::path::without_params;
+/// assert_eq!(without_params("/admin;jsessionid=1/users;v=2"), "/admin/users");
+/// assert_eq!(without_params("/a/b"), "/a/b");
+/// ```
+pub fn without_params(path: &str) -> Cow<'_, str> {
+    if !path.as_bytes().contains(&b';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split_once(';').map_or(segment, |(name, _)| name));
+    }
+    Cow::Owned(out)
+}
+
 /// Watches the decoded byte stream for `%` followed by two hex digits. A
 /// decoded `%` can only come from `%25`, so this is exactly double encoding.
 #[derive(Clone, Copy, Debug, Default)]
@@ -258,6 +285,11 @@ mod tests {
         check("/.well-known/acme", STRICT, Ok("/.well-known/acme"));
         check("/a./.b/a..b", STRICT, Ok("/a./.b/a..b"));
         check("/a;v=1/b", STRICT, Ok("/a;v=1/b"));
+        for (path, routed) in
+            [("/a;v=1/b", "/a/b"), ("/;x", "/"), ("/a;", "/a"), ("/a;b;c/d;e/", "/a/d/"), ("/a", "/a")]
+        {
+            assert_eq!(without_params(path), routed, "{path}");
+        }
         check("/caf\u{e9}/\u{1f600}", STRICT, Ok("/caf\u{e9}/\u{1f600}"));
         check("/a b+c", STRICT, Ok("/a b+c"));
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rampart_core::config::{Policy, RoutePolicy};
-use rampart_core::path::{normalize_path, PathError};
+use rampart_core::path::{normalize_path, without_params, PathError};
 use tower::{Layer, Service};
 
 use super::{request_host, HttpRequest, Inner};
@@ -58,6 +58,7 @@ impl<S: Inner> Service<HttpRequest> for RouteService<S> {
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         let (check, route) = match normalize_path(req.uri().path(), &self.policy.server.path_options) {
             Ok(path) => {
+                let path = without_params(&path);
                 let route = self.policy.route(request_host(&req), req.method(), &path).cloned();
                 (PathCheck(Ok(())), route)
             }

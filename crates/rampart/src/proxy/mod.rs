@@ -157,15 +157,17 @@ fn stripped<'a>(strip: Option<&str>, path: &'a str) -> Option<&'a str> {
 }
 
 /// True when `path` reaches the route's `strip_prefix` only once decoded
-/// (`/%61pi/users` for `/api`): routes match the decoded path, the prefix is
-/// cut from the path as sent, so such a request would reach the upstream with
-/// its prefix on, at a path the route never meant to expose.
+/// (`/%61pi/users` for `/api`) or without segment parameters (`/api;x/users`):
+/// routes match that reading, the prefix is cut from the path as sent, so such
+/// a request would reach the upstream with its prefix on, at a path the route
+/// never meant to expose.
 fn encoded_prefix(strip: &str, path: &str) -> bool {
     if stripped(Some(strip), path).is_some() {
         return false;
     }
     let opts = rampart_core::path::PathOptions { allow_encoded_slash: true };
-    rampart_core::path::normalize_path(path, &opts).is_ok_and(|decoded| stripped(Some(strip), &decoded).is_some())
+    rampart_core::path::normalize_path(path, &opts)
+        .is_ok_and(|decoded| stripped(Some(strip), &rampart_core::path::without_params(&decoded)).is_some())
 }
 
 /// The request target sent upstream, in origin form (see
@@ -239,7 +241,7 @@ impl ProxyService {
         if let Some(strip) = route.strip_prefix.as_deref() {
             if encoded_prefix(strip, client_uri.path()) {
                 return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
-                    .detail("the path spells the route's prefix with percent-encoding")
+                    .detail("the path spells the route's prefix with percent-encoding or parameters")
                     .rejected_by("proxy", "encoded_prefix")
                     .into_response_with(request_id.as_ref());
             }
@@ -445,6 +447,10 @@ mod tests {
         assert!(!encoded_prefix("/api", "/apix/users"));
         assert!(!encoded_prefix("/api", "/other/%61pi"));
         assert!(!encoded_prefix("/api", "/%zz"));
+        // Parameters in the prefix: routed as `/api/users`, sent as is.
+        assert!(encoded_prefix("/api", "/api;x/users"));
+        assert!(encoded_prefix("/api", "/api;x"));
+        assert!(!encoded_prefix("/api", "/api/users;x"));
     }
 
     #[test]

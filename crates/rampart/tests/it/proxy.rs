@@ -252,6 +252,15 @@ async fn routes_pick_upstreams_strip_prefixes_and_rewrite_headers() {
     let v = problem(client().get(url(&gw, "/%62/users/1")).send().await.unwrap(), 400).await;
     assert!(v["detail"].as_str().unwrap().contains("prefix"), "{v}");
 
+    // Segment parameters: routed without them, as servlet containers map
+    // paths; the same refusal when they would keep the prefix from being cut.
+    let v = problem(client().get(url(&gw, "/b;x/users/1")).send().await.unwrap(), 400).await;
+    assert!(v["detail"].as_str().unwrap().contains("prefix"), "{v}");
+    let resp = client().get(url(&gw, "/a;jsessionid=1/x;v=2")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "matched /a/**");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["path"], "/a;jsessionid=1/x;v=2", "sent upstream as it came");
+
     assert_eq!(client().get(url(&gw, "/a/x")).send().await.unwrap().status(), 200);
     let v = problem(client().delete(url(&gw, "/a/x")).send().await.unwrap(), 404).await;
     assert_eq!(v["type"], "urn:rampart:problem:no-route");
