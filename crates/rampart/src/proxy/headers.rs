@@ -144,6 +144,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
                     headers.insert(X_FORWARDED_FOR, v);
                 }
                 headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+                // The X-Forwarded-* family is the client's here: its Host
+                // is the one the trusted proxy forwarded and Rampart judged.
+                match hop.host {
+                    Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+                    None => headers.remove(X_FORWARDED_HOST),
+                };
             }
         }
         if !headers.contains_key(X_FORWARDED_HOST) {

@@ -84,10 +84,18 @@ async fn only_the_forwarding_header_the_proxies_write_is_believed() {
 
     // Behind proxies that write Forwarded, the reverse.
     let (gw, _) = setup_with("trusted_proxies = ['127.0.0.0/8']\nclient_ip_header = 'forwarded'", deny).await;
-    let r = forwarded_by(&gw, "6.6.6.6", "for=203.0.113.7").await;
+    let r = client()
+        .get(url(&gw, "/x"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.test")
+        .header("forwarded", "for=203.0.113.7")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the client's X-Forwarded-For was believed");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(v["headers"]["x-forwarded-host"], gw.addr.to_string(), "nor its X-Forwarded-Host");
     assert_eq!(forwarded_by(&gw, "203.0.113.7", "for=6.6.6.6").await.status(), 403);
     let bad = config_with("http://127.0.0.1:1", "client_ip_header = 'x-real-ip'", "");
     let err = rampart::app::load_policy_text(&bad).err().unwrap().to_string();
