@@ -50,6 +50,7 @@ mod cache;
 pub mod csrf;
 pub mod jwks;
 mod session;
+pub(crate) use session::strip_cookie;
 mod signature;
 
 use std::sync::Arc;

@@ -96,8 +96,16 @@ pub(super) async fn authenticate<S: Inner>(
     Ok(resp)
 }
 
-/// Removes cookie `name` from the request's `Cookie` headers, keeping the others.
-fn strip_cookie(headers: &mut http::HeaderMap, name: &str) {
+/// Removes cookie `name` from the request's `Cookie` headers, keeping the
+/// others (and leaving the headers as they are when none names it).
+pub(crate) fn strip_cookie(headers: &mut http::HeaderMap, name: &str) {
+    let named = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().windows(name.len()).any(|w| w == name.as_bytes()));
+    if !named {
+        return;
+    }
     let values: Vec<String> = headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -132,5 +140,10 @@ mod tests {
         strip_cookie(&mut h, "__Host-s");
         let all: Vec<_> = h.get_all(http::header::COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
         assert_eq!(all, ["a=1; b=2"]);
+        // Untouched when no cookie is named so.
+        let mut h = http::HeaderMap::new();
+        h.append(http::header::COOKIE, http::HeaderValue::from_static("a=1;b=2"));
+        strip_cookie(&mut h, "__Host-s");
+        assert_eq!(h[http::header::COOKIE], "a=1;b=2");
     }
 }

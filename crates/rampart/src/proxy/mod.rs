@@ -226,6 +226,12 @@ impl ProxyService {
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers);
+        // The session cookie is a credential for the gateway, never for the
+        // upstream, whether or not it authenticated this request (`auth =
+        // "none"` routes, other credentials, sessions off for the route).
+        if let Some(sessions) = self.state.identity().and_then(|i| i.sessions.as_ref()) {
+            crate::auth::strip_cookie(headers, &sessions.settings.cookie_name);
+        }
         if let Some(client) = &client {
             let https = conn.is_some_and(|c| c.tls) || client.forwarded_https;
             let peer = conn.map_or(client.ip, |c| c.peer.ip());

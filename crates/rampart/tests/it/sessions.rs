@@ -147,6 +147,11 @@ async fn login_and_csrf(db: &TestDb) {
     assert_eq!(seen["headers"]["x-rampart-user"], ann.as_str());
     assert_eq!(seen["headers"]["x-rampart-auth-method"], "session");
     assert_eq!(seen["headers"]["cookie"], "theme=dark");
+    // So does every request: the cookie is the gateway's, also on routes it
+    // does not authenticate (here `/**`, no auth).
+    let open: Value = b.get(&gw, "/open").await.json().await.unwrap();
+    assert!(open["headers"].get("x-rampart-user").is_none(), "{open}");
+    assert_eq!(open["headers"]["cookie"], "theme=dark");
     // Forged identity headers never pass.
     let r = b.req(reqwest::Method::GET, &url(&gw, "/api/x")).header("x-rampart-user", "admin").send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["headers"]["x-rampart-user"], ann.as_str());
