@@ -177,6 +177,16 @@ pub struct IdentitySettings {
     pub pages: Option<PagesSettings>,
 }
 
+impl IdentitySettings {
+    /// The longest lifetime of a token the gateway issues and can revoke:
+    /// access tokens, and the short tokens browser sessions hand out
+    /// (`[identity.sessions] token_ttl`). Revocations must be remembered at
+    /// least this long, or a revoked token comes back to life.
+    pub fn revocable_token_life(&self) -> Duration {
+        self.sessions.as_ref().map_or(self.access_ttl, |s| s.token_ttl.max(self.access_ttl))
+    }
+}
+
 /// Where the signing key of issued tokens comes from.
 #[derive(Clone, Debug)]
 pub enum Signing {

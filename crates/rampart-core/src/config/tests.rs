@@ -206,6 +206,22 @@ fn hostile_config_text_never_panics() {
     }
 }
 
+/// Revocations are kept as long as the longest-lived revocable token: a
+/// session's token may outlive an access token.
+#[test]
+fn revocations_outlast_every_revocable_token() {
+    let ident = |extra: &str| {
+        format!(
+            "{BASE}[identity]\nenabled = true\nissuer = 'https://x.test'\nsecret_key = '0123456789abcdef0123456789abcdef'\n\
+             access_ttl = '5m'\n{extra}\n"
+        )
+    };
+    let life = |extra: &str| load(&ident(extra), &[], &no_files).unwrap().identity.unwrap().revocable_token_life();
+    assert_eq!(life(""), std::time::Duration::from_secs(300));
+    assert_eq!(life("[identity.sessions]\nenabled = true\ntoken_ttl = '30m'"), std::time::Duration::from_secs(1800));
+    assert_eq!(life("[identity.sessions]\nenabled = true\ntoken_ttl = '1m'"), std::time::Duration::from_secs(300));
+}
+
 #[test]
 fn identity_signing_settings_are_checked() {
     let ident = |extra: &str| {

@@ -84,12 +84,14 @@ impl std::fmt::Debug for Revocations {
 impl Revocations {
     /// Loads what is in force now from the database (a restart forgets
     /// nothing). Fails when the database cannot be read.
-    pub async fn load(db: Database, access_ttl: Duration, now_ms: u64) -> anyhow::Result<Arc<Self>> {
+    /// `token_life`: how long the longest-lived revocable token lives
+    /// ([`IdentitySettings::revocable_token_life`](rampart_core::config::identity::IdentitySettings::revocable_token_life)).
+    pub async fn load(db: Database, token_life: Duration, now_ms: u64) -> anyhow::Result<Arc<Self>> {
         let this = Arc::new(Self {
             jtis: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             db,
-            token_life_ms: u64::try_from(access_ttl.as_millis()).unwrap_or(u64::MAX),
+            token_life_ms: u64::try_from(token_life.as_millis()).unwrap_or(u64::MAX),
             last_sync: AtomicU64::new(0),
             cursor: AtomicU64::new(0),
             polls: AtomicU64::new(0),

@@ -167,8 +167,9 @@ impl IdentityService {
         let dummy_hash = hasher.hash(random_token("")?).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let refresh_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(secret, "rampart refresh successor v1"));
-        let revocations =
-            Revocations::load(db.clone(), settings.access_ttl, now_ms()).await.context("loading token revocations")?;
+        let revocations = Revocations::load(db.clone(), settings.revocable_token_life(), now_ms())
+            .await
+            .context("loading token revocations")?;
         let reset_jobs = Arc::new(tokio::sync::Semaphore::new(super::reset::MAX_RESET_JOBS));
         let webauthn = settings.webauthn.as_ref().map(super::passkeys::relying_party).transpose()?;
         let api_keys = settings
