@@ -52,6 +52,28 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Removes request headers that spell, with `_` for `-`, a header the
+/// gateway vouches for: the identity headers, the forwarding ones and the
+/// request id. CGI-style servers (WSGI, Rack: gunicorn before 22, Puma before
+/// 6.4.3) read `X_Rampart_User` and `X-Rampart-User` as the same variable, so
+/// a client's underscored copy would pass for the gateway's own.
+pub fn strip_underscore_aliases(headers: &mut HeaderMap, identity: &rampart_core::config::auth::IdentityHeaders) {
+    let aliases: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .filter(|n| {
+            let dashed = n.as_str().replace('_', "-");
+            dashed.starts_with("x-forwarded-")
+                || ["forwarded", "x-real-ip", "x-request-id"].contains(&dashed.as_str())
+                || FORWARDING_LIKE.iter().chain(identity.all()).any(|v| v.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in aliases {
+        headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers, and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Every header the `Connection` header names goes too, so look there
@@ -256,6 +278,40 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn underscored_copies_of_vouched_headers_are_removed() {
+        let identity = rampart_core::config::auth::IdentityHeadersConfig::default();
+        let identity = rampart_core::config::auth::IdentityHeaders {
+            user: HeaderName::from_bytes(identity.user.as_bytes()).unwrap(),
+            roles: HeaderName::from_bytes(identity.roles.as_bytes()).unwrap(),
+            scopes: HeaderName::from_bytes(identity.scopes.as_bytes()).unwrap(),
+            tier: HeaderName::from_bytes(identity.tier.as_bytes()).unwrap(),
+            auth_method: HeaderName::from_bytes(identity.auth_method.as_bytes()).unwrap(),
+            internal_jwt: None,
+        };
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_rampart_user",
+            "x-rampart_roles",
+            "x_forwarded_for",
+            "x_real_ip",
+            "x_request_id",
+            "x_original_url",
+            "x_my_header",
+            "x-rampart-tier",
+        ] {
+            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+        }
+        strip_underscore_aliases(&mut h, &identity);
+        let mut left: Vec<_> = h.keys().map(|n| n.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["x-rampart-tier", "x_my_header"],
+            "the real name is the identity layer's to strip; others stay"
+        );
+    }
 
     fn info(ip: &str, trusted: bool) -> ClientInfo {
         ClientInfo { ip: ip.parse().unwrap(), forwarded_https: false, via_trusted_proxy: trusted }

@@ -226,6 +226,7 @@ impl ProxyService {
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers);
+        headers::strip_underscore_aliases(headers, &self.identity);
         // The session cookie is a credential for the gateway, never for the
         // upstream, whether or not it authenticated this request (`auth =
         // "none"` routes, other credentials, sessions off for the route).

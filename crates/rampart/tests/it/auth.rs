@@ -185,7 +185,15 @@ print(json.dumps({{
 async fn inbound_identity_headers_are_always_stripped() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, _) = setup(&auth_config(dir.path(), ROUTES)).await;
-    let forged = [("x-rampart-user", "admin"), ("x-rampart-roles", "admin"), ("X-Rampart-Auth-Method", "jwt")];
+    // Underscored copies too: CGI-style servers read them as the same header.
+    let forged = [
+        ("x-rampart-user", "admin"),
+        ("x-rampart-roles", "admin"),
+        ("X-Rampart-Auth-Method", "jwt"),
+        ("x_rampart_user", "admin"),
+        ("X-Rampart_Roles", "admin"),
+        ("x_forwarded_for", "6.6.6.6"),
+    ];
     // A route without auth, an optional route without a token, and a required
     // route with another user's token: the forged values never pass.
     for (path, bearer) in
@@ -194,6 +202,9 @@ async fn inbound_identity_headers_are_always_stripped() {
         let h = echoed(get(&gw, path, bearer.as_deref(), &forged).await).await;
         assert_ne!(h["x-rampart-user"], "admin", "{path}");
         assert_ne!(h["x-rampart-roles"], "admin", "{path}");
+        for alias in ["x_rampart_user", "x-rampart_roles", "x_forwarded_for"] {
+            assert!(h.get(alias).is_none(), "{path}: {alias} reached the upstream: {h}");
+        }
         if bearer.is_none() {
             assert!(h.get("x-rampart-user").is_none() && h.get("x-rampart-auth-method").is_none(), "{path}: {h}");
         }
