@@ -717,6 +717,26 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     if !file.auth.headers.internal_jwt.is_empty() && !file.identity.enabled {
         errs.push(p("auth.headers.internal_jwt"), "is signed with [identity]'s key: enable [identity]");
     }
+    if file.identity.enabled {
+        // Tokens are verified by the first issuer that names their `iss`:
+        // a copy of [identity]'s would verify them without its revocations.
+        let own = file.identity.issuer.trim_end_matches('/');
+        for (i, issuer) in file.auth.issuers.iter().enumerate() {
+            if issuer.issuer.trim_end_matches('/') == own {
+                errs.push(
+                    p("auth.issuers").push_index(i).push_key("issuer"),
+                    "is [identity]'s own issuer, whose tokens [identity] verifies (with its revocations): remove this entry",
+                );
+            }
+        }
+        if !file.auth.headers.internal_jwt.is_empty() && file.auth.headers.internal_jwt_audience == file.identity.audience
+        {
+            errs.push(
+                p("auth.headers.internal_jwt_audience"),
+                "must differ from [identity] audience, or the signed identity header would pass as an access token",
+            );
+        }
+    }
     if file.auth.issuers.is_empty() && identity.is_none() {
         for (i, r) in routes.iter().enumerate() {
             if r.auth.mode != super::auth::AuthMode::None {

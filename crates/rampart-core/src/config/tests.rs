@@ -222,6 +222,22 @@ fn revocations_outlast_every_revocable_token() {
     assert_eq!(life("[identity.sessions]\nenabled = true\ntoken_ttl = '1m'"), std::time::Duration::from_secs(300));
 }
 
+/// Two ways to undo [identity]'s guarantees in config are refused: its
+/// issuer listed again in [[auth.issuers]] (tokens then verified there,
+/// without revocations), and the internal JWT made for its API audience.
+#[test]
+fn identity_tokens_cannot_be_verified_elsewhere_or_minted_as_access_tokens() {
+    let ident = "[identity]\nenabled = true\nissuer = 'https://x.test'\naudience = 'api'\n\
+                 secret_key = '0123456789abcdef0123456789abcdef'\n";
+    let issuer = "[[auth.issuers]]\nissuer = 'https://x.test/'\naudiences = ['api']\n\
+                  secret = 'another-secret-that-is-32-bytes-long'\n";
+    check_err(&format!("{BASE}{ident}{issuer}"), &[], &["auth.issuers[0].issuer", "[identity]'s own issuer"]);
+    let headers = "[auth.headers]\ninternal_jwt = 'x-rampart-jwt'\ninternal_jwt_audience = 'api'\n";
+    check_err(&format!("{BASE}{ident}{headers}"), &[], &["auth.headers.internal_jwt_audience", "access token"]);
+    let fine = "[auth.headers]\ninternal_jwt = 'x-rampart-jwt'\n";
+    assert!(load(&format!("{BASE}{ident}{fine}"), &[], &no_files).is_ok());
+}
+
 #[test]
 fn identity_signing_settings_are_checked() {
     let ident = |extra: &str| {
