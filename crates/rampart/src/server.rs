@@ -142,6 +142,7 @@ impl Gateway {
             builder,
             tls,
             first_bytes_timeout: settings.header_read_timeout,
+            send_timeout: settings.send_timeout,
             http2: settings.http2,
             conns: ConnectionCaps {
                 per_ip: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
@@ -359,6 +360,8 @@ struct AcceptLoop {
     first_bytes_timeout: Duration,
     /// Whether HTTP/2 is served (TLS: offered by ALPN; plain: prior knowledge).
     http2: bool,
+    /// How long a write to the client may wait (see [`sending`]).
+    send_timeout: Duration,
     shutdown_timeout: Duration,
     health: Arc<Health>,
     /// The threads connections are served on; dropped (stopping them) last.
@@ -407,7 +410,7 @@ impl AcceptLoop {
             // Taken now, before any shutdown, so the drain waits for this connection.
             let watcher = graceful.watcher();
             let handshake_timeout = self.handshake_timeout;
-            let (first_bytes_timeout, http2) = (self.first_bytes_timeout, self.http2);
+            let (first_bytes_timeout, http2, send_timeout) = (self.first_bytes_timeout, self.http2, self.send_timeout);
             let job: Job = Box::new(move || {
                 Box::pin(async move {
                     let _slot = slot;
@@ -420,6 +423,7 @@ impl AcceptLoop {
                     };
                     let Some(acceptor) = tls else {
                         let Some(stream) = first_bytes(stream, first_bytes_timeout, http2, peer).await else { return };
+                        let stream = sending(stream, send_timeout);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(error = %e, "connection ended with an error");
@@ -440,6 +444,7 @@ impl AcceptLoop {
                     // HTTP/2 only where ALPN chose it, then as for plain connections.
                     let h2 = http2 && tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                     let Some(tls) = first_bytes(tls, first_bytes_timeout, h2, peer).await else { return };
+                    let tls = sending(tls, send_timeout);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -483,6 +488,20 @@ async fn first_bytes<IO: tokio::io::AsyncRead + Unpin>(
             None
         }
     }
+}
+
+/// The connection with a write timeout: a client that takes nothing of what
+/// is written to it for `timeout` (a full socket buffer that does not drain)
+/// gets the connection closed, which ends the response and lets the upstream
+/// connection behind it go. Without it, a client that stops reading holds
+/// both for as long as it likes.
+fn sending<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    io: IO,
+    timeout: Duration,
+) -> std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<IO>>> {
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_write_timeout(Some(timeout));
+    Box::pin(io)
 }
 
 /// The per-connection hyper service: tags each request with its connection and

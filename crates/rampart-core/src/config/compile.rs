@@ -157,6 +157,7 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub tunnel_idle_timeout: Duration,
+    pub send_timeout: Duration,
     pub max_uri_length: usize,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
@@ -729,7 +730,8 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
                 );
             }
         }
-        if !file.auth.headers.internal_jwt.is_empty() && file.auth.headers.internal_jwt_audience == file.identity.audience
+        if !file.auth.headers.internal_jwt.is_empty()
+            && file.auth.headers.internal_jwt_audience == file.identity.audience
         {
             errs.push(
                 p("auth.headers.internal_jwt_audience"),
@@ -813,6 +815,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         ("body_read_timeout", s.body_read_timeout),
         ("shutdown_timeout", s.shutdown_timeout),
         ("tunnel_idle_timeout", s.tunnel_idle_timeout),
+        ("send_timeout", s.send_timeout),
     ] {
         if d.is_zero() {
             errs.push(p("server").push_key(field), "must be longer than zero");
@@ -859,6 +862,7 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         body_read_timeout: s.body_read_timeout,
         shutdown_timeout: s.shutdown_timeout,
         tunnel_idle_timeout: s.tunnel_idle_timeout,
+        send_timeout: s.send_timeout,
         max_uri_length: s.max_uri_length,
         max_header_count: s.max_header_count,
         max_header_bytes: s.max_header_bytes,

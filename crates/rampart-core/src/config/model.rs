@@ -486,6 +486,10 @@ pub struct ServerConfig {
     /// A WebSocket tunnel with no byte either way for this long is closed.
     #[serde(with = "humantime_serde")]
     pub tunnel_idle_timeout: Duration,
+    /// A connection whose client takes nothing of what is written to it for
+    /// this long is closed (nginx's `send_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     pub max_uri_length: usize,
     pub max_header_count: usize,
     /// Sum of all header name and value lengths.
@@ -528,6 +532,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             tunnel_idle_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(60),
             max_uri_length: 8 * 1024,
             max_header_count: 100,
             max_header_bytes: 32 * 1024,

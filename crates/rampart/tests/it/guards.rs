@@ -176,6 +176,31 @@ async fn silent_connections_are_cut_off() {
     }
 }
 
+/// A client that stops reading a response is cut off after send_timeout:
+/// the rest of the response is never sent, and the connection is closed.
+#[tokio::test]
+async fn clients_that_stop_reading_are_cut_off() {
+    const BIG: usize = 64 << 20;
+    let app = axum::Router::new().fallback(|| async {
+        let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+        let pieces = futures_util::stream::iter((0..BIG >> 20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+        axum::body::Body::from_stream(pieces)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gw = gateway(&config_with(&format!("http://{up}"), "send_timeout = '1s'", "")).await;
+
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    // Nothing read for 3 s: the socket buffers fill, the gateway's write waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(got.len() < BIG, "the whole response was sent: {} bytes", got.len());
+}
+
 #[tokio::test]
 async fn cors_preflights_and_actual_requests() {
     let cors = "[defaults.cors]\nallow_origins = ['https://app.example.com', 'http://localhost:*']\nallow_methods = ['GET', 'POST']\nallow_headers = ['content-type', 'authorization']\nexpose_headers = ['x-request-id']\nallow_credentials = true\nmax_age = '5m'\n";
