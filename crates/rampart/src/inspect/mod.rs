@@ -39,6 +39,8 @@ use crate::problem::Problem;
 
 /// Most JSON values (strings, numbers, keys…) inspected in one body.
 pub const MAX_JSON_NODES: usize = 100_000;
+/// The deepest JSON nesting inspected (arrays and objects); deeper is unparseable.
+pub const MAX_JSON_DEPTH: u32 = 128;
 /// Characters of a matched value kept in logs and audit events.
 pub const EVIDENCE_CHARS: usize = 40;
 
@@ -202,8 +204,16 @@ pub struct BodyOutcome {
     pub unparseable: Option<&'static str>,
 }
 
-/// Walks a JSON value: inspects every string (and object key) outside the
-/// exclusions, masking PII in string values when asked.
+/// Walks a JSON body token by token: inspects every string (and object key)
+/// outside the exclusions, and notes whether PII would be masked.
+///
+/// Not through `serde_json::Value`: a map keeps only the last of repeated
+/// members (so `{"q":"<attack>","q":"hi"}` went uninspected, and a repeated
+/// PII member unmasked), and with serde_json's `raw_value` feature (which axum
+/// turns on) an object whose only key is its magic RawValue name is parsed
+/// again as a new document with a fresh nesting limit: a small body nested
+/// that way overflowed the stack and aborted the process. The stream reader
+/// sees every member and caps the nesting itself.
 struct JsonWalk<'a> {
     policy: &'a InspectPolicy,
     rules: RuleSet,
@@ -211,6 +221,22 @@ struct JsonWalk<'a> {
     path: Vec<String>,
     outcome: BodyOutcome,
     changed: bool,
+}
+
+/// Why a JSON walk stopped.
+type WalkError = &'static str;
+const MALFORMED: WalkError = "malformed or too deeply nested JSON";
+
+/// The stream reader for a client's JSON body: the specification's syntax,
+/// at most [`MAX_JSON_DEPTH`] levels, any number (never parsed here).
+fn json_reader(body: &[u8]) -> struson::reader::JsonStreamReader<&[u8]> {
+    let settings = struson::reader::ReaderSettings {
+        track_path: false,
+        max_nesting_depth: Some(MAX_JSON_DEPTH),
+        restrict_number_values: false,
+        ..Default::default()
+    };
+    struson::reader::JsonStreamReader::new_custom(body, settings)
 }
 
 impl JsonWalk<'_> {
@@ -229,56 +255,80 @@ impl JsonWalk<'_> {
         path_keys(&self.path)
     }
 
-    fn visit(&mut self, v: &mut serde_json::Value) {
-        self.nodes += 1;
-        if self.nodes > MAX_JSON_NODES {
-            self.outcome.unparseable = Some("too many values");
+    fn string(&mut self, s: &str) {
+        if self.policy.skips_json(&self.keys()) {
             return;
         }
-        match v {
-            serde_json::Value::String(s) => {
-                if self.policy.skips_json(&self.keys()) {
-                    return;
-                }
-                if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
-                    if let Some(finding) = inspect_value(s, &self.rules) {
-                        self.outcome.finding =
-                            Some(Located { finding, location: bound_location(self.location()), excerpt: excerpt(s) });
-                    }
-                }
-                if self.policy.redact_pii {
-                    if let Some((masked, kinds)) = rampart_core::pii::redact(s) {
-                        *s = masked;
-                        self.outcome.redacted.extend(kinds);
-                        self.changed = true;
-                    }
-                }
+        if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
+            if let Some(finding) = inspect_value(s, &self.rules) {
+                self.outcome.finding =
+                    Some(Located { finding, location: bound_location(self.location()), excerpt: excerpt(s) });
             }
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.iter_mut().enumerate() {
-                    self.path.push(format!("[{i}]"));
-                    self.visit(item);
-                    self.path.pop();
-                }
-            }
-            serde_json::Value::Object(map) => {
-                for (k, item) in map.iter_mut() {
-                    if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
-                        if let Some(finding) = inspect_value(k, &self.rules) {
-                            self.outcome.finding = Some(Located {
-                                finding,
-                                location: bound_location(format!("{}(key)", self.location())),
-                                excerpt: excerpt(k),
-                            });
-                        }
-                    }
-                    self.path.push(k.clone());
-                    self.visit(item);
-                    self.path.pop();
-                }
-            }
-            _ => {}
         }
+        if self.policy.redact_pii {
+            if let Some((_, kinds)) = rampart_core::pii::redact(s) {
+                self.outcome.redacted.extend(kinds);
+                self.changed = true;
+            }
+        }
+    }
+
+    fn key(&mut self, k: &str) {
+        if self.policy.mode != InspectMode::Off && self.outcome.finding.is_none() {
+            if let Some(finding) = inspect_value(k, &self.rules) {
+                self.outcome.finding = Some(Located {
+                    finding,
+                    location: bound_location(format!("{}(key)", self.location())),
+                    excerpt: excerpt(k),
+                });
+            }
+        }
+    }
+
+    /// One value and everything in it (recursion as deep as the reader's
+    /// nesting limit allows).
+    fn value(&mut self, r: &mut struson::reader::JsonStreamReader<&[u8]>) -> Result<(), WalkError> {
+        use struson::reader::{JsonReader, ValueType};
+        self.nodes += 1;
+        if self.nodes > MAX_JSON_NODES {
+            return Err("too many values");
+        }
+        match r.peek().map_err(|_| MALFORMED)? {
+            ValueType::Object => {
+                r.begin_object().map_err(|_| MALFORMED)?;
+                while r.has_next().map_err(|_| MALFORMED)? {
+                    let name = r.next_name_owned().map_err(|_| MALFORMED)?;
+                    self.key(&name);
+                    self.path.push(name);
+                    self.value(r)?;
+                    self.path.pop();
+                }
+                r.end_object().map_err(|_| MALFORMED)?;
+            }
+            ValueType::Array => {
+                r.begin_array().map_err(|_| MALFORMED)?;
+                let mut i = 0usize;
+                while r.has_next().map_err(|_| MALFORMED)? {
+                    self.path.push(format!("[{i}]"));
+                    self.value(r)?;
+                    self.path.pop();
+                    i += 1;
+                }
+                r.end_array().map_err(|_| MALFORMED)?;
+            }
+            ValueType::String => {
+                let s = r.next_str().map_err(|_| MALFORMED)?;
+                self.string(s);
+            }
+            ValueType::Number => {
+                r.next_number_as_str().map_err(|_| MALFORMED)?;
+            }
+            ValueType::Boolean => {
+                r.next_bool().map_err(|_| MALFORMED)?;
+            }
+            ValueType::Null => r.next_null().map_err(|_| MALFORMED)?,
+        }
+        Ok(())
     }
 }
 
@@ -346,7 +396,7 @@ fn redacted_json(body: &[u8], policy: &InspectPolicy) -> Option<Vec<u8>> {
     }
 
     let mut out = Vec::with_capacity(body.len());
-    let mut reader = JsonStreamReader::new(body);
+    let mut reader = json_reader(body);
     let mut writer = JsonStreamWriter::new(&mut out);
     copy(&mut reader, &mut writer, &mut Vec::new(), policy).ok()?;
     reader.consume_trailing_whitespace().ok()?;
@@ -358,21 +408,22 @@ fn redacted_json(body: &[u8], policy: &InspectPolicy) -> Option<Vec<u8>> {
 pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutcome {
     let rules = rules(policy);
     if json {
-        let mut value: serde_json::Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(_) => {
-                return BodyOutcome { unparseable: Some("malformed or too deeply nested JSON"), ..Default::default() }
-            }
-        };
+        use struson::reader::JsonReader;
         let mut walk =
             JsonWalk { policy, rules, nodes: 0, path: Vec::new(), outcome: BodyOutcome::default(), changed: false };
-        walk.visit(&mut value);
+        let mut reader = json_reader(body);
+        let walked = walk.value(&mut reader).and_then(|()| reader.consume_trailing_whitespace().map_err(|_| MALFORMED));
+        if let Err(why) = walked {
+            return BodyOutcome { unparseable: Some(why), ..Default::default() };
+        }
         let mut outcome = walk.outcome;
         if walk.changed {
-            // The token copy keeps the body as sent but for the masks; the
-            // parsed value is the fallback (it read the body, the copy did not).
-            let rewritten = redacted_json(body, policy).or_else(|| serde_json::to_vec(&value).ok());
-            outcome.rewritten = rewritten.map(Bytes::from);
+            // The same reader read it whole just now, so the copy succeeds;
+            // if it did not, the body would go unmasked: refuse it instead.
+            match redacted_json(body, policy) {
+                Some(rewritten) => outcome.rewritten = Some(Bytes::from(rewritten)),
+                None => outcome.unparseable = Some("the JSON could not be rewritten"),
+            }
         }
         return outcome;
     }

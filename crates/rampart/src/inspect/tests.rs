@@ -82,6 +82,48 @@ fn json_bombs_are_unparseable_not_fatal() {
     assert!(inspect_body(b"{not json", true, &p).unparseable.is_some());
 }
 
+/// serde_json (with the `raw_value` feature axum turns on) parses the string
+/// of an object whose only key is its RawValue token again, with a fresh
+/// nesting limit: nested that way, a 100 KB body recursed thousands of
+/// levels deep and overflowed the stack, aborting the process. Run on a 2 MiB
+/// stack, as tokio's blocking threads have (on the old parse, this test
+/// aborted the test binary).
+#[test]
+fn nesting_hidden_in_raw_value_strings_does_not_overflow_the_stack() {
+    fn nest(levels: usize) -> String {
+        let mut inner = String::from("1");
+        for _ in 0..levels {
+            let wrapped = format!("{}{}{}", "[".repeat(120), inner, "]".repeat(120));
+            let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
+            inner = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
+        }
+        inner
+    }
+    let body = nest(100);
+    let outcome = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || inspect_body(body.as_bytes(), true, &policy(InspectMode::Block, vec![], true)))
+        .unwrap()
+        .join()
+        .expect("inspection must not overflow the stack");
+    // To the stream reader it is one object holding a string: inspected as such.
+    assert_eq!(outcome.unparseable, None);
+    assert!(outcome.finding.is_none());
+}
+
+/// Every member is inspected and masked, repeated ones included: a map kept
+/// only the last, so an attack (or PII) in the first went through.
+#[test]
+fn repeated_members_are_all_inspected_and_masked() {
+    let p = policy(InspectMode::Block, vec![], false);
+    let out = inspect_body(br#"{"comment":"<script>alert(1)</script>","comment":"hi"}"#, true, &p);
+    assert_eq!(out.finding.map(|f| f.location).as_deref(), Some("json:comment"));
+    let p = policy(InspectMode::Off, vec![], true);
+    let out = inspect_body(br#"{"mail":"a@b.example","mail":"x"}"#, true, &p);
+    let rewritten = String::from_utf8(out.rewritten.unwrap().to_vec()).unwrap();
+    assert_eq!(rewritten, r#"{"mail":"[REDACTED:email]","mail":"x"}"#);
+}
+
 #[test]
 fn pii_is_masked_in_json_values() {
     let p = policy(InspectMode::Off, vec![], true);
