@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod untrusted_json;
 pub mod web;
 pub mod workers;
 

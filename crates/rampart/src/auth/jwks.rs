@@ -184,5 +184,5 @@ async fn get_jwks(client: &FetchClient, url: &str) -> anyhow::Result<serde_json:
         .await
         .map_err(|e| anyhow::anyhow!("reading the JWKS: {e}"))?
         .to_bytes();
-    Ok(serde_json::from_slice(&body)?)
+    Ok(crate::untrusted_json::from_slice(&body)?)
 }

@@ -252,7 +252,10 @@ fn skip_line(input: &mut impl BufRead) -> Result<(), IdentityError> {
 fn import_line(text: &str) -> Result<NewUser, String> {
     const FIELDS: [&str; 5] = ["username", "email", "password_hash", "roles", "tier"];
     // Parsed as a `Value` first: serde's typed errors would quote the value.
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON (at column {})", e.column()))?;
+    let value: Value = crate::untrusted_json::from_slice(text.as_bytes()).map_err(|e| match e {
+        crate::untrusted_json::Refused::Json(e) => format!("not valid JSON (at column {})", e.column()),
+        refused => refused.to_string(),
+    })?;
     let Value::Object(map) = value else { return Err("not a JSON object".into()) };
     if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         let shown: String = unknown.chars().take(40).collect();

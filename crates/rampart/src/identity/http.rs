@@ -1110,7 +1110,7 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(bad_request(&req, "the body is larger than 16 KiB or was cut off")),
     };
-    match serde_json::from_slice::<T>(&bytes) {
+    match crate::untrusted_json::from_slice::<T>(&bytes) {
         Ok(v) => Ok((req, v)),
         Err(_) => Err(bad_request(&req, &format!("expected JSON {shape}"))),
     }

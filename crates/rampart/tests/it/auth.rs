@@ -386,6 +386,43 @@ async fn jwks_keys_are_fetched_and_refreshed_for_new_kids_at_a_bounded_rate() {
     assert!(fetched >= 1 && fetched as u128 <= windows, "{fetched} fetches in {windows} interval(s)");
 }
 
+/// A JWKS nested through serde_json's private RawValue key (a parse of it
+/// into a `Value` recursed past the stack and aborted the gateway): refused
+/// as a bad document, and the gateway goes on.
+#[tokio::test]
+async fn a_jwks_built_to_overflow_the_parser_is_refused() {
+    let mut nested = String::from("1");
+    for _ in 0..100 {
+        let wrapped = format!("{}{}{}", "[".repeat(120), nested, "]".repeat(120));
+        let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
+        nested = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
+    }
+    let doc = format!("{{\"keys\": [{nested}]}}");
+    assert!(doc.len() < 1 << 20);
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let doc = doc.clone();
+            async move { ([("content-type", "application/json")], doc) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg = format!(
+        "[auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = 'https://idp.example.com'\n\
+         jwks_url = 'http://{addr}/jwks.json'\n[[routes]]\npath = '/**'\nauth = 'required'\n"
+    );
+    let (gw, _) = setup(&cfg).await;
+    let fetched =
+        eventually(std::time::Duration::from_secs(5), || async { hits.load(std::sync::atomic::Ordering::SeqCst) >= 1 });
+    assert!(fetched.await, "no fetch at start");
+    assert_eq!(get(&gw, "/x", None, &[]).await.status(), 401, "still serving");
+}
+
 #[tokio::test]
 async fn repeated_bad_tokens_earn_a_ban() {
     let dir = tempfile::tempdir().unwrap();

@@ -155,7 +155,7 @@ impl ProviderClient {
         if status != 200 {
             return Err(ProviderError::Unavailable(format!("discovery answered {status}")));
         }
-        let doc: Discovery = serde_json::from_slice(&body)
+        let doc: Discovery = crate::untrusted_json::from_slice(&body)
             .map_err(|e| ProviderError::Unavailable(format!("the discovery document is not usable: {e}")))?;
         doc.check(settings)?;
         Ok(doc)
@@ -196,7 +196,7 @@ impl ProviderClient {
         if status != 200 {
             return Err(refusal(status, &body));
         }
-        serde_json::from_slice(&body)
+        crate::untrusted_json::from_slice(&body)
             .map_err(|_| ProviderError::Unavailable("the token response is not the expected JSON".into()))
     }
 
@@ -212,7 +212,7 @@ impl ProviderClient {
             return Err(refusal(status, &body));
         }
         // A signed (JWT) userinfo answer is not supported: we ask for JSON.
-        match serde_json::from_slice::<serde_json::Value>(&body) {
+        match crate::untrusted_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) if v.is_object() => Ok(v),
             _ => Err(ProviderError::Unavailable("the userinfo response is not a JSON object".into())),
         }

@@ -1,0 +1,145 @@
+//! Parsing JSON that others wrote (clients, identity providers, JWKS hosts)
+//! with serde_json, safely.
+//!
+//! sqlx and axum turn on serde_json's `raw_value` feature, and with it
+//! `serde_json::Value` treats an object whose only key is serde_json's
+//! private RawValue token specially: it parses that member's string as a new
+//! document, whose nesting limit starts again at 128. Nested that way, a body
+//! of a few tens of kilobytes recurses thousands of levels deep and overflows
+//! the thread's stack, which aborts the whole process. So before serde_json
+//! reads untrusted text into anything that holds a `Value`, [`from_slice`]
+//! refuses a document that uses the token as a key. No legitimate document
+//! does: the name is serde_json's own, spelt to be unguessable.
+
+use serde::de::DeserializeOwned;
+use struson::reader::{JsonReader, JsonStreamReader, ReaderSettings, ValueType};
+
+/// serde_json's private name for a raw value in a map key.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Why a document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("the JSON uses serde_json's private RawValue name as a key")]
+    RawValueKey,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// `serde_json::from_slice`, refusing documents that name the RawValue
+/// token as a key (see the module docs).
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {
+    if names_raw_value(bytes) {
+        return Err(Refused::RawValueKey);
+    }
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Whether some object key in `bytes` is the RawValue token. A key can
+/// spell it with `\u` escapes, so only text without a backslash or the
+/// token itself is passed without reading it; anything a stream reader
+/// cannot read counts as naming it (serde_json would refuse it anyway, or
+/// read it differently).
+fn names_raw_value(bytes: &[u8]) -> bool {
+    let token = RAW_VALUE_TOKEN.as_bytes();
+    if !bytes.contains(&b'\\') && !bytes.windows(token.len()).any(|w| w == token) {
+        return false;
+    }
+    let settings = ReaderSettings {
+        track_path: false,
+        max_nesting_depth: Some(128),
+        restrict_number_values: false,
+        ..Default::default()
+    };
+    let reader = JsonStreamReader::new_custom(bytes, settings);
+    let walk = |mut reader: JsonStreamReader<&[u8]>| -> Result<bool, struson::reader::ReaderError> {
+        // Without recursion: the open containers (true: an object), at most
+        // the reader's nesting limit of them.
+        let mut open: Vec<bool> = Vec::new();
+        loop {
+            if let Some(&object) = open.last() {
+                if !reader.has_next()? {
+                    if object {
+                        reader.end_object()?;
+                    } else {
+                        reader.end_array()?;
+                    }
+                    open.pop();
+                    if open.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
+                if object && reader.next_name()? == RAW_VALUE_TOKEN {
+                    return Ok(true);
+                }
+            }
+            match reader.peek()? {
+                ValueType::Object => {
+                    reader.begin_object()?;
+                    open.push(true);
+                }
+                ValueType::Array => {
+                    reader.begin_array()?;
+                    open.push(false);
+                }
+                _ => {
+                    reader.skip_value()?;
+                    if open.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        reader.consume_trailing_whitespace()?;
+        Ok(false)
+    };
+    walk(reader).unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_raw_value_token_as_a_key_is_refused_however_spelt() {
+        for refused in [
+            r#"{"$serde_json::private::RawValue":"[1]"}"#,
+            r#"[1,{"a":{"\u0024serde_json::private::RawValue":"1"}}]"#,
+            r#"{"x":[{"$serde_json::private::Raw\u0056alue":"1"}]}"#,
+        ] {
+            assert!(names_raw_value(refused.as_bytes()), "{refused}");
+            assert!(matches!(from_slice::<serde_json::Value>(refused.as_bytes()), Err(Refused::RawValueKey)));
+        }
+        for fine in [
+            r#"{"a":"\u0041","b":[1,2,{"c":null}]}"#,
+            r#""\"""#,
+            "[]",
+            "1",
+            r#"{"v":"$serde_json::private::RawValue"}"#,
+        ] {
+            assert!(!names_raw_value(fine.as_bytes()), "{fine}");
+        }
+        assert_eq!(from_slice::<serde_json::Value>(br#"{"a":[1]}"#).unwrap(), serde_json::json!({"a": [1]}));
+    }
+
+    /// A document nested through the token thousands of levels deep: refused
+    /// before serde_json recurses into it (which overflowed the stack).
+    #[test]
+    fn deep_raw_value_nesting_is_refused_without_recursing() {
+        let mut inner = String::from("1");
+        for _ in 0..100 {
+            let wrapped = format!("{}{}{}", "[".repeat(120), inner, "]".repeat(120));
+            let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
+            inner = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
+        }
+        let out = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || matches!(from_slice::<serde_json::Value>(inner.as_bytes()), Err(Refused::RawValueKey)))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(out);
+    }
+}
