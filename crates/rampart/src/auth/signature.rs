@@ -96,6 +96,14 @@ impl Shared {
             if !checked.key.verifies(&canonical, &checked.mac) {
                 return Ok(shared.refusal(&req, AuthFailure::Signature(SignatureError::Mismatch.reason())));
             }
+            // The body may have taken a while: the window is judged again
+            // now, and the nonce checked against now. Judged only when the
+            // head arrived, a replay could send its head within the window
+            // and its body after the original's nonce was forgotten.
+            let now = now_ms();
+            if checked.unix.abs_diff(now / 1000) > signatures.settings.window.as_secs() {
+                return Ok(shared.refusal(&req, AuthFailure::Signature(SignatureError::OutsideWindow.reason())));
+            }
             let redis = shared.state.limiter.redis.as_ref();
             let seen = signatures.check_nonce(redis, &checked.key.key_id, &checked.nonce, checked.unix, now / 1000);
             match seen.await {

@@ -359,6 +359,40 @@ async fn python_client(gw: &rampart::Gateway, key: &Key, client_id: &str) {
     assert_eq!(echo["headers"]["x-rampart-user"], client_id);
 }
 
+/// The window is judged again once the body has been read: a replay that
+/// sends the original's head within the window and holds its body until
+/// after it (when the original's nonce may be forgotten) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_held_past_the_window_is_refused() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tdb = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let gw = gateway(&format!("{}[identity.signatures]\nwindow = '1s'\n", config_text(up, &tdb.url))).await;
+    let key = client_and_key(&tdb, &gw).await;
+    wait_for_key(&[&gw], &key).await;
+    let headers = signed(&key, "POST", "/api/y", b"{}", now(), &fresh_nonce());
+    assert_eq!(send(&gw, "POST", "/api/y", b"{}", &headers).await.0, 200);
+    let held = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{}"))
+    })
+    .boxed();
+    let mut replay = client().post(url(&gw, "/api/y")).body(reqwest::Body::wrap_stream(held));
+    for (name, value) in &headers {
+        replay = replay.header(name.as_str(), reqwest::header::HeaderValue::from_bytes(value).unwrap());
+    }
+    let replay = tokio::spawn(replay.send());
+    // Meanwhile, once the original's nonce has expired (window + 1 s, in
+    // whole seconds), other signed requests come and go and sweep it from
+    // the cache.
+    tokio::time::sleep(Duration::from_millis(3_600)).await;
+    for _ in 0..3 {
+        assert_eq!(call(&gw, &key, "GET", "/api/z", b"").await.0, 200);
+    }
+    assert_eq!(replay.await.unwrap().unwrap().status(), 401);
+}
+
 /// Opens the database the gateways use, makes a client and a key there.
 async fn client_and_key(tdb: &TestDb, gw: &rampart::Gateway) -> Key {
     let db = tdb.open().await;

@@ -218,7 +218,9 @@ impl Signatures {
         timestamp: u64,
         now: u64,
     ) -> Seen {
-        let until = timestamp.saturating_add(self.settings.window.as_secs());
+        // A second past the window: a request is let in up to the window's
+        // last second, and its nonce must outlast that second.
+        let until = timestamp.saturating_add(self.settings.window.as_secs()).saturating_add(1);
         let local = self.nonces.check_and_record(nonce_id(key_id, nonce), until, now);
         if local == Seen::Replayed {
             return Seen::Replayed;
