@@ -142,16 +142,20 @@ async fn nginx_auth_request_asks_rampart() {
     assert_eq!(get(n, "/private/x", &[]).await.status(), 401);
     // A valid token: through, and the upstream learns who it is from nginx.
     let auth = format!("Bearer {}", token("u-42"));
-    let r = get(n, "/private/x?y=1", &[("authorization", &auth)]).await;
+    let r = get(n, "/private/x?y=1", &[("authorization", &auth), ("x-rampart-auth-method", "signature")]).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
+    assert_eq!(echoed["headers"]["x-rampart-auth-method"], "jwt", "{echoed}");
     assert_eq!(echoed["path"], "/private/x");
     // A forged identity header from the client never reaches the upstream.
-    let r = get(n, "/open", &[("x-rampart-user", "admin")]).await;
+    let forged = [("x-rampart-user", "admin"), ("x-rampart-auth-method", "session"), ("x-rampart-tier", "gold")];
+    let r = get(n, "/open", &forged).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
-    assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
+    for (name, _) in forged {
+        assert!(echoed["headers"].get(name).is_none(), "{name}: {echoed}");
+    }
     // Limits apply per client address (nginx's X-Forwarded-For): the second
     // request is refused. nginx's auth_request passes only 401 and 403 on and
     // turns Rampart's 429 into 500 (see examples/nginx-forward-auth.conf).
