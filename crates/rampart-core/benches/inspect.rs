@@ -27,6 +27,12 @@ fn inspect(c: &mut Criterion) {
     group.bench_function("command_injection", |b| b.iter(|| inspect_value(black_box(command), &rules)));
     let large = "lorem ipsum dolor sit amet; ".repeat(64 * 1024 / 28 + 1);
     group.bench_function("benign_64_kib", |b| b.iter(|| inspect_value(black_box(&large), &rules)));
+    // The costliest shapes found (a value of only `/`, or only `\`): what a
+    // MiB of hostile body can cost, since every value is read whole.
+    for (name, unit) in [("slashes_1_mib", "/"), ("semicolons_1_mib", ";")] {
+        let value = unit.repeat(1 << 20);
+        group.bench_function(name, |b| b.iter(|| inspect_value(black_box(&value), &rules)));
+    }
     group.finish();
 }
 

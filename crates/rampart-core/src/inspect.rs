@@ -10,8 +10,10 @@
 //! Attackers encode twice so that a single decode shows nothing, so a value
 //! containing `%` or `&` is inspected a second time after one more round of
 //! percent-decoding and HTML-entity decoding. Every scanner is linear in the
-//! input and only the first [`MAX_INSPECTED_BYTES`] of a value are read, so the
-//! cost per value is bounded whatever a client sends.
+//! input and reads the whole value: padding does nothing to what SQL or HTML
+//! makes of an attack, so one placed after the first kilobytes must be found
+//! too. The cost of a request is bounded by what may be sent (URI, header and
+//! body limits), not per value.
 //!
 //! The hand-written rules aim at what reaches a server in earnest and leave
 //! prose and code alone: `../` counts at the start of a value or inside a path,
@@ -37,11 +39,6 @@
 //! ```
 
 use std::fmt;
-
-/// Only this many leading bytes of a value are inspected (cut back to a char
-/// boundary). Attacks have to start early to be useful to an injection point,
-/// and a limit keeps a 10 MB form field from costing 10 MB of scanning.
-pub const MAX_INSPECTED_BYTES: usize = 64 * 1024;
 
 /// Evidence is cut to this many characters: enough to recognise the attack in
 /// the audit log, too short to copy a user's data into it.
@@ -152,7 +149,6 @@ impl Finding {
 /// order of [`Rule::ALL`]. A value containing `%` or `&` is also inspected
 /// after one more round of percent- and HTML-entity decoding.
 pub fn inspect_value(value: &str, rules: &RuleSet) -> Option<Finding> {
-    let value = leading(value, MAX_INSPECTED_BYTES);
     if let Some(finding) = inspect_view(value, rules) {
         return Some(finding);
     }
@@ -191,15 +187,6 @@ fn inspect_view(value: &str, rules: &RuleSet) -> Option<Finding> {
         return Some(Finding::new(Rule::NulByte, "\0"));
     }
     None
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn leading(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default()
 }
 
 /// `matched` with control characters escaped, cut to [`MAX_EVIDENCE_CHARS`].
@@ -1018,15 +1005,15 @@ mod tests {
         }
     }
 
+    /// Padding does not hide an attack: the whole value is read.
     #[test]
-    fn only_a_bounded_prefix_is_read() {
-        let mut value = "a".repeat(MAX_INSPECTED_BYTES - 1);
-        value.push('é'); // Straddles the limit: cut before it, not inside it.
-        value.push_str("; cat /etc/passwd");
-        clean(&value);
-        assert_eq!(leading(&value, MAX_INSPECTED_BYTES).len(), MAX_INSPECTED_BYTES - 1);
-        let early = format!("; cat /etc/passwd{}", "a".repeat(2 * MAX_INSPECTED_BYTES));
-        assert!(inspect_value(&early, &RuleSet::ALL).is_some());
+    fn a_late_attack_is_found() {
+        let padded = |pad: &str, attack: &str| format!("{}{attack}", pad.repeat(200 * 1024));
+        assert!(inspect_value(&padded(" ", "' OR '1'='1"), &RuleSet::ALL).is_some_and(|f| f.rule == Rule::Sqli));
+        assert!(inspect_value(&padded("a", "<script>alert(1)</script>"), &RuleSet::ALL)
+            .is_some_and(|f| f.rule == Rule::Xss));
+        assert!(inspect_value(&padded("a", "; cat /etc/passwd"), &RuleSet::ALL).is_some());
+        clean(&"a".repeat(200 * 1024));
     }
 
     #[test]
@@ -1055,7 +1042,7 @@ mod tests {
     #[test]
     fn worst_cases_finish() {
         for unit in [";", "| ", "&&", "../", "..", "/", "%25", "&#", "&amp;", "`", "$(", "\\", "a/"] {
-            let value = unit.repeat(MAX_INSPECTED_BYTES / unit.len() + 1);
+            let value = unit.repeat((256 << 10) / unit.len() + 1);
             let _ = inspect_value(&value, &RuleSet::ALL);
         }
     }
