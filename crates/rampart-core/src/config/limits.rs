@@ -92,6 +92,14 @@ impl CompiledLimit {
         matches!(self.kind, LimitKind::Budget { .. })
     }
 
+    /// Whether the limit counts per caller (by address, user or API key).
+    /// Only a refusal by such a limit says something about the caller: one
+    /// shared with others (`global`, `route`, `tier` alone) is emptied by
+    /// everyone, and must not count against whoever it happens to refuse.
+    pub fn is_per_client(&self) -> bool {
+        self.key_parts.iter().any(|k| matches!(k, KeyPart::Ip | KeyPart::User | KeyPart::ApiKey))
+    }
+
     /// A global budget (counted for everyone) is a capacity problem of the
     /// service, not the caller's fault: refused with 503 rather than 429.
     pub fn is_global_budget(&self) -> bool {

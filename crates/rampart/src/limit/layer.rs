@@ -136,7 +136,9 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                     .rejected_by("limit", reason)
                     .into_response_for(req.extensions());
                 set_headers(resp.headers_mut(), &outcomes);
-                if let (Some(ip), false) = (ip, limit.is_global_budget()) {
+                // A strike (towards a ban) only for a limit of the caller's
+                // own: a shared one refuses whoever comes after it is spent.
+                if let (Some(ip), true) = (ip, limit.is_per_client()) {
                     state.strike(ip, super::bans::Strike::RateLimited);
                 }
                 state.audit_once(&applied.checks[i].key, || {

@@ -279,6 +279,22 @@ async fn an_automatic_ban_earned_from_one_ipv6_address_covers_its_network() {
     assert_eq!(status_from(&gw, "2001:db8:9:9::2").await, 200);
 }
 
+/// A refusal by a limit shared with everyone is no strike: whoever comes
+/// after someone else spent it would be banned for it.
+#[tokio::test]
+async fn refusals_by_shared_limits_earn_no_ban() {
+    let cfg = "[bans]\nafter_rate_limited = 2\nwindow = '1m'\ndurations = ['1h']\n\
+               [[routes]]\npath = '/**'\nlimits = [{ by = 'global', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup_with("trusted_proxies = ['127.0.0.1/32']", cfg).await;
+    assert_eq!(status_from(&gw, "203.0.113.1").await, 200, "someone spends the shared limit");
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(status_from(&gw, "203.0.113.2").await);
+    }
+    assert_eq!(got, [429; 5], "refused, never banned");
+    assert!(gw.limits.bans.banned("203.0.113.2".parse().unwrap()).is_none());
+}
+
 #[tokio::test]
 async fn unique_ip_flood_keeps_the_table_bounded() {
     let cfg = "[limits]\nmax_keys = 500\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '100/min' }]\n";
