@@ -176,11 +176,15 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                 // drops the response.
                 let request_id = req.extensions().get::<RequestId>().cloned();
                 let checked = req.extensions().get::<ForwardAuthCheck>().is_some();
+                // The request stays in flight (per-address and overall caps)
+                // for as long as the exchange runs, hung up or not.
+                let held = req.extensions().get::<super::shed::HeldSlot>().cloned();
                 let fut = inner.call(req);
                 let state = state.clone();
                 let exchange = tokio::spawn(async move {
                     let resp = fut.await?;
                     settle_budgets(&state, &budgets, (!checked).then(|| resp.headers()));
+                    drop(held);
                     Ok::<_, Infallible>(resp)
                 });
                 match exchange.await {

@@ -47,6 +47,21 @@ pub struct Slot {
     ip: Option<IpAddr>,
 }
 
+/// A request's slot, in its extensions: whatever goes on working for the
+/// request after its client has gone (a budget route's exchange, which runs in
+/// a task of its own so that the debit happens) holds a clone, so the request
+/// counts as in flight until that work ends, not only until the client hangs
+/// up.
+#[derive(Clone)]
+pub struct HeldSlot(#[allow(dead_code)] Arc<Slot>);
+
+impl PostProcess for HeldSlot {
+    fn apply(self, resp: HttpResponse) -> HttpResponse {
+        drop(self);
+        resp
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shedder.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -127,13 +142,13 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
     type Error = S::Error;
     /// The inner service's response, the request's slot held until it is
     /// there; or the refusal.
-    type Future = Either<Post<S::Future, Slot>, Ready<Result<HttpResponse, Infallible>>>;
+    type Future = Either<Post<S::Future, HeldSlot>, Ready<Result<HttpResponse, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
+    fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         let cfg = self.config;
         let n = self.shedder.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         let mut slot = Slot { shedder: self.shedder.clone(), ip: None };
@@ -179,16 +194,11 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
                 slot.ip = Some(ip);
             }
         }
+        // Given back once the response is there (or the request is dropped
+        // unanswered), and whatever still works for it has let go.
+        let slot = HeldSlot(Arc::new(slot));
+        req.extensions_mut().insert(slot.clone());
         Either::Left(Post::new(self.inner.call(req), Some(slot)))
-    }
-}
-
-/// The slot is given back once the response is there (or the request is
-/// dropped unanswered).
-impl PostProcess for Slot {
-    fn apply(self, resp: HttpResponse) -> HttpResponse {
-        drop(self);
-        resp
     }
 }
 

@@ -99,6 +99,30 @@ async fn a_client_that_hangs_up_before_the_answer_is_still_debited() {
     assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
 }
 
+/// A client that hangs up leaves its budget route's exchange running (so that
+/// it is debited): the request still counts as in flight for its address
+/// until the exchange ends, or hanging up in a loop would multiply the
+/// upstream's load past `max_requests_per_ip`.
+#[tokio::test]
+async fn a_hung_up_exchange_still_holds_its_in_flight_place() {
+    use tokio::io::AsyncWriteExt;
+    let (gw, _) = setup_with(
+        "max_requests_per_ip = 1",
+        "[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', budget = '100.00/day' }]\n",
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /slow-cost/1000/0.1 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = problem(client().get(url(&gw, "/x")).send().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:too-many-concurrent");
+    // Once the upstream has answered, the place is free again.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(client().get(url(&gw, "/x")).send().await.unwrap().status(), 200);
+}
+
 /// `n` requests at once, each to the slow upstream that reports `cost`
 /// after `ms`; returns the statuses, sorted.
 async fn concurrent(gw: &rampart::Gateway, n: usize, ms: u64, cost: &str) -> Vec<u16> {
