@@ -581,6 +581,13 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
                 methods.push(m);
             }
         }
+        // Web frameworks (Starlette, Flask, Express, Go's mux) answer HEAD
+        // with the GET handler: a GET route is a HEAD route too, or HEAD
+        // would fall through to a later route and do the GET's work under
+        // that route's (looser) auth and limits.
+        if methods.contains(&http::Method::GET) && !methods.contains(&http::Method::HEAD) {
+            methods.push(http::Method::HEAD);
+        }
         let policy = compile_route_policy(name, route, &file.defaults, &at, &upstream_index, &ctx, &mut errs);
         if let Some(policy) = &policy {
             for l in &policy.limits {

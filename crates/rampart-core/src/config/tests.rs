@@ -17,6 +17,20 @@ fn check_err(text: &str, env: &[(&str, &str)], expected: &[&str]) {
     }
 }
 
+/// A GET route takes HEAD too: frameworks run the GET handler for it, so
+/// HEAD falling through to a looser route would escape the GET's policy.
+#[test]
+fn a_get_route_takes_head_too() {
+    let text = format!(
+        "{BASE}[[routes]]\nname = 'strict'\npath = '/s'\nmethods = ['GET']\n[[routes]]\nname = 'rest'\npath = '/**'\n"
+    );
+    let policy = load(&text, &[], &no_files).unwrap();
+    for (method, route) in [(http::Method::GET, "strict"), (http::Method::HEAD, "strict"), (http::Method::POST, "rest")]
+    {
+        assert_eq!(&*policy.route(None, &method, "/s").unwrap().name, route, "{method}");
+    }
+}
+
 #[test]
 fn minimal_config_gets_a_catch_all_route() {
     let policy = load(BASE, &[], &no_files).unwrap();
