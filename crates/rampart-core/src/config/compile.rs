@@ -121,9 +121,22 @@ pub struct LimitSettings {
 }
 
 impl LimitSettings {
-    /// True when a request is never rate limited.
-    pub fn is_exempt(&self, client: IpAddr, path: &str) -> bool {
-        self.exempt_cidrs.contains(client) || self.exempt_paths.iter().any(|p| p.matches(path))
+    /// True when a request is never rate limited. `raw_path` is the path as
+    /// sent: patterns match it as routes do, decoded and without segment
+    /// parameters (`/%68ealth/live` is `/health/live`); a path that does not
+    /// decode is not exempt.
+    pub fn is_exempt(&self, client: IpAddr, raw_path: &str) -> bool {
+        if self.exempt_cidrs.contains(client) {
+            return true;
+        }
+        if self.exempt_paths.is_empty() {
+            return false;
+        }
+        let opts = crate::path::PathOptions { allow_encoded_slash: true };
+        crate::path::normalize_path(raw_path, &opts).is_ok_and(|decoded| {
+            let path = crate::path::without_params(&decoded);
+            self.exempt_paths.iter().any(|p| p.matches(&path))
+        })
     }
 }
 

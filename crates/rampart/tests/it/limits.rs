@@ -214,6 +214,9 @@ async fn exempt_paths_and_addresses() {
     let limits = "[limits]\nexempt_paths = ['/health/**']\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
     let (gw, _) = setup(limits).await;
     assert_eq!(statuses(&gw, "/health/live", 5).await, [200; 5]);
+    // Matched as routes match: decoded, without segment parameters.
+    assert_eq!(statuses(&gw, "/%68ealth/live", 3).await, [200; 3]);
+    assert_eq!(statuses(&gw, "/health;v=1/live", 3).await, [200; 3]);
     assert_eq!(statuses(&gw, "/x", 2).await, [200, 429]);
     let limits = "[limits]\nexempt_cidrs = ['127.0.0.0/8']\n[[routes]]\npath = '/**'\nlimits = [{ by = 'ip', rate = '1/min', burst = 1 }]\n";
     let (gw, _) = setup(limits).await;
