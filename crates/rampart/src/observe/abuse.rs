@@ -7,9 +7,9 @@
 //!
 //! Memory is fixed: per class one counter, one baseline and one top-k table of
 //! `top_k` clients. A spike is logged as an audit event naming its class and
-//! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the top client of
-//! that class in the current window is banned when it made at least a tenth of
-//! the class's events. Heavy hitters by requests are exported as
+//! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the client
+//! that added the most to the spiking second is banned when that is at least a
+//! tenth of the second's events and its count a tenth of the window's. Heavy hitters by requests are exported as
 //! `rampart_top_client_requests{rank,ip}` (at most `top_k` series, refreshed
 //! every second) and served by `rampart top`.
 //!
@@ -99,6 +99,10 @@ struct ClassCounts {
     tick: AtomicU64,
     window: AtomicU64,
     top: Mutex<SpaceSaving<IpAddr>>,
+    /// The top clients' sure counts (estimate less error) at the end of the
+    /// last tick: what each added in the current second is its count now
+    /// less this. At most `top_k` entries.
+    at_last_tick: Mutex<std::collections::HashMap<IpAddr, u64>>,
 }
 
 pub struct AbuseMonitor {
@@ -140,6 +144,7 @@ impl AbuseMonitor {
             tick: AtomicU64::new(0),
             window: AtomicU64::new(0),
             top: Mutex::new(SpaceSaving::new(config.top_k)),
+            at_last_tick: Mutex::new(std::collections::HashMap::new()),
         };
         Arc::new(Self {
             classes: [class(), class(), class(), class()],
@@ -211,12 +216,18 @@ impl AbuseMonitor {
         for &(class, rate) in &spiked {
             self.report_spike(class, rate, baselines[class as usize]).await;
         }
+        for class in SpikeClass::ALL {
+            let sure: std::collections::HashMap<IpAddr, u64> =
+                self.top_of(class).iter().map(|t| (t.ip, t.requests.saturating_sub(t.error))).collect();
+            *self.classes[class as usize].at_last_tick.lock().unwrap_or_else(|e| e.into_inner()) = sure;
+        }
         let top = self.top();
         self.metrics.set_top_clients(&top.iter().map(|t| (t.target(), t.requests)).collect::<Vec<_>>());
         if rotate {
             *self.last_window.lock().unwrap_or_else(|e| e.into_inner()) = self.top_of(SpikeClass::Requests);
             for c in &self.classes {
                 c.top.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                c.at_last_tick.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 c.window.store(0, Ordering::Relaxed);
             }
         }
@@ -250,11 +261,24 @@ impl AbuseMonitor {
             audit.record(event);
         }
         if self.config.ban_on_spike {
-            let total = self.classes[class as usize].window.load(Ordering::Relaxed).max(1);
+            let counts = &self.classes[class as usize];
+            let total = counts.window.load(Ordering::Relaxed).max(1);
             // Judged on what the client surely sent (the count less what it
             // may have inherited in the table), not on the overestimate: a
             // client new to a full table inherits the count it displaces.
-            if let Some(t) = top.first().filter(|t| t.requests.saturating_sub(t.error).saturating_mul(10) >= total) {
+            // And on the spiking second itself: the client that added the
+            // most in it, if that is a tenth of the second's events. The
+            // window's heaviest client alone would be a steady bystander
+            // whenever a spike is spread over many addresses.
+            let before = counts.at_last_tick.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let added = |t: &TopClient| {
+                t.requests.saturating_sub(t.error).saturating_sub(before.get(&t.ip).copied().unwrap_or(0))
+            };
+            let culprit = top.iter().max_by_key(|t| added(t)).filter(|t| {
+                added(t).saturating_mul(10) >= rate.max(1)
+                    && t.requests.saturating_sub(t.error).saturating_mul(10) >= total
+            });
+            if let Some(t) = culprit {
                 if self.bans.banned(t.ip).is_none() {
                     let reason = format!("spike of {}", class.as_str().replace('_', " "));
                     self.bans.add_client(t.ip, Duration::from_secs(600), &reason, "auto:spike").await;
@@ -374,6 +398,41 @@ mod tests {
         let top = m.top();
         assert!(top[0].requests * 10 >= 1_400, "the estimate alone would have banned: {top:?}");
         assert!(bans.list().is_empty(), "banned for an inherited count: {:?}", bans.list());
+    }
+
+    /// A steady heavy client (a partner, a shared NAT address) is not banned
+    /// for a spike others caused: the ban goes to who added to the spiking
+    /// second, and here no one added a tenth of it.
+    #[tokio::test]
+    async fn a_steady_heavy_client_is_not_banned_for_a_spread_spike() {
+        let (m, bans) = monitor();
+        for _ in 0..5 {
+            for _ in 0..60 {
+                m.record(ip(1));
+            }
+            for i in 0..40 {
+                m.record(ip(10 + i));
+            }
+            assert!(m.tick(false).await.is_empty());
+        }
+        for i in 0..900u32 {
+            m.record(IpAddr::from((0xcb00_7100 + i).to_be_bytes()));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
+        assert!(m.top()[0].ip == ip(1), "the partner is the window's heaviest client");
+        assert!(bans.list().is_empty(), "a bystander was banned: {:?}", bans.list());
+        // Who does add a tenth of a spiking second is.
+        for _ in 0..5 {
+            for _ in 0..60 {
+                m.record(ip(1));
+            }
+            m.tick(false).await;
+        }
+        for _ in 0..900 {
+            m.record(ip(2));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
+        assert!(bans.banned(ip(2)).is_some() && bans.banned(ip(1)).is_none(), "{:?}", bans.list());
     }
 
     #[test]
