@@ -128,12 +128,7 @@ mod tests {
     /// before serde_json recurses into it (which overflowed the stack).
     #[test]
     fn deep_raw_value_nesting_is_refused_without_recursing() {
-        let mut inner = String::from("1");
-        for _ in 0..100 {
-            let wrapped = format!("{}{}{}", "[".repeat(120), inner, "]".repeat(120));
-            let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
-            inner = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
-        }
+        let inner = crate::testing::raw_value_bomb(100);
         let out = std::thread::Builder::new()
             .stack_size(256 << 10)
             .spawn(move || matches!(from_slice::<serde_json::Value>(inner.as_bytes()), Err(Refused::RawValueKey)))

@@ -90,16 +90,7 @@ fn json_bombs_are_unparseable_not_fatal() {
 /// aborted the test binary).
 #[test]
 fn nesting_hidden_in_raw_value_strings_does_not_overflow_the_stack() {
-    fn nest(levels: usize) -> String {
-        let mut inner = String::from("1");
-        for _ in 0..levels {
-            let wrapped = format!("{}{}{}", "[".repeat(120), inner, "]".repeat(120));
-            let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
-            inner = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
-        }
-        inner
-    }
-    let body = nest(100);
+    let body = crate::testing::raw_value_bomb(100);
     let outcome = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(move || inspect_body(body.as_bytes(), true, &policy(InspectMode::Block, vec![], true)))

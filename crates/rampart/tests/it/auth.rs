@@ -391,12 +391,7 @@ async fn jwks_keys_are_fetched_and_refreshed_for_new_kids_at_a_bounded_rate() {
 /// as a bad document, and the gateway goes on.
 #[tokio::test]
 async fn a_jwks_built_to_overflow_the_parser_is_refused() {
-    let mut nested = String::from("1");
-    for _ in 0..100 {
-        let wrapped = format!("{}{}{}", "[".repeat(120), nested, "]".repeat(120));
-        let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
-        nested = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
-    }
+    let nested = raw_value_bomb(100);
     let doc = format!("{{\"keys\": [{nested}]}}");
     assert!(doc.len() < 1 << 20);
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -159,12 +159,7 @@ async fn a_json_body_with_too_many_values_is_refused() {
     // Nesting hidden in strings under serde_json's RawValue key (a parse of
     // those recursed past the stack and aborted the gateway): one object
     // holding a string, inspected and passed on.
-    let mut hidden = String::from("1");
-    for _ in 0..100 {
-        let wrapped = format!("{}{}{}", "[".repeat(120), hidden, "]".repeat(120));
-        let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
-        hidden = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
-    }
+    let hidden = raw_value_bomb(100);
     assert!(hidden.len() > 64 * 1024, "inspected off the request's thread, as large bodies are");
     let r = client().post(url(&gw, "/s")).header("content-type", "application/json").body(hidden).send().await.unwrap();
     assert_eq!(r.status(), 200);

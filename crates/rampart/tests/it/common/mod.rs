@@ -638,3 +638,17 @@ pub fn session_cookie(r: &reqwest::Response) -> String {
 pub async fn post_ban(ops: &str, body: impl Into<reqwest::Body>) -> reqwest::Result<reqwest::Response> {
     client().post(format!("{ops}/bans")).header("content-type", "application/json").body(body).send().await
 }
+
+/// JSON nesting `levels` objects whose only key is serde_json's private
+/// RawValue name, each holding the next, 120 brackets deeper, as an escaped
+/// string: parsed into a `serde_json::Value`, a hundred levels recurse
+/// 12 000 deep (past any thread's stack).
+pub fn raw_value_bomb(levels: usize) -> String {
+    let mut inner = String::from("1");
+    for _ in 0..levels {
+        let wrapped = format!("{}{}{}", "[".repeat(120), inner, "]".repeat(120));
+        let escaped = wrapped.replace('\\', "\\u005c").replace('"', "\\u0022");
+        inner = format!("{{\"$serde_json::private::RawValue\":\"{escaped}\"}}");
+    }
+    inner
+}
