@@ -29,6 +29,7 @@ use http::StatusCode;
 use rampart_core::client_ip::{ClientGrouping, ClientInfo};
 use tower::{Layer, Service};
 
+use crate::edge::route::MatchedRoute;
 use crate::edge::{HttpRequest, HttpResponse, Inner, Post, PostProcess};
 use crate::problem::Problem;
 
@@ -52,10 +53,18 @@ pub struct Slot {
 /// a task of its own so that the debit happens) holds a clone, so the request
 /// counts as in flight until that work ends, not only until the client hangs
 /// up.
+/// Only budget routes (the only ones with such work) share their slot: the
+/// others keep it in the response future alone, without an allocation.
 #[derive(Clone)]
 pub struct HeldSlot(#[allow(dead_code)] Arc<Slot>);
 
-impl PostProcess for HeldSlot {
+/// The slot the response future holds.
+pub enum SlotHold {
+    Own(#[allow(dead_code)] Slot),
+    Shared(#[allow(dead_code)] HeldSlot),
+}
+
+impl PostProcess for SlotHold {
     fn apply(self, resp: HttpResponse) -> HttpResponse {
         drop(self);
         resp
@@ -142,7 +151,7 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
     type Error = S::Error;
     /// The inner service's response, the request's slot held until it is
     /// there; or the refusal.
-    type Future = Either<Post<S::Future, HeldSlot>, Ready<Result<HttpResponse, Infallible>>>;
+    type Future = Either<Post<S::Future, SlotHold>, Ready<Result<HttpResponse, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -196,9 +205,15 @@ impl<S: Inner> Service<HttpRequest> for ShedService<S> {
         }
         // Given back once the response is there (or the request is dropped
         // unanswered), and whatever still works for it has let go.
-        let slot = HeldSlot(Arc::new(slot));
-        req.extensions_mut().insert(slot.clone());
-        Either::Left(Post::new(self.inner.call(req), Some(slot)))
+        let budgets = req.extensions().get::<MatchedRoute>().is_some_and(|r| r.0.limits.iter().any(|l| l.is_budget()));
+        let hold = if budgets {
+            let shared = HeldSlot(Arc::new(slot));
+            req.extensions_mut().insert(shared.clone());
+            SlotHold::Shared(shared)
+        } else {
+            SlotHold::Own(slot)
+        };
+        Either::Left(Post::new(self.inner.call(req), Some(hold)))
     }
 }
 

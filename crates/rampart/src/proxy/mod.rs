@@ -317,7 +317,12 @@ impl ProxyService {
                 progress
             });
             let started = Instant::now();
-            let result = progress::within(up.send(index, req), timeout, progress.as_deref()).await;
+            let result = match progress.as_deref() {
+                Some(p) => progress::within(up.send(index, req), timeout, p).await,
+                None => tokio::time::timeout(timeout, up.send(index, req))
+                    .await
+                    .map_err(|_| progress::TimedOut { body_sent: true }),
+            };
             let elapsed = started.elapsed();
             if let Some(h) = self.latency.get(route.upstream) {
                 h.observe(elapsed.as_secs_f64());
