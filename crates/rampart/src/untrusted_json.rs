@@ -35,6 +35,22 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// The deepest nesting read (arrays and objects): serde_json's own limit.
+pub const MAX_DEPTH: u32 = 128;
+
+/// A stream reader for JSON others wrote: the specification's syntax, at
+/// most [`MAX_DEPTH`] levels, any number (read as text, never parsed), no
+/// path tracking. Walking it needs no recursion deeper than that.
+pub fn stream_reader(bytes: &[u8]) -> JsonStreamReader<&[u8]> {
+    let settings = ReaderSettings {
+        track_path: false,
+        max_nesting_depth: Some(MAX_DEPTH),
+        restrict_number_values: false,
+        ..Default::default()
+    };
+    JsonStreamReader::new_custom(bytes, settings)
+}
+
 /// Whether some object key in `bytes` is the RawValue token. A key can
 /// spell it with `\u` escapes, so only text without a backslash or the
 /// token itself is passed without reading it; anything a stream reader
@@ -45,13 +61,7 @@ fn names_raw_value(bytes: &[u8]) -> bool {
     if !bytes.contains(&b'\\') && !bytes.windows(token.len()).any(|w| w == token) {
         return false;
     }
-    let settings = ReaderSettings {
-        track_path: false,
-        max_nesting_depth: Some(128),
-        restrict_number_values: false,
-        ..Default::default()
-    };
-    let reader = JsonStreamReader::new_custom(bytes, settings);
+    let reader = stream_reader(bytes);
     let walk = |mut reader: JsonStreamReader<&[u8]>| -> Result<bool, struson::reader::ReaderError> {
         // Without recursion: the open containers (true: an object), at most
         // the reader's nesting limit of them.

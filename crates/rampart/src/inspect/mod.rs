@@ -40,7 +40,7 @@ use crate::problem::Problem;
 /// Most JSON values (strings, numbers, keys…) inspected in one body.
 pub const MAX_JSON_NODES: usize = 100_000;
 /// The deepest JSON nesting inspected (arrays and objects); deeper is unparseable.
-pub const MAX_JSON_DEPTH: u32 = 128;
+pub const MAX_JSON_DEPTH: u32 = crate::untrusted_json::MAX_DEPTH;
 /// Characters of a matched value kept in logs and audit events.
 pub const EVIDENCE_CHARS: usize = 40;
 
@@ -227,18 +227,6 @@ struct JsonWalk<'a> {
 type WalkError = &'static str;
 const MALFORMED: WalkError = "malformed or too deeply nested JSON";
 
-/// The stream reader for a client's JSON body: the specification's syntax,
-/// at most [`MAX_JSON_DEPTH`] levels, any number (never parsed here).
-fn json_reader(body: &[u8]) -> struson::reader::JsonStreamReader<&[u8]> {
-    let settings = struson::reader::ReaderSettings {
-        track_path: false,
-        max_nesting_depth: Some(MAX_JSON_DEPTH),
-        restrict_number_values: false,
-        ..Default::default()
-    };
-    struson::reader::JsonStreamReader::new_custom(body, settings)
-}
-
 impl JsonWalk<'_> {
     fn location(&self) -> String {
         let mut s = String::from("json:");
@@ -396,7 +384,7 @@ fn redacted_json(body: &[u8], policy: &InspectPolicy) -> Option<Vec<u8>> {
     }
 
     let mut out = Vec::with_capacity(body.len());
-    let mut reader = json_reader(body);
+    let mut reader = crate::untrusted_json::stream_reader(body);
     let mut writer = JsonStreamWriter::new(&mut out);
     copy(&mut reader, &mut writer, &mut Vec::new(), policy).ok()?;
     reader.consume_trailing_whitespace().ok()?;
@@ -411,7 +399,7 @@ pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutc
         use struson::reader::JsonReader;
         let mut walk =
             JsonWalk { policy, rules, nodes: 0, path: Vec::new(), outcome: BodyOutcome::default(), changed: false };
-        let mut reader = json_reader(body);
+        let mut reader = crate::untrusted_json::stream_reader(body);
         let walked = walk.value(&mut reader).and_then(|()| reader.consume_trailing_whitespace().map_err(|_| MALFORMED));
         if let Err(why) = walked {
             return BodyOutcome { unparseable: Some(why), ..Default::default() };
