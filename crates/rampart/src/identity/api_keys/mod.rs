@@ -324,11 +324,11 @@ impl ApiKeys {
         // A full page: go on right after its last row next time (no overlap,
         // or a long backlog would be read forever); else read back the
         // overlap, from the first key of that millisecond.
+        let full = changed.len() == page as usize;
         let next = match changed.last() {
-            Some((hash, at)) if changed.len() == page as usize => (*at, hash.as_bytes().to_vec()),
+            Some((hash, at)) if full => (*at, hash.as_bytes().to_vec()),
             _ => (now_ms.saturating_sub(OVERLAP_MS).max(since), Vec::new()),
         };
-        let full = !next.1.is_empty();
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = next;
         if !full {
             self.last_sync.store(now_ms, Ordering::Relaxed);
