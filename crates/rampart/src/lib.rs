@@ -27,6 +27,7 @@ pub mod problem;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod streams;
 pub mod tls;
 pub mod untrusted_json;
 pub mod web;

@@ -16,7 +16,6 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rampart_core::client_ip::ClientGrouping;
 use rampart_core::config::Policy;
 use tokio::net::TcpListener;
@@ -29,8 +28,10 @@ use crate::limit::LimitState;
 use crate::observe::audit::AuditSink;
 use crate::observe::health::{ops_router, Health};
 use crate::observe::Metrics;
+use crate::preface::Speaks;
 use crate::proxy::tunnel::ConnectionHold;
 use crate::store::{redact_url, Database};
+use crate::streams::{Streams, Verdict, Watched};
 use crate::tls::ReloadingCert;
 use crate::workers::{Job, Workers};
 
@@ -370,7 +371,9 @@ struct AcceptLoop {
 
 impl AcceptLoop {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let graceful = GracefulShutdown::new();
+        // Each connection holds a receiver until it has ended: shutdown
+        // signals through it, then waits until every receiver is gone.
+        let (drain, _) = watch::channel(());
         let builder = Arc::new(self.builder);
         loop {
             let (stream, peer) = tokio::select! {
@@ -408,9 +411,11 @@ impl AcceptLoop {
             svc.hold = slot.clone();
             let builder = builder.clone();
             // Taken now, before any shutdown, so the drain waits for this connection.
-            let watcher = graceful.watcher();
+            let watcher = drain.subscribe();
             let handshake_timeout = self.handshake_timeout;
             let (first_bytes_timeout, http2, send_timeout) = (self.first_bytes_timeout, self.http2, self.send_timeout);
+            // An idle HTTP/2 connection goes when an idle HTTP/1.1 one would.
+            let h2_limits = (self.first_bytes_timeout, self.send_timeout);
             let job: Job = Box::new(move || {
                 Box::pin(async move {
                     let _slot = slot;
@@ -422,12 +427,13 @@ impl AcceptLoop {
                         }
                     };
                     let Some(acceptor) = tls else {
-                        let Some(stream) = first_bytes(stream, first_bytes_timeout, http2, peer).await else { return };
+                        let Some((speaks, stream)) = first_bytes(stream, first_bytes_timeout, http2, peer).await else {
+                            return;
+                        };
+                        let streams = svc.watch_streams(speaks, h2_limits);
                         let stream = sending(stream, send_timeout);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
+                        drive(conn, watcher, streams, peer).await;
                         return;
                     };
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -443,12 +449,11 @@ impl AcceptLoop {
                     };
                     // HTTP/2 only where ALPN chose it, then as for plain connections.
                     let h2 = http2 && tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    let Some(tls) = first_bytes(tls, first_bytes_timeout, h2, peer).await else { return };
+                    let Some((speaks, tls)) = first_bytes(tls, first_bytes_timeout, h2, peer).await else { return };
+                    let streams = svc.watch_streams(speaks, h2_limits);
                     let tls = sending(tls, send_timeout);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    drive(conn, watcher, streams, peer).await;
                 })
             });
             if !self.workers.dispatch(job) {
@@ -461,9 +466,56 @@ impl AcceptLoop {
         if let Some((_, watcher)) = &self.tls {
             watcher.abort();
         }
-        tracing::info!(connections = graceful.count(), "shutting down; draining in-flight requests");
-        if tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::info!(connections = drain.receiver_count(), "shutting down; draining in-flight requests");
+        let _ = drain.send(());
+        if tokio::time::timeout(self.shutdown_timeout, drain.closed()).await.is_err() {
             tracing::warn!("shutdown timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+/// Serves `conn` until it ends: shut down gracefully when the server drains
+/// (`drain` changes or goes), and, for HTTP/2, when [`Streams`] finds it
+/// idle; closed at once when a stream's client has stopped taking data.
+/// `drain` is held until the connection has ended, which is what shutdown
+/// waits for.
+async fn drive<C>(conn: C, mut drain: watch::Receiver<()>, streams: Option<Arc<Streams>>, peer: SocketAddr)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    let tick = streams.as_ref().map_or(Duration::from_secs(3600), |s| s.tick());
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = ticks.tick(), if streams.is_some() => {
+                match streams.as_ref().map(|s| s.check(std::time::Instant::now())) {
+                    Some(Verdict::Stalled) => {
+                        tracing::debug!(%peer, "HTTP/2 client took nothing for the send timeout; closed");
+                        return;
+                    }
+                    Some(Verdict::Idle) if !closing => {
+                        tracing::debug!(%peer, "HTTP/2 connection idle; shutting it down");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 }
@@ -476,13 +528,13 @@ async fn first_bytes<IO: tokio::io::AsyncRead + Unpin>(
     within: Duration,
     http2: bool,
     peer: SocketAddr,
-) -> Option<crate::preface::Prefixed<IO>> {
+) -> Option<(Speaks, crate::preface::Prefixed<IO>)> {
     match crate::preface::sniff(io, within).await {
-        Some((crate::preface::Speaks::Http2, _)) if !http2 => {
+        Some((Speaks::Http2, _)) if !http2 => {
             tracing::debug!(%peer, "HTTP/2 preface where HTTP/2 is off; closed");
             None
         }
-        Some((_, io)) => Some(io),
+        Some(found) => Some(found),
         None => {
             tracing::debug!(%peer, "the connection said nothing usable in time; closed");
             None
@@ -523,6 +575,8 @@ struct ConnectionService {
     /// The connection's place in the per-address count, handed to upgrade
     /// requests (for their tunnel to keep).
     hold: Option<ConnectionHold>,
+    /// HTTP/2 only: each request's stream, for [`drive`] to judge.
+    streams: Option<Arc<Streams>>,
 }
 
 /// The runtime a connection's stack was cloned from, and the clone.
@@ -530,7 +584,15 @@ type CachedStack = (Arc<Runtime>, Stack);
 
 fn connection_service(shared: SharedRuntime, conn: ConnInfo, max_requests: u64) -> ConnectionService {
     let extensions = first_extensions(conn);
-    ConnectionService { shared, served: Arc::default(), max_requests, cached: Arc::default(), extensions, hold: None }
+    ConnectionService {
+        shared,
+        served: Arc::default(),
+        max_requests,
+        cached: Arc::default(),
+        extensions,
+        hold: None,
+        streams: None,
+    }
 }
 
 /// The connection's [`ConnInfo`], in a map with room for what the layers add
@@ -560,6 +622,17 @@ fn first_extensions(conn: ConnInfo) -> http::Extensions {
 }
 
 impl ConnectionService {
+    /// For an HTTP/2 connection, starts tracking its streams (see
+    /// [`Streams`]): `limits` are the idle time and the send timeout.
+    fn watch_streams(&mut self, speaks: Speaks, (idle, stall): (Duration, Duration)) -> Option<Arc<Streams>> {
+        if speaks != Speaks::Http2 {
+            return None;
+        }
+        let streams = Streams::new(idle, stall);
+        self.streams = Some(streams.clone());
+        Some(streams)
+    }
+
     /// Runs `req` through the stack of the runtime in force now.
     fn dispatch(&self, req: http::Request<Body>) -> crate::edge::LayerFuture {
         let current = self.shared.load();
@@ -597,6 +670,14 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         req.extensions_mut().extend(self.extensions.clone());
         if let (true, Some(hold)) = (upgrade, &self.hold) {
             req.extensions_mut().insert(hold.clone());
+        }
+        if let Some(streams) = &self.streams {
+            let stream = streams.register();
+            let fut = self.dispatch(req);
+            return Box::pin(async move {
+                let resp = fut.await?;
+                Ok(resp.map(|body| Body::new(Watched::new(body, stream))))
+            });
         }
         let n = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if self.max_requests == 0 || n < self.max_requests || req.version() != http::Version::HTTP_11 {

@@ -201,6 +201,55 @@ async fn clients_that_stop_reading_are_cut_off() {
     assert!(got.len() < BIG, "the whole response was sent: {} bytes", got.len());
 }
 
+/// HTTP/2 connections are closed when HTTP/1.1 ones would be: one with no
+/// stream for header_read_timeout is shut down, and one whose client grants
+/// no flow-control window for send_timeout is closed. A stream waiting on a
+/// slow upstream is neither.
+#[tokio::test]
+async fn idle_and_stalled_http2_connections_are_closed() {
+    use http_body_util::BodyExt;
+    let up = start_upstream().await;
+    let gw =
+        gateway(&config_with(&format!("http://{up}"), "header_read_timeout = '1s'\nsend_timeout = '1s'", "")).await;
+    let get = |path: &str| {
+        http::Request::get(format!("http://{}{path}", gw.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let connect = |window: Option<u32>| async move {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut b = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        if let Some(w) = window {
+            b.initial_stream_window_size(w);
+        }
+        let (send, conn) = b.handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        (send, tokio::spawn(conn))
+    };
+
+    // A stream that waits 2.5 s on its upstream keeps the connection; once
+    // it is done and nothing follows, the connection goes.
+    let (mut send, conn) = connect(None).await;
+    let resp = send.send_request(get("/slow/2500")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "slow done");
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection was kept");
+    assert!(send.send_request(get("/after")).await.is_err());
+
+    // A client that never opens its window: the response's head arrives, its
+    // body never can, and the connection is closed.
+    let (mut send, conn) = connect(Some(0)).await;
+    let resp = send.send_request(get("/held")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "a client that takes nothing held its response");
+    drop((send, resp));
+
+    // The gateway still serves HTTP/2.
+    let (mut send, _conn) = connect(None).await;
+    assert_eq!(send.send_request(get("/ok")).await.unwrap().status(), 200);
+}
+
 #[tokio::test]
 async fn cors_preflights_and_actual_requests() {
     let cors = "[defaults.cors]\nallow_origins = ['https://app.example.com', 'http://localhost:*']\nallow_methods = ['GET', 'POST']\nallow_headers = ['content-type', 'authorization']\nexpose_headers = ['x-request-id']\nallow_credentials = true\nmax_age = '5m'\n";

@@ -1,0 +1,298 @@
+//! What an HTTP/2 connection's streams are doing, so that the connection can
+//! be closed when it sits idle or its client stops taking responses.
+//!
+//! An HTTP/1.1 connection has both covered elsewhere: hyper closes one that
+//! waits for its next request head longer than `header_read_timeout`, and
+//! `send_timeout` closes one whose socket stays full (see
+//! `server::sending`). HTTP/2 escapes both. hyper's HTTP/2 server has no idle
+//! timeout and answers keep-alive pings, so a connection with no streams was
+//! kept for good; and a client that grants no flow-control window (say a
+//! zero initial window) never lets a response's body be sent, yet the socket
+//! never blocks, so such a client held each response, and the upstream
+//! connection behind it, for as long as it liked.
+//!
+//! [`Streams`] is shared by a connection's service and by the loop that drives
+//! the connection (`server::drive`):
+//! - each request registers a [`Stream`], which lives until its response
+//!   body is dropped (sent, reset, or the request abandoned);
+//! - the response body ([`Watched`]) marks its stream as *owed* whenever it
+//!   has handed hyper a piece (hyper will come back for the next one as soon
+//!   as the client's window allows), and clears the mark when it is waiting on
+//!   the upstream (`Pending`) or done;
+//! - the driving loop [`check`](Streams::check)s every so often: no stream for
+//!   the idle time means idle (the connection is shut down gracefully, with
+//!   GOAWAY); a stream owed for the send timeout means the client has stopped
+//!   taking data (the connection is closed, as on HTTP/1.1).
+//!
+//! Only HTTP/2 connections carry a [`Streams`]; HTTP/1.1 requests pay nothing.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+/// The streams of one HTTP/2 connection.
+#[derive(Debug)]
+pub struct Streams {
+    epoch: Instant,
+    open: Mutex<Vec<Arc<Stream>>>,
+    /// Streams ever registered: a change between two checks is activity.
+    started: AtomicU64,
+    idle: Duration,
+    stall: Duration,
+    /// Driving loop only: when the connection was first seen without streams,
+    /// and the `started` count then.
+    quiet: Mutex<Option<(Instant, u64)>>,
+}
+
+/// One request's stream.
+#[derive(Debug)]
+pub struct Stream {
+    /// Milliseconds since the connection's epoch, plus one, at which the
+    /// body last handed hyper a piece; 0 when nothing is owed.
+    owed_since: AtomicU64,
+    epoch: Instant,
+}
+
+/// What a [`Streams::check`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Busy,
+    /// No stream for the idle time: shut down gracefully.
+    Idle,
+    /// A stream has waited on its client for the send timeout: close.
+    Stalled,
+}
+
+impl Streams {
+    /// `idle`: how long a connection may have no stream; `stall`: how long a
+    /// response may wait for its client's flow-control window.
+    pub fn new(idle: Duration, stall: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            open: Mutex::default(),
+            started: AtomicU64::new(0),
+            idle,
+            stall,
+            quiet: Mutex::default(),
+        })
+    }
+
+    /// How often the driving loop should [`check`](Self::check): often enough
+    /// that neither time is overshot by more than a quarter, at most once a
+    /// second and at least every 100 ms.
+    pub fn tick(&self) -> Duration {
+        (self.idle.min(self.stall) / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// A new request's stream, open until the last clone is dropped.
+    pub fn register(&self) -> Arc<Stream> {
+        let stream = Arc::new(Stream { owed_since: AtomicU64::new(0), epoch: self.epoch });
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).push(stream.clone());
+        self.started.fetch_add(1, Ordering::Relaxed);
+        stream
+    }
+
+    /// Streams still open (for tests and the driving loop).
+    pub fn open(&self) -> usize {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|s| Arc::strong_count(s) > 1);
+        open.len()
+    }
+
+    /// Judges the connection at `now`.
+    pub fn check(&self, now: Instant) -> Verdict {
+        {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.retain(|s| Arc::strong_count(s) > 1);
+            if !open.is_empty() {
+                *self.quiet.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                let now_ms = millis(now.saturating_duration_since(self.epoch));
+                let stall_ms = millis(self.stall);
+                let stalled = open.iter().any(|s| match s.owed_since.load(Ordering::Relaxed) {
+                    0 => false,
+                    since => now_ms.saturating_sub(since - 1) >= stall_ms,
+                });
+                return if stalled { Verdict::Stalled } else { Verdict::Busy };
+            }
+        }
+        let started = self.started.load(Ordering::Relaxed);
+        let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        match *quiet {
+            // A stream came and went since the last check: quiet from now.
+            Some((since, seen)) if seen == started => {
+                if now.saturating_duration_since(since) >= self.idle {
+                    Verdict::Idle
+                } else {
+                    Verdict::Busy
+                }
+            }
+            _ => {
+                *quiet = Some((now, started));
+                Verdict::Busy
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Stream {
+    /// The body has handed hyper a piece, or is about to be asked for its
+    /// first: hyper owes it a poll, which only the client's window delays.
+    pub fn owe(&self) {
+        let now = millis(self.epoch.elapsed()).saturating_add(1);
+        self.owed_since.store(now, Ordering::Relaxed);
+    }
+
+    /// The body waits on the upstream, or is done.
+    fn settle(&self) {
+        self.owed_since.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its [`Stream`] told.
+pub struct Watched<B> {
+    inner: B,
+    stream: Arc<Stream>,
+}
+
+impl<B> Watched<B> {
+    /// `inner`, about to be handed to hyper: owed until polled.
+    pub fn new(inner: B, stream: Arc<Stream>) -> Self {
+        stream.owe();
+        Self { inner, stream }
+    }
+}
+
+impl<B> HttpBody for Watched<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.stream.owe(),
+            _ => self.stream.settle(),
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(10);
+    const STALL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_connection_without_streams_is_idle_after_the_idle_time() {
+        let s = Streams::new(IDLE, STALL);
+        let t0 = Instant::now();
+        assert_eq!(s.check(t0), Verdict::Busy, "quiet from now");
+        assert_eq!(s.check(t0 + IDLE - Duration::from_millis(1)), Verdict::Busy);
+        assert_eq!(s.check(t0 + IDLE), Verdict::Idle);
+    }
+
+    #[test]
+    fn a_stream_between_two_checks_restarts_the_idle_time() {
+        let s = Streams::new(IDLE, STALL);
+        let t0 = Instant::now();
+        assert_eq!(s.check(t0), Verdict::Busy);
+        drop(s.register());
+        assert_eq!(s.check(t0 + IDLE), Verdict::Busy, "a stream came and went");
+        assert_eq!(s.check(t0 + IDLE * 2 - Duration::from_millis(1)), Verdict::Busy);
+        assert_eq!(s.check(t0 + IDLE * 2), Verdict::Idle);
+    }
+
+    #[test]
+    fn an_open_stream_is_never_idle() {
+        let s = Streams::new(IDLE, STALL);
+        let t0 = Instant::now();
+        let stream = s.register();
+        assert_eq!(s.open(), 1);
+        assert_eq!(s.check(t0), Verdict::Busy);
+        assert_eq!(s.check(t0 + IDLE * 3), Verdict::Busy, "waiting on the upstream is not idle");
+        drop(stream);
+        assert_eq!(s.open(), 0);
+    }
+
+    #[test]
+    fn a_body_owed_for_the_send_timeout_is_a_stall() {
+        let s = Streams::new(IDLE, STALL);
+        let stream = s.register();
+        let body = Watched::new(http_body_util::Full::new(Bytes::from_static(b"x")), stream);
+        let t0 = Instant::now();
+        assert_eq!(s.check(t0 + STALL - Duration::from_secs(1)), Verdict::Busy);
+        assert_eq!(s.check(t0 + STALL + Duration::from_secs(1)), Verdict::Stalled, "never polled: the window is shut");
+        drop(body);
+        assert_eq!(s.check(t0 + STALL * 2), Verdict::Busy, "gone with its body");
+    }
+
+    #[tokio::test]
+    async fn a_body_waiting_on_its_upstream_is_not_a_stall() {
+        use http_body_util::BodyExt;
+        let s = Streams::new(IDLE, STALL);
+        let (mut tx, rx) = feed();
+        let mut body = Watched::new(rx, s.register());
+        tx.send(Bytes::from_static(b"a"));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        let t0 = Instant::now();
+        assert_eq!(s.check(t0 + STALL + Duration::from_secs(1)), Verdict::Stalled, "a piece handed over, none taken");
+        // hyper comes back; the upstream has nothing yet.
+        let waker = futures_util::task::noop_waker();
+        assert!(Pin::new(&mut body).poll_frame(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(s.check(t0 + STALL * 5), Verdict::Busy);
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(s.check(t0 + STALL * 6), Verdict::Busy);
+    }
+
+    /// A body fed by hand: pieces sent, `Pending` while none is waiting.
+    fn feed() -> (Feed, FeedBody) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Feed(tx), FeedBody(rx))
+    }
+
+    struct Feed(tokio::sync::mpsc::UnboundedSender<Bytes>);
+
+    impl Feed {
+        fn send(&mut self, b: Bytes) {
+            self.0.send(b).unwrap();
+        }
+    }
+
+    struct FeedBody(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl HttpBody for FeedBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+}
