@@ -83,6 +83,17 @@ pub fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
+/// Whether a cookie-authenticated request's source must be checked (check
+/// 1) although its method is safe: a WebSocket handshake. It is a `GET`,
+/// but it opens a channel both ways with the cookie's authority, and a
+/// browser opens one from any page, cross-site, with the cookie and without
+/// CORS (cross-site WebSocket hijacking). Browsers always send `Origin` on
+/// it. The token (check 2) cannot be asked for: a page cannot add headers to
+/// a handshake.
+pub fn is_handshake(req: &crate::edge::HttpRequest) -> bool {
+    crate::proxy::tunnel::is_websocket_upgrade(req)
+}
+
 /// The origin this request was addressed to: its scheme and `Host`.
 fn own_origin(headers: &HeaderMap, ext: &http::Extensions, uri: &http::Uri) -> Option<String> {
     let tls =

@@ -445,11 +445,11 @@ impl Shared {
     }
 
     /// The `403 csrf` for a token from the route's cookie on an unsafe
-    /// method whose request comes from elsewhere than our own origin, the
+    /// method or a WebSocket handshake whose request comes from elsewhere than our own origin, the
     /// sessions' `allowed_origins` or the route's credentialed CORS origins
     /// (see [`csrf`]); `None` when the request may go on.
     fn cross_site(&self, req: &HttpRequest, source: TokenSource, verified: &Verified) -> Option<HttpResponse> {
-        if source != TokenSource::Cookie || csrf::is_safe(req.method()) {
+        if source != TokenSource::Cookie || (csrf::is_safe(req.method()) && !csrf::is_handshake(req)) {
             return None;
         }
         let sessions = self.sessions();

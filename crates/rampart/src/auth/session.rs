@@ -53,6 +53,11 @@ pub(super) async fn authenticate<S: Inner>(
         }
     };
     let subject = active.record.user_id.clone();
+    if csrf::is_handshake(&req) {
+        if let Err(f) = csrf::check_source(&sessions, req.headers(), req.extensions(), req.uri()) {
+            return Ok(csrf::refusal(&shared.state, req.extensions(), Some(&subject), f));
+        }
+    }
     if !csrf::is_safe(req.method()) {
         if let Err(f) = csrf::check_source(&sessions, req.headers(), req.extensions(), req.uri()) {
             return Ok(csrf::refusal(&shared.state, req.extensions(), Some(&subject), f));

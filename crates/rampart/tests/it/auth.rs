@@ -3,7 +3,7 @@
 //! gateway to a real upstream that echoes what it received.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
 use rampart_core::token::{issue, Alg, Claims, SigningKey};
@@ -143,6 +143,20 @@ async fn cookie_tokens_on_unsafe_methods_are_refused_cross_site() {
     // Safe methods, and a token in the Authorization header, are unchanged.
     let evil = [("origin", "https://evil.example")];
     assert_eq!(send(reqwest::Method::GET, "/maybe/x", &evil).await.unwrap().status(), 200);
+    // A WebSocket handshake is a GET, but another site's page may not open
+    // one with the cookie (cross-site WebSocket hijacking).
+    let handshake = |origin: &str| {
+        format!(
+            "GET /maybe/ws HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nOrigin: {origin}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            gw.addr
+        )
+    };
+    let reply = raw(gw.addr, handshake("https://evil.example").as_bytes(), Duration::from_secs(2)).await;
+    assert!(reply.starts_with("HTTP/1.1 403") && reply.contains("urn:rampart:problem:csrf"), "{reply}");
+    // From our own origin it goes on (the echo upstream does not switch protocols).
+    let reply = raw(gw.addr, handshake(&own).as_bytes(), Duration::from_secs(2)).await;
+    assert!(!reply.starts_with("HTTP/1.1 403"), "{reply}");
     let r = client().post(url(&gw, "/maybe/x")).bearer_auth(&t).header("origin", "https://evil.example").send();
     assert_eq!(r.await.unwrap().status(), 200);
 }

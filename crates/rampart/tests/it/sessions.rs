@@ -156,6 +156,22 @@ async fn login_and_csrf(db: &TestDb) {
     let r = b.req(reqwest::Method::GET, &url(&gw, "/api/x")).header("x-rampart-user", "admin").send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["headers"]["x-rampart-user"], ann.as_str());
 
+    // A WebSocket handshake needs no token (a page cannot add one), but
+    // another site may not open one with the cookie.
+    let handshake = |origin: &str| {
+        b.req(reqwest::Method::GET, &url(&gw, "/api/ws"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("origin", origin)
+            .send()
+    };
+    let p = problem(handshake("https://evil.example").await.unwrap(), 403).await;
+    assert_eq!(p["type"], "urn:rampart:problem:csrf", "{p}");
+    let own = format!("http://{}", gw.addr);
+    assert_ne!(handshake(&own).await.unwrap().status(), 403);
+
     // Unsafe methods need the token.
     let post = |b: &Browser| b.req(reqwest::Method::POST, &url(&gw, "/api/orders"));
     let p = problem(post(&b).send().await.unwrap(), 403).await;
