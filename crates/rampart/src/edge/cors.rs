@@ -6,7 +6,8 @@
 //! a 403 problem naming what was refused. An actual request from a disallowed
 //! origin is passed on, and its response goes back without CORS headers (the
 //! upstream's own removed too), so the browser withholds the response from the
-//! page. Routes without CORS pass everything through untouched.
+//! page. Routes without CORS pass everything through untouched. Forward-auth
+//! checks are never answered as preflights (see [`CorsService::call`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -87,7 +88,14 @@ impl<S: Inner> Service<HttpRequest> for CorsService<S> {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let preflight_method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned();
 
-        if let (true, Some(origin), Some(method)) = (req.method() == Method::OPTIONS, &origin, &preflight_method) {
+        // A forward-auth check is not answered as a preflight: the front proxy
+        // reads a 2xx as "allowed" and sends the `OPTIONS` on to the app,
+        // unauthenticated, and never shows our answer to the browser. It is
+        // judged as any other request.
+        let check = req.extensions().get::<super::forward_auth::ForwardAuthCheck>().is_some();
+        if let (true, false, Some(origin), Some(method)) =
+            (req.method() == Method::OPTIONS, check, &origin, &preflight_method)
+        {
             let requested = req
                 .headers()
                 .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)

@@ -58,20 +58,26 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// 6.4.3) read `X_Rampart_User` and `X-Rampart-User` as the same variable, so
 /// a client's underscored copy would pass for the gateway's own.
 pub fn strip_underscore_aliases(headers: &mut HeaderMap, identity: &rampart_core::config::auth::IdentityHeaders) {
-    let aliases: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().contains('_'))
-        .filter(|n| {
-            let dashed = n.as_str().replace('_', "-");
-            dashed.starts_with("x-forwarded-")
-                || ["forwarded", "x-real-ip", "x-request-id"].contains(&dashed.as_str())
-                || FORWARDING_LIKE.iter().chain(identity.all()).any(|v| v.as_str() == dashed)
-        })
-        .cloned()
-        .collect();
+    let aliases: Vec<HeaderName> = headers.keys().filter(|n| is_underscore_alias(n, identity)).cloned().collect();
     for name in aliases {
         headers.remove(name);
     }
+}
+
+/// Whether `headers` hold an underscored copy of a vouched header (see
+/// [`strip_underscore_aliases`]).
+pub fn has_underscore_alias(headers: &HeaderMap, identity: &rampart_core::config::auth::IdentityHeaders) -> bool {
+    headers.keys().any(|n| is_underscore_alias(n, identity))
+}
+
+fn is_underscore_alias(name: &HeaderName, identity: &rampart_core::config::auth::IdentityHeaders) -> bool {
+    if !name.as_str().contains('_') {
+        return false;
+    }
+    let dashed = name.as_str().replace('_', "-");
+    dashed.starts_with("x-forwarded-")
+        || ["forwarded", "x-real-ip", "x-request-id"].contains(&dashed.as_str())
+        || FORWARDING_LIKE.iter().chain(identity.all()).any(|v| v.as_str() == dashed)
 }
 
 /// Removes hop-by-hop headers, and every header the `Connection` header names.

@@ -102,6 +102,16 @@ impl ProxyService {
     /// The answer to a forward-auth check that every layer let through: 200
     /// with the identity headers the proxy should pass on.
     fn allow_check(&self, req: &HttpRequest) -> HttpResponse {
+        // The front proxy sends the client's own headers to the app, not ours:
+        // an underscored copy of a vouched header would reach it, and a
+        // CGI-style server reads it as the real one. nginx drops such headers
+        // itself; Caddy and Traefik pass them on.
+        if headers::has_underscore_alias(req.headers(), &self.identity) {
+            return Problem::new(StatusCode::BAD_REQUEST, "bad-forward-auth", "Bad request")
+                .detail("the request carries an underscored copy of a forwarding or identity header")
+                .rejected_by("forward_auth", "underscore_alias")
+                .into_response_for(req.extensions());
+        }
         let mut resp = http::Response::new(axum::body::Body::empty());
         for name in self.identity.all() {
             if let Some(v) = req.headers().get(name) {

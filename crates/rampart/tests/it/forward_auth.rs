@@ -282,6 +282,58 @@ async fn only_trusted_proxies_may_ask() {
     assert_eq!(client().get(url(&gw, "/open")).send().await.unwrap().status(), 200);
 }
 
+/// Two checks a front proxy could turn into an unchecked request to the app:
+/// a preflight-shaped check (a 2xx would send the `OPTIONS` to the app
+/// unauthenticated) is judged as any other request, and a check carrying an
+/// underscored copy of a vouched header (which the proxy would pass to the
+/// app as it came) is refused.
+#[tokio::test]
+async fn checks_the_proxy_would_pass_on_unchecked_are_refused() {
+    let up = start_upstream().await;
+    let gw = gateway(&config_with(
+        &format!("http://{up}"),
+        "trusted_proxies = ['127.0.0.1/32']",
+        &format!(
+            "[forward_auth]\npath = '/_rampart/auth'\n\
+             [auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = '{ISS}'\nsecret = '{SECRET}'\n\
+             [defaults.cors]\nallow_origins = ['https://app.example.com']\n\
+             [[routes]]\npath = '/private/**'\nauth = 'required'\n\
+             [[routes]]\npath = '/**'\n"
+        ),
+    ))
+    .await;
+    let check = |uri: &str, headers: &[(&str, &str)]| {
+        let mut rb = client().get(url(&gw, "/_rampart/auth")).header("x-original-uri", uri);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        rb.send()
+    };
+    let preflight = [
+        ("x-original-method", "OPTIONS"),
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "DELETE"),
+    ];
+    let v = problem(check("/private/delete?id=7", &preflight).await.unwrap(), 401).await;
+    assert_eq!(v["type"], "urn:rampart:problem:unauthorized", "{v}");
+    let bearer = format!("Bearer {}", token("u-1"));
+    let mut with_token = preflight.to_vec();
+    with_token.push(("authorization", &bearer));
+    assert_eq!(check("/private/delete?id=7", &with_token).await.unwrap().status(), 200);
+    // Proxied (not checked), the gateway answers the preflight itself.
+    let mut rb = client().request(reqwest::Method::OPTIONS, url(&gw, "/private/x"));
+    for (k, v) in &preflight[1..] {
+        rb = rb.header(*k, *v);
+    }
+    assert_eq!(rb.send().await.unwrap().status(), 204);
+
+    for name in ["x_rampart_user", "X_Forwarded_For", "x_request_id"] {
+        let v = problem(check("/open", &[(name, "admin")]).await.unwrap(), 400).await;
+        assert_eq!(v["type"], "urn:rampart:problem:bad-forward-auth", "{name}: {v}");
+    }
+    assert_eq!(check("/open", &[("x_custom", "fine")]).await.unwrap().status(), 200);
+}
+
 /// Rampart never sees the response of a request it only checked, so the
 /// cost the upstream reports cannot reach it: such a request is charged its
 /// budget's reservation.
