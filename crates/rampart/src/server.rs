@@ -688,7 +688,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let fut = self.dispatch(req);
         Box::pin(async move {
             let mut resp = fut.await?;
-            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            // A switch of protocols ends the HTTP exchanges on the connection
+            // anyway, and its `Connection: upgrade` must stay.
+            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
             Ok(resp)
         })
     }

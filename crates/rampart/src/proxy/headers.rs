@@ -80,6 +80,18 @@ fn is_underscore_alias(name: &HeaderName, identity: &rampart_core::config::auth:
         || FORWARDING_LIKE.iter().chain(identity.all()).any(|v| v.as_str() == dashed)
 }
 
+/// Whether the `Transfer-Encoding` of `headers` is `chunked` alone (the
+/// only coding hyper undoes).
+pub fn is_chunked_only(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    codings.next().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) && codings.next().is_none()
+}
+
 /// Removes hop-by-hop headers, and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Every header the `Connection` header names goes too, so look there
@@ -284,6 +296,20 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn only_chunked_alone_is_a_coding_hyper_undoes() {
+        let te = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            is_chunked_only(&h)
+        };
+        assert!(te(&["chunked"]) && te(&["Chunked"]) && te(&[" chunked , "]));
+        assert!(!te(&["gzip, chunked"]) && !te(&["gzip", "chunked"]) && !te(&["chunked, chunked"]));
+        assert!(!te(&["identity"]) && !te(&[""]) && !te(&[]));
+    }
 
     #[test]
     fn underscored_copies_of_vouched_headers_are_removed() {

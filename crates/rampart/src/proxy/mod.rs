@@ -390,6 +390,15 @@ impl ProxyService {
                 (StatusCode::SWITCHING_PROTOCOLS, Some(client_side))
                     if resp.headers().get(header::UPGRADE).is_some_and(tunnel::names_websocket) =>
                 {
+                    // The answer's own hop-by-hop headers (and any header its
+                    // `Connection` names) stay on the upstream's side; the
+                    // switch itself is announced again.
+                    let upgrade = resp.headers_mut().remove(header::UPGRADE);
+                    headers::strip_hop_by_hop(resp.headers_mut());
+                    if let Some(upgrade) = upgrade {
+                        resp.headers_mut().insert(header::UPGRADE, upgrade);
+                    }
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     let upstream_side = hyper::upgrade::on(&mut resp);
                     let idle = self.tunnel_idle;
                     tokio::spawn(async move {
@@ -409,7 +418,23 @@ impl ProxyService {
                         .rejected_by("proxy", "bad_upgrade")
                         .into_response_with(request_id.as_ref());
                 }
-                _ => headers::strip_hop_by_hop(resp.headers_mut()),
+                _ => {
+                    if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+                        // hyper has decoded the chunks and left the headers.
+                        // A `Content-Length` beside them is void (RFC 9112
+                        // §6.3) and, kept, would frame the answer to the
+                        // client by it; another coding hyper has not undone.
+                        if !headers::is_chunked_only(resp.headers()) {
+                            self.metrics.upstream_error(&settings.name, "protocol");
+                            return Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
+                                .detail("the upstream's answer used a transfer coding other than chunked")
+                                .rejected_by("proxy", "bad_framing")
+                                .into_response_with(request_id.as_ref());
+                        }
+                        resp.headers_mut().remove(header::CONTENT_LENGTH);
+                    }
+                    headers::strip_hop_by_hop(resp.headers_mut())
+                }
             }
             route.response_headers.apply(resp.headers_mut());
             resp.extensions_mut().insert(UpstreamTiming(elapsed));
