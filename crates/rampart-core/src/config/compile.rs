@@ -1117,6 +1117,15 @@ fn compile_upstream(name: &str, cfg: &UpstreamConfig, at: &ConfigPath, errs: &mu
             errs.push(bat.push_key("open_for"), "open_for and window must be longer than zero");
         }
     }
+    if cfg.preserve_host && cfg.http2 {
+        // Over HTTP/2 the target's address goes in `:authority`, and a `Host`
+        // that differs makes the request malformed (RFC 9113 §8.3.1): servers
+        // refuse it, or read one or the other.
+        errs.push(
+            at.push_key("preserve_host"),
+            "cannot be used with http2 = true (HTTP/2 sends the host as :authority)",
+        );
+    }
     if cfg.retries.attempts == 0 || cfg.retries.attempts > super::model::MAX_ATTEMPTS {
         let msg = format!("must be between 1 (no retry) and {}", super::model::MAX_ATTEMPTS);
         errs.push(at.push_key("retries").push_key("attempts"), msg);

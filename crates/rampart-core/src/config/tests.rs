@@ -183,6 +183,11 @@ fn defaults_may_not_match_and_upstreams_must_exist() {
     check_err("version = 1\n", &[], &["no upstreams are defined"]);
     check_err("version = 1\n[upstreams.default]\nurl = 'ftp://x'\n", &[], &["upstreams.default.url (line 3)"]);
     check_err("version = 1\n[upstreams.default]\nurl = 'http://u:p@x'\n", &[], &["credentials"]);
+    check_err(
+        "version = 1\n[upstreams.default]\nurl = 'http://x'\nhttp2 = true\npreserve_host = true\n",
+        &[],
+        &["upstreams.default.preserve_host", "http2"],
+    );
 }
 
 #[test]
