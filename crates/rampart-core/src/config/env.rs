@@ -105,7 +105,8 @@ impl fmt::Display for ConfigPath {
 /// each with the variable that set it, so errors can name the variable.
 ///
 /// A value that parses as a TOML value (`8080`, `true`, `["a", "b"]`, `"quoted"`)
-/// is used as such; anything else is taken as a plain string.
+/// is used as such; anything else, and any value of a key in [`SECRET_KEYS`],
+/// is taken as a plain string.
 pub fn apply_env(doc: &mut Table, env: &[(String, String)]) -> Result<Vec<(ConfigPath, String)>, (String, String)> {
     let mut applied = Vec::new();
     for (name, raw) in env {
@@ -125,7 +126,11 @@ pub fn apply_env(doc: &mut Table, env: &[(String, String)]) -> Result<Vec<(Confi
                 })
                 .collect(),
         );
-        set_path(doc, &path.0, parse_env_value(raw)).map_err(|why| (name.clone(), why.to_string()))?;
+        // A secret is text whatever it looks like: a token of digits stays a
+        // string (and never shows up in a type error).
+        let secret = matches!(path.0.last(), Some(PathSegment::Key(k)) if SECRET_KEYS.contains(&k.as_str()));
+        let value = if secret { Value::String(raw.clone()) } else { parse_env_value(raw) };
+        set_path(doc, &path.0, value).map_err(|why| (name.clone(), why.to_string()))?;
         applied.push((path, name.clone()));
     }
     Ok(applied)

@@ -158,7 +158,10 @@ pub fn parse_file(
 
     serde_path_to_error::deserialize::<_, ConfigFile>(toml::Value::Table(table)).map_err(|e| {
         let path = serde_path(e.path());
-        let message = explain_serde_error(&e.inner().to_string());
+        let mut message = explain_serde_error(&e.inner().to_string());
+        if holds_secret(e.path()) {
+            message = without_quoted_values(&message);
+        }
         locate_one(text, &applied, ConfigError::at(path, message)).into()
     })
 }
@@ -190,6 +193,39 @@ fn serde_path(path: &serde_path_to_error::Path) -> ConfigPath {
 
 /// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a message with
 /// a did-you-mean suggestion.
+/// Whether the value at `path` may be a secret: a key of
+/// [`env::SECRET_KEYS`], or a header rewrite's value (`…headers.set.NAME`).
+fn holds_secret(path: &serde_path_to_error::Path) -> bool {
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    keys.iter().any(|k| env::SECRET_KEYS.contains(k)) || keys.contains(&"set")
+}
+
+/// `message` with every `quoted` value left out: serde quotes the value it
+/// could not take ("invalid type: integer `80418273645`, expected a
+/// string"), which for a secret must not reach a log.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((before, after)) = rest.split_once('`') {
+        out.push_str(before.strip_suffix(' ').unwrap_or(before));
+        match after.split_once('`') {
+            Some((_, tail)) => rest = tail,
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn explain_serde_error(message: &str) -> String {
     let message = message.trim();
     let Some(rest) = message.strip_prefix("unknown field `") else {

@@ -165,6 +165,25 @@ fn env_overrides_apply_and_errors_name_the_variable() {
     check_err(BASE, &[("RAMPART_SERVER__LISTN", "x")], &["set by RAMPART_SERVER__LISTN", "did you mean `listen`"]);
 }
 
+/// A secret that looks like a number is a string, and no error quotes a
+/// secret's value (errors reach logs, the audit log and the reload answer).
+#[test]
+fn errors_never_quote_secret_values() {
+    let env = [("RAMPART_METRICS__ADMIN_TOKEN".to_string(), "80418273645".to_string())];
+    let policy = load(&format!("{BASE}[metrics]\n"), &env, &no_files).unwrap();
+    assert_eq!(policy.admin_token.as_ref().map(|t| t.expose()), Some("80418273645"));
+
+    let refused = |text: &str| load(text, &[], &no_files).expect_err("refused").to_string();
+    let err = refused(&format!("{BASE}[metrics]\nadmin_token = 80418273645\n"));
+    assert!(err.contains("metrics.admin_token") && !err.contains("80418273645"), "{err}");
+    let err =
+        refused(&format!("{BASE}[defaults.request_headers]\nset = {{ authorization = \"Bearer s\\u0001cret\" }}\n"));
+    assert!(err.contains("authorization") && !err.contains("cret"), "{err}");
+    // Other values are still quoted where that helps.
+    let err = refused(&format!("{BASE}[server]\nworkers = 'many'\n"));
+    assert!(err.contains("many"), "{err}");
+}
+
 #[test]
 fn secret_files_feed_values() {
     let text = "version = 1\n[upstreams.default]\nurl_file = '/run/secrets/up'\n";
