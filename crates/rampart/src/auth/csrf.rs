@@ -83,13 +83,13 @@ pub fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
-/// Whether a cookie-authenticated request's source must be checked (check
-/// 1) although its method is safe: a WebSocket handshake. It is a `GET`,
+/// Whether a cookie-authenticated request's source must be checked (the
+/// first check) although its method is safe: a WebSocket handshake. It is a `GET`,
 /// but it opens a channel both ways with the cookie's authority, and a
 /// browser opens one from any page, cross-site, with the cookie and without
 /// CORS (cross-site WebSocket hijacking). Browsers always send `Origin` on
-/// it. The token (check 2) cannot be asked for: a page cannot add headers to
-/// a handshake.
+/// it. The token (the second check) cannot be asked for: a page cannot add
+/// headers to a handshake.
 pub fn is_handshake(req: &crate::edge::HttpRequest) -> bool {
     crate::proxy::tunnel::is_websocket_upgrade(req)
 }
