@@ -148,7 +148,8 @@ pub fn build_runtime(policy: Policy, metrics: &Arc<Metrics>, state: &Arc<LimitSt
     // Route lookup once, for all layers below.
     let stack = RouteLayer::new(policy.clone()).layer(stack);
     // A forward-auth check becomes the request it asks about, before routing.
-    let stack = ForwardAuthLayer::new(policy.forward_auth.as_deref()).layer(stack);
+    let stack =
+        ForwardAuthLayer::new(policy.forward_auth.as_deref(), policy.default_security_headers.clone()).layer(stack);
     // The client address, before anything keys on it.
     let stack = ClientIpLayer::new(s.trusted_proxies.clone()).layer(stack);
     // The request id first, so every response and log line has one.

@@ -24,8 +24,10 @@ use http::{Method, StatusCode, Uri};
 use rampart_core::client_ip::ClientInfo;
 use tower::{Layer, Service};
 
-use super::{HttpRequest, Inner, LayerFuture};
+use super::security_headers::Finish;
+use super::{HttpRequest, Inner, LayerFuture, PostProcess};
 use crate::problem::Problem;
+use rampart_core::config::SecurityHeaders;
 
 /// Marks a request that is a forward-auth check, not one to proxy.
 #[derive(Clone, Copy, Debug)]
@@ -38,19 +40,23 @@ const FORWARDED_HOST: &str = "x-forwarded-host";
 #[derive(Clone, Debug, Default)]
 pub struct ForwardAuthLayer {
     path: Option<std::sync::Arc<str>>,
+    headers: std::sync::Arc<SecurityHeaders>,
 }
 
 impl ForwardAuthLayer {
-    /// `path`: the endpoint (`None`: off, every request passes untouched).
-    pub fn new(path: Option<&str>) -> Self {
-        Self { path: path.map(std::sync::Arc::from) }
+    /// `path`: the endpoint (`None`: off, every request passes untouched);
+    /// `headers`: the default security headers, for this layer's own
+    /// refusals (it runs before route lookup, above the security-headers
+    /// layer, and Caddy and Traefik pass its answers to the client).
+    pub fn new(path: Option<&str>, headers: std::sync::Arc<SecurityHeaders>) -> Self {
+        Self { path: path.map(std::sync::Arc::from), headers }
     }
 }
 
 impl<S> Layer<S> for ForwardAuthLayer {
     type Service = ForwardAuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ForwardAuthService { inner, path: self.path.clone() }
+        ForwardAuthService { inner, path: self.path.clone(), headers: self.headers.clone() }
     }
 }
 
@@ -58,6 +64,7 @@ impl<S> Layer<S> for ForwardAuthLayer {
 pub struct ForwardAuthService<S> {
     inner: S,
     path: Option<std::sync::Arc<str>>,
+    headers: std::sync::Arc<SecurityHeaders>,
 }
 
 impl<S: Inner> Service<HttpRequest> for ForwardAuthService<S> {
@@ -79,6 +86,7 @@ impl<S: Inner> Service<HttpRequest> for ForwardAuthService<S> {
                 .detail("forward-auth checks are answered for trusted proxies only")
                 .rejected_by("forward_auth", "untrusted_peer")
                 .into_response_for(req.extensions());
+            let resp = Finish::for_request(self.headers.clone(), req.extensions()).apply(resp);
             return Either::Right(Box::pin(async move { Ok(resp) }));
         }
         if let Err(what) = rewrite(&mut req) {
@@ -86,6 +94,7 @@ impl<S: Inner> Service<HttpRequest> for ForwardAuthService<S> {
                 .detail(what)
                 .rejected_by("forward_auth", "bad_request")
                 .into_response_for(req.extensions());
+            let resp = Finish::for_request(self.headers.clone(), req.extensions()).apply(resp);
             return Either::Right(Box::pin(async move { Ok(resp) }));
         }
         Either::Left(self.inner.call(req))

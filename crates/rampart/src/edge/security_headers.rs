@@ -70,9 +70,8 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let ext = req.extensions();
         let policy = ext.get::<MatchedRoute>().map_or_else(|| self.headers.clone(), |r| r.0.security_headers.clone());
-        let tls =
-            ext.get::<ConnInfo>().is_some_and(|c| c.tls) || ext.get::<ClientInfo>().is_some_and(|c| c.forwarded_https);
-        Post::new(self.inner.call(req), Some(Finish { policy, tls }))
+        let finish = Finish::for_request(policy, ext);
+        Post::new(self.inner.call(req), Some(finish))
     }
 }
 
@@ -80,6 +79,16 @@ impl<S: Inner> Service<HttpRequest> for SecurityHeadersService<S> {
 pub struct Finish {
     policy: Arc<SecurityHeaders>,
     tls: bool,
+}
+
+impl Finish {
+    /// For a response made above this layer (before route lookup), with
+    /// `policy` (the defaults) and the request's `ext`.
+    pub fn for_request(policy: Arc<SecurityHeaders>, ext: &http::Extensions) -> Self {
+        let tls =
+            ext.get::<ConnInfo>().is_some_and(|c| c.tls) || ext.get::<ClientInfo>().is_some_and(|c| c.forwarded_https);
+        Self { policy, tls }
+    }
 }
 
 impl PostProcess for Finish {

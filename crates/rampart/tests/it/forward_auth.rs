@@ -276,6 +276,7 @@ async fn only_trusted_proxies_may_ask() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
     let v = problem(r, 403).await;
     assert_eq!(v["type"], "urn:rampart:problem:forward-auth-refused");
     // Its other requests are proxied as usual.
@@ -331,6 +332,11 @@ async fn checks_the_proxy_would_pass_on_unchecked_are_refused() {
         let v = problem(check("/open", &[(name, "admin")]).await.unwrap(), 400).await;
         assert_eq!(v["type"], "urn:rampart:problem:bad-forward-auth", "{name}: {v}");
     }
+    // The forward-auth layer's own refusals carry the security headers too
+    // (Caddy and Traefik hand them to the client).
+    let r = client().get(url(&gw, "/_rampart/auth")).header("x-forwarded-for", "192.0.2.1").send().await.unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:bad-forward-auth");
     assert_eq!(check("/open", &[("x_custom", "fine")]).await.unwrap().status(), 200);
 }
 
