@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+/// A length of the open-stream list past which registering sweeps it.
+const PRUNE_AT: usize = 256;
+
 /// The streams of one HTTP/2 connection.
 #[derive(Debug)]
 pub struct Streams {
@@ -92,7 +95,15 @@ impl Streams {
     /// A new request's stream, open until the last clone is dropped.
     pub fn register(&self) -> Arc<Stream> {
         let stream = Arc::new(Stream { owed_since: AtomicU64::new(0), epoch: self.epoch });
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).push(stream.clone());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Ended streams are swept at each check, and here too once they pile
+        // up, so the list stays near the streams really open (at most
+        // hyper's concurrent-stream limit) however fast a client opens them.
+        if open.len() >= PRUNE_AT {
+            open.retain(|s| Arc::strong_count(s) > 1);
+        }
+        open.push(stream.clone());
+        drop(open);
         self.started.fetch_add(1, Ordering::Relaxed);
         stream
     }
@@ -234,6 +245,18 @@ mod tests {
         assert_eq!(s.check(t0 + IDLE * 3), Verdict::Busy, "waiting on the upstream is not idle");
         drop(stream);
         assert_eq!(s.open(), 0);
+    }
+
+    #[test]
+    fn ended_streams_do_not_pile_up_between_checks() {
+        let s = Streams::new(IDLE, STALL);
+        let kept: Vec<_> = (0..10).map(|_| s.register()).collect();
+        for _ in 0..10 * PRUNE_AT {
+            drop(s.register());
+        }
+        let len = s.open.lock().unwrap().len();
+        assert!(len <= PRUNE_AT + kept.len(), "{len} entries for {} open streams", kept.len());
+        assert_eq!(s.open(), kept.len());
     }
 
     #[test]
