@@ -17,6 +17,21 @@ fn check_err(text: &str, env: &[(&str, &str)], expected: &[&str]) {
     }
 }
 
+/// A catch-all `trusted_proxies` entry would let every client spoof its
+/// address: refused, naming the entry.
+#[test]
+fn a_catch_all_trusted_proxy_is_refused() {
+    for all in ["0.0.0.0/0", "::/0", "10.0.0.0/0"] {
+        check_err(
+            &format!("{BASE}[server]\ntrusted_proxies = ['10.0.0.0/8', '{all}']\n"),
+            &[],
+            &["server.trusted_proxies[1]", "trusts every address"],
+        );
+    }
+    let text = format!("{BASE}[server]\ntrusted_proxies = ['10.0.0.0/8', '::1']\n");
+    assert!(load(&text, &[], &no_files).is_ok());
+}
+
 /// A GET route takes HEAD too: frameworks run the GET handler for it, so
 /// HEAD falling through to a looser route would escape the GET's policy.
 #[test]
