@@ -205,6 +205,17 @@ impl OriginPattern {
     pub fn is_any(&self) -> bool {
         matches!(self, Self::Any)
     }
+
+    /// True for a wildcard over the subdomains of a single label, as
+    /// `https://*.com`: a whole top-level domain, where anyone can register
+    /// a site. (`*.localhost` names only the local machine and is not
+    /// counted.) Deeper public suffixes (`*.co.uk`) are not known here.
+    pub fn covers_a_top_level_domain(&self) -> bool {
+        match self {
+            Self::Wildcard { host, subdomains: true, .. } => !host.contains('.') && host != "localhost",
+            _ => false,
+        }
+    }
 }
 
 /// Splits `host[:port]` or `[v6][:port]`. `None` when brackets are unbalanced

@@ -224,6 +224,29 @@ pub fn load_policy_text(text: &str) -> Result<Policy, ConfigErrors> {
 
 /// Validates a new policy and, only if all is well, installs it. Either way the
 /// outcome goes to the audit log.
+/// The settings read once at start that a reload leaves as they were, named
+/// when `new` changes them: `[identity]` (all of it), `[bans]`, `[abuse]` and
+/// `[limits] max_keys`. The sections are compared by their `Debug` text
+/// (they have no `PartialEq`), in which secrets print redacted: a change of a
+/// secret alone is not named.
+pub fn restart_only_changes(old: &Policy, new: &Policy) -> Vec<&'static str> {
+    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut changed = Vec::new();
+    if differ(&old.identity, &new.identity) {
+        changed.push("[identity]");
+    }
+    if differ(&old.bans, &new.bans) {
+        changed.push("[bans]");
+    }
+    if differ(&old.abuse, &new.abuse) {
+        changed.push("[abuse]");
+    }
+    if old.limits.max_keys != new.limits.max_keys {
+        changed.push("[limits] max_keys");
+    }
+    changed
+}
+
 pub fn reload(
     shared: &SharedRuntime,
     metrics: &Arc<Metrics>,
@@ -254,11 +277,8 @@ pub fn reload(
         {
             tracing::warn!("[storage] or [audit] changed; it takes effect at the next restart");
         }
-        if policy.identity.is_some() != old.policy.identity.is_some()
-            || policy.identity.as_ref().map(|i| (&i.prefix, &i.issuer))
-                != old.policy.identity.as_ref().map(|i| (&i.prefix, &i.issuer))
-        {
-            tracing::warn!("[identity] changed; it takes effect at the next restart");
+        for section in restart_only_changes(&old.policy, &policy) {
+            tracing::warn!(section, "{section} changed; it takes effect after a restart");
         }
         build_runtime(policy, metrics, state).context("building the new policy")
     });
@@ -281,5 +301,35 @@ pub fn reload(
             tracing::error!(error = %format!("{e:#}"), "config reload refused; the running policy stays in force");
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const BASE: &str = "version = 1\n[upstreams.default]\nurl = 'http://127.0.0.1:8000'\n";
+    const IDENTITY: &str = "[identity]\nenabled = true\nissuer = 'https://x.test'\n\
+                            secret_key = '0123456789abcdef0123456789abcdef'\n";
+
+    #[track_caller]
+    fn check(old: &str, new: &str, expected: &[&str]) {
+        let (old, new) =
+            (load_policy_text(&format!("{BASE}{old}")).unwrap(), load_policy_text(&format!("{BASE}{new}")).unwrap());
+        assert_eq!(restart_only_changes(&old, &new), expected);
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_it_does_not_apply() {
+        check("", "", &[]);
+        check(IDENTITY, IDENTITY, &[]);
+        check(IDENTITY, &format!("{IDENTITY}registration = true\n"), &["[identity]"]);
+        check("", IDENTITY, &["[identity]"]);
+        check("", "[bans]\nmax_tracked = 5\n", &["[bans]"]);
+        check("", "[abuse]\ntop_k = 7\n", &["[abuse]"]);
+        check("", "[limits]\nmax_keys = 1000\n", &["[limits] max_keys"]);
+        // Routes and the rest apply at once: nothing to name.
+        check("", "[[routes]]\npath = '/x'\n", &[]);
     }
 }

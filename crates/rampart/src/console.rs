@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rampart_core::config::Policy;
 
-use crate::app::{load_policy, reload, SharedRuntime};
+use crate::app::{load_policy, load_policy_text, reload, SharedRuntime};
 use crate::limit::LimitState;
 use crate::observe::audit::AuditSink;
 use crate::observe::health::Health;
@@ -26,6 +26,10 @@ pub struct Console {
     limits: Weak<LimitState>,
     audit: Arc<AuditSink>,
     source: Mutex<Source>,
+    /// Held across a whole reload (read, build, install), so that a SIGHUP
+    /// and `POST /admin/reload` arriving together cannot install an older
+    /// read over a newer one.
+    reloading: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -61,6 +65,7 @@ impl Console {
             limits: Arc::downgrade(limits),
             audit,
             source: Mutex::default(),
+            reloading: Mutex::new(()),
         })
     }
 
@@ -95,15 +100,24 @@ impl Console {
     }
 
     /// Reloads the config file: installed only if valid; audited either way.
+    /// Reloads run one at a time, and `/admin/config` then shows the text
+    /// that was installed, not a later read of the file.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.source.lock().unwrap_or_else(|e| e.into_inner()).path.clone();
         let Some(path) = path else { return Err(ReloadError::NoSource) };
         let (Some(limits), Some(shared)) = (self.limits.upgrade(), self.shared.upgrade()) else {
             return Err(ReloadError::Refused("the gateway is shutting down".into()));
         };
-        reload(&shared, &self.metrics, &limits, &self.audit, load_policy(&path))
+        let text = std::fs::read_to_string(&path);
+        let policy = match &text {
+            Ok(text) => load_policy_text(text),
+            // The same error as a failed read in `load_policy`.
+            Err(_) => load_policy(&path),
+        };
+        reload(&shared, &self.metrics, &limits, &self.audit, policy)
             .map_err(|e| ReloadError::Refused(format!("{e:#}")))?;
-        let redacted = redacted_file(&path);
+        let redacted = text.ok().and_then(|t| redacted_text(&t));
         self.source.lock().unwrap_or_else(|e| e.into_inner()).redacted = redacted;
         Ok(())
     }
@@ -125,9 +139,12 @@ impl Console {
 }
 
 fn redacted_file(path: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
+    redacted_text(&std::fs::read_to_string(path).ok()?)
+}
+
+fn redacted_text(text: &str) -> Option<serde_json::Value> {
     let env: Vec<(String, String)> =
         std::env::vars().filter(|(k, _)| k.starts_with(rampart_core::config::env::ENV_PREFIX)).collect();
-    let table = rampart_core::config::redact::redacted_config(&text, &env).ok()?;
+    let table = rampart_core::config::redact::redacted_config(text, &env).ok()?;
     serde_json::to_value(table).ok()
 }

@@ -102,7 +102,13 @@ impl Gateway {
             Some(a) => {
                 let ops = TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (metrics)"))?;
                 let ops_addr = ops.local_addr()?;
-                let router = ops_router(metrics.clone(), health.clone(), limits.clone(), shared.clone());
+                let router = ops_router(
+                    metrics.clone(),
+                    health.clone(),
+                    limits.clone(),
+                    shared.clone(),
+                    settings.body_read_timeout,
+                );
                 tokio::spawn(serve_ops(ops, router, settings.header_read_timeout, ops_stop_rx));
                 Some(ops_addr)
             }
@@ -245,7 +251,8 @@ pub const MAX_OPS_CONNECTIONS: usize = 256;
 
 /// Serves the operations listener until `stop`: HTTP/1.1, each request's
 /// head within `header_timeout` (an idle keep-alive connection is closed
-/// then too), at most [`MAX_OPS_CONNECTIONS`] at once. Connections still
+/// then too; the router bounds the rest of the request), at most
+/// [`MAX_OPS_CONNECTIONS`] at once. Connections still
 /// open at `stop` finish their request.
 async fn serve_ops(
     listener: TcpListener,

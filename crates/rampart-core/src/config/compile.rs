@@ -818,7 +818,19 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
     let listen = errs.check(p("server.listen"), parse_socket_addr(&s.listen));
     let mut nets = Vec::new();
     for (i, cidr) in s.trusted_proxies.iter().enumerate() {
-        if let Some(net) = errs.check(p("server.trusted_proxies").push_index(i), parse_net(cidr)) {
+        let trusted = parse_net(cidr).and_then(|net| {
+            // Trusting every address lets every client name its own address
+            // in the forwarding header, and so escape limits and bans.
+            if net.prefix_len() == 0 {
+                Err(format!(
+                    "`{cidr}` trusts every address, so any client could set its own address in the forwarding \
+                     header; list only your proxies' addresses or networks"
+                ))
+            } else {
+                Ok(net)
+            }
+        });
+        if let Some(net) = errs.check(p("server.trusted_proxies").push_index(i), trusted) {
             nets.push(net);
         }
     }
@@ -1380,6 +1392,15 @@ fn compile_cors(c: &CorsConfig, at: &ConfigPath, errs: &mut Errors) -> Option<Co
                 errs.push(
                     at.push_key("allow_origins").push_index(i),
                     "`*` together with allow_credentials = true would let any site make credentialed requests; list the origins instead",
+                );
+            }
+            if pat.covers_a_top_level_domain() && c.allow_credentials {
+                errs.push(
+                    at.push_key("allow_origins").push_index(i),
+                    format!(
+                        "`{o}` matches every site of a top-level domain, which anyone can register; with \
+                         allow_credentials = true name your own domain (`https://*.example.com`)"
+                    ),
                 );
             }
             origins.push(pat);

@@ -17,6 +17,39 @@ fn check_err(text: &str, env: &[(&str, &str)], expected: &[&str]) {
     }
 }
 
+/// A catch-all `trusted_proxies` entry would let every client spoof its
+/// address: refused, naming the entry.
+#[test]
+fn a_catch_all_trusted_proxy_is_refused() {
+    for all in ["0.0.0.0/0", "::/0", "10.0.0.0/0"] {
+        check_err(
+            &format!("{BASE}[server]\ntrusted_proxies = ['10.0.0.0/8', '{all}']\n"),
+            &[],
+            &["server.trusted_proxies[1]", "trusts every address"],
+        );
+    }
+    let text = format!("{BASE}[server]\ntrusted_proxies = ['10.0.0.0/8', '::1']\n");
+    assert!(load(&text, &[], &no_files).is_ok());
+}
+
+/// With credentials, an origin wildcard over a whole top-level domain is
+/// refused; without them, or over a registrable domain, it is accepted.
+#[test]
+fn a_credentialed_wildcard_over_a_top_level_domain_is_refused() {
+    let cors = |origin: &str, credentials: bool| {
+        format!(
+            "{BASE}[[routes]]\npath = '/**'\n[routes.cors]\nallow_origins = ['https://app.example.com', '{origin}']\nallow_credentials = {credentials}\n"
+        )
+    };
+    for origin in ["https://*.com", "http://*.dev:*"] {
+        check_err(&cors(origin, true), &[], &["routes[0].cors.allow_origins[1]", "top-level domain"]);
+        assert!(load(&cors(origin, false), &[], &no_files).is_ok(), "{origin} without credentials");
+    }
+    for origin in ["https://*.example.com", "http://*.localhost:*"] {
+        assert!(load(&cors(origin, true), &[], &no_files).is_ok(), "{origin}");
+    }
+}
+
 /// A GET route takes HEAD too: frameworks run the GET handler for it, so
 /// HEAD falling through to a looser route would escape the GET's policy.
 #[test]

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -67,8 +67,13 @@ pub struct Revocations {
     token_life_ms: u64,
     /// Unix ms of the last successful poll.
     last_sync: AtomicU64,
-    /// Unix ms the next poll reads from.
-    cursor: AtomicU64,
+    /// Where the next poll reads denied `jti`s from: (Unix ms, last id read
+    /// at that ms, empty for all of it).
+    denied_cursor: Mutex<(u64, String)>,
+    /// The same for raised token versions (by user id). Each kind keeps its
+    /// own cursor, moved only by its own page: a full page of one kind must
+    /// not carry the other past rows it has not read.
+    versions_cursor: Mutex<(u64, String)>,
     /// Polls so far (expired rows are deleted every [`PURGE_EVERY`]).
     polls: AtomicU64,
     stale_after_ms: u64,
@@ -78,6 +83,21 @@ pub struct Revocations {
 impl std::fmt::Debug for Revocations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Revocations").field("jtis", &self.jtis_len()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a kind's next poll starts. After a full page: right after its last
+/// row (no overlap, or a long backlog would be read forever; the id moves past
+/// a run of rows of the same millisecond). Otherwise: the overlap back from
+/// now, from the first row of that millisecond.
+fn next_cursor(last: Option<(u64, &String)>, full: bool, since: u64, now_ms: u64) -> (u64, String) {
+    match last {
+        Some((at, id)) if full => (at, id.clone()),
+        _ => (now_ms.saturating_sub(OVERLAP_MS).max(since), String::new()),
     }
 }
 
@@ -93,12 +113,15 @@ impl Revocations {
             db,
             token_life_ms: u64::try_from(token_life.as_millis()).unwrap_or(u64::MAX),
             last_sync: AtomicU64::new(0),
-            cursor: AtomicU64::new(0),
+            denied_cursor: Mutex::new((0, String::new())),
+            versions_cursor: Mutex::new((0, String::new())),
             polls: AtomicU64::new(0),
             stale_after_ms: u64::try_from(STALE_AFTER.as_millis()).unwrap_or(u64::MAX),
             redis: std::sync::OnceLock::new(),
         });
-        this.cursor.store(now_ms.saturating_sub(this.token_life_ms.saturating_add(MARGIN_MS)), Ordering::Relaxed);
+        let start = now_ms.saturating_sub(this.token_life_ms.saturating_add(MARGIN_MS));
+        *lock(&this.denied_cursor) = (start, String::new());
+        *lock(&this.versions_cursor) = (start, String::new());
         this.poll(now_ms).await?;
         Ok(this)
     }
@@ -182,29 +205,34 @@ impl Revocations {
         self.jtis.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Reads what changed since the cursor (minus the overlap), applies it and
+    /// Reads what changed since the cursors (minus the overlap), applies it and
     /// sweeps expired entries.
     async fn poll(&self, now_ms: u64) -> anyhow::Result<()> {
-        let since = self.cursor.load(Ordering::Relaxed);
-        let mut newest = since;
-        let denied = self.db.denied_since(since, now_ms, PAGE).await?;
-        let changed = self.db.versions_changed_since(since, PAGE).await?;
-        let full = denied.len() == PAGE as usize || changed.len() == PAGE as usize;
-        for (jti, until, at) in denied {
-            newest = newest.max(at);
+        self.poll_page(now_ms, PAGE).await
+    }
+
+    async fn poll_page(&self, now_ms: u64, page: u32) -> anyhow::Result<()> {
+        let (since, after) = lock(&self.denied_cursor).clone();
+        let denied = self.db.denied_since(since, &after, now_ms, page).await?;
+        let denied_full = denied.len() == page as usize;
+        let next_denied = next_cursor(denied.last().map(|(jti, _, at)| (*at, jti)), denied_full, since, now_ms);
+        for (jti, until, _) in denied {
             self.insert_jti(jti, until);
         }
+        *lock(&self.denied_cursor) = next_denied;
+
+        let (since, after) = lock(&self.versions_cursor).clone();
+        let changed = self.db.versions_changed_since(since, &after, page).await?;
+        let changed_full = changed.len() == page as usize;
+        let next_versions = next_cursor(changed.last().map(|(user, _, at)| (*at, user)), changed_full, since, now_ms);
         for (user, version, at) in changed {
-            newest = newest.max(at);
             let until = self.user_entry_until(at);
             if until > now_ms {
                 self.insert_user(user, version, until);
             }
         }
-        // A full page: continue from its newest change next time (no overlap,
-        // or a long backlog would be read forever); else read back the overlap.
-        let next = if full { newest.max(since) } else { now_ms.saturating_sub(OVERLAP_MS).max(since) };
-        self.cursor.store(next, Ordering::Relaxed);
+        *lock(&self.versions_cursor) = next_versions;
+        let full = denied_full || changed_full;
         self.jtis.write().unwrap_or_else(|e| e.into_inner()).retain(|_, until| *until > now_ms);
         self.users.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, until)| *until > now_ms);
         if !full {
@@ -286,6 +314,30 @@ mod tests {
         r.user_version_raised("u1", 1, now).await;
         assert!(r.is_revoked("u1", None, 2));
         assert!(r.is_current(now));
+    }
+
+    /// Pages of two rows: a full page of logouts neither lets the newer
+    /// version change carry the logout cursor past `j3` and `j4` (one shared
+    /// cursor did), nor reads the same page forever when more logouts share
+    /// a millisecond than a page holds (a cursor of the time alone did).
+    #[tokio::test]
+    async fn each_kind_pages_on_its_own_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = revocations(dir.path()).await;
+        let now = super::super::service::now_ms();
+        for jti in ["j1", "j2", "j3"] {
+            r.db.deny_jti(jti, now + 600_000, now).await.unwrap();
+        }
+        r.db.deny_jti("j4", now + 600_000, now + 2).await.unwrap();
+        let user = r.db.create_user(&crate::store::identity::users::NewUser::named("rev"), now).await.unwrap();
+        r.db.bump_token_version(&user.id, now + 5).await.unwrap();
+        for _ in 0..3 {
+            r.poll_page(now + 10, 2).await.unwrap();
+        }
+        assert!(r.is_revoked(&user.id, None, 0));
+        for jti in ["j1", "j2", "j3", "j4"] {
+            assert!(r.is_revoked("u", Some(jti), 0), "{jti} was skipped");
+        }
     }
 
     #[tokio::test]

@@ -122,7 +122,11 @@ impl MemoryStore {
             if let Some(slot) = shard.tats.get_mut(&hash) {
                 let (decision, store) = decide(Some(*slot), now_ns, &check.params, check.weight, check.op);
                 match store.filter(|_| decision.allowed) {
-                    Some(tat) if tat > now_ns => *slot = tat,
+                    Some(tat) if tat > now_ns => {
+                        *slot = tat;
+                        // A refund lowers a TAT: keep `floor` below it (see `Shard`).
+                        shard.floor = shard.floor.min(tat);
+                    }
                     // Idle already: the same as absent (see `Shard::store`).
                     Some(_) => {
                         shard.tats.remove(&hash);
@@ -233,8 +237,9 @@ fn prev_power_of_two(n: usize) -> usize {
 ///
 /// Finding the key with the smallest TAT takes a scan of the shard, so one
 /// scan remembers many: `candidates` holds the smallest TATs it found, and
-/// `floor` is at most the TAT of every entry that is not a candidate (stored
-/// TATs only grow, and every new entry lowers `floor` to its TAT). A candidate
+/// `floor` is at most the TAT of every entry that is not a candidate (every
+/// new entry, and every update that lowers a TAT, as a refund does, lowers
+/// `floor` to its TAT). A candidate
 /// whose TAT is still as recorded and not above `floor` is therefore the
 /// minimum of the whole shard, and evicting it needs no scan. A flood of new
 /// keys at one rate inserts TATs later than those of the keys before it, so a
@@ -261,6 +266,8 @@ impl Shard {
         }
         if let Some(slot) = self.tats.get_mut(&key) {
             *slot = tat;
+            // A refund lowers a TAT: `floor` must stay below it.
+            self.floor = self.floor.min(tat);
             return false;
         }
         let lossy = self.tats.len() >= self.cap && self.make_room(now);
@@ -524,6 +531,20 @@ mod tests {
         // A TAT that is idle already takes no room at all.
         assert!(!shard.store(21, 45, 45));
         assert_eq!(shard.tats.len(), 8);
+    }
+
+    /// A refund lowers a key's TAT below `floor`: that key, not the
+    /// recorded candidate, is then the smallest and goes first.
+    #[test]
+    fn a_lowered_tat_is_evicted_before_the_candidates() {
+        let mut shard = shard(8, (1..=8).map(|k| (k, k * 10)));
+        // The sweep records keys 1 and 2; key 1 goes.
+        assert!(shard.store(17, 170, 0));
+        // Key 8 is refunded down to 5, below candidate key 2 (TAT 20).
+        assert!(!shard.store(8, 5, 0));
+        assert!(shard.store(18, 180, 0));
+        assert!(!shard.tats.contains_key(&8), "the smallest TAT was kept");
+        assert!(shard.tats.contains_key(&2));
     }
 
     #[test]

@@ -428,8 +428,9 @@ impl RedisConn {
     }
 
     /// Up to about `max` keys matching `pattern` (a `SCAN` glob), from the
-    /// server that holds Rampart's keys.
-    pub async fn scan_keys(&mut self, pattern: &str, max: usize) -> redis::RedisResult<Vec<String>> {
+    /// server that holds Rampart's keys, and whether that is all of them
+    /// (false when the scan stopped at `max`).
+    pub async fn scan_keys(&mut self, pattern: &str, max: usize) -> redis::RedisResult<(Vec<String>, bool)> {
         let mut keys: Vec<String> = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -439,7 +440,7 @@ impl RedisConn {
             keys.extend(batch);
             cursor = next;
             if cursor == 0 || keys.len() >= max {
-                return Ok(keys);
+                return Ok((keys, cursor == 0));
             }
         }
     }

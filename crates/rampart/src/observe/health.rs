@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -65,11 +66,17 @@ struct OpsState {
 /// The router of the operations listener. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: the admin endpoints
 /// check the caller's address when no token is configured.
+///
+/// Each request, its body included, is answered within `request_timeout`
+/// (408 otherwise): the listener holds few connections, and a client that
+/// sends a head announcing a body and then nothing would otherwise keep its
+/// slot for good.
 pub fn ops_router(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     limits: Arc<LimitState>,
     shared: SharedRuntime,
+    request_timeout: Duration,
 ) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
@@ -81,6 +88,15 @@ pub fn ops_router(
         // A ban is a few dozen bytes; anyone may send a body before being
         // refused, so none is read past this.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_OPS_BODY))
+        // Outermost, so that it bounds the body read as well as the handler.
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| async move {
+            match tokio::time::timeout(request_timeout, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => Problem::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout")
+                    .detail("the request was not complete in time")
+                    .into_response_with(None),
+            }
+        }))
         .with_state(OpsState { metrics, health, limits, shared })
 }
 
@@ -174,16 +190,15 @@ fn bad_request(detail: String) -> Response {
     Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request").detail(detail).into_response_with(None)
 }
 
-async fn add_ban(
-    State(s): State<OpsState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    if let Some(r) = refusal(&s, peer, &headers) {
+async fn add_ban(State(s): State<OpsState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+    // The caller is checked on the head alone: nobody may make the listener
+    // wait for a body before being refused.
+    let (parts, body) = request.into_parts();
+    if let Some(r) = refusal(&s, peer, &parts.headers) {
         return r;
     }
-    let body = match body {
+    let headers = parts.headers.clone();
+    let body = match axum::body::Bytes::from_request(Request::from_parts(parts, body), &s).await {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large")

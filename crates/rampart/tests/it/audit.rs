@@ -299,6 +299,37 @@ fn insert_sql(r: &AuditRecord) -> String {
     )
 }
 
+/// A hung database (here: the lock every append takes, held by another
+/// session) counts as a failed write after 5 s, and the file keeps receiving
+/// the records meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_does_not_stop_the_file() {
+    let Some(tdb) = TestDb::postgres().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let db = tdb.open().await;
+    let Database::Postgres(pool) = &db else { panic!("not PostgreSQL") };
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(8241989122503373825)").execute(&mut *holder).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let sink = AuditSink::start(&audit_config(&file, 100, Duration::ZERO), Some(db.clone()), metrics.clone()).unwrap();
+    sink.record(AuditEvent::new(AuditKind::AdminAction).detail("i", 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // These wait behind the first batch, whose database append hangs.
+    for i in 1..4 {
+        sink.record(AuditEvent::new(AuditKind::AdminAction).detail("i", i));
+    }
+    let started = Instant::now();
+    while file_records(&file).len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(12), "the file stopped behind the hung database");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.render().contains("rampart_audit_write_errors_total{sink=\"database\"}"), "{}", metrics.render());
+    sqlx::query("SELECT pg_advisory_unlock(8241989122503373825)").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    tokio::time::timeout(Duration::from_secs(10), sink.close()).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_drops_instead_of_blocking() {
     let dir = tempfile::tempdir().unwrap();

@@ -597,11 +597,11 @@ async fn denylist(db: &Database) {
     assert!(!db.is_jti_denied("j-3", T0).await.unwrap());
 
     // What was denied since a time, still in force, oldest first.
-    let since = db.denied_since(T0, T0 + 5, 10).await.unwrap();
+    let since = db.denied_since(T0, "", T0 + 5, 10).await.unwrap();
     assert_eq!(since, vec![("j-1".to_string(), T0 + 100, T0), ("j-2".to_string(), T0 + 10, T0 + 1)]);
-    assert_eq!(db.denied_since(T0 + 1, T0 + 5, 10).await.unwrap().len(), 1);
-    assert_eq!(db.denied_since(T0, T0 + 10, 10).await.unwrap().len(), 1, "j-2 has expired");
-    assert_eq!(db.denied_since(T0, T0, 1).await.unwrap().len(), 1, "limit");
+    assert_eq!(db.denied_since(T0 + 1, "", T0 + 5, 10).await.unwrap().len(), 1);
+    assert_eq!(db.denied_since(T0, "", T0 + 10, 10).await.unwrap().len(), 1, "j-2 has expired");
+    assert_eq!(db.denied_since(T0, "", T0, 1).await.unwrap().len(), 1, "limit");
 
     // Denying again keeps the later expiry.
     db.deny_jti("j-1", T0 + 50, T0 + 2).await.unwrap();
@@ -617,13 +617,13 @@ async fn denylist(db: &Database) {
     // Users whose token version was raised, by time of change.
     let a = db.create_user(&NewUser::named("rev-a"), T0).await.unwrap();
     let b = db.create_user(&NewUser::named("rev-b"), T0).await.unwrap();
-    assert!(db.versions_changed_since(T0, 10).await.unwrap().is_empty(), "version 0 is never listed");
+    assert!(db.versions_changed_since(T0, "", 10).await.unwrap().is_empty(), "version 0 is never listed");
     assert_eq!(db.bump_token_version(&a.id, T0 + 5).await.unwrap(), 1);
     assert_eq!(db.bump_token_version(&b.id, T0 + 7).await.unwrap(), 1);
     assert_eq!(db.bump_token_version(&a.id, T0 + 9).await.unwrap(), 2);
-    let changed = db.versions_changed_since(T0 + 6, 10).await.unwrap();
+    let changed = db.versions_changed_since(T0 + 6, "", 10).await.unwrap();
     assert_eq!(changed, vec![(b.id.clone(), 1, T0 + 7), (a.id.clone(), 2, T0 + 9)]);
-    assert_eq!(db.versions_changed_since(T0 + 10, 10).await.unwrap(), vec![]);
+    assert_eq!(db.versions_changed_since(T0 + 10, "", 10).await.unwrap(), vec![]);
 }
 
 fn key(kid: &str, created_at: u64) -> NewSigningKey {

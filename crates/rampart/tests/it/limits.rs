@@ -437,6 +437,38 @@ async fn the_operations_listener_bounds_idle_connections() {
     drop(held);
 }
 
+/// A client that sends a head announcing a body and then nothing holds its
+/// operations connection for `body_read_timeout` at most (500 ms in the test
+/// config), so a full listener of such clients still lets `/readyz` through
+/// soon after.
+#[tokio::test]
+async fn the_operations_listener_bounds_stalled_bodies() {
+    use rampart::server::MAX_OPS_CONNECTIONS;
+    let (gw, _) = setup_with("header_read_timeout = '5s'", "").await;
+    let ops = gw.ops_addr.unwrap();
+    let head =
+        b"POST /bans HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n";
+    let mut stalled = Vec::new();
+    for _ in 0..MAX_OPS_CONNECTIONS {
+        let mut s = tokio::net::TcpStream::connect(ops).await.unwrap();
+        s.write_all(head).await.unwrap();
+        stalled.push(s);
+    }
+    // Each stalled connection is answered (408) and closed within the bound.
+    let started = std::time::Instant::now();
+    let mut first = stalled.pop().unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), first.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a stalled body held its connection over 3 s");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let back = eventually(Duration::from_secs(3), || async {
+        client().get(format!("http://{ops}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+    });
+    assert!(back.await, "/readyz did not answer while stalled bodies held the listener");
+    drop(stalled);
+}
+
 /// Without a token, a browser on the gateway's host is a loopback caller
 /// too: what its pages send (cross-origin requests, DNS rebinding) is refused,
 /// and a ban must come as JSON, which no page can send without a preflight.

@@ -304,7 +304,7 @@ async fn a_cluster_keeps_every_key_in_one_slot_and_follows_failovers_and_crashes
     }
     // Listing (as bans do) reads that primary, whichever node the client picks.
     let mut conn = b.connection().unwrap();
-    let mut listed = conn.scan_keys(&format!("{prefix}cluster*"), 100).await.unwrap();
+    let (mut listed, _) = conn.scan_keys(&format!("{prefix}cluster*"), 100).await.unwrap();
     listed.sort();
     let mut want: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
     want.sort();

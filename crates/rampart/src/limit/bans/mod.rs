@@ -502,7 +502,7 @@ impl BanList {
         let Some(mut c) = self.redis.as_ref().and_then(RedisStore::connection) else { return Ok(0) };
         self.share_lifts(&mut c).await?;
         let pattern = format!("{}ban:*", self.redis.as_ref().map_or("", |r| r.key_prefix()));
-        let keys = c.scan_keys(&pattern, self.config.max_tracked).await?;
+        let (keys, complete) = c.scan_keys(&pattern, self.config.max_tracked).await?;
         let mut loaded = 0;
         for chunk in keys.chunks(200) {
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;
@@ -514,7 +514,9 @@ impl BanList {
             }
         }
         // Bans lifted elsewhere while we were not listening (or expired) go;
-        // bans made here that Redis never had are written there now.
+        // bans made here that Redis never had are written there now. A ban
+        // missing from a scan cut off at `max_tracked` may just not have been
+        // reached: only a complete scan says it was lifted.
         let live: std::collections::HashSet<String> = keys.into_iter().collect();
         let now = now_ms();
         let (mut stale, mut unshared) = (Vec::new(), Vec::new());
@@ -523,7 +525,7 @@ impl BanList {
             for (net, held) in &bans.map {
                 if held.unshared && held.ban.until_ms > now {
                     unshared.push(held.ban.clone());
-                } else if !live.contains(&self.redis_key(*net)) {
+                } else if complete && !live.contains(&self.redis_key(*net)) {
                     stale.push(*net);
                 }
             }
@@ -611,6 +613,49 @@ mod tests {
             ..BansConfig::default()
         };
         BanList::new(&cfg, ClientGrouping::default(), None, Arc::new(Metrics::new()))
+    }
+
+    /// More bans in Redis than `max_tracked`: the scan stops early, and a
+    /// local ban it did not reach is kept (it was not lifted). Needs
+    /// `RAMPART_TEST_REDIS_URL`.
+    #[tokio::test]
+    async fn a_truncated_scan_lifts_nothing() {
+        use crate::limit::redis::{RedisSettings, RedisStore};
+        let Ok(url) = std::env::var("RAMPART_TEST_REDIS_URL") else {
+            println!("skipped: RAMPART_TEST_REDIS_URL not set (scripts/test sets it)");
+            return;
+        };
+        let prefix = format!("rampart-test:bans-{}:", uuid::Uuid::now_v7().simple());
+        let store = RedisStore::new(RedisSettings { key_prefix: prefix.clone(), ..RedisSettings::new(&url) }).unwrap();
+        for _ in 0..500 {
+            if store.is_available() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cfg = BansConfig { max_tracked: 3, ..BansConfig::default() };
+        let bans = BanList::new(&cfg, ClientGrouping::default(), Some(store.clone()), Arc::new(Metrics::new()));
+        // Ours ends last, so loading the others never evicts it.
+        let ours: IpAddr = "203.0.113.7".parse().unwrap();
+        bans.add(ours, Duration::from_secs(7200), "test", "manual").await;
+        let mut c = store.connection().unwrap();
+        // Many bans made elsewhere: the first SCAN batch reaches `max_tracked`.
+        let until_ms = now_ms() + 3_600_000;
+        let mut pipe = redis::pipe();
+        for i in 0..5_000u32 {
+            let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            let ban = Ban { ip, prefix_len: None, until_ms, reason: "x".into(), source: "manual".into() };
+            pipe.cmd("SET")
+                .arg(format!("{prefix}ban:{ip}"))
+                .arg(serde_json::to_string(&ban).unwrap())
+                .arg("PX")
+                .arg(60_000)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut c).await.unwrap();
+        bans.resync().await.unwrap();
+        assert!(bans.banned(ours).is_some(), "a ban the truncated scan did not reach was dropped");
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(format!("{prefix}ban:{ours}")).query_async(&mut c).await;
     }
 
     #[tokio::test]

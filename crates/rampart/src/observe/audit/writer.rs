@@ -5,7 +5,9 @@
 //! A failed write is logged without the records' contents, counted in
 //! `rampart_audit_write_errors_total{sink}`, and the task goes on: the file is
 //! reopened and resumed from what reached it, the database chain from what was
-//! committed, so neither chain gets a false gap.
+//! committed, so neither chain gets a false gap. A database call that takes
+//! longer than [`DB_WAIT`] counts as a failed write, so a hung database does
+//! not hold up the file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +27,11 @@ use crate::store::Database;
 const BATCH: usize = 256;
 /// How often the retention purge runs (and the chain heads are logged).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+/// Longest wait for one database append or purge. A database that hangs
+/// (a held lock, a lost connection) then counts as a failed write, and the
+/// file copy, which waits for the database between batches, keeps going;
+/// the same bound as the file lock's.
+const DB_WAIT: Duration = Duration::from_secs(5);
 /// Least time between two warnings about dropped events.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -140,7 +147,11 @@ impl Writer {
         };
         let to_db = async {
             match &self.db {
-                Some(db) => Some(db.append(&events, self.db_floor.as_ref()).await),
+                Some(db) => Some(
+                    tokio::time::timeout(DB_WAIT, db.append(&events, self.db_floor.as_ref()))
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {DB_WAIT:?}"))),
+                ),
                 None => None,
             }
         };
@@ -239,19 +250,23 @@ impl Writer {
                 }
             }
             if let Some(db) = &self.db {
-                match db.purge(cutoff).await {
+                let purged = tokio::time::timeout(DB_WAIT, db.purge(cutoff))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {DB_WAIT:?}")));
+                match purged {
                     Ok(Some(anchor)) => {
                         tracing::info!(target: "rampart::audit", anchor = anchor.seq, "purged old audit records from the database")
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        self.metrics.audit_write_error("database");
                         tracing::error!(target: "rampart::audit", error = %format!("{e:#}"), "audit database purge failed")
                     }
                 }
             }
         }
         if let Some(db) = &self.db {
-            if let Ok(Some(head)) = db.head().await {
+            if let Ok(Ok(Some(head))) = tokio::time::timeout(DB_WAIT, db.head()).await {
                 tracing::info!(target: "rampart::audit", sink = "database", seq = head.seq, hash = %head.hash, "audit chain head");
             }
         }

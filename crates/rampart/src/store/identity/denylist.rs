@@ -16,11 +16,14 @@ pub trait DenylistStore: Send + Sync {
     /// Refuses `jti` until `expires_at` (denied at `now`).
     fn deny_jti(&self, jti: &str, expires_at: u64, now: u64) -> impl Future<Output = Result<()>> + Send;
 
-    /// The ids denied at or after `since` that are still refused at `now`:
-    /// `(jti, expires_at, created_at)`, at most `limit`, oldest first.
+    /// The ids denied after the position (`since` ms, `after` id) that are
+    /// still refused at `now`: those denied at `since` with an id above
+    /// `after` (every one for an empty `after`), then those denied later;
+    /// `(jti, expires_at, created_at)` in (time, id) order, at most `limit`.
     fn denied_since(
         &self,
         since: u64,
+        after: &str,
         now: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(String, u64, u64)>>> + Send;
@@ -36,8 +39,11 @@ pub trait DenylistStore: Send + Sync {
 const DENY: &str = "INSERT INTO revoked_jtis (jti, expires_at, created_at) VALUES ($1, $2, $3) \
                     ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at, created_at = excluded.created_at \
                     WHERE excluded.expires_at > revoked_jtis.expires_at";
-const SINCE: &str = "SELECT jti, expires_at, created_at FROM revoked_jtis WHERE created_at >= $1 AND expires_at > $2 \
-                     ORDER BY created_at LIMIT $3";
+// Keyset paging on (created_at, jti), as for API keys: a page boundary inside
+// a run of denials of the same millisecond moves on.
+const SINCE: &str = "SELECT jti, expires_at, created_at FROM revoked_jtis \
+                     WHERE created_at >= $1 AND (created_at > $1 OR jti > $2) AND expires_at > $3 \
+                     ORDER BY created_at, jti LIMIT $4";
 const DENIED: &str = "SELECT expires_at FROM revoked_jtis WHERE jti = $1 AND expires_at > $2";
 const PURGE: &str = "DELETE FROM revoked_jtis WHERE expires_at <= $1";
 
@@ -54,10 +60,10 @@ impl DenylistStore for Database {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn denied_since(&self, since: u64, now: u64, limit: u32) -> Result<Vec<(String, u64, u64)>> {
+    async fn denied_since(&self, since: u64, after: &str, now: u64, limit: u32) -> Result<Vec<(String, u64, u64)>> {
         let (since, at) = (to_db("since", since)?, to_db("now", now)?);
         let rows: Vec<(String, i64, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as(SINCE).bind(since).bind(at).bind(i64::from(limit)).fetch_all(pool).await?
+            sqlx::query_as(SINCE).bind(since).bind(after).bind(at).bind(i64::from(limit)).fetch_all(pool).await?
         });
         rows.into_iter()
             .map(|(jti, exp, created)| Ok((jti, from_db("expires_at", exp)?, from_db("created_at", created)?)))

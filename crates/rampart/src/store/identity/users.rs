@@ -190,13 +190,16 @@ pub trait UserStore: Send + Sync {
     /// Raises the token version ("log out everywhere"); returns the new one.
     fn bump_token_version(&self, id: &str, now: u64) -> impl Future<Output = Result<u32>> + Send;
 
-    /// Users changed at or after `since` whose token version was ever raised:
-    /// `(id, token_version, updated_at)`, at most `limit`, oldest change first.
+    /// Users changed after the position (`since` ms, `after` id) whose token
+    /// version was ever raised: those changed at `since` with an id above
+    /// `after` (every one for an empty `after`), then those changed later;
+    /// `(id, token_version, updated_at)` in (time, id) order, at most `limit`.
     /// Every instance polls this to learn of "log out everywhere" and password
     /// changes made elsewhere.
     fn versions_changed_since(
         &self,
         since: u64,
+        after: &str,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(String, u32, u64)>>> + Send;
 
@@ -523,12 +526,15 @@ impl UserStore for Database {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn versions_changed_since(&self, since: u64, limit: u32) -> Result<Vec<(String, u32, u64)>> {
+    async fn versions_changed_since(&self, since: u64, after: &str, limit: u32) -> Result<Vec<(String, u32, u64)>> {
+        // Keyset paging on (updated_at, id), as for API keys.
         const SQL: &str = "SELECT id, token_version, updated_at FROM users \
-                           WHERE updated_at >= $1 AND token_version > 0 ORDER BY updated_at LIMIT $2";
+                           WHERE updated_at >= $1 AND (updated_at > $1 OR id > $2) AND token_version > 0 \
+                           ORDER BY updated_at, id LIMIT $3";
         let since = to_db("since", since)?;
-        let rows: Vec<(String, i64, i64)> =
-            with_pool!(self, |pool| { sqlx::query_as(SQL).bind(since).bind(i64::from(limit)).fetch_all(pool).await? });
+        let rows: Vec<(String, i64, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(SQL).bind(since).bind(after).bind(i64::from(limit)).fetch_all(pool).await?
+        });
         rows.into_iter().map(|(id, v, at)| Ok((id, version(Some(v))?, from_db("updated_at", at)?))).collect()
     }
 
