@@ -651,7 +651,10 @@ impl UserStore for Database {
         let at = to_db("now", now)?;
         let tombstone = format!("deleted:{id}");
         let version: Option<i64> = with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            // Reads before it writes: on SQLite a deferred transaction would
+            // fail at its first write (SQLITE_BUSY_SNAPSHOT) if another
+            // connection wrote in between, so it takes the write lock first.
+            let mut tx = pool.begin_with(sql.begin_write).await?;
             for table in ERASED_WITH_USER {
                 // A table that a later migration adds may be absent in an
                 // older database: only existing tables are emptied.
