@@ -58,6 +58,26 @@ on_both_backends!(
 on_both_backends!(sqlite_revocation_and_purge, postgres_revocation_and_purge, revocation_and_purge);
 on_both_backends!(sqlite_reset_tokens_are_single_use, postgres_reset_tokens_are_single_use, reset_tokens);
 on_both_backends!(sqlite_denied_jtis_expire, postgres_denied_jtis_expire, denylist);
+on_both_backends!(sqlite_erased_names_cannot_be_taken, postgres_erased_names_cannot_be_taken, erased_names);
+
+/// Erasure renames an account to `deleted:<id>`; nobody may take such a name
+/// first (in any case or width), or erasure would fail on the unique key.
+async fn erased_names(db: &Database) {
+    let id = make_user(db, "pat").await;
+    for name in [format!("deleted:{id}"), format!("DELETED:{id}"), format!("ｄｅｌｅｔｅｄ：{id}"), "Deleted:x".into()]
+    {
+        let refused = db.create_user(&NewUser::named(name.as_str()), T0).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid { field: "username", .. }), "{name}: {refused:?}");
+        assert!(db.user_by_username(&name).await.unwrap().is_none(), "{name}");
+    }
+    assert!(db.erase_user(&id, T0 + 1).await.unwrap().is_some());
+    let erased = db.user_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(erased.username, format!("deleted:{id}"));
+    // Names that merely contain the word are fine.
+    make_user(db, "deleted").await;
+    make_user(db, "undeleted:x").await;
+}
+
 on_both_backends!(sqlite_passkey_counter_never_goes_back, postgres_passkey_counter_never_goes_back, passkey_counter);
 
 /// Of two logins with one passkey at once, the one that records its use last
