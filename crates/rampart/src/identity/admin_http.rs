@@ -121,9 +121,10 @@ fn method_not_allowed(req: &Parts) -> HttpResponse {
 }
 
 /// Whether `user` holds the admin role now and may act (the admin API and
-/// the dashboard page ask the same question).
+/// the dashboard page ask the same question). A locked admin may not: its
+/// tokens and API keys would otherwise keep admin power, and could unlock it.
 pub(crate) fn is_admin(user: &User) -> bool {
-    !user.disabled && user.roles.iter().any(|r| r == ADMIN)
+    !user.disabled && !user.is_locked(now_ms()) && user.roles.iter().any(|r| r == ADMIN)
 }
 
 /// The caller, if it is an admin; the refusal otherwise.
@@ -412,6 +413,9 @@ impl Target<'_> {
     }
 
     async fn unlock(&self, req: &Parts) -> HttpResponse {
+        if self.is_self() {
+            return bad_request(req, "an admin cannot unlock their own account; ask another admin");
+        }
         if let Err(e) = self.service.db.unlock_user(&self.user.id, now_ms()).await {
             return internal(req, &e.into());
         }

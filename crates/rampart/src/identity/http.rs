@@ -258,7 +258,12 @@ async fn handle(
             }
             let bearer = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let has_body = req.headers().contains_key(CONTENT_TYPE);
-            let (req, form) = if has_body || bearer.is_none() {
+            // A refresh token comes in a form; a request with neither a body
+            // nor a bearer token nor a session cookie is told what to send.
+            // A browser's body-less logout with its session cookie ends the
+            // session below.
+            let has_session = service.sessions.as_ref().is_some_and(|s| s.token_in(req.headers()).is_some());
+            let (req, form) = if has_body || (bearer.is_none() && !has_session) {
                 match read_form(req).await {
                     Ok(x) => x,
                     Err(resp) => return resp,

@@ -85,6 +85,41 @@ pub(super) struct Proof {
     code: Option<String>,
 }
 
+impl Proof {
+    pub(super) fn new(password: Option<String>, code: Option<String>) -> Self {
+        Self { password, code }
+    }
+}
+
+/// Whether a change needs a [`Proof`]: it does when the account has
+/// something to prove it with (a password or TOTP); an account with neither
+/// (made by an external login, say) has only its session or token.
+pub(super) async fn proof_needed(service: &IdentityService, user: &User) -> Result<bool, IdentityError> {
+    if user.password_hash.is_some() {
+        return Ok(true);
+    }
+    Ok(service.mfa_status(&user.id).await?.totp)
+}
+
+/// Reads a JSON [`Proof`] and [checks](prove) it when the account
+/// [needs one](proof_needed); otherwise leaves the body unread. The request,
+/// for the rest of the handler.
+pub(super) async fn read_and_prove(
+    service: &IdentityService,
+    state: &LimitState,
+    user: &User,
+    req: HttpRequest,
+) -> Result<HttpRequest, HttpResponse> {
+    match proof_needed(service, user).await {
+        Ok(false) => return Ok(req),
+        Ok(true) => {}
+        Err(e) => return Err(internal_for(req.extensions(), &e)),
+    }
+    let (req, proof) = read_json::<Proof>(req, "{\"password\"} or {\"code\"}").await?;
+    prove(service, state, req.extensions(), user, proof).await?;
+    Ok(req)
+}
+
 pub(super) async fn handle(
     endpoint: MfaEndpoint,
     service: &IdentityService,

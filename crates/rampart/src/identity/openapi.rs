@@ -308,8 +308,9 @@ pub fn document(service: &IdentityService) -> Value {
         );
         add(
             format!("{p}/passkeys/register/start"),
-            json!({ "post": op("Register a passkey: challenge", "passkeys",
-            json!({ "200": ok("For navigator.credentials.create()", schema("Challenge")) }), signed_in()) }),
+            json!({ "post": op("Register a passkey: challenge (with the password or a code, as for removing one)", "passkeys",
+            json!({ "200": ok("For navigator.credentials.create()", schema("Challenge")) }),
+            with(signed_in(), json!({ "requestBody": code_body.clone() }))) }),
         );
         add(
             format!("{p}/passkeys/register/finish"),

@@ -2,8 +2,10 @@
 //! 403 `passkeys-disabled` unless `[identity.webauthn]` is configured.
 //!
 //! Signed in (a bearer token of ours):
-//! - `POST {prefix}/passkeys/register/start` → `{"challenge_id", "publicKey"}`
-//!   for `navigator.credentials.create()`.
+//! - `POST {prefix}/passkeys/register/start` — JSON `{"password"}` or
+//!   `{"code"}`, as for removing one → `{"challenge_id", "publicKey"}` for
+//!   `navigator.credentials.create()`. A passkey signs in on its own, so a
+//!   token alone (perhaps stolen) must not add one.
 //! - `POST {prefix}/passkeys/register/finish` — JSON `{"challenge_id",
 //!   "name"?, "credential"}` (the browser's `PublicKeyCredential` as JSON) →
 //!   201 `{"id", "name", "created_at", "last_used_at"}`.
@@ -67,7 +69,7 @@ pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, r
             };
             let user = who.user.clone();
             match (rest.as_str(), req.method().clone()) {
-                ("/register/start", Method::POST) => register_start(service, &user, req).await,
+                ("/register/start", Method::POST) => register_start(service, state, &user, req).await,
                 ("/register/finish", Method::POST) => register_finish(service, state, &who, req).await,
                 ("", Method::GET) => match service.passkeys(&user.id).await {
                     Ok(list) => json(StatusCode::OK, &serde_json::json!({ "passkeys": list })),
@@ -121,7 +123,14 @@ pub(super) fn failure(req: &HttpRequest, e: PasskeyError) -> HttpResponse {
     }
 }
 
-async fn register_start(service: &IdentityService, user: &User, req: HttpRequest) -> HttpResponse {
+async fn register_start(service: &IdentityService, state: &LimitState, user: &User, req: HttpRequest) -> HttpResponse {
+    // A passkey is a way to sign in that skips the second factor and that
+    // neither a new password nor "log out everywhere" takes away: adding one
+    // takes the same proof as removing one.
+    let req = match super::mfa_http::read_and_prove(service, state, user, req).await {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
     match service.passkey_register_start(user).await {
         Ok(c) => challenge_response(c),
         Err(e) => failure(&req, e),
@@ -175,21 +184,9 @@ async fn remove(
 ) -> HttpResponse {
     // The same proof as for turning TOTP off; an account with nothing to
     // prove it with (no password, no TOTP) has only its session.
-    let totp = match service.mfa_status(&user.id).await {
-        Ok(s) => s.totp,
-        Err(e) => return internal(&req, &e),
-    };
-    let req = if user.password_hash.is_some() || totp {
-        let (req, proof) = match read_json::<super::mfa_http::Proof>(req, "{\"password\"} or {\"code\"}").await {
-            Ok(x) => x,
-            Err(resp) => return resp,
-        };
-        if let Err(resp) = super::mfa_http::prove(service, state, req.extensions(), user, proof).await {
-            return resp;
-        }
-        req
-    } else {
-        req
+    let req = match super::mfa_http::read_and_prove(service, state, user, req).await {
+        Ok(req) => req,
+        Err(resp) => return resp,
     };
     match service.passkey_remove(&user.id, id).await {
         Ok(true) => {

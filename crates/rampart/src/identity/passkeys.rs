@@ -346,7 +346,9 @@ impl IdentityService {
         let mut passkey: Passkey =
             serde_json::from_str(&record.credential).map_err(|e| internal(e, "stored passkey"))?;
         passkey.update_credential(&result);
-        self.db.record_passkey_use(&record.id, &to_json(&passkey, "passkey")?, now).await?;
+        // Not stored when a login at the same moment stored a higher counter
+        // first: that one is the newer state of the authenticator.
+        self.db.record_passkey_use(&record.id, &to_json(&passkey, "passkey")?, result.counter(), now).await?;
         let user = self.db.user_by_id(&user_id).await?;
         match user {
             Some(u) if !u.disabled && !u.is_locked(now) => Ok(u),

@@ -254,10 +254,10 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
         @if site.passkeys {
             section #passkeys aria-labelledby="passkeys-h" {
                 h2 #passkeys-h { "Passkeys" }
-                div #passkey-remove-proof {
-                    label for="passkey-remove-password" { "Password (or a code) to remove a passkey" }
-                    input #passkey-remove-password type="password" autocomplete="current-password";
-                    (code_box("passkey-remove-is-code"))
+                div #passkey-proof.proof {
+                    label for="passkey-password" { "Password (or a code) to add or remove a passkey" }
+                    input #passkey-password type="password" autocomplete="current-password";
+                    (code_box("passkey-is-code"))
                 }
                 ul #passkey-list {}
                 form #passkey-add-form method="post" novalidate {
@@ -304,6 +304,11 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
             section #links aria-labelledby="links-h" {
                 h2 #links-h { "Linked logins" }
                 ul #link-list {}
+                div #link-proof.proof {
+                    label for="link-password" { "Password (or a code) to link a login" }
+                    input #link-password type="password" autocomplete="current-password";
+                    (code_box("link-is-code"))
+                }
                 p {
                     @for (name, display) in &site.providers {
                         button.link-provider type="button" data-provider=(name) { "Link " (display) } " "

@@ -20,6 +20,55 @@ on_both_backends!(
     admin_lock_outlasts_lockouts
 );
 
+on_both_backends!(sqlite_a_locked_admin_is_no_admin, postgres_a_locked_admin_is_no_admin, locked_admin);
+
+/// A locked admin loses admin power at once, its admin-scoped API key too
+/// (which could otherwise unlock it); and no admin unlocks themselves, as
+/// none locks themselves.
+async fn locked_admin(db: &TestDb) {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = gateway(&admin_config(db, up, &audit, "")).await;
+    let root = sign_up(&gw, "root").await;
+    let eve = sign_up(&gw, "eve").await;
+    make_admin(db, &root).await;
+    make_admin(db, &eve).await;
+    let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
+    let r = client()
+        .post(url(&gw, "/auth/api-keys"))
+        .bearer_auth(bearer(&gw, "eve").await)
+        .json(&json!({"name": "k", "scopes": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let eve_key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+    let with_key = |method: reqwest::Method, path: String| {
+        client().request(method, admin.url(&path)).header("x-api-key", &eve_key).send()
+    };
+    assert_eq!(with_key(reqwest::Method::GET, "/stats".into()).await.unwrap().status(), 200);
+
+    // No admin unlocks themselves.
+    let r = admin.send(reqwest::Method::POST, &format!("/users/{root}/unlock"), None).await;
+    assert!(problem(r, 400).await["detail"].as_str().unwrap().contains("their own account"));
+
+    // Locked, eve's key is no admin's: it neither reads nor unlocks eve.
+    let r = admin.send(reqwest::Method::POST, &format!("/users/{eve}/lock"), Some(json!({"for": "1h"}))).await;
+    assert_eq!(r.status(), 200);
+    let r = with_key(reqwest::Method::GET, "/stats".into()).await.unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 403), "{}", r.status());
+    let r = with_key(reqwest::Method::POST, format!("/users/{eve}/unlock")).await.unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 403), "{}", r.status());
+    assert!(admin.ok(&format!("/users/{eve}")).await["locked_until"].as_u64().is_some(), "still locked");
+
+    // Unlocked by another admin, the key works again.
+    assert_eq!(admin.send(reqwest::Method::POST, &format!("/users/{eve}/unlock"), None).await.status(), 200);
+    assert_eq!(with_key(reqwest::Method::GET, "/stats".into()).await.unwrap().status(), 200);
+    gw.shutdown();
+    gw.wait().await;
+}
+
 fn admin_config(db: &TestDb, up: std::net::SocketAddr, audit: &std::path::Path, extra: &str) -> String {
     identity_config(up, &db.url)
         .replace("[audit]\nenabled = false", &format!("[audit]\nenabled = true\nfile = '{}'", audit.display()))

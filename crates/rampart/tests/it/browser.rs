@@ -236,8 +236,10 @@ async fn submit_password(c: &Client, user: &str, password: &str) {
     click(c, "#login-submit").await;
 }
 
-/// Adds a passkey named `name` on the account page and waits until it is listed.
+/// Adds a passkey named `name` on the account page, with the password as
+/// its proof, and waits until it is listed.
 async fn add_passkey(c: &Client, name: &str) {
+    fill(c, "passkey-password", PASSWORD).await;
     fill(c, "passkey-name", name).await;
     click(c, "#passkey-add").await;
     wait_for(c, "#passkey-list li button").await;
@@ -434,13 +436,18 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     add_virtual_authenticator(&c).await;
     register(&c, &base, "grace", None).await;
 
-    // A passkey added, then removed on the page: without the password it
+    // Without the password no passkey is added (a session alone is not
+    // enough); with it, one is. Removed on the page: without the password it
     // stays; with it, it goes ...
+    fill(&c, "passkey-name", "Stolen").await;
+    click(&c, "#passkey-add").await;
+    error_text(&c, "passkey-add-error").await;
     add_passkey(&c, "Phone").await;
+    assert_eq!(c.find_all(Locator::Css("#passkey-list li button")).await.unwrap().len(), 1);
     click(&c, "#passkey-list li button").await;
     error_text(&c, "passkey-add-error").await;
     assert!(text_of(&c, "#passkey-list li").await.contains("Phone"), "removed without a proof");
-    fill(&c, "passkey-remove-password", PASSWORD).await;
+    fill(&c, "passkey-password", PASSWORD).await;
     click(&c, "#passkey-list li button").await;
     wait_xpath(&c, "//ul[@id='passkey-list']/li[not(button)]", "the passkey to leave the list").await;
     // ... no longer signs in, though the authenticator still holds it.
@@ -582,7 +589,11 @@ async fn browser_signs_in_and_links_through_an_openid_provider() {
     log_out(&c).await;
 
     // A password account links the other provider account on its page.
+    // It takes the password.
     register(&c, base, "dora", None).await;
+    click(&c, "button.link-provider[data-provider='post']").await;
+    error_text(&c, "links-error").await;
+    fill(&c, "link-password", PASSWORD).await;
     click(&c, "button.link-provider[data-provider='post']").await;
     provider_sign_in(&c, "bob", "bob-password").await;
     assert_eq!(text_of(&c, "#profile-username").await, "dora");

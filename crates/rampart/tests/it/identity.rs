@@ -254,6 +254,9 @@ async fn login_flow(db: &TestDb) {
     assert_eq!(register(&gw, "ALICE", PASSWORD).await.status(), 409, "usernames are case-insensitive");
     let weak = register(&gw, "bob", "password123").await;
     assert_eq!(weak.status(), 400);
+    // The name alice's account would take if erased is nobody's to take.
+    let squat = register(&gw, &format!("Deleted:{id}"), PASSWORD).await;
+    assert_eq!(squat.status(), 400, "the erasure tombstone's name");
 
     // The password grant, form-encoded as FastAPI's OAuth2PasswordRequestForm.
     let (status, tokens) =

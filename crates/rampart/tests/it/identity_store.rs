@@ -58,6 +58,61 @@ on_both_backends!(
 on_both_backends!(sqlite_revocation_and_purge, postgres_revocation_and_purge, revocation_and_purge);
 on_both_backends!(sqlite_reset_tokens_are_single_use, postgres_reset_tokens_are_single_use, reset_tokens);
 on_both_backends!(sqlite_denied_jtis_expire, postgres_denied_jtis_expire, denylist);
+on_both_backends!(sqlite_erased_names_cannot_be_taken, postgres_erased_names_cannot_be_taken, erased_names);
+
+/// Erasure renames an account to `deleted:<id>`; nobody may take such a name
+/// first (in any case or width), or erasure would fail on the unique key.
+async fn erased_names(db: &Database) {
+    let id = make_user(db, "pat").await;
+    for name in [format!("deleted:{id}"), format!("DELETED:{id}"), format!("ｄｅｌｅｔｅｄ：{id}"), "Deleted:x".into()]
+    {
+        let refused = db.create_user(&NewUser::named(name.as_str()), T0).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid { field: "username", .. }), "{name}: {refused:?}");
+        assert!(db.user_by_username(&name).await.unwrap().is_none(), "{name}");
+    }
+    assert!(db.erase_user(&id, T0 + 1).await.unwrap().is_some());
+    let erased = db.user_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(erased.username, format!("deleted:{id}"));
+    // Names that merely contain the word are fine.
+    make_user(db, "deleted").await;
+    make_user(db, "undeleted:x").await;
+}
+
+on_both_backends!(sqlite_passkey_counter_never_goes_back, postgres_passkey_counter_never_goes_back, passkey_counter);
+
+/// Of two logins with one passkey at once, the one that records its use last
+/// may carry the lower counter: it must not write the counter backwards.
+async fn passkey_counter(db: &Database) {
+    use rampart::store::identity::{PasskeyRecord, PasskeyStore};
+    let user_id = make_user(db, "pat").await;
+    let record = PasskeyRecord {
+        id: "pk_1".into(),
+        user_id: user_id.clone(),
+        name: "laptop".into(),
+        credential: "{\"counter\":0}".into(),
+        cred_id: "cred1".into(),
+        created_at: T0,
+        last_used_at: None,
+    };
+    assert!(db.insert_passkey(&record, 10).await.unwrap());
+    let stored = |db: &Database| {
+        let user_id = user_id.clone();
+        let db = db.clone();
+        async move { db.passkeys_of(&user_id).await.unwrap().remove(0) }
+    };
+    assert!(db.record_passkey_use("pk_1", "{\"counter\":7}", 7, T0 + 1).await.unwrap());
+    assert!(
+        !db.record_passkey_use("pk_1", "{\"counter\":6}", 6, T0 + 2).await.unwrap(),
+        "a lower counter is not stored"
+    );
+    let now = stored(db).await;
+    assert_eq!((now.credential.as_str(), now.last_used_at), ("{\"counter\":7}", Some(T0 + 1)));
+    // The same counter is stored: authenticators without one always send 0.
+    assert!(db.record_passkey_use("pk_1", "{\"counter\":7,\"x\":1}", 7, T0 + 3).await.unwrap());
+    assert!(db.record_passkey_use("pk_1", "{\"counter\":9}", 9, T0 + 4).await.unwrap());
+    assert_eq!(stored(db).await.credential, "{\"counter\":9}");
+    assert!(!db.record_passkey_use("pk_missing", "{}", 1, T0).await.unwrap());
+}
 on_both_backends!(sqlite_one_signing_key_is_active, postgres_one_signing_key_is_active, signing_keys);
 on_both_backends!(sqlite_hostile_input_is_refused, postgres_hostile_input_is_refused, hostile_input);
 

@@ -386,9 +386,22 @@ async fn explicit_link_flow(db: &TestDb) {
     let mut browser = Browser::new(&gw);
     let anonymous = browser.post_json(&format!("{PUBLIC}/auth/oidc/test/link"), "not-a-token", Value::Null).await;
     assert_eq!(anonymous.status(), 401);
-    let started = browser
-        .post_json(&format!("{PUBLIC}/auth/oidc/test/link"), &dora, serde_json::json!({"return_to": "/settings"}))
-        .await;
+    // A token alone links nothing: it takes the same proof as removing a
+    // passkey (400 without one, 403 with a wrong password, counted as a
+    // failure).
+    let link = format!("{PUBLIC}/auth/oidc/test/link");
+    let r = browser.post_json(&link, &dora, serde_json::json!({"return_to": "/settings"})).await;
+    assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:bad-request");
+    let r = browser.post_json(&link, &dora, Value::Null).await;
+    assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:bad-request");
+    let wrong = serde_json::json!({"return_to": "/settings", "password": "not the password"});
+    let r = browser.post_json(&link, &dora, wrong).await;
+    assert_eq!(problem(r, 403).await["type"], "urn:rampart:problem:invalid-credentials");
+    let events = audit_events(&gw, &audit).await;
+    let failed = |e: &&Value| e["kind"] == "auth_failure" && e.to_string().contains("\"password\"");
+    assert_eq!(events.iter().filter(failed).count(), 1, "the wrong password was audited");
+    let started =
+        browser.post_json(&link, &dora, serde_json::json!({"return_to": "/settings", "password": PASSWORD})).await;
     assert_eq!(started.status(), 200);
     assert!(started.headers()["set-cookie"].to_str().unwrap().starts_with("__Host-rampart-oidc="));
     let authorize = started.json::<Value>().await.unwrap()["authorize_url"].as_str().unwrap().to_owned();
@@ -405,15 +418,15 @@ async fn explicit_link_flow(db: &TestDb) {
     assert_eq!(register_with_email(&gw, "erin", None, PASSWORD).await.status(), 201);
     let (_, erin_tokens) = password_token(&gw, "erin", PASSWORD).await;
     let mut erins = Browser::new(&gw);
-    let started = erins.post_json(&format!("{PUBLIC}/auth/oidc/test/link"), &access(&erin_tokens), Value::Null).await;
+    let with_password = serde_json::json!({"password": PASSWORD});
+    let started = erins.post_json(&link, &access(&erin_tokens), with_password.clone()).await;
     let authorize = started.json::<Value>().await.unwrap()["authorize_url"].as_str().unwrap().to_owned();
     let callback = erins.authorize(&authorize, "alice", "alice-password").await;
     assert_eq!(problem(erins.get(&callback).await, 409).await["type"], "urn:rampart:problem:already-linked");
 
     // A user locked while the link was under way gets no link.
     let mut locked_browser = Browser::new(&gw);
-    let started =
-        locked_browser.post_json(&format!("{PUBLIC}/auth/oidc/test/link"), &access(&erin_tokens), Value::Null).await;
+    let started = locked_browser.post_json(&link, &access(&erin_tokens), with_password).await;
     let authorize = started.json::<Value>().await.unwrap()["authorize_url"].as_str().unwrap().to_owned();
     let erin_id = me(&gw, &access(&erin_tokens)).await["id"].as_str().unwrap().to_owned();
     {
@@ -489,7 +502,11 @@ async fn refusal_flow(db: &TestDb) {
         password_token(&gw, "dora", PASSWORD).await
     };
     let r = browser
-        .post_json(&format!("{PUBLIC}/auth/oidc/test/link"), &access(&dora), serde_json::json!({"return_to": "//evil"}))
+        .post_json(
+            &format!("{PUBLIC}/auth/oidc/test/link"),
+            &access(&dora),
+            serde_json::json!({"return_to": "//evil", "password": PASSWORD}),
+        )
         .await;
     assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:bad-return-to");
     let r = browser.get(&format!("{PUBLIC}/auth/oidc/nope/login")).await;

@@ -55,7 +55,8 @@ async fn add_passkey(
     name: &str,
     authenticator: &mut impl WebauthnAuthenticator,
 ) -> String {
-    let (status, started) = post(gw, "/auth/passkeys/register/start", Some(access), &Value::Null).await;
+    let proof = serde_json::json!({"password": PASSWORD});
+    let (status, started) = post(gw, "/auth/passkeys/register/start", Some(access), &proof).await;
     assert_eq!(status, 200, "{started}");
     let (challenge_id, options) = split(started);
     let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
@@ -112,6 +113,50 @@ async fn sql(db: &rampart::store::Database, text: &str) {
 
 on_both_backends!(sqlite_passkey_ceremonies, postgres_passkey_ceremonies, passkey_flow);
 on_both_backends!(sqlite_passkey_hostile_input, postgres_passkey_hostile_input, hostile_flow);
+on_both_backends!(sqlite_passkey_registration_needs_proof, postgres_passkey_registration_needs_proof, proof_flow);
+
+/// Adding a passkey takes the same proof as removing one: a bearer token
+/// alone (perhaps stolen) adds no way to sign in that skips the second
+/// factor. Refusals answer as removal's do, and wrong passwords count
+/// towards the lockout as removal's do.
+async fn proof_flow(tdb: &TestDb) {
+    let up = start_upstream().await;
+    let gw = gateway(&passkey_config(up, &tdb.url)).await;
+    assert_eq!(register_with_email(&gw, "dave", None, PASSWORD).await.status(), 201);
+    let access = password_login(&gw, "dave").await;
+    let start = "/auth/passkeys/register/start";
+    for body in [Value::Null, serde_json::json!({})] {
+        let (status, problem) = post(&gw, start, Some(&access), &body).await;
+        assert_eq!((status, problem["type"].as_str()), (400, Some("urn:rampart:problem:bad-request")), "{problem}");
+    }
+    let r = client().post(url(&gw, start)).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no body at all");
+    // Removal without a proof answers the same.
+    let r = client().delete(url(&gw, "/auth/passkeys/pk_x")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // With the password: a passkey, and it signs in.
+    let mut laptop = SoftPasskey::new(true);
+    add_passkey(&gw, &access, "laptop", &mut laptop).await;
+    assert_eq!(passkey_login(&gw, "dave", &mut laptop).await.0, 200);
+
+    // A wrong password: 403 as at removal, and each counts towards the
+    // lockout (five allowed in the window; the sixth locks the account),
+    // after which even the right one is refused.
+    let wrong = serde_json::json!({"password": "not the password"});
+    for _ in 0..6 {
+        let (status, problem) = post(&gw, start, Some(&access), &wrong).await;
+        let expected = (403, Some("urn:rampart:problem:invalid-credentials"));
+        assert_eq!((status, problem["type"].as_str()), expected, "{problem}");
+    }
+    let (status, _) = post(&gw, start, Some(&access), &serde_json::json!({"password": PASSWORD})).await;
+    assert_eq!(status, 403, "locked after six wrong passwords");
+    let (status, _) =
+        token_request(&gw, &[("grant_type", "password"), ("username", "dave"), ("password", PASSWORD)]).await;
+    assert_ne!(status, 200, "the account is locked");
+    gw.shutdown();
+    gw.wait().await;
+}
 
 async fn passkey_flow(tdb: &TestDb) {
     let up = start_upstream().await;
@@ -345,7 +390,7 @@ async fn registering_a_passkey_in_a_session_renews_it() {
     let in_session = |path: &str, body: Value| {
         client().post(url(&gw, path)).header("cookie", &before).header("x-csrf-token", &csrf).json(&body).send()
     };
-    let r = in_session("/auth/passkeys/register/start", Value::Null).await.unwrap();
+    let r = in_session("/auth/passkeys/register/start", serde_json::json!({"password": PASSWORD})).await.unwrap();
     assert_eq!(r.status(), 200);
     let (challenge_id, options) = split(r.json().await.unwrap());
     let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();

@@ -361,6 +361,39 @@ async fn session_logins_and_logouts_from_other_sites_are_refused() {
     assert_eq!(b.get(&gw, "/api/x").await.status(), 401, "signed out");
 }
 
+/// A page's `fetch("/auth/logout", {method: "POST"})` sends the session
+/// cookie, the CSRF header and `Origin` but no body and no `Content-Type`:
+/// it ends the session (not 400 for the missing form). From another site,
+/// the same body-less request is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_less_logout_with_the_session_cookie_ends_the_session() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let gw = gateway(&session_config(up, &db.url, "")).await;
+    sign_up(&gw, "nina").await;
+    let mut b = Browser::new("Firefox/1");
+    assert_eq!(b.login(&gw, "nina").await.status(), 200);
+    let own = format!("http://{}", gw.addr);
+    let logout = |b: &Browser, origin: &str| {
+        b.req(reqwest::Method::POST, &url(&gw, "/auth/logout"))
+            .header("x-csrf-token", b.csrf.clone().unwrap_or_default())
+            .header("origin", origin)
+            .header("sec-fetch-site", if origin == own { "same-origin" } else { "cross-site" })
+            .header("sec-fetch-mode", "cors")
+            .send()
+    };
+    let p = problem(logout(&b, "https://evil.example").await.unwrap(), 403).await;
+    assert_eq!(p["type"], "urn:rampart:problem:csrf");
+    assert_eq!(b.get(&gw, "/auth/me").await.status(), 200, "still signed in");
+    let r = logout(&b, &own).await.unwrap();
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    assert_eq!(b.get(&gw, "/auth/me").await.status(), 401, "signed out");
+    // No credential at all is still told what to send.
+    let r = client().post(url(&gw, "/auth/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
 /// A user's devices: listed with agent and address, one revoked, all revoked.
 async fn list_and_revoke(db: &TestDb) {
     let up = start_upstream().await;

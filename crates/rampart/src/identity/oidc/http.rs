@@ -15,9 +15,12 @@
 //!   502 `provider-unavailable`.
 //! - Signed in (a bearer token of ours, or a session cookie with its CSRF
 //!   token on unsafe methods):
-//!   - `POST {prefix}/oidc/<name>/link` (JSON `{"return_to"}` optional) →
-//!     `{"authorize_url"}` and the binding cookie: the browser that opens the
-//!     URL links that provider account to the caller.
+//!   - `POST {prefix}/oidc/<name>/link` — JSON `{"return_to"?, "password"}`
+//!     or `{"return_to"?, "code"}`: the same proof as for removing a passkey
+//!     (none, and the body optional, for an account with neither a password
+//!     nor TOTP) → `{"authorize_url"}` and the binding cookie: the browser
+//!     that opens the URL links that provider account to the caller. A link
+//!     signs in on its own, so a token alone must not add one.
 //!   - `GET {prefix}/oidc/links` → `{"links": [{"provider", "display_name",
 //!     "email", "created_at", "last_login_at"}]}`.
 //!   - `DELETE {prefix}/oidc/links/<provider>` → 204; 404 when not linked; 409
@@ -175,6 +178,8 @@ async fn login(service: &IdentityService, name: &str, req: HttpRequest) -> HttpR
 #[serde(deny_unknown_fields)]
 struct LinkBody {
     return_to: Option<String>,
+    password: Option<String>,
+    code: Option<String>,
 }
 
 /// `POST {prefix}/oidc/<name>/link`, signed in.
@@ -194,9 +199,24 @@ async fn link(service: &IdentityService, state: &LimitState, name: &str, req: Ht
     } else {
         match serde_json::from_slice::<Option<LinkBody>>(&bytes) {
             Ok(b) => b.unwrap_or_default(),
-            Err(_) => return crate::identity::http::bad_request(&req, "expected JSON {\"return_to\"?} or no body"),
+            Err(_) => {
+                let shape = "expected JSON {\"return_to\"?, \"password\"} or {\"return_to\"?, \"code\"}";
+                return crate::identity::http::bad_request(&req, shape);
+            }
         }
     };
+    // A linked provider account signs in without the password or a second
+    // factor: linking takes the same proof as removing a passkey.
+    match crate::identity::mfa_http::proof_needed(service, &user).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let proof = crate::identity::mfa_http::Proof::new(body.password, body.code);
+            if let Err(resp) = crate::identity::mfa_http::prove(service, state, req.extensions(), &user, proof).await {
+                return resp;
+            }
+        }
+        Err(e) => return internal(&req, &e),
+    }
     let browser = browser_cookie(&req);
     match service.oidc_start(name, body.return_to.as_deref(), Some(&user.id), browser.as_deref()).await {
         Ok(started) => {

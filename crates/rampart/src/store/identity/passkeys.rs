@@ -116,8 +116,17 @@ pub trait PasskeyStore: Send + Sync {
     /// The user's passkeys, oldest first.
     fn passkeys_of(&self, user_id: &str) -> impl Future<Output = Result<Vec<PasskeyRecord>>> + Send;
 
-    /// Stores the credential as updated by a use (its counter), and the time of use.
-    fn record_passkey_use(&self, id: &str, credential: &str, now: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Stores the credential as updated by a use, its signature counter
+    /// `sign_count`, and the time of use, unless the stored counter is
+    /// already higher (then `Ok(false)`): of two logins at once, the one that
+    /// writes last must not write the counter backwards.
+    fn record_passkey_use(
+        &self,
+        id: &str,
+        credential: &str,
+        sign_count: u32,
+        now: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Deletes the user's passkey `id`; false when the user has no such passkey.
     fn delete_passkey(&self, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
@@ -148,7 +157,9 @@ const INSERT_PASSKEY: &str = "INSERT INTO passkeys (id, user_id, name, credentia
 const COUNT_PASSKEYS: &str = "SELECT COUNT(*) FROM passkeys WHERE user_id = $1";
 const PASSKEYS_OF: &str = "SELECT id, user_id, name, credential, cred_id, created_at, last_used_at \
                            FROM passkeys WHERE user_id = $1 ORDER BY created_at, id";
-const RECORD_USE: &str = "UPDATE passkeys SET credential = $2, last_used_at = $3 WHERE id = $1";
+// `<=`: authenticators that keep no counter always send 0.
+const RECORD_USE: &str = "UPDATE passkeys SET credential = $2, last_used_at = $3, sign_count = $4 \
+                          WHERE id = $1 AND sign_count <= $4";
 const DELETE_PASSKEY: &str = "DELETE FROM passkeys WHERE user_id = $1 AND id = $2";
 const PURGE: &str = "DELETE FROM webauthn_challenges WHERE expires_at <= $1";
 const COUNT_ALL: &str = "SELECT COUNT(*) FROM webauthn_challenges";
@@ -233,14 +244,15 @@ impl PasskeyStore for Database {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn record_passkey_use(&self, id: &str, credential: &str, now: u64) -> Result<()> {
+    async fn record_passkey_use(&self, id: &str, credential: &str, sign_count: u32, now: u64) -> Result<bool> {
         check_required("id", id, MAX_ID_BYTES)?;
         check_required("credential", credential, MAX_WEBAUTHN_JSON_BYTES)?;
         let at = to_db("now", now)?;
-        with_pool!(self, |pool| {
-            sqlx::query(RECORD_USE).bind(id).bind(credential).bind(at).execute(pool).await?;
+        let count = i64::from(sign_count);
+        let rows = with_pool!(self, |pool| {
+            sqlx::query(RECORD_USE).bind(id).bind(credential).bind(at).bind(count).execute(pool).await?.rows_affected()
         });
-        Ok(())
+        Ok(rows == 1)
     }
 
     #[tracing::instrument(skip_all)]

@@ -313,11 +313,19 @@ impl Row {
     }
 }
 
+/// How an erased account's username (and its key) begins: `deleted:<id>`.
+const ERASED_PREFIX: &str = "deleted:";
+
 fn check_username(username: &str) -> Result<String> {
     check_required("username", username, MAX_USERNAME_BYTES)?;
     let key = username_key(username);
     if key.len() > MAX_USERNAME_BYTES * KEY_GROWTH {
         return Err(StoreError::TooLong { field: "username", max: MAX_USERNAME_BYTES });
+    }
+    // Erasure renames an account to `deleted:<id>`: a user who took that name
+    // first (in any case or width: the key is compared) would block it.
+    if key.starts_with(ERASED_PREFIX) {
+        return Err(StoreError::Invalid { field: "username", reason: "must not begin with `deleted:`" });
     }
     Ok(key)
 }
@@ -655,9 +663,12 @@ impl UserStore for Database {
             return Ok(None);
         }
         let at = to_db("now", now)?;
-        let tombstone = format!("deleted:{id}");
+        let tombstone = format!("{ERASED_PREFIX}{id}");
         let version: Option<i64> = with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            // Reads before it writes: on SQLite a deferred transaction would
+            // fail at its first write (SQLITE_BUSY_SNAPSHOT) if another
+            // connection wrote in between, so it takes the write lock first.
+            let mut tx = pool.begin_with(sql.begin_write).await?;
             for table in ERASED_WITH_USER {
                 // A table that a later migration adds may be absent in an
                 // older database: only existing tables are emptied.

@@ -81,8 +81,8 @@
       li.appendChild(R.button("Remove", async () => {
         // Removing one takes the same proof as turning the app off (none
         // for an account with neither a password nor the app).
-        const pw = $("passkey-remove-password");
-        const body = pw.value ? proof(pw, $("passkey-remove-is-code")) : undefined;
+        const pw = $("passkey-password");
+        const body = pw.value ? proof(pw, $("passkey-is-code")) : undefined;
         const r = await R.call("DELETE", "passkeys/" + encodeURIComponent(k.id), body);
         if (!r.ok) { R.showError("passkey-add-error", R.why(r)); return; }
         pw.value = "";
@@ -93,7 +93,9 @@
   }
 
   R.onSubmit("passkey-add-form", "passkey-add-error", async (f) => {
-    const s = await R.call("POST", "passkeys/register/start");
+    // Adding one takes the same proof as removing one.
+    const pw = $("passkey-password");
+    const s = await R.call("POST", "passkeys/register/start", pw.value ? proof(pw, $("passkey-is-code")) : undefined);
     if (!s.ok) throw new Error(R.why(s));
     const credential = await R.createCredential(s.data.publicKey);
     const body = { challenge_id: s.data.challenge_id, credential };
@@ -101,6 +103,7 @@
     const fin = await R.call("POST", "passkeys/register/finish", body);
     if (!fin.ok) throw new Error(R.why(fin));
     f.name.value = "";
+    pw.value = "";
     await loadPasskeys();
     await loadMfa();
   });
@@ -194,7 +197,12 @@
   for (const b of document.querySelectorAll("button.link-provider")) {
     b.addEventListener("click", async () => {
       R.showError("links-error", "");
-      const r = await R.call("POST", "oidc/" + encodeURIComponent(b.dataset.provider) + "/link", { return_to: R.ui + "/account" });
+      // Linking takes the same proof as adding a passkey (none for an
+      // account with neither a password nor the app).
+      const body = { return_to: R.ui + "/account" };
+      const pw = $("link-password");
+      if (pw.value) Object.assign(body, proof(pw, $("link-is-code")));
+      const r = await R.call("POST", "oidc/" + encodeURIComponent(b.dataset.provider) + "/link", body);
       if (!r.ok) { R.showError("links-error", R.why(r)); return; }
       window.location.assign(r.data.authorize_url);
     });
