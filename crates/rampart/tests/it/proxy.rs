@@ -321,14 +321,7 @@ async fn a_switch_keeps_the_upstreams_hop_by_hop_headers() {
     )
     .await;
     let gw = gateway(&config(&format!("http://{up}"), "")).await;
-    let out = raw(
-        gw.addr,
-        b"GET /ws HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
-          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        Duration::from_millis(1000),
-    )
-    .await
-    .to_ascii_lowercase();
+    let out = raw(gw.addr, WS_HANDSHAKE, Duration::from_millis(1000)).await.to_ascii_lowercase();
     assert!(out.starts_with("http/1.1 101 "), "{out}");
     assert!(out.contains("connection: upgrade\r\n") && out.contains("upgrade: websocket\r\n"), "{out}");
     assert!(out.contains("sec-websocket-accept: "), "{out}");
@@ -381,19 +374,17 @@ async fn an_upstream_switching_to_another_protocol_is_a_bad_gateway() {
     let up =
         scripted_upstream(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n").await;
     let gw = gateway(&config(&format!("http://{up}"), "")).await;
-    let out = raw(
-        gw.addr,
-        b"GET /ws HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
-          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        Duration::from_millis(1500),
-    )
-    .await;
+    let out = raw(gw.addr, WS_HANDSHAKE, Duration::from_millis(1500)).await;
     assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
     assert!(out.contains("bad_upgrade") || out.contains("switched to a protocol"), "{out}");
     // A plain request that gets a 101 is refused the same way.
     let r = client().get(url(&gw, "/plain")).send().await.unwrap();
     assert_eq!(r.status(), 502);
 }
+
+/// A client's WebSocket handshake, as raw bytes.
+const WS_HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+    sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// An upstream that answers every request with `reply`, then holds the
 /// connection for a few seconds.
