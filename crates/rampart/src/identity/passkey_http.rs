@@ -60,7 +60,7 @@ pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, r
     }
     let method = req.method().clone();
     match (rest.as_str(), method) {
-        ("/login/start", Method::POST) => login_start(service, req).await,
+        ("/login/start", Method::POST) => login_start(service, state, req).await,
         ("/login/finish", Method::POST) => login_finish(service, state, req).await,
         ("/register/start" | "/register/finish" | "", Method::POST | Method::GET) | (_, Method::DELETE) => {
             let who = match super::http::signed_in(service, state, super::http::Head::of(&req)).await {
@@ -204,7 +204,7 @@ struct LoginStart {
     username: String,
 }
 
-async fn login_start(service: &IdentityService, req: HttpRequest) -> HttpResponse {
+async fn login_start(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
     let (req, body) = match read_json::<LoginStart>(req, "{\"username\"}").await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -212,7 +212,8 @@ async fn login_start(service: &IdentityService, req: HttpRequest) -> HttpRespons
     if body.username.trim().is_empty() {
         return bad_request(&req, "username must not be empty");
     }
-    match service.passkey_login_start(&body.username).await {
+    let client = req.extensions().get::<ClientInfo>().map(|c| state.clients.key(c.ip));
+    match service.passkey_login_start(&body.username, client).await {
         Ok(c) => challenge_response(c),
         // An over-long or otherwise unstorable name is no user: a decoy would
         // be the same, but there is nothing to hide about the input's shape.

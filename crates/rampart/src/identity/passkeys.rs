@@ -25,6 +25,7 @@
 //!   failures are reported with the user's id so that the HTTP layer counts
 //!   them towards the lockout like wrong passwords.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -143,9 +144,12 @@ impl IdentityService {
         self.relying().is_ok()
     }
 
+    /// Stores a ceremony's state; `client` for logins (see
+    /// [`NewChallenge::client`]).
     async fn store_challenge(
         &self,
         user_id: Option<&str>,
+        client: Option<IpAddr>,
         purpose: ChallengePurpose,
         state: String,
     ) -> Result<String, PasskeyError> {
@@ -155,6 +159,7 @@ impl IdentityService {
         let new = NewChallenge {
             id: id.clone(),
             user_id: user_id.map(str::to_owned),
+            client: client.map(|ip| ip.to_string()),
             purpose,
             state,
             created_at: now,
@@ -186,7 +191,7 @@ impl IdentityService {
             .start_passkey_registration(user_handle(&user.id), &user.username, &user.username, Some(exclude))
             .map_err(|e| internal(e, "starting a passkey registration"))?;
         let state = to_json(&state, "registration state")?;
-        let challenge_id = self.store_challenge(Some(&user.id), ChallengePurpose::Register, state).await?;
+        let challenge_id = self.store_challenge(Some(&user.id), None, ChallengePurpose::Register, state).await?;
         Ok(PasskeyChallenge {
             challenge_id,
             options: serde_json::to_value(&options).map_err(|e| internal(e, "options"))?,
@@ -247,12 +252,19 @@ impl IdentityService {
     }
 
     /// Starts a passwordless login for `username` (a decoy for an unknown
-    /// name or a user without passkeys, see the module docs).
-    pub async fn passkey_login_start(&self, username: &str) -> Result<PasskeyChallenge, PasskeyError> {
+    /// name or a user without passkeys, see the module docs). `client` is
+    /// who asks, as [`rampart_core::client_ip::ClientGrouping::key`] gives
+    /// it: pending logins are bounded per client, not per user (see
+    /// [`crate::store::identity::passkeys::MAX_PENDING_PER_CLIENT`]).
+    pub async fn passkey_login_start(
+        &self,
+        username: &str,
+        client: Option<IpAddr>,
+    ) -> Result<PasskeyChallenge, PasskeyError> {
         let (_, s) = self.relying()?;
         let user = self.db.user_by_username(username).await?;
         if let Some(user) = &user {
-            if let Some(challenge) = self.assertion_challenge(&user.id, ChallengePurpose::Login).await? {
+            if let Some(challenge) = self.assertion_challenge(&user.id, client, ChallengePurpose::Login).await? {
                 return Ok(challenge);
             }
         }
@@ -273,7 +285,7 @@ impl IdentityService {
             "allowCredentials": allow,
             "userVerification": "required",
         }});
-        let challenge_id = self.store_challenge(None, ChallengePurpose::Login, "null".into()).await?;
+        let challenge_id = self.store_challenge(None, client, ChallengePurpose::Login, "null".into()).await?;
         Ok(PasskeyChallenge { challenge_id, options })
     }
 
@@ -281,6 +293,7 @@ impl IdentityService {
     async fn assertion_challenge(
         &self,
         user_id: &str,
+        client: Option<IpAddr>,
         purpose: ChallengePurpose,
     ) -> Result<Option<PasskeyChallenge>, PasskeyError> {
         let (webauthn, _) = self.relying()?;
@@ -297,7 +310,7 @@ impl IdentityService {
         let (options, state) =
             webauthn.start_passkey_authentication(&passkeys).map_err(|e| internal(e, "starting a passkey login"))?;
         let state = to_json(&state, "authentication state")?;
-        let challenge_id = self.store_challenge(Some(user_id), purpose, state).await?;
+        let challenge_id = self.store_challenge(Some(user_id), client, purpose, state).await?;
         let options = serde_json::to_value(&options).map_err(|e| internal(e, "options"))?;
         Ok(Some(PasskeyChallenge { challenge_id, options }))
     }
@@ -376,7 +389,7 @@ impl IdentityService {
     /// Second factor, step one: a challenge over the user's passkeys.
     /// `Ok(None)` when the user has none.
     pub async fn passkey_challenge_for(&self, user_id: &str) -> Result<Option<PasskeyChallenge>, PasskeyError> {
-        self.assertion_challenge(user_id, ChallengePurpose::Mfa).await
+        self.assertion_challenge(user_id, None, ChallengePurpose::Mfa).await
     }
 
     /// Second factor, step two: `Ok(())` when `credential` answers the

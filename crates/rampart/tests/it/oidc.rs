@@ -676,6 +676,7 @@ async fn store_flow(tdb: &TestDb) {
         nonce: "nonce-1".into(),
         return_to: "/back".into(),
         link_user_id: user.map(str::to_owned),
+        client: None,
         created_at: 1_000,
         expires_at,
     };
@@ -691,6 +692,22 @@ async fn store_flow(tdb: &TestDb) {
     let mut long = pending("s4", 2_000, None);
     long.return_to = format!("/{}", "x".repeat(5000));
     assert!(matches!(db.insert_pending_login(&long).await, Err(StoreError::TooLong { field: "return_to", .. })));
+    // A client's 17th pending login pushes out its own oldest; another
+    // client's stays.
+    let from = |state: &str, client: &str, created_at: u64| PendingLogin {
+        client: Some(client.into()),
+        created_at,
+        ..pending(state, 90_000, None)
+    };
+    db.insert_pending_login(&from("other", "192.0.2.1", 1_000)).await.unwrap().unwrap();
+    for i in 0..17 {
+        db.insert_pending_login(&from(&format!("c{i}"), "198.51.100.9", 1_001 + i)).await.unwrap().unwrap();
+    }
+    assert!(db.take_pending_login(&TokenHash::of("c0"), 1_500).await.unwrap().is_none(), "pushed out");
+    let kept = db.take_pending_login(&TokenHash::of("c1"), 1_500).await.unwrap().unwrap();
+    assert_eq!(kept.client.as_deref(), Some("198.51.100.9"));
+    assert!(db.take_pending_login(&TokenHash::of("c16"), 1_500).await.unwrap().is_some());
+    assert!(db.take_pending_login(&TokenHash::of("other"), 1_500).await.unwrap().is_some());
 
     let link = |user: &str, provider: &str, subject: &str| ExternalIdentity {
         provider: provider.into(),

@@ -114,6 +114,62 @@ async fn sql(db: &rampart::store::Database, text: &str) {
 on_both_backends!(sqlite_passkey_ceremonies, postgres_passkey_ceremonies, passkey_flow);
 on_both_backends!(sqlite_passkey_hostile_input, postgres_passkey_hostile_input, hostile_flow);
 on_both_backends!(sqlite_passkey_registration_needs_proof, postgres_passkey_registration_needs_proof, proof_flow);
+on_both_backends!(sqlite_passkey_login_flood, postgres_passkey_login_flood, login_flood_flow);
+
+/// Starts a passwordless login as the client `ip` (through a trusted proxy).
+async fn login_start_from(gw: &rampart::Gateway, username: &str, ip: &str) -> (String, RequestChallengeResponse) {
+    let r = client()
+        .post(url(gw, "/auth/passkeys/login/start"))
+        .header("x-forwarded-for", ip)
+        .json(&serde_json::json!({"username": username}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (id, options) = split(r.json().await.unwrap());
+    (id, serde_json::from_value(options).unwrap())
+}
+
+/// Anyone may start a login for any username: a stranger who starts many
+/// for a user's name fills only the stranger's own share of pending logins
+/// (16, oldest out first) and does not push out the user's own.
+async fn login_flood_flow(tdb: &TestDb) {
+    let up = start_upstream().await;
+    let text = passkey_config(up, &tdb.url).replace(
+        "[server]\nlisten = '127.0.0.1:0'\n",
+        "[server]\nlisten = '127.0.0.1:0'\ntrusted_proxies = ['127.0.0.1']\n",
+    );
+    assert!(text.contains("trusted_proxies"));
+    let gw = gateway(&text).await;
+    assert_eq!(register_with_email(&gw, "erin", None, PASSWORD).await.status(), 201);
+    let access = password_login(&gw, "erin").await;
+    let mut laptop = SoftPasskey::new(true);
+    add_passkey(&gw, &access, "laptop", &mut laptop).await;
+
+    let (mine, options) = login_start_from(&gw, "erin", "203.0.113.7").await;
+    let mut theirs = Vec::new();
+    for i in 0..40 {
+        // Real starts for erin, and decoys: both count for the stranger.
+        let name = if i % 4 == 3 { "nobody" } else { "erin" };
+        theirs.push(login_start_from(&gw, name, "198.51.100.9").await);
+    }
+    let credential = serde_json::to_value(laptop.do_authentication(origin(), options).unwrap()).unwrap();
+    let (status, tokens) = login_finish(&gw, &mine, &credential).await;
+    assert_eq!(status, 200, "{tokens}");
+
+    // The stranger's 16 newest (24 to 39) are pending, the older ones were
+    // pushed out. 38 is a real start for erin (39 a decoy).
+    let (newest, options) = &theirs[38];
+    let credential = serde_json::to_value(laptop.do_authentication(origin(), options.clone()).unwrap()).unwrap();
+    assert_eq!(login_finish(&gw, newest, &credential).await.0, 200);
+    for (id, options) in [&theirs[0], &theirs[22]] {
+        let credential = serde_json::to_value(laptop.do_authentication(origin(), options.clone()).unwrap()).unwrap();
+        let (status, err) = login_finish(&gw, id, &credential).await;
+        assert_eq!((status, err["error"].as_str()), (400, Some("invalid_grant")));
+    }
+    gw.shutdown();
+    gw.wait().await;
+}
 
 /// Adding a passkey takes the same proof as removing one: a bearer token
 /// alone (perhaps stolen) adds no way to sign in that skips the second

@@ -239,13 +239,17 @@ impl IdentityService {
     /// Starts a login with provider `name` (or, with `link_user`, the linking
     /// of an account to that signed-in user). `browser` is the binding
     /// cookie's value if the browser sent one; it is reused so that logins in
-    /// two tabs do not undo each other.
+    /// two tabs do not undo each other. `client` is who asks, as
+    /// [`rampart_core::client_ip::ClientGrouping::key`] gives it: pending
+    /// logins are bounded per client (see
+    /// [`crate::store::identity::external::MAX_PENDING_PER_CLIENT`]).
     pub async fn oidc_start(
         &self,
         name: &str,
         return_to: Option<&str>,
         link_user: Option<&str>,
         browser: Option<&str>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Started, LoginError> {
         let logins = self.external_logins()?;
         let provider = logins.provider(name).ok_or(LoginError::UnknownProvider)?;
@@ -265,6 +269,7 @@ impl IdentityService {
             nonce,
             return_to,
             link_user_id: link_user.map(str::to_owned),
+            client: client.map(|ip| ip.to_string()),
             created_at: now,
             expires_at: now.saturating_add(crate::identity::service::ms(PENDING_TTL)),
         };

@@ -84,7 +84,7 @@ pub(crate) async fn handle(
         }
         ([name, "login"], Method::GET) if logins.provider(name).is_some() => {
             let name = (*name).to_owned();
-            login(service, &name, req).await
+            login(service, state, &name, req).await
         }
         ([name, "callback"], Method::GET) if logins.provider(name).is_some() => {
             let name = (*name).to_owned();
@@ -154,13 +154,14 @@ fn method_not_allowed(req: &HttpRequest) -> HttpResponse {
 }
 
 /// `GET {prefix}/oidc/<name>/login`.
-async fn login(service: &IdentityService, name: &str, req: HttpRequest) -> HttpResponse {
+async fn login(service: &IdentityService, state: &LimitState, name: &str, req: HttpRequest) -> HttpResponse {
     let [return_to] = match query_params(&req, ["return_to"]) {
         Ok(p) => p,
         Err(why) => return crate::identity::http::bad_request(&req, &why),
     };
     let browser = browser_cookie(&req);
-    match service.oidc_start(name, return_to.as_deref(), None, browser.as_deref()).await {
+    let client = req.extensions().get::<ClientInfo>().map(|c| state.clients.key(c.ip));
+    match service.oidc_start(name, return_to.as_deref(), None, browser.as_deref(), client).await {
         Ok(started) => {
             let mut resp = empty(StatusCode::FOUND);
             match HeaderValue::from_str(&started.authorize_url) {
@@ -218,7 +219,8 @@ async fn link(service: &IdentityService, state: &LimitState, name: &str, req: Ht
         Err(e) => return internal(&req, &e),
     }
     let browser = browser_cookie(&req);
-    match service.oidc_start(name, body.return_to.as_deref(), Some(&user.id), browser.as_deref()).await {
+    let client = req.extensions().get::<ClientInfo>().map(|c| state.clients.key(c.ip));
+    match service.oidc_start(name, body.return_to.as_deref(), Some(&user.id), browser.as_deref(), client).await {
         Ok(started) => {
             let mut resp = json(StatusCode::OK, &serde_json::json!({ "authorize_url": started.authorize_url }));
             set_browser_cookie(&mut resp, &started.browser);

@@ -12,7 +12,8 @@
 //! is one `DELETE … RETURNING`, so of two callbacks with one `state` exactly
 //! one gets the login. They are looked up by the SHA-256 of the state, never
 //! stored in clear. Expired ones are purged whenever a new one is stored, and
-//! at most [`MAX_PENDING_LOGINS`] are pending at once.
+//! at most [`MAX_PENDING_PER_CLIENT`] per client and [`MAX_PENDING_LOGINS`] in
+//! all are pending at once.
 
 use std::future::Future;
 
@@ -32,6 +33,10 @@ pub const MAX_NONCE_BYTES: usize = 128;
 pub const MAX_RETURN_TO_BYTES: usize = 2048;
 /// Logins in progress in all; more are refused until some expire.
 pub const MAX_PENDING_LOGINS: i64 = 100_000;
+/// Logins in progress one client (see [`PendingLogin::client`]) started; its
+/// newest pushes out its oldest, so one client fills its own share, not the
+/// table.
+pub const MAX_PENDING_PER_CLIENT: i64 = 16;
 
 /// A link between a provider account and a local user.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -58,6 +63,10 @@ pub struct PendingLogin {
     pub return_to: String,
     /// The signed-in user who asked to link an account; `None` for a login.
     pub link_user_id: Option<String>,
+    /// The client that started it: its address, or its IPv6 network of
+    /// `[server] ipv6_prefix` bits. `None` where no client is known (not
+    /// counted per client).
+    pub client: Option<String>,
     pub created_at: u64,
     pub expires_at: u64,
 }
@@ -126,10 +135,13 @@ pub trait ExternalIdentityStore: Send + Sync {
 
 const PURGE: &str = "DELETE FROM oidc_pending_logins WHERE expires_at <= $1";
 const COUNT_PENDING: &str = "SELECT COUNT(*) FROM oidc_pending_logins";
+const COUNT_CLIENT: &str = "SELECT COUNT(*) FROM oidc_pending_logins WHERE client = $1";
+const EVICT_CLIENT_OLDEST: &str = "DELETE FROM oidc_pending_logins WHERE state_hash IN (SELECT state_hash \
+                                   FROM oidc_pending_logins WHERE client = $1 ORDER BY created_at, state_hash LIMIT $2)";
 const INSERT_PENDING: &str = "INSERT INTO oidc_pending_logins (state_hash, provider, browser_hash, nonce, return_to, \
-                              link_user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                              link_user_id, client, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const TAKE_PENDING: &str = "DELETE FROM oidc_pending_logins WHERE state_hash = $1 RETURNING provider, browser_hash, \
-                            nonce, return_to, link_user_id, created_at, expires_at";
+                            nonce, return_to, link_user_id, client, created_at, expires_at";
 const LINK_OF: &str = "SELECT provider, subject, user_id, email, created_at, last_login_at \
                        FROM external_identities WHERE provider = $1 AND subject = $2";
 const LINKS_OF_USER: &str = "SELECT provider, subject, user_id, email, created_at, last_login_at \
@@ -173,6 +185,7 @@ struct PendingRow {
     nonce: String,
     return_to: String,
     link_user_id: Option<String>,
+    client: Option<String>,
     created_at: i64,
     expires_at: i64,
 }
@@ -200,6 +213,9 @@ impl ExternalIdentityStore for Database {
         if let Some(user) = &new.link_user_id {
             check_required("link_user_id", user, MAX_ID_BYTES)?;
         }
+        if let Some(client) = &new.client {
+            check_required("client", client, MAX_ID_BYTES)?;
+        }
         let created = to_db("created_at", new.created_at)?;
         let expires = to_db("expires_at", new.expires_at)?;
         with_pool!(self, |pool, sql| {
@@ -208,6 +224,13 @@ impl ExternalIdentityStore for Database {
                 sqlx::query(lock).bind(super::lock_key("oidc_pending_logins", "")).execute(&mut *tx).await?;
             }
             sqlx::query(PURGE).bind(created).execute(&mut *tx).await?;
+            if let Some(client) = &new.client {
+                let mine: i64 = sqlx::query_scalar(COUNT_CLIENT).bind(client).fetch_one(&mut *tx).await?;
+                if mine >= MAX_PENDING_PER_CLIENT {
+                    let excess = mine - MAX_PENDING_PER_CLIENT + 1;
+                    sqlx::query(EVICT_CLIENT_OLDEST).bind(client).bind(excess).execute(&mut *tx).await?;
+                }
+            }
             let total: i64 = sqlx::query_scalar(COUNT_PENDING).fetch_one(&mut *tx).await?;
             if total >= MAX_PENDING_LOGINS {
                 return Ok(Err(TooManyPending));
@@ -219,6 +242,7 @@ impl ExternalIdentityStore for Database {
                 .bind(&new.nonce)
                 .bind(&new.return_to)
                 .bind(new.link_user_id.as_deref())
+                .bind(new.client.as_deref())
                 .bind(created)
                 .bind(expires)
                 .execute(&mut *tx)
@@ -245,6 +269,7 @@ impl ExternalIdentityStore for Database {
             nonce: row.nonce,
             return_to: row.return_to,
             link_user_id: row.link_user_id,
+            client: row.client,
             created_at: from_db("created_at", row.created_at)?,
             expires_at,
         }))

@@ -9,8 +9,9 @@
 //! **Challenges are single use.** [`PasskeyStore::take_challenge`] is one
 //! `DELETE … RETURNING`, so of two concurrent finishes with one challenge
 //! exactly one gets its state. Expired challenges are purged whenever a new
-//! one is stored, and the number pending is bounded per user and purpose and
-//! in total (see [`PasskeyStore::insert_challenge`]).
+//! one is stored, and the number pending is bounded per client (logins), per
+//! user and purpose (the others) and in total (see
+//! [`PasskeyStore::insert_challenge`]).
 
 use std::future::Future;
 
@@ -25,8 +26,14 @@ pub const MAX_PASSKEY_NAME_BYTES: usize = 64;
 pub const MAX_WEBAUTHN_JSON_BYTES: usize = 64 * 1024;
 /// Longest credential id as stored (base64url of at most 1023 bytes).
 pub const MAX_CRED_ID_BYTES: usize = 1400;
-/// Pending challenges of one user for one purpose.
+/// Pending registrations or second-factor checks of one user; more are
+/// refused until one is finished or expires.
 pub const MAX_PENDING_PER_USER: i64 = 8;
+/// Pending passwordless logins one client (see [`NewChallenge::client`])
+/// started; its newest pushes out its oldest. Logins are counted per client,
+/// not per user: anyone may start a login for any name, and counted per user,
+/// a stranger's starts would push out the user's own pending login.
+pub const MAX_PENDING_PER_CLIENT: i64 = 16;
 /// Pending challenges in all; more are refused until some expire.
 pub const MAX_PENDING_TOTAL: i64 = 100_000;
 
@@ -84,6 +91,11 @@ pub struct NewChallenge {
     pub id: String,
     /// `None` for a decoy (a login started for an unknown username).
     pub user_id: Option<String>,
+    /// For a login, the client that started it: its address, or its IPv6
+    /// network of `[server] ipv6_prefix` bits. `None` for the other purposes
+    /// (and for logins started where no client is known), which are not
+    /// counted per client.
+    pub client: Option<String>,
     pub purpose: ChallengePurpose,
     pub state: String,
     pub created_at: u64,
@@ -131,11 +143,13 @@ pub trait PasskeyStore: Send + Sync {
     /// Deletes the user's passkey `id`; false when the user has no such passkey.
     fn delete_passkey(&self, user_id: &str, id: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Stores a challenge after purging the expired ones. For
-    /// [`ChallengePurpose::Login`] a user over the limit loses the oldest
-    /// pending challenge (whoever starts a login for a username must not be
-    /// able to lock its owner out); for the others, which the user starts
-    /// while signed in, the new one is refused.
+    /// Stores a challenge after purging the expired ones. A
+    /// [`ChallengePurpose::Login`] is counted against the client that started
+    /// it ([`MAX_PENDING_PER_CLIENT`], its own oldest giving way), never
+    /// against the user: whoever starts logins for a username must not be
+    /// able to push out its owner's. The other purposes, which the user
+    /// starts while signed in or halfway through a login, are counted per
+    /// user ([`MAX_PENDING_PER_USER`]) and the new one is refused.
     fn insert_challenge(
         &self,
         new: &NewChallenge,
@@ -164,10 +178,12 @@ const DELETE_PASSKEY: &str = "DELETE FROM passkeys WHERE user_id = $1 AND id = $
 const PURGE: &str = "DELETE FROM webauthn_challenges WHERE expires_at <= $1";
 const COUNT_ALL: &str = "SELECT COUNT(*) FROM webauthn_challenges";
 const COUNT_USER: &str = "SELECT COUNT(*) FROM webauthn_challenges WHERE user_id = $1 AND purpose = $2";
-const EVICT_OLDEST: &str = "DELETE FROM webauthn_challenges WHERE id IN (SELECT id FROM webauthn_challenges \
-                            WHERE user_id = $1 AND purpose = $2 ORDER BY created_at, id LIMIT $3)";
-const INSERT_CHALLENGE: &str = "INSERT INTO webauthn_challenges (id, user_id, purpose, state, created_at, expires_at) \
-                                VALUES ($1, $2, $3, $4, $5, $6)";
+const COUNT_CLIENT: &str = "SELECT COUNT(*) FROM webauthn_challenges WHERE client = $1 AND purpose = $2";
+const EVICT_CLIENT_OLDEST: &str = "DELETE FROM webauthn_challenges WHERE id IN (SELECT id FROM webauthn_challenges \
+                                   WHERE client = $1 AND purpose = $2 ORDER BY created_at, id LIMIT $3)";
+const INSERT_CHALLENGE: &str = "INSERT INTO webauthn_challenges \
+                                (id, user_id, client, purpose, state, created_at, expires_at) \
+                                VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const TAKE: &str = "DELETE FROM webauthn_challenges WHERE id = $1 AND purpose = $2 \
                     RETURNING user_id, state, expires_at";
 
@@ -271,6 +287,9 @@ impl PasskeyStore for Database {
         if let Some(user) = &new.user_id {
             check_required("user_id", user, MAX_ID_BYTES)?;
         }
+        if let Some(client) = &new.client {
+            check_required("client", client, MAX_ID_BYTES)?;
+        }
         check_required("state", &new.state, MAX_WEBAUTHN_JSON_BYTES)?;
         let created = to_db("created_at", new.created_at)?;
         let expires = to_db("expires_at", new.expires_at)?;
@@ -281,23 +300,36 @@ impl PasskeyStore for Database {
                 sqlx::query(lock).bind(super::lock_key("webauthn_challenges", "")).execute(&mut *tx).await?;
             }
             sqlx::query(PURGE).bind(created).execute(&mut *tx).await?;
+            if new.purpose == ChallengePurpose::Login {
+                // A client's own oldest logins give way first, so a client
+                // that floods fills its own share, not the table.
+                if let Some(client) = &new.client {
+                    let mine: i64 =
+                        sqlx::query_scalar(COUNT_CLIENT).bind(client).bind(purpose).fetch_one(&mut *tx).await?;
+                    if mine >= MAX_PENDING_PER_CLIENT {
+                        let excess = mine - MAX_PENDING_PER_CLIENT + 1;
+                        sqlx::query(EVICT_CLIENT_OLDEST)
+                            .bind(client)
+                            .bind(purpose)
+                            .bind(excess)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            } else if let Some(user) = &new.user_id {
+                let mine: i64 = sqlx::query_scalar(COUNT_USER).bind(user).bind(purpose).fetch_one(&mut *tx).await?;
+                if mine >= MAX_PENDING_PER_USER {
+                    return Ok(Err(ChallengeRefused::TooManyForUser));
+                }
+            }
             let total: i64 = sqlx::query_scalar(COUNT_ALL).fetch_one(&mut *tx).await?;
             if total >= MAX_PENDING_TOTAL {
                 return Ok(Err(ChallengeRefused::TooMany));
             }
-            if let Some(user) = &new.user_id {
-                let mine: i64 = sqlx::query_scalar(COUNT_USER).bind(user).bind(purpose).fetch_one(&mut *tx).await?;
-                if mine >= MAX_PENDING_PER_USER {
-                    if new.purpose != ChallengePurpose::Login {
-                        return Ok(Err(ChallengeRefused::TooManyForUser));
-                    }
-                    let excess = mine - MAX_PENDING_PER_USER + 1;
-                    sqlx::query(EVICT_OLDEST).bind(user).bind(purpose).bind(excess).execute(&mut *tx).await?;
-                }
-            }
             sqlx::query(INSERT_CHALLENGE)
                 .bind(&new.id)
                 .bind(new.user_id.as_deref())
+                .bind(new.client.as_deref())
                 .bind(purpose)
                 .bind(&new.state)
                 .bind(created)
