@@ -206,13 +206,19 @@ impl OriginPattern {
         matches!(self, Self::Any)
     }
 
-    /// True for a wildcard over the subdomains of a single label, as
-    /// `https://*.com`: a whole top-level domain, where anyone can register
-    /// a site. (`*.localhost` names only the local machine and is not
-    /// counted.) Deeper public suffixes (`*.co.uk`) are not known here.
-    pub fn covers_a_top_level_domain(&self) -> bool {
+    /// True for a wildcard over the subdomains of a public suffix, where
+    /// anyone can register a site: a top-level domain (`https://*.com`), a
+    /// registry's second level (`https://*.co.uk`) or a hosting platform's
+    /// domain (`https://*.github.io`), per the Public Suffix List compiled
+    /// into the `psl` crate (its ICANN and private sections). A single label
+    /// the list does not know counts as a top-level domain; `*.localhost`
+    /// names only the local machine and is not counted.
+    pub fn covers_a_public_suffix(&self) -> bool {
         match self {
-            Self::Wildcard { host, subdomains: true, .. } => !host.contains('.') && host != "localhost",
+            Self::Wildcard { host, subdomains: true, .. } => {
+                host != "localhost"
+                    && psl::suffix(host.as_bytes()).is_some_and(|s| s.as_bytes().eq_ignore_ascii_case(host.as_bytes()))
+            }
             _ => false,
         }
     }

@@ -1394,12 +1394,13 @@ fn compile_cors(c: &CorsConfig, at: &ConfigPath, errs: &mut Errors) -> Option<Co
                     "`*` together with allow_credentials = true would let any site make credentialed requests; list the origins instead",
                 );
             }
-            if pat.covers_a_top_level_domain() && c.allow_credentials {
+            if pat.covers_a_public_suffix() && c.allow_credentials {
                 errs.push(
                     at.push_key("allow_origins").push_index(i),
                     format!(
-                        "`{o}` matches every site of a top-level domain, which anyone can register; with \
-                         allow_credentials = true name your own domain (`https://*.example.com`)"
+                        "`{o}` matches every site under a public suffix (a top-level domain or a domain where \
+                         anyone can register a site); with allow_credentials = true name your own domain \
+                         (`https://*.example.com`)"
                     ),
                 );
             }

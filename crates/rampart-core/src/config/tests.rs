@@ -32,20 +32,29 @@ fn a_catch_all_trusted_proxy_is_refused() {
     assert!(load(&text, &[], &no_files).is_ok());
 }
 
-/// With credentials, an origin wildcard over a whole top-level domain is
+/// With credentials, an origin wildcard over a public suffix (a top-level
+/// domain, a registry's second level, a hosting platform's domain) is
 /// refused; without them, or over a registrable domain, it is accepted.
 #[test]
-fn a_credentialed_wildcard_over_a_top_level_domain_is_refused() {
+fn a_credentialed_wildcard_over_a_public_suffix_is_refused() {
     let cors = |origin: &str, credentials: bool| {
         format!(
             "{BASE}[[routes]]\npath = '/**'\n[routes.cors]\nallow_origins = ['https://app.example.com', '{origin}']\nallow_credentials = {credentials}\n"
         )
     };
-    for origin in ["https://*.com", "http://*.dev:*"] {
-        check_err(&cors(origin, true), &[], &["routes[0].cors.allow_origins[1]", "top-level domain"]);
+    for origin in [
+        "https://*.com",
+        "http://*.dev:*",
+        "https://*.co.uk",
+        "https://*.CO.UK",
+        "https://*.github.io",
+        "https://*.internal",
+    ] {
+        check_err(&cors(origin, true), &[], &["routes[0].cors.allow_origins[1]", "public suffix"]);
         assert!(load(&cors(origin, false), &[], &no_files).is_ok(), "{origin} without credentials");
     }
-    for origin in ["https://*.example.com", "http://*.localhost:*"] {
+    for origin in ["https://*.example.com", "http://*.localhost:*", "https://*.example.co.uk", "https://*.me.github.io"]
+    {
         assert!(load(&cors(origin, true), &[], &no_files).is_ok(), "{origin}");
     }
 }
