@@ -227,10 +227,11 @@ pub fn load_policy_text(text: &str) -> Result<Policy, ConfigErrors> {
 /// The settings read once at start that a reload leaves as they were, named
 /// when `new` changes them: `[identity]` (all of it), `[bans]`, `[abuse]` and
 /// `[limits] max_keys`. The sections are compared by their `Debug` text
-/// (they have no `PartialEq`), in which secrets print redacted: a change of a
-/// secret alone is not named.
+/// (they have no `PartialEq`) with the secrets in it
+/// ([`rampart_core::config::secret::debug_eq`]), so a change of a secret alone
+/// (`secret_key`, a signing key, a provider's `client_secret`) is named too.
 pub fn restart_only_changes(old: &Policy, new: &Policy) -> Vec<&'static str> {
-    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| !rampart_core::config::secret::debug_eq(a, b);
     let mut changed = Vec::new();
     if differ(&old.identity, &new.identity) {
         changed.push("[identity]");
@@ -325,6 +326,8 @@ mod tests {
         check("", "", &[]);
         check(IDENTITY, IDENTITY, &[]);
         check(IDENTITY, &format!("{IDENTITY}registration = true\n"), &["[identity]"]);
+        // A secret alone (its Debug text is `***` either way).
+        check(IDENTITY, &IDENTITY.replace("0123456789abcdef0123", "fedcba9876543210fedc"), &["[identity]"]);
         check("", IDENTITY, &["[identity]"]);
         check("", "[bans]\nmax_tracked = 5\n", &["[bans]"]);
         check("", "[abuse]\ntop_k = 7\n", &["[abuse]"]);
