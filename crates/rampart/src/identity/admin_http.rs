@@ -121,10 +121,13 @@ fn method_not_allowed(req: &Parts) -> HttpResponse {
 }
 
 /// Whether `user` holds the admin role now and may act (the admin API and
-/// the dashboard page ask the same question). A locked admin may not: its
-/// tokens and API keys would otherwise keep admin power, and could unlock it.
+/// the dashboard page ask the same question). An admin another admin locked
+/// may not: its tokens and API keys would otherwise keep admin power, and
+/// could unlock it. The automatic lock after wrong passwords does not take
+/// admin power away (it stops password logins only): anyone can trigger it
+/// by guessing, and would otherwise cut every admin off the admin API.
 pub(crate) fn is_admin(user: &User) -> bool {
-    !user.disabled && !user.is_locked(now_ms()) && user.roles.iter().any(|r| r == ADMIN)
+    !user.disabled && !user.is_admin_locked(now_ms()) && user.roles.iter().any(|r| r == ADMIN)
 }
 
 /// The caller, if it is an admin; the refusal otherwise.

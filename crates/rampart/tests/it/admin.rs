@@ -22,9 +22,10 @@ on_both_backends!(
 
 on_both_backends!(sqlite_a_locked_admin_is_no_admin, postgres_a_locked_admin_is_no_admin, locked_admin);
 
-/// A locked admin loses admin power at once, its admin-scoped API key too
-/// (which could otherwise unlock it); and no admin unlocks themselves, as
-/// none locks themselves.
+/// An admin locked by another admin loses admin power at once, its
+/// admin-scoped API key too (which could otherwise unlock it); the automatic
+/// lock after wrong passwords, which anyone can trigger, does not take it.
+/// And no admin unlocks themselves, as none locks themselves.
 async fn locked_admin(db: &TestDb) {
     let up = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
@@ -53,7 +54,18 @@ async fn locked_admin(db: &TestDb) {
     let r = admin.send(reqwest::Method::POST, &format!("/users/{root}/unlock"), None).await;
     assert!(problem(r, 400).await["detail"].as_str().unwrap().contains("their own account"));
 
-    // Locked, eve's key is no admin's: it neither reads nor unlocks eve.
+    // The automatic lock after wrong passwords (anyone can trigger it) stops
+    // eve's password logins but leaves her key its admin power.
+    for _ in 0..7 {
+        let wrong = [("grant_type", "password"), ("username", "eve"), ("password", "not eve's password at all")];
+        assert_eq!(token_request(&gw, &wrong).await.0, 400);
+    }
+    assert!(admin.ok(&format!("/users/{eve}")).await["locked_until"].as_u64().is_some(), "locked out");
+    let login = [("grant_type", "password"), ("username", "eve"), ("password", PASSWORD)];
+    assert_eq!(token_request(&gw, &login).await.0, 400);
+    assert_eq!(with_key(reqwest::Method::GET, "/stats".into()).await.unwrap().status(), 200);
+
+    // Locked by an admin, eve's key is no admin's: it neither reads nor unlocks eve.
     let r = admin.send(reqwest::Method::POST, &format!("/users/{eve}/lock"), Some(json!({"for": "1h"}))).await;
     assert_eq!(r.status(), 200);
     let r = with_key(reqwest::Method::GET, "/stats".into()).await.unwrap();

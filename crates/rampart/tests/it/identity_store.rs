@@ -342,6 +342,7 @@ async fn user_changes(db: &Database) {
     assert_eq!(user.roles, ["admin", "writer"]);
     assert_eq!(user.tier.as_deref(), Some("gold"));
     assert!(user.is_locked(T0 + 999) && !user.is_locked(T0 + 1000));
+    assert!(user.is_admin_locked(T0 + 999) && !user.is_admin_locked(T0 + 1000), "an administrator's");
     assert!(user.disabled);
     assert_eq!((user.token_version, user.last_login_at, user.updated_at), (2, Some(T0 + 7), T0 + 6));
 
@@ -355,8 +356,16 @@ async fn user_changes(db: &Database) {
     assert_eq!(db.user_by_id(&id).await.unwrap().unwrap().locked_until, Some(T0 + 1000));
 
     db.unlock_user(&id, T0 + 8).await.unwrap();
+    assert!(!db.user_by_id(&id).await.unwrap().unwrap().locked_by_admin);
     db.extend_lock(&id, T0 + 300, T0 + 8).await.unwrap();
-    assert_eq!(db.user_by_id(&id).await.unwrap().unwrap().locked_until, Some(T0 + 300), "an unlocked user locks");
+    let user = db.user_by_id(&id).await.unwrap().unwrap();
+    assert_eq!(user.locked_until, Some(T0 + 300), "an unlocked user locks");
+    assert!(user.is_locked(T0 + 9) && !user.is_admin_locked(T0 + 9), "automatically");
+    // An administrator's lock that ran out is no longer one once the
+    // automatic lock takes its place.
+    db.lock_user(&id, T0 + 10, T0 + 9).await.unwrap();
+    db.extend_lock(&id, T0 + 400, T0 + 10).await.unwrap();
+    assert!(!db.user_by_id(&id).await.unwrap().unwrap().locked_by_admin);
     db.unlock_user(&id, T0 + 8).await.unwrap();
     db.set_tier(&id, None, T0 + 8).await.unwrap();
     db.set_disabled(&id, false, T0 + 8).await.unwrap();

@@ -88,6 +88,8 @@ pub struct User {
     pub tier: Option<String>,
     /// Logins are refused until this time.
     pub locked_until: Option<u64>,
+    /// Whether that lock is an administrator's (see [`User::is_admin_locked`]).
+    pub locked_by_admin: bool,
     pub disabled: bool,
     /// Tokens that carry an older version are no longer accepted.
     pub token_version: u32,
@@ -100,6 +102,13 @@ impl User {
     /// Whether a lock is in force at `now`.
     pub fn is_locked(&self, now: u64) -> bool {
         self.locked_until.is_some_and(|until| until > now)
+    }
+
+    /// Whether an administrator's lock is in force at `now`: it also takes
+    /// admin power from the user's tokens and API keys. The automatic lock
+    /// after wrong passwords does not (anyone can trigger that one).
+    pub fn is_admin_locked(&self, now: u64) -> bool {
+        self.locked_by_admin && self.is_locked(now)
     }
 }
 
@@ -173,8 +182,9 @@ pub trait UserStore: Send + Sync {
 
     fn set_tier(&self, id: &str, tier: Option<&str>, now: u64) -> impl Future<Output = Result<()>> + Send;
 
-    /// Refuses logins until `until`, replacing any lock in force (an
-    /// administrator's lock, which may also shorten one).
+    /// Refuses logins until `until`, replacing any lock in force: an
+    /// administrator's lock (which may also shorten one), marked as such
+    /// ([`User::is_admin_locked`]).
     fn lock_user(&self, id: &str, until: u64, now: u64) -> impl Future<Output = Result<()>> + Send;
 
     /// Refuses logins until `until` at least: a lock that already lasts
@@ -236,8 +246,8 @@ const ERASED_WITH_USER: [&str; 8] = [
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, username, email, email_verified, password_hash, roles, tier, locked_until, disabled, \
-             token_version, created_at, updated_at, last_login_at FROM users ",
+            "SELECT id, username, email, email_verified, password_hash, roles, tier, locked_until, \
+             locked_by_admin, disabled, token_version, created_at, updated_at, last_login_at FROM users ",
             $rest
         )
     };
@@ -260,9 +270,14 @@ const SET_EMAIL: &str =
     "UPDATE users SET email = $2, email_key = $3, email_verified = $4, updated_at = $5 WHERE id = $1";
 const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
 const SET_TIER: &str = "UPDATE users SET tier = $2, updated_at = $3 WHERE id = $1";
-const SET_LOCK: &str = "UPDATE users SET locked_until = $2, updated_at = $3 WHERE id = $1";
+const SET_LOCK: &str = "UPDATE users SET locked_until = $2, locked_by_admin = TRUE, updated_at = $3 WHERE id = $1";
+const UNLOCK: &str = "UPDATE users SET locked_until = $2, locked_by_admin = FALSE, updated_at = $3 WHERE id = $1";
+// An administrator's lock that is still in force stays one (if extended);
+// one that ran out is no longer (both sides of SET read the old row).
 const EXTEND_LOCK: &str = "UPDATE users SET locked_until = CASE WHEN locked_until IS NULL OR locked_until < $2 \
-                           THEN $2 ELSE locked_until END, updated_at = $3 WHERE id = $1";
+                           THEN $2 ELSE locked_until END, \
+                           locked_by_admin = CASE WHEN locked_until IS NULL OR locked_until <= $3 \
+                           THEN FALSE ELSE locked_by_admin END, updated_at = $3 WHERE id = $1";
 const SET_DISABLED: &str = "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1";
 const BUMP: &str =
     "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1 RETURNING token_version";
@@ -280,6 +295,7 @@ struct Row {
     roles: String,
     tier: Option<String>,
     locked_until: Option<i64>,
+    locked_by_admin: bool,
     disabled: bool,
     token_version: i64,
     created_at: i64,
@@ -304,6 +320,7 @@ impl Row {
             roles,
             tier: self.tier,
             locked_until: from_db_opt("locked_until", self.locked_until)?,
+            locked_by_admin: self.locked_by_admin,
             disabled: self.disabled,
             token_version,
             created_at: from_db("created_at", self.created_at)?,
@@ -473,6 +490,7 @@ impl UserStore for Database {
             roles,
             tier: new.tier.clone(),
             locked_until: None,
+            locked_by_admin: false,
             disabled: false,
             token_version: 0,
             created_at: now,
@@ -631,7 +649,7 @@ impl UserStore for Database {
     #[tracing::instrument(skip_all)]
     async fn unlock_user(&self, id: &str, now: u64) -> Result<()> {
         let values = vec![Value::Int(None), Value::Int(Some(to_db("now", now)?))];
-        self.update_user(id, SET_LOCK, UserValues(values)).await
+        self.update_user(id, UNLOCK, UserValues(values)).await
     }
 
     #[tracing::instrument(skip_all)]
@@ -695,7 +713,7 @@ impl UserStore for Database {
             let version: Option<i64> = sqlx::query_scalar(
                 "UPDATE users SET username = $2, username_key = $2, email = NULL, email_key = NULL, \
                  email_verified = FALSE, password_hash = NULL, roles = '[]', tier = NULL, disabled = TRUE, \
-                 locked_until = NULL, last_login_at = NULL, token_version = token_version + 1, updated_at = $3 \
+                 locked_until = NULL, locked_by_admin = FALSE, last_login_at = NULL, token_version = token_version + 1, updated_at = $3 \
                  WHERE id = $1 RETURNING token_version",
             )
             .bind(id)
