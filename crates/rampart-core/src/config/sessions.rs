@@ -192,6 +192,14 @@ pub fn compile_sessions(
                     "`*` would let any site post with the user's cookie; name the origins".into(),
                 ));
             }
+            Ok(p) if p.covers_a_public_suffix() => errs.push((
+                at.push_key("allowed_origins").push_index(i),
+                format!(
+                    "`{o}` matches every site under a public suffix (a top-level domain or a domain where anyone \
+                     can register a site), which could then post with the user's cookie; name your own domain \
+                     (`https://*.example.com`)"
+                ),
+            )),
             Ok(p) => allowed_origins.push(p),
             Err(e) => errs.push((at.push_key("allowed_origins").push_index(i), e.to_string())),
         }
@@ -261,6 +269,16 @@ mod tests {
         refused(|c| c.touch_interval = Duration::from_secs(180), "touch_interval");
         refused(|c| c.allowed_origins = vec!["*".into()], "allowed_origins");
         refused(|c| c.allowed_origins = vec!["null".into()], "allowed_origins");
+        for wide in ["https://*.com", "https://*.co.uk", "https://*.github.io"] {
+            refused(|c| c.allowed_origins = vec!["https://app.example.com".into(), wide.into()], "allowed_origins[1]");
+        }
+        let mut errs = Vec::new();
+        let cfg = SessionsConfig {
+            enabled: true,
+            allowed_origins: vec!["https://*.example.co.uk".into(), "http://*.localhost:*".into()],
+            ..Default::default()
+        };
+        assert!(compile_sessions(&cfg, &ConfigPath::parse("identity"), &mut errs).is_some(), "{errs:?}");
         refused(|c| c.csrf_header = "bad header".into(), "csrf_header");
         refused(|c| c.max_per_user = 0, "max_per_user");
         refused(
