@@ -90,8 +90,21 @@ pub fn is_safe(method: &Method) -> bool {
 /// CORS (cross-site WebSocket hijacking). Browsers always send `Origin` on
 /// it. The token (the second check) cannot be asked for: a page cannot add
 /// headers to a handshake.
+///
+/// Besides a complete HTTP/1.1 upgrade, any request that carries
+/// `Sec-WebSocket-Key` or `Upgrade: websocket` counts: a forward-auth check
+/// (nginx `auth_request`, Traefik, Caddy) arrives without the hop-by-hop
+/// `Connection` and `Upgrade` headers, or over HTTP/2, but with the
+/// handshake's end-to-end headers. No page can add a `Sec-` header to an
+/// ordinary request, so this catches no ordinary `GET` from a browser.
 pub fn is_handshake(req: &crate::edge::HttpRequest) -> bool {
+    let headers = req.headers();
     crate::proxy::tunnel::is_websocket_upgrade(req)
+        || headers.contains_key(http::header::SEC_WEBSOCKET_KEY)
+        || headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))))
 }
 
 /// The origin this request was addressed to: its scheme and `Host`.

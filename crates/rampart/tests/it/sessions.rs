@@ -171,6 +171,19 @@ async fn login_and_csrf(db: &TestDb) {
     assert_eq!(p["type"], "urn:rampart:problem:csrf", "{p}");
     let own = format!("http://{}", gw.addr);
     assert_ne!(handshake(&own).await.unwrap().status(), 403);
+    // As a forward-auth check carries a handshake: without the hop-by-hop
+    // `Connection`/`Upgrade` (nginx, Traefik drop them), or with `Upgrade`
+    // alone. Either is judged as a handshake, not as a plain GET.
+    let partial = |header: (&'static str, &'static str)| {
+        b.req(reqwest::Method::GET, &url(&gw, "/api/ws"))
+            .header(header.0, header.1)
+            .header("origin", "https://evil.example")
+            .send()
+    };
+    for header in [("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="), ("upgrade", "websocket")] {
+        let p = problem(partial(header).await.unwrap(), 403).await;
+        assert_eq!(p["type"], "urn:rampart:problem:csrf", "{header:?}: {p}");
+    }
 
     // Unsafe methods need the token.
     let post = |b: &Browser| b.req(reqwest::Method::POST, &url(&gw, "/api/orders"));
