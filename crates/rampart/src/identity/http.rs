@@ -272,6 +272,16 @@ async fn handle(
                 (req, TokenForm::default())
             };
             let refresh = form.refresh_token.filter(|t| !t.is_empty());
+            let audit_logout = |req: &HttpRequest| {
+                let mut event = AuditEvent::new(AuditKind::SessionChanged).detail("action", "logout");
+                if let Some(id) = req.extensions().get::<RequestId>() {
+                    event = event.request_id(id.as_str());
+                }
+                if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
+                    event = event.ip(ip);
+                }
+                state.audit(event);
+            };
             // A browser session ends here too (DELETE {prefix}/session is its own form).
             let session = service.sessions.as_ref().and_then(|s| s.token_in(req.headers()).map(|t| (s.clone(), t)));
             if let Some((sessions, token)) = &session {
@@ -282,6 +292,7 @@ async fn handle(
                     PendingCookies::push(req.extensions(), c);
                 }
                 if bearer.is_none() && refresh.is_none() {
+                    audit_logout(&req);
                     return empty(StatusCode::NO_CONTENT);
                 }
             }
@@ -302,14 +313,7 @@ async fn handle(
                     return internal(&req, &e);
                 }
             }
-            let mut event = AuditEvent::new(AuditKind::SessionChanged).detail("action", "logout");
-            if let Some(id) = req.extensions().get::<RequestId>() {
-                event = event.request_id(id.as_str());
-            }
-            if let Some(ip) = req.extensions().get::<ClientInfo>().map(|c| c.ip) {
-                event = event.ip(ip);
-            }
-            state.audit(event);
+            audit_logout(&req);
             empty(StatusCode::NO_CONTENT)
         }
     }

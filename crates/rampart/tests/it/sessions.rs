@@ -377,13 +377,18 @@ async fn session_logins_and_logouts_from_other_sites_are_refused() {
 /// A page's `fetch("/auth/logout", {method: "POST"})` sends the session
 /// cookie, the CSRF header and `Origin` but no body and no `Content-Type`:
 /// it ends the session (not 400 for the missing form). From another site,
-/// the same body-less request is still refused.
+/// the same body-less request is still refused. The logout is audited like
+/// any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_less_logout_with_the_session_cookie_ends_the_session() {
     let up = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::sqlite(dir.path());
-    let gw = gateway(&session_config(up, &db.url, "")).await;
+    let audit = dir.path().join("audit.jsonl");
+    let text = session_config(up, &db.url, "")
+        .replace("[audit]\nenabled = false", &format!("[audit]\nenabled = true\nfile = '{}'", audit.display()));
+    assert!(text.contains("audit.jsonl"));
+    let gw = gateway(&text).await;
     sign_up(&gw, "nina").await;
     let mut b = Browser::new("Firefox/1");
     assert_eq!(b.login(&gw, "nina").await.status(), 200);
@@ -402,6 +407,15 @@ async fn a_body_less_logout_with_the_session_cookie_ends_the_session() {
     let r = logout(&b, &own).await.unwrap();
     assert_eq!(r.status(), 204, "{:?}", r.text().await);
     assert_eq!(b.get(&gw, "/auth/me").await.status(), 401, "signed out");
+    let logged = eventually(Duration::from_secs(5), || {
+        let audit = audit.clone();
+        async move {
+            let text = std::fs::read_to_string(&audit).unwrap_or_default();
+            text.lines().any(|l| l.contains("session_changed") && l.contains("\"logout\""))
+        }
+    })
+    .await;
+    assert!(logged, "{}", std::fs::read_to_string(&audit).unwrap_or_default());
     // No credential at all is still told what to send.
     let r = client().post(url(&gw, "/auth/logout")).send().await.unwrap();
     assert_eq!(r.status(), 400);
