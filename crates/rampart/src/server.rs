@@ -493,6 +493,11 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    // When an idle connection was asked to close. h2 sends its final GOAWAY
+    // only once the client answers the shutdown PING; a client that never
+    // does (but answers keep-alive PINGs) would otherwise keep the idle
+    // connection for ever. It gets the idle time once more, then is dropped.
+    let mut idle_since_shutdown: Option<tokio::time::Instant> = None;
     let tick = streams.as_ref().map_or(Duration::from_secs(3600), |s| s.tick());
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -518,7 +523,15 @@ where
                     Some(Verdict::Idle) if !closing => {
                         tracing::debug!(%peer, "HTTP/2 connection idle; shutting it down");
                         closing = true;
+                        idle_since_shutdown = Some(tokio::time::Instant::now());
                         conn.as_mut().graceful_shutdown();
+                    }
+                    Some(Verdict::Idle) => {
+                        let grace = streams.as_ref().map_or(Duration::ZERO, |s| s.idle());
+                        if idle_since_shutdown.is_some_and(|at| at.elapsed() >= grace) {
+                            tracing::debug!(%peer, "idle HTTP/2 connection did not close after GOAWAY; dropped");
+                            return;
+                        }
                     }
                     _ => {}
                 }

@@ -21,7 +21,8 @@
 //!   the upstream (`Pending`) or done;
 //! - the driving loop [`check`](Streams::check)s every so often: no stream for
 //!   the idle time means idle (the connection is shut down gracefully, with
-//!   GOAWAY); a stream owed for the send timeout means the client has stopped
+//!   GOAWAY, and dropped if still idle after the idle time once more: h2 waits
+//!   for the client to answer its shutdown PING before it closes); a stream owed for the send timeout means the client has stopped
 //!   taking data (the connection is closed, as on HTTP/1.1).
 //!
 //! Only HTTP/2 connections carry a [`Streams`]; HTTP/1.1 requests pay nothing.
@@ -90,6 +91,11 @@ impl Streams {
     /// second and at least every 100 ms.
     pub fn tick(&self) -> Duration {
         (self.idle.min(self.stall) / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// How long a connection may have no stream.
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 
     /// A new request's stream, open until the last clone is dropped.

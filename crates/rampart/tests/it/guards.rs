@@ -250,6 +250,42 @@ async fn idle_and_stalled_http2_connections_are_closed() {
     assert_eq!(send.send_request(get("/ok")).await.unwrap().status(), 200);
 }
 
+/// h2 sends its final GOAWAY only once the client answers the shutdown PING.
+/// A raw client that answers nothing (not even that PING) but keeps its
+/// socket open is dropped anyway once the idle time has passed twice.
+#[tokio::test]
+async fn an_idle_http2_client_that_ignores_the_shutdown_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = start_upstream().await;
+    let gw = gateway(&config_with(&format!("http://{up}"), "header_read_timeout = '1s'", "")).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // The preface and an empty SETTINGS frame; then only the SETTINGS ack.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut frames = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            let mut head = [0u8; 9];
+            if tcp.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if tcp.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            frames.push(head[3]);
+            if head[3] == 0x4 && head[4] & 0x1 == 0 {
+                tcp.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 8 s; frames seen: {frames:?}");
+    assert!(frames.contains(&0x7), "a GOAWAY came first: {frames:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "not before the idle time");
+}
+
 #[tokio::test]
 async fn cors_preflights_and_actual_requests() {
     let cors = "[defaults.cors]\nallow_origins = ['https://app.example.com', 'http://localhost:*']\nallow_methods = ['GET', 'POST']\nallow_headers = ['content-type', 'authorization']\nexpose_headers = ['x-request-id']\nallow_credentials = true\nmax_age = '5m'\n";
