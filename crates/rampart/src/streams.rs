@@ -174,18 +174,37 @@ impl Stream {
     }
 }
 
-/// A response body that keeps its [`Stream`] told.
+/// The most a [`Watched`] body hands hyper at once: HTTP/2's default frame
+/// size. hyper asks for the next piece only once the client's window has
+/// taken the last one whole, so the stall time measures one piece of at most
+/// this size, not one upstream read (which may be hundreds of KiB, and take a
+/// slow but steady client longer than the send timeout).
+pub const PIECE: usize = 16 * 1024;
+
+/// A response body that keeps its [`Stream`] told, in pieces of at most
+/// [`PIECE`] bytes.
 pub struct Watched<B> {
     inner: B,
     stream: Arc<Stream>,
+    /// What is left of a data frame larger than a piece.
+    rest: Option<Bytes>,
 }
 
 impl<B> Watched<B> {
     /// `inner`, about to be handed to hyper: owed until polled.
     pub fn new(inner: B, stream: Arc<Stream>) -> Self {
         stream.owe();
-        Self { inner, stream }
+        Self { inner, stream, rest: None }
     }
+}
+
+/// The first piece of `data`, and what is left (if anything).
+fn first_piece(mut data: Bytes) -> (Bytes, Option<Bytes>) {
+    if data.len() <= PIECE {
+        return (data, None);
+    }
+    let piece = data.split_to(PIECE);
+    (piece, Some(data))
 }
 
 impl<B> HttpBody for Watched<B>
@@ -196,20 +215,47 @@ where
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) => self.stream.owe(),
-            _ => self.stream.settle(),
+        if let Some(rest) = self.rest.take() {
+            let (piece, rest) = first_piece(rest);
+            self.rest = rest;
+            self.stream.owe();
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
         }
-        polled
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.stream.owe();
+                let frame = match frame.into_data() {
+                    Ok(data) => {
+                        let (piece, rest) = first_piece(data);
+                        self.rest = rest;
+                        Frame::data(piece)
+                    }
+                    Err(other) => other,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => {
+                self.stream.settle();
+                other
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let Some(rest) = &self.rest else { return inner };
+        let held = u64::try_from(rest.len()).unwrap_or(u64::MAX);
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint.set_lower(inner.lower().saturating_add(held));
+        hint
     }
 }
 
@@ -220,6 +266,33 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(10);
     const STALL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_watched_body_hands_over_pieces_and_marks_each() {
+        use http_body_util::BodyExt;
+        let s = Streams::new(IDLE, STALL);
+        let stream = s.register();
+        let data: Vec<u8> = (0..100 * 1024 + 5).map(|i| (i % 251) as u8).collect();
+        let mut body = Watched::new(http_body_util::Full::new(Bytes::from(data.clone())), stream.clone());
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        while let Some(frame) = body.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            assert!(piece.len() <= PIECE);
+            got.extend_from_slice(&piece);
+            pieces += 1;
+            assert_ne!(stream.owed_since.load(Ordering::Relaxed), 0, "owed while pieces are handed over");
+            if got.len() < data.len() {
+                assert!(!body.is_end_stream());
+                assert_eq!(body.size_hint().exact(), Some((data.len() - got.len()) as u64));
+            }
+        }
+        assert_eq!(got, data);
+        assert_eq!(pieces, 7);
+        assert!(body.is_end_stream());
+        assert_eq!(stream.owed_since.load(Ordering::Relaxed), 0, "done");
+    }
 
     #[test]
     fn a_connection_without_streams_is_idle_after_the_idle_time() {
