@@ -41,10 +41,13 @@ pub trait AuditStore: Send + Sync {
     /// not parse are skipped (verification reports them).
     fn search(&self, query: &AuditQuery) -> impl Future<Output = anyhow::Result<Vec<AuditRecord>>> + Send;
 
-    /// Deletes the records older than `cutoff_ms` from the start of the log and
-    /// records the last of them as the anchor. Stops at the first record young
-    /// enough, so the rest stays one chain. Returns the new anchor, if any.
-    fn purge(&self, cutoff_ms: u64) -> impl Future<Output = anyhow::Result<Option<ChainHead>>> + Send;
+    /// Deletes the records older than `cutoff_ms` from the start of the log,
+    /// at most `max_rows` of them (the oldest), and records the last deleted
+    /// as the anchor. Stops at the first record young enough, so the rest
+    /// stays one chain. Returns the new anchor, if any: call again until
+    /// `None` to purge more than `max_rows` (each call is one short
+    /// transaction, where one for millions of rows could outlast any bound).
+    fn purge(&self, cutoff_ms: u64, max_rows: u64) -> impl Future<Output = anyhow::Result<Option<ChainHead>>> + Send;
 }
 
 /// Rows read per query while verifying.
@@ -63,6 +66,8 @@ struct Sql {
     page: &'static str,
     first_young: &'static str,
     last_before: &'static str,
+    first: &'static str,
+    last_through: &'static str,
     delete_through: &'static str,
     set_anchor: &'static str,
     /// `$1`-style placeholders (else `?`).
@@ -83,6 +88,8 @@ const SQLITE: Sql = Sql {
            WHERE seq > ? ORDER BY seq LIMIT ?",
     first_young: "SELECT MIN(seq) FROM audit_log WHERE ts_ms >= ?",
     last_before: "SELECT seq, hash FROM audit_log WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+    first: "SELECT MIN(seq) FROM audit_log",
+    last_through: "SELECT seq, hash FROM audit_log WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
     delete_through: "DELETE FROM audit_log WHERE seq <= ?",
     set_anchor: "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?, ?) \
                  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -102,6 +109,8 @@ const POSTGRES: Sql = Sql {
            WHERE seq > $1 ORDER BY seq LIMIT $2",
     first_young: "SELECT MIN(seq) FROM audit_log WHERE ts_ms >= $1",
     last_before: "SELECT seq, hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+    first: "SELECT MIN(seq) FROM audit_log",
+    last_through: "SELECT seq, hash FROM audit_log WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
     delete_through: "DELETE FROM audit_log WHERE seq <= $1",
     set_anchor: "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, $1, $2) \
                  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -304,7 +313,7 @@ macro_rules! audit_store_for {
                 Ok(out)
             }
 
-            async fn purge(&self, cutoff_ms: u64) -> anyhow::Result<Option<ChainHead>> {
+            async fn purge(&self, cutoff_ms: u64, max_rows: u64) -> anyhow::Result<Option<ChainHead>> {
                 let sql = &$sql;
                 let mut tx = self.begin_with(sql.begin_write).await?;
                 if let Some(lock) = sql.lock {
@@ -317,6 +326,14 @@ macro_rules! audit_store_for {
                     None => sqlx::query_as(sql.last).fetch_optional(&mut *tx).await?,
                 };
                 let Some((seq, hash)) = cut else { return Ok(None) };
+                let oldest: Option<i64> = sqlx::query_scalar(sql.first).fetch_one(&mut *tx).await?;
+                let most = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX);
+                let (seq, hash) = match oldest.map(|o| o.saturating_add(most - 1)) {
+                    Some(through) if through < seq => {
+                        sqlx::query_as(sql.last_through).bind(through).fetch_one(&mut *tx).await?
+                    }
+                    _ => (seq, hash),
+                };
                 sqlx::query(sql.delete_through).bind(seq).execute(&mut *tx).await?;
                 sqlx::query(sql.set_anchor).bind(seq).bind(hash.clone()).execute(&mut *tx).await?;
                 tx.commit().await?;
@@ -358,10 +375,10 @@ impl AuditStore for Database {
         }
     }
 
-    async fn purge(&self, cutoff_ms: u64) -> anyhow::Result<Option<ChainHead>> {
+    async fn purge(&self, cutoff_ms: u64, max_rows: u64) -> anyhow::Result<Option<ChainHead>> {
         match self {
-            Self::Sqlite(p) => p.purge(cutoff_ms).await,
-            Self::Postgres(p) => p.purge(cutoff_ms).await,
+            Self::Sqlite(p) => p.purge(cutoff_ms, max_rows).await,
+            Self::Postgres(p) => p.purge(cutoff_ms, max_rows).await,
         }
     }
 }
@@ -391,13 +408,13 @@ mod tests {
         assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(db.verify().await.unwrap(), Ok(3));
 
-        let anchor = db.purge(25).await.unwrap().unwrap();
+        let anchor = db.purge(25, 100).await.unwrap().unwrap();
         assert_eq!(anchor, first[1].head());
         assert_eq!(db.verify().await.unwrap(), Ok(1));
-        assert_eq!(db.purge(25).await.unwrap(), None, "nothing more to purge");
+        assert_eq!(db.purge(25, 100).await.unwrap(), None, "nothing more to purge");
 
         // Everything purged: the anchor is the head, and the chain goes on from it.
-        assert_eq!(db.purge(1000).await.unwrap(), Some(first[2].head()));
+        assert_eq!(db.purge(1000, 100).await.unwrap(), Some(first[2].head()));
         assert_eq!(db.head().await.unwrap(), Some(first[2].head()));
         let next = db.append(&[stamped(40, 4)], Some(&first[2].head())).await.unwrap();
         assert_eq!(next[0].seq, 4);
@@ -413,5 +430,23 @@ mod tests {
 
         let found = db.search(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
         assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), [5]);
+    }
+
+    #[tokio::test]
+    async fn a_purge_takes_at_most_max_rows_at_a_time_and_keeps_the_chain() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let all: Vec<_> = (1..=6).map(|i| stamped(i * 10, i)).collect();
+        let records = db.append(&all, None).await.unwrap();
+        // Five are older than 55: two, two, one, then nothing.
+        let mut anchors = Vec::new();
+        while let Some(anchor) = db.purge(55, 2).await.unwrap() {
+            anchors.push(anchor.seq);
+            assert_eq!(db.verify().await.unwrap(), Ok(6 - anchor.seq));
+        }
+        assert_eq!(anchors, [2, 4, 5]);
+        assert_eq!(db.head().await.unwrap(), Some(records[5].head()));
+        // `0` still makes progress.
+        db.append(&[stamped(70, 7)], Some(&records[5].head())).await.unwrap();
+        assert_eq!(db.purge(65, 0).await.unwrap().map(|a| a.seq), Some(6));
     }
 }

@@ -32,6 +32,11 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 /// file copy, which waits for the database between batches, keeps going;
 /// the same bound as the file lock's.
 const DB_WAIT: Duration = Duration::from_secs(5);
+/// Records one purge transaction deletes at most (see [`AuditStore::purge`]).
+const PURGE_CHUNK: u64 = 10_000;
+/// Purge transactions per [`MAINTAIN_EVERY`]: up to 500 000 records an hour,
+/// a backlog (retention turned on for a large table) over several hours.
+const PURGE_ROUNDS: usize = 50;
 /// Least time between two warnings about dropped events.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -250,18 +255,26 @@ impl Writer {
                 }
             }
             if let Some(db) = &self.db {
-                let purged = tokio::time::timeout(DB_WAIT, db.purge(cutoff))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {DB_WAIT:?}")));
-                match purged {
-                    Ok(Some(anchor)) => {
-                        tracing::info!(target: "rampart::audit", anchor = anchor.seq, "purged old audit records from the database")
+                // In short transactions of PURGE_CHUNK records, each bounded
+                // like an append; at most PURGE_ROUNDS of them at a time, so
+                // appends wait little; what is left goes at the next purge.
+                let mut anchor = None;
+                for _ in 0..PURGE_ROUNDS {
+                    let purged = tokio::time::timeout(DB_WAIT, db.purge(cutoff, PURGE_CHUNK))
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {DB_WAIT:?}")));
+                    match purged {
+                        Ok(Some(a)) => anchor = Some(a),
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.metrics.audit_write_error("database");
+                            tracing::error!(target: "rampart::audit", error = %format!("{e:#}"), "audit database purge failed");
+                            break;
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.metrics.audit_write_error("database");
-                        tracing::error!(target: "rampart::audit", error = %format!("{e:#}"), "audit database purge failed")
-                    }
+                }
+                if let Some(anchor) = anchor {
+                    tracing::info!(target: "rampart::audit", anchor = anchor.seq, "purged old audit records from the database")
                 }
             }
         }
