@@ -103,7 +103,7 @@ impl Console {
     /// Reloads run one at a time, and `/admin/config` then shows the text
     /// that was installed, not a later read of the file.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.one_reload_at_a_time();
         let path = self.source.lock().unwrap_or_else(|e| e.into_inner()).path.clone();
         let Some(path) = path else { return Err(ReloadError::NoSource) };
         let (Some(limits), Some(shared)) = (self.limits.upgrade(), self.shared.upgrade()) else {
@@ -120,6 +120,21 @@ impl Console {
         let redacted = text.ok().and_then(|t| redacted_text(&t));
         self.source.lock().unwrap_or_else(|e| e.into_inner()).redacted = redacted;
         Ok(())
+    }
+
+    /// [`Console::reload`] on the blocking pool: a reload reads files and
+    /// rebuilds the runtime, and waits for any reload in progress, none of
+    /// which may hold up an async worker.
+    pub async fn reload_off_thread(self: Arc<Self>) -> Result<(), ReloadError> {
+        tokio::task::spawn_blocking(move || self.reload())
+            .await
+            .unwrap_or_else(|e| Err(ReloadError::Refused(format!("the reload did not finish: {e}"))))
+    }
+
+    /// Holds off other reloads (see [`Console::reload`]) while the caller
+    /// installs a policy of its own ([`crate::server::Gateway::reload`]).
+    pub fn one_reload_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reloading.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Samples the request rate every second until the gateway is dropped.

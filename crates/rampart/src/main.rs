@@ -656,7 +656,7 @@ async fn run_until_signalled(gateway: Gateway, config: Option<PathBuf>) -> anyho
                 Some(path) => {
                     tracing::info!(path = %path.display(), "SIGHUP: reloading config");
                     // Refusals are logged and audited by the reload itself.
-                    let _ = console.reload();
+                    let _ = console.clone().reload_off_thread().await;
                 }
                 None => tracing::info!("SIGHUP ignored: no config file"),
             },

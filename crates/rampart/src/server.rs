@@ -174,6 +174,7 @@ impl Gateway {
 
     /// Installs a new policy if it is valid; the running one stays otherwise.
     pub fn reload(&self, policy: Result<Policy, rampart_core::config::ConfigErrors>) -> anyhow::Result<()> {
+        let _one_at_a_time = self.console.one_reload_at_a_time();
         reload(&self.shared, &self.metrics, &self.limits, &self.audit, policy)
     }
 

@@ -236,7 +236,7 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
         (["audit"], Method::GET) => audit(service, state, &req).await,
         (["stats"], Method::GET) => stats(state),
         (["config"], Method::GET) => config(state, &req),
-        (["reload"], Method::POST) => reload(state, &admin, &req),
+        (["reload"], Method::POST) => reload(state, &admin, &req).await,
         (
             ["users"]
             | ["users", _]
@@ -698,11 +698,11 @@ fn config(state: &LimitState, req: &Parts) -> HttpResponse {
     }
 }
 
-fn reload(state: &LimitState, admin: &Admin, req: &Parts) -> HttpResponse {
+async fn reload(state: &LimitState, admin: &Admin, req: &Parts) -> HttpResponse {
     let Some(console) = state.console() else {
         return internal(req, &IdentityError::Internal(anyhow::anyhow!("no console")));
     };
-    match console.reload() {
+    match console.clone().reload_off_thread().await {
         Ok(()) => {
             audit_admin(state, admin, "config_reload_requested");
             json(StatusCode::OK, &json!({ "reloaded": true }))
