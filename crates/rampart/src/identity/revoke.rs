@@ -43,8 +43,14 @@ pub const POLL: Duration = Duration::from_secs(2);
 const OVERLAP_MS: u64 = 30_000;
 /// Without a successful poll for this long, our own tokens are refused.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
-/// Rows read per poll and kind; a longer backlog is read over several polls.
+/// Rows read per page and kind.
 const PAGE: u32 = 5_000;
+/// Pages read per poll while they come back full; a longer backlog is read
+/// over several polls.
+const PAGES_PER_POLL: u32 = 8;
+/// Pages read at start: the whole backlog of a token lifetime as a rule, so
+/// that the view is in sync (and own tokens accepted) from the first request.
+const PAGES_AT_START: u32 = 200;
 /// Polls between deletions of expired rows (about ten minutes).
 const PURGE_EVERY: u64 = 300;
 /// Margin past `exp` (the verifier's leeway and clock skew).
@@ -122,7 +128,7 @@ impl Revocations {
         let start = now_ms.saturating_sub(this.token_life_ms.saturating_add(MARGIN_MS));
         *lock(&this.denied_cursor) = (start, String::new());
         *lock(&this.versions_cursor) = (start, String::new());
-        this.poll(now_ms).await?;
+        this.poll(now_ms, PAGES_AT_START).await?;
         Ok(this)
     }
 
@@ -141,7 +147,7 @@ impl Revocations {
             loop {
                 tick.tick().await;
                 let Some(this) = this.upgrade() else { return };
-                if let Err(e) = this.poll(super::service::now_ms()).await {
+                if let Err(e) = this.poll(super::service::now_ms(), PAGES_PER_POLL).await {
                     tracing::warn!(error = %e, "reading token revocations failed");
                 }
             }
@@ -207,11 +213,23 @@ impl Revocations {
 
     /// Reads what changed since the cursors (minus the overlap), applies it and
     /// sweeps expired entries.
-    async fn poll(&self, now_ms: u64) -> anyhow::Result<()> {
-        self.poll_page(now_ms, PAGE).await
+    /// Reads pages while they come back full, at most `pages` of them.
+    async fn poll(&self, now_ms: u64, pages: u32) -> anyhow::Result<()> {
+        self.poll_pages(now_ms, PAGE, pages).await
     }
 
-    async fn poll_page(&self, now_ms: u64, page: u32) -> anyhow::Result<()> {
+    async fn poll_pages(&self, now_ms: u64, page: u32, pages: u32) -> anyhow::Result<()> {
+        for _ in 0..pages {
+            if !self.poll_page(now_ms, page).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one page of each kind; true when one came back full (more may
+    /// be waiting).
+    async fn poll_page(&self, now_ms: u64, page: u32) -> anyhow::Result<bool> {
         let (since, after) = lock(&self.denied_cursor).clone();
         let denied = self.db.denied_since(since, &after, now_ms, page).await?;
         let denied_full = denied.len() == page as usize;
@@ -242,7 +260,7 @@ impl Revocations {
             // Every instance may purge; deleting what has expired is idempotent.
             self.db.purge_expired_jtis(now_ms).await?;
         }
-        Ok(())
+        Ok(full)
     }
 
     fn channel(store: &RedisStore) -> String {
@@ -331,13 +349,34 @@ mod tests {
         r.db.deny_jti("j4", now + 600_000, now + 2).await.unwrap();
         let user = r.db.create_user(&crate::store::identity::users::NewUser::named("rev"), now).await.unwrap();
         r.db.bump_token_version(&user.id, now + 5).await.unwrap();
-        for _ in 0..3 {
+        assert!(r.poll_page(now + 10, 2).await.unwrap(), "a full page");
+        for _ in 0..2 {
             r.poll_page(now + 10, 2).await.unwrap();
         }
+        assert!(!r.poll_page(now + 10, 2).await.unwrap(), "all read");
         assert!(r.is_revoked(&user.id, None, 0));
         for jti in ["j1", "j2", "j3", "j4"] {
             assert!(r.is_revoked("u", Some(jti), 0), "{jti} was skipped");
         }
+    }
+
+    /// A poll reads on while pages come back full (up to its bound), and only
+    /// a poll that reached the end counts as in sync.
+    #[tokio::test]
+    async fn a_poll_reads_a_backlog_of_several_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = revocations(dir.path()).await;
+        let now = super::super::service::now_ms();
+        for i in 0..7 {
+            r.db.deny_jti(&format!("b{i}"), now + 600_000, now + i).await.unwrap();
+        }
+        r.last_sync.store(0, Ordering::Relaxed);
+        r.poll_pages(now + 10, 2, 2).await.unwrap();
+        assert_eq!(r.last_sync.load(Ordering::Relaxed), 0, "4 of 7 read: not in sync");
+        assert!(!r.is_revoked("u", Some("b5"), 0));
+        r.poll_pages(now + 10, 2, 10).await.unwrap();
+        assert_eq!(r.last_sync.load(Ordering::Relaxed), now + 10);
+        assert!((0..7).all(|i| r.is_revoked("u", Some(&format!("b{i}")), 0)));
     }
 
     #[tokio::test]
@@ -355,6 +394,6 @@ mod tests {
         assert!(r.is_current(now));
         assert!(!r.is_current(now + STALE_AFTER.as_millis() as u64 + 10_000));
         r.db.close().await;
-        assert!(r.poll(now + 10).await.is_err());
+        assert!(r.poll(now + 10, 1).await.is_err());
     }
 }
