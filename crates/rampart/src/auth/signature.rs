@@ -65,6 +65,13 @@ impl Shared {
         req: HttpRequest,
         inner: &mut S,
     ) -> Either<S::Future, LayerFuture> {
+        // A forward-auth check comes without the request's body, which the
+        // proxy passes on unseen: a signature over it (an empty one) would
+        // let any body through. Only methods without one are checked there.
+        let checked_only = req.extensions().get::<crate::edge::forward_auth::ForwardAuthCheck>().is_some();
+        if checked_only && !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+            return self.refused_now(&req, AuthFailure::Signature("body_not_checkable"));
+        }
         let now = now_ms();
         let checked = match check_head(signatures, req.headers(), now) {
             Ok(c) => c,
