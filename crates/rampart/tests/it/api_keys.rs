@@ -163,6 +163,10 @@ async fn scenario(tdb: &TestDb, dir: &std::path::Path) {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(call(&gw, &short).await.0, 401);
 
+    // An expiry past what a date can show is refused, not stored.
+    let (status, _) = create(&gw, &access, serde_json::json!({"name": "forever", "expires_in": "1000000years"})).await;
+    assert_eq!(status, 400);
+
     // CIDR allow-list: from 127.0.0.1, a key for 10.0.0.0/8 is refused; one including it works.
     let (_, made) = create(&gw, &access, serde_json::json!({"name": "net", "cidrs": ["10.0.0.0/8"]})).await;
     assert_eq!(call(&gw, made["key"].as_str().unwrap()).await.0, 401);

@@ -343,8 +343,12 @@ async fn browser_pages_end_to_end() {
     log_out(&c).await;
     submit_password(&c, "root", PASSWORD).await;
     wait_for(&c, "#profile-username").await;
+    // A user locked until unlocked (stored as the end of time) is listed as such.
+    let (ok, _, err) = crate::identity::rampart_cli(&["user", "lock", "ada", "--config", cfg], "");
+    assert!(ok, "{err}");
     c.goto(&format!("{base}/ui/admin")).await.unwrap();
     wait_for(&c, "#user-table tbody tr").await;
+    wait_xpath(&c, "//table[@id='user-table']//td[text()='locked until unlocked']", "ada's indefinite lock").await;
     let admin_api = client().get(url(&gw, "/auth/admin/stats")).send().await.unwrap().status().as_u16();
     if admin_api == 404 {
         // The admin API is built on main; until it is merged there is nothing to ban with.

@@ -100,6 +100,10 @@ fn new_record(owner: Owner, req: &KeyRequest, key: &ApiKey<'_>, expires_at: Opti
     }
 }
 
+/// The longest `expires_in`: later expiries are no expiry in practice, and
+/// past what a date can show (JavaScript's `Date` ends in the year 275760).
+pub const MAX_EXPIRES_IN: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Creates a key for `owner`.
 pub async fn create(
     db: &Database,
@@ -109,6 +113,9 @@ pub async fn create(
 ) -> Result<WithKey, IdentityError> {
     if req.name.trim().is_empty() {
         return Err(IdentityError::BadInput("the key name must not be empty".into()));
+    }
+    if req.expires_in.is_some_and(|d| d > MAX_EXPIRES_IN) {
+        return Err(IdentityError::BadInput("expires_in must be at most 100 years; leave it out for no expiry".into()));
     }
     let now = now_ms();
     let key = new_key(&settings.prefix)?;

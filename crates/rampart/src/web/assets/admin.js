@@ -95,7 +95,7 @@
     const users = res.data.users || [];
     $("user-table").querySelector("tbody").replaceChildren(...users.map((u) => {
       const locked = u.locked_until && u.locked_until > Date.now();
-      const state = u.disabled ? "disabled" : locked ? "locked until " + R.when(u.locked_until) : "active";
+      const state = u.disabled ? "disabled" : locked ? (u.locked_until > 8.64e15 ? "locked until unlocked" : "locked until " + R.when(u.locked_until)) : "active";
       const actions = document.createElement("div");
       actions.className = "actions";
       actions.appendChild(locked

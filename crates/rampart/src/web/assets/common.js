@@ -95,6 +95,8 @@ const R = (() => {
 
   function when(ms) {
     if (!ms) return "—";
+    // Past the end of Date's range (an indefinite lock is stored as 2^63-1 ms).
+    if (!Number.isFinite(ms) || ms > 8.64e15) return "never";
     return new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
   }
 
