@@ -39,7 +39,9 @@ fn bench(c: &mut Criterion) {
         (sessions, revocations, token)
     });
     c.bench_function("session_authenticate_sqlite", |b| {
-        b.iter(|| rt.block_on(async { sessions.authenticate(black_box(&token), None, &revocations).await.unwrap() }))
+        b.iter(|| {
+            rt.block_on(async { sessions.authenticate(black_box(&token), None, &revocations, false).await.unwrap() })
+        })
     });
     let hash = TokenHash::of(&token);
     let csrf = sessions.csrf_token(&hash);

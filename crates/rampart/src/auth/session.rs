@@ -37,7 +37,8 @@ pub(super) async fn authenticate<S: Inner>(
         return inner.call(req).await;
     };
     let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip.to_string());
-    let active = match sessions.authenticate(&token, ip, &identity.revocations).await {
+    let background = req.headers().contains_key(crate::identity::sessions::BACKGROUND_HEADER);
+    let active = match sessions.authenticate(&token, ip, &identity.revocations, background).await {
         Ok(active) => active,
         Err(SessionRefusal::Unavailable) => return Ok(shared.refusal(&req, AuthFailure::SessionsUnavailable)),
         Err(refused) => {

@@ -602,7 +602,8 @@ pub(crate) async fn signed_in(
     let Some(sessions) = service.sessions.as_ref() else { return Err(unauthorized_for(ext)) };
     let Some(token) = sessions.token_in(headers) else { return Err(unauthorized_for(ext)) };
     let ip = ext.get::<ClientInfo>().map(|c| c.ip.to_string());
-    let active = match sessions.authenticate(&token, ip, &service.revocations).await {
+    let background = headers.contains_key(super::sessions::BACKGROUND_HEADER);
+    let active = match sessions.authenticate(&token, ip, &service.revocations, background).await {
         Ok(a) => a,
         Err(super::sessions::SessionRefusal::Unavailable) => {
             let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")

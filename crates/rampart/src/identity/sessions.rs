@@ -28,6 +28,12 @@
 //!   nonce)`, checked with [`Sessions::csrf_valid`] (see [`crate::auth::csrf`]).
 //! - **Clock**: read through [`Clock`], which tests move forward.
 
+/// Sent by the built-in pages on their own periodic requests (the
+/// dashboard's statistics): such a request does not count as activity for
+/// the idle timeout. Any value; a client that sends it only shortens its own
+/// session.
+pub const BACKGROUND_HEADER: &str = "x-rampart-background";
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -238,12 +244,15 @@ impl Sessions {
 
     /// The session a cookie value names, if it is valid now; renews it (at
     /// most once per `touch_interval`) and gives it a new token when the
-    /// user's privileges changed.
+    /// user's privileges changed. A `background` request (a page's own
+    /// polling, see [`BACKGROUND_HEADER`]) is checked but renews nothing, so
+    /// an open dashboard left alone still reaches `idle_timeout`.
     pub async fn authenticate(
         &self,
         token: &str,
         ip: Option<String>,
         revocations: &Revocations,
+        background: bool,
     ) -> Result<ActiveSession, SessionRefusal> {
         if !well_formed(token) {
             return Err(SessionRefusal::Unknown);
@@ -274,7 +283,7 @@ impl Sessions {
             return ended(SessionRefusal::Revoked).await;
         }
         let mut active = ActiveSession { record: record.clone(), new_token: None };
-        if now.saturating_sub(record.last_seen_at) < ms(self.settings.touch_interval) {
+        if background || now.saturating_sub(record.last_seen_at) < ms(self.settings.touch_interval) {
             return Ok(active);
         }
         // A touch: the user as stored now decides.

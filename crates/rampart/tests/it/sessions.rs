@@ -521,10 +521,19 @@ async fn timeouts(db: &TestDb) {
     idle.login(&gw, "ann").await;
     let mut busy = Browser::new("busy");
     busy.login(&gw, "ann").await;
+    // A page's own polling (the dashboard's statistics) is no activity.
+    let mut polling = Browser::new("polling");
+    polling.login(&gw, "ann").await;
+    let poll = |b: &Browser, path: &str| {
+        b.req(reqwest::Method::GET, &url(&gw, path)).header("x-rampart-background", "1").send()
+    };
     // Used every 20 minutes, the busy session outlives the 30-minute idle timeout.
-    for _ in 0..2 {
+    for round in 0..2 {
         sessions.clock.advance(minutes(20));
         assert_eq!(busy.get(&gw, "/api/x").await.status(), 200);
+        let expected = if round == 0 { 200 } else { 401 };
+        assert_eq!(poll(&polling, "/auth/me").await.unwrap().status(), expected, "round {round}");
+        assert_eq!(poll(&polling, "/api/x").await.unwrap().status(), expected, "round {round}");
     }
     // The idle one ended at 30 minutes; its stale cookie is cleared, and an
     // optional route treats it as anonymous.

@@ -41,7 +41,7 @@
   }
 
   async function loadStats() {
-    const res = await R.call("GET", "admin/stats");
+    const res = await R.poll("admin/stats");
     if (!res.ok) { R.showError("stats-error", R.why(res)); return; }
     R.showError("stats-error", "");
     const s = res.data;

@@ -37,8 +37,11 @@ const R = (() => {
   // One API call. `body`: an object (sent as JSON), a URLSearchParams (sent
   // as a form) or undefined. Unsafe methods carry the session's CSRF token.
   // Answers {ok, status, data}; data is the parsed JSON or null.
-  async function call(method, path, body, retried) {
+  // `background`: the page's own periodic request, which the server does not
+  // count as activity (an open page left alone still times out).
+  async function call(method, path, body, retried, background) {
     const headers = { accept: "application/json" };
+    if (background) headers["x-rampart-background"] = "1";
     const init = { method, headers, credentials: "same-origin", cache: "no-store" };
     if (body instanceof URLSearchParams) {
       init.body = body;
@@ -59,7 +62,7 @@ const R = (() => {
     // The session got a new token (a privilege change): fetch a new CSRF token once.
     if (r.status === 403 && data && String(data.type || "").endsWith("csrf") && !retried) {
       await csrfToken(true);
-      return call(method, path, body, true);
+      return call(method, path, body, true, background);
     }
     return { ok: r.ok, status: r.status, data };
   }
@@ -225,5 +228,7 @@ const R = (() => {
     if (out) out.addEventListener("click", logout);
   });
 
-  return { auth, ui, call, why, showError, el, button, when, row, onSubmit, getAssertion, createCredential, csrfToken };
+  const poll = (path) => call("GET", path, undefined, false, true);
+
+  return { auth, ui, call, poll, why, showError, el, button, when, row, onSubmit, getAssertion, createCredential, csrfToken };
 })();
