@@ -183,7 +183,8 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                 let state = state.clone();
                 let exchange = tokio::spawn(async move {
                     let resp = fut.await?;
-                    settle_budgets(&state, &budgets, (!checked).then(|| resp.headers()));
+                    let known = !checked && resp.extensions().get::<crate::proxy::OutcomeUnknown>().is_none();
+                    settle_budgets(&state, &budgets, known.then(|| resp.headers()));
                     drop(held);
                     Ok::<_, Infallible>(resp)
                 });
@@ -251,9 +252,11 @@ fn outcomes<'a>(limits: &'a [Arc<CompiledLimit>], decisions: &[Decision]) -> Vec
 /// Settles each budget against the cost the upstream reported, off the
 /// request path: the cost beyond the request's reservation is debited, the
 /// reservation it did not use is refunded. A response without a (readable)
-/// cost costs nothing. `headers` is `None` for a forward-auth check, whose
-/// response Rampart never sees: such a request keeps its reservation as its
-/// cost.
+/// cost costs nothing. `headers` is `None` where the cost cannot be known: a
+/// forward-auth check, whose response Rampart never sees, and a response the
+/// gateway made after the request reached the upstream
+/// ([`crate::proxy::OutcomeUnknown`]: a timeout, a broken exchange). Such a
+/// request keeps its reservation as its cost.
 fn settle_budgets(
     state: &Arc<LimitState>,
     budgets: &[(Arc<CompiledLimit>, LimitCheck)],

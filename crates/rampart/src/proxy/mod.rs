@@ -46,6 +46,14 @@ use crate::problem::Problem;
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamTiming(pub Duration);
 
+/// On a response the gateway made itself after the request reached the
+/// upstream (a timeout, a broken exchange): the upstream may have done the
+/// work, and its cost, if any, is unknown. A budget keeps such a request's
+/// reservation as its cost instead of refunding it (see
+/// [`crate::limit::layer`]).
+#[derive(Clone, Copy, Debug)]
+pub struct OutcomeUnknown;
+
 /// The innermost service of the stack.
 #[derive(Clone)]
 pub struct ProxyService {
@@ -354,10 +362,12 @@ impl ProxyService {
                     // The upstream may have acted on it: never retried.
                     self.report(&settings.name, &held.label, permit.finish(false), request_id.as_ref());
                     self.metrics.upstream_error(&settings.name, "timeout");
-                    return Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
+                    let mut resp = Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out")
                         .detail("the upstream did not answer in time")
                         .rejected_by("proxy", "upstream_timeout")
                         .into_response_with(request_id.as_ref());
+                    resp.extensions_mut().insert(OutcomeUnknown);
+                    return resp;
                 }
                 Ok(Err(client::SendError { error: e, unsent })) => {
                     if let Some(back) = unsent {
@@ -376,10 +386,15 @@ impl ProxyService {
                         backoff = backoff.saturating_mul(2);
                         continue;
                     }
-                    return Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
+                    let mut resp = Problem::new(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Bad gateway")
                         .detail("the upstream could not be reached or broke the exchange")
                         .rejected_by("proxy", "upstream_error")
                         .into_response_with(request_id.as_ref());
+                    if !connect {
+                        // Sent, perhaps acted on: see `OutcomeUnknown`.
+                        resp.extensions_mut().insert(OutcomeUnknown);
+                    }
+                    return resp;
                 }
                 Ok(Ok(resp)) => resp,
             };

@@ -180,6 +180,25 @@ async fn an_unused_reservation_is_refunded_and_an_excess_debited() {
     problem(c.get(url(&gw, "/free")).send().await.unwrap(), 429).await;
 }
 
+/// A request the upstream may have acted on but whose answer never came
+/// (Rampart's own 504 after the response timeout) keeps its reservation as
+/// its cost: otherwise slow paid work would cost nothing.
+#[tokio::test]
+async fn a_request_whose_cost_is_unknown_keeps_its_reservation() {
+    let (gw, _) = setup(
+        "[[routes]]\npath = '/**'\ntimeout = '200ms'\nlimits = [{ by = 'ip', budget = '1.00/day', reserve = '0.5' }]\n",
+    )
+    .await;
+    let c = client();
+    for _ in 0..2 {
+        let v = problem(c.get(url(&gw, "/slow-cost/1000/0.01")).send().await.unwrap(), 504).await;
+        assert_eq!(v["type"], "urn:rampart:problem:upstream-timeout");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = problem(c.get(url(&gw, "/free")).send().await.unwrap(), 429).await;
+    assert_eq!(v["type"], "urn:rampart:problem:budget-exhausted");
+}
+
 #[tokio::test]
 async fn reserves_are_validated() {
     for (limit, want) in [
