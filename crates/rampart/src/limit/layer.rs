@@ -89,6 +89,52 @@ struct Applied {
     checks: Vec<LimitCheck>,
 }
 
+impl Applied {
+    /// The budget reservations the checks take, each as its refund.
+    fn reservations(&self) -> impl Iterator<Item = (&Arc<CompiledLimit>, LimitCheck)> {
+        self.limits
+            .iter()
+            .zip(&self.checks)
+            .filter(|(l, c)| l.is_budget() && c.op == Op::Check && c.weight > 0)
+            .map(|(l, c)| (l, LimitCheck { op: Op::Refund, ..c.clone() }))
+    }
+
+    fn reserves(&self) -> bool {
+        self.reservations().next().is_some()
+    }
+}
+
+/// [`crate::limit::Limiter::apply`] in a task of its own, for a request that
+/// reserves budget in Redis. A request can go away while the call runs (a
+/// client that hangs up, an HTTP/2 stream reset), and the request's future
+/// with it: the reservations the script took would then be held until the
+/// budget refilled, so anyone could drain a shared budget without any
+/// upstream work. Here the call runs to its end, and a result nobody is
+/// waiting for any more is given back.
+async fn decide_detached(
+    state: &Arc<LimitState>,
+    applied: &Applied,
+    fallbacks: &[RedisFallback],
+) -> Result<Vec<Decision>, Undecided> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let refunds: Vec<(LimitCheck, RedisFallback)> =
+        applied.reservations().map(|(l, refund)| (refund, l.on_redis_down)).collect();
+    let (state, checks, fallbacks) = (state.clone(), applied.checks.clone(), fallbacks.to_vec());
+    tokio::spawn(async move {
+        let decided = state.limiter.apply(&checks, &fallbacks).await;
+        // A refused batch took nothing; an allowed one took every reservation.
+        if let Err(Ok(decisions)) = tx.send(decided) {
+            if decisions.iter().all(|d| d.allowed) {
+                let (refunds, fallbacks): (Vec<_>, Vec<_>) = refunds.into_iter().unzip();
+                if state.limiter.apply(&refunds, &fallbacks).await.is_err() {
+                    tracing::warn!("reservations of an abandoned request lost: redis unavailable");
+                }
+            }
+        }
+    });
+    rx.await.unwrap_or(Err(Undecided::RedisDown))
+}
+
 impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
     type Response = S::Response;
     type Error = S::Error;
@@ -107,7 +153,12 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
         let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip);
         futures_util::future::Either::Right(Box::pin(async move {
             let fallbacks: Vec<RedisFallback> = applied.limits.iter().map(|l| l.on_redis_down).collect();
-            let decisions = match state.limiter.apply(&applied.checks, &fallbacks).await {
+            let decided = if applied.reserves() && state.limiter.redis.is_some() {
+                decide_detached(&state, &applied, &fallbacks).await
+            } else {
+                state.limiter.apply(&applied.checks, &fallbacks).await
+            };
+            let decisions = match decided {
                 Ok(d) => d,
                 Err(Undecided::RedisDown) => {
                     let resp =

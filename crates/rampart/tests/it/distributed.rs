@@ -513,3 +513,49 @@ async fn gateways_share_limits_and_bans_through_a_redis_cluster() {
         assert_eq!(m.query::<u64>(&redis::cmd("DBSIZE")).await, 0, "nothing on {}", m.port);
     }
 }
+
+/// A request that goes away while Redis decides (here an HTTP/2 stream reset
+/// while Redis is paused) gives back the budget it reserved there: otherwise
+/// anyone could drain a shared budget with requests that never reach the
+/// upstream.
+#[tokio::test]
+async fn a_request_abandoned_while_redis_decides_gives_its_reservation_back() {
+    let redis = OwnRedis::start(free_port()).await;
+    let text = config(
+        &format!("http://{}", start_upstream().await),
+        &format!(
+            "[redis]\nurl = '{}'\ntimeout = '3s'\nprobe_interval = '100ms'\nkey_prefix = '{}'\n\
+             [[routes]]\npath = '/**'\nlimits = [{{ by = 'ip', budget = '1.00/day', reserve = '0.4' }}]\n",
+            redis.url(),
+            unique_prefix()
+        ),
+    );
+    let gw = gateway(&text).await;
+    let store = gw.limits.limiter.redis.clone().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { store.is_available() }).await);
+
+    // One request first, so the script is loaded (else the abandoned
+    // request's first call would only find it missing).
+    assert_eq!(status(&gw, "/free").await, 200);
+    let mut conn = ::redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("ALL").query_async(&mut conn).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, h2) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(h2);
+    let req = http::Request::get(format!("http://{}/free", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), send.send_request(req)).await;
+    assert!(abandoned.is_err(), "answered while Redis was paused");
+    // The pause ends, the script reserves, and the reservation is given back.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    // 1.00 left: two requests holding 0.40 each at once both fit (with 0.60
+    // left, the second would be refused).
+    let both = (0..2).map(|_| async { client().get(url(&gw, "/slow-cost/300/0")).send().await.unwrap().status() });
+    let statuses = futures_util::future::join_all(both).await;
+    assert_eq!(statuses, [200, 200]);
+}
