@@ -145,6 +145,8 @@ pub fn parse_budget(s: &str) -> Result<(u64, Duration), String> {
 
 /// A non-negative decimal (`0.0123`, `12`, `3.5`) in millionths, exactly (no
 /// floating point), or `None` when malformed, negative or absurdly large.
+/// Digits past the sixth round up: a cost of `0.0000001` is one millionth,
+/// not nothing, so tiny per-request costs still add up.
 pub fn parse_amount(s: &str) -> Option<u64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     if int.is_empty() && frac.is_empty() || int.len() > 12 || !int.bytes().all(|b| b.is_ascii_digit()) {
@@ -155,9 +157,11 @@ pub fn parse_amount(s: &str) -> Option<u64> {
     }
     let int: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let mut micro = int.checked_mul(BUDGET_SCALE)?;
-    // Digits past the sixth are dropped (costs are rounded down to a millionth).
     for (i, d) in frac.bytes().take(6).enumerate() {
         micro += u64::from(d - b'0') * 10u64.pow(5 - i as u32);
+    }
+    if frac.bytes().skip(6).any(|d| d != b'0') {
+        micro = micro.checked_add(1)?;
     }
     Some(micro)
 }
@@ -294,7 +298,10 @@ mod tests {
         amount("0.0123", Some(12_300));
         amount("12", Some(12_000_000));
         amount(".5", Some(500_000));
-        amount("1.1234567", Some(1_123_456));
+        amount("1.1234567", Some(1_123_457));
+        amount("1.1234560000", Some(1_123_456));
+        amount("0.0000001", Some(1));
+        amount("0.000000000000000000001", Some(1));
         amount("-1", None);
         amount("1e3", None);
         amount("", None);
