@@ -210,10 +210,32 @@ impl BanList {
         if bans.len() >= self.config.max_tracked && bans.get(&net).is_none() {
             bans.retain(|h| h.ban.until_ms > now);
             if bans.len() >= self.config.max_tracked {
-                // Full of live bans: drop the one ending soonest.
-                let soonest = bans.map.iter().min_by_key(|(_, h)| h.ban.until_ms).map(|(n, _)| *n);
-                if let Some(soonest) = soonest {
-                    bans.remove(&soonest);
+                // Full of live bans: drop the automatic one ending soonest.
+                // A flood of automatic bans (one attacker with many networks)
+                // must not push out an operator's; a manual ban goes only
+                // for another manual one, and an automatic ban that finds
+                // none to replace is not kept.
+                let automatic = |h: &Held| h.ban.source.starts_with("auto:");
+                let soonest = |manual: bool| {
+                    bans.map
+                        .iter()
+                        .filter(|(_, h)| automatic(h) != manual)
+                        .min_by_key(|(_, h)| h.ban.until_ms)
+                        .map(|(n, _)| *n)
+                };
+                let victim = match soonest(false) {
+                    Some(n) => Some(n),
+                    None if ban.source.starts_with("auto:") => {
+                        tracing::warn!(
+                            max_tracked = self.config.max_tracked,
+                            "ban list full of manual bans; an automatic ban was not kept"
+                        );
+                        return;
+                    }
+                    None => soonest(true),
+                };
+                if let Some(victim) = victim {
+                    bans.remove(&victim);
                 }
             }
         }
@@ -731,6 +753,30 @@ mod tests {
         bans.add(ip, Duration::from_secs(60), "test", "manual").await;
         assert!(bans.remove(ip).await);
         assert!(bans.list().is_empty());
+    }
+
+    /// Full, the list gives up automatic bans before an operator's.
+    #[tokio::test]
+    async fn a_full_list_keeps_manual_bans() {
+        let cfg = BansConfig { max_tracked: 2, ..BansConfig::default() };
+        let bans = BanList::new(&cfg, ClientGrouping::default(), None, Arc::new(Metrics::new()));
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        bans.add(ip("192.0.2.1"), Duration::from_secs(60), "operator", "manual").await;
+        bans.add(ip("192.0.2.2"), Duration::from_secs(3600), "flood", "auto:rate_limited").await;
+        // A later automatic ban replaces the automatic one, though that one
+        // ends later than the manual ban.
+        bans.add(ip("192.0.2.3"), Duration::from_secs(3600), "flood", "auto:rate_limited").await;
+        assert!(bans.banned(ip("192.0.2.1")).is_some(), "the manual ban was pushed out");
+        assert!(bans.banned(ip("192.0.2.2")).is_none());
+        assert!(bans.banned(ip("192.0.2.3")).is_some());
+        // A manual ban goes before nothing manual while an automatic is left.
+        bans.add(ip("192.0.2.4"), Duration::from_secs(60), "operator", "manual").await;
+        assert!(bans.banned(ip("192.0.2.1")).is_some() && bans.banned(ip("192.0.2.4")).is_some());
+        assert!(bans.banned(ip("192.0.2.3")).is_none());
+        // Full of manual bans, an automatic one is not kept.
+        bans.add(ip("192.0.2.5"), Duration::from_secs(60), "flood", "auto:rate_limited").await;
+        assert!(bans.banned(ip("192.0.2.5")).is_none());
+        assert!(bans.banned(ip("192.0.2.1")).is_some() && bans.banned(ip("192.0.2.4")).is_some());
     }
 
     #[tokio::test]
