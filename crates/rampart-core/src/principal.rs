@@ -28,6 +28,11 @@ pub struct Principal {
     pub subject: String,
     /// The API key's id when one was used.
     pub api_key_id: Option<String>,
+    /// The external issuer (`[[auth.issuers]]`, the token's `iss`) that
+    /// vouched for `subject`; `None` for the gateway's own users and
+    /// clients. Counts keyed by user take it in, so that one issuer's `sub`
+    /// never shares another's limits or budget.
+    pub issuer: Option<String>,
     /// Plan tier (`free`, `pro`, …) from the token or account.
     pub tier: Option<String>,
     pub roles: Vec<String>,

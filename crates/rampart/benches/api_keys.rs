@@ -23,6 +23,7 @@ fn cached_key(cache: &KeyCache, id: &str) -> Arc<CachedKey> {
     let principal = Principal {
         subject: "user-1".into(),
         api_key_id: Some(id.into()),
+        issuer: None,
         tier: None,
         roles: vec!["user".into()],
         scopes: vec!["read".into()],

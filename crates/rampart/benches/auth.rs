@@ -29,6 +29,7 @@ fn jwt(c: &mut Criterion) {
     let principal = Principal {
         subject: "user-1".into(),
         api_key_id: None,
+        issuer: None,
         tier: None,
         roles: vec!["user".into()],
         scopes: vec![],

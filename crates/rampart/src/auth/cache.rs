@@ -108,6 +108,7 @@ mod tests {
         Principal {
             subject: s.into(),
             api_key_id: None,
+            issuer: None,
             tier: None,
             roles: vec![],
             scopes: vec![],

@@ -439,7 +439,9 @@ impl Shared {
             .filter(|(own, _)| *own == issuer)
             .map(|_| Revocable { jti: claims.jti.clone(), ver: claims.ver });
         let own_user = revocable.is_some();
-        let verified = Verified { principal: principal_of(&claims), revocable, own_user, internal: Default::default() };
+        let external = (!own_user).then(|| keys.issuer.clone());
+        let verified =
+            Verified { principal: principal_of(&claims, external), revocable, own_user, internal: Default::default() };
         self.cache.insert(token, verified.clone(), claims.exp);
         Ok(verified)
     }
@@ -654,10 +656,12 @@ fn internal_jwt(
     Some(value)
 }
 
-fn principal_of(claims: &Claims) -> Principal {
+/// `issuer`: the external issuer that signed the token (`None` for our own).
+fn principal_of(claims: &Claims, issuer: Option<String>) -> Principal {
     Principal {
         subject: claims.sub.clone(),
         api_key_id: None,
+        issuer,
         tier: claims.tier.clone(),
         roles: claims.roles.clone(),
         scopes: claims.scopes.clone(),

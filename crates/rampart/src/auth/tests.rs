@@ -55,6 +55,7 @@ fn identity_headers_are_encoded_when_needed() {
     let p = Principal {
         subject: "zoë%\r\nx-evil: 1".into(),
         api_key_id: None,
+        issuer: None,
         tier: Some("pro".into()),
         roles: vec!["admin".into(), "ops".into()],
         scopes: vec!["read".into(), "write".into()],

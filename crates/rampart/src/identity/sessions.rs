@@ -119,6 +119,7 @@ impl ActiveSession {
         Principal {
             subject: self.record.user_id.clone(),
             api_key_id: None,
+            issuer: None,
             tier: self.record.tier.clone(),
             roles: self.record.roles.clone(),
             scopes: Vec::new(),

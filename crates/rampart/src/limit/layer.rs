@@ -376,6 +376,7 @@ mod tests {
         Principal {
             subject: subject.into(),
             api_key_id: None,
+            issuer: None,
             tier: tier.map(String::from),
             roles: vec![],
             scopes: vec![],

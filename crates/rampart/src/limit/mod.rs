@@ -108,8 +108,16 @@ pub fn limit_key(limit: &CompiledLimit, who: &Subject<'_>) -> Option<String> {
                 }
             }
             KeyPart::User => {
+                let principal = who.principal?;
                 key.push_str("user:");
-                push_escaped(&mut key, &who.principal?.subject);
+                // An external issuer's users are its own: `user:<length of
+                // the issuer>:<issuer><sub>` (the length keeps the two apart
+                // whatever either holds).
+                if let Some(issuer) = &principal.issuer {
+                    let _ = write!(key, "{}:", issuer.len());
+                    push_escaped(&mut key, issuer);
+                }
+                push_escaped(&mut key, &principal.subject);
             }
             KeyPart::ApiKey => {
                 key.push_str("key:");
@@ -368,6 +376,7 @@ mod tests {
         let p = Principal {
             subject: "u{1}|x".into(),
             api_key_id: None,
+            issuer: None,
             tier: Some("pro".into()),
             roles: vec![],
             scopes: vec![],
@@ -382,6 +391,13 @@ mod tests {
         );
         assert_eq!(limit_key(&limit(vec![KeyPart::Tier]), &who).unwrap(), "rl:{tier:pro}:api");
         assert!(limit_key(&limit(vec![KeyPart::ApiKey]), &who).is_none());
+        // Another issuer's user of the same `sub` counts apart.
+        let external = Principal { issuer: Some("https://idp.example".into()), ..p.clone() };
+        let theirs = Subject { principal: Some(&external), ..who };
+        assert_eq!(
+            limit_key(&limit(vec![KeyPart::User]), &theirs).unwrap(),
+            "rl:{user:19:https://idp.exampleu%7B1%7D%7Cx}:api"
+        );
         let anon = Subject { ip: "::1".parse().unwrap(), clients, route: "r", principal: None };
         assert!(limit_key(&limit(vec![KeyPart::User]), &anon).is_none());
         assert_eq!(limit_key(&limit(vec![KeyPart::Global]), &anon).unwrap(), "rl:{global}:api");

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 pub(crate) const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
 pub(crate) const APP: &str = "https://app.example.com";
-const LOGIN: &str = "https://login.example.com";
+pub(crate) const LOGIN: &str = "https://login.example.com";
 const P256: &str = include_str!("../../../rampart-core/src/token/testdata/p256.pem");
 const P256_PUB: &str = include_str!("../../../rampart-core/src/token/testdata/p256.pub.pem");
 
@@ -23,7 +23,7 @@ pub(crate) fn hs256() -> SigningKey {
     SigningKey::hs256("hs256", SECRET.as_bytes()).unwrap()
 }
 
-fn es256() -> SigningKey {
+pub(crate) fn es256() -> SigningKey {
     SigningKey::from_pkcs8_pem("login-1", Alg::ES256, P256).unwrap()
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::auth::{auth_config, claims, get, hs256, token, APP};
+use crate::auth::{auth_config, claims, es256, get, hs256, token, APP, LOGIN};
 use crate::common::*;
 
 /// An address limit of 3 and a user limit of 1 on one route; anonymous
@@ -48,6 +48,20 @@ async fn refused_user_limit_charges_no_address_limit(gw: &rampart::Gateway) {
     assert_eq!(get(gw, "/a", None, &[]).await.status(), 429);
 }
 
+/// Two issuers' users of one `sub` are two users: one's spent limit is not
+/// the other's.
+#[tokio::test]
+async fn a_user_limit_is_per_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "[[routes]]\npath = '/**'\nauth = 'required'\nlimits = [{ by = 'user', rate = '1/min', burst = 1 }]\n";
+    let (gw, _) = setup(&auth_config(dir.path(), routes)).await;
+    let app = token(&hs256(), &claims(APP, "dave"));
+    assert_eq!(get(&gw, "/a", Some(&app), &[]).await.status(), 200);
+    assert_eq!(get(&gw, "/a", Some(&app), &[]).await.status(), 429);
+    let login = token(&es256(), &claims(LOGIN, "dave"));
+    assert_eq!(get(&gw, "/a", Some(&login), &[]).await.status(), 200, "another issuer's dave");
+}
+
 #[tokio::test]
 async fn mixed_limits_are_one_decision_in_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,7 +95,9 @@ async fn mixed_limits_are_one_decision_and_one_round_trip_on_redis() {
     assert_eq!(ours.len(), 1, "one round trip per request: {ours:#?}");
     assert!(ours[0].contains("\"EVALSHA\"") || ours[0].contains("\"evalsha\""), "{}", ours[0]);
     assert!(ours[0].contains(&format!("{prefix}rl:{{ip:127.0.0.1}}:mixed#0")), "{}", ours[0]);
-    assert!(ours[0].contains(&format!("{prefix}rl:{{user:carol}}:mixed#1")), "{}", ours[0]);
+    // The user is the issuer's: `user:<length of the issuer>:<issuer><sub>`.
+    let user = format!("{prefix}rl:{{user:{}:{APP}carol}}:mixed#1", APP.len());
+    assert!(ours[0].contains(&user), "{}", ours[0]);
 }
 
 /// `redis-cli monitor` on the test server.

@@ -220,6 +220,7 @@ mod tests {
         let principal = Principal {
             subject: "u1".into(),
             api_key_id: Some(id.into()),
+            issuer: None,
             tier: None,
             roles: vec![],
             scopes: vec![],

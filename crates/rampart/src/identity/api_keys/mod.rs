@@ -296,6 +296,7 @@ impl ApiKeys {
         let principal = Principal {
             subject: k.owner.id().to_owned(),
             api_key_id: Some(k.id.clone()),
+            issuer: None,
             tier: found.tier,
             roles: found.roles,
             scopes: k.scopes,

@@ -190,6 +190,7 @@ impl Signatures {
         let principal = Principal {
             subject: record.client_id.clone(),
             api_key_id: None,
+            issuer: None,
             tier: None,
             roles,
             scopes,
