@@ -111,7 +111,9 @@ impl TrustedProxies {
     }
 }
 
-fn canonical_net(net: IpNet) -> IpNet {
+/// `net` as addresses are matched against it: an IPv4-mapped IPv6 network
+/// (`::ffff:10.0.0.0/104`) as the IPv4 network it holds (`10.0.0.0/8`).
+pub fn canonical_net(net: IpNet) -> IpNet {
     if let IpNet::V6(v6) = net {
         let mapped = v6.addr().to_ipv4_mapped();
         let prefix = v6.prefix_len().checked_sub(96);

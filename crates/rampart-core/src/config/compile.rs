@@ -820,8 +820,9 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
     for (i, cidr) in s.trusted_proxies.iter().enumerate() {
         let trusted = parse_net(cidr).and_then(|net| {
             // Trusting every address lets every client name its own address
-            // in the forwarding header, and so escape limits and bans.
-            if net.prefix_len() == 0 {
+            // in the forwarding header, and so escape limits and bans. Judged
+            // as it is matched: `::ffff:0:0/96` is every IPv4 address.
+            if crate::client_ip::canonical_net(net).prefix_len() == 0 {
                 Err(format!(
                     "`{cidr}` trusts every address, so any client could set its own address in the forwarding \
                      header; list only your proxies' addresses or networks"

@@ -21,7 +21,7 @@ fn check_err(text: &str, env: &[(&str, &str)], expected: &[&str]) {
 /// address: refused, naming the entry.
 #[test]
 fn a_catch_all_trusted_proxy_is_refused() {
-    for all in ["0.0.0.0/0", "::/0", "10.0.0.0/0"] {
+    for all in ["0.0.0.0/0", "::/0", "10.0.0.0/0", "::ffff:0:0/96", "::ffff:10.0.0.0/96"] {
         check_err(
             &format!("{BASE}[server]\ntrusted_proxies = ['10.0.0.0/8', '{all}']\n"),
             &[],
