@@ -157,9 +157,22 @@ pub struct Hop<'a> {
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
+///
+/// Whoever the peer, the other headers frameworks read the client or the
+/// original request from (`X-Original-URL`, `True-Client-IP`,
+/// `X-Forwarded-Prefix`, …) are removed, and `X-Forwarded-Host` is the `Host`
+/// Rampart judged: a proxy in front passes a client's copies on when it does
+/// not write them itself, and the app would then act on a path, address or
+/// host Rampart never checked. `X-Forwarded-Proto` from a trusted proxy is
+/// kept (it is how Rampart learns of TLS in front of it).
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let proto = proto_static(hop.https);
     let peer = ip_text(hop.peer);
+    crate::edge::remove_headers(headers, &FORWARDING_LIKE);
+    match hop.host {
+        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
     if hop.client.via_trusted_proxy {
         // Keep the chain of the header the trusted proxies write and add the
         // hop we saw. The other header came from the client (the proxies pass
@@ -184,21 +197,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
                     headers.insert(X_FORWARDED_FOR, v);
                 }
                 headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-                // The X-Forwarded-* family is the client's here: its Host
-                // is the one the trusted proxy forwarded and Rampart judged.
-                match hop.host {
-                    Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
-                    None => headers.remove(X_FORWARDED_HOST),
-                };
-            }
-        }
-        if !headers.contains_key(X_FORWARDED_HOST) {
-            if let Some(h) = hop.host {
-                headers.insert(X_FORWARDED_HOST, h.clone());
             }
         }
     } else {
-        crate::edge::remove_headers(headers, &FORWARDING_LIKE);
         if let Ok(v) = HeaderValue::try_from(peer.as_str()) {
             headers.insert(X_REAL_IP, v.clone());
             headers.insert(X_FORWARDED_FOR, v);
@@ -207,14 +208,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             headers.insert(header::FORWARDED, v);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        match hop.host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST, h.clone());
-            }
-            None => {
-                headers.remove(X_FORWARDED_HOST);
-            }
-        }
     }
 }
 
@@ -471,6 +464,20 @@ mod tests {
         assert_eq!(h["forwarded"], "for=1.1.1.1;proto=http");
         assert_eq!(h["x-real-ip"], "1.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
+
+        // A client's inventions a proxy in front passed on untouched go, as
+        // from an untrusted peer; X-Forwarded-Host is the Host Rampart judged.
+        let mut h = HeaderMap::new();
+        for name in &FORWARDING_LIKE {
+            h.insert(name.clone(), HeaderValue::from_static("/admin"));
+        }
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.test"));
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarded(&mut h, &Hop { client: &client, peer, https: false, host: Some(&host), header: XFF });
+        for name in &FORWARDING_LIKE {
+            assert!(!h.contains_key(name), "{name} kept");
+        }
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
 
         // Behind proxies that write Forwarded, the reverse.
         let mut h = HeaderMap::new();
