@@ -22,8 +22,8 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Other headers through which proxies tell upstreams about the client or
 /// the original request, and which frameworks believe: Werkzeug's `ProxyFix`
 /// (`X-Forwarded-Port`/`-Prefix`), Symfony and IIS (`X-Original-URL`,
-/// `X-Rewrite-URL`), CDN-style client addresses. From a client that is not a
-/// trusted proxy they are its own inventions, and go.
+/// `X-Rewrite-URL`), CDN-style client addresses. A client's copies go,
+/// whoever the peer (see [`set_forwarded`]), with the [`METHOD_OVERRIDES`].
 const FORWARDING_LIKE: [HeaderName; 11] = [
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
@@ -36,6 +36,14 @@ const FORWARDING_LIKE: [HeaderName; 11] = [
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("x-cluster-client-ip"),
     HeaderName::from_static("cf-connecting-ip"),
+];
+/// Headers that turn a request into another method for frameworks that read
+/// them (Express's `method-override`, Laravel, Symfony): a `POST` Rampart
+/// routed and authorised as such would run as a `DELETE`.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -66,6 +74,12 @@ pub fn strip_underscore_aliases(headers: &mut HeaderMap, identity: &rampart_core
 
 /// Whether `headers` hold an underscored copy of a vouched header (see
 /// [`strip_underscore_aliases`]).
+/// Whether `headers` ask for another method than the request's (see
+/// [`METHOD_OVERRIDES`]).
+pub fn has_method_override(headers: &HeaderMap) -> bool {
+    METHOD_OVERRIDES.iter().any(|n| headers.contains_key(n))
+}
+
 pub fn has_underscore_alias(headers: &HeaderMap, identity: &rampart_core::config::auth::IdentityHeaders) -> bool {
     headers.keys().any(|n| is_underscore_alias(n, identity))
 }
@@ -77,7 +91,7 @@ fn is_underscore_alias(name: &HeaderName, identity: &rampart_core::config::auth:
     let dashed = name.as_str().replace('_', "-");
     dashed.starts_with("x-forwarded-")
         || ["forwarded", "x-real-ip", "x-request-id"].contains(&dashed.as_str())
-        || FORWARDING_LIKE.iter().chain(identity.all()).any(|v| v.as_str() == dashed)
+        || FORWARDING_LIKE.iter().chain(&METHOD_OVERRIDES).chain(identity.all()).any(|v| v.as_str() == dashed)
 }
 
 /// Whether the `Transfer-Encoding` of `headers` is `chunked` alone (the
@@ -169,6 +183,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let proto = proto_static(hop.https);
     let peer = ip_text(hop.peer);
     crate::edge::remove_headers(headers, &FORWARDING_LIKE);
+    crate::edge::remove_headers(headers, &METHOD_OVERRIDES);
     match hop.host {
         Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
         None => headers.remove(X_FORWARDED_HOST),

@@ -120,6 +120,13 @@ impl ProxyService {
                 .rejected_by("forward_auth", "underscore_alias")
                 .into_response_for(req.extensions());
         }
+        // The app would run it as another method than the one judged here.
+        if headers::has_method_override(req.headers()) {
+            return Problem::new(StatusCode::BAD_REQUEST, "bad-forward-auth", "Bad request")
+                .detail("the request carries a method override (X-HTTP-Method-Override or the like)")
+                .rejected_by("forward_auth", "method_override")
+                .into_response_for(req.extensions());
+        }
         let mut resp = http::Response::new(axum::body::Body::empty());
         for name in self.identity.all() {
             if let Some(v) = req.headers().get(name) {
