@@ -43,6 +43,13 @@ fn redact_table(table: &mut Table) {
     for (key, value) in table.iter_mut() {
         if SECRET_KEYS.contains(&key.as_str()) {
             redact_value(key, value);
+        } else if key == "urls" {
+            // An upstream's several targets: each shown as `url` would be.
+            if let Value::Array(items) = value {
+                for item in items.iter_mut() {
+                    redact_value("url", item);
+                }
+            }
         } else if matches!(key.as_str(), "request_headers" | "response_headers") {
             if let Some(Value::Table(set)) = value.as_table_mut().and_then(|t| t.get_mut("set")) {
                 for (_, v) in set.iter_mut() {
@@ -122,6 +129,8 @@ database = "postgres://rampart:SENTINEL-db@db:5432/rampart?sslmode=SENTINEL"
 url = "redis://:SENTINEL-redis@cache:6379/0"
 [upstreams.default]
 url = "http://10.0.0.1:8080/SENTINEL-path?k=SENTINEL"
+[upstreams.pool]
+urls = ["http://10.0.0.2:8080/SENTINEL-a", "http://10.0.0.3:8080/base?token=SENTINEL-b"]
 [alerts]
 webhook_url = "https://hooks.example.com/services/SENTINEL"
 [identity]
@@ -150,6 +159,7 @@ response_headers = { set = { x-served-by = "SENTINEL-name" } }
         assert!(shown.contains("postgres://***@db:5432/***"), "{shown}");
         assert!(shown.contains("redis://***@cache:6379/***"), "{shown}");
         assert!(shown.contains("http://10.0.0.1:8080/***"), "{shown}");
+        assert!(shown.contains("http://10.0.0.3:8080/***"), "{shown}");
         assert!(shown.contains("/run/secrets/signing.pem"), "the path of a secret file is shown: {shown}");
         assert!(shown.contains("authorization = \"***\"") && shown.contains("x-api-key = \"***\""), "{shown}");
         assert!(shown.contains("remove = [\"cookie\"]"), "what is not a value set is shown: {shown}");
