@@ -225,8 +225,10 @@ pub fn load_policy_text(text: &str) -> Result<Policy, ConfigErrors> {
 /// Validates a new policy and, only if all is well, installs it. Either way the
 /// outcome goes to the audit log.
 /// The settings read once at start that a reload leaves as they were, named
-/// when `new` changes them: `[identity]` (all of it), `[bans]`, `[abuse]` and
-/// `[limits] max_keys`. The sections are compared by their `Debug` text
+/// when `new` changes them: `[identity]` (all of it), `[bans]`, `[abuse]`,
+/// `[redis]`, `[log] level` and `format`, `[limits] max_keys`, and the `[server]` keys the
+/// listener is built with (TLS files, `http2`, its timeouts and connection
+/// caps). The sections are compared by their `Debug` text
 /// (they have no `PartialEq`) with the secrets in it
 /// ([`rampart_core::config::secret::debug_eq`]), so a change of a secret alone
 /// (`secret_key`, a signing key, a provider's `client_secret`) is named too.
@@ -245,6 +247,25 @@ pub fn restart_only_changes(old: &Policy, new: &Policy) -> Vec<&'static str> {
     if old.limits.max_keys != new.limits.max_keys {
         changed.push("[limits] max_keys");
     }
+    if differ(&old.redis, &new.redis) {
+        changed.push("[redis]");
+    }
+    // `access_log` is part of the stack a reload builds; the rest sets up
+    // the process's logger.
+    if (&old.log.level, old.log.format) != (&new.log.level, new.log.format) {
+        changed.push("[log] level, format");
+    }
+    let (o, n) = (&old.server, &new.server);
+    let server: [(&'static str, bool); 7] = [
+        ("[server.tls]", differ(&o.tls, &n.tls)),
+        ("[server] http2", o.http2 != n.http2),
+        ("[server] header_read_timeout", o.header_read_timeout != n.header_read_timeout),
+        ("[server] send_timeout", o.send_timeout != n.send_timeout),
+        ("[server] shutdown_timeout", o.shutdown_timeout != n.shutdown_timeout),
+        ("[server] max_connections_per_ip", o.max_connections_per_ip != n.max_connections_per_ip),
+        ("[server] max_requests_per_connection", o.max_requests_per_connection != n.max_requests_per_connection),
+    ];
+    changed.extend(server.into_iter().filter(|(_, c)| *c).map(|(name, _)| name));
     changed
 }
 
@@ -266,9 +287,6 @@ pub fn reload(
         if policy.server.clients != old.policy.server.clients {
             // Counts, strikes and bans are keyed by it and outlive reloads.
             tracing::warn!("[server] ipv6_prefix changed; it takes effect at the next restart");
-        }
-        if policy.redis.as_ref().map(|r| r.url.expose()) != old.policy.redis.as_ref().map(|r| r.url.expose()) {
-            tracing::warn!("[redis] changed; it takes effect at the next restart");
         }
         if policy.storage.database.expose() != old.policy.storage.database.expose()
             || policy.audit.enabled != old.policy.audit.enabled
@@ -332,6 +350,10 @@ mod tests {
         check("", "[bans]\nmax_tracked = 5\n", &["[bans]"]);
         check("", "[abuse]\ntop_k = 7\n", &["[abuse]"]);
         check("", "[limits]\nmax_keys = 1000\n", &["[limits] max_keys"]);
+        check("", "[redis]\nurl = 'redis://127.0.0.1:6379/'\n", &["[redis]"]);
+        check("", "[log]\nformat = 'text'\n", &["[log] level, format"]);
+        check("", "[log]\naccess_log = false\n", &[]);
+        check("", "[server]\nhttp2 = false\nsend_timeout = '5s'\n", &["[server] http2", "[server] send_timeout"]);
         // Routes and the rest apply at once: nothing to name.
         check("", "[[routes]]\npath = '/x'\n", &[]);
     }
