@@ -31,7 +31,7 @@ use tower::{Layer, Service};
 
 use crate::edge::guard::BodyFailure;
 use crate::edge::route::MatchedRoute;
-use crate::edge::{take_ready, HttpRequest, Inner, LayerFuture};
+use crate::edge::{take_ready, HttpRequest, HttpResponse, Inner, LayerFuture};
 use crate::limit::LimitState;
 use crate::observe::audit::{AuditEvent, AuditKind};
 use crate::observe::Metrics;
@@ -439,6 +439,46 @@ enum BodyKind {
     Other,
 }
 
+/// The refusal of a body the route would inspect or mask but cannot read:
+/// one in a `Content-Encoding` (gzip, …; frameworks that decompress, such as
+/// Express's body parsers, would read what Rampart never saw), or one
+/// without a usable `Content-Type` (FastAPI reads such a body as JSON). In
+/// `block` mode, and wherever PII is masked; `None` otherwise.
+fn uninspectable(req: &HttpRequest, kind: BodyKind, policy: &InspectPolicy) -> Option<HttpResponse> {
+    let strict = policy.mode == InspectMode::Block || policy.redact_pii;
+    if !strict {
+        return None;
+    }
+    let headers = req.headers();
+    let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| v.split(',').any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity")))
+    });
+    let inspected = kind != BodyKind::Other;
+    if encoded && inspected {
+        return Some(
+            Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-encoding",
+                "Unsupported content encoding",
+            )
+            .detail("this route inspects request bodies, which must not be compressed (no Content-Encoding)")
+            .rejected_by("inspect", "content_encoding")
+            .into_response_for(req.extensions()),
+        );
+    }
+    let typed = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+    if !typed {
+        return Some(
+            Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing-content-type", "Content-Type required")
+                .detail("this route inspects request bodies: a body needs a Content-Type")
+                .rejected_by("inspect", "content_type_missing")
+                .into_response_for(req.extensions()),
+        );
+    }
+    None
+}
+
 fn body_kind(req: &HttpRequest) -> BodyKind {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -554,6 +594,11 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
             BodyKind::Form => policy.mode != InspectMode::Off,
             BodyKind::Other => false,
         };
+        if !req.body().is_end_stream() {
+            if let Some(resp) = uninspectable(&req, kind, &policy) {
+                return futures_util::future::Either::Right(Box::pin(async move { Ok(resp) }));
+            }
+        }
         if !wants_body || req.body().is_end_stream() {
             return futures_util::future::Either::Left(self.inner.call(req));
         }
@@ -591,7 +636,11 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
                 }
             };
             let head_req = http::Request::from_parts(parts, Body::empty());
-            if let Some(why) = outcome.unparseable.filter(|_| policy.mode == InspectMode::Block) {
+            // Unparseable JSON cannot be masked either: with redaction on it
+            // is refused whatever the mode (Python's json.loads reads some of
+            // what a strict parser refuses, `NaN` or a byte-order mark).
+            let refuse_unparseable = policy.mode == InspectMode::Block || (json && policy.redact_pii);
+            if let Some(why) = outcome.unparseable.filter(|_| refuse_unparseable) {
                 let resp = Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "Invalid request body")
                     .detail(format!("the body cannot be inspected: {why}"))
                     .rejected_by("inspect", "unparseable")

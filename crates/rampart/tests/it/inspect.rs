@@ -282,3 +282,49 @@ async fn pii_is_redacted_before_the_upstream_sees_it() {
     assert!(m.contains("rampart_pii_redactions_total{kind=\"card\"} 1"), "{m}");
     assert!(m.contains("rampart_pii_redactions_total{kind=\"email\"} 1"), "{m}");
 }
+
+/// A body the route would inspect or mask but cannot read is refused in
+/// `block` mode and wherever PII is masked: a compressed one (frameworks that
+/// decompress would read what Rampart never saw), one without a
+/// Content-Type (FastAPI reads it as JSON), and JSON that does not parse
+/// where it would be masked. In `detect` mode without masking it passes.
+#[tokio::test]
+async fn bodies_that_cannot_be_inspected_are_refused() {
+    let (gw, _) = setup(&format!(
+        "[[routes]]\npath = '/detect/**'\ninspect = 'detect'\nredact_pii = false\n\
+         [[routes]]\npath = '/masked/**'\ninspect = 'off'\n[[routes]]\npath = '/**'\n{BLOCK}"
+    ))
+    .await;
+    let c = client();
+    let sqli = serde_json::json!({ "q": SQLI }).to_string();
+    let r = c.post(url(&gw, "/s")).body(sqli.clone()).send().await.unwrap();
+    assert_eq!(problem(r, 415).await["type"], "urn:rampart:problem:missing-content-type");
+    let gzipped = |path: &str, encoding: &'static str| {
+        c.post(url(&gw, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-encoding", encoding)
+            .body(vec![0x1f, 0x8b, 0x08, 0x00, 0x01, 0x02])
+            .send()
+    };
+    let r = gzipped("/s", "gzip").await.unwrap();
+    assert_eq!(problem(r, 415).await["type"], "urn:rampart:problem:unsupported-content-encoding");
+    let r = gzipped("/s", "identity, GZIP").await.unwrap();
+    assert_eq!(problem(r, 415).await["type"], "urn:rampart:problem:unsupported-content-encoding");
+    assert_eq!(gzipped("/detect/x", "gzip").await.unwrap().status(), 200);
+    assert_eq!(c.post(url(&gw, "/detect/x")).body(sqli).send().await.unwrap().status(), 200);
+    // `identity` is no encoding; a body of another type is not inspected.
+    let r = c
+        .post(url(&gw, "/s"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .body("{\"a\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // JSON with a byte-order mark (which Python's json.loads reads) cannot be
+    // masked: refused where masking is on, whatever the mode.
+    let bom = b"\xEF\xBB\xBF{\"ssn\":\"123-45-6789\"}".to_vec();
+    let r = c.post(url(&gw, "/masked/x")).header("content-type", "application/json").body(bom).send().await.unwrap();
+    assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:invalid-body");
+}
