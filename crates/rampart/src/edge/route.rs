@@ -40,6 +40,16 @@ impl<S> Layer<S> for RouteLayer {
     }
 }
 
+/// The method a CORS preflight asks about (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`); `None` for any other request.
+fn preflight_method(req: &HttpRequest) -> Option<http::Method> {
+    if req.method() != http::Method::OPTIONS || !req.headers().contains_key(http::header::ORIGIN) {
+        return None;
+    }
+    let asked = req.headers().get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    http::Method::from_bytes(asked.as_bytes()).ok()
+}
+
 #[derive(Clone, Debug)]
 pub struct RouteService<S> {
     inner: S,
@@ -59,7 +69,15 @@ impl<S: Inner> Service<HttpRequest> for RouteService<S> {
         let (check, route) = match normalize_path(req.uri().path(), &self.policy.server.path_options) {
             Ok(path) => {
                 let path = without_params(&path);
-                let route = self.policy.route(request_host(&req), req.method(), &path).cloned();
+                let host = request_host(&req);
+                // A CORS preflight is routed as the request it asks about:
+                // otherwise an `OPTIONS` falls to a looser route (and its
+                // upstream's CORS answer) while the real request goes to a
+                // route whose CORS policy never saw the question.
+                let asked = preflight_method(&req)
+                    .and_then(|m| self.policy.route(host, &m, &path))
+                    .or_else(|| self.policy.route(host, req.method(), &path));
+                let route = asked.cloned();
                 (PathCheck(Ok(())), route)
             }
             Err(e) => (PathCheck(Err(e)), None),

@@ -286,6 +286,35 @@ async fn an_idle_http2_client_that_ignores_the_shutdown_is_dropped() {
     assert!(started.elapsed() >= Duration::from_secs(1), "not before the idle time");
 }
 
+/// A preflight is routed as the request it asks about: a route that allows
+/// only some methods and origins answers it, not a looser route after it
+/// (whose upstream might answer any origin).
+#[tokio::test]
+async fn a_preflight_meets_the_route_of_the_method_it_asks_about() {
+    let (gw, _) = setup(
+        "[[routes]]\npath = '/api/**'\nmethods = ['GET', 'POST']\n\
+         cors = { allow_origins = ['https://app.example.com'], allow_methods = ['GET', 'POST'], allow_headers = ['content-type'] }\n\
+         [[routes]]\npath = '/**'\n",
+    )
+    .await;
+    let preflight = |origin: &'static str, method: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, url(&gw, "/api/x"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let v = problem(preflight("https://evil.example", "POST").await.unwrap(), 403).await;
+    assert_eq!(v["type"], "urn:rampart:problem:cors-preflight-denied");
+    let ok = preflight("https://app.example.com", "POST").await.unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://app.example.com");
+    // A method the route does not take is another route's question (as the
+    // request itself would be): the catch-all without CORS passes it on.
+    assert_eq!(preflight("https://evil.example", "DELETE").await.unwrap().status(), 200);
+}
+
 #[tokio::test]
 async fn cors_preflights_and_actual_requests() {
     let cors = "[defaults.cors]\nallow_origins = ['https://app.example.com', 'http://localhost:*']\nallow_methods = ['GET', 'POST']\nallow_headers = ['content-type', 'authorization']\nexpose_headers = ['x-request-id']\nallow_credentials = true\nmax_age = '5m'\n";
