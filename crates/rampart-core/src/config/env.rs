@@ -37,10 +37,12 @@ pub const SECRET_KEYS: &[&str] = &[
 ];
 
 /// A position in the config tree, e.g. `routes[2].cors.allow_origins`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConfigPath(pub Vec<PathSegment>);
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Ordered as the tree is filled: array indexes by number (`[2]` before
+/// `[10]`), so overrides applied in this order leave no gap.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PathSegment {
     Key(String),
     Index(usize),
@@ -107,33 +109,48 @@ impl fmt::Display for ConfigPath {
 /// A value that parses as a TOML value (`8080`, `true`, `["a", "b"]`, `"quoted"`)
 /// is used as such; anything else, and any value of a key in [`SECRET_KEYS`],
 /// is taken as a plain string.
+///
+/// Variables are applied in the order of their paths, not of the
+/// environment (which a launcher may order any way): `RAMPART_ROUTES__1__…`
+/// before `RAMPART_ROUTES__0__…` would otherwise leave a gap in the array.
 pub fn apply_env(doc: &mut Table, env: &[(String, String)]) -> Result<Vec<(ConfigPath, String)>, (String, String)> {
     let mut applied = Vec::new();
-    for (name, raw) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        // Variables without a section separator (RAMPART_CONFIG, RAMPART_LOG) are
-        // not overrides.
-        if !rest.contains("__") {
-            continue;
-        }
-        let path = ConfigPath(
-            rest.split("__")
-                .map(|p| match p.parse::<usize>() {
-                    Ok(i) => PathSegment::Index(i),
-                    Err(_) => PathSegment::Key(p.to_ascii_lowercase()),
-                })
-                .collect(),
-        );
+    for (path, name, raw) in env_overrides(env) {
         // A secret is text whatever it looks like: a token of digits stays a
         // string (and never shows up in a type error).
         let secret = matches!(path.0.last(), Some(PathSegment::Key(k)) if SECRET_KEYS.contains(&k.as_str()));
-        let value = if secret { Value::String(raw.clone()) } else { parse_env_value(raw) };
-        set_path(doc, &path.0, value).map_err(|why| (name.clone(), why.to_string()))?;
-        applied.push((path, name.clone()));
+        let value = if secret { Value::String(raw.to_owned()) } else { parse_env_value(raw) };
+        set_path(doc, &path.0, value).map_err(|why| (name.to_owned(), why.to_string()))?;
+        applied.push((path, name.to_owned()));
     }
     Ok(applied)
+}
+
+/// The `RAMPART_A__B__C` overrides in `env`, each with its path, variable and
+/// raw value, in path order.
+pub fn env_overrides(env: &[(String, String)]) -> Vec<(ConfigPath, &str, &str)> {
+    let mut out: Vec<(ConfigPath, &str, &str)> = env
+        .iter()
+        .filter_map(|(name, raw)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            // Variables without a section separator (RAMPART_CONFIG,
+            // RAMPART_LOG) are not overrides.
+            if !rest.contains("__") {
+                return None;
+            }
+            let path = ConfigPath(
+                rest.split("__")
+                    .map(|p| match p.parse::<usize>() {
+                        Ok(i) => PathSegment::Index(i),
+                        Err(_) => PathSegment::Key(p.to_ascii_lowercase()),
+                    })
+                    .collect(),
+            );
+            Some((path, name.as_str(), raw.as_str()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 fn parse_env_value(raw: &str) -> Value {

@@ -257,9 +257,7 @@ pub fn did_you_mean<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str
 }
 
 fn env_paths(_text: &str, env: &[(String, String)]) -> Vec<(ConfigPath, String)> {
-    let mut scratch = toml::Table::new();
-    // Only the paths matter here; a failure was already reported by parse_file.
-    env::apply_env(&mut scratch, env).unwrap_or_default()
+    env::env_overrides(env).into_iter().map(|(path, name, _)| (path, name.to_owned())).collect()
 }
 
 fn locate(text: &str, applied: Vec<(ConfigPath, String)>, errs: ConfigErrors) -> ConfigErrors {

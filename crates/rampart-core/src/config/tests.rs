@@ -205,6 +205,30 @@ fn env_overrides_apply_and_errors_name_the_variable() {
 
     check_err(BASE, &[("RAMPART_SERVER__LISTEN", "garbage")], &["server.listen (set by RAMPART_SERVER__LISTEN)"]);
     check_err(BASE, &[("RAMPART_SERVER__LISTN", "x")], &["set by RAMPART_SERVER__LISTN", "did you mean `listen`"]);
+
+    // Applied in path order, whatever the environment's: no gap in an array.
+    let env = vec![
+        ("RAMPART_ROUTES__1__PATH".to_string(), "/b/**".to_string()),
+        ("RAMPART_ROUTES__10__PATH".to_string(), "/k/**".to_string()),
+        ("RAMPART_ROUTES__0__PATH".to_string(), "/a/**".to_string()),
+    ];
+    let mut env = env;
+    for i in 2..10 {
+        env.push((format!("RAMPART_ROUTES__{i}__PATH"), format!("/r{i}/**")));
+    }
+    let policy = load(BASE, &env, &no_files).unwrap();
+    assert_eq!(policy.routes.len(), 11);
+    assert_eq!(&*policy.routes[10].name, "routes[10]");
+    // An error past the first element still names its variable.
+    check_err(
+        BASE,
+        &[
+            ("RAMPART_ROUTES__1__TIMEOUT", "soon"),
+            ("RAMPART_ROUTES__0__PATH", "/a/**"),
+            ("RAMPART_ROUTES__1__PATH", "/b"),
+        ],
+        &["set by RAMPART_ROUTES__1__TIMEOUT"],
+    );
 }
 
 /// A secret that looks like a number is a string, and no error quotes a
