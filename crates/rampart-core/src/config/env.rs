@@ -168,6 +168,14 @@ fn set_path(table: &mut Table, path: &[PathSegment], value: Value) -> Result<(),
     let PathSegment::Key(key) = first else {
         return Err("a table key was expected where an index was given");
     };
+    // Variable names are lowercased: `RAMPART_UPSTREAMS__BACKEND__URL` is
+    // meant for `[upstreams.Backend]` when the file has that one, not for a
+    // new, unused `backend`.
+    let key = match table.contains_key(key) {
+        true => key.clone(),
+        false => table.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned().unwrap_or_else(|| key.clone()),
+    };
+    let key = &key;
     if rest.is_empty() {
         table.insert(key.clone(), value);
         return Ok(());

@@ -206,6 +206,13 @@ fn env_overrides_apply_and_errors_name_the_variable() {
     check_err(BASE, &[("RAMPART_SERVER__LISTEN", "garbage")], &["server.listen (set by RAMPART_SERVER__LISTEN)"]);
     check_err(BASE, &[("RAMPART_SERVER__LISTN", "x")], &["set by RAMPART_SERVER__LISTN", "did you mean `listen`"]);
 
+    // Names are lowercased, and meet the file's own spelling of a name.
+    let text = "version = 1\n[upstreams.Backend]\nurl = 'http://10.0.0.1:80'\n[[routes]]\npath = '/**'\nupstream = 'Backend'\n";
+    let env = vec![("RAMPART_UPSTREAMS__BACKEND__URL".to_string(), "http://10.9.9.9:81".to_string())];
+    let policy = load(text, &env, &no_files).unwrap();
+    assert_eq!(policy.upstreams.len(), 1);
+    assert_eq!(policy.upstreams[0].targets[0].authority.as_str(), "10.9.9.9:81");
+
     // Applied in path order, whatever the environment's: no gap in an array.
     let env = vec![
         ("RAMPART_ROUTES__1__PATH".to_string(), "/b/**".to_string()),
