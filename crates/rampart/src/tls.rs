@@ -57,9 +57,11 @@ pub fn load_certified_key(cert: &str, key: &str) -> anyhow::Result<CertifiedKey>
 
 impl ReloadingCert {
     pub fn new(cert: &str, key: &str) -> anyhow::Result<Arc<Self>> {
-        let ck = load_certified_key(cert, key)?;
         let (cert_path, key_path) = (PathBuf::from(cert), PathBuf::from(key));
+        // Stamped before reading: files replaced while they are read look
+        // changed at the next look, and are read again.
         let seen = Mutex::new(Some(stamp([&cert_path, &key_path])));
+        let ck = load_certified_key(cert, key)?;
         Ok(Arc::new(Self { current: ArcSwap::from_pointee(ck), cert_path, key_path, seen, failed: Mutex::new(None) }))
     }
 
