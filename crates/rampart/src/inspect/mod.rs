@@ -450,12 +450,18 @@ fn uninspectable(req: &HttpRequest, kind: BodyKind, policy: &InspectPolicy) -> O
         return None;
     }
     let headers = req.headers();
+    // The bodies this route reads: JSON (inspected or masked), forms only
+    // when inspected.
+    let read = match kind {
+        BodyKind::Json => true,
+        BodyKind::Form => policy.mode == InspectMode::Block,
+        BodyKind::Other => false,
+    };
     let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
         v.to_str()
             .map_or(true, |v| v.split(',').any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity")))
     });
-    let inspected = kind != BodyKind::Other;
-    if encoded && inspected {
+    if encoded && read {
         return Some(
             Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

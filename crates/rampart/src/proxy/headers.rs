@@ -72,14 +72,14 @@ pub fn strip_underscore_aliases(headers: &mut HeaderMap, identity: &rampart_core
     }
 }
 
-/// Whether `headers` hold an underscored copy of a vouched header (see
-/// [`strip_underscore_aliases`]).
 /// Whether `headers` ask for another method than the request's (see
 /// [`METHOD_OVERRIDES`]).
 pub fn has_method_override(headers: &HeaderMap) -> bool {
     METHOD_OVERRIDES.iter().any(|n| headers.contains_key(n))
 }
 
+/// Whether `headers` hold an underscored copy of a vouched header (see
+/// [`strip_underscore_aliases`]).
 pub fn has_underscore_alias(headers: &HeaderMap, identity: &rampart_core::config::auth::IdentityHeaders) -> bool {
     headers.keys().any(|n| is_underscore_alias(n, identity))
 }
