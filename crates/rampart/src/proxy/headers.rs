@@ -22,8 +22,8 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Other headers through which proxies tell upstreams about the client or
 /// the original request, and which frameworks believe: Werkzeug's `ProxyFix`
 /// (`X-Forwarded-Port`/`-Prefix`), Symfony and IIS (`X-Original-URL`,
-/// `X-Rewrite-URL`), CDN-style client addresses. A client's copies go,
-/// whoever the peer (see [`set_forwarded`]), with the [`METHOD_OVERRIDES`].
+/// `X-Rewrite-URL`), CDN-style client addresses. From a client that is not a
+/// trusted proxy they are its own inventions, and go.
 const FORWARDING_LIKE: [HeaderName; 11] = [
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
@@ -39,7 +39,9 @@ const FORWARDING_LIKE: [HeaderName; 11] = [
 ];
 /// Headers that turn a request into another method for frameworks that read
 /// them (Express's `method-override`, Laravel, Symfony): a `POST` Rampart
-/// routed and authorised as such would run as a `DELETE`.
+/// routed and authorised as such would run as a `DELETE`. A request that
+/// carries one is refused (see [`has_method_override`]), not passed on
+/// without it, so a client that relies on one learns why.
 const METHOD_OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
@@ -172,22 +174,13 @@ pub struct Hop<'a> {
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
 ///
-/// Whoever the peer, the other headers frameworks read the client or the
-/// original request from (`X-Original-URL`, `True-Client-IP`,
-/// `X-Forwarded-Prefix`, …) are removed, and `X-Forwarded-Host` is the `Host`
-/// Rampart judged: a proxy in front passes a client's copies on when it does
-/// not write them itself, and the app would then act on a path, address or
-/// host Rampart never checked. `X-Forwarded-Proto` from a trusted proxy is
-/// kept (it is how Rampart learns of TLS in front of it).
+/// Behind a trusted proxy, its `X-Forwarded-Host`, `-Prefix` and the like
+/// are kept (a proxy that rewrites `Host` or strips a path prefix tells the
+/// app so there), so the proxy must overwrite what clients send; from an
+/// untrusted peer they are the client's inventions and go.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let proto = proto_static(hop.https);
     let peer = ip_text(hop.peer);
-    crate::edge::remove_headers(headers, &FORWARDING_LIKE);
-    crate::edge::remove_headers(headers, &METHOD_OVERRIDES);
-    match hop.host {
-        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
     if hop.client.via_trusted_proxy {
         // Keep the chain of the header the trusted proxies write and add the
         // hop we saw. The other header came from the client (the proxies pass
@@ -212,9 +205,21 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
                     headers.insert(X_FORWARDED_FOR, v);
                 }
                 headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+                // The X-Forwarded-* family is the client's here: its Host
+                // is the one the trusted proxy forwarded and Rampart judged.
+                match hop.host {
+                    Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+                    None => headers.remove(X_FORWARDED_HOST),
+                };
+            }
+        }
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            if let Some(h) = hop.host {
+                headers.insert(X_FORWARDED_HOST, h.clone());
             }
         }
     } else {
+        crate::edge::remove_headers(headers, &FORWARDING_LIKE);
         if let Ok(v) = HeaderValue::try_from(peer.as_str()) {
             headers.insert(X_REAL_IP, v.clone());
             headers.insert(X_FORWARDED_FOR, v);
@@ -223,6 +228,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             headers.insert(header::FORWARDED, v);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        match hop.host {
+            Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
     }
 }
 
@@ -480,19 +489,15 @@ mod tests {
         assert_eq!(h["x-real-ip"], "1.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
 
-        // A client's inventions a proxy in front passed on untouched go, as
-        // from an untrusted peer; X-Forwarded-Host is the Host Rampart judged.
+        // The trusted proxy's X-Forwarded-Host and -Prefix are its to set
+        // (a proxy that rewrites Host or strips a prefix says so there).
         let mut h = HeaderMap::new();
-        for name in &FORWARDING_LIKE {
-            h.insert(name.clone(), HeaderValue::from_static("/admin"));
-        }
-        h.insert("x-forwarded-host", HeaderValue::from_static("evil.test"));
-        let host = HeaderValue::from_static("api.example.com");
+        h.insert("x-forwarded-host", HeaderValue::from_static("public.example"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/app"));
+        let host = HeaderValue::from_static("rampart:8080");
         set_forwarded(&mut h, &Hop { client: &client, peer, https: false, host: Some(&host), header: XFF });
-        for name in &FORWARDING_LIKE {
-            assert!(!h.contains_key(name), "{name} kept");
-        }
-        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-forwarded-host"], "public.example");
+        assert_eq!(h["x-forwarded-prefix"], "/app");
 
         // Behind proxies that write Forwarded, the reverse.
         let mut h = HeaderMap::new();

@@ -122,10 +122,7 @@ impl ProxyService {
         }
         // The app would run it as another method than the one judged here.
         if headers::has_method_override(req.headers()) {
-            return Problem::new(StatusCode::BAD_REQUEST, "bad-forward-auth", "Bad request")
-                .detail("the request carries a method override (X-HTTP-Method-Override or the like)")
-                .rejected_by("forward_auth", "method_override")
-                .into_response_for(req.extensions());
+            return method_override_refused(req);
         }
         let mut resp = http::Response::new(axum::body::Body::empty());
         for name in self.identity.all() {
@@ -228,6 +225,10 @@ impl ProxyService {
         };
         if req.extensions().get::<crate::edge::forward_auth::ForwardAuthCheck>().is_some() {
             return self.allow_check(&req);
+        }
+        // The app would run it as another method than the one judged here.
+        if headers::has_method_override(req.headers()) {
+            return method_override_refused(&req);
         }
         let Some(up) = self.upstreams.get(route.upstream).cloned() else {
             return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
@@ -489,6 +490,16 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = inner.source();
     }
     s
+}
+
+/// The refusal of a request carrying `X-HTTP-Method-Override` or the like
+/// (see `headers::METHOD_OVERRIDES`): routes, limits and auth judged the
+/// request's own method, and the app would run another.
+fn method_override_refused(req: &HttpRequest) -> HttpResponse {
+    Problem::new(StatusCode::BAD_REQUEST, "method-override", "Method override refused")
+        .detail("send the method itself instead of X-HTTP-Method-Override, X-HTTP-Method or X-Method-Override")
+        .rejected_by("proxy", "method_override")
+        .into_response_for(req.extensions())
 }
 
 #[cfg(test)]

@@ -328,7 +328,9 @@ async fn checks_the_proxy_would_pass_on_unchecked_are_refused() {
     }
     assert_eq!(rb.send().await.unwrap().status(), 204);
 
-    for name in ["x_rampart_user", "X_Forwarded_For", "x_request_id", "x-http-method-override", "x_http_method"] {
+    let v = problem(check("/open", &[("x-http-method-override", "DELETE")]).await.unwrap(), 400).await;
+    assert_eq!(v["type"], "urn:rampart:problem:method-override", "{v}");
+    for name in ["x_rampart_user", "X_Forwarded_For", "x_request_id", "x_http_method"] {
         let v = problem(check("/open", &[(name, "admin")]).await.unwrap(), 400).await;
         assert_eq!(v["type"], "urn:rampart:problem:bad-forward-auth", "{name}: {v}");
     }
