@@ -70,12 +70,17 @@ impl<S: Inner> Service<HttpRequest> for RouteService<S> {
             Ok(path) => {
                 let path = without_params(&path);
                 let host = request_host(&req);
-                // A CORS preflight is routed as the request it asks about:
-                // otherwise an `OPTIONS` falls to a looser route (and its
-                // upstream's CORS answer) while the real request goes to a
-                // route whose CORS policy never saw the question.
+                // A CORS preflight is routed as the request it asks about
+                // when that request's route answers CORS itself: otherwise an
+                // `OPTIONS` falls to a looser route (and its upstream's CORS
+                // answer) while the real request goes to a route whose CORS
+                // policy never saw the question. Routes without a CORS policy
+                // leave preflights to the app (an `OPTIONS` route for them
+                // still gets them), and so does forward auth.
                 let asked = preflight_method(&req)
+                    .filter(|_| req.extensions().get::<super::forward_auth::ForwardAuthCheck>().is_none())
                     .and_then(|m| self.policy.route(host, &m, &path))
+                    .filter(|r| r.cors.is_some())
                     .or_else(|| self.policy.route(host, req.method(), &path));
                 let route = asked.cloned();
                 (PathCheck(Ok(())), route)

@@ -294,9 +294,22 @@ async fn a_preflight_meets_the_route_of_the_method_it_asks_about() {
     let (gw, _) = setup(
         "[[routes]]\npath = '/api/**'\nmethods = ['GET', 'POST']\n\
          cors = { allow_origins = ['https://app.example.com'], allow_methods = ['GET', 'POST'], allow_headers = ['content-type'] }\n\
+         [[routes]]\nname = 'app-preflights'\npath = '/app/**'\nmethods = ['OPTIONS']\nrequest_headers = { set = { x-route = 'c' } }\n\
+         [[routes]]\npath = '/app/**'\nmethods = ['POST']\nrequest_headers = { set = { x-route = 'd' } }\n\
          [[routes]]\npath = '/**'\n",
     )
     .await;
+    // A route without a CORS policy leaves preflights to the app: its own
+    // OPTIONS route still gets them.
+    let r = client()
+        .request(reqwest::Method::OPTIONS, url(&gw, "/app/x"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["headers"]["x-route"], "c");
     let preflight = |origin: &'static str, method: &'static str| {
         client()
             .request(reqwest::Method::OPTIONS, url(&gw, "/api/x"))
