@@ -30,8 +30,8 @@
 
 /// Sent by the built-in pages on their own periodic requests (the
 /// dashboard's statistics): such a request does not count as activity for
-/// the idle timeout. Any value; a client that sends it only shortens its own
-/// session.
+/// the idle timeout (it is checked as any other). Any value; a client that
+/// sends it only shortens its own session.
 pub const BACKGROUND_HEADER: &str = "x-rampart-background";
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,8 +246,9 @@ impl Sessions {
     /// The session a cookie value names, if it is valid now; renews it (at
     /// most once per `touch_interval`) and gives it a new token when the
     /// user's privileges changed. A `background` request (a page's own
-    /// polling, see [`BACKGROUND_HEADER`]) is checked but renews nothing, so
-    /// an open dashboard left alone still reaches `idle_timeout`.
+    /// polling, see [`BACKGROUND_HEADER`]) is checked as any other (the user
+    /// as stored, once per `touch_interval`) but does not count as activity,
+    /// so an open dashboard left alone still reaches `idle_timeout`.
     pub async fn authenticate(
         &self,
         token: &str,
@@ -284,7 +285,7 @@ impl Sessions {
             return ended(SessionRefusal::Revoked).await;
         }
         let mut active = ActiveSession { record: record.clone(), new_token: None };
-        if background || now.saturating_sub(record.last_seen_at) < ms(self.settings.touch_interval) {
+        if now.saturating_sub(record.last_seen_at) < ms(self.settings.touch_interval) {
             return Ok(active);
         }
         // A touch: the user as stored now decides.
@@ -294,14 +295,22 @@ impl Sessions {
         else {
             return ended(SessionRefusal::Revoked).await;
         };
+        let changed = user.roles != record.roles || user.tier != record.tier;
+        if background && !changed {
+            // Checked against the user as stored, but no activity: nothing
+            // to write, and `last_seen` stays where the user left it.
+            return Ok(active);
+        }
+        // A background request that finds new privileges rotates the
+        // session as any other, without counting as activity.
+        let seen = if background { record.last_seen_at } else { now };
         let touch = SessionTouch {
-            last_seen_at: now,
+            last_seen_at: seen,
             ip,
             roles: user.roles.clone(),
             tier: user.tier.clone(),
             token_version: user.token_version,
         };
-        let changed = user.roles != record.roles || user.tier != record.tier;
         let done = if changed {
             let new_token = random_token("rs_").map_err(|_| SessionRefusal::Unavailable)?;
             let done = self.rotate(&hash, &TokenHash::of(&new_token), &touch).await.map_err(unavailable)?;
@@ -314,7 +323,7 @@ impl Sessions {
             // Ended meanwhile (logout in another tab).
             return Err(SessionRefusal::Unknown);
         }
-        record.last_seen_at = now;
+        record.last_seen_at = seen;
         record.roles = touch.roles;
         record.tier = touch.tier;
         if let Some(t) = &active.new_token {

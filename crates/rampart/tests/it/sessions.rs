@@ -514,7 +514,7 @@ async fn timeouts(db: &TestDb) {
     let up = start_upstream().await;
     let gw = gateway(&session_config(up, &db.url, "absolute_timeout = '1h'\n")).await;
     let sessions = gw.identity().unwrap().sessions.clone().unwrap();
-    sign_up(&gw, "ann").await;
+    let ann = sign_up(&gw, "ann").await;
     let minutes = |m: u64| Duration::from_secs(m * 60);
 
     let mut idle = Browser::new("idle");
@@ -549,6 +549,20 @@ async fn timeouts(db: &TestDb) {
     let r = stale.get(&gw, "/maybe/x").await;
     assert_eq!(r.status(), 200);
     assert!(r.json::<Value>().await.unwrap()["headers"].get("x-rampart-user").is_none());
+
+    // A background request is no activity, but is checked as any other: a
+    // lock ends the session at the next check.
+    let mut bg = Browser::new("bg");
+    bg.login(&gw, "ann").await;
+    sessions.clock.advance(minutes(2));
+    {
+        use rampart::store::identity::UserStore as _;
+        let store = db.open().await;
+        let now = rampart::identity::service::now_ms();
+        store.lock_user(&ann, now + 3_600_000, now).await.unwrap();
+        store.close().await;
+    }
+    assert_eq!(poll(&bg, "/auth/me").await.unwrap().status(), 401);
 }
 
 /// Sessions survive a restart and a reload; a role change gives the
