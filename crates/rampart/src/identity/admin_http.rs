@@ -124,8 +124,10 @@ fn method_not_allowed(req: &Parts) -> HttpResponse {
 /// the dashboard page ask the same question). An admin another admin locked
 /// may not: its tokens and API keys would otherwise keep admin power, and
 /// could unlock it. The automatic lock after wrong passwords does not take
-/// admin power away (it stops password logins only): anyone can trigger it
-/// by guessing, and would otherwise cut every admin off the admin API.
+/// admin power from the admin's API keys and unexpired access tokens (it
+/// stops logins and refreshes, and ends sessions at their next check):
+/// anyone can trigger it by guessing, and would otherwise cut every admin
+/// off the admin API.
 pub(crate) fn is_admin(user: &User) -> bool {
     !user.disabled && !user.is_admin_locked(now_ms()) && user.roles.iter().any(|r| r == ADMIN)
 }
