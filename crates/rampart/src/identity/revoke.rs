@@ -224,6 +224,10 @@ impl Revocations {
                 break;
             }
         }
+        if self.polls.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            // Every instance may purge; deleting what has expired is idempotent.
+            self.db.purge_expired_jtis(now_ms).await?;
+        }
         Ok(())
     }
 
@@ -255,10 +259,6 @@ impl Revocations {
         self.users.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, until)| *until > now_ms);
         if !full {
             self.last_sync.store(now_ms, Ordering::Relaxed);
-        }
-        if self.polls.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
-            // Every instance may purge; deleting what has expired is idempotent.
-            self.db.purge_expired_jtis(now_ms).await?;
         }
         Ok(full)
     }

@@ -378,6 +378,8 @@ impl ProxyService {
                     return resp;
                 }
                 Ok(Err(client::SendError { error: e, unsent })) => {
+                    // Handed back unsent: the upstream never saw it.
+                    let sent = unsent.is_none();
                     if let Some(back) = unsent {
                         pending.get_or_insert(back);
                     }
@@ -398,7 +400,7 @@ impl ProxyService {
                         .detail("the upstream could not be reached or broke the exchange")
                         .rejected_by("proxy", "upstream_error")
                         .into_response_with(request_id.as_ref());
-                    if !connect {
+                    if !connect && sent {
                         // Sent, perhaps acted on: see `OutcomeUnknown`.
                         resp.extensions_mut().insert(OutcomeUnknown);
                     }
