@@ -34,9 +34,12 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 const DB_WAIT: Duration = Duration::from_secs(5);
 /// Records one purge transaction deletes at most (see [`AuditStore::purge`]).
 const PURGE_CHUNK: u64 = 10_000;
-/// Purge transactions per [`MAINTAIN_EVERY`]: up to 500 000 records an hour,
-/// a backlog (retention turned on for a large table) over several hours.
-const PURGE_ROUNDS: usize = 50;
+/// Purge transactions in one turn. A backlog (retention turned on for a
+/// large table) goes turn by turn, [`PURGE_PAUSE`] apart, with appends in
+/// between: the writer is never held by the purge for long.
+const PURGE_ROUNDS: usize = 5;
+/// Time between two purge turns while a backlog is left.
+const PURGE_PAUSE: Duration = Duration::from_secs(1);
 /// Least time between two warnings about dropped events.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -48,6 +51,9 @@ pub(super) struct Writer {
     db_floor: Option<ChainHead>,
     retention: Duration,
     metrics: Arc<Metrics>,
+    /// The cutoff of a database purge that has more to delete (see
+    /// [`PURGE_ROUNDS`]).
+    db_backlog: Option<u64>,
     dropped: Arc<AtomicU64>,
     reported_dropped: u64,
     last_drop_report: Option<Instant>,
@@ -74,6 +80,7 @@ impl Writer {
             reported_dropped: 0,
             last_drop_report: None,
             close_acks: Vec::new(),
+            db_backlog: None,
         }
     }
 
@@ -90,6 +97,11 @@ impl Writer {
                 // otherwise never get its turn.
                 biased;
                 _ = tick.tick() => self.maintain().await,
+                _ = tokio::time::sleep(PURGE_PAUSE), if self.db_backlog.is_some() => {
+                    if let Some(cutoff) = self.db_backlog {
+                        self.db_backlog = self.purge_db(cutoff).await.then_some(cutoff);
+                    }
+                }
                 n = self.rx.recv_many(&mut msgs, BATCH) => {
                     if n == 0 {
                         break;
@@ -222,6 +234,38 @@ impl Writer {
         }
     }
 
+    /// One turn of the database purge: short transactions of [`PURGE_CHUNK`]
+    /// records, each bounded like an append, at most [`PURGE_ROUNDS`] of them.
+    /// True when more is left to delete.
+    async fn purge_db(&mut self, cutoff: u64) -> bool {
+        let Some(db) = &self.db else { return false };
+        let mut anchor = None;
+        let mut more = true;
+        for _ in 0..PURGE_ROUNDS {
+            let purged = tokio::time::timeout(DB_WAIT, db.purge(cutoff, PURGE_CHUNK))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {DB_WAIT:?}")));
+            match purged {
+                Ok(Some(a)) => anchor = Some(a),
+                Ok(None) => {
+                    more = false;
+                    break;
+                }
+                Err(e) => {
+                    self.metrics.audit_write_error("database");
+                    tracing::error!(target: "rampart::audit", error = %format!("{e:#}"), "audit database purge failed");
+                    // Tried again at the next hourly purge, not in a loop.
+                    more = false;
+                    break;
+                }
+            }
+        }
+        if let Some(anchor) = anchor {
+            tracing::info!(target: "rampart::audit", anchor = anchor.seq, "purged old audit records from the database");
+        }
+        more
+    }
+
     /// The retention purge, then the chain heads in the log so that an outside
     /// copy of the logs can show a later truncation.
     async fn maintain(&mut self) {
@@ -254,29 +298,7 @@ impl Writer {
                     }
                 }
             }
-            if let Some(db) = &self.db {
-                // In short transactions of PURGE_CHUNK records, each bounded
-                // like an append; at most PURGE_ROUNDS of them at a time, so
-                // appends wait little; what is left goes at the next purge.
-                let mut anchor = None;
-                for _ in 0..PURGE_ROUNDS {
-                    let purged = tokio::time::timeout(DB_WAIT, db.purge(cutoff, PURGE_CHUNK))
-                        .await
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {DB_WAIT:?}")));
-                    match purged {
-                        Ok(Some(a)) => anchor = Some(a),
-                        Ok(None) => break,
-                        Err(e) => {
-                            self.metrics.audit_write_error("database");
-                            tracing::error!(target: "rampart::audit", error = %format!("{e:#}"), "audit database purge failed");
-                            break;
-                        }
-                    }
-                }
-                if let Some(anchor) = anchor {
-                    tracing::info!(target: "rampart::audit", anchor = anchor.seq, "purged old audit records from the database")
-                }
-            }
+            self.db_backlog = self.purge_db(cutoff).await.then_some(cutoff);
         }
         if let Some(db) = &self.db {
             if let Ok(Ok(Some(head))) = tokio::time::timeout(DB_WAIT, db.head()).await {
