@@ -120,10 +120,6 @@ impl ProxyService {
                 .rejected_by("forward_auth", "underscore_alias")
                 .into_response_for(req.extensions());
         }
-        // The app would run it as another method than the one judged here.
-        if headers::has_method_override(req.headers()) {
-            return method_override_refused(req);
-        }
         let mut resp = http::Response::new(axum::body::Body::empty());
         for name in self.identity.all() {
             if let Some(v) = req.headers().get(name) {
@@ -223,12 +219,13 @@ impl ProxyService {
                 .rejected_by("route", "no_route")
                 .into_response_for(req.extensions());
         };
-        if req.extensions().get::<crate::edge::forward_auth::ForwardAuthCheck>().is_some() {
-            return self.allow_check(&req);
-        }
-        // The app would run it as another method than the one judged here.
+        // The app would run it as another method than the one judged here,
+        // whether Rampart passes it on or only checked it.
         if headers::has_method_override(req.headers()) {
             return method_override_refused(&req);
+        }
+        if req.extensions().get::<crate::edge::forward_auth::ForwardAuthCheck>().is_some() {
+            return self.allow_check(&req);
         }
         let Some(up) = self.upstreams.get(route.upstream).cloned() else {
             return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
