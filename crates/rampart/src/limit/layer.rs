@@ -90,17 +90,13 @@ struct Applied {
 }
 
 impl Applied {
-    /// The budget reservations the checks take, each as its refund.
-    fn reservations(&self) -> impl Iterator<Item = (&Arc<CompiledLimit>, LimitCheck)> {
-        self.limits
-            .iter()
-            .zip(&self.checks)
-            .filter(|(l, c)| l.is_budget() && c.op == Op::Check && c.weight > 0)
-            .map(|(l, c)| (l, LimitCheck { op: Op::Refund, ..c.clone() }))
+    /// The checks that reserve budget, with their limits.
+    fn reserving(&self) -> impl Iterator<Item = (&Arc<CompiledLimit>, &LimitCheck)> {
+        self.limits.iter().zip(&self.checks).filter(|(l, c)| l.is_budget() && c.op == Op::Check && c.weight > 0)
     }
 
     fn reserves(&self) -> bool {
-        self.reservations().next().is_some()
+        self.reserving().next().is_some()
     }
 }
 
@@ -118,7 +114,7 @@ async fn decide_detached(
 ) -> Result<Vec<Decision>, Undecided> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let refunds: Vec<(LimitCheck, RedisFallback)> =
-        applied.reservations().map(|(l, refund)| (refund, l.on_redis_down)).collect();
+        applied.reserving().map(|(l, c)| (LimitCheck { op: Op::Refund, ..c.clone() }, l.on_redis_down)).collect();
     let (state, checks, fallbacks) = (state.clone(), applied.checks.clone(), fallbacks.to_vec());
     tokio::spawn(async move {
         let decided = state.limiter.apply(&checks, &fallbacks).await;
