@@ -594,7 +594,9 @@ async fn add_ban(state: &LimitState, admin: &Admin, req: Parts, body: Body) -> H
     if reason.chars().count() > 200 {
         return bad_request(&req, "`reason` is at most 200 characters");
     }
-    let ban = state.bans.add(ip.to_canonical(), ttl, &reason, "manual").await;
+    let Some(ban) = state.bans.add(ip.to_canonical(), ttl, &reason, "manual").await else {
+        return crate::limit::bans::ban_list_full().into_response_for(&req.extensions);
+    };
     state.audit(audit_admin_event(admin, "ban_added", None).ip(ban.ip).detail("reason", reason));
     let value = serde_json::to_value(&ban).unwrap_or(Value::Null);
     json(StatusCode::CREATED, &value)

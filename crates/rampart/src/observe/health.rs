@@ -229,7 +229,9 @@ async fn add_ban(State(s): State<OpsState>, ConnectInfo(peer): ConnectInfo<Socke
         Some(_) => return bad_request("`ttl` must be a duration like `30m` or `24h`, at most a year".into()),
     };
     let reason = req.reason.unwrap_or_else(|| "manual".into());
-    let ban = s.limits.bans.add(ip, ttl, &reason, "manual").await;
+    let Some(ban) = s.limits.bans.add(ip, ttl, &reason, "manual").await else {
+        return crate::limit::bans::ban_list_full().into_response_with(None);
+    };
     (StatusCode::CREATED, Json(ban)).into_response()
 }
 

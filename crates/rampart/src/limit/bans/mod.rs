@@ -98,6 +98,14 @@ impl Strike {
     }
 }
 
+/// The answer to a ban the list did not keep. A manual ban is always kept
+/// (it pushes out another), so the admin APIs should never send this; it
+/// is there so that they cannot report a ban that is not in force.
+pub fn ban_list_full() -> crate::problem::Problem {
+    crate::problem::Problem::new(http::StatusCode::SERVICE_UNAVAILABLE, "ban-list-full", "Ban list full")
+        .detail("the ban list is full and did not keep this ban")
+}
+
 pub fn now_ms() -> u64 {
     // Wall time: ban deadlines are shared with other instances through Redis.
     super::wall_ns() / 1_000_000
@@ -194,17 +202,18 @@ impl BanList {
     /// learnt from Redis) in place of any other on what it covers, except that
     /// a longer unshared ban of this instance's outlasts one learnt from Redis.
     /// A ban whose `prefix_len` does not fit its address is ignored.
-    fn insert_local(&self, mut ban: Ban, unshared: bool) {
+    /// Returns whether the list holds `ban` now.
+    fn insert_local(&self, mut ban: Ban, unshared: bool) -> bool {
         let Some(net) = ban.net() else {
             tracing::debug!(ip = %ban.ip, prefix_len = ?ban.prefix_len, "ignored a ban with an impossible prefix length");
-            return;
+            return false;
         };
         (ban.ip, ban.prefix_len) = ban_target(net);
         let now = now_ms();
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
         if let Some(held) = bans.get(&net) {
             if !unshared && held.unshared && held.ban.until_ms > ban.until_ms {
-                return;
+                return false;
             }
         }
         if bans.len() >= self.config.max_tracked && bans.get(&net).is_none() {
@@ -230,7 +239,7 @@ impl BanList {
                             max_tracked = self.config.max_tracked,
                             "ban list full of manual bans; an automatic ban was not kept"
                         );
-                        return;
+                        return false;
                     }
                     None => soonest(true),
                 };
@@ -241,6 +250,7 @@ impl BanList {
         }
         bans.insert(net, Held { ban, unshared });
         self.metrics.bans_active(bans.len());
+        true
     }
 
     /// Drops the ban on `net` from this instance's list; returns it.
@@ -252,20 +262,23 @@ impl BanList {
     }
 
     /// Bans the one address `ip` for `ttl`, here and (with Redis) on every
-    /// instance.
-    pub async fn add(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Ban {
-        let ban = self.ban_locally(IpNet::from(ip.to_canonical()), ttl, reason, source);
+    /// instance. `None` when the ban was not kept: an automatic ban (`source`
+    /// `auto:…`) finding the list full of manual ones. A manual ban is always
+    /// kept.
+    pub async fn add(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Option<Ban> {
+        let ban = self.ban_locally(IpNet::from(ip.to_canonical()), ttl, reason, source)?;
         self.share(&ban).await;
-        ban
+        Some(ban)
     }
 
     /// Bans the client `ip` counts as for `ttl`, here and (with Redis) on every
     /// instance: the address for IPv4, its network of `[server] ipv6_prefix`
-    /// bits for IPv6 (see [`ClientGrouping`]).
-    pub async fn add_client(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Ban {
-        let ban = self.ban_locally(self.client_net(ip), ttl, reason, source);
+    /// bits for IPv6 (see [`ClientGrouping`]). `None` when the ban was not
+    /// kept (as for [`BanList::add`]).
+    pub async fn add_client(&self, ip: IpAddr, ttl: Duration, reason: &str, source: &str) -> Option<Ban> {
+        let ban = self.ban_locally(self.client_net(ip), ttl, reason, source)?;
         self.share(&ban).await;
-        ban
+        Some(ban)
     }
 
     /// The network the client of `ip` is, as a ban target.
@@ -278,8 +291,9 @@ impl BanList {
     }
 
     /// Bans `net` on this instance only (see [`BanList::share`] for the
-    /// others), and records it.
-    fn ban_locally(&self, net: IpNet, ttl: Duration, reason: &str, source: &str) -> Ban {
+    /// others), and records it. `None`, and nothing recorded, when the list
+    /// did not keep it (see [`BanList::insert_local`]).
+    fn ban_locally(&self, net: IpNet, ttl: Duration, reason: &str, source: &str) -> Option<Ban> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let (ip, prefix_len) = ban_target(net);
         let ban = Ban {
@@ -289,7 +303,9 @@ impl BanList {
             reason: reason.chars().take(200).collect(),
             source: source.into(),
         };
-        self.insert_local(ban.clone(), true);
+        if !self.insert_local(ban.clone(), true) {
+            return None;
+        }
         // A lift of this target not yet shared is superseded: at the re-read
         // it must not delete (and announce as lifted) what this ban replaces.
         self.lifted.lock().unwrap_or_else(|e| e.into_inner()).remove(&net);
@@ -306,7 +322,7 @@ impl BanList {
             }
             audit.record(event);
         }
-        ban
+        Some(ban)
     }
 
     /// Writes `ban` to Redis (expiring with it) and announces it to the other
@@ -463,7 +479,7 @@ impl BanList {
         // The ban is counted and made under the offences lock, so refusals
         // racing past the threshold together make one ban, of the length of
         // one offence: only the first finds the client not yet banned.
-        let ban = {
+        let banned = {
             let mut offences = self.offences.lock().unwrap_or_else(|e| e.into_inner());
             if self.banned(ip).is_some() {
                 return;
@@ -476,6 +492,7 @@ impl BanList {
                 &format!("auto:{}", kind.as_str()),
             )
         };
+        let Some(ban) = banned else { return };
         if self.redis.is_some() {
             let this = self.clone();
             tokio::spawn(async move { this.share(&ban).await });
@@ -530,8 +547,7 @@ impl BanList {
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;
             for v in values.into_iter().flatten() {
                 if let Ok(ban) = serde_json::from_str::<Ban>(&v) {
-                    self.insert_local(ban, false);
-                    loaded += 1;
+                    loaded += usize::from(self.insert_local(ban, false));
                 }
             }
         }
@@ -610,7 +626,9 @@ impl BanList {
             let Some(msg) = msg else { return };
             let Ok(payload) = msg.get_payload::<String>() else { continue };
             match serde_json::from_str::<Announcement>(&payload) {
-                Ok(Announcement::Add { ban }) => self.insert_local(ban, false),
+                Ok(Announcement::Add { ban }) => {
+                    self.insert_local(ban, false);
+                }
                 Ok(Announcement::Remove { ip, prefix_len }) => {
                     if let Some(net) = target_net(ip, prefix_len) {
                         self.remove_local(net);
@@ -773,9 +791,19 @@ mod tests {
         bans.add(ip("192.0.2.4"), Duration::from_secs(60), "operator", "manual").await;
         assert!(bans.banned(ip("192.0.2.1")).is_some() && bans.banned(ip("192.0.2.4")).is_some());
         assert!(bans.banned(ip("192.0.2.3")).is_none());
-        // Full of manual bans, an automatic one is not kept.
-        bans.add(ip("192.0.2.5"), Duration::from_secs(60), "flood", "auto:rate_limited").await;
+        // Full of manual bans, an automatic one is not kept, and not
+        // reported as made.
+        let sink = AuditSink::disabled(Arc::new(Metrics::new()));
+        let audited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = audited.clone();
+        sink.subscribe(move |_| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        bans.set_audit(sink);
+        let dropped = bans.add(ip("192.0.2.5"), Duration::from_secs(60), "flood", "auto:rate_limited").await;
+        assert!(dropped.is_none(), "a ban not kept was reported as added");
         assert!(bans.banned(ip("192.0.2.5")).is_none());
+        assert_eq!(audited.load(std::sync::atomic::Ordering::Relaxed), 0, "a ban not kept was audited");
         assert!(bans.banned(ip("192.0.2.1")).is_some() && bans.banned(ip("192.0.2.4")).is_some());
     }
 
@@ -819,7 +847,7 @@ mod tests {
     async fn a_manual_ban_of_an_ipv6_address_is_of_that_address() {
         let bans = list(0);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let ban = bans.add(ip("2001:db8:1:2::5"), Duration::from_secs(60), "test", "manual").await;
+        let ban = bans.add(ip("2001:db8:1:2::5"), Duration::from_secs(60), "test", "manual").await.unwrap();
         assert_eq!((ban.prefix_len, ban.target()), (None, "2001:db8:1:2::5".into()));
         assert!(!serde_json::to_string(&ban).unwrap().contains("prefix_len"), "the JSON is unchanged");
         assert!(bans.banned(ip("2001:db8:1:2::5")).is_some());
@@ -831,7 +859,7 @@ mod tests {
         assert!(bans.remove(ip("2001:db8:1:2::5")).await, "both apply to it");
         assert!(bans.list().is_empty());
         // IPv4 clients are single addresses.
-        let v4 = bans.add_client(ip("::ffff:198.51.100.7"), Duration::from_secs(60), "x", "auto:spike").await;
+        let v4 = bans.add_client(ip("::ffff:198.51.100.7"), Duration::from_secs(60), "x", "auto:spike").await.unwrap();
         assert_eq!((v4.ip, v4.prefix_len), (ip("198.51.100.7"), None));
         assert!(bans.banned(ip("198.51.100.8")).is_none());
     }
