@@ -40,7 +40,7 @@ use rampart_core::principal::Principal;
 use tower::{Layer, Service};
 
 use super::headers::{ceil_secs, set_headers, LimitOutcome};
-use super::{limit_key, Decision, LimitCheck, LimitState, Op, Subject, Undecided};
+use super::{limit_key, Decision, LimitCheck, LimitState, Op, Store, Subject, Undecided};
 use crate::edge::forward_auth::ForwardAuthCheck;
 use crate::edge::request_id::RequestId;
 use crate::edge::route::MatchedRoute;
@@ -111,18 +111,18 @@ async fn decide_detached(
     state: &Arc<LimitState>,
     applied: &Applied,
     fallbacks: &[RedisFallback],
-) -> Result<Vec<Decision>, Undecided> {
+) -> Result<(Vec<Decision>, Store), Undecided> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let refunds: Vec<(LimitCheck, RedisFallback)> =
         applied.reserving().map(|(l, c)| (LimitCheck { op: Op::Refund, ..c.clone() }, l.on_redis_down)).collect();
     let (state, checks, fallbacks) = (state.clone(), applied.checks.clone(), fallbacks.to_vec());
     tokio::spawn(async move {
-        let decided = state.limiter.apply(&checks, &fallbacks).await;
+        let decided = state.limiter.decide(&checks, &fallbacks).await;
         // A refused batch took nothing; an allowed one took every reservation.
-        if let Err(Ok(decisions)) = tx.send(decided) {
+        if let Err(Ok((decisions, store))) = tx.send(decided) {
             if decisions.iter().all(|d| d.allowed) {
                 let (refunds, fallbacks): (Vec<_>, Vec<_>) = refunds.into_iter().unzip();
-                if state.limiter.apply(&refunds, &fallbacks).await.is_err() {
+                if state.limiter.settle(store, &refunds, &fallbacks).await.is_err() {
                     tracing::warn!("reservations of an abandoned request lost: redis unavailable");
                 }
             }
@@ -152,9 +152,9 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
             let decided = if applied.reserves() && state.limiter.redis.is_some() {
                 decide_detached(&state, &applied, &fallbacks).await
             } else {
-                state.limiter.apply(&applied.checks, &fallbacks).await
+                state.limiter.decide(&applied.checks, &fallbacks).await
             };
-            let decisions = match decided {
+            let (decisions, store) = match decided {
                 Ok(d) => d,
                 Err(Undecided::RedisDown) => {
                     let resp =
@@ -231,7 +231,7 @@ impl<S: Inner> Service<HttpRequest> for RateLimitService<S> {
                 let exchange = tokio::spawn(async move {
                     let resp = fut.await?;
                     let known = !checked && resp.extensions().get::<crate::proxy::OutcomeUnknown>().is_none();
-                    settle_budgets(&state, &budgets, known.then(|| resp.headers()));
+                    settle_budgets(&state, store, &budgets, known.then(|| resp.headers()));
                     drop(held);
                     Ok::<_, Infallible>(resp)
                 });
@@ -299,13 +299,15 @@ fn outcomes<'a>(limits: &'a [Arc<CompiledLimit>], decisions: &[Decision]) -> Vec
 /// Settles each budget against the cost the upstream reported, off the
 /// request path: the cost beyond the request's reservation is debited, the
 /// reservation it did not use is refunded. A response without a (readable)
-/// cost costs nothing. `headers` is `None` where the cost cannot be known: a
+/// cost costs nothing. Each request is settled in the store that decided it
+/// (see [`crate::limit::Limiter::settle`]). `headers` is `None` where the cost cannot be known: a
 /// forward-auth check, whose response Rampart never sees, and a response the
 /// gateway made after the request reached the upstream
 /// ([`crate::proxy::OutcomeUnknown`]: a timeout, a broken exchange). Such a
 /// request keeps its reservation as its cost.
 fn settle_budgets(
     state: &Arc<LimitState>,
+    store: Store,
     budgets: &[(Arc<CompiledLimit>, LimitCheck)],
     headers: Option<&http::HeaderMap>,
 ) {
@@ -341,8 +343,8 @@ fn settle_budgets(
     }
     let state = state.clone();
     tokio::spawn(async move {
-        if state.limiter.apply(&settlements, &fallbacks).await.is_err() {
-            tracing::warn!("budget settlement lost: redis unavailable and the limit refuses local fallback");
+        if state.limiter.settle(store, &settlements, &fallbacks).await.is_err() {
+            tracing::warn!("budget settlement lost, in whole or in part: redis unavailable");
         }
     });
 }

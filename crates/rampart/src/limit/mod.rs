@@ -160,20 +160,75 @@ impl Limiter {
 
     /// Applies `checks` (one per limit, `fallbacks` in the same order).
     pub async fn apply(&self, checks: &[LimitCheck], fallbacks: &[RedisFallback]) -> Result<Vec<Decision>, Undecided> {
+        self.decide(checks, fallbacks).await.map(|(decisions, _)| decisions)
+    }
+
+    /// [`Limiter::apply`], telling which store decided: what the request
+    /// reserved is settled there (see [`Limiter::settle`]).
+    pub async fn decide(
+        &self,
+        checks: &[LimitCheck],
+        fallbacks: &[RedisFallback],
+    ) -> Result<(Vec<Decision>, Store), Undecided> {
         let Some(redis) = &self.redis else {
-            return Ok(self.memory.apply(now_ns(), checks));
+            return Ok((self.memory.apply(now_ns(), checks), Store::Memory));
         };
         match redis.apply(checks).await {
-            Ok(d) => Ok(d),
+            Ok(d) => Ok((d, Store::Redis)),
             Err(e) => {
                 self.metrics.limit_fallback(fallback_reason(&e));
                 if fallbacks.contains(&RedisFallback::Refuse) {
                     return Err(Undecided::RedisDown);
                 }
-                Ok(self.memory.apply(now_ns(), checks))
+                Ok((self.memory.apply(now_ns(), checks), Store::Memory))
             }
         }
     }
+
+    /// Settles (debits and refunds) a request in the store that decided it.
+    /// A request decided in process while Redis was unreachable is settled
+    /// in process even if Redis is back: a refund sent to Redis would hand
+    /// out what Redis never lent, and the reservation would stay held here.
+    /// A request decided in Redis that cannot reach Redis any more loses its
+    /// refunds (the reservation counts as spent, as a request of unknown
+    /// outcome does) and has its debits taken in process, unless a limit
+    /// refuses local fallback. `Err` when anything was lost.
+    pub async fn settle(
+        &self,
+        store: Store,
+        checks: &[LimitCheck],
+        fallbacks: &[RedisFallback],
+    ) -> Result<(), Undecided> {
+        let redis = match (store, &self.redis) {
+            (Store::Redis, Some(redis)) => redis,
+            _ => {
+                self.memory.apply(now_ns(), checks);
+                return Ok(());
+            }
+        };
+        let Err(e) = redis.apply(checks).await else { return Ok(()) };
+        self.metrics.limit_fallback(fallback_reason(&e));
+        let (debits, fallbacks): (Vec<LimitCheck>, Vec<RedisFallback>) =
+            checks.iter().zip(fallbacks).filter(|(c, _)| c.op == Op::Debit).map(|(c, f)| (c.clone(), *f)).unzip();
+        let refunds_lost = debits.len() < checks.len();
+        let debits_lost = !debits.is_empty() && fallbacks.contains(&RedisFallback::Refuse);
+        if !debits.is_empty() && !debits_lost {
+            self.memory.apply(now_ns(), &debits);
+        }
+        if refunds_lost || debits_lost {
+            return Err(Undecided::RedisDown);
+        }
+        Ok(())
+    }
+}
+
+/// Where limits were decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// In this process: no Redis configured, or Redis unreachable and the
+    /// limits allowing local fallback.
+    Memory,
+    Redis,
 }
 
 fn fallback_reason(e: &redis::RedisUnavailable) -> &'static str {

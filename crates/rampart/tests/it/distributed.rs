@@ -559,3 +559,53 @@ async fn a_request_abandoned_while_redis_decides_gives_its_reservation_back() {
     let statuses = futures_util::future::join_all(both).await;
     assert_eq!(statuses, [200, 200]);
 }
+
+/// A request decided in process while Redis was unreachable is settled in
+/// process, even when Redis is back by the time its response comes: before,
+/// its settlement went to Redis, which charged (or refunded) a budget there
+/// that never lent the reservation, and the reservation stayed held here.
+#[tokio::test]
+async fn a_request_is_settled_in_the_store_that_decided_it() {
+    let port = free_port();
+    let prefix = unique_prefix();
+    let text = config(
+        &format!("http://{}", start_upstream().await),
+        &format!(
+            "[redis]\nurl = 'redis://127.0.0.1:{port}/'\ntimeout = '200ms'\nprobe_interval = '100ms'\n\
+             key_prefix = '{prefix}'\n\
+             [[routes]]\npath = '/**'\n\
+             limits = [{{ by = 'ip', budget = '100/day', reserve = '40', on_redis_down = 'local' }}]\n"
+        ),
+    );
+    let gw = gateway(&text).await;
+    let store = gw.limits.limiter.redis.clone().unwrap();
+    assert!(!store.is_available());
+    // Decided in process (nothing listens on the port yet), with 40 reserved
+    // there; it costs 90.
+    let slow = tokio::spawn(client().get(url(&gw, "/slow-cost/3000/90")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis = OwnRedis::start(port).await;
+    assert!(eventually(Duration::from_secs(2), || async { store.is_available() }).await, "connected");
+    assert!(!slow.is_finished(), "the slow request ended before Redis was back; the test proves nothing");
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let key = format!("{prefix}rl:{{ip:127.0.0.1}}:routes[0]#0");
+    let mut conn = ::redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let exists: bool = ::redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(!exists, "the in-process request was settled in Redis");
+    // In process, its whole cost is spent: 10 left of 100 (and what a few
+    // seconds refill).
+    let check = rampart::limit::LimitCheck {
+        key: "rl:{ip:127.0.0.1}:routes[0]#0".into(),
+        params: *gw.policy().routes[0].limits[0].params_for(None),
+        weight: 0,
+        op: rampart::limit::Op::Peek,
+    };
+    let local = gw.limits.limiter.memory.apply(rampart::limit::now_ns(), std::slice::from_ref(&check));
+    let scale = rampart_core::config::limits::BUDGET_SCALE;
+    assert!((10 * scale..11 * scale).contains(&local[0].remaining), "{local:?}");
+    // Redis, which decides now, lent nothing yet: its budget is whole.
+    let r = client().get(url(&gw, "/slow-cost/0/0")).send().await.unwrap();
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "60", "100 less the 40 this request holds");
+}
