@@ -36,6 +36,10 @@ pub struct Claims {
     /// The user's token version when this token was issued. Raising the stored
     /// version logs the user out everywhere. Absent reads as 0.
     pub ver: u32,
+    /// When the bearer signed in, unix seconds (OpenID Connect's
+    /// `auth_time`). Rampart sets it on a login's access token only, not on
+    /// one from a refresh: a fresh sign-in is what some changes ask for.
+    pub auth_time: Option<u64>,
 }
 
 impl Claims {
@@ -61,6 +65,7 @@ impl Claims {
             scopes: Vec::new(),
             tier: None,
             ver: 0,
+            auth_time: None,
         }
     }
 
@@ -132,6 +137,8 @@ struct WireOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tier: Option<&'a str>,
     ver: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<u64>,
 }
 
 impl Serialize for Claims {
@@ -151,6 +158,7 @@ impl Serialize for Claims {
             scope: (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
             tier: self.tier.as_deref(),
             ver: self.ver,
+            auth_time: self.auth_time,
         }
         .serialize(serializer)
     }
@@ -181,6 +189,7 @@ pub(super) struct WireIn {
     scopes: Option<OneOrMany>,
     tier: Option<String>,
     ver: Option<u32>,
+    auth_time: Option<u64>,
 }
 
 impl WireIn {
@@ -216,6 +225,7 @@ impl WireIn {
             scopes,
             tier: self.tier,
             ver: self.ver.unwrap_or(0),
+            auth_time: self.auth_time,
         })
     }
 }

@@ -69,6 +69,7 @@ pub(super) fn claims() -> Claims {
     claims.scopes = vec!["read".into(), "write:orders".into()];
     claims.tier = Some("gold".into());
     claims.ver = 7;
+    claims.auth_time = Some(NOW - 5);
     claims
 }
 
@@ -129,6 +130,7 @@ fn issued_token_shape() {
         json!({
             "iss": ISS, "sub": "user-1", "aud": AUD, "exp": NOW + 900, "iat": NOW, "nbf": NOW,
             "jti": "jti-1", "roles": ["admin", "billing"], "scope": "read write:orders", "tier": "gold", "ver": 7,
+            "auth_time": NOW - 5,
         })
     );
     // Optional claims are left out when empty; several audiences become an array.
@@ -219,6 +221,7 @@ fn py_claims() -> Claims {
         scopes: vec!["read".into(), "write".into()],
         tier: Some("gold".into()),
         ver: 3,
+        auth_time: None,
     }
 }
 

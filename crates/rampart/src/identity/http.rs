@@ -523,6 +523,10 @@ pub(super) fn unauthorized_for(ext: &http::Extensions) -> HttpResponse {
 pub(crate) struct SignedIn {
     pub user: crate::store::identity::User,
     pub session: Option<super::sessions::ActiveSession>,
+    /// How long ago (ms) the caller signed in, where known: a session's
+    /// start, or a login's access token's `auth_time` (a refreshed token's
+    /// is not known).
+    pub signed_in_ago_ms: Option<u64>,
 }
 
 /// `Set-Cookie` values a handler wants on its response (a session given a
@@ -594,7 +598,7 @@ pub(crate) async fn signed_in(
     };
     if let Some(t) = crate::auth::bearer_token(headers) {
         return match service.user_of_token(t).await {
-            Ok(Some(user)) => Ok(SignedIn { user, session: None }),
+            Ok(Some((user, signed_in_ago_ms))) => Ok(SignedIn { user, session: None, signed_in_ago_ms }),
             Ok(None) => Err(unauthorized_for(ext)),
             Err(e) => Err(failed(&e)),
         };
@@ -631,7 +635,10 @@ pub(crate) async fn signed_in(
         }
     }
     match crate::store::identity::UserStore::user_by_id(&service.db, &active.record.user_id).await {
-        Ok(Some(user)) if !user.disabled => Ok(SignedIn { user, session: Some(active) }),
+        Ok(Some(user)) if !user.disabled => {
+            let signed_in_ago_ms = Some(sessions.clock.now_ms().saturating_sub(active.record.created_at));
+            Ok(SignedIn { user, session: Some(active), signed_in_ago_ms })
+        }
         Ok(_) => Err(unauthorized_for(ext)),
         Err(e) => Err(failed(&e)),
     }

@@ -93,7 +93,7 @@ impl Proof {
 
 /// Whether a change needs a [`Proof`]: it does when the account has
 /// something to prove it with (a password or TOTP); an account with neither
-/// (made by an external login, say) has only its session or token.
+/// (made by an external login, say) needs a [recent sign-in](not_signed_in_recently).
 pub(super) async fn proof_needed(service: &IdentityService, user: &User) -> Result<bool, IdentityError> {
     if user.password_hash.is_some() {
         return Ok(true);
@@ -101,17 +101,49 @@ pub(super) async fn proof_needed(service: &IdentityService, user: &User) -> Resu
     Ok(service.mfa_status(&user.id).await?.totp)
 }
 
+/// How recent a sign-in must be to stand in for a [`Proof`] on an account
+/// that has none to give (see [`not_signed_in_recently`]).
+pub(super) const RECENT_SIGN_IN_MS: u64 = 10 * 60 * 1000;
+
+/// What an account with nothing to prove itself with (no password, no TOTP:
+/// made by an external login) shows instead of a [`Proof`]: a sign-in within
+/// [`RECENT_SIGN_IN_MS`] (a session that began then, or a login's access
+/// token, not a refreshed one). Otherwise anyone holding a stolen session
+/// or refresh token could add a passkey or link a provider of theirs, and
+/// keep the account after the session ends. `Some` is the answer to send:
+/// sign in again, then retry.
+pub(super) fn not_signed_in_recently(who: &super::http::SignedIn, ext: &http::Extensions) -> Option<HttpResponse> {
+    if who.signed_in_ago_ms.is_some_and(|ago| ago <= RECENT_SIGN_IN_MS) {
+        return None;
+    }
+    let detail = "this account has no password or code to confirm the change with: \
+                  sign in again, then retry within 10 minutes";
+    Some(
+        Problem::new(StatusCode::FORBIDDEN, "reauthentication-required", "Sign in again")
+            .detail(detail)
+            .rejected_by("identity", "reauthentication_required")
+            .into_response_for(ext),
+    )
+}
+
 /// Reads a JSON [`Proof`] and [checks](prove) it when the account
-/// [needs one](proof_needed); otherwise leaves the body unread. The request,
-/// for the rest of the handler.
+/// [needs one](proof_needed); otherwise leaves the body unread and asks for
+/// a [recent sign-in](not_signed_in_recently). The request, for the rest of the
+/// handler.
 pub(super) async fn read_and_prove(
     service: &IdentityService,
     state: &LimitState,
-    user: &User,
+    who: &super::http::SignedIn,
     req: HttpRequest,
 ) -> Result<HttpRequest, HttpResponse> {
+    let user = &who.user;
     match proof_needed(service, user).await {
-        Ok(false) => return Ok(req),
+        Ok(false) => {
+            return match not_signed_in_recently(who, req.extensions()) {
+                Some(refusal) => Err(refusal),
+                None => Ok(req),
+            };
+        }
         Ok(true) => {}
         Err(e) => return Err(internal_for(req.extensions(), &e)),
     }

@@ -45,7 +45,6 @@ use crate::limit::bans::Strike;
 use crate::limit::LimitState;
 use crate::observe::audit::AuditKind;
 use crate::problem::Problem;
-use crate::store::identity::User;
 use rampart_core::client_ip::ClientInfo;
 
 /// Handles a request under `{prefix}/passkeys`.
@@ -69,14 +68,14 @@ pub(super) async fn handle(service: &Arc<IdentityService>, state: &LimitState, r
             };
             let user = who.user.clone();
             match (rest.as_str(), req.method().clone()) {
-                ("/register/start", Method::POST) => register_start(service, state, &user, req).await,
+                ("/register/start", Method::POST) => register_start(service, state, &who, req).await,
                 ("/register/finish", Method::POST) => register_finish(service, state, &who, req).await,
                 ("", Method::GET) => match service.passkeys(&user.id).await {
                     Ok(list) => json(StatusCode::OK, &serde_json::json!({ "passkeys": list })),
                     Err(e) => failure(&req, e),
                 },
                 (id, Method::DELETE) if id.len() > 1 && !id[1..].contains('/') => {
-                    remove(service, state, &user, &id[1..], req).await
+                    remove(service, state, &who, &id[1..], req).await
                 }
                 _ => not_found(&req),
             }
@@ -123,11 +122,17 @@ pub(super) fn failure(req: &HttpRequest, e: PasskeyError) -> HttpResponse {
     }
 }
 
-async fn register_start(service: &IdentityService, state: &LimitState, user: &User, req: HttpRequest) -> HttpResponse {
+async fn register_start(
+    service: &IdentityService,
+    state: &LimitState,
+    who: &super::http::SignedIn,
+    req: HttpRequest,
+) -> HttpResponse {
     // A passkey is a way to sign in that skips the second factor and that
     // neither a new password nor "log out everywhere" takes away: adding one
     // takes the same proof as removing one.
-    let req = match super::mfa_http::read_and_prove(service, state, user, req).await {
+    let user = &who.user;
+    let req = match super::mfa_http::read_and_prove(service, state, who, req).await {
         Ok(req) => req,
         Err(resp) => return resp,
     };
@@ -178,13 +183,14 @@ async fn register_finish(
 async fn remove(
     service: &IdentityService,
     state: &LimitState,
-    user: &User,
+    who: &super::http::SignedIn,
     id: &str,
     req: HttpRequest,
 ) -> HttpResponse {
     // The same proof as for turning TOTP off; an account with nothing to
-    // prove it with (no password, no TOTP) has only its session.
-    let req = match super::mfa_http::read_and_prove(service, state, user, req).await {
+    // prove it with (no password, no TOTP) needs a recent sign-in.
+    let user = &who.user;
+    let req = match super::mfa_http::read_and_prove(service, state, who, req).await {
         Ok(req) => req,
         Err(resp) => return resp,
     };

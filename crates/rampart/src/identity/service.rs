@@ -320,7 +320,7 @@ impl IdentityService {
             })
             .await?;
         Ok(IssuedTokens {
-            access_token: self.access_token(user, now)?,
+            access_token: self.access_token(user, now, true)?,
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(refresh),
             scope: None,
@@ -360,7 +360,7 @@ impl IdentityService {
             .filter(|u| !u.disabled && !u.is_locked(now))
             .ok_or(IdentityError::InvalidGrant { reason: "locked", user_id: Some(user_id) })?;
         Ok(IssuedTokens {
-            access_token: self.access_token(&user, now)?,
+            access_token: self.access_token(&user, now, false)?,
             expires_in: self.settings.access_ttl.as_secs(),
             refresh_token: Some(successor),
             scope: None,
@@ -423,16 +423,18 @@ impl IdentityService {
         Ok(IssuedTokens { access_token, expires_in: s.access_ttl.as_secs(), refresh_token: None, scope, subject })
     }
 
-    /// The user a bearer token of ours names, if the token is valid now.
-    pub async fn user_of_token(&self, token: &str) -> Result<Option<User>, IdentityError> {
-        let now = now_ms() / 1000;
-        let Ok(claims) = self.verifier().verify(token, now) else { return Ok(None) };
+    /// The user a bearer token of ours names, if the token is valid now, and
+    /// how long ago (ms) the token's login was, if it says (`auth_time`).
+    pub async fn user_of_token(&self, token: &str) -> Result<Option<(User, Option<u64>)>, IdentityError> {
+        let now_ms = now_ms();
+        let Ok(claims) = self.verifier().verify(token, now_ms / 1000) else { return Ok(None) };
         if self.revocations.is_revoked(&claims.sub, claims.jti.as_deref(), claims.ver) {
             return Ok(None);
         }
         let user = self.db.user_by_id(&claims.sub).await?;
+        let ago = claims.auth_time.map(|t| now_ms.saturating_sub(t.saturating_mul(1000)));
         // A token from before a password change (or "log out everywhere") is spent.
-        Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled))
+        Ok(user.filter(|u| u.token_version == claims.ver && !u.disabled).map(|u| (u, ago)))
     }
 
     /// The roles of `subject` (a user, or a service client) as stored now;
@@ -604,9 +606,12 @@ impl IdentityService {
             .map_err(|e| IdentityError::Internal(anyhow::anyhow!("signing: {e}")))
     }
 
-    pub(super) fn access_token(&self, user: &User, now_ms: u64) -> Result<String, IdentityError> {
+    /// An access token for `user`; `signed_in` for a login's (it then
+    /// carries `auth_time`: see [`Claims::auth_time`]).
+    pub(super) fn access_token(&self, user: &User, now_ms: u64, signed_in: bool) -> Result<String, IdentityError> {
         let s = &self.settings;
         let mut claims = Claims::new(&s.issuer, &user.id, &s.audience, now_ms / 1000, s.access_ttl.as_secs());
+        claims.auth_time = signed_in.then_some(now_ms / 1000);
         claims.jti = Some(uuid::Uuid::now_v7().to_string());
         claims.roles = user.roles.clone();
         claims.tier = user.tier.clone();

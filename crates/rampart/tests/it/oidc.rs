@@ -306,6 +306,19 @@ async fn first_login_flow(db: &TestDb) {
     assert_eq!(links["links"][0]["display_name"], "Test OP");
     assert!(links["links"][0]["last_login_at"].as_u64().is_some());
 
+    // Alice has nothing to prove herself with, so linking another provider
+    // takes a recent sign-in: a login's token has one, a refreshed token
+    // (which a stolen refresh token would mint) does not.
+    let link = format!("{PUBLIC}/auth/oidc/post/link");
+    let rt = first["refresh_token"].as_str().unwrap();
+    let (status, refreshed) = token_request(&gw, &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+    assert_eq!(status, 200);
+    let r = Browser::new(&gw).post_json(&link, &access(&refreshed), Value::Null).await;
+    let refused = problem(r, 403).await;
+    assert_eq!(refused["type"], "urn:rampart:problem:reauthentication-required", "{refused}");
+    let r = Browser::new(&gw).post_json(&link, &access_token, Value::Null).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
     let events = audit_events(&gw, &audit).await;
     let text = events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
     assert!(text.contains("external_identity_changed") && text.contains("\"created\""), "{text}");
@@ -783,4 +796,21 @@ async fn session_flow(db: &TestDb) {
     let session: Value =
         client().get(url(&gw, "/auth/session")).header("cookie", &pair).send().await.unwrap().json().await.unwrap();
     assert_eq!(session["session"]["amr"], serde_json::json!(["ext"]));
+
+    // The account has no password: within 10 minutes of signing in, the
+    // session may link another provider; later it must sign in again.
+    let link = |pair: &str| {
+        client()
+            .post(url(&gw, "/auth/oidc/test/link"))
+            .header("cookie", pair)
+            .header("origin", format!("http://{}", gw.addr))
+            .header("x-csrf-token", session["csrf_token"].as_str().unwrap())
+            .json(&Value::Null)
+            .send()
+    };
+    let r = link(&pair).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    gw.identity().unwrap().sessions.as_ref().unwrap().clock.advance(std::time::Duration::from_secs(11 * 60));
+    let refused = problem(link(&pair).await.unwrap(), 403).await;
+    assert_eq!(refused["type"], "urn:rampart:problem:reauthentication-required", "{refused}");
 }

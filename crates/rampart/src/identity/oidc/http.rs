@@ -185,10 +185,11 @@ struct LinkBody {
 
 /// `POST {prefix}/oidc/<name>/link`, signed in.
 async fn link(service: &IdentityService, state: &LimitState, name: &str, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, state, Head::of(&req)).await {
-        Ok(u) => u,
+    let who = match crate::identity::http::signed_in(service, state, Head::of(&req)).await {
+        Ok(w) => w,
         Err(resp) => return resp,
     };
+    let user = &who.user;
     let (parts, body) = req.into_parts();
     let req = HttpRequest::from_parts(parts, axum::body::Body::empty());
     let bytes = match Limited::new(body, 4096).collect().await {
@@ -208,11 +209,15 @@ async fn link(service: &IdentityService, state: &LimitState, name: &str, req: Ht
     };
     // A linked provider account signs in without the password or a second
     // factor: linking takes the same proof as removing a passkey.
-    match crate::identity::mfa_http::proof_needed(service, &user).await {
-        Ok(false) => {}
+    match crate::identity::mfa_http::proof_needed(service, user).await {
+        Ok(false) => {
+            if let Some(refusal) = crate::identity::mfa_http::not_signed_in_recently(&who, req.extensions()) {
+                return refusal;
+            }
+        }
         Ok(true) => {
             let proof = crate::identity::mfa_http::Proof::new(body.password, body.code);
-            if let Err(resp) = crate::identity::mfa_http::prove(service, state, req.extensions(), &user, proof).await {
+            if let Err(resp) = crate::identity::mfa_http::prove(service, state, req.extensions(), user, proof).await {
                 return resp;
             }
         }
