@@ -120,8 +120,11 @@ pub fn apply_env(doc: &mut Table, env: &[(String, String)]) -> Result<Vec<(Confi
         // string (and never shows up in a type error).
         let secret = matches!(path.0.last(), Some(PathSegment::Key(k)) if SECRET_KEYS.contains(&k.as_str()));
         let value = if secret { Value::String(raw.to_owned()) } else { parse_env_value(raw) };
-        set_path(doc, &path.0, value).map_err(|why| (name.to_owned(), why.to_string()))?;
-        applied.push((path, name.to_owned()));
+        // Recorded as set, the path as the file spells it (see `set_path`),
+        // so that a later error about the value names the variable.
+        let mut resolved = Vec::with_capacity(path.0.len());
+        set_path(doc, &path.0, value, &mut resolved).map_err(|why| (name.to_owned(), why.to_string()))?;
+        applied.push((ConfigPath(resolved), name.to_owned()));
     }
     Ok(applied)
 }
@@ -161,7 +164,14 @@ fn parse_env_value(raw: &str) -> Value {
     }
 }
 
-fn set_path(table: &mut Table, path: &[PathSegment], value: Value) -> Result<(), &'static str> {
+/// Sets `path` in `table` to `value`, pushing onto `resolved` each segment
+/// as set: a key as the file spells it where it has one.
+fn set_path(
+    table: &mut Table,
+    path: &[PathSegment],
+    value: Value,
+    resolved: &mut Vec<PathSegment>,
+) -> Result<(), &'static str> {
     let Some((first, rest)) = path.split_first() else {
         return Err("empty key");
     };
@@ -176,6 +186,7 @@ fn set_path(table: &mut Table, path: &[PathSegment], value: Value) -> Result<(),
         false => table.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned().unwrap_or_else(|| key.clone()),
     };
     let key = &key;
+    resolved.push(PathSegment::Key(key.clone()));
     if rest.is_empty() {
         table.insert(key.clone(), value);
         return Ok(());
@@ -184,14 +195,20 @@ fn set_path(table: &mut Table, path: &[PathSegment], value: Value) -> Result<(),
         PathSegment::Index(_) => Value::Array(Vec::new()),
         PathSegment::Key(_) => Value::Table(Table::new()),
     });
-    set_in_value(slot, rest, value)
+    set_in_value(slot, rest, value, resolved)
 }
 
-fn set_in_value(slot: &mut Value, path: &[PathSegment], value: Value) -> Result<(), &'static str> {
+fn set_in_value(
+    slot: &mut Value,
+    path: &[PathSegment],
+    value: Value,
+    resolved: &mut Vec<PathSegment>,
+) -> Result<(), &'static str> {
     match (slot, path.first()) {
-        (Value::Table(t), Some(PathSegment::Key(_))) => set_path(t, path, value),
+        (Value::Table(t), Some(PathSegment::Key(_))) => set_path(t, path, value, resolved),
         (Value::Array(items), Some(PathSegment::Index(i))) => {
             let i = *i;
+            resolved.push(PathSegment::Index(i));
             if i > items.len() {
                 return Err("array index leaves a gap; set the entries in order");
             }
@@ -207,7 +224,7 @@ fn set_in_value(slot: &mut Value, path: &[PathSegment], value: Value) -> Result<
                 items[i] = value;
                 Ok(())
             } else {
-                set_in_value(&mut items[i], rest, value)
+                set_in_value(&mut items[i], rest, value, resolved)
             }
         }
         _ => Err("the variable's path does not fit the shape of the config"),

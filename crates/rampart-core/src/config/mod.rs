@@ -256,8 +256,13 @@ pub fn did_you_mean<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str
         .map(|(_, c)| c)
 }
 
-fn env_paths(_text: &str, env: &[(String, String)]) -> Vec<(ConfigPath, String)> {
-    env::env_overrides(env).into_iter().map(|(path, name, _)| (path, name.to_owned())).collect()
+/// The paths the variables in `env` set in `text`, each with its variable,
+/// as [`env::apply_env`] resolves them (a name meets the file's own spelling:
+/// `RAMPART_UPSTREAMS__BACKEND__URL` sets `upstreams.Backend.url`).
+fn env_paths(text: &str, env: &[(String, String)]) -> Vec<(ConfigPath, String)> {
+    let resolved = text.parse::<toml::Table>().ok().and_then(|mut doc| env::apply_env(&mut doc, env).ok());
+    resolved
+        .unwrap_or_else(|| env::env_overrides(env).into_iter().map(|(path, name, _)| (path, name.to_owned())).collect())
 }
 
 fn locate(text: &str, applied: Vec<(ConfigPath, String)>, errs: ConfigErrors) -> ConfigErrors {

@@ -212,6 +212,8 @@ fn env_overrides_apply_and_errors_name_the_variable() {
     let policy = load(text, &env, &no_files).unwrap();
     assert_eq!(policy.upstreams.len(), 1);
     assert_eq!(policy.upstreams[0].targets[0].authority.as_str(), "10.9.9.9:81");
+    // An error in such a value names the variable, not the file's line.
+    check_err(text, &[("RAMPART_UPSTREAMS__BACKEND__URL", "not a url")], &["set by RAMPART_UPSTREAMS__BACKEND__URL"]);
 
     // Applied in path order, whatever the environment's: no gap in an array.
     let env = vec![
