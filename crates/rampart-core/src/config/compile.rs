@@ -175,6 +175,8 @@ pub struct ServerSettings {
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub path_options: PathOptions,
+    /// How request paths meet route patterns (see [`RouteMatching`]).
+    pub route_matching: RouteMatching,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
     /// How client addresses are counted per client (`ipv6_prefix`).
@@ -188,6 +190,61 @@ pub struct ServerSettings {
     pub body_rate_grace: Duration,
     /// Connection-serving threads; 0 means one per CPU.
     pub workers: usize,
+}
+
+/// How request paths meet route patterns: exactly (the default, as FastAPI
+/// and Starlette route), or as an upstream that routes more loosely does,
+/// so that no spelling of a path the upstream serves as a strict route's
+/// slips past that route to a looser one.
+///
+/// ```
+/// use rampart_core::config::RouteMatching;
+/// let loose = RouteMatching { case_sensitive: false, strict_trailing_slash: false };
+/// assert_eq!(loose.key("/ADMIN/Users/"), "/admin/users");
+/// assert_eq!(loose.key("/"), "/");
+/// assert_eq!(RouteMatching::default().key("/ADMIN/"), "/ADMIN/");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMatching {
+    pub case_sensitive: bool,
+    pub strict_trailing_slash: bool,
+}
+
+impl Default for RouteMatching {
+    fn default() -> Self {
+        Self { case_sensitive: true, strict_trailing_slash: true }
+    }
+}
+
+impl RouteMatching {
+    /// `path` (normalised) as route patterns are matched against it:
+    /// lower-cased when case does not count, without its trailing slashes
+    /// (but `/` itself) when they do not.
+    pub fn key<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        let path = match self.strict_trailing_slash {
+            true => path,
+            false => match path.trim_end_matches('/') {
+                "" => "/",
+                trimmed => trimmed,
+            },
+        };
+        // Lower-casing maps more spellings together than any framework
+        // does (the Kelvin sign is a `k` here): a request may then take a
+        // stricter route than its upstream would, never a looser one.
+        if self.case_sensitive || !path.chars().any(char::is_uppercase) {
+            return std::borrow::Cow::Borrowed(path);
+        }
+        std::borrow::Cow::Owned(path.to_lowercase())
+    }
+
+    /// A route's path pattern as written, in the form it is compiled in.
+    fn pattern(&self, pattern: &str) -> String {
+        if self.case_sensitive {
+            pattern.to_owned()
+        } else {
+            pattern.to_lowercase()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -230,6 +287,9 @@ pub struct RoutePolicy {
     /// Index into [`Policy::upstreams`].
     pub upstream: usize,
     pub strip_prefix: Option<String>,
+    /// `strip_prefix` is cut whatever the case of its letters in the
+    /// request (`[server] case_sensitive_paths = false`).
+    pub strip_prefix_any_case: bool,
     pub timeout: Option<Duration>,
     pub body_limit: u64,
     pub content_types: ContentTypePolicy,
@@ -559,6 +619,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
     let (route_cfgs, implicit_routes) =
         if file.routes.is_empty() { (&implicit[..], true) } else { (&file.routes[..], false) };
 
+    let matching = server.as_ref().map(|s| s.route_matching).unwrap_or_default();
     let mut routes: Vec<Arc<RoutePolicy>> = Vec::new();
     let mut patterns: Vec<(Vec<HostPattern>, Vec<Method>, PathPattern)> = Vec::new();
     let mut names = HashSet::new();
@@ -574,7 +635,15 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
             errs.push(at.push_key("name"), "a route name cannot contain `#`: inline limits are named `<route>#<n>`");
         }
         let path = match &route.path {
-            Some(s) => errs.check(at.push_key("path"), PathPattern::parse(s).map_err(|e| e.to_string())),
+            Some(s) if !matching.strict_trailing_slash && s.len() > 1 && s.ends_with('/') => {
+                let why = "with `server.strict_trailing_slash = false` paths are matched without their trailing `/`, \
+                           so a pattern ending in `/` never matches: remove it";
+                errs.push(at.push_key("path"), why);
+                None
+            }
+            Some(s) => {
+                errs.check(at.push_key("path"), PathPattern::parse(&matching.pattern(s)).map_err(|e| e.to_string()))
+            }
             None => {
                 errs.push(at.push_key("path"), "every route needs a path pattern, e.g. `/api/**`");
                 None
@@ -632,6 +701,7 @@ pub fn compile(file: &ConfigFile) -> Result<Policy, ConfigErrors> {
             }
             patterns.push((hosts, methods, path));
             policy.index = routes.len();
+            policy.strip_prefix_any_case = !matching.case_sensitive;
             routes.push(Arc::new(policy));
         }
     }
@@ -900,6 +970,10 @@ fn compile_server(file: &ConfigFile, errs: &mut Errors) -> Option<ServerSettings
         max_header_count: s.max_header_count,
         max_header_bytes: s.max_header_bytes,
         path_options: PathOptions { allow_encoded_slash: s.allow_encoded_slash },
+        route_matching: RouteMatching {
+            case_sensitive: s.case_sensitive_paths,
+            strict_trailing_slash: s.strict_trailing_slash,
+        },
         http2: s.http2,
         tls: s.tls.clone(),
         clients: ClientGrouping::new(ipv6_prefix),
@@ -1364,6 +1438,7 @@ fn compile_route_policy(
         index: 0, // set when the route takes its place in the table
         upstream: upstream?,
         strip_prefix,
+        strip_prefix_any_case: false, // set with the table's route matching
         timeout: route.timeout.or(defaults.timeout),
         body_limit,
         content_types: content_types?,

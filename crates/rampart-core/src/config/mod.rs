@@ -42,8 +42,8 @@ pub mod webauthn;
 use std::fmt;
 
 pub use compile::{
-    AccessLists, ContentTypePolicy, HeaderRewrite, LimitSettings, Policy, RoutePolicy, SecurityHeaders, ServerSettings,
-    Target, UpstreamSettings,
+    AccessLists, ContentTypePolicy, HeaderRewrite, LimitSettings, Policy, RouteMatching, RoutePolicy, SecurityHeaders,
+    ServerSettings, Target, UpstreamSettings,
 };
 pub use env::{ConfigPath, PathSegment};
 pub use model::{ConfigFile, LogFormat, CURRENT_VERSION};

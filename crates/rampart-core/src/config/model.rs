@@ -496,6 +496,14 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Accept `%2F` inside a path segment (off: such paths are refused with 400).
     pub allow_encoded_slash: bool,
+    /// Route paths match with case as written (FastAPI, Starlette). Off for
+    /// an upstream that routes without regard to case (Express by default,
+    /// ASP.NET Core): `/ADMIN/x` then takes the `/admin/**` route.
+    pub case_sensitive_paths: bool,
+    /// A trailing `/` is part of the path when routing (`/admin/` is not
+    /// `/admin`). Off for an upstream that serves both alike (Express's
+    /// default, non-`strict` routing).
+    pub strict_trailing_slash: bool,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
     /// The leading bits of an IPv6 address that name one client (1..=128), for
@@ -537,6 +545,8 @@ impl Default for ServerConfig {
             max_header_count: 100,
             max_header_bytes: 32 * 1024,
             allow_encoded_slash: false,
+            case_sensitive_paths: true,
+            strict_trailing_slash: true,
             http2: true,
             tls: None,
             ipv6_prefix: 64,

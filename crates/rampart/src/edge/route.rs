@@ -69,6 +69,7 @@ impl<S: Inner> Service<HttpRequest> for RouteService<S> {
         let (check, route) = match normalize_path(req.uri().path(), &self.policy.server.path_options) {
             Ok(path) => {
                 let path = without_params(&path);
+                let path = self.policy.server.route_matching.key(&path);
                 let host = request_host(&req);
                 // A CORS preflight is routed as the request it asks about
                 // when that request's route answers CORS itself: otherwise an

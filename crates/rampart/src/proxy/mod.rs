@@ -152,7 +152,7 @@ impl Service<HttpRequest> for ProxyService {
 
 /// The path sent upstream: the upstream's base path, then the request path with
 /// the route's `strip_prefix` removed (only at a segment boundary), then the query.
-fn upstream_path_and_query(base: &str, strip: Option<&str>, path: &str, query: Option<&str>) -> String {
+fn upstream_path_and_query(base: &str, strip: Option<Strip<'_>>, path: &str, query: Option<&str>) -> String {
     let rest = match stripped(strip, path) {
         Some("") => "/",
         Some(after) => after,
@@ -168,30 +168,60 @@ fn upstream_path_and_query(base: &str, strip: Option<&str>, path: &str, query: O
     out
 }
 
+/// A route's `strip_prefix`, and whether the case of its letters counts.
+#[derive(Clone, Copy)]
+struct Strip<'a> {
+    prefix: &'a str,
+    any_case: bool,
+}
+
+impl<'a> Strip<'a> {
+    fn of(route: &'a rampart_core::config::RoutePolicy) -> Option<Self> {
+        Some(Self { prefix: route.strip_prefix.as_deref()?, any_case: route.strip_prefix_any_case })
+    }
+}
+
 /// What is left of `path` once the route's `strip_prefix` is removed; `None`
 /// when there is none or it does not end at a segment boundary of `path`.
-fn stripped<'a>(strip: Option<&str>, path: &'a str) -> Option<&'a str> {
-    path.strip_prefix(strip?).filter(|after| after.is_empty() || after.starts_with('/'))
+fn stripped<'a>(strip: Option<Strip<'_>>, path: &'a str) -> Option<&'a str> {
+    let strip = strip?;
+    let after = match strip.any_case {
+        false => path.strip_prefix(strip.prefix)?,
+        true => {
+            let head = path.get(..strip.prefix.len())?;
+            head.eq_ignore_ascii_case(strip.prefix).then(|| &path[strip.prefix.len()..])?
+        }
+    };
+    (after.is_empty() || after.starts_with('/')).then_some(after)
 }
 
 /// True when `path` reaches the route's `strip_prefix` only once decoded
-/// (`/%61pi/users` for `/api`) or without segment parameters (`/api;x/users`):
-/// routes match that reading, the prefix is cut from the path as sent, so such
-/// a request would reach the upstream with its prefix on, at a path the route
-/// never meant to expose.
-fn encoded_prefix(strip: &str, path: &str) -> bool {
+/// (`/%61pi/users` for `/api`), without segment parameters (`/api;x/users`)
+/// or, where case does not count, lower-cased beyond ASCII: routes match that
+/// reading, the prefix is cut from the path as sent, so such a request would
+/// reach the upstream with its prefix on, at a path the route never meant to
+/// expose.
+fn encoded_prefix(strip: Strip<'_>, path: &str) -> bool {
     if stripped(Some(strip), path).is_some() {
         return false;
     }
     let opts = rampart_core::path::PathOptions { allow_encoded_slash: true };
-    rampart_core::path::normalize_path(path, &opts)
-        .is_ok_and(|decoded| stripped(Some(strip), &rampart_core::path::without_params(&decoded)).is_some())
+    rampart_core::path::normalize_path(path, &opts).is_ok_and(|decoded| {
+        let plain = rampart_core::path::without_params(&decoded);
+        match strip.any_case {
+            false => stripped(Some(strip), &plain).is_some(),
+            true => {
+                let (plain, prefix) = (plain.to_lowercase(), strip.prefix.to_lowercase());
+                stripped(Some(Strip { prefix: &prefix, any_case: false }), &plain).is_some()
+            }
+        }
+    })
 }
 
 /// The request target sent upstream, in origin form (see
 /// [`upstream_path_and_query`]): the client's own when nothing changes it,
 /// which spares a copy and a parse per request.
-fn upstream_uri(base: &str, strip: Option<&str>, uri: &Uri) -> Result<Uri, http::uri::InvalidUri> {
+fn upstream_uri(base: &str, strip: Option<Strip<'_>>, uri: &Uri) -> Result<Uri, http::uri::InvalidUri> {
     if base.is_empty() && stripped(strip, uri.path()).is_none() && uri.scheme().is_none() && uri.authority().is_none() {
         return Ok(uri.clone());
     }
@@ -268,7 +298,7 @@ impl ProxyService {
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         let client_uri = req.uri().clone();
-        if let Some(strip) = route.strip_prefix.as_deref() {
+        if let Some(strip) = Strip::of(&route) {
             if encoded_prefix(strip, client_uri.path()) {
                 return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
                     .detail("the path spells the route's prefix with percent-encoding or parameters")
@@ -318,7 +348,7 @@ impl ProxyService {
             if attempt < attempts && !up.hands_back_unsent(index) {
                 pending = Some(copy_bodiless(&req));
             }
-            let Ok(uri) = upstream_uri(&target.base_path, route.strip_prefix.as_deref(), &client_uri) else {
+            let Ok(uri) = upstream_uri(&target.base_path, Strip::of(&route), &client_uri) else {
                 return Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
                     .detail("the request target cannot be forwarded")
                     .rejected_by("proxy", "bad_target")
@@ -506,48 +536,72 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A prefix whose case counts.
+    fn exact(prefix: &str) -> Option<Strip<'_>> {
+        Some(Strip { prefix, any_case: false })
+    }
+
     #[test]
     fn upstream_paths() {
         let check = |base, strip, path, q, want: &str| assert_eq!(upstream_path_and_query(base, strip, path, q), want);
         check("", None, "/a/b", None, "/a/b");
         check("/base", None, "/a", Some("x=1"), "/base/a?x=1");
-        check("", Some("/api"), "/api/users", None, "/users");
-        check("", Some("/api"), "/api", None, "/");
-        check("", Some("/api"), "/apix/users", None, "/apix/users");
-        check("/v2", Some("/api"), "/api/u", Some("q"), "/v2/u?q");
+        check("", exact("/api"), "/api/users", None, "/users");
+        check("", exact("/api"), "/api", None, "/");
+        check("", exact("/api"), "/apix/users", None, "/apix/users");
+        check("/v2", exact("/api"), "/api/u", Some("q"), "/v2/u?q");
+        check("", exact("/api"), "/API/users", None, "/API/users");
+        // Where case does not count, neither does it in the prefix.
+        let any_case = Some(Strip { prefix: "/api", any_case: true });
+        check("", any_case, "/API/users", None, "/users");
+        check("", any_case, "/Api", None, "/");
+        check("", any_case, "/APIx/users", None, "/APIx/users");
+        check("", any_case, "/A", None, "/A");
     }
 
     #[test]
     fn a_prefix_spelt_in_percent_encoding_is_found() {
-        assert!(encoded_prefix("/api", "/%61pi/users"));
-        assert!(encoded_prefix("/api", "/%61%70%69"));
-        assert!(encoded_prefix("/api/v1", "/api/v%31/x"));
-        assert!(!encoded_prefix("/api", "/api/users"));
-        assert!(!encoded_prefix("/api", "/apix/users"));
-        assert!(!encoded_prefix("/api", "/other/%61pi"));
-        assert!(!encoded_prefix("/api", "/%zz"));
+        let encoded = |prefix, path| encoded_prefix(Strip { prefix, any_case: false }, path);
+        assert!(encoded("/api", "/%61pi/users"));
+        assert!(encoded("/api", "/%61%70%69"));
+        assert!(encoded("/api/v1", "/api/v%31/x"));
+        assert!(!encoded("/api", "/api/users"));
+        assert!(!encoded("/api", "/apix/users"));
+        assert!(!encoded("/api", "/other/%61pi"));
+        assert!(!encoded("/api", "/%zz"));
         // Parameters in the prefix: routed as `/api/users`, sent as is.
-        assert!(encoded_prefix("/api", "/api;x/users"));
-        assert!(encoded_prefix("/api", "/api;x"));
-        assert!(!encoded_prefix("/api", "/api/users;x"));
+        assert!(encoded("/api", "/api;x/users"));
+        assert!(encoded("/api", "/api;x"));
+        assert!(!encoded("/api", "/api/users;x"));
+        // Another case is another path where case counts.
+        assert!(!encoded("/api", "/API/users"));
+        // Where it does not, encoded letters of any case are found, and so
+        // is a prefix that only Unicode lower-casing reaches (the Kelvin
+        // sign, U+212A, for `k`).
+        let any_case = |prefix, path| encoded_prefix(Strip { prefix, any_case: true }, path);
+        assert!(!any_case("/api", "/API/users"));
+        assert!(any_case("/api", "/%41PI/users"));
+        assert!(any_case("/kv", "/%E2%84%AAv/x"));
+        assert!(!any_case("/api", "/other"));
     }
 
     #[test]
     fn upstream_uri_is_the_clients_when_nothing_changes_it() {
         let cases = [
             ("", None, "/a/b?x=1"),
-            ("", Some("/api"), "/apix/users"),
-            ("", Some("/api"), "/api/users?q"),
-            ("", Some("/api"), "/api"),
+            ("", exact("/api"), "/apix/users"),
+            ("", exact("/api"), "/api/users?q"),
+            ("", exact("/api"), "/api"),
             ("/base", None, "/a?x=1"),
             ("", None, "http://example.com/abs?x=1"),
-            ("/v2", Some("/api"), "http://example.com/api/u"),
+            ("/v2", exact("/api"), "http://example.com/api/u"),
             ("", None, "*"),
+            ("", Some(Strip { prefix: "/api", any_case: true }), "/API/users?q"),
         ];
         for (base, strip, uri) in cases {
             let uri: Uri = uri.parse().unwrap();
             let slow = upstream_path_and_query(base, strip, uri.path(), uri.query());
-            assert_eq!(upstream_uri(base, strip, &uri).unwrap().to_string(), slow, "{base} {strip:?} {uri}");
+            assert_eq!(upstream_uri(base, strip, &uri).unwrap().to_string(), slow, "{base} {uri}");
         }
     }
 }

@@ -281,6 +281,49 @@ async fn routes_pick_upstreams_strip_prefixes_and_rewrite_headers() {
     assert_eq!(v["type"], "urn:rampart:problem:no-route");
 }
 
+/// Behind an upstream that routes without regard to case or a trailing
+/// slash (Express's defaults), `case_sensitive_paths = false` and
+/// `strict_trailing_slash = false` route every spelling it serves as
+/// `/admin/...` by the `/admin/**` route: none reaches the looser catch-all.
+#[tokio::test]
+async fn loose_route_matching_routes_every_spelling_of_a_path_alike() {
+    let up = start_upstream().await;
+    let routes = "[[routes]]\nname = 'admin'\npath = '/admin/**'\nstrip_prefix = '/admin'\n\
+                  request_headers = { set = { 'x-route' = 'admin' } }\n\
+                  [[routes]]\nname = 'exact'\npath = '/Reports'\nrequest_headers = { set = { 'x-route' = 'reports' } }\n\
+                  [[routes]]\nname = 'rest'\npath = '/**'\nrequest_headers = { set = { 'x-route' = 'rest' } }\n";
+    let seen = |gw: &rampart::Gateway, path: &'static str| {
+        let u = url(gw, path);
+        async move {
+            let v: serde_json::Value = client().get(u).send().await.unwrap().json().await.unwrap();
+            (v["headers"]["x-route"].as_str().unwrap_or_default().to_owned(), v["path"].as_str().unwrap().to_owned())
+        }
+    };
+    // Exact by default: other spellings fall through to the catch-all.
+    let strict = gateway(&config(&format!("http://{up}"), routes)).await;
+    assert_eq!(seen(&strict, "/ADMIN/users").await, ("rest".into(), "/ADMIN/users".into()));
+    assert_eq!(seen(&strict, "/Reports/").await, ("rest".into(), "/Reports/".into()));
+
+    let server = "case_sensitive_paths = false\nstrict_trailing_slash = false";
+    let loose = gateway(&config_with(&format!("http://{up}"), server, routes)).await;
+    assert_eq!(seen(&loose, "/admin/users").await, ("admin".into(), "/users".into()));
+    // The prefix is cut whatever its case; the rest goes as sent.
+    assert_eq!(seen(&loose, "/ADMIN/Users").await, ("admin".into(), "/Users".into()));
+    assert_eq!(seen(&loose, "/Admin").await, ("admin".into(), "/".into()));
+    assert_eq!(seen(&loose, "/reports").await, ("reports".into(), "/reports".into()));
+    assert_eq!(seen(&loose, "/REPORTS/").await, ("reports".into(), "/REPORTS/".into()));
+    assert_eq!(seen(&loose, "/reportsx").await.0, "rest");
+    // A prefix that only decoding and lower-casing reach is refused, not
+    // sent with the prefix on.
+    let v = problem(client().get(url(&loose, "/%41dmin/users")).send().await.unwrap(), 400).await;
+    assert!(v["detail"].as_str().unwrap().contains("prefix"), "{v}");
+
+    // A pattern ending in `/` could never match without trailing slashes.
+    let text = config_with(&format!("http://{up}"), server, "[[routes]]\npath = '/admin/'\n");
+    let err = rampart::app::load_policy_text(&text).unwrap_err().to_string();
+    assert!(err.contains("routes[0].path") && err.contains("strict_trailing_slash"), "{err}");
+}
+
 #[tokio::test]
 async fn http2_clients_and_h2c_upstreams() {
     let up = start_upstream().await;
