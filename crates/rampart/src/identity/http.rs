@@ -451,10 +451,12 @@ struct EraseBody {
 /// again first (password, code, or — for accounts with neither — the
 /// username typed again).
 async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, state, Head::of(&req)).await {
-        Ok(u) => u,
+    let who = match signed_in(service, state, Head::of(&req)).await {
+        Ok(w) => w,
         Err(resp) => return resp,
     };
+    let recent = super::mfa_http::not_signed_in_recently(&who, req.extensions());
+    let user = who.user;
     let (req, body) = match read_json::<EraseBody>(req, "{\"password\"}, {\"code\"} or {\"confirm\": username}").await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -477,8 +479,14 @@ async fn erase_me(service: &IdentityService, state: &LimitState, req: HttpReques
         (None, None, Some(name)) => {
             let has_factor = service.mfa_methods(&user.id).await.map(|m| !m.is_empty()).unwrap_or(true);
             // Retyping the username proves no secret: a mistake is no guess,
-            // and is refused without counting towards the lockout.
+            // and is refused without counting towards the lockout. It
+            // stands for a proof only after a recent sign-in.
             let confirmed = user.password_hash.is_none() && !has_factor && name == &user.username;
+            if confirmed {
+                if let Some(refusal) = recent {
+                    return refusal;
+                }
+            }
             (!confirmed).then_some(("confirm", "not_confirmed"))
         }
         _ => return bad_request(&req, "send one of password, code or confirm"),

@@ -179,22 +179,13 @@ pub(super) async fn handle(
             ),
             Err(e) => internal(&req, &e),
         },
-        MfaEndpoint::Totp => match service.begin_totp(&user).await {
-            Ok(e) => {
-                let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "mfa", Some(user.id.clone()), None);
-                state.audit(event.detail("action", "totp_enrolment_started"));
-                json_no_store(&serde_json::json!({
-                    "secret": e.secret_base32,
-                    "otpauth_uri": e.otpauth_uri,
-                    "qr_png": e.qr_png,
-                    "qr_svg": e.qr_svg,
-                }))
-            }
-            Err(IdentityError::Taken(_)) => Problem::new(StatusCode::CONFLICT, "totp-active", "TOTP already active")
-                .detail("disable it before enrolling again")
-                .rejected_by("identity", "totp_active")
-                .into_response_for(req.extensions()),
-            Err(e) => internal(&req, &e),
+        // Turning a second factor on takes the same proof as any other
+        // change to how the account signs in: else a stolen token could
+        // enrol the thief's app, lock the owner out at the next login, and
+        // use its codes as the proof for adding a passkey.
+        MfaEndpoint::Totp => match read_and_prove(service, state, &who, req).await {
+            Err(refusal) => refusal,
+            Ok(req) => begin_totp(service, state, &user, req).await,
         },
         MfaEndpoint::Confirm => {
             let (req, body) = match read_json::<CodeBody>(req, "{\"code\"}").await {
@@ -261,6 +252,28 @@ pub(super) async fn handle(
                 }
             }
         }
+    }
+}
+
+/// `POST {prefix}/mfa/totp` once the caller has shown proof: a new secret,
+/// pending until confirmed with a code.
+async fn begin_totp(service: &IdentityService, state: &LimitState, user: &User, req: HttpRequest) -> HttpResponse {
+    match service.begin_totp(user).await {
+        Ok(e) => {
+            let event = attempt_event(req.extensions(), AuditKind::MfaChanged, "mfa", Some(user.id.clone()), None);
+            state.audit(event.detail("action", "totp_enrolment_started"));
+            json_no_store(&serde_json::json!({
+                "secret": e.secret_base32,
+                "otpauth_uri": e.otpauth_uri,
+                "qr_png": e.qr_png,
+                "qr_svg": e.qr_svg,
+            }))
+        }
+        Err(IdentityError::Taken(_)) => Problem::new(StatusCode::CONFLICT, "totp-active", "TOTP already active")
+            .detail("disable it before enrolling again")
+            .rejected_by("identity", "totp_active")
+            .into_response_for(req.extensions()),
+        Err(e) => internal(&req, &e),
     }
 }
 

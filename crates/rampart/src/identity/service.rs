@@ -587,7 +587,8 @@ impl IdentityService {
     }
 
     /// A short-lived access token (no refresh token) for a browser
-    /// session's user, with the session's view of their roles and tier.
+    /// session's user, with the session's view of their roles and tier, and
+    /// the session's start (`signed_in_at`, unix seconds) as `auth_time`.
     pub fn session_access_token(
         &self,
         user_id: &str,
@@ -595,9 +596,12 @@ impl IdentityService {
         tier: Option<&str>,
         token_version: u32,
         ttl_secs: u64,
+        signed_in_at: u64,
     ) -> Result<String, IdentityError> {
         let s = &self.settings;
         let mut claims = Claims::new(&s.issuer, user_id, &s.audience, now_ms() / 1000, ttl_secs);
+        // The session's sign-in is the token's.
+        claims.auth_time = Some(signed_in_at);
         claims.jti = Some(uuid::Uuid::now_v7().to_string());
         claims.roles = roles.to_vec();
         claims.tier = tier.map(str::to_owned);

@@ -151,7 +151,8 @@ pub(super) async fn handle(
             };
             let r = &session.record;
             let ttl = sessions.settings.token_ttl.as_secs();
-            match service.session_access_token(&r.user_id, &r.roles, r.tier.as_deref(), r.token_version, ttl) {
+            let started = r.created_at / 1000;
+            match service.session_access_token(&r.user_id, &r.roles, r.tier.as_deref(), r.token_version, ttl, started) {
                 Ok(token) => {
                     state.audit(event(req.extensions(), AuditKind::AuthSuccess, &r.user_id, "session_token"));
                     no_store(json(

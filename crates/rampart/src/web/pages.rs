@@ -216,6 +216,8 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
             h2 #mfa-h { "Two-step login" }
             p #mfa-status role="status" { "Loading…" }
             div #totp-off hidden {
+                label for="totp-start-password" { "Your password (leave empty if your account has none)" }
+                input #totp-start-password type="password" autocomplete="current-password";
                 button #totp-start type="button" { "Set up an authenticator app" }
                 (error_slot("totp-start-error"))
             }

@@ -279,7 +279,13 @@ async fn users_and_keys(db: &TestDb) {
 
     // MFA reset: bob's TOTP is removed and his password alone logs in again.
     let bob_token = bearer(&gw, "bob").await;
-    let r = client().post(url(&gw, "/auth/mfa/totp")).bearer_auth(&bob_token).send().await.unwrap();
+    let r = client()
+        .post(url(&gw, "/auth/mfa/totp"))
+        .bearer_auth(&bob_token)
+        .json(&serde_json::json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_string();
     let secret = rampart_core::totp::secret_from_base32(&secret).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();

@@ -96,7 +96,13 @@ async fn every_layer(tdb: &TestDb) {
     let alice = user_id(&gw, &access).await;
 
     // MFA: enrolment started and confirmed.
-    let r = c.post(url(&gw, "/auth/mfa/totp")).bearer_auth(&access).send().await.unwrap();
+    let r = c
+        .post(url(&gw, "/auth/mfa/totp"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let enrolment: Value = r.json().await.unwrap();
     let secret = secret_from_base32(enrolment["secret"].as_str().unwrap()).unwrap();

@@ -287,6 +287,10 @@ async fn browser_pages_end_to_end() {
     register(&c, &base, "ada", Some("register")).await;
 
     // Enrol TOTP: the secret as the page shows it, the code from totp-rs.
+    // Without the password it is refused.
+    click(&c, "#totp-start").await;
+    wait_for(&c, "#totp-start-error:not(:empty)").await;
+    fill(&c, "totp-start-password", PASSWORD).await;
     click(&c, "#totp-start").await;
     wait_for(&c, "#totp-enrol:not([hidden]) #totp-qr[src^='data:image/png']").await;
     let secret = text_of(&c, "#totp-secret").await;

@@ -54,7 +54,13 @@ async fn enrol(gw: &rampart::Gateway, user: &str) -> (String, Vec<u8>, Value, Ve
     let (status, tokens) = password_login(gw, user, PASSWORD).await;
     assert_eq!(status, 200, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap().to_string();
+    // Turning a second factor on takes the password: a stolen token alone
+    // must not enrol the thief's app.
     let r = post(gw, "/auth/mfa/totp", &access, Value::Null).await;
+    assert_eq!(r.status(), 400);
+    let r = post(gw, "/auth/mfa/totp", &access, serde_json::json!({"password": "not the password"})).await;
+    assert_eq!(r.status(), 403);
+    let r = post(gw, "/auth/mfa/totp", &access, serde_json::json!({"password": PASSWORD})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let enrolment: Value = r.json().await.unwrap();
@@ -95,7 +101,7 @@ async fn totp_flow(db: &TestDb) {
     let gw = gateway(&config(db, up, 100)).await;
     let (access, secret, enrolment, codes) = enrol(&gw, "alice").await;
     // Enrolling again while active is refused.
-    assert_eq!(post(&gw, "/auth/mfa/totp", &access, Value::Null).await.status(), 409);
+    assert_eq!(post(&gw, "/auth/mfa/totp", &access, serde_json::json!({"password": PASSWORD})).await.status(), 409);
     let status: Value =
         client().get(url(&gw, "/auth/mfa")).bearer_auth(&access).send().await.unwrap().json().await.unwrap();
     assert_eq!((status["totp"].clone(), status["backup_codes_left"].clone()), (true.into(), 10.into()));

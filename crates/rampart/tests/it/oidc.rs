@@ -316,6 +316,12 @@ async fn first_login_flow(db: &TestDb) {
     let r = Browser::new(&gw).post_json(&link, &access(&refreshed), Value::Null).await;
     let refused = problem(r, 403).await;
     assert_eq!(refused["type"], "urn:rampart:problem:reauthentication-required", "{refused}");
+    // Nor may it enrol an authenticator app (whose codes would then be the
+    // proof for everything else) or take the provider away.
+    let r = Browser::new(&gw).post_json(&format!("{PUBLIC}/auth/mfa/totp"), &access(&refreshed), Value::Null).await;
+    assert_eq!(problem(r, 403).await["type"], "urn:rampart:problem:reauthentication-required");
+    let r = client().delete(url(&gw, "/auth/oidc/links/test")).bearer_auth(access(&refreshed)).send().await.unwrap();
+    assert_eq!(problem(r, 403).await["type"], "urn:rampart:problem:reauthentication-required");
     let r = Browser::new(&gw).post_json(&link, &access_token, Value::Null).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
@@ -813,4 +819,15 @@ async fn session_flow(db: &TestDb) {
     gw.identity().unwrap().sessions.as_ref().unwrap().clock.advance(std::time::Duration::from_secs(11 * 60));
     let refused = problem(link(&pair).await.unwrap(), 403).await;
     assert_eq!(refused["type"], "urn:rampart:problem:reauthentication-required", "{refused}");
+    // Nor does retyping the username erase the account any more.
+    let erase = client()
+        .delete(url(&gw, "/auth/me"))
+        .header("cookie", &pair)
+        .header("origin", format!("http://{}", gw.addr))
+        .header("x-csrf-token", session["csrf_token"].as_str().unwrap())
+        .json(&serde_json::json!({"confirm": session["user"]["username"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(erase, 403).await["type"], "urn:rampart:problem:reauthentication-required");
 }

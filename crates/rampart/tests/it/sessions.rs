@@ -732,7 +732,13 @@ async fn second_factor(db: &TestDb) {
     sign_up(&gw, "ann").await;
     let mut b = Browser::new("b");
     b.login(&gw, "ann").await;
-    let r = b.post(&gw, "/auth/mfa/totp").await;
+    let r = b
+        .req(reqwest::Method::POST, &url(&gw, "/auth/mfa/totp"))
+        .header("x-csrf-token", b.csrf.clone().unwrap())
+        .json(&serde_json::json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let secret = secret_from_base32(r.json::<Value>().await.unwrap()["secret"].as_str().unwrap()).unwrap();
     let step = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / STEP_SECS;

@@ -387,10 +387,23 @@ async fn links(service: &IdentityService, state: &LimitState, req: HttpRequest) 
 
 /// `DELETE {prefix}/oidc/links/<provider>`.
 async fn unlink(service: &IdentityService, state: &LimitState, provider: &str, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in_user(service, state, Head::of(&req)).await {
-        Ok(u) => u,
+    let who = match crate::identity::http::signed_in(service, state, Head::of(&req)).await {
+        Ok(w) => w,
         Err(resp) => return resp,
     };
+    // An account with nothing to prove itself with signs in through its
+    // links (and passkeys): taking one away needs a recent sign-in, as
+    // removing a passkey does. One with a password keeps it either way.
+    match crate::identity::mfa_http::proof_needed(service, &who.user).await {
+        Ok(true) => {}
+        Ok(false) => {
+            if let Some(refusal) = crate::identity::mfa_http::not_signed_in_recently(&who, req.extensions()) {
+                return refusal;
+            }
+        }
+        Err(e) => return internal(&req, &e),
+    }
+    let user = who.user;
     match service.oidc_unlink(&user.id, provider).await {
         Ok(Unlinked::Removed) => {
             let event = attempt_event(
