@@ -228,13 +228,10 @@ impl RouteMatching {
                 trimmed => trimmed,
             },
         };
-        // Lower-casing maps more spellings together than any framework
-        // does (the Kelvin sign is a `k` here): a request may then take a
-        // stricter route than its upstream would, never a looser one.
-        if self.case_sensitive || !path.chars().any(char::is_uppercase) {
+        if self.case_sensitive {
             return std::borrow::Cow::Borrowed(path);
         }
-        std::borrow::Cow::Owned(path.to_lowercase())
+        fold_case(path)
     }
 
     /// A route's path pattern as written, in the form it is compiled in.
@@ -242,9 +239,29 @@ impl RouteMatching {
         if self.case_sensitive {
             pattern.to_owned()
         } else {
-            pattern.to_lowercase()
+            fold_case(pattern).into_owned()
         }
     }
+}
+
+/// `s` with every character upper-cased and then lower-cased, one at a
+/// time: a fold that maps more spellings together than any framework's
+/// case-insensitive comparison (lower-casing alone would keep the title-case
+/// `ǅ` apart from `ǆ`, the long `ſ` and dotless `ı` apart from `s` and `i`,
+/// and turn a final `Σ` into `ς`), so a request can only meet a stricter
+/// route than its upstream would pick, never a looser one.
+///
+/// ```
+/// use rampart_core::config::compile::fold_case;
+/// assert_eq!(fold_case("/Admin"), "/admin");
+/// assert_eq!(fold_case("ǅſıΣ"), fold_case("ǆsiσ"));
+/// assert_eq!(fold_case("ΟΔΟΣ"), fold_case("οδος"));
+/// ```
+pub fn fold_case(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect())
 }
 
 #[derive(Clone, Debug)]

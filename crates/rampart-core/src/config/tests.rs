@@ -666,3 +666,44 @@ fn limits_keyed_by_the_caller_need_a_caller() {
     );
     assert!(load(&text, &[], &no_files).is_ok(), "{:?}", load(&text, &[], &no_files).err());
 }
+
+/// `case_sensitive_paths = false` and `strict_trailing_slash = false`: every
+/// spelling of a path meets the route its folded form matches, wildcards,
+/// parameters and letters beyond ASCII included; a route the folded table
+/// covers is refused as it would be written folded.
+#[test]
+fn loose_route_matching_folds_paths_and_patterns_alike() {
+    let text = |routes: &str| {
+        format!(
+            "version = 1\n[server]\ncase_sensitive_paths = false\nstrict_trailing_slash = false\n\
+             [upstreams.default]\nurl = 'http://127.0.0.1:9'\n{routes}"
+        )
+    };
+    let routes = "[[routes]]\nname = 'user'\npath = '/Users/{id}/Ǆ'\n\
+                  [[routes]]\nname = 'files'\npath = '/Files/*/**'\n\
+                  [[routes]]\nname = 'greek'\npath = '/ΟΔΟΣ'\n\
+                  [[routes]]\nname = 'rest'\npath = '/**'\n";
+    let policy = load(&text(routes), &[], &no_files).unwrap();
+    let route = |path: &str| {
+        let key = policy.server.route_matching.key(path);
+        policy.route(None, &http::Method::GET, &key).map(|r| r.name.to_string())
+    };
+    for (path, want) in [
+        ("/users/7/ǆ", "user"),
+        ("/USERS/Abc/ǅ/", "user"),
+        ("/files/a/b/C", "files"),
+        ("/FILES/x", "files"),
+        ("/οδος", "greek"),
+        ("/οδοσ/", "greek"),
+        ("/ΟΔΟς", "greek"),
+        ("/users/7", "rest"),
+    ] {
+        assert_eq!(route(path).as_deref(), Some(want), "{path}");
+    }
+    let err = load(&text("[[routes]]\npath = '/api/**'\n[[routes]]\npath = '/API/Admin/**'\n"), &[], &no_files)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes[1].path") && err.contains("can never match"), "{err}");
+    let err = load(&text("[[routes]]\npath = '/api/'\n"), &[], &no_files).unwrap_err().to_string();
+    assert!(err.contains("strict_trailing_slash"), "{err}");
+}

@@ -197,7 +197,7 @@ fn stripped<'a>(strip: Option<Strip<'_>>, path: &'a str) -> Option<&'a str> {
 
 /// True when `path` reaches the route's `strip_prefix` only once decoded
 /// (`/%61pi/users` for `/api`), without segment parameters (`/api;x/users`)
-/// or, where case does not count, lower-cased beyond ASCII: routes match that
+/// or, where case does not count, case-folded beyond ASCII: routes match that
 /// reading, the prefix is cut from the path as sent, so such a request would
 /// reach the upstream with its prefix on, at a path the route never meant to
 /// expose.
@@ -211,7 +211,8 @@ fn encoded_prefix(strip: Strip<'_>, path: &str) -> bool {
         match strip.any_case {
             false => stripped(Some(strip), &plain).is_some(),
             true => {
-                let (plain, prefix) = (plain.to_lowercase(), strip.prefix.to_lowercase());
+                use rampart_core::config::compile::fold_case;
+                let (plain, prefix) = (fold_case(&plain), fold_case(strip.prefix));
                 stripped(Some(Strip { prefix: &prefix, any_case: false }), &plain).is_some()
             }
         }
