@@ -208,14 +208,18 @@ impl Limiter {
         };
         let Err(e) = redis.apply(checks).await else { return Ok(()) };
         self.metrics.limit_fallback(fallback_reason(&e));
-        let (debits, fallbacks): (Vec<LimitCheck>, Vec<RedisFallback>) =
-            checks.iter().zip(fallbacks).filter(|(c, _)| c.op == Op::Debit).map(|(c, f)| (c.clone(), *f)).unzip();
-        let refunds_lost = debits.len() < checks.len();
-        let debits_lost = !debits.is_empty() && fallbacks.contains(&RedisFallback::Refuse);
-        if !debits.is_empty() && !debits_lost {
-            self.memory.apply(now_ns(), &debits);
+        // Each debit of a limit that falls back locally is taken here; the
+        // refunds, and the debits of limits that refuse, are lost.
+        let local: Vec<LimitCheck> = checks
+            .iter()
+            .zip(fallbacks)
+            .filter(|(c, f)| c.op == Op::Debit && **f != RedisFallback::Refuse)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !local.is_empty() {
+            self.memory.apply(now_ns(), &local);
         }
-        if refunds_lost || debits_lost {
+        if local.len() < checks.len() {
             return Err(Undecided::RedisDown);
         }
         Ok(())
