@@ -1,10 +1,11 @@
 //! The inspection layer (WAF): SQL injection, XSS, path traversal, command
 //! injection and NUL detection on the decoded path, query values, chosen
-//! headers, cookies, form fields and every string value of JSON bodies; and
-//! optional PII redaction of JSON bodies before they reach the upstream.
+//! headers, cookies, form fields (URL-encoded and multipart) and every string
+//! value of JSON bodies; and optional PII redaction of JSON bodies before they
+//! reach the upstream.
 //!
-//! Bodies are buffered only when the route inspects or redacts, only for JSON and
-//! form bodies, and only up to the route's body limit (already enforced while
+//! Bodies are buffered only when the route inspects or redacts, only for JSON,
+//! form and multipart form bodies, and only up to the route's body limit (already enforced while
 //! streaming by the guard layer); every other body streams untouched. A JSON body
 //! that does not parse, nests deeper than serde_json's limit or holds more than
 //! [`MAX_JSON_NODES`] values is refused with 400 in block mode.
@@ -432,10 +433,103 @@ pub fn inspect_body(body: &[u8], json: bool, policy: &InspectPolicy) -> BodyOutc
     outcome
 }
 
+/// Runs `f` on the blocking pool when `large` (inspection costs CPU in
+/// proportion to the text), else here.
+async fn off_the_workers<T: Send + 'static>(
+    large: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if large {
+        tokio::task::spawn_blocking(f).await
+    } else {
+        Ok(f())
+    }
+}
+
+/// Most parts of a `multipart/form-data` body read (Starlette allows 1000
+/// fields and 1000 files); more is refused as unparseable.
+pub const MAX_MULTIPART_PARTS: usize = 2_000;
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug)]
+pub struct MultipartField {
+    pub name: String,
+    /// The `filename` of a file part: such a part is a file to the app
+    /// (Starlette, Werkzeug), whose content is not inspected.
+    pub filename: Option<String>,
+    /// The content of a field that is not a file, as text.
+    pub text: Option<String>,
+}
+
+/// The parts of a buffered `multipart/form-data` body, read with multer
+/// (axum's parser). A body it cannot read (no boundary, broken framing,
+/// more than [`MAX_MULTIPART_PARTS`] parts) or a part in a
+/// `Content-Transfer-Encoding` (some parsers decode base64 and
+/// quoted-printable parts, which would hide their text here) is an error:
+/// what is not read cannot be inspected.
+pub async fn multipart_fields(headers: &http::HeaderMap, body: Bytes) -> Result<Vec<MultipartField>, &'static str> {
+    const MALFORMED: &str = "malformed multipart body";
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| "multipart body without a boundary")?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut fields = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(|_| MALFORMED)? {
+        if fields.len() >= MAX_MULTIPART_PARTS {
+            return Err("too many multipart parts");
+        }
+        let encoded = field.headers().get_all("content-transfer-encoding").iter().any(|v| {
+            !v.to_str().is_ok_and(|v| ["7bit", "8bit", "binary"].iter().any(|e| v.trim().eq_ignore_ascii_case(e)))
+        });
+        if encoded {
+            return Err("a multipart part in a Content-Transfer-Encoding");
+        }
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().map(str::to_owned);
+        let data = field.bytes().await.map_err(|_| MALFORMED)?;
+        let text = filename.is_none().then(|| String::from_utf8_lossy(&data).into_owned());
+        fields.push(MultipartField { name, filename, text });
+    }
+    Ok(fields)
+}
+
+/// Inspects the parts of a multipart body as form fields (the same
+/// `form:NAME` exclusions): every field's name, every file's name, and the
+/// text of every part that is not a file.
+pub fn inspect_multipart(fields: &[MultipartField], policy: &InspectPolicy) -> BodyOutcome {
+    let rules = rules(policy);
+    let mut outcome = BodyOutcome::default();
+    if policy.mode == InspectMode::Off {
+        return outcome;
+    }
+    for f in fields {
+        if policy.skips_form(&f.name) {
+            continue;
+        }
+        let found = [(f.text.as_deref(), ""), (Some(f.name.as_str()), ""), (f.filename.as_deref(), "(filename)")]
+            .into_iter()
+            .find_map(|(value, suffix)| {
+                let value = value?;
+                inspect_value(value, &rules).map(|finding| Located {
+                    finding,
+                    location: bound_location(format!("form:{}{suffix}", f.name)),
+                    excerpt: excerpt(value),
+                })
+            });
+        if found.is_some() {
+            outcome.finding = found;
+            break;
+        }
+    }
+    outcome
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BodyKind {
     Json,
     Form,
+    /// `multipart/form-data`: its fields are read like a form's.
+    Multipart,
     Other,
 }
 
@@ -454,7 +548,7 @@ fn uninspectable(req: &HttpRequest, kind: BodyKind, policy: &InspectPolicy) -> O
     // when inspected.
     let read = match kind {
         BodyKind::Json => true,
-        BodyKind::Form => policy.mode == InspectMode::Block,
+        BodyKind::Form | BodyKind::Multipart => policy.mode == InspectMode::Block,
         BodyKind::Other => false,
     };
     let encoded = headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
@@ -492,6 +586,8 @@ fn body_kind(req: &HttpRequest) -> BodyKind {
         BodyKind::Json
     } else if essence == "application/x-www-form-urlencoded" {
         BodyKind::Form
+    } else if essence == "multipart/form-data" {
+        BodyKind::Multipart
     } else {
         BodyKind::Other
     }
@@ -597,7 +693,7 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
         let kind = body_kind(&req);
         let wants_body = match kind {
             BodyKind::Json => true,
-            BodyKind::Form => policy.mode != InspectMode::Off,
+            BodyKind::Form | BodyKind::Multipart => policy.mode != InspectMode::Off,
             BodyKind::Other => false,
         };
         if !req.body().is_end_stream() {
@@ -628,18 +724,23 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
             };
             // Large bodies are inspected off the async workers.
             let json = kind == BodyKind::Json;
-            let (outcome, bytes) = if bytes.len() <= 64 * 1024 {
-                (inspect_body(&bytes, json, &policy), bytes)
-            } else {
-                let p = policy.clone();
-                match tokio::task::spawn_blocking(move || (inspect_body(&bytes, json, &p), bytes)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let resp = Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-                            .into_response_for(&parts.extensions);
-                        return Ok(resp);
+            let large = bytes.len() > 64 * 1024;
+            let inspected = if kind == BodyKind::Multipart {
+                match multipart_fields(&parts.headers, bytes.clone()).await {
+                    Err(why) => Ok(BodyOutcome { unparseable: Some(why), ..Default::default() }),
+                    Ok(fields) => {
+                        let p = policy.clone();
+                        off_the_workers(large, move || inspect_multipart(&fields, &p)).await
                     }
                 }
+            } else {
+                let (p, b) = (policy.clone(), bytes.clone());
+                off_the_workers(large, move || inspect_body(&b, json, &p)).await
+            };
+            let Ok(outcome) = inspected else {
+                let resp = Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                    .into_response_for(&parts.extensions);
+                return Ok(resp);
             };
             let head_req = http::Request::from_parts(parts, Body::empty());
             // Unparseable JSON cannot be masked either: with redaction on it
