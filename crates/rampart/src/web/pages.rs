@@ -216,8 +216,11 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
             h2 #mfa-h { "Two-step login" }
             p #mfa-status role="status" { "Loading…" }
             div #totp-off hidden {
-                label for="totp-start-password" { "Your password (leave empty if your account has none)" }
-                input #totp-start-password type="password" autocomplete="current-password";
+                // An account without a password shows a recent sign-in instead.
+                @if user.password_hash.is_some() {
+                    label for="totp-start-password" { "Your password, to set up an authenticator app" }
+                    input #totp-start-password type="password" autocomplete="current-password";
+                }
                 button #totp-start type="button" { "Set up an authenticator app" }
                 (error_slot("totp-start-error"))
             }

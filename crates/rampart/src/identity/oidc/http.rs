@@ -391,17 +391,13 @@ async fn unlink(service: &IdentityService, state: &LimitState, provider: &str, r
         Ok(w) => w,
         Err(resp) => return resp,
     };
-    // An account with nothing to prove itself with signs in through its
-    // links (and passkeys): taking one away needs a recent sign-in, as
-    // removing a passkey does. One with a password keeps it either way.
-    match crate::identity::mfa_http::proof_needed(service, &who.user).await {
-        Ok(true) => {}
-        Ok(false) => {
-            if let Some(refusal) = crate::identity::mfa_http::not_signed_in_recently(&who, req.extensions()) {
-                return refusal;
-            }
+    // An account without a password signs in through its links (and
+    // passkeys): taking one away needs a recent sign-in, whatever second
+    // factor it has. One with a password keeps that either way.
+    if who.user.password_hash.is_none() {
+        if let Some(refusal) = crate::identity::mfa_http::not_signed_in_recently(&who, req.extensions()) {
+            return refusal;
         }
-        Err(e) => return internal(&req, &e),
     }
     let user = who.user;
     match service.oidc_unlink(&user.id, provider).await {

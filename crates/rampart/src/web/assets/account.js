@@ -31,9 +31,9 @@
     // The same proof as any change to how the account signs in (none but a
     // recent sign-in for an account without a password).
     const pw = $("totp-start-password");
-    const res = await R.call("POST", "mfa/totp", pw.value ? { password: pw.value } : undefined);
+    const res = await R.call("POST", "mfa/totp", pw && pw.value ? { password: pw.value } : undefined);
     if (!res.ok) { R.showError("totp-start-error", R.why(res)); return; }
-    pw.value = "";
+    if (pw) pw.value = "";
     $("totp-qr").setAttribute("src", res.data.qr_png);
     $("totp-secret").textContent = res.data.secret;
     $("totp-off").hidden = true;
