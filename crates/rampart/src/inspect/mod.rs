@@ -446,52 +446,7 @@ async fn off_the_workers<T: Send + 'static>(
     }
 }
 
-/// Most parts of a `multipart/form-data` body read (Starlette allows 1000
-/// fields and 1000 files); more is refused as unparseable.
-pub const MAX_MULTIPART_PARTS: usize = 2_000;
-
-/// One part of a `multipart/form-data` body.
-#[derive(Debug)]
-pub struct MultipartField {
-    pub name: String,
-    /// The `filename` of a file part: such a part is a file to the app
-    /// (Starlette, Werkzeug), whose content is not inspected.
-    pub filename: Option<String>,
-    /// The content of a field that is not a file, as text.
-    pub text: Option<String>,
-}
-
-/// The parts of a buffered `multipart/form-data` body, read with multer
-/// (axum's parser). A body it cannot read (no boundary, broken framing,
-/// more than [`MAX_MULTIPART_PARTS`] parts) or a part in a
-/// `Content-Transfer-Encoding` (some parsers decode base64 and
-/// quoted-printable parts, which would hide their text here) is an error:
-/// what is not read cannot be inspected.
-pub async fn multipart_fields(headers: &http::HeaderMap, body: Bytes) -> Result<Vec<MultipartField>, &'static str> {
-    const MALFORMED: &str = "malformed multipart body";
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let boundary = multer::parse_boundary(content_type).map_err(|_| "multipart body without a boundary")?;
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut fields = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(|_| MALFORMED)? {
-        if fields.len() >= MAX_MULTIPART_PARTS {
-            return Err("too many multipart parts");
-        }
-        let encoded = field.headers().get_all("content-transfer-encoding").iter().any(|v| {
-            !v.to_str().is_ok_and(|v| ["7bit", "8bit", "binary"].iter().any(|e| v.trim().eq_ignore_ascii_case(e)))
-        });
-        if encoded {
-            return Err("a multipart part in a Content-Transfer-Encoding");
-        }
-        let name = field.name().unwrap_or_default().to_owned();
-        let filename = field.file_name().map(str::to_owned);
-        let data = field.bytes().await.map_err(|_| MALFORMED)?;
-        let text = filename.is_none().then(|| String::from_utf8_lossy(&data).into_owned());
-        fields.push(MultipartField { name, filename, text });
-    }
-    Ok(fields)
-}
+pub use multipart::{MultipartField, MAX_PARTS as MAX_MULTIPART_PARTS};
 
 /// Inspects the parts of a multipart body as form fields (the same
 /// `form:NAME` exclusions): every field's name, every file's name, and the
@@ -726,13 +681,14 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
             let json = kind == BodyKind::Json;
             let large = bytes.len() > 64 * 1024;
             let inspected = if kind == BodyKind::Multipart {
-                match multipart_fields(&parts.headers, bytes.clone()).await {
-                    Err(why) => Ok(BodyOutcome { unparseable: Some(why), ..Default::default() }),
-                    Ok(fields) => {
-                        let p = policy.clone();
-                        off_the_workers(large, move || inspect_multipart(&fields, &p)).await
-                    }
-                }
+                let content_type =
+                    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let (p, b) = (policy.clone(), bytes.clone());
+                off_the_workers(large, move || match multipart::parse(&content_type, &b) {
+                    Ok(fields) => inspect_multipart(&fields, &p),
+                    Err(why) => BodyOutcome { unparseable: Some(why), ..Default::default() },
+                })
+                .await
             } else {
                 let (p, b) = (policy.clone(), bytes.clone());
                 off_the_workers(large, move || inspect_body(&b, json, &p)).await
@@ -775,6 +731,8 @@ impl<S: Inner> Service<HttpRequest> for InspectService<S> {
         }))
     }
 }
+
+mod multipart;
 
 #[cfg(test)]
 mod tests;

@@ -389,6 +389,46 @@ async fn fastapi_form_fields_are_inspected_in_both_encodings() {
         post("multipart/form-data; boundary=b0und", multipart(&[("note", "hi"), ("comment", attack)])).await.unwrap();
     assert_eq!(problem(r, 403).await["type"], "urn:rampart:problem:input-blocked");
 
+    // Bodies that python-multipart reads differently from a lenient parser
+    // (multer, which an earlier version used): the app reads the attack in
+    // each, as sent straight to it shows; through Rampart they are refused.
+    let tricks = [
+        (
+            "multipart/form-data; boundary=AAA; boundary=BBB",
+            format!(
+                "--BBB\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\n{attack}\r\n--BBB--\r\n\
+                 --AAA\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nok\r\n--AAA--\r\n"
+            ),
+        ),
+        (
+            "multipart/form-data; boundary=b0und",
+            format!(
+                "--b0und\r\nContent-Disposition: form-data; name=\"comment\"; x=\"; filename=y\"\r\n\r\n{attack}\r\n\
+                 --b0und--\r\n"
+            ),
+        ),
+        (
+            "multipart/form-data; boundary=b0und",
+            format!(
+                "--b0und\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nfine\r\n--b0und \r\n\
+                 Content-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\n{attack}\r\n--b0und--\r\n"
+            ),
+        ),
+    ];
+    for (content_type, body) in tricks {
+        let direct = client()
+            .post(format!("http://127.0.0.1:{port}/comment"))
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let read: Value = direct.json().await.unwrap();
+        assert!(read["comment"].as_str().unwrap().contains(attack), "the app did not read the attack: {read}");
+        let v = problem(post(content_type, body).await.unwrap(), 400).await;
+        assert_eq!(v["type"], "urn:rampart:problem:invalid-body", "{content_type}: {v}");
+    }
+
     let fine = multipart(&[("comment", "Nice work, O'Brien"), ("note", "5 < 6")]);
     let r = post("multipart/form-data; boundary=b0und", fine).await.unwrap();
     assert_eq!(r.status(), 200);
