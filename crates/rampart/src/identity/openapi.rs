@@ -265,8 +265,9 @@ pub fn document(service: &IdentityService) -> Value {
     );
     add(
         format!("{p}/mfa/totp"),
-        json!({ "post": op("Start a TOTP enrolment", "mfa",
-        json!({ "200": ok("The secret, its otpauth URI and QR codes", object(json!({ "secret": { "type": "string" }, "otpauth_uri": { "type": "string" }, "qr_png": { "type": "string" }, "qr_svg": { "type": "string" } }), &["secret", "otpauth_uri"])) }), signed_in()) }),
+        json!({ "post": op("Start a TOTP enrolment (the password; an account without one: a recent sign-in)", "mfa",
+        json!({ "200": ok("The secret, its otpauth URI and QR codes", object(json!({ "secret": { "type": "string" }, "otpauth_uri": { "type": "string" }, "qr_png": { "type": "string" }, "qr_svg": { "type": "string" } }), &["secret", "otpauth_uri"])) }),
+        with(signed_in(), json!({ "requestBody": optional_body(object(json!({ "password": { "type": "string" }, "code": { "type": "string" } }), &[])) }))) }),
     );
     add(
         format!("{p}/mfa/totp/confirm"),
@@ -336,7 +337,7 @@ pub fn document(service: &IdentityService) -> Value {
             json!({
                 "get": op("The caller's API keys", "api-keys", json!({ "200": ok("Never the keys", object(json!({ "api_keys": { "type": "array", "items": schema("ApiKey") } }), &["api_keys"])) }), signed_in()),
                 "post": op("Create an API key (shown once)", "api-keys", json!({ "201": ok("With `key`", schema("ApiKey")) }),
-                    with(signed_in(), json!({ "requestBody": body(object(json!({ "name": { "type": "string" }, "scopes": { "type": "array", "items": { "type": "string" } }, "expires_in": { "type": "string", "examples": ["30d"] }, "cidrs": { "type": "array", "items": { "type": "string" } } }), &["name"])) }))),
+                    with(signed_in(), json!({ "requestBody": body(object(json!({ "name": { "type": "string" }, "scopes": { "type": "array", "items": { "type": "string" } }, "expires_in": { "type": "string", "examples": ["30d"] }, "cidrs": { "type": "array", "items": { "type": "string" } }, "password": { "type": "string" }, "code": { "type": "string" } }), &["name"])) }))),
             }),
         );
         add(
@@ -347,7 +348,7 @@ pub fn document(service: &IdentityService) -> Value {
         add(
             format!("{p}/api-keys/{{id}}/rotate"),
             json!({ "post": op("Rotate an API key", "api-keys", json!({ "201": ok("The new key (with `key`) and the old one (`rotated`)", schema("ApiKey")) }),
-            with(signed_in(), json!({ "parameters": [path_param("id", "API key id")], "requestBody": optional_body(object(json!({ "grace": { "type": "string", "examples": ["1h"] } }), &[])) }))) }),
+            with(signed_in(), json!({ "parameters": [path_param("id", "API key id")], "requestBody": optional_body(object(json!({ "grace": { "type": "string", "examples": ["1h"] }, "password": { "type": "string" }, "code": { "type": "string" } }), &[])) }))) }),
         );
     }
     if service.sessions.is_some() {

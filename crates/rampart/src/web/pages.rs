@@ -287,6 +287,9 @@ pub(super) fn account(site: &Site, user: &User) -> Markup {
                 input #api-key-scopes name="scopes" type="text";
                 label for="api-key-expires" { "Expires in (like 30d, optional)" }
                 input #api-key-expires name="expires_in" type="text";
+                label for="api-key-password" { "Password (or a code) to create or rotate a key" }
+                input #api-key-password name="password" type="password" autocomplete="current-password";
+                (code_box("api-key-is-code"))
                 button #api-key-create type="submit" { "Create key" }
                 (error_slot("api-key-error"))
             }

@@ -39,7 +39,7 @@ async fn locked_admin(db: &TestDb) {
     let r = client()
         .post(url(&gw, "/auth/api-keys"))
         .bearer_auth(bearer(&gw, "eve").await)
-        .json(&json!({"name": "k", "scopes": ["admin"]}))
+        .json(&json!({"name": "k", "scopes": ["admin"], "password": PASSWORD}))
         .send()
         .await
         .unwrap();
@@ -231,7 +231,7 @@ async fn users_and_keys(db: &TestDb) {
             let r = client()
                 .post(gw_url)
                 .bearer_auth(token)
-                .json(&json!({"name": "k", "scopes": scopes}))
+                .json(&json!({"name": "k", "scopes": scopes, "password": PASSWORD}))
                 .send()
                 .await
                 .unwrap();
@@ -242,7 +242,7 @@ async fn users_and_keys(db: &TestDb) {
     let r = client()
         .post(url(&gw, "/auth/api-keys"))
         .bearer_auth(&bob_token)
-        .json(&json!({"name": "k", "scopes": ["admin"]}))
+        .json(&json!({"name": "k", "scopes": ["admin"], "password": PASSWORD}))
         .send()
         .await
         .unwrap();

@@ -51,7 +51,13 @@ async fn call(gw: &rampart::Gateway, key: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn create(gw: &rampart::Gateway, access: &str, body: Value) -> (u16, Value) {
+/// Creates a key, with the password as its proof unless `body` has one.
+async fn create(gw: &rampart::Gateway, access: &str, mut body: Value) -> (u16, Value) {
+    if let Some(map) = body.as_object_mut() {
+        if !map.contains_key("password") && !map.contains_key("code") {
+            map.insert("password".into(), PASSWORD.into());
+        }
+    }
     let r = client().post(url(gw, "/auth/api-keys")).bearer_auth(access).json(&body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
@@ -73,6 +79,12 @@ async fn scenario(tdb: &TestDb, dir: &std::path::Path) {
         assert_eq!(status, 400, "{refused}");
         assert!(refused["detail"].as_str().unwrap().contains("user_scopes"), "{refused}");
     }
+
+    // A key outlives the token that makes it: the token alone makes none.
+    let (status, _) = create(&gw, &access, serde_json::json!({"name": "x", "code": null, "password": null})).await;
+    assert_eq!(status, 400);
+    let (status, wrong) = create(&gw, &access, serde_json::json!({"name": "x", "password": "not the password"})).await;
+    assert_eq!((status, wrong["type"].as_str()), (403, Some("urn:rampart:problem:invalid-credentials")), "{wrong}");
 
     // Created over HTTP, shown once, in the scannable format.
     let (status, made) = create(&gw, &access, serde_json::json!({"name": "ci", "scopes": ["read", "write"]})).await;
@@ -133,10 +145,15 @@ async fn scenario(tdb: &TestDb, dir: &std::path::Path) {
     let old = made["key"].as_str().unwrap().to_string();
     let old_id = made["id"].as_str().unwrap().to_string();
     assert_eq!(call(&gw, &old).await.0, 200);
+    // A new secret takes the proof too.
+    let rotate = |body: Value| {
+        client().post(url(&gw, &format!("/auth/api-keys/{old_id}/rotate"))).bearer_auth(&access).json(&body).send()
+    };
+    assert_eq!(rotate(serde_json::json!({"grace": "2s"})).await.unwrap().status(), 400);
     let r = client()
         .post(url(&gw, &format!("/auth/api-keys/{old_id}/rotate")))
         .bearer_auth(&access)
-        .json(&serde_json::json!({"grace": "2s"}))
+        .json(&serde_json::json!({"grace": "2s", "password": PASSWORD}))
         .send()
         .await
         .unwrap();

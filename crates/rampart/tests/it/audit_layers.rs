@@ -117,7 +117,12 @@ async fn every_layer(tdb: &TestDb) {
     assert_eq!(r.status(), 200);
 
     // API keys: created and revoked by their owner.
-    let r = c.post(url(&gw, "/auth/api-keys")).bearer_auth(&access).json(&json!({"name": "laptop"})).send().await;
+    let r = c
+        .post(url(&gw, "/auth/api-keys"))
+        .bearer_auth(&access)
+        .json(&json!({"name": "laptop", "password": PASSWORD}))
+        .send()
+        .await;
     let made: Value = r.unwrap().json().await.unwrap();
     let key_id = made["id"].as_str().unwrap().to_string();
     let r = c.delete(url(&gw, &format!("/auth/api-keys/{key_id}"))).bearer_auth(&access).send().await.unwrap();

@@ -249,6 +249,7 @@ async fn add_passkey(c: &Client, name: &str) {
 /// Creates an API key named `name` on the account page; the key, shown once.
 async fn create_api_key(c: &Client, name: &str) -> String {
     fill(c, "api-key-name", name).await;
+    fill(c, "api-key-password", PASSWORD).await;
     click(c, "#api-key-create").await;
     wait_for(c, "#api-key-new:not([hidden])").await;
     let key = text_of(c, "#api-key-value").await;
@@ -471,6 +472,7 @@ async fn browser_account_page_manages_passkeys_sessions_password_and_deletion() 
     let old_key = create_api_key(&c, "deploy").await;
     wait_for(&c, "#api-key-table button.rotate").await;
     assert_eq!(api_status(port, &old_key, "127.0.0.1").await, 200);
+    fill(&c, "api-key-password", PASSWORD).await;
     click(&c, "#api-key-table button.rotate").await;
     let rotated =
         format!("//code[@id='api-key-value' and normalize-space(.) != '' and normalize-space(.) != '{old_key}']");

@@ -75,7 +75,7 @@ async fn limits_keyed_by_api_key_count_per_key() {
         let r = client()
             .post(url(&gw, "/auth/api-keys"))
             .bearer_auth(&access)
-            .json(&serde_json::json!({ "name": name }))
+            .json(&serde_json::json!({ "name": name, "password": PASSWORD }))
             .send()
             .await
             .unwrap();

@@ -49,7 +49,7 @@ async fn export_and_erase(db: &TestDb) {
     let r = client()
         .post(url(&gw, "/auth/api-keys"))
         .bearer_auth(&bearer)
-        .json(&serde_json::json!({"name": "laptop script"}))
+        .json(&serde_json::json!({"name": "laptop script", "password": PASSWORD}))
         .send()
         .await
         .unwrap();

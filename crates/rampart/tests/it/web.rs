@@ -175,7 +175,7 @@ async fn web_page_action_without_csrf_token_is_refused() {
             .post(url(&gw, "/auth/api-keys"))
             .header("cookie", &cookie)
             .header("origin", url(&gw, ""))
-            .json(&serde_json::json!({"name": "ci"}))
+            .json(&serde_json::json!({"name": "ci", "password": PASSWORD}))
     };
     let r = create().send().await.unwrap();
     let p = problem(r, 403).await;

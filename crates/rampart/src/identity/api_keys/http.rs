@@ -2,11 +2,15 @@
 //! keys. The caller is named by a bearer access token of ours, never by an
 //! API key: a leaked key cannot mint, rotate or list keys.
 //!
-//! - `POST {prefix}/api-keys` — JSON `{"name", "scopes"?, "expires_in"?, "cidrs"?}`
-//!   (`expires_in` like `30d`) → 201 with the key, shown this once.
+//! - `POST {prefix}/api-keys` — JSON `{"name", "scopes"?, "expires_in"?, "cidrs"?,
+//!   "password" | "code"}` (`expires_in` like `30d`) → 201 with the key, shown
+//!   this once.
 //! - `GET {prefix}/api-keys` — the caller's keys: display prefix, never the key.
-//! - `POST {prefix}/api-keys/{id}/rotate` — JSON `{"grace"?}` (e.g. `1h`) →
-//!   201 with the new key; the old one works for the grace period.
+//! - `POST {prefix}/api-keys/{id}/rotate` — JSON `{"grace"?, "password" | "code"}`
+//!   (e.g. `1h`) → 201 with the new key; the old one works for the grace period.
+//!
+//! Minting a key, or a new secret for one, takes the proof any change to
+//! how the account signs in takes (see [`proved`]).
 //! - `DELETE {prefix}/api-keys/{id}` — revokes; 204.
 //!
 //! Someone else's key id answers 404, like a missing one.
@@ -18,7 +22,7 @@ use serde::Deserialize;
 
 use super::{key_json, KeyRequest};
 use crate::edge::{HttpRequest, HttpResponse};
-use crate::identity::http::{bad_request, empty, internal, json, read_json};
+use crate::identity::http::{bad_request, empty, internal, json, read_json, SignedIn};
 use crate::identity::service::IdentityError;
 use crate::identity::IdentityService;
 use crate::limit::LimitState;
@@ -35,12 +39,44 @@ struct CreateBody {
     expires_in: Option<String>,
     #[serde(default)]
     cidrs: Vec<String>,
+    password: Option<String>,
+    code: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     grace: Option<String>,
+    password: Option<String>,
+    code: Option<String>,
+}
+
+/// The refusal of a key made without proof, if it is refused. A key is a
+/// credential that outlives the access token that made it: a stolen or
+/// refreshed token must not turn itself into one. So minting a key, or a new
+/// secret for one, takes the password or a code (a recent sign-in for an
+/// account with neither), as adding a passkey does.
+async fn proved(
+    service: &IdentityService,
+    state: &LimitState,
+    who: &SignedIn,
+    ext: &http::Extensions,
+    password: Option<String>,
+    code: Option<String>,
+) -> Option<HttpResponse> {
+    use crate::identity::mfa_http::{not_signed_in_recently, proof_needed, prove, Proof};
+    match proof_needed(service, &who.user).await {
+        Ok(true) => prove(service, state, ext, &who.user, Proof::new(password, code)).await.err(),
+        Ok(false) => not_signed_in_recently(who, ext),
+        Err(e) => {
+            tracing::error!(error = %e, "identity request failed");
+            Some(
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                    .rejected_by("identity", "internal")
+                    .into_response_for(ext),
+            )
+        }
+    }
 }
 
 fn duration(field: &str, text: &str) -> Result<Duration, String> {
@@ -59,10 +95,11 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
     let Some(keys) = service.api_keys.as_ref() else {
         return not_found(&req);
     };
-    let user = match super::super::http::signed_in_user(service, state, super::super::http::Head::of(&req)).await {
-        Ok(u) => u,
+    let who = match super::super::http::signed_in(service, state, super::super::http::Head::of(&req)).await {
+        Ok(w) => w,
         Err(resp) => return resp,
     };
+    let user = who.user.clone();
     let owner = Owner::User(user.id.clone());
     let settings = &keys.settings;
     let db = &service.db;
@@ -85,15 +122,19 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
             Err(e) => internal(&req, &e),
         },
         (Method::POST, []) => {
-            let (req, body) = match read_json::<CreateBody>(
+            let (req, mut body) = match read_json::<CreateBody>(
                 req,
-                "{\"name\", \"scopes\"?: [..], \"expires_in\"?: \"30d\", \"cidrs\"?: [..]}",
+                "{\"name\", \"scopes\"?: [..], \"expires_in\"?: \"30d\", \"cidrs\"?: [..], \"password\" or \"code\"}",
             )
             .await
             {
                 Ok(x) => x,
                 Err(resp) => return resp,
             };
+            let (password, code) = (body.password.take(), body.code.take());
+            if let Some(refusal) = proved(service, state, &who, req.extensions(), password, code).await {
+                return refusal;
+            }
             let expires_in = match body.expires_in.as_deref().map(|t| duration("expires_in", t)).transpose() {
                 Ok(d) => d,
                 Err(msg) => return bad_request(&req, &msg),
@@ -153,14 +194,18 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
         (Method::POST, [id, "rotate"]) => {
             let id = (*id).to_owned();
             let has_body = req.headers().contains_key(http::header::CONTENT_TYPE);
-            let (req, body) = if has_body {
-                match read_json::<RotateBody>(req, "{\"grace\"?: \"1h\"}").await {
+            let (req, mut body) = if has_body {
+                match read_json::<RotateBody>(req, "{\"grace\"?: \"1h\", \"password\" or \"code\"}").await {
                     Ok(x) => x,
                     Err(resp) => return resp,
                 }
             } else {
                 (req, RotateBody::default())
             };
+            let (password, code) = (body.password.take(), body.code.take());
+            if let Some(refusal) = proved(service, state, &who, req.extensions(), password, code).await {
+                return refusal;
+            }
             let grace = match body.grace.as_deref().map(|t| duration("grace", t)).transpose() {
                 Ok(d) => d,
                 Err(msg) => return bad_request(&req, &msg),

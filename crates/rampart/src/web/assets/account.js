@@ -126,8 +126,13 @@
     tbody.replaceChildren(...keys.map((k) => {
       const actions = document.createElement("span");
       actions.appendChild(R.button("Rotate", async () => {
-        const r = await R.call("POST", "api-keys/" + encodeURIComponent(k.id) + "/rotate", {});
+        // The same proof as making one (none but a recent sign-in for an
+        // account with neither a password nor the app).
+        const pw = $("api-key-password");
+        const r = await R.call("POST", "api-keys/" + encodeURIComponent(k.id) + "/rotate",
+          pw.value ? proof(pw, $("api-key-is-code")) : {});
         if (!r.ok) { R.showError("api-key-error", R.why(r)); return; }
+        pw.value = "";
         showNewKey(r.data.key);
         await loadKeys();
       }, { "aria-label": "Rotate key " + k.name, "data-key-id": k.id, class: "rotate" }));
@@ -147,6 +152,7 @@
     const scopes = f.scopes.value.split(/[\s,]+/).filter(Boolean);
     if (scopes.length) body.scopes = scopes;
     if (f.expires_in.value.trim()) body.expires_in = f.expires_in.value.trim();
+    if (f.password.value) Object.assign(body, proof(f.password, $("api-key-is-code")));
     const res = await R.call("POST", "api-keys", body);
     if (!res.ok) throw new Error(R.why(res));
     f.reset();
