@@ -485,12 +485,20 @@ impl BanList {
                 return;
             }
             let ttl = self.next_ban_length(&mut offences, client);
-            self.ban_locally(
+            let banned = self.ban_locally(
                 self.client_net(ip),
                 ttl,
                 &format!("too many {}", kind.as_str().replace('_', " ")),
                 &format!("auto:{}", kind.as_str()),
-            )
+            );
+            // A ban the list did not keep is no offence served: the next
+            // one is not made longer by it.
+            if banned.is_none() {
+                if let Some((count, _)) = offences.get_mut(&client) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            banned
         };
         let Some(ban) = banned else { return };
         if self.redis.is_some() {
@@ -805,6 +813,27 @@ mod tests {
         assert!(bans.banned(ip("192.0.2.5")).is_none());
         assert_eq!(audited.load(std::sync::atomic::Ordering::Relaxed), 0, "a ban not kept was audited");
         assert!(bans.banned(ip("192.0.2.1")).is_some() && bans.banned(ip("192.0.2.4")).is_some());
+    }
+
+    /// An automatic ban the list (full of manual bans) did not keep does
+    /// not count as an offence: the client's next ban is still its first.
+    #[tokio::test]
+    async fn a_ban_not_kept_is_no_offence() {
+        let cfg = BansConfig {
+            after_rate_limited: 1,
+            durations: vec![Duration::from_secs(60).into(), Duration::from_secs(600).into()],
+            max_tracked: 1,
+            ..BansConfig::default()
+        };
+        let bans = BanList::new(&cfg, ClientGrouping::default(), None, Arc::new(Metrics::new()));
+        let ip = |i: u8| IpAddr::from([198, 51, 100, i]);
+        bans.add(ip(1), Duration::from_secs(3600), "operator", "manual").await.unwrap();
+        for _ in 0..3 {
+            bans.strike(ip(2), Strike::RateLimited);
+        }
+        assert!(bans.banned(ip(2)).is_none(), "kept past a full list of manual bans");
+        let offences = bans.offences.lock().unwrap().get(&ip(2)).map_or(0, |(n, _)| *n);
+        assert_eq!(offences, 0);
     }
 
     #[tokio::test]
