@@ -260,7 +260,12 @@ pub fn did_you_mean<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str
 /// as [`env::apply_env`] resolves them (a name meets the file's own spelling:
 /// `RAMPART_UPSTREAMS__BACKEND__URL` sets `upstreams.Backend.url`).
 fn env_paths(text: &str, env: &[(String, String)]) -> Vec<(ConfigPath, String)> {
-    let resolved = text.parse::<toml::Table>().ok().and_then(|mut doc| env::apply_env(&mut doc, env).ok());
+    // The same steps as `parse_file`: the file migrated, then the variables.
+    let migrated = text.parse::<toml::Table>().ok().and_then(|doc| {
+        let version = doc.get("version").and_then(toml::Value::as_integer)?;
+        migrate(doc, version).ok()
+    });
+    let resolved = migrated.and_then(|mut doc| env::apply_env(&mut doc, env).ok());
     resolved
         .unwrap_or_else(|| env::env_overrides(env).into_iter().map(|(path, name, _)| (path, name.to_owned())).collect())
 }
