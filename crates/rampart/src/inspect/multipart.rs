@@ -82,25 +82,22 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<MultipartField>, Ref
     Err("a multipart body without its closing boundary")
 }
 
-/// The `boundary` of a `multipart/form-data` `Content-Type`.
+/// The `boundary` of a `multipart/form-data` `Content-Type`, which may
+/// carry a `charset` besides and nothing else.
 fn boundary(content_type: &str) -> Result<String, Refusal> {
-    let mut params = split_params(content_type)?.into_iter();
-    params.next(); // the media type, checked by the caller
-    let mut seen: Vec<String> = Vec::new();
+    let (_, params) = split_params(content_type)?;
+    no_repeats(&params)?;
+    utf8_charset(&params)?;
     let mut boundary = None;
     for (key, value) in params {
-        let value = value.ok_or("a Content-Type parameter without a value")?;
-        if seen.contains(&key) {
-            return Err("a Content-Type parameter given twice");
+        if value.contains([';', '=']) {
+            return Err("a Content-Type parameter with `;` or `=` in its value");
         }
         match key.as_str() {
             "boundary" => boundary = Some(value),
-            "charset" if !["utf-8", "us-ascii"].contains(&value.to_ascii_lowercase().as_str()) => {
-                return Err("a multipart charset other than UTF-8");
-            }
-            _ => {}
+            "charset" => {}
+            _ => return Err("an unexpected multipart Content-Type parameter"),
         }
-        seen.push(key);
     }
     let b = boundary.ok_or("a multipart body without a boundary")?;
     let bchar = |c: char| c.is_ascii_alphanumeric() || "'()+_,-./:=? ".contains(c);
@@ -110,11 +107,20 @@ fn boundary(content_type: &str) -> Result<String, Refusal> {
     Ok(b)
 }
 
-/// `value` split at `;` outside quotes: the first item as is (lower-cased),
-/// then each `key=value` with the key lower-cased and the value unquoted
-/// (`None` for a bare key). A quoted value with a backslash or without its
-/// closing quote is refused: parsers disagree about both.
-fn split_params(value: &str) -> Result<Vec<(String, Option<String>)>, Refusal> {
+/// An RFC 9110 token character.
+fn tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// A header value with parameters (`form-data; name="q"`), split at `;`
+/// outside quotes: the first item lower-cased, then each parameter as
+/// (lower-cased key, unquoted value). Only the plainest form is accepted,
+/// since parsers disagree about everything else: a key is a token, `=`
+/// follows it with no space on either side, a value is a non-empty token or
+/// a quoted string without backslashes; no empty items (`;;`, a trailing
+/// `;`). `="; charset=utf-7"`, say, is an empty key to one parser and a
+/// `charset` to python-multipart, which starts over inside the quotes.
+fn split_params(value: &str) -> Result<(String, Vec<(String, String)>), Refusal> {
     let mut items = Vec::new();
     let mut rest = value;
     loop {
@@ -134,25 +140,48 @@ fn split_params(value: &str) -> Result<Vec<(String, Option<String>)>, Refusal> {
         if quoted {
             return Err("an unclosed quote in a header parameter");
         }
-        let item = rest[..end].trim();
-        let parsed = match item.split_once('=') {
-            None => (item.to_ascii_lowercase(), None),
-            Some((k, v)) => {
-                let v = v.trim();
-                let v = match v.strip_prefix('"') {
-                    Some(inner) => inner.strip_suffix('"').filter(|s| !s.contains('"')),
-                    None => (!v.contains('"')).then_some(v),
-                };
-                (k.trim().to_ascii_lowercase(), Some(v.ok_or("a stray quote in a header parameter")?.to_owned()))
-            }
-        };
-        if items.is_empty() || !parsed.0.is_empty() {
-            items.push(parsed);
-        }
+        items.push(rest[..end].trim());
         if end == rest.len() {
-            return Ok(items);
+            break;
         }
         rest = &rest[end + 1..];
+    }
+    let mut items = items.into_iter();
+    let first = items.next().filter(|f| !f.is_empty()).ok_or("an empty header value")?.to_ascii_lowercase();
+    let mut params = Vec::new();
+    for item in items {
+        let (key, value) = item.split_once('=').ok_or("a header parameter without a value")?;
+        if key.is_empty() || !key.chars().all(tchar) {
+            return Err("a header parameter whose name is not a token");
+        }
+        let value = match value.strip_prefix('"') {
+            Some(inner) => inner.strip_suffix('"').filter(|v| !v.contains('"')),
+            None => Some(value).filter(|v| !v.is_empty() && v.chars().all(tchar)),
+        };
+        let value = value.ok_or("a header parameter value that is neither a token nor a quoted string")?;
+        params.push((key.to_ascii_lowercase(), value.to_owned()));
+    }
+    Ok((first, params))
+}
+
+/// Refuses a parameter given twice (parsers keep the first, or the last).
+fn no_repeats(params: &[(String, String)]) -> Result<(), Refusal> {
+    for (i, (key, _)) in params.iter().enumerate() {
+        if params[..i].iter().any(|(k, _)| k == key) {
+            return Err("a header parameter given twice");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `charset` other than UTF-8 or US-ASCII: parsers decode with it
+/// (UTF-7 turns `+ADw-script+AD4-` into `<script>`), and this reader does not.
+fn utf8_charset(params: &[(String, String)]) -> Result<(), Refusal> {
+    let other =
+        |(k, v): &(String, String)| k == "charset" && !["utf-8", "us-ascii"].contains(&v.to_ascii_lowercase().as_str());
+    match params.iter().any(other) {
+        true => Err("a multipart charset other than UTF-8"),
+        false => Ok(()),
     }
 }
 
@@ -180,22 +209,26 @@ fn read_part(part: &[u8]) -> Result<MultipartField, Refusal> {
     if encoding.is_some_and(|e| !["7bit", "8bit", "binary"].iter().any(|ok| e.eq_ignore_ascii_case(ok))) {
         return Err("a multipart part in a Content-Transfer-Encoding");
     }
-    if content_type.is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/")) {
-        return Err("a nested multipart part");
+    if let Some(content_type) = content_type {
+        let (media, params) = split_params(content_type)?;
+        no_repeats(&params)?;
+        // busboy decodes a field in its part's charset.
+        utf8_charset(&params)?;
+        if media.starts_with("multipart/") {
+            return Err("a nested multipart part");
+        }
     }
-    let mut params = split_params(disposition.ok_or("a multipart part without a Content-Disposition")?)?.into_iter();
-    if params.next().map(|(kind, _)| kind) != Some("form-data".into()) {
+    let (kind, params) = split_params(disposition.ok_or("a multipart part without a Content-Disposition")?)?;
+    if kind != "form-data" {
         return Err("a multipart part that is not form-data");
     }
+    no_repeats(&params)?;
     let (mut name, mut filename) = (None, None);
     for (key, value) in params {
-        let slot = match key.as_str() {
-            "name" => &mut name,
-            "filename" => &mut filename,
+        match key.as_str() {
+            "name" => name = Some(value),
+            "filename" => filename = Some(value),
             _ => return Err("an unexpected Content-Disposition parameter"),
-        };
-        if slot.replace(value.ok_or("a Content-Disposition parameter without a value")?).is_some() {
-            return Err("a Content-Disposition parameter given twice");
         }
     }
     let name = name.ok_or("a multipart part without a name")?;
@@ -223,7 +256,11 @@ mod tests {
         let b = body(&[
             part("form-data; name=\"q\"", "", "hello\r\nworld"),
             part("form-data; name=\"f\"; filename=\"a;b.txt\"", "Content-Type: text/plain\r\n", "1' OR 1=1"),
-            part("FORM-DATA; NAME=plain", "content-transfer-encoding: binary\r\n", ""),
+            part(
+                "FORM-DATA; NAME=plain",
+                "content-transfer-encoding: binary\r\nContent-Type: text/plain; charset=UTF-8\r\n",
+                "",
+            ),
         ]);
         let fields = parse(CT, b.as_bytes()).unwrap();
         assert_eq!(fields.len(), 3);
@@ -267,6 +304,25 @@ mod tests {
         refused(CT, body(&[part("form-data; name=\"q\"", "X-Other: 1\r\n", "z")]));
         refused(CT, body(&[part("form-data;\r\n name=\"q\"", "", "z")]));
         refused(CT, "--XyZ\r\nContent-Disposition: form-data; name=\"q\"\r\nz\r\n--XyZ--".into());
+        // Parameters python-multipart, Werkzeug or busboy read otherwise
+        // (helper-50): a quoted value after an empty key, which they scan
+        // again; an empty or non-token value; spaces around `=`; a part in
+        // another charset; parameters the reader has no use for.
+        refused("multipart/form-data; boundary=XyZ; =\"; charset=utf-7\"", with_ok());
+        refused("multipart/form-data; boundary=XyZ; =\"; boundary=AAA\"", with_ok());
+        refused("multipart/form-data; boundary=XyZ; x/y=1", with_ok());
+        refused("multipart/form-data; boundary=XyZ; version=1", with_ok());
+        refused("multipart/form-data; boundary=XyZ;", with_ok());
+        refused("multipart/form-data; boundary = XyZ", with_ok());
+        refused("multipart/form-data; boundary=\"Xy=Z\"", with_ok());
+        refused(CT, body(&[part("form-data; name=\"q\"; filename=", "", "z")]));
+        refused(CT, body(&[part("form-data; name=\"q\"; filename=/x", "", "z")]));
+        refused(CT, body(&[part("form-data; name=\"q\"; filename==a", "", "z")]));
+        refused(CT, body(&[part("form-data; name=\"q\"; filename = \"x\"", "", "z")]));
+        refused(CT, body(&[part("form-data; name=\"pw\"; =\"; name=q\"", "", "z")]));
+        refused(CT, body(&[part("form-data;; name=\"q\"", "", "z")]));
+        refused(CT, body(&[part("form-data; name=\"q\"", "Content-Type: text/plain; charset=utf-16le\r\n", "z")]));
+        refused(CT, body(&[part("form-data; name=\"q\"", "Content-Type: text/plain; charset=a; charset=b\r\n", "z")]));
     }
 
     /// Truncations and byte flips of a valid body end in fields or a

@@ -385,47 +385,55 @@ async fn fastapi_form_fields_are_inspected_in_both_encodings() {
         format!("comment={}", percent_encoding::utf8_percent_encode(attack, percent_encoding::NON_ALPHANUMERIC));
     let r = post("application/x-www-form-urlencoded", encoded).await.unwrap();
     assert_eq!(problem(r, 403).await["type"], "urn:rampart:problem:input-blocked");
-    let r =
-        post("multipart/form-data; boundary=b0und", multipart(&[("note", "hi"), ("comment", attack)])).await.unwrap();
+    let form = "multipart/form-data; boundary=b0und";
+    let r = post(form, multipart(&[("note", "hi"), ("comment", attack)])).await.unwrap();
     assert_eq!(problem(r, 403).await["type"], "urn:rampart:problem:input-blocked");
 
     // Bodies that python-multipart reads differently from a lenient parser
     // (multer, which an earlier version used): the app reads the attack in
     // each, as sent straight to it shows; through Rampart they are refused.
+    let part = |disposition: &str, value: &str| {
+        format!("--b0und\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{value}\r\n--b0und--\r\n")
+    };
     let tricks = [
         (
-            "multipart/form-data; boundary=AAA; boundary=BBB",
+            "multipart/form-data; boundary=AAA; boundary=BBB".to_owned(),
             format!(
                 "--BBB\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\n{attack}\r\n--BBB--\r\n\
                  --AAA\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nok\r\n--AAA--\r\n"
             ),
+            attack,
         ),
+        (form.to_owned(), part("name=\"comment\"; x=\"; filename=y\"", attack), attack),
         (
-            "multipart/form-data; boundary=b0und",
-            format!(
-                "--b0und\r\nContent-Disposition: form-data; name=\"comment\"; x=\"; filename=y\"\r\n\r\n{attack}\r\n\
-                 --b0und--\r\n"
-            ),
-        ),
-        (
-            "multipart/form-data; boundary=b0und",
+            form.to_owned(),
             format!(
                 "--b0und\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nfine\r\n--b0und \r\n\
                  Content-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\n{attack}\r\n--b0und--\r\n"
             ),
+            attack,
+        ),
+        // Found against the strict reader's first version (helper-50): an
+        // empty `filename` that python-multipart does not see, and a UTF-7
+        // charset after an empty parameter name that it reads.
+        (form.to_owned(), part("name=\"comment\"; filename=", attack), attack),
+        (
+            format!("{form}; =\"; charset=utf-7\""),
+            part("name=\"comment\"", "+ADw-script+AD4-alert(1)+ADw-/script+AD4-"),
+            "<script>",
         ),
     ];
-    for (content_type, body) in tricks {
+    for (content_type, body, read_as) in tricks {
         let direct = client()
             .post(format!("http://127.0.0.1:{port}/comment"))
-            .header("content-type", content_type)
+            .header("content-type", &content_type)
             .body(body.clone())
             .send()
             .await
             .unwrap();
         let read: Value = direct.json().await.unwrap();
-        assert!(read["comment"].as_str().unwrap().contains(attack), "the app did not read the attack: {read}");
-        let v = problem(post(content_type, body).await.unwrap(), 400).await;
+        assert!(read["comment"].as_str().unwrap().contains(read_as), "the app did not read the attack: {read}");
+        let v = problem(post(&content_type, body).await.unwrap(), 400).await;
         assert_eq!(v["type"], "urn:rampart:problem:invalid-body", "{content_type}: {v}");
     }
 
