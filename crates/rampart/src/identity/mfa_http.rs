@@ -126,6 +126,24 @@ pub(super) fn not_signed_in_recently(who: &super::http::SignedIn, ext: &http::Ex
     )
 }
 
+/// The refusal of a change sent with `proof` (already read from its body),
+/// if it is refused: the proof is [checked](prove) where the account
+/// [needs one](proof_needed), and a [recent sign-in](not_signed_in_recently)
+/// is asked for where it has nothing to prove itself with.
+pub(super) async fn refusal_without_proof(
+    service: &IdentityService,
+    state: &LimitState,
+    who: &super::http::SignedIn,
+    ext: &http::Extensions,
+    proof: Proof,
+) -> Option<HttpResponse> {
+    match proof_needed(service, &who.user).await {
+        Ok(true) => prove(service, state, ext, &who.user, proof).await.err(),
+        Ok(false) => not_signed_in_recently(who, ext),
+        Err(e) => Some(internal_for(ext, &e)),
+    }
+}
+
 /// Reads a JSON [`Proof`] and [checks](prove) it when the account
 /// [needs one](proof_needed); otherwise leaves the body unread and asks for
 /// a [recent sign-in](not_signed_in_recently). The request, for the rest of the

@@ -10,7 +10,9 @@
 //!   (e.g. `1h`) → 201 with the new key; the old one works for the grace period.
 //!
 //! Minting a key, or a new secret for one, takes the proof any change to
-//! how the account signs in takes (see [`proved`]).
+//! how the account signs in takes: a key is a credential that outlives the
+//! access token that made it, so a stolen or refreshed token must not turn
+//! itself into one.
 //! - `DELETE {prefix}/api-keys/{id}` — revokes; 204.
 //!
 //! Someone else's key id answers 404, like a missing one.
@@ -22,7 +24,8 @@ use serde::Deserialize;
 
 use super::{key_json, KeyRequest};
 use crate::edge::{HttpRequest, HttpResponse};
-use crate::identity::http::{bad_request, empty, internal, json, read_json, SignedIn};
+use crate::identity::http::{bad_request, empty, internal, json, read_json};
+use crate::identity::mfa_http::{refusal_without_proof, Proof};
 use crate::identity::service::IdentityError;
 use crate::identity::IdentityService;
 use crate::limit::LimitState;
@@ -49,34 +52,6 @@ struct RotateBody {
     grace: Option<String>,
     password: Option<String>,
     code: Option<String>,
-}
-
-/// The refusal of a key made without proof, if it is refused. A key is a
-/// credential that outlives the access token that made it: a stolen or
-/// refreshed token must not turn itself into one. So minting a key, or a new
-/// secret for one, takes the password or a code (a recent sign-in for an
-/// account with neither), as adding a passkey does.
-async fn proved(
-    service: &IdentityService,
-    state: &LimitState,
-    who: &SignedIn,
-    ext: &http::Extensions,
-    password: Option<String>,
-    code: Option<String>,
-) -> Option<HttpResponse> {
-    use crate::identity::mfa_http::{not_signed_in_recently, proof_needed, prove, Proof};
-    match proof_needed(service, &who.user).await {
-        Ok(true) => prove(service, state, ext, &who.user, Proof::new(password, code)).await.err(),
-        Ok(false) => not_signed_in_recently(who, ext),
-        Err(e) => {
-            tracing::error!(error = %e, "identity request failed");
-            Some(
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-                    .rejected_by("identity", "internal")
-                    .into_response_for(ext),
-            )
-        }
-    }
 }
 
 fn duration(field: &str, text: &str) -> Result<Duration, String> {
@@ -132,7 +107,9 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
                 Err(resp) => return resp,
             };
             let (password, code) = (body.password.take(), body.code.take());
-            if let Some(refusal) = proved(service, state, &who, req.extensions(), password, code).await {
+            if let Some(refusal) =
+                refusal_without_proof(service, state, &who, req.extensions(), Proof::new(password, code)).await
+            {
                 return refusal;
             }
             let expires_in = match body.expires_in.as_deref().map(|t| duration("expires_in", t)).transpose() {
@@ -203,7 +180,9 @@ pub async fn handle(service: &IdentityService, state: &LimitState, rest: &str, r
                 (req, RotateBody::default())
             };
             let (password, code) = (body.password.take(), body.code.take());
-            if let Some(refusal) = proved(service, state, &who, req.extensions(), password, code).await {
+            if let Some(refusal) =
+                refusal_without_proof(service, state, &who, req.extensions(), Proof::new(password, code)).await
+            {
                 return refusal;
             }
             let grace = match body.grace.as_deref().map(|t| duration("grace", t)).transpose() {

@@ -209,19 +209,11 @@ async fn link(service: &IdentityService, state: &LimitState, name: &str, req: Ht
     };
     // A linked provider account signs in without the password or a second
     // factor: linking takes the same proof as removing a passkey.
-    match crate::identity::mfa_http::proof_needed(service, user).await {
-        Ok(false) => {
-            if let Some(refusal) = crate::identity::mfa_http::not_signed_in_recently(&who, req.extensions()) {
-                return refusal;
-            }
-        }
-        Ok(true) => {
-            let proof = crate::identity::mfa_http::Proof::new(body.password, body.code);
-            if let Err(resp) = crate::identity::mfa_http::prove(service, state, req.extensions(), user, proof).await {
-                return resp;
-            }
-        }
-        Err(e) => return internal(&req, &e),
+    let proof = crate::identity::mfa_http::Proof::new(body.password, body.code);
+    if let Some(refusal) =
+        crate::identity::mfa_http::refusal_without_proof(service, state, &who, req.extensions(), proof).await
+    {
+        return refusal;
     }
     let browser = browser_cookie(&req);
     let client = req.extensions().get::<ClientInfo>().map(|c| state.clients.key(c.ip));
