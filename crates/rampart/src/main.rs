@@ -354,10 +354,13 @@ fn main() -> ExitCode {
 fn init_logging(policy: &Policy) {
     let filter = tracing_subscriber::EnvFilter::try_new(&policy.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match policy.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => {
+            builder.with_writer(std::io::stdout).json().flatten_event(true).with_current_span(false).try_init()
+        }
+        // Values carry client data: one event stays one line.
+        LogFormat::Text => builder.with_writer(rampart::observe::log_text::OneLine(std::io::stdout)).try_init(),
     };
 }
 
@@ -1014,6 +1017,8 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
                 let sessions = ctx.sessions().await?;
                 let data =
                     rampart::identity::privacy::export(db, sessions.as_ref(), &u, true).await.map_err(explain)?;
+                // Audited as over HTTP: a person's whole record left the store.
+                ctx.audit(admin_action("account_exported", &u.id)).await;
                 println!("{data}");
                 None
             }

@@ -180,6 +180,11 @@ async fn api_key_principal(
     let refused = || super::http::unauthorized_for(&req.extensions);
     let Some(hash) = presented else { return Err(refused()) };
     let now = now_ms();
+    // As the bearer layer: while revocations of keys cannot be polled, a
+    // revoked key cannot be told from a good one.
+    if !keys.is_current(now) {
+        return Err(super::http::sign_in_unavailable(&req.extensions, "api_keys_unavailable"));
+    }
     let ip = req.extensions.get::<ClientInfo>().map(|c| c.ip);
     let key = match keys.cached(&hash, now) {
         crate::identity::api_keys::Lookup::Known(k) => k,
@@ -404,13 +409,12 @@ impl Target<'_> {
         if self.is_self() {
             return bad_request(&req, "an admin cannot lock their own account; ask another admin");
         }
-        let outcome = async {
-            self.service.db.lock_user(&self.user.id, until, now_ms()).await?;
-            self.service.log_out_everywhere(&self.user.id).await?;
-            Ok::<_, IdentityError>(())
+        if let Err(e) = self.service.db.lock_user(&self.user.id, until, now_ms()).await {
+            return internal(&req, &e.into());
         }
-        .await;
-        if let Err(e) = outcome {
+        // The lock is in force from here: audited even if the rest fails.
+        if let Err(e) = self.service.log_out_everywhere(&self.user.id).await {
+            self.state.audit(self.audit("user_locked").detail("complete", false));
             return internal(&req, &e);
         }
         self.state.audit(self.audit("user_locked"));
@@ -430,15 +434,19 @@ impl Target<'_> {
 
     async fn reset_mfa(&self, req: &Parts) -> HttpResponse {
         let (service, id) = (self.service, &self.user.id);
-        let outcome = async {
-            service.disable_mfa(id).await?;
+        if let Err(e) = service.disable_mfa(id).await {
+            return internal(req, &e);
+        }
+        // TOTP is off from here: audited even if removing passkeys fails.
+        let passkeys = async {
             for pk in service.db.passkeys_of(id).await? {
                 service.db.delete_passkey(id, &pk.id).await?;
             }
             Ok::<_, IdentityError>(())
         }
         .await;
-        if let Err(e) = outcome {
+        if let Err(e) = passkeys {
+            self.state.audit(self.audit("mfa_reset").detail("complete", false));
             return internal(req, &e);
         }
         self.state.audit(self.audit("mfa_reset"));
@@ -461,7 +469,9 @@ impl Target<'_> {
             Err(IdentityError::BadInput(msg)) => return bad_request(&req, &msg),
             Err(e) => return internal(&req, &e),
         }
-        self.state.audit(self.audit("roles_set").detail("roles", body.roles.join(" ")));
+        // The roles as a list, each whole: joined into one string, a long role
+        // could push `admin` past the value's length cap.
+        self.state.audit(self.audit("roles_set").detail("roles", body.roles.clone()));
         self.fresh(&req).await
     }
 

@@ -589,6 +589,17 @@ impl<'a> Head<'a> {
     }
 }
 
+/// 503 for a credential that cannot be checked right now (the revocation or
+/// API-key poll is stale, the session store is down), with `Retry-After`.
+pub(crate) fn sign_in_unavailable(ext: &http::Extensions, reason: &'static str) -> HttpResponse {
+    let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
+        .detail("sign-in state cannot be checked right now; try again shortly")
+        .rejected_by("identity", reason)
+        .into_response_for(ext);
+    resp.headers_mut().insert(RETRY_AFTER, http::HeaderValue::from_static("5"));
+    resp
+}
+
 /// As [`signed_in_user`], with the session: a bearer token of ours, else
 /// (with `[identity.sessions]`) the session cookie, which on unsafe methods
 /// must pass the CSRF checks (header token).
@@ -605,6 +616,11 @@ pub(crate) async fn signed_in(
             .into_response_for(ext)
     };
     if let Some(t) = crate::auth::bearer_token(headers) {
+        // As the bearer layer: while revocations cannot be polled, a revoked
+        // token cannot be told from a good one.
+        if !service.revocations.is_current(super::service::now_ms()) {
+            return Err(sign_in_unavailable(ext, "revocations_unavailable"));
+        }
         return match service.user_of_token(t).await {
             Ok(Some((user, signed_in_ago_ms))) => Ok(SignedIn { user, session: None, signed_in_ago_ms }),
             Ok(None) => Err(unauthorized_for(ext)),
@@ -615,15 +631,10 @@ pub(crate) async fn signed_in(
     let Some(token) = sessions.token_in(headers) else { return Err(unauthorized_for(ext)) };
     let ip = ext.get::<ClientInfo>().map(|c| c.ip.to_string());
     let background = headers.contains_key(super::sessions::BACKGROUND_HEADER);
-    let active = match sessions.authenticate(&token, ip, &service.revocations, background).await {
+    let active = match sessions.authenticate(&token, ip, &service.revocations, background, true).await {
         Ok(a) => a,
         Err(super::sessions::SessionRefusal::Unavailable) => {
-            let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
-                .detail("sign-in state cannot be checked right now; try again shortly")
-                .rejected_by("identity", "sessions_unavailable")
-                .into_response_for(ext);
-            resp.headers_mut().insert(RETRY_AFTER, http::HeaderValue::from_static("5"));
-            return Err(resp);
+            return Err(sign_in_unavailable(ext, "sessions_unavailable"));
         }
         Err(_) => {
             for c in sessions.clearing_cookies() {

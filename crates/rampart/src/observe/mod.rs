@@ -13,6 +13,7 @@ pub mod abuse;
 pub mod alerts;
 pub mod audit;
 pub mod health;
+pub mod log_text;
 pub mod metrics;
 pub mod stats;
 

@@ -214,6 +214,12 @@ async fn users_and_keys(db: &TestDb) {
     let r = admin.send(reqwest::Method::PUT, &format!("/users/{bob}/roles"), Some(json!({"roles": ["editor"]}))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["roles"], json!(["editor"]));
+    // Long roles before a short one: the audit record must still show each.
+    let long_roles = json!(["a".repeat(128), "b".repeat(128), "editor"]);
+    let r = admin.send(reqwest::Method::PUT, &format!("/users/{bob}/roles"), Some(json!({"roles": long_roles}))).await;
+    assert_eq!(r.status(), 200);
+    let r = admin.send(reqwest::Method::PUT, &format!("/users/{bob}/roles"), Some(json!({"roles": ["editor"]}))).await;
+    assert_eq!(r.status(), 200);
     problem(
         admin.send(reqwest::Method::PUT, &format!("/users/{bob}/roles"), Some(json!({"roles": "editor"}))).await,
         400,
@@ -328,6 +334,13 @@ async fn users_and_keys(db: &TestDb) {
     for action in ["user_locked", "user_unlocked", "roles_set", "api_key_revoked", "sessions_revoked", "mfa_reset"] {
         assert!(log.contains(action), "{action} audited");
     }
+    let roles_set: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["detail"]["action"] == "roles_set")
+        .map(|r| r["detail"]["roles"].clone())
+        .collect();
+    assert!(roles_set.contains(&long_roles), "{roles_set:?}");
     let admin_lines: Vec<&str> = log.lines().filter(|l| l.contains("admin_action")).collect();
     assert!(admin_lines.iter().all(|l| l.contains(&root) && !l.contains("bob@example.test")));
     assert!(rampart::observe::audit::verify_file(&audit).unwrap().is_ok());
@@ -560,4 +573,72 @@ async fn reload_without_a_config_file_is_a_conflict() {
     let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
     problem(admin.send(reqwest::Method::POST, "/reload", None).await, 409).await;
     problem(admin.get("/config").await, 409).await;
+}
+
+/// While the revocation and API-key polls fail, a revoked token or key cannot
+/// be told from a good one: once they are stale (30 s), every way in that
+/// depends on them answers 503, the admin API and the identity endpoints as
+/// much as the bearer layer, never a yes from the cache. They recover once
+/// the polls do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_revocations_close_the_admin_api_and_identity_endpoints() {
+    use rampart::store::Database;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let audit = dir.path().join("audit.jsonl");
+    let gw = gateway(&admin_config(&db, up, &audit, "").replace("cache_ttl = '1s'", "cache_ttl = '10m'")).await;
+    let root = sign_up(&gw, "root").await;
+    make_admin(&db, &root).await;
+    let token = bearer(&gw, "root").await;
+    let r = client()
+        .post(url(&gw, "/auth/api-keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "k", "scopes": ["admin"], "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+    let statuses = || async {
+        let key_admin = client().get(url(&gw, "/auth/admin/stats")).header("x-api-key", &key).send();
+        let token_admin = client().get(url(&gw, "/auth/admin/stats")).bearer_auth(&token).send();
+        let me = client().get(url(&gw, "/auth/me")).bearer_auth(&token).send();
+        let key_proxy = client().get(url(&gw, "/api/x")).header("x-api-key", &key).send();
+        let token_proxy = client().get(url(&gw, "/api/x")).bearer_auth(&token).send();
+        let mut out = Vec::new();
+        for r in [key_admin.await, token_admin.await, me.await, key_proxy.await, token_proxy.await] {
+            out.push(r.unwrap().status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses().await, [200; 5]);
+
+    let exec = |sql: &'static str| {
+        let db = &db;
+        async move {
+            match db.open().await {
+                Database::Sqlite(p) => sqlx::raw_sql(sql).execute(&p).await.map(drop).unwrap(),
+                Database::Postgres(_) => unreachable!(),
+            }
+        }
+    };
+    exec("ALTER TABLE revoked_jtis RENAME TO revoked_jtis_away; ALTER TABLE api_keys RENAME TO api_keys_away").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = statuses().await;
+    while seen != [503; 5] && std::time::Instant::now() < deadline {
+        assert!(seen.iter().all(|s| matches!(s, 200 | 503)), "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        seen = statuses().await;
+    }
+    assert_eq!(seen, [503; 5], "every way in fails closed once the polls are stale");
+
+    exec("ALTER TABLE revoked_jtis_away RENAME TO revoked_jtis; ALTER TABLE api_keys_away RENAME TO api_keys").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while statuses().await != [200; 5] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(statuses().await, [200; 5], "recovered with the polls");
+    gw.shutdown();
+    gw.wait().await;
 }

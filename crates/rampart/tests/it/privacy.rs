@@ -134,6 +134,15 @@ async fn export_and_erase(db: &TestDb) {
         assert!(store.user_by_username("ann").await.unwrap().is_none());
         assert!(store.user_by_id(id).await.unwrap().unwrap().disabled);
     }
+    // Both are audited, as over HTTP, and the log still verifies.
+    let log = std::fs::read_to_string(&audit).unwrap();
+    for action in ["account_exported", "account_erased"] {
+        assert!(
+            log.lines().any(|l| l.contains(action) && l.contains(id) && l.contains("\"actor\":\"cli\"")),
+            "{action}: {log}"
+        );
+    }
+    assert!(rampart::observe::audit::verify_file(&audit).unwrap().is_ok());
 }
 
 /// Sessions kept in Redis (`store = "auto"` with a `[redis]` section) are

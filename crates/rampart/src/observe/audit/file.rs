@@ -182,6 +182,10 @@ impl FileLog {
                 Err(e) => return Err(e),
             };
             let mut options = OpenOptions::new();
+            // A new log is private (0600, before the umask): it holds client
+            // addresses, subject ids and excerpts of inputs. An existing one
+            // keeps the mode its operator gave it.
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             options.append(true).create(true).read(regular);
             let mut file = options.open(&self.path)?;
             if regular {
@@ -496,6 +500,18 @@ mod tests {
         assert_eq!(log.head().map(|h| h.seq), Some(6));
         let err = verify_file(&path).unwrap().unwrap_err();
         assert_eq!(err.line, Some(3), "{err:?}");
+    }
+
+    #[test]
+    fn a_new_log_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        FileLog::new(path.clone()).append(&events(0, 1)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        FileLog::new(path.clone()).append(&events(1, 1)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
     }
 
     #[test]
