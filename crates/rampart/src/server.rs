@@ -494,10 +494,11 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
-    // When an idle connection was asked to close. h2 sends its final GOAWAY
-    // only once the client answers the shutdown PING; a client that never
-    // does (but answers keep-alive PINGs) would otherwise keep the idle
-    // connection for ever. It gets the idle time once more, then is dropped.
+    // When a closing connection was (asked to close, or) first seen idle. h2
+    // sends its final GOAWAY only once the client answers the shutdown PING;
+    // a client that never does (but answers keep-alive PINGs) would
+    // otherwise keep the connection for ever. It gets the idle time once
+    // more, then is dropped.
     let mut idle_since_shutdown: Option<tokio::time::Instant> = None;
     let tick = streams.as_ref().map_or(Duration::from_secs(3600), |s| s.tick());
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
@@ -527,9 +528,17 @@ where
                         idle_since_shutdown = Some(tokio::time::Instant::now());
                         conn.as_mut().graceful_shutdown();
                     }
+                    Some(Verdict::Spent) if !closing => {
+                        tracing::debug!(%peer, "HTTP/2 connection carried max_requests_per_connection streams; shutting it down");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                     Some(Verdict::Idle) => {
+                        // Closing (idle, spent or draining) and idle since:
+                        // dropped once idle for the idle time again.
                         let grace = streams.as_ref().map_or(Duration::ZERO, |s| s.idle());
-                        if idle_since_shutdown.is_some_and(|at| at.elapsed() >= grace) {
+                        let since = *idle_since_shutdown.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= grace {
                             tracing::debug!(%peer, "idle HTTP/2 connection did not close after GOAWAY; dropped");
                             return;
                         }
@@ -649,7 +658,7 @@ impl ConnectionService {
         if speaks != Speaks::Http2 {
             return None;
         }
-        let streams = Streams::new(idle, stall);
+        let streams = Streams::new(idle, stall, self.max_requests);
         self.streams = Some(streams.clone());
         Some(streams)
     }
@@ -701,7 +710,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             });
         }
         let n = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if self.max_requests == 0 || n < self.max_requests || req.version() != http::Version::HTTP_11 {
+        // HTTP/1.1 and HTTP/1.0 with keep-alive alike (HTTP/2 connections
+        // carry `streams`, which count their streams instead).
+        if self.max_requests == 0 || n < self.max_requests {
             return self.dispatch(req);
         }
         // The connection's last request: ask hyper to close it afterwards, so

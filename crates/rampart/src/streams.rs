@@ -48,6 +48,9 @@ pub struct Streams {
     started: AtomicU64,
     idle: Duration,
     stall: Duration,
+    /// Streams after which the connection is asked to close (GOAWAY), as an
+    /// HTTP/1.1 connection is after as many requests; 0: never.
+    max_streams: u64,
     /// Driving loop only: when the connection was first seen without streams,
     /// and the `started` count then.
     quiet: Mutex<Option<(Instant, u64)>>,
@@ -70,18 +73,23 @@ pub enum Verdict {
     Idle,
     /// A stream has waited on its client for the send timeout: close.
     Stalled,
+    /// The connection has carried its `max_streams`: shut down gracefully
+    /// (the streams open finish; the client opens a new connection).
+    Spent,
 }
 
 impl Streams {
     /// `idle`: how long a connection may have no stream; `stall`: how long a
-    /// response may wait for its client's flow-control window.
-    pub fn new(idle: Duration, stall: Duration) -> Arc<Self> {
+    /// response may wait for its client's flow-control window; `max_streams`:
+    /// how many streams it may carry (0: any number).
+    pub fn new(idle: Duration, stall: Duration, max_streams: u64) -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
             open: Mutex::default(),
             started: AtomicU64::new(0),
             idle,
             stall,
+            max_streams,
             quiet: Mutex::default(),
         })
     }
@@ -123,6 +131,8 @@ impl Streams {
 
     /// Judges the connection at `now`.
     pub fn check(&self, now: Instant) -> Verdict {
+        let started = self.started.load(Ordering::Relaxed);
+        let spent = self.max_streams > 0 && started >= self.max_streams;
         {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             open.retain(|s| Arc::strong_count(s) > 1);
@@ -134,23 +144,34 @@ impl Streams {
                     0 => false,
                     since => now_ms.saturating_sub(since - 1) >= stall_ms,
                 });
-                return if stalled { Verdict::Stalled } else { Verdict::Busy };
+                return if stalled {
+                    Verdict::Stalled
+                } else if spent {
+                    Verdict::Spent
+                } else {
+                    Verdict::Busy
+                };
             }
         }
-        let started = self.started.load(Ordering::Relaxed);
         let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
         match *quiet {
             // A stream came and went since the last check: quiet from now.
             Some((since, seen)) if seen == started => {
                 if now.saturating_duration_since(since) >= self.idle {
                     Verdict::Idle
+                } else if spent {
+                    Verdict::Spent
                 } else {
                     Verdict::Busy
                 }
             }
             _ => {
                 *quiet = Some((now, started));
-                Verdict::Busy
+                if spent {
+                    Verdict::Spent
+                } else {
+                    Verdict::Busy
+                }
             }
         }
     }
@@ -270,7 +291,7 @@ mod tests {
     #[tokio::test]
     async fn a_watched_body_hands_over_pieces_and_marks_each() {
         use http_body_util::BodyExt;
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let stream = s.register();
         let data: Vec<u8> = (0..100 * 1024 + 5).map(|i| (i % 251) as u8).collect();
         let mut body = Watched::new(http_body_util::Full::new(Bytes::from(data.clone())), stream.clone());
@@ -296,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_connection_without_streams_is_idle_after_the_idle_time() {
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let t0 = Instant::now();
         assert_eq!(s.check(t0), Verdict::Busy, "quiet from now");
         assert_eq!(s.check(t0 + IDLE - Duration::from_millis(1)), Verdict::Busy);
@@ -305,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_stream_between_two_checks_restarts_the_idle_time() {
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let t0 = Instant::now();
         assert_eq!(s.check(t0), Verdict::Busy);
         drop(s.register());
@@ -315,8 +336,22 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_carried_its_streams_is_spent() {
+        let s = Streams::new(IDLE, STALL, 3);
+        let t0 = Instant::now();
+        let open = s.register();
+        drop(s.register());
+        assert_eq!(s.check(t0), Verdict::Busy, "two of three");
+        drop(s.register());
+        assert_eq!(s.check(t0), Verdict::Spent, "with a stream open");
+        drop(open);
+        assert_eq!(s.check(t0), Verdict::Spent, "without");
+        assert_eq!(s.check(t0 + IDLE), Verdict::Idle, "idle still wins: it drops a connection that never closes");
+    }
+
+    #[test]
     fn an_open_stream_is_never_idle() {
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let t0 = Instant::now();
         let stream = s.register();
         assert_eq!(s.open(), 1);
@@ -328,7 +363,7 @@ mod tests {
 
     #[test]
     fn ended_streams_do_not_pile_up_between_checks() {
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let kept: Vec<_> = (0..10).map(|_| s.register()).collect();
         for _ in 0..10 * PRUNE_AT {
             drop(s.register());
@@ -340,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_body_owed_for_the_send_timeout_is_a_stall() {
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let stream = s.register();
         let body = Watched::new(http_body_util::Full::new(Bytes::from_static(b"x")), stream);
         let t0 = Instant::now();
@@ -353,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_waiting_on_its_upstream_is_not_a_stall() {
         use http_body_util::BodyExt;
-        let s = Streams::new(IDLE, STALL);
+        let s = Streams::new(IDLE, STALL, 0);
         let (mut tx, rx) = feed();
         let mut body = Watched::new(rx, s.register());
         tx.send(Bytes::from_static(b"a"));

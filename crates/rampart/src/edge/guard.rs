@@ -337,14 +337,16 @@ impl<S: Inner> Service<HttpRequest> for RequestGuardService<S> {
 pub struct BodyTooSlow;
 
 pin_project_lite::pin_project! {
-    /// Fails a body whose average rate, after a grace period, falls below a
-    /// minimum: the slow-POST defence. (A body that stops entirely is caught by
-    /// the idle timeout; this one catches a trickle that never quite stops.)
+    /// Fails a body whose rate falls below a minimum: the slow-POST defence.
+    /// (A body that stops entirely is caught by the idle timeout; this one
+    /// catches a trickle that never quite stops.) The rate is measured over
+    /// each period of `grace` in turn, not since the start, so that a body
+    /// sent fast at first and then a byte at a time is cut off too.
     pub struct MinRateBody<B> {
         #[pin]
         inner: B,
-        started: std::time::Instant,
-        bytes: u64,
+        window_start: std::time::Instant,
+        window_bytes: u64,
         min_rate: u64,
         grace: Duration,
     }
@@ -352,7 +354,7 @@ pin_project_lite::pin_project! {
 
 impl<B> MinRateBody<B> {
     pub fn new(inner: B, min_rate: u64, grace: Duration) -> Self {
-        Self { inner, started: std::time::Instant::now(), bytes: 0, min_rate, grace }
+        Self { inner, window_start: std::time::Instant::now(), window_bytes: 0, min_rate, grace }
     }
 }
 
@@ -373,19 +375,22 @@ where
         let polled = match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    *this.bytes += d.remaining() as u64;
+                    *this.window_bytes = this.window_bytes.saturating_add(d.remaining() as u64);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             other => other.map(|o| o.map(|r| r.map_err(Into::into))),
         };
-        let elapsed = this.started.elapsed();
+        let elapsed = this.window_start.elapsed();
         if elapsed > *this.grace && matches!(polled, Poll::Ready(Some(_))) {
             let expected = (*this.min_rate as f64 * elapsed.as_secs_f64()) as u64;
-            if *this.bytes < expected {
+            if *this.window_bytes < expected {
                 return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
             }
+            // This period passed: the next is measured from here.
+            *this.window_start = std::time::Instant::now();
+            *this.window_bytes = 0;
         }
         polled
     }

@@ -8,8 +8,10 @@
 //! Memory is fixed: per class one counter, one baseline and one top-k table of
 //! `top_k` clients. A spike is logged as an audit event naming its class and
 //! counted in `rampart_spikes_total{class}`; with `ban_on_spike` the client
-//! that added the most to the spiking second is banned when that is at least a
-//! tenth of the second's events and its count a tenth of the window's. Heavy hitters by requests are exported as
+//! that surged most in the spiking second is banned when what it added is at
+//! least a tenth of the second's events, what it added beyond its own usual
+//! rate a tenth of the spike's excess over the baseline, and its count a tenth
+//! of the window's. Heavy hitters by requests are exported as
 //! `rampart_top_client_requests{rank,ip}` (at most `top_k` series, refreshed
 //! every second) and served by `rampart top`.
 //!
@@ -103,6 +105,11 @@ struct ClassCounts {
     /// last tick: what each added in the current second is its count now
     /// less this. At most `top_k` entries.
     at_last_tick: Mutex<std::collections::HashMap<IpAddr, u64>>,
+    /// Seconds closed in the current window (before the one being closed).
+    ticks: AtomicU64,
+    /// The last window's top clients' usual events per second (rounded
+    /// up). At most `top_k` entries.
+    usual: Mutex<std::collections::HashMap<IpAddr, u64>>,
 }
 
 pub struct AbuseMonitor {
@@ -145,6 +152,8 @@ impl AbuseMonitor {
             window: AtomicU64::new(0),
             top: Mutex::new(SpaceSaving::new(config.top_k)),
             at_last_tick: Mutex::new(std::collections::HashMap::new()),
+            ticks: AtomicU64::new(0),
+            usual: Mutex::new(std::collections::HashMap::new()),
         };
         Arc::new(Self {
             classes: [class(), class(), class(), class()],
@@ -219,7 +228,13 @@ impl AbuseMonitor {
         for class in SpikeClass::ALL {
             let sure: std::collections::HashMap<IpAddr, u64> =
                 self.top_of(class).iter().map(|t| (t.ip, t.requests.saturating_sub(t.error))).collect();
-            *self.classes[class as usize].at_last_tick.lock().unwrap_or_else(|e| e.into_inner()) = sure;
+            let c = &self.classes[class as usize];
+            let ticks = c.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+            if rotate {
+                *c.usual.lock().unwrap_or_else(|e| e.into_inner()) =
+                    sure.iter().map(|(ip, n)| (*ip, n.div_ceil(ticks))).collect();
+            }
+            *c.at_last_tick.lock().unwrap_or_else(|e| e.into_inner()) = sure;
         }
         let top = self.top();
         self.metrics.set_top_clients(&top.iter().map(|t| (t.target(), t.requests)).collect::<Vec<_>>());
@@ -229,6 +244,7 @@ impl AbuseMonitor {
                 c.top.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 c.at_last_tick.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 c.window.store(0, Ordering::Relaxed);
+                c.ticks.store(0, Ordering::Relaxed);
             }
         }
         spiked.into_iter().map(|(class, _)| class).collect()
@@ -270,12 +286,27 @@ impl AbuseMonitor {
             // most in it, if that is a tenth of the second's events. The
             // window's heaviest client alone would be a steady bystander
             // whenever a spike is spread over many addresses.
+            // And on what it added beyond its own usual rate (this window's
+            // so far, or the last window's, whichever is higher), which must
+            // be a tenth of the spike's excess over the baseline: a steady
+            // heavy client that merely carried on during a spike others made
+            // is no culprit, one that surged is.
             let before = counts.at_last_tick.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let last_window = counts.usual.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let ticks = counts.ticks.load(Ordering::Relaxed);
             let added = |t: &TopClient| {
                 t.requests.saturating_sub(t.error).saturating_sub(before.get(&t.ip).copied().unwrap_or(0))
             };
-            let culprit = top.iter().max_by_key(|t| added(t)).filter(|t| {
+            let usual = |t: &TopClient| {
+                let this_window = if ticks == 0 { 0 } else { before.get(&t.ip).copied().unwrap_or(0).div_ceil(ticks) };
+                this_window.max(last_window.get(&t.ip).copied().unwrap_or(0))
+            };
+            let surge = |t: &TopClient| added(t).saturating_sub(usual(t));
+            // Whole events over the baseline (a float in [0, u64::MAX]).
+            let excess = rate.saturating_sub(baseline.ceil().clamp(0.0, u64::MAX as f64) as u64).max(1);
+            let culprit = top.iter().max_by_key(|t| surge(t)).filter(|t| {
                 added(t).saturating_mul(10) >= rate.max(1)
+                    && surge(t).saturating_mul(10) >= excess
                     && t.requests.saturating_sub(t.error).saturating_mul(10) >= total
             });
             if let Some(t) = culprit {
@@ -415,7 +446,12 @@ mod tests {
             }
             assert!(m.tick(false).await.is_empty());
         }
-        for i in 0..900u32 {
+        // The partner carries on as usual (a tenth of the spiking second)
+        // while many addresses send a little each.
+        for _ in 0..60 {
+            m.record(ip(1));
+        }
+        for i in 0..300u32 {
             m.record(IpAddr::from((0xcb00_7100 + i).to_be_bytes()));
         }
         assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
@@ -433,6 +469,31 @@ mod tests {
         }
         assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
         assert!(bans.banned(ip(2)).is_some() && bans.banned(ip(1)).is_none(), "{:?}", bans.list());
+    }
+
+    /// A heavy client that surges is the culprit, its usual rate
+    /// notwithstanding, also right after a new window began (its usual rate
+    /// is then the last window's).
+    #[tokio::test]
+    async fn a_heavy_client_that_surges_is_banned() {
+        let (m, bans) = monitor();
+        for n in 1..=5 {
+            for _ in 0..60 {
+                m.record(ip(1));
+            }
+            for i in 0..40 {
+                m.record(ip(10 + i));
+            }
+            assert!(m.tick(n == 5).await.is_empty());
+        }
+        for _ in 0..600 {
+            m.record(ip(1));
+        }
+        for i in 0..40 {
+            m.record(ip(10 + i));
+        }
+        assert_eq!(m.tick(false).await, [SpikeClass::Requests]);
+        assert!(bans.banned(ip(1)).is_some(), "{:?}", bans.list());
     }
 
     #[test]

@@ -640,6 +640,29 @@ async fn per_ip_connection_cap_and_requests_per_connection() {
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     assert!(text.to_ascii_lowercase().contains("connection: close"));
+
+    // HTTP/1.0 with keep-alive counts the same.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let keep_alive = b"GET /1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n";
+    s.write_all(&[&keep_alive[..], &keep_alive[..]].concat()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("closed").unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches(" 200 OK").count(), 2, "{text}");
+
+    // An HTTP/2 connection is asked to close (GOAWAY) after as many streams.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(conn);
+    for i in 0..2 {
+        let req = http::Request::get(format!("http://a/{i}")).body(http_body_util::Empty::<bytes::Bytes>::new());
+        assert_eq!(send.send_request(req.unwrap()).await.unwrap().status(), 200);
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection was not closed after its streams");
 }
 
 #[tokio::test]

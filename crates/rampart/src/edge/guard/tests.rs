@@ -125,6 +125,35 @@ fn trickling_body_is_cut_off_by_the_minimum_rate() {
     });
 }
 
+/// A body sent fast at first and then a byte at a time: its average since
+/// the start stays above the minimum for long, the rate of each period does not.
+#[test]
+fn a_fast_start_does_not_buy_a_trickle() {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let burst = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(vec![b'a'; 100_000]))]);
+        // Then a byte every 60 ms for 2.4 s: 100 000 bytes over 2.4 s is far
+        // above 100 B/s on average, the trickle far below.
+        let trickle = futures_util::stream::iter(0..40).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(b"a"))
+        });
+        let body = MinRateBody::new(Body::from_stream(burst.chain(trickle)), 100, Duration::from_millis(300));
+        let err = http_body_util::BodyExt::collect(body).await.unwrap_err();
+        assert_eq!(BodyFailure::of(&*err), Some(BodyFailure::TooSlow));
+    });
+    // A steady body at the minimum passes, period after period.
+    rt.block_on(async {
+        let steady = futures_util::stream::iter(0..20).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(&[b'a'; 20]))
+        });
+        let body = MinRateBody::new(Body::from_stream(steady), 100, Duration::from_millis(300));
+        assert_eq!(http_body_util::BodyExt::collect(body).await.unwrap().to_bytes().len(), 400);
+    });
+}
+
 fn with_host(uri: &str, hosts: &[&str]) -> HttpRequest {
     let mut b = http::Request::get(uri);
     for h in hosts {

@@ -71,6 +71,11 @@ impl Ban {
         target_net(self.ip, self.prefix_len)
     }
 
+    /// Whether the ban was made by Rampart (`source` `auto:…`), not by an operator.
+    pub fn is_automatic(&self) -> bool {
+        self.source.starts_with("auto:")
+    }
+
     /// `ip`, or `ip/prefix_len` for a network: what the ban covers, for people.
     pub fn target(&self) -> String {
         match self.prefix_len {
@@ -192,7 +197,7 @@ impl BanList {
     pub fn list(&self) -> Vec<Ban> {
         let now = now_ms();
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
-        bans.retain(|h| h.ban.until_ms > now);
+        bans.expire(now);
         let mut v: Vec<Ban> = bans.map.values().map(|h| h.ban.clone()).collect();
         v.sort_by_key(|b| b.until_ms);
         v
@@ -217,31 +222,23 @@ impl BanList {
             }
         }
         if bans.len() >= self.config.max_tracked && bans.get(&net).is_none() {
-            bans.retain(|h| h.ban.until_ms > now);
+            bans.expire(now);
             if bans.len() >= self.config.max_tracked {
                 // Full of live bans: drop the automatic one ending soonest.
                 // A flood of automatic bans (one attacker with many networks)
                 // must not push out an operator's; a manual ban goes only
                 // for another manual one, and an automatic ban that finds
                 // none to replace is not kept.
-                let automatic = |h: &Held| h.ban.source.starts_with("auto:");
-                let soonest = |manual: bool| {
-                    bans.map
-                        .iter()
-                        .filter(|(_, h)| automatic(h) != manual)
-                        .min_by_key(|(_, h)| h.ban.until_ms)
-                        .map(|(n, _)| *n)
-                };
-                let victim = match soonest(false) {
+                let victim = match bans.soonest(true) {
                     Some(n) => Some(n),
-                    None if ban.source.starts_with("auto:") => {
+                    None if ban.is_automatic() => {
                         tracing::warn!(
                             max_tracked = self.config.max_tracked,
                             "ban list full of manual bans; an automatic ban was not kept"
                         );
                         return false;
                     }
-                    None => soonest(true),
+                    None => bans.soonest(false),
                 };
                 if let Some(victim) = victim {
                     bans.remove(&victim);
@@ -514,9 +511,14 @@ impl BanList {
         if offences.len() >= self.config.max_tracked && !offences.contains_key(&ip) {
             offences.retain(|_, (_, last)| now.saturating_sub(*last) < forget);
             if offences.len() >= self.config.max_tracked {
-                if let Some(oldest) = offences.iter().min_by_key(|(_, (_, last))| *last).map(|(ip, _)| *ip) {
-                    offences.remove(&oldest);
-                }
+                // Full of offences still remembered: forget the oldest eighth
+                // at once (those of their last millisecond too), so that a
+                // flood of new offenders costs one scan per eighth of the
+                // table, not one each under the lock.
+                let mut lasts: Vec<u64> = offences.values().map(|(_, last)| *last).collect();
+                let k = (lasts.len() / 8).max(1);
+                let cut = *lasts.select_nth_unstable(k - 1).1;
+                offences.retain(|_, (_, last)| *last > cut);
             }
         }
         let entry = offences.entry(ip).or_insert((0, now));
@@ -843,6 +845,18 @@ mod tests {
             bans.add(IpAddr::from(i.to_be_bytes()), Duration::from_secs(60 + u64::from(i)), "x", "manual").await;
         }
         assert_eq!(bans.list().len(), 10);
+    }
+
+    #[test]
+    fn offences_stay_bounded_and_a_repeat_offender_escalates() {
+        let bans = list(1);
+        let mut offences = HashMap::new();
+        for i in 0..100u32 {
+            bans.next_ban_length(&mut offences, IpAddr::from(i.to_be_bytes()));
+            assert!(offences.len() <= 10, "{}", offences.len());
+        }
+        let last = IpAddr::from(99u32.to_be_bytes());
+        assert_eq!(bans.next_ban_length(&mut offences, last), Duration::from_secs(600), "its second offence");
     }
 
     /// Strikes from any addresses of one IPv6 /64 count together, and the

@@ -1,7 +1,7 @@
 //! The ban list's table: bans by what they cover (an address, or an IPv6
 //! network), looked up without allocating.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv6Net};
@@ -37,10 +37,17 @@ pub(super) struct Held {
 /// The bans in force, by what they cover.
 #[derive(Default)]
 pub(super) struct Table {
+    /// Changed only through [`Table`]'s methods (except `unshared`), which
+    /// keep the indexes below in step.
     pub(super) map: HashMap<IpNet, Held>,
     /// The prefix lengths of the IPv6 network bans in `map`, each with how
     /// many there are: the networks an IPv6 address is looked up as.
     v6_lens: Vec<(u8, usize)>,
+    /// The automatic and the manual bans by when they end, so that expiry
+    /// and "the one ending soonest" cost a lookup, not a scan of a full
+    /// list under the lock every request's ban check waits for.
+    automatic_by_end: BTreeSet<(u64, IpNet)>,
+    manual_by_end: BTreeSet<(u64, IpNet)>,
 }
 
 impl Table {
@@ -53,28 +60,48 @@ impl Table {
     }
 
     pub(super) fn insert(&mut self, net: IpNet, held: Held) {
-        if self.map.insert(net, held).is_none() {
-            count_len(&mut self.v6_lens, net, true);
-        }
+        self.remove(&net);
+        self.by_end(&held.ban).insert((held.ban.until_ms, net));
+        count_len(&mut self.v6_lens, net, true);
+        self.map.insert(net, held);
     }
 
     pub(super) fn remove(&mut self, net: &IpNet) -> Option<Held> {
         let removed = self.map.remove(net);
-        if removed.is_some() {
+        if let Some(held) = &removed {
             count_len(&mut self.v6_lens, *net, false);
+            self.by_end(&held.ban).remove(&(held.ban.until_ms, *net));
         }
         removed
     }
 
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Held) -> bool) {
-        let lens = &mut self.v6_lens;
-        self.map.retain(|net, held| {
-            let kept = keep(held);
-            if !kept {
-                count_len(lens, *net, false);
+    /// Drops every ban that has ended by `now`.
+    pub(super) fn expire(&mut self, now: u64) {
+        for manual in [false, true] {
+            loop {
+                let set = if manual { &self.manual_by_end } else { &self.automatic_by_end };
+                match set.first() {
+                    Some(&(until, net)) if until <= now => {
+                        self.remove(&net);
+                    }
+                    _ => break,
+                }
             }
-            kept
-        });
+        }
+    }
+
+    /// What the automatic (or manual) ban ending soonest covers.
+    pub(super) fn soonest(&self, automatic: bool) -> Option<IpNet> {
+        let set = if automatic { &self.automatic_by_end } else { &self.manual_by_end };
+        set.first().map(|&(_, net)| net)
+    }
+
+    fn by_end(&mut self, ban: &Ban) -> &mut BTreeSet<(u64, IpNet)> {
+        if ban.is_automatic() {
+            &mut self.automatic_by_end
+        } else {
+            &mut self.manual_by_end
+        }
     }
 
     /// The live ban that applies to `ip`: on the address itself first, then
@@ -155,7 +182,7 @@ mod tests {
 
         // The lengths looked up follow what is in the table.
         assert_eq!(t.v6_lens.len(), 2);
-        t.retain(|h| h.ban.until_ms > 1000);
+        t.expire(1000);
         assert_eq!(t.v6_lens, [(64, 1), (48, 1)]);
         assert!(t.remove(&"2001:db8:9::/48".parse().unwrap()).is_some());
         assert!(t.remove(&"2001:db8:9::/48".parse().unwrap()).is_none());
@@ -166,6 +193,49 @@ mod tests {
         t.remove(&net);
         assert!(t.v6_lens.is_empty());
         assert_eq!(found(&t, "2001:db8:1:2::1"), None);
+    }
+
+    /// The end-time indexes follow every insert, replacement, removal and
+    /// expiry: `soonest` and `expire` agree with a scan of the whole table.
+    #[test]
+    fn the_end_time_indexes_agree_with_the_table() {
+        let mut t = Table::default();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut now = 0;
+        for _ in 0..5000 {
+            let net = IpNet::from(IpAddr::from([192, 0, 2, next(64) as u8]));
+            match next(10) {
+                0..=5 => {
+                    let (_, mut held) = ban(&net.addr().to_string(), now + 1 + next(1000));
+                    if next(2) == 0 {
+                        held.ban.source = "auto:rate_limited".into();
+                    }
+                    t.insert(net, held);
+                }
+                6 | 7 => {
+                    t.remove(&net);
+                }
+                8 => {
+                    now += next(200);
+                    t.expire(now);
+                    assert!(t.map.values().all(|h| h.ban.until_ms > now));
+                }
+                _ => {}
+            }
+            for automatic in [true, false] {
+                let soonest_by_scan =
+                    t.map.values().filter(|h| h.ban.is_automatic() == automatic).map(|h| h.ban.until_ms).min();
+                let soonest = t.soonest(automatic).map(|n| t.map[&n].ban.until_ms);
+                assert_eq!(soonest, soonest_by_scan);
+            }
+            assert_eq!(t.automatic_by_end.len() + t.manual_by_end.len(), t.map.len());
+        }
     }
 
     #[test]
