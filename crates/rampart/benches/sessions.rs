@@ -40,7 +40,9 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("session_authenticate_sqlite", |b| {
         b.iter(|| {
-            rt.block_on(async { sessions.authenticate(black_box(&token), None, &revocations, false).await.unwrap() })
+            rt.block_on(async {
+                sessions.authenticate(black_box(&token), None, &revocations, false, true).await.unwrap()
+            })
         })
     });
     let hash = TokenHash::of(&token);

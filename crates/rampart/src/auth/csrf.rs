@@ -199,17 +199,24 @@ pub fn refusal(
 ) -> HttpResponse {
     let reason = failure.reason();
     tracing::info!(target: "rampart::auth", reason, "cookie-authenticated request refused (CSRF)");
-    let mut event = AuditEvent::new(AuditKind::CsrfRejected).detail("reason", reason);
-    if let Some(subject) = subject {
-        event = event.subject(subject.to_owned());
-    }
-    if let Some(ip) = ext.get::<ClientInfo>().map(|c| c.ip) {
-        event = event.ip(ip);
-    }
-    if let Some(id) = ext.get::<RequestId>() {
-        event = event.request_id(id.as_str());
-    }
-    state.audit(event);
+    let ip = ext.get::<ClientInfo>().map(|c| c.ip);
+    // Once per client, reason and subject a minute, as other refusals: a
+    // flood of cross-site posts costs nothing and must not crowd real
+    // events out of the bounded audit queue.
+    let key = format!("csrf|{}|{reason}|{}", ip.map(|ip| ip.to_string()).unwrap_or_default(), subject.unwrap_or(""));
+    state.audit_once(&key, || {
+        let mut event = AuditEvent::new(AuditKind::CsrfRejected).detail("reason", reason);
+        if let Some(subject) = subject {
+            event = event.subject(subject.to_owned());
+        }
+        if let Some(ip) = ip {
+            event = event.ip(ip);
+        }
+        if let Some(id) = ext.get::<RequestId>() {
+            event = event.request_id(id.as_str());
+        }
+        event
+    });
     Problem::new(StatusCode::FORBIDDEN, "csrf", "Cross-site request refused")
         .detail(failure.detail())
         .rejected_by("csrf", reason)

@@ -38,7 +38,8 @@ pub(super) async fn authenticate<S: Inner>(
     };
     let ip = req.extensions().get::<ClientInfo>().map(|c| c.ip.to_string());
     let background = req.headers().contains_key(crate::identity::sessions::BACKGROUND_HEADER);
-    let active = match sessions.authenticate(&token, ip, &identity.revocations, background).await {
+    let may_rotate = req.extensions().get::<crate::edge::forward_auth::ForwardAuthCheck>().is_none();
+    let active = match sessions.authenticate(&token, ip, &identity.revocations, background, may_rotate).await {
         Ok(active) => active,
         Err(SessionRefusal::Unavailable) => return Ok(shared.refusal(&req, AuthFailure::SessionsUnavailable)),
         Err(refused) => {

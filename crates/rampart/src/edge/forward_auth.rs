@@ -136,7 +136,9 @@ fn rewrite(req: &mut HttpRequest) -> Result<(), &'static str> {
         "X-Original-Method and X-Forwarded-Method disagree, or one is given twice",
     )? {
         Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| "the original method is not a valid method")?,
-        None => Method::GET,
+        // Never assumed: a POST judged as a GET would skip the CSRF checks
+        // and fall to the routes of GET.
+        None => return Err("X-Original-Method (or X-Forwarded-Method) is missing"),
     };
     one_value(req, &[FORWARDED_HOST], "X-Forwarded-Host is given twice")?;
     let host = req.headers().get(FORWARDED_HOST).cloned();
@@ -184,17 +186,20 @@ mod tests {
         assert_eq!(req.headers()[HOST], "api.example.com");
         assert!(req.headers().get("x-original-uri").is_none() && req.headers().get(CONTENT_LENGTH).is_none());
         assert!(req.extensions().get::<ForwardAuthCheck>().is_some());
-        // Traefik's and Caddy's names; GET when no method is given.
+        // Traefik's and Caddy's names.
         let mut req = check(&[("x-forwarded-uri", "/b"), ("x-forwarded-method", "PUT")]);
         rewrite(&mut req).unwrap();
         assert_eq!((req.uri().path(), req.method()), ("/b", &Method::PUT));
         // Both names with the same value (a proxy that writes both) agree.
-        let mut req = check(&[("x-forwarded-uri", "/d"), ("x-original-uri", "/d")]);
+        let mut req = check(&[("x-forwarded-uri", "/d"), ("x-original-uri", "/d"), ("x-original-method", "GET")]);
         rewrite(&mut req).unwrap();
         assert_eq!(req.uri().path(), "/d");
-        let mut req = check(&[("x-original-uri", "/c")]);
+        let mut req = check(&[("x-original-uri", "/c"), ("x-original-method", "GET")]);
         rewrite(&mut req).unwrap();
         assert_eq!((req.method(), &req.headers()[HOST]), (&Method::GET, &HeaderValue::from_static("rampart:8080")));
+        // No method: refused, never taken for a GET.
+        let err = rewrite(&mut check(&[("x-original-uri", "/c")])).unwrap_err();
+        assert!(err.contains("Method"), "{err}");
     }
 
     #[test]
@@ -210,7 +215,12 @@ mod tests {
             vec![("x-forwarded-uri", "/admin/users"), ("x-original-uri", "/open")],
             vec![("x-original-uri", "/open"), ("x-original-uri", "/admin")],
             vec![("x-forwarded-uri", "/a"), ("x-forwarded-method", "DELETE"), ("x-original-method", "GET")],
-            vec![("x-forwarded-uri", "/a"), ("x-forwarded-host", "a.example"), ("x-forwarded-host", "b.example")],
+            vec![
+                ("x-forwarded-uri", "/a"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-host", "a.example"),
+                ("x-forwarded-host", "b.example"),
+            ],
         ] {
             let mut req = check(&headers);
             assert!(rewrite(&mut req).is_err(), "{headers:?}");

@@ -248,13 +248,17 @@ impl Sessions {
     /// user's privileges changed. A `background` request (a page's own
     /// polling, see [`BACKGROUND_HEADER`]) is checked as any other (the user
     /// as stored, once per `touch_interval`) but does not count as activity,
-    /// so an open dashboard left alone still reaches `idle_timeout`.
+    /// so an open dashboard left alone still reaches `idle_timeout`. Without
+    /// `may_rotate` (a forward-auth check: the front proxy drops the check's
+    /// `Set-Cookie`, so a new token would log the user out) new privileges
+    /// are written to the session under its token as it is.
     pub async fn authenticate(
         &self,
         token: &str,
         ip: Option<String>,
         revocations: &Revocations,
         background: bool,
+        may_rotate: bool,
     ) -> Result<ActiveSession, SessionRefusal> {
         if !well_formed(token) {
             return Err(SessionRefusal::Unknown);
@@ -288,10 +292,12 @@ impl Sessions {
         if now.saturating_sub(record.last_seen_at) < ms(self.settings.touch_interval) {
             return Ok(active);
         }
-        // A touch: the user as stored now decides.
+        // A touch: the user as stored now decides. An administrator's lock
+        // ends the session; the automatic lock after wrong passwords does not
+        // (anyone who knows the username can trigger that one).
         let user = self.db.user_by_id(&record.user_id).await.map_err(unavailable)?;
         let Some(user) =
-            user.filter(|u| !u.disabled && !u.is_locked(now_ms()) && u.token_version == record.token_version)
+            user.filter(|u| !u.disabled && !u.is_admin_locked(now_ms()) && u.token_version == record.token_version)
         else {
             return ended(SessionRefusal::Revoked).await;
         };
@@ -311,7 +317,7 @@ impl Sessions {
             tier: user.tier.clone(),
             token_version: user.token_version,
         };
-        let done = if changed {
+        let done = if changed && may_rotate {
             let new_token = random_token("rs_").map_err(|_| SessionRefusal::Unavailable)?;
             let done = self.rotate(&hash, &TokenHash::of(&new_token), &touch).await.map_err(unavailable)?;
             active.new_token = Some(new_token);

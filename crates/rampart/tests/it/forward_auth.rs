@@ -272,6 +272,7 @@ async fn only_trusted_proxies_may_ask() {
     let r = client()
         .get(url(&gw, "/_rampart/auth"))
         .header("x-original-uri", "/private/x")
+        .header("x-original-method", "GET")
         .header("x-forwarded-for", "127.0.0.2")
         .send()
         .await
@@ -305,6 +306,9 @@ async fn checks_the_proxy_would_pass_on_unchecked_are_refused() {
     .await;
     let check = |uri: &str, headers: &[(&str, &str)]| {
         let mut rb = client().get(url(&gw, "/_rampart/auth")).header("x-original-uri", uri);
+        if !headers.iter().any(|(k, _)| *k == "x-original-method") {
+            rb = rb.header("x-original-method", "GET");
+        }
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
@@ -340,6 +344,12 @@ async fn checks_the_proxy_would_pass_on_unchecked_are_refused() {
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:bad-forward-auth");
     assert_eq!(check("/open", &[("x_custom", "fine")]).await.unwrap().status(), 200);
+    // A check that does not say the method is refused: a POST taken for a
+    // GET would skip the CSRF checks and fall to the routes of GET.
+    let r = client().get(url(&gw, "/_rampart/auth")).header("x-original-uri", "/open").send().await.unwrap();
+    let v = problem(r, 400).await;
+    assert_eq!(v["type"], "urn:rampart:problem:bad-forward-auth");
+    assert!(v["detail"].as_str().unwrap().contains("X-Original-Method"), "{v}");
 }
 
 /// Rampart never sees the response of a request it only checked, so the
@@ -359,6 +369,7 @@ async fn a_checked_request_is_charged_its_reservation() {
         client()
             .get(url(&gw, "/_rampart/auth"))
             .header("x-original-uri", "/cost/0.01")
+            .header("x-original-method", "GET")
             .header("x-forwarded-for", "192.0.2.7")
             .send()
     };

@@ -264,6 +264,12 @@ async fn login_and_csrf(db: &TestDb) {
     let r = client().get(url(&gw, "/api/x")).bearer_auth(jwt["access_token"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["headers"]["x-rampart-user"], ann.as_str());
 
+    // A flood of the same refusal is one audit event a minute, not one each.
+    for _ in 0..20 {
+        let r = b.req(reqwest::Method::POST, &url(&gw, "/auth/session/token")).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+
     // Logout ends the session and clears the cookies.
     let r = b.req(reqwest::Method::DELETE, &url(&gw, "/auth/session")).send().await.unwrap();
     assert_eq!(r.status(), 403, "logout is an unsafe method too");
@@ -294,6 +300,8 @@ async fn login_and_csrf(db: &TestDb) {
     assert!(found, "{}", std::fs::read_to_string(&audit).unwrap_or_default());
     let text = std::fs::read_to_string(&audit).unwrap();
     assert!(!text.contains(&old), "no session token in the audit log");
+    let missing = text.lines().filter(|l| l.contains("csrf_token_missing") && l.contains(ann.as_str())).count();
+    assert_eq!(missing, 1, "{text}");
 }
 
 /// Login CSRF: another site's auto-submitted form must not sign the browser
@@ -566,7 +574,8 @@ async fn timeouts(db: &TestDb) {
 }
 
 /// Sessions survive a restart and a reload; a role change gives the
-/// session a new id (and the new roles); a locked user's sessions end.
+/// session a new id (and the new roles); an administrator's lock ends the
+/// session, the lockout after wrong passwords does not.
 async fn restart_and_privileges(db: &TestDb) {
     let up = start_upstream().await;
     let text = session_config(up, &db.url, "");
@@ -620,6 +629,62 @@ async fn restart_and_privileges(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // Wrong passwords lock ann's logins out; anyone who knows her name can do
+    // that, so her session goes on. An administrator's lock ends it.
+    for _ in 0..6 {
+        let wrong = [("grant_type", "password"), ("username", "ann"), ("password", "not ann's password at all")];
+        assert_eq!(crate::identity::token_request(&gw, &wrong).await.0, 400);
+    }
+    let login = [("grant_type", "password"), ("username", "ann"), ("password", PASSWORD)];
+    assert_eq!(crate::identity::token_request(&gw, &login).await.0, 400, "locked out");
+    sessions.clock.advance(Duration::from_secs(61));
+    assert_eq!(b.get(&gw, "/api/x").await.status(), 200, "a lockout leaves the session");
+    {
+        use rampart::store::identity::UserStore as _;
+        let store = db.open().await;
+        let now = rampart::identity::service::now_ms();
+        store.lock_user(&ann, now + 3_600_000, now).await.unwrap();
+    }
+    sessions.clock.advance(Duration::from_secs(61));
+    assert_eq!(b.get(&gw, "/api/x").await.status(), 401, "an administrator's lock ends it");
+}
+
+/// Behind a front proxy (forward auth), a privilege change does not give
+/// the session a new token: nginx and Caddy drop a check's `Set-Cookie`, so
+/// a new token would log the user out. The new roles apply under the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_checks_apply_new_privileges_without_a_new_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::sqlite(dir.path());
+    let up = start_upstream().await;
+    let text = session_config(up, &db.url, "[forward_auth]\npath = '/_rampart/auth'\n")
+        .replace("[server]\n", "[server]\ntrusted_proxies = ['127.0.0.1/32']\n");
+    let gw = gateway(&text).await;
+    let ann = sign_up(&gw, "ann").await;
+    let mut b = Browser::new("b");
+    b.login(&gw, "ann").await;
+    let token = b.session.clone().unwrap();
+    let check = || {
+        client()
+            .get(url(&gw, "/_rampart/auth"))
+            .header("x-original-uri", "/api/x")
+            .header("x-original-method", "GET")
+            .header("cookie", format!("{COOKIE}={token}"))
+            .send()
+    };
+    assert_eq!(check().await.unwrap().status(), 200);
+    {
+        use rampart::store::identity::UserStore as _;
+        let store = db.open().await;
+        store.set_roles(&ann, &["admin".to_string()], rampart::identity::service::now_ms()).await.unwrap();
+    }
+    gw.identity().unwrap().sessions.clone().unwrap().clock.advance(Duration::from_secs(61));
+    let r = check().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-rampart-roles"], "admin");
+    assert!(r.headers().get("set-cookie").is_none(), "{:?}", r.headers());
+    assert_eq!(check().await.unwrap().status(), 200, "the same token goes on");
 }
 
 /// `a` lists its user's two sessions and ends the one that is not its own.
