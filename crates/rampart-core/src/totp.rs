@@ -125,7 +125,42 @@ const URI_COMPONENT: &percent_encoding::AsciiSet =
 
 /// The QR code of `uri` as a PNG `data:` URI, for an `<img src>`.
 pub fn qr_png_data_uri(uri: &str) -> Result<String, String> {
-    Ok(format!("data:image/png;base64,{}", qrcodegen_image::draw_base64(uri)?))
+    use base64::Engine as _;
+    Ok(format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(qr_png(uri)?)))
+}
+
+/// Pixels per module of [`qr_png`].
+const QR_SCALE: usize = 8;
+/// Modules of white around the code: the quiet zone readers need.
+const QR_QUIET: usize = 4;
+
+/// The QR code of `uri` (error correction M) as a grayscale PNG: each module
+/// an 8×8 square, black on white, inside a 4-module quiet zone.
+pub fn qr_png(uri: &str) -> Result<Vec<u8>, String> {
+    let code =
+        qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M).map_err(|e| e.to_string())?;
+    let modules = code.width();
+    let side = (modules + 2 * QR_QUIET) * QR_SCALE;
+    let mut pixels = vec![255u8; side * side];
+    for (i, color) in code.to_colors().iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (x, y) = ((i % modules + QR_QUIET) * QR_SCALE, (i / modules + QR_QUIET) * QR_SCALE);
+            for row in pixels.chunks_exact_mut(side).skip(y).take(QR_SCALE) {
+                if let Some(run) = row.get_mut(x..x + QR_SCALE) {
+                    run.fill(0);
+                }
+            }
+        }
+    }
+    let side = u32::try_from(side).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(&pixels).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// The QR code of `uri` as an SVG document.
@@ -246,6 +281,35 @@ mod tests {
         assert!(png.starts_with("data:image/png;base64,iVBORw0KGgo"), "{}", &png[..40]);
         let svg = qr_svg(&uri).unwrap();
         assert!(svg.contains("<svg") && svg.contains("</svg>"));
+    }
+
+    /// The PNG decodes to the code's modules, each an 8×8 square, inside a
+    /// white quiet zone.
+    #[test]
+    fn the_png_holds_the_code_module_by_module() {
+        let uri = otpauth_uri(RFC_SECRET, "Rampart", "alice@example.com");
+        let png = qr_png(&uri).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Grayscale, png::BitDepth::Eight));
+        let code = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M).unwrap();
+        let (modules, side) = (code.width(), info.width as usize);
+        assert_eq!(side, (modules + 8) * 8);
+        assert_eq!(info.height as usize, side);
+        let colors = code.to_colors();
+        for y in 0..side {
+            for x in 0..side {
+                let (mx, my) = ((x / 8).checked_sub(4), (y / 8).checked_sub(4));
+                let dark = match (mx, my) {
+                    (Some(mx), Some(my)) if mx < modules && my < modules => {
+                        colors[my * modules + mx] == qrcode::Color::Dark
+                    }
+                    _ => false,
+                };
+                assert_eq!(pixels[y * side + x], if dark { 0 } else { 255 }, "pixel ({x}, {y})");
+            }
+        }
     }
 
     #[test]

@@ -117,18 +117,19 @@ const POSTGRES: Sql = Sql {
     numbered: true,
 };
 
-/// A row as stored; turned into a record only after checking each field.
-#[derive(sqlx::FromRow)]
-struct Row {
-    seq: i64,
-    ts_ms: i64,
-    kind: String,
-    subject: Option<String>,
-    ip: Option<String>,
-    request_id: Option<String>,
-    detail: String,
-    prev_hash: String,
-    hash: String,
+row! {
+    /// A row as stored; turned into a record only after checking each field.
+    struct Row {
+        seq: i64,
+        ts_ms: i64,
+        kind: String,
+        subject: Option<String>,
+        ip: Option<String>,
+        request_id: Option<String>,
+        detail: String,
+        prev_hash: String,
+        hash: String,
+    }
 }
 
 impl Row {

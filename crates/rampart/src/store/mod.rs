@@ -21,21 +21,42 @@
 //! # });
 //! ```
 
+/// A struct read from a query's row by column name, as
+/// `#[derive(sqlx::FromRow)]` would read it, for SQLite's and PostgreSQL's
+/// rows; a field marked `#[flatten]` is read as a row of its own type.
+/// Written out because sqlx's derive is a proc macro that builds sqlx's
+/// database drivers a second time, for the compiler's host: over half a
+/// minute of every clean build, for twelve structs.
+macro_rules! row {
+    ($(#[$meta:meta])* struct $name:ident { $( $(#[$flat:ident])? $field:ident : $ty:ty ),* $(,)? }) => {
+        $(#[$meta])*
+        struct $name { $( $field: $ty ),* }
+        row!(@impl $name, ::sqlx::sqlite::SqliteRow, $( [$($flat)?] $field ),*);
+        row!(@impl $name, ::sqlx::postgres::PgRow, $( [$($flat)?] $field ),*);
+    };
+    (@impl $name:ident, $row:ty, $( [$($flat:ident)?] $field:ident ),*) => {
+        impl<'r> ::sqlx::FromRow<'r, $row> for $name {
+            fn from_row(row: &'r $row) -> ::std::result::Result<Self, ::sqlx::Error> {
+                Ok(Self { $( $field: row!(@field row, $field $(, $flat)?) ),* })
+            }
+        }
+    };
+    (@field $row:ident, $field:ident) => { ::sqlx::Row::try_get($row, stringify!($field))? };
+    (@field $row:ident, $field:ident, flatten) => { ::sqlx::FromRow::from_row($row)? };
+}
+
 pub mod audit;
 pub mod copy;
 pub mod identity;
+pub mod migrations;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a SQLite statement waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,7 +149,7 @@ async fn open_sqlite(url: &str, create: bool) -> anyhow::Result<Option<Database>
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
-    SQLITE_MIGRATIONS.run(&pool).await.context("cannot apply the schema migrations")?;
+    migrations::migrator(migrations::SQLITE).await?.run(&pool).await.context("cannot apply the schema migrations")?;
     Ok(Some(Database::Sqlite(pool)))
 }
 
@@ -142,7 +163,7 @@ async fn open_postgres(url: &str) -> anyhow::Result<Database> {
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {}s", POSTGRES_CONNECT_TIMEOUT.as_secs()))?
         .context("cannot connect")?;
-    POSTGRES_MIGRATIONS.run(&pool).await.context("cannot apply the schema migrations")?;
+    migrations::migrator(migrations::POSTGRES).await?.run(&pool).await.context("cannot apply the schema migrations")?;
     Ok(Database::Postgres(pool))
 }
 

@@ -187,33 +187,35 @@ const CHANGED: &str = "SELECT key_hash, updated_at FROM api_keys \
 const USAGE: &str = "UPDATE api_keys SET use_count = use_count + $3, last_used_at = CASE \
                      WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END WHERE id = $1";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    user_id: Option<String>,
-    client_id: Option<String>,
-    name: String,
-    display_prefix: String,
-    key_hash: Vec<u8>,
-    scopes: String,
-    cidrs: String,
-    expires_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-    use_count: i64,
+row! {
+    struct Row {
+        id: String,
+        user_id: Option<String>,
+        client_id: Option<String>,
+        name: String,
+        display_prefix: String,
+        key_hash: Vec<u8>,
+        scopes: String,
+        cidrs: String,
+        expires_at: Option<i64>,
+        created_at: i64,
+        updated_at: i64,
+        revoked_at: Option<i64>,
+        last_used_at: Option<i64>,
+        use_count: i64,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct MatchRow {
-    #[sqlx(flatten)]
-    key: Row,
-    user_roles: Option<String>,
-    user_tier: Option<String>,
-    user_disabled: Option<bool>,
-    client_roles: Option<String>,
-    client_disabled: Option<bool>,
+row! {
+    struct MatchRow {
+        #[flatten]
+        key: Row,
+        user_roles: Option<String>,
+        user_tier: Option<String>,
+        user_disabled: Option<bool>,
+        client_roles: Option<String>,
+        client_disabled: Option<bool>,
+    }
 }
 
 fn list(what: &'static str, text: &str) -> Result<Vec<String>> {

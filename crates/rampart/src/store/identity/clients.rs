@@ -102,17 +102,18 @@ const ROTATE: &str = "UPDATE service_clients SET secret_hash = $2, updated_at = 
 const RECORD_USE: &str = "UPDATE service_clients SET last_used_at = $2 WHERE client_id = $1";
 const DELETE: &str = "DELETE FROM service_clients WHERE client_id = $1";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    client_id: String,
-    name: String,
-    secret_hash: Vec<u8>,
-    scopes: String,
-    roles: String,
-    disabled: bool,
-    created_at: i64,
-    updated_at: i64,
-    last_used_at: Option<i64>,
+row! {
+    struct Row {
+        client_id: String,
+        name: String,
+        secret_hash: Vec<u8>,
+        scopes: String,
+        roles: String,
+        disabled: bool,
+        created_at: i64,
+        updated_at: i64,
+        last_used_at: Option<i64>,
+    }
 }
 
 impl Row {

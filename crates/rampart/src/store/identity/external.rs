@@ -155,14 +155,15 @@ const HAS_PASSWORD: &str = "SELECT COUNT(*) FROM users WHERE id = $1 AND passwor
 const COUNT_PASSKEYS: &str = "SELECT COUNT(*) FROM passkeys WHERE user_id = $1";
 const DELETE_LINK: &str = "DELETE FROM external_identities WHERE user_id = $1 AND provider = $2";
 
-#[derive(sqlx::FromRow)]
-struct LinkRow {
-    provider: String,
-    subject: String,
-    user_id: String,
-    email: Option<String>,
-    created_at: i64,
-    last_login_at: Option<i64>,
+row! {
+    struct LinkRow {
+        provider: String,
+        subject: String,
+        user_id: String,
+        email: Option<String>,
+        created_at: i64,
+        last_login_at: Option<i64>,
+    }
 }
 
 impl LinkRow {
@@ -178,16 +179,17 @@ impl LinkRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct PendingRow {
-    provider: String,
-    browser_hash: Vec<u8>,
-    nonce: String,
-    return_to: String,
-    link_user_id: Option<String>,
-    client: Option<String>,
-    created_at: i64,
-    expires_at: i64,
+row! {
+    struct PendingRow {
+        provider: String,
+        browser_hash: Vec<u8>,
+        nonce: String,
+        return_to: String,
+        link_user_id: Option<String>,
+        client: Option<String>,
+        created_at: i64,
+        expires_at: i64,
+    }
 }
 
 /// Which unique rule a failed link insert broke. PostgreSQL names the

@@ -131,17 +131,18 @@ const ACTIVATE: &str = "UPDATE signing_keys SET active = TRUE, not_after_sign = 
 const RETIRE: &str = "UPDATE signing_keys SET retire_at = $2 WHERE kid = $1 AND NOT active";
 const DELETE_RETIRED: &str = "DELETE FROM signing_keys WHERE retire_at <= $1 AND NOT active";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    kid: String,
-    alg: String,
-    public_key: String,
-    private_key: Option<Vec<u8>>,
-    private_key_nonce: Option<Vec<u8>>,
-    active: bool,
-    created_at: i64,
-    not_after_sign: Option<i64>,
-    retire_at: Option<i64>,
+row! {
+    struct Row {
+        kid: String,
+        alg: String,
+        public_key: String,
+        private_key: Option<Vec<u8>>,
+        private_key_nonce: Option<Vec<u8>>,
+        active: bool,
+        created_at: i64,
+        not_after_sign: Option<i64>,
+        retire_at: Option<i64>,
+    }
 }
 
 impl Row {

@@ -187,15 +187,16 @@ const INSERT_CHALLENGE: &str = "INSERT INTO webauthn_challenges \
 const TAKE: &str = "DELETE FROM webauthn_challenges WHERE id = $1 AND purpose = $2 \
                     RETURNING user_id, state, expires_at";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    user_id: String,
-    name: String,
-    credential: String,
-    cred_id: String,
-    created_at: i64,
-    last_used_at: Option<i64>,
+row! {
+    struct Row {
+        id: String,
+        user_id: String,
+        name: String,
+        credential: String,
+        cred_id: String,
+        created_at: i64,
+        last_used_at: Option<i64>,
+    }
 }
 
 impl Row {

@@ -173,18 +173,19 @@ const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked_at = $2 WHERE fam
 const REVOKE_USER: &str = "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
 const PURGE: &str = "DELETE FROM refresh_tokens WHERE expires_at <= $1";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    family_id: String,
-    user_id: String,
-    token_hash: Vec<u8>,
-    client_id: Option<String>,
-    created_at: i64,
-    expires_at: i64,
-    used_at: Option<i64>,
-    replaced_by: Option<String>,
-    revoked_at: Option<i64>,
+row! {
+    struct Row {
+        id: String,
+        family_id: String,
+        user_id: String,
+        token_hash: Vec<u8>,
+        client_id: Option<String>,
+        created_at: i64,
+        expires_at: i64,
+        used_at: Option<i64>,
+        replaced_by: Option<String>,
+        revoked_at: Option<i64>,
+    }
 }
 
 impl Row {

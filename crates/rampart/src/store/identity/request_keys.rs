@@ -80,14 +80,15 @@ const INSERT: &str = "INSERT INTO request_signing_keys \
 const REVOKE: &str = "UPDATE request_signing_keys SET revoked_at = $2, updated_at = $2 \
                       WHERE key_id = $1 AND revoked_at IS NULL";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    key_id: String,
-    client_id: String,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    updated_at: i64,
+row! {
+    struct Row {
+        key_id: String,
+        client_id: String,
+        created_at: i64,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+        updated_at: i64,
+    }
 }
 
 impl Row {
@@ -103,15 +104,16 @@ impl Row {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct InUseRow {
-    #[sqlx(flatten)]
-    key: Row,
-    secret: Vec<u8>,
-    secret_nonce: Vec<u8>,
-    scopes: String,
-    roles: String,
-    disabled: bool,
+row! {
+    struct InUseRow {
+        #[flatten]
+        key: Row,
+        secret: Vec<u8>,
+        secret_nonce: Vec<u8>,
+        scopes: String,
+        roles: String,
+        disabled: bool,
+    }
 }
 
 fn names(what: &'static str, text: &str) -> Result<Vec<String>> {

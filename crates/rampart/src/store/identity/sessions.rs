@@ -105,20 +105,21 @@ pub trait SessionStore: Send + Sync {
 const COLUMNS: &str = "token_hash, id, user_id, roles, tier, token_version, amr, created_at, last_seen_at, \
                        expires_at, user_agent, ip";
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    token_hash: Vec<u8>,
-    id: String,
-    user_id: String,
-    roles: String,
-    tier: Option<String>,
-    token_version: i64,
-    amr: String,
-    created_at: i64,
-    last_seen_at: i64,
-    expires_at: i64,
-    user_agent: Option<String>,
-    ip: Option<String>,
+row! {
+    struct Row {
+        token_hash: Vec<u8>,
+        id: String,
+        user_id: String,
+        roles: String,
+        tier: Option<String>,
+        token_version: i64,
+        amr: String,
+        created_at: i64,
+        last_seen_at: i64,
+        expires_at: i64,
+        user_agent: Option<String>,
+        ip: Option<String>,
+    }
 }
 
 fn list(what: &'static str, text: &str) -> Result<Vec<String>> {

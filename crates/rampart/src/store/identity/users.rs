@@ -284,23 +284,24 @@ const BUMP: &str =
 const RECORD_LOGIN: &str = "UPDATE users SET last_login_at = $2 WHERE id = $1";
 const DELETE: &str = "DELETE FROM users WHERE id = $1";
 
-/// A row as stored; turned into a [`User`] after checking each field.
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    username: String,
-    email: Option<String>,
-    email_verified: bool,
-    password_hash: Option<String>,
-    roles: String,
-    tier: Option<String>,
-    locked_until: Option<i64>,
-    locked_by_admin: bool,
-    disabled: bool,
-    token_version: i64,
-    created_at: i64,
-    updated_at: i64,
-    last_login_at: Option<i64>,
+row! {
+    /// A row as stored; turned into a [`User`] after checking each field.
+    struct Row {
+        id: String,
+        username: String,
+        email: Option<String>,
+        email_verified: bool,
+        password_hash: Option<String>,
+        roles: String,
+        tier: Option<String>,
+        locked_until: Option<i64>,
+        locked_by_admin: bool,
+        disabled: bool,
+        token_version: i64,
+        created_at: i64,
+        updated_at: i64,
+        last_login_at: Option<i64>,
+    }
 }
 
 impl Row {
