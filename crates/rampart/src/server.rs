@@ -484,8 +484,9 @@ impl AcceptLoop {
 
 /// Serves `conn` until it ends: shut down gracefully when the server drains
 /// (`drain` changes or goes), and, for HTTP/2, when [`Streams`] finds it
-/// idle; closed at once when a stream's client has stopped taking data.
-/// `drain` is held until the connection has ended, which is what shutdown
+/// idle or has carried its streams; closed at once when a stream's client
+/// has stopped taking data, and once closing, when its client goes on
+/// opening streams the idle time after the GOAWAY. `drain` is held until the connection has ended, which is what shutdown
 /// waits for.
 async fn drive<C>(conn: C, mut drain: watch::Receiver<()>, streams: Option<Arc<Streams>>, peer: SocketAddr)
 where
@@ -500,6 +501,13 @@ where
     // otherwise keep the connection for ever. It gets the idle time once
     // more, then is dropped.
     let mut idle_since_shutdown: Option<tokio::time::Instant> = None;
+    // When the connection was asked to close, and how many streams it had
+    // started once the client had had the idle time to heed the GOAWAY. Such
+    // a client may still open streams (until it answers the shutdown PING),
+    // and one that goes on opening them past that time ignores the GOAWAY:
+    // without this, it kept a spent connection busy, and so open, for ever.
+    // Streams already open are left to finish (a long download is fine).
+    let mut shutdown_asked: Option<(tokio::time::Instant, Option<u64>)> = None;
     let tick = streams.as_ref().map_or(Duration::from_secs(3600), |s| s.tick());
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -514,31 +522,48 @@ where
             }
             _ = drain.changed(), if !closing => {
                 closing = true;
+                shutdown_asked = Some((tokio::time::Instant::now(), None));
                 conn.as_mut().graceful_shutdown();
             }
             _ = ticks.tick(), if streams.is_some() => {
-                match streams.as_ref().map(|s| s.check(std::time::Instant::now())) {
-                    Some(Verdict::Stalled) => {
+                let Some(streams) = streams.as_ref() else { continue };
+                let verdict = streams.check(std::time::Instant::now());
+                if let (Some((asked, heeded_by)), false) = (shutdown_asked.as_mut(), verdict == Verdict::Stalled) {
+                    if asked.elapsed() >= streams.idle() {
+                        let started = streams.started();
+                        match *heeded_by {
+                            None => *heeded_by = Some(started),
+                            Some(then) if started > then => {
+                                tracing::debug!(%peer, "HTTP/2 client kept opening streams after GOAWAY; dropped");
+                                return;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+                match verdict {
+                    Verdict::Stalled => {
                         tracing::debug!(%peer, "HTTP/2 client took nothing for the send timeout; closed");
                         return;
                     }
-                    Some(Verdict::Idle) if !closing => {
+                    Verdict::Idle if !closing => {
                         tracing::debug!(%peer, "HTTP/2 connection idle; shutting it down");
                         closing = true;
                         idle_since_shutdown = Some(tokio::time::Instant::now());
+                        shutdown_asked = Some((tokio::time::Instant::now(), None));
                         conn.as_mut().graceful_shutdown();
                     }
-                    Some(Verdict::Spent) if !closing => {
+                    Verdict::Spent if !closing => {
                         tracing::debug!(%peer, "HTTP/2 connection carried max_requests_per_connection streams; shutting it down");
                         closing = true;
+                        shutdown_asked = Some((tokio::time::Instant::now(), None));
                         conn.as_mut().graceful_shutdown();
                     }
-                    Some(Verdict::Idle) => {
+                    Verdict::Idle => {
                         // Closing (idle, spent or draining) and idle since:
                         // dropped once idle for the idle time again.
-                        let grace = streams.as_ref().map_or(Duration::ZERO, |s| s.idle());
                         let since = *idle_since_shutdown.get_or_insert_with(tokio::time::Instant::now);
-                        if since.elapsed() >= grace {
+                        if since.elapsed() >= streams.idle() {
                             tracing::debug!(%peer, "idle HTTP/2 connection did not close after GOAWAY; dropped");
                             return;
                         }

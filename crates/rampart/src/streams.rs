@@ -23,7 +23,9 @@
 //!   the idle time means idle (the connection is shut down gracefully, with
 //!   GOAWAY, and dropped if still idle after the idle time once more: h2 waits
 //!   for the client to answer its shutdown PING before it closes); a stream owed for the send timeout means the client has stopped
-//!   taking data (the connection is closed, as on HTTP/1.1).
+//!   taking data (the connection is closed, as on HTTP/1.1); and a closing
+//!   connection whose client still opens streams the idle time after the
+//!   GOAWAY ignores it, and is dropped (see [`Streams::started`]).
 //!
 //! Only HTTP/2 connections carry a [`Streams`]; HTTP/1.1 requests pay nothing.
 
@@ -104,6 +106,11 @@ impl Streams {
     /// How long a connection may have no stream.
     pub fn idle(&self) -> Duration {
         self.idle
+    }
+
+    /// Streams registered so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// A new request's stream, open until the last clone is dropped.

@@ -342,10 +342,18 @@ pin_project_lite::pin_project! {
     /// catches a trickle that never quite stops.) The rate is measured over
     /// each period of `grace` in turn, not since the start, so that a body
     /// sent fast at first and then a byte at a time is cut off too.
+    ///
+    /// Only time spent waiting on the client counts: from a poll that found
+    /// nothing to the poll that found data. Time in which the body was not
+    /// being read (the upstream not taking it yet, so the client's data waits
+    /// in buffers) is not the client's slowness.
     pub struct MinRateBody<B> {
         #[pin]
         inner: B,
-        window_start: std::time::Instant,
+        // Since when the body has waited on the client, if it is waiting.
+        pending_since: Option<std::time::Instant>,
+        // Time waited on the client, and bytes received, in this period.
+        window_waited: Duration,
         window_bytes: u64,
         min_rate: u64,
         grace: Duration,
@@ -354,7 +362,7 @@ pin_project_lite::pin_project! {
 
 impl<B> MinRateBody<B> {
     pub fn new(inner: B, min_rate: u64, grace: Duration) -> Self {
-        Self { inner, window_start: std::time::Instant::now(), window_bytes: 0, min_rate, grace }
+        Self { inner, pending_since: None, window_waited: Duration::ZERO, window_bytes: 0, min_rate, grace }
     }
 }
 
@@ -373,26 +381,33 @@ where
         use bytes::Buf;
         let this = self.project();
         let polled = match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                this.pending_since.get_or_insert_with(std::time::Instant::now);
+                return Poll::Pending;
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     *this.window_bytes = this.window_bytes.saturating_add(d.remaining() as u64);
                 }
-                Poll::Ready(Some(Ok(frame)))
+                frame
             }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+            Poll::Ready(None) => return Poll::Ready(None),
         };
-        let elapsed = this.window_start.elapsed();
-        if elapsed > *this.grace && matches!(polled, Poll::Ready(Some(_))) {
-            let expected = (*this.min_rate as f64 * elapsed.as_secs_f64()) as u64;
+        if let Some(since) = this.pending_since.take() {
+            *this.window_waited += since.elapsed();
+        }
+        let waited = *this.window_waited;
+        if waited > *this.grace {
+            let expected = (*this.min_rate as f64 * waited.as_secs_f64()) as u64;
             if *this.window_bytes < expected {
                 return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
             }
             // This period passed: the next is measured from here.
-            *this.window_start = std::time::Instant::now();
+            *this.window_waited = Duration::ZERO;
             *this.window_bytes = 0;
         }
-        polled
+        Poll::Ready(Some(Ok(polled)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -665,6 +665,53 @@ async fn per_ip_connection_cap_and_requests_per_connection() {
     assert!(ended.is_ok(), "the HTTP/2 connection was not closed after its streams");
 }
 
+/// A raw HTTP/2 client that ignores GOAWAY and the shutdown PING, and goes on
+/// opening streams on a connection that has carried its
+/// `max_requests_per_connection`: dropped, not kept busy (and open) for ever.
+#[tokio::test]
+async fn an_http2_client_that_ignores_goaway_is_dropped() {
+    let (gw, _) = setup_with("max_requests_per_connection = 2\nheader_read_timeout = '400ms'", "").await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // SETTINGS (empty), then an acknowledgement of the server's.
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    tcp.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    // Reads (and ignores) everything until the server closes.
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    });
+    // GET / on stream `id`: :method GET, :scheme http, :path / (indexed),
+    // :authority a (literal, indexed name); END_STREAM | END_HEADERS.
+    let headers = |id: u32| {
+        let block = [0x82u8, 0x86, 0x84, 0x01, 0x01, b'a'];
+        let mut frame = vec![0, 0, block.len() as u8, 1, 5];
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&block);
+        frame
+    };
+    let started = std::time::Instant::now();
+    let mut id = 1u32;
+    while !reader.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(8), "the connection was kept though its client ignores GOAWAY");
+        if write.write_all(&headers(id)).await.is_err() {
+            break;
+        }
+        id += 2;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("closed").unwrap();
+    assert!(got > 0, "the server answered before it dropped the connection");
+    assert!(id > 5, "more streams than the cap were opened before the drop");
+}
+
 #[tokio::test]
 async fn slow_post_below_the_minimum_rate_is_cut_off() {
     let (gw, _) = setup_with("min_body_rate = 1000\nbody_rate_grace = '300ms'", "").await;

@@ -143,14 +143,37 @@ fn a_fast_start_does_not_buy_a_trickle() {
         let err = http_body_util::BodyExt::collect(body).await.unwrap_err();
         assert_eq!(BodyFailure::of(&*err), Some(BodyFailure::TooSlow));
     });
-    // A steady body at the minimum passes, period after period.
+    // A steady body a little above the minimum (7 bytes every 50 ms, at
+    // most 140 B/s) passes, period after period.
     rt.block_on(async {
         let steady = futures_util::stream::iter(0..20).then(|_| async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok::<_, std::io::Error>(Bytes::from_static(&[b'a'; 20]))
+            Ok::<_, std::io::Error>(Bytes::from_static(&[b'a'; 7]))
         });
         let body = MinRateBody::new(Body::from_stream(steady), 100, Duration::from_millis(300));
-        assert_eq!(http_body_util::BodyExt::collect(body).await.unwrap().to_bytes().len(), 400);
+        assert_eq!(http_body_util::BodyExt::collect(body).await.unwrap().to_bytes().len(), 140);
+    });
+}
+
+/// Time in which the body is not read (the upstream is not taking it) is not
+/// the client's: a body whose every piece is there when asked for passes,
+/// however long the reader pauses between pieces.
+#[test]
+fn pauses_of_the_reader_are_not_the_clients_slowness() {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let ready =
+            futures_util::stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(&[b'a'; 20]))));
+        let mut body = MinRateBody::new(Body::from_stream(ready), 100, Duration::from_millis(300));
+        let mut got = 0;
+        while let Some(frame) = {
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            body.frame().await
+        } {
+            got += frame.expect("not too slow: the client was never waited on").into_data().map_or(0, |d| d.len());
+        }
+        assert_eq!(got, 100);
     });
 }
 
