@@ -1010,7 +1010,11 @@ async fn user(action: UserAction, config: Option<&Path>) -> anyhow::Result<()> {
             }
             UserAction::SetRole { username, roles } => {
                 let u = admin::set_roles(db, &username, &roles).await.map_err(explain)?;
-                Some((u, admin_action("roles_set", "").detail("roles", roles)))
+                // As stored (sorted, without repeats, at most 64): the raw
+                // arguments may repeat a role until `admin` falls past the
+                // audit's cap on a list's values.
+                let stored = u.roles.clone();
+                Some((u, admin_action("roles_set", "").detail("roles", stored)))
             }
             UserAction::Export { username } => {
                 let u = admin::find(db, &username).await.map_err(explain)?;

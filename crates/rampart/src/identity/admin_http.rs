@@ -464,14 +464,17 @@ impl Target<'_> {
         if self.is_self() && !body.roles.iter().any(|r| r == ADMIN) {
             return bad_request(&req, "an admin cannot take the admin role from themselves; ask another admin");
         }
-        match self.service.db.set_roles(&self.user.id, &body.roles, now_ms()).await.map_err(IdentityError::from) {
-            Ok(_) => {}
-            Err(IdentityError::BadInput(msg)) => return bad_request(&req, &msg),
-            Err(e) => return internal(&req, &e),
-        }
-        // The roles as a list, each whole: joined into one string, a long role
-        // could push `admin` past the value's length cap.
-        self.state.audit(self.audit("roles_set").detail("roles", body.roles.clone()));
+        let stored = match self.service.db.set_roles(&self.user.id, &body.roles, now_ms()).await {
+            Ok(stored) => stored,
+            Err(e) => match IdentityError::from(e) {
+                IdentityError::BadInput(msg) => return bad_request(&req, &msg),
+                e => return internal(&req, &e),
+            },
+        };
+        // The roles as stored (sorted, without repeats), as a list, each
+        // whole: joined into one string, a long role could push `admin` past
+        // the value's length cap.
+        self.state.audit(self.audit("roles_set").detail("roles", stored));
         self.fresh(&req).await
     }
 

@@ -173,6 +173,12 @@ async fn every_layer(tdb: &TestDb) {
     let svc: Value = serde_json::from_str(&cli(&config, &["client", "add", "svc", "--scope", "read"])).unwrap();
     let svc = svc["client_id"].as_str().unwrap().to_string();
     cli(&config, &["user", "logout", "bob"]);
+    // Roles are audited as stored: repeated arguments cannot push `admin`
+    // past the cap on a list's values in the record.
+    let mut set_role = vec!["user", "set-role", "alice"];
+    set_role.extend(std::iter::repeat_n("viewer", 100));
+    set_role.push("admin");
+    cli(&config, &set_role);
     gw.reload(rampart::app::load_policy_text(&text)).unwrap();
     gw.audit.flush().await;
 
@@ -219,6 +225,9 @@ async fn every_layer(tdb: &TestDb) {
     assert_eq!(subjects(AuditKind::AdminAction, Some("user_locked")), [Some(alice.clone())]);
     assert_eq!(subjects(AuditKind::AdminAction, Some("user_logged_out")), [Some(bob.clone())]);
     assert_eq!(subjects(AuditKind::AdminAction, Some("client_created")), [Some(svc)]);
+    let roles_set = find(&records, AuditKind::AdminAction, Some("roles_set"));
+    assert_eq!(roles_set.len(), 1);
+    assert_eq!(roles_set[0].detail["roles"], json!(["admin", "viewer"]));
     assert!(find(&records, AuditKind::AdminAction, None).iter().all(|r| r.detail["actor"] == json!("cli")));
     let reloads = find(&records, AuditKind::ConfigReloaded, None);
     assert_eq!(reloads.len(), 2);
