@@ -512,13 +512,24 @@ impl BanList {
             offences.retain(|_, (_, last)| now.saturating_sub(*last) < forget);
             if offences.len() >= self.config.max_tracked {
                 // Full of offences still remembered: forget the oldest eighth
-                // at once (those of their last millisecond too), so that a
-                // flood of new offenders costs one scan per eighth of the
-                // table, not one each under the lock.
+                // at once, so that a flood of new offenders costs one scan
+                // per eighth of the table, not one each under the lock. Just
+                // an eighth: of those offending in the same millisecond as
+                // the eighth's newest, only as many as make it up (a flood
+                // within one millisecond would otherwise clear the table).
                 let mut lasts: Vec<u64> = offences.values().map(|(_, last)| *last).collect();
                 let k = (lasts.len() / 8).max(1);
-                let cut = *lasts.select_nth_unstable(k - 1).1;
-                offences.retain(|_, (_, last)| *last > cut);
+                let (older, cut, _) = lasts.select_nth_unstable(k - 1);
+                let cut = *cut;
+                let mut ties = k - older.iter().filter(|l| **l < cut).count();
+                offences.retain(|_, (_, last)| match (*last).cmp(&cut) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal if ties > 0 => {
+                        ties -= 1;
+                        false
+                    }
+                    _ => true,
+                });
             }
         }
         let entry = offences.entry(ip).or_insert((0, now));
@@ -857,6 +868,19 @@ mod tests {
         }
         let last = IpAddr::from(99u32.to_be_bytes());
         assert_eq!(bans.next_ban_length(&mut offences, last), Duration::from_secs(600), "its second offence");
+    }
+
+    /// Full of offences from one millisecond, the table forgets an eighth
+    /// of them (here one), not all.
+    #[test]
+    fn a_full_table_of_one_millisecond_forgets_only_an_eighth() {
+        let bans = list(1);
+        let now = now_ms();
+        let mut offences: HashMap<IpAddr, (u32, u64)> =
+            (0..10u32).map(|i| (IpAddr::from(i.to_be_bytes()), (1, now))).collect();
+        bans.next_ban_length(&mut offences, "192.0.2.200".parse().unwrap());
+        assert_eq!(offences.len(), 10, "one forgotten, one added");
+        assert_eq!(offences.values().filter(|(count, _)| *count == 1).count(), 10);
     }
 
     /// Strikes from any addresses of one IPv6 /64 count together, and the

@@ -79,13 +79,15 @@ impl Table {
     pub(super) fn expire(&mut self, now: u64) {
         for manual in [false, true] {
             loop {
-                let set = if manual { &self.manual_by_end } else { &self.automatic_by_end };
-                match set.first() {
-                    Some(&(until, net)) if until <= now => {
-                        self.remove(&net);
-                    }
-                    _ => break,
+                let set = if manual { &mut self.manual_by_end } else { &mut self.automatic_by_end };
+                if set.first().is_none_or(|&(until, _)| until > now) {
+                    break;
                 }
+                // Taken off the index first, so that the loop ends even if
+                // the index and the map disagreed.
+                let Some((_, net)) = set.pop_first() else { break };
+                let removed = self.remove(&net);
+                debug_assert!(removed.is_some(), "the end-time index named a ban the table does not hold");
             }
         }
     }
