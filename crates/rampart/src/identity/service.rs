@@ -357,7 +357,10 @@ impl IdentityService {
             .db
             .user_by_id(&user_id)
             .await?
-            .filter(|u| !u.disabled && !u.is_locked(now))
+            // An automatic lockout stops new logins, not what was issued
+            // (anyone who knows the name can set one off); an
+            // administrator's lock ends both.
+            .filter(|u| !u.disabled && !u.is_admin_locked(now))
             .ok_or(IdentityError::InvalidGrant { reason: "locked", user_id: Some(user_id) })?;
         Ok(IssuedTokens {
             access_token: self.access_token(&user, now, false)?,

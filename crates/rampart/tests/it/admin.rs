@@ -357,6 +357,9 @@ async fn admin_lock_outlasts_lockouts(db: &TestDb) {
     let dave = sign_up(&gw, "dave").await;
     make_admin(db, &root).await;
     let admin = Api { gw: &gw, token: bearer(&gw, "root").await };
+    let login = [("grant_type", "password"), ("username", "dave"), ("password", PASSWORD)];
+    let (status, signed_in) = token_request(&gw, &login).await;
+    assert_eq!(status, 200);
 
     // Locked without `for`: until unlocked.
     let r = admin.send(reqwest::Method::POST, &format!("/users/{dave}/lock"), None).await;
@@ -371,9 +374,12 @@ async fn admin_lock_outlasts_lockouts(db: &TestDb) {
         assert_eq!(token_request(&gw, &wrong).await.0, 400);
     }
     assert_eq!(admin.ok(&format!("/users/{dave}")).await["locked_until"].as_u64(), Some(indefinite));
-    let login = [("grant_type", "password"), ("username", "dave"), ("password", PASSWORD)];
     let (status, body) = token_request(&gw, &login).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "still locked: {body}");
+    // An administrator's lock ends what was issued: the refresh token too.
+    let rt = signed_in["refresh_token"].as_str().unwrap();
+    let (status, body) = token_request(&gw, &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
 
     // The administrator's unlock still ends it.
     assert_eq!(admin.send(reqwest::Method::POST, &format!("/users/{dave}/unlock"), None).await.status(), 200);

@@ -563,6 +563,8 @@ async fn an_account_is_locked_after_repeated_failures() {
         let gw = &gw;
         async move { token_request(gw, &[("grant_type", "password"), ("username", user), ("password", password)]).await }
     };
+    let (status, signed_in) = attempt("grace", PASSWORD).await;
+    assert_eq!(status, 200);
     // Three wrong passwords are tolerated; the fourth locks the account.
     for _ in 0..4 {
         assert_eq!(attempt("grace", "wrong password here").await.0, 400);
@@ -571,6 +573,11 @@ async fn an_account_is_locked_after_repeated_failures() {
     let locked = attempt("grace", PASSWORD).await;
     assert_eq!(locked, attempt("grace", "wrong password here").await);
     assert_eq!(locked.1["error"], "invalid_grant");
+    // The lockout stops new logins only (anyone who knows the name can set
+    // it off): a refresh token already issued is still honoured.
+    let rt = signed_in["refresh_token"].as_str().unwrap();
+    let (status, refreshed) = token_request(&gw, &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
+    assert_eq!(status, 200, "{refreshed}");
     // The lock is per account: another user from the same address logs in.
     assert_eq!(attempt("heidi", PASSWORD).await.0, 200);
 }
