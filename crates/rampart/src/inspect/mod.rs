@@ -491,8 +491,10 @@ enum BodyKind {
 /// The refusal of a body the route would inspect or mask but cannot read:
 /// one in a `Content-Encoding` (gzip, …; frameworks that decompress, such as
 /// Express's body parsers, would read what Rampart never saw), or one
-/// without a usable `Content-Type` (FastAPI reads such a body as JSON). In
-/// `block` mode, and wherever PII is masked; `None` otherwise.
+/// without a usable `Content-Type` (FastAPI reads such a body as JSON), or
+/// a JSON or form body in a charset other than UTF-8 (see
+/// [`foreign_charset`]). In `block` mode, and wherever PII is masked; `None`
+/// otherwise.
 fn uninspectable(req: &HttpRequest, kind: BodyKind, policy: &InspectPolicy) -> Option<HttpResponse> {
     let strict = policy.mode == InspectMode::Block || policy.redact_pii;
     if !strict {
@@ -522,7 +524,16 @@ fn uninspectable(req: &HttpRequest, kind: BodyKind, policy: &InspectPolicy) -> O
             .into_response_for(req.extensions()),
         );
     }
-    let typed = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if read && matches!(kind, BodyKind::Json | BodyKind::Form) && content_type.is_some_and(foreign_charset) {
+        return Some(
+            Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-charset", "Unsupported charset")
+                .detail("this route inspects request bodies, which must be UTF-8 (charset=utf-8, or none)")
+                .rejected_by("inspect", "charset")
+                .into_response_for(req.extensions()),
+        );
+    }
+    let typed = content_type.is_some_and(|v| !v.trim().is_empty());
     if !typed {
         return Some(
             Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing-content-type", "Content-Type required")
@@ -532,6 +543,21 @@ fn uninspectable(req: &HttpRequest, kind: BodyKind, policy: &InspectPolicy) -> O
         );
     }
     None
+}
+
+/// Whether a JSON or form `Content-Type` names a charset other than UTF-8
+/// (or US-ASCII, a subset): Express's body parsers decode JSON in any
+/// `utf-*` charset iconv knows, so `charset=utf-7` turns
+/// `+ADw-script+AD4-`, which Rampart reads as harmless UTF-8, into
+/// `<script>`. Any `charset` parameter counts, however it is spelt (quoted,
+/// repeated): what cannot be read plainly is refused.
+fn foreign_charset(content_type: &str) -> bool {
+    content_type.split(';').skip(1).any(|param| {
+        let Some((key, value)) = param.split_once('=') else { return false };
+        let value = value.trim().trim_matches('"');
+        key.trim().eq_ignore_ascii_case("charset")
+            && !(value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("us-ascii"))
+    })
 }
 
 fn body_kind(req: &HttpRequest) -> BodyKind {

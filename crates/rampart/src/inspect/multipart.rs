@@ -34,9 +34,11 @@ pub const MAX_PARTS: usize = 2_000;
 pub struct MultipartField {
     pub name: String,
     /// The `filename` of a file part: such a part is a file to the app
-    /// (Starlette, Werkzeug), whose content is not inspected.
+    /// (Starlette, Werkzeug), whose content is not inspected (unless the
+    /// filename is empty, see `text`).
     pub filename: Option<String>,
-    /// The content of a field that is not a file, as text.
+    /// The content of a field that is not a file, as text; also of a part
+    /// whose filename is empty, which some frameworks read as a field.
     pub text: Option<String>,
 }
 
@@ -232,7 +234,12 @@ fn read_part(part: &[u8]) -> Result<MultipartField, Refusal> {
         }
     }
     let name = name.ok_or("a multipart part without a name")?;
-    let text = filename.is_none().then(|| String::from_utf8_lossy(data).into_owned());
+    // A part with an empty filename is a file to Starlette and Werkzeug but a
+    // text field to Django (`params.get("filename")`) and busboy ≥ 1
+    // (multer, @fastify/multipart): its content is inspected as a field's.
+    // Browsers send one for an empty file input, with no content.
+    let is_file = filename.as_deref().is_some_and(|f| !f.is_empty());
+    let text = (!is_file).then(|| String::from_utf8_lossy(data).into_owned());
     Ok(MultipartField { name, filename, text })
 }
 
@@ -267,6 +274,10 @@ mod tests {
         assert_eq!((fields[0].name.as_str(), fields[0].text.as_deref()), ("q", Some("hello\r\nworld")));
         assert_eq!((fields[1].filename.as_deref(), fields[1].text.as_deref()), (Some("a;b.txt"), None));
         assert_eq!((fields[2].name.as_str(), fields[2].text.as_deref()), ("plain", Some("")));
+        // An empty filename: a field to Django and busboy, so read as text.
+        let empty = body(&[part("form-data; name=\"q\"; filename=\"\"", "", "x")]);
+        let fields = parse(CT, empty.as_bytes()).unwrap();
+        assert_eq!((fields[0].filename.as_deref(), fields[0].text.as_deref()), (Some(""), Some("x")));
         let quoted = "multipart/form-data; charset=UTF-8; boundary=\"XyZ\"";
         assert_eq!(parse(quoted, b.as_bytes()).unwrap().len(), 3);
         assert_eq!(parse(CT, b"--XyZ--\r\n").unwrap(), vec![]);

@@ -327,6 +327,39 @@ async fn bodies_that_cannot_be_inspected_are_refused() {
     let bom = b"\xEF\xBB\xBF{\"ssn\":\"123-45-6789\"}".to_vec();
     let r = c.post(url(&gw, "/masked/x")).header("content-type", "application/json").body(bom).send().await.unwrap();
     assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:invalid-body");
+
+    // A charset other than UTF-8: Express decodes UTF-7 JSON, in which
+    // `+ADw-script+AD4-` is `<script>`, which Rampart would read as plain text.
+    let utf7 = "{\"comment\":\"+ADw-script+AD4-alert(1)+ADw-/script+AD4-\"}";
+    for (ct, path) in [
+        ("application/json; charset=utf-7", "/s"),
+        ("application/json; charset=\"UTF-7\"", "/s"),
+        ("application/json; charset=utf-8; charset=utf-7", "/masked/x"),
+        ("application/x-www-form-urlencoded; charset=utf-16", "/s"),
+    ] {
+        let r = c.post(url(&gw, path)).header("content-type", ct).body(utf7).send().await.unwrap();
+        assert_eq!(problem(r, 415).await["type"], "urn:rampart:problem:unsupported-charset", "{ct}");
+    }
+    for ct in ["application/json; charset=UTF-8", "application/json;charset=\"utf-8\"", "application/json"] {
+        let r = c.post(url(&gw, "/s")).header("content-type", ct).body("{\"a\":1}").send().await.unwrap();
+        assert_eq!(r.status(), 200, "{ct}");
+    }
+    let r = c.post(url(&gw, "/detect/x")).header("content-type", "application/json; charset=utf-7").body(utf7);
+    assert_eq!(r.send().await.unwrap().status(), 200, "detect mode reads what it can");
+
+    // Two media types: Rampart would judge the first, gunicorn hands the app
+    // the last. Refused on every route.
+    for path in ["/s", "/detect/x"] {
+        let r = c
+            .post(url(&gw, path))
+            .header("content-type", "text/plain")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("comment={}", enc(XSS)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(problem(r, 400).await["type"], "urn:rampart:problem:bad-request", "{path}");
+    }
 }
 
 /// A `multipart/form-data` body of `parts` (name, filename, extra part
@@ -370,6 +403,8 @@ async fn multipart_form_fields_are_inspected() {
         ("field name", multipart(&[(XSS, None, "", "1")])),
         ("file name", multipart(&[("upload", Some(TRAVERSAL), "", "plain text")])),
         ("after an excluded field", multipart(&[("body_html", None, "", XSS), ("q", None, "", SQLI)])),
+        // Django and busboy (multer) read a part with an empty filename as a field.
+        ("empty filename", multipart(&[("comment", Some(""), "", XSS)])),
     ];
     for (what, body) in blocked {
         let v = problem(send("/s", form, body).await.unwrap(), 403).await;
