@@ -173,6 +173,26 @@ pub struct GeoService<S> {
     layer: GeoLayer,
 }
 
+/// Removes `name` and every spelling of it with `_` for `-`
+/// (`X_Client_Country`): CGI-style servers (gunicorn before 22, Puma before
+/// 6.4.3) read both as the one variable the app trusts.
+fn remove_with_aliases(headers: &mut http::HeaderMap, name: &http::HeaderName) {
+    headers.remove(name);
+    let aliases: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let (n, want) = (n.as_str().as_bytes(), name.as_str().as_bytes());
+            n.len() == want.len()
+                && n.contains(&b'_')
+                && n.iter().zip(want).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+        })
+        .cloned()
+        .collect();
+    for alias in aliases {
+        headers.remove(alias);
+    }
+}
+
 impl<S: Inner> Service<HttpRequest> for GeoService<S> {
     type Response = S::Response;
     type Error = S::Error;
@@ -185,7 +205,7 @@ impl<S: Inner> Service<HttpRequest> for GeoService<S> {
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         let l = &self.layer;
         if let Some(h) = &l.header {
-            req.headers_mut().remove(h);
+            remove_with_aliases(req.headers_mut(), h);
         }
         let (Some(db), Some(ip)) = (&l.db, req.extensions().get::<ClientInfo>().map(|c| c.ip)) else {
             return Either::Left(self.inner.call(req));

@@ -28,6 +28,9 @@ async fn get(gw: &rampart::Gateway, path: &str, client_ip: &str) -> reqwest::Res
         .get(url(gw, path))
         .header("x-forwarded-for", client_ip)
         .header("x-client-country", "ZZ")
+        // What gunicorn and Puma would read as the same variable.
+        .header("x_client_country", "ZZ")
+        .header("X_Client-Country", "ZZ")
         .send()
         .await
         .unwrap()
@@ -56,6 +59,9 @@ async fn country_rules_and_header() {
         assert_eq!(r.status(), 200);
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(v["headers"].get("x-client-country").is_none(), "spoofed header must not survive");
+        for alias in ["x_client_country", "x_client-country"] {
+            assert!(v["headers"].get(alias).is_none(), "{alias} must not survive: {v}");
+        }
     }
 }
 
