@@ -306,12 +306,12 @@ impl<S: Inner> Service<HttpRequest> for AuthService<S> {
                             shared.admit(&mut req, verified);
                             inner.call(req).await
                         }
-                        Err((failure, _)) => Ok(shared.refusal(&req, failure)),
+                        Err((failure, _)) => Ok(shared.token_refusal(&req, failure, source)),
                     }
                 }))
             }
             Err((failure, _)) => {
-                let resp = shared.refusal(&req, failure);
+                let resp = shared.token_refusal(&req, failure, source);
                 Either::Right(Box::pin(async move { Ok(resp) }))
             }
         }
@@ -479,8 +479,28 @@ impl Shared {
         req.extensions_mut().insert(verified.principal);
     }
 
+    /// The refusal of a bearer token read from `source`. A token from the
+    /// route's `auth_cookie` that has expired (or is not valid yet, or was
+    /// revoked at logout) is what a browser keeps sending until the cookie
+    /// goes: refused, but not struck towards a ban, as a stale session
+    /// cookie is not. A forged or malformed one is struck wherever it came from.
+    fn token_refusal(&self, req: &HttpRequest, failure: AuthFailure, source: TokenSource) -> HttpResponse {
+        let stale = source == TokenSource::Cookie
+            && matches!(
+                failure,
+                AuthFailure::Token(TokenError::Expired | TokenError::NotYetValid) | AuthFailure::Revoked
+            );
+        self.refuse(req, failure, !stale)
+    }
+
     /// The 401 for `failure`, with its side effects (log, ban strike, audit).
     fn refusal(&self, req: &HttpRequest, failure: AuthFailure) -> HttpResponse {
+        self.refuse(req, failure, true)
+    }
+
+    /// The 401 for `failure`, with its side effects (log, audit, and a ban
+    /// strike when `strike` and the failure is one that earns strikes).
+    fn refuse(&self, req: &HttpRequest, failure: AuthFailure, strike: bool) -> HttpResponse {
         let reason = failure.reason();
         if matches!(
             failure,
@@ -502,7 +522,7 @@ impl Shared {
             let method = failure.method();
             tracing::info!(target: "rampart::auth", reason, method, ip = ?ip, "credential refused");
             // A stale session cookie is what browsers keep: no strike for it.
-            if let (Some(ip), false) = (ip, matches!(failure, AuthFailure::Session(_))) {
+            if let (Some(ip), true) = (ip, strike && !matches!(failure, AuthFailure::Session(_))) {
                 self.state.strike(ip, Strike::AuthFailure);
             }
             let key = format!("auth|{}|{reason}", ip.map(|i| i.to_string()).unwrap_or_default());

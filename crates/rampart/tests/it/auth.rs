@@ -437,12 +437,20 @@ async fn repeated_bad_tokens_earn_a_ban() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!("[bans]\nafter_auth_failures = 3\nwindow = '1m'\n{}", auth_config(dir.path(), ROUTES));
     let (gw, _) = setup(&cfg).await;
+    // An expired token in the route's cookie is what a browser keeps
+    // sending: refused every time, never struck towards a ban.
+    let expired = token(&hs256(), &Claims::new(APP, "u-1", "api", now() - 1200, 600));
+    for _ in 0..5 {
+        let r = get(&gw, "/maybe/x", None, &[("cookie", &format!("at={expired}"))]).await;
+        assert_eq!(r.status(), 401);
+    }
+    let valid = token(&hs256(), &claims(APP, "u-1"));
+    assert_eq!(get(&gw, "/private/x", Some(&valid), &[]).await.status(), 200, "banned for a stale cookie");
     // Three failures are tolerated within the window; the fourth earns the ban.
     for _ in 0..4 {
         assert_eq!(get(&gw, "/private/x", Some("bad.token.value"), &[]).await.status(), 401);
     }
     // Banned now: even a valid token from this address is refused, before any auth work.
-    let valid = token(&hs256(), &claims(APP, "u-1"));
     let banned = eventually(std::time::Duration::from_secs(5), || async {
         get(&gw, "/private/x", Some(&valid), &[]).await.status() == 403
     })
