@@ -125,6 +125,11 @@ impl Keys {
     /// deleted from the table once retired.
     pub async fn reload(&self, now: u64) -> anyhow::Result<bool> {
         let _one = self.reloading.lock().await;
+        self.reload_locked(now).await
+    }
+
+    /// [`reload`](Self::reload), with `reloading` held by the caller.
+    async fn reload_locked(&self, now: u64) -> anyhow::Result<bool> {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let fresh = load(&self.settings, &self.db, &self.seal_key, now).await?;
         if fresh.fingerprint == self.state.load().fingerprint {
@@ -138,13 +143,21 @@ impl Keys {
 
     /// A token named a `kid` we do not know: perhaps another instance rotated.
     /// Reloads at most once per [`MIN_RELOAD`]; true when the keys changed.
+    ///
+    /// Judged again once the reload lock is held: requests that queued
+    /// behind a reload (a made-up `kid` needs no signature, and a slow
+    /// database makes a queue) find it recent and reload no more.
     pub async fn reload_for_unknown_kid(&self, now: u64) -> bool {
         let recent =
-            self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < MIN_RELOAD);
-        if recent {
+            || self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < MIN_RELOAD);
+        if recent() {
             return false;
         }
-        self.reload(now).await.unwrap_or_else(|e| {
+        let _one = self.reloading.lock().await;
+        if recent() {
+            return false;
+        }
+        self.reload_locked(now).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "reading the signing keys failed");
             false
         })
@@ -322,4 +335,44 @@ pub fn key_json(k: &SigningKeyRecord) -> serde_json::Value {
         "not_after_sign": k.not_after_sign,
         "retire_at": k.retire_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Requests that queued behind a reload (for a made-up `kid`) find it
+    /// recent once they hold the lock: one reload, not one each.
+    #[tokio::test]
+    async fn requests_queued_behind_a_reload_do_not_each_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}/keys.db", dir.path().display());
+        let text = format!(
+            "version = 1\n[storage]\ndatabase = '{db_url}'\n[identity]\nenabled = true\n\
+             issuer = 'https://api.example.test'\nsecret_key = '0123456789abcdef0123456789abcdef-unit-test'\n\
+             [upstreams.default]\nurl = 'http://127.0.0.1:1'\n"
+        );
+        let policy = crate::app::load_policy_text(&text).unwrap();
+        let db = Database::connect(&db_url).await.unwrap();
+        let now = super::super::service::now_ms();
+        let keys = Keys::start(policy.identity.clone().unwrap(), db, now).await.unwrap();
+
+        let held = keys.reloading.lock().await;
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let keys = keys.clone();
+                tokio::spawn(async move { keys.reload_for_unknown_kid(now).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // As far as those waiting can tell, a reload has just finished.
+        let stamp = Instant::now();
+        *keys.last_reload.lock().unwrap() = Some(stamp);
+        drop(held);
+        for w in waiting {
+            assert!(!w.await.unwrap());
+        }
+        assert_eq!(*keys.last_reload.lock().unwrap(), Some(stamp), "a queued request reloaded again");
+    }
 }
