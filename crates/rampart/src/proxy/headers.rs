@@ -22,9 +22,11 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Other headers through which proxies tell upstreams about the client or
 /// the original request, and which frameworks believe: Werkzeug's `ProxyFix`
 /// (`X-Forwarded-Port`/`-Prefix`), Symfony and IIS (`X-Original-URL`,
-/// `X-Rewrite-URL`), CDN-style client addresses. From a client that is not a
-/// trusted proxy they are its own inventions, and go.
-const FORWARDING_LIKE: [HeaderName; 11] = [
+/// `X-Rewrite-URL`), nginx `auth_request` setups (`X-Original-URI`), CDN-style
+/// client addresses. From a client that is not a trusted proxy they are its
+/// own inventions, and go, as does every other `X-Forwarded-*` header (see
+/// [`remove_forwarded_family`]).
+const FORWARDING_LIKE: [HeaderName; 14] = [
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-server"),
@@ -32,6 +34,9 @@ const FORWARDING_LIKE: [HeaderName; 11] = [
     HeaderName::from_static("x-forwarded-ssl"),
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
     HeaderName::from_static("x-client-ip"),
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("x-cluster-client-ip"),
@@ -201,12 +206,15 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             }
             ForwardingHeader::Forwarded => {
                 append_list(headers, header::FORWARDED, &forwarded_element(&peer, proto, hop.host));
-                if let Ok(v) = HeaderValue::try_from(client) {
+                // The X-Forwarded-* family is the client's here (the proxies
+                // pass it on untouched), all of it: `-Prefix`, `-Ssl` and
+                // the like too. Its Host is the one the trusted proxy
+                // forwarded and Rampart judged.
+                remove_forwarded_family(headers);
+                if let Ok(v) = HeaderValue::try_from(client.as_str()) {
                     headers.insert(X_FORWARDED_FOR, v);
                 }
                 headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-                // The X-Forwarded-* family is the client's here: its Host
-                // is the one the trusted proxy forwarded and Rampart judged.
                 match hop.host {
                     Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
                     None => headers.remove(X_FORWARDED_HOST),
@@ -220,6 +228,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
         }
     } else {
         crate::edge::remove_headers(headers, &FORWARDING_LIKE);
+        remove_forwarded_family(headers);
         if let Ok(v) = HeaderValue::try_from(peer.as_str()) {
             headers.insert(X_REAL_IP, v.clone());
             headers.insert(X_FORWARDED_FOR, v);
@@ -232,6 +241,35 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
             None => headers.remove(X_FORWARDED_HOST),
         };
+    }
+}
+
+/// Joins the `Cookie` fields of an HTTP/2 request into one (RFC 9113
+/// §8.2.3: browsers send each cookie as a field of its own, and they must be
+/// joined with `"; "` before the request goes on over HTTP/1.1, where apps
+/// read one `Cookie` line: Starlette the first, gunicorn joins with `,`).
+pub fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.nth(1).is_none() {
+        return;
+    }
+    let joined = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>().join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Removes every `X-Forwarded-*` header (`-Uri`, `-Method`, `-Client-Cert`,
+/// `-Prefix`…): frameworks and apps believe more of the family than any
+/// fixed list names, and where the client wrote them they are its own.
+fn remove_forwarded_family(headers: &mut HeaderMap) {
+    let is_family = |n: &HeaderName| n.as_str().starts_with("x-forwarded-");
+    if !headers.keys().any(is_family) {
+        return;
+    }
+    let family: Vec<HeaderName> = headers.keys().filter(|n| is_family(n)).cloned().collect();
+    for name in family {
+        headers.remove(name);
     }
 }
 
@@ -283,7 +321,10 @@ fn forwarded_element(ip: &str, proto: &str, host: Option<&HeaderValue>) -> Strin
     s.push_str(";proto=");
     s.push_str(proto);
     if let Some(h) = host {
-        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        // A token (RFC 7239 §4: `value = token / quoted-string`) only when
+        // it is a plain name: `:` (a port) and `[]` (IPv6) are not token
+        // characters, and a strict parser refuses the whole header for them.
+        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b)) {
             s.push_str(";host=");
             s.push_str(h);
         } else {
@@ -456,6 +497,15 @@ mod tests {
         let host = HeaderValue::from_static("a b\"c\\d");
         assert_eq!(forwarded_element("1.2.3.4", "https", Some(&host)), "for=1.2.3.4;proto=https;host=\"a bcd\"");
         assert_eq!(forwarded_element("::1", "http", None), "for=\"[::1]\";proto=http");
+        // A port or an IPv6 literal is no token: quoted.
+        for (host, written) in [
+            ("a.example:8443", "host=\"a.example:8443\""),
+            ("[::1]:8080", "host=\"[::1]:8080\""),
+            ("a-b.example", "host=a-b.example"),
+        ] {
+            let host = HeaderValue::from_static(host);
+            assert!(forwarded_element("1.2.3.4", "http", Some(&host)).ends_with(written), "{host:?}");
+        }
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl ProxyService {
             .get(header::HOST)
             .cloned()
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let from_h2 = req.version() == Version::HTTP_2;
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers);
         headers::strip_underscore_aliases(headers, &self.identity);
@@ -287,9 +288,14 @@ impl ProxyService {
         if let Some(sessions) = self.state.identity().and_then(|i| i.sessions.as_ref()) {
             crate::auth::strip_cookie(headers, &sessions.settings.cookie_name);
         }
+        if from_h2 {
+            headers::join_cookie_crumbs(headers);
+        }
         if let Some(client) = &client {
             let https = conn.is_some_and(|c| c.tls) || client.forwarded_https;
-            let peer = conn.map_or(client.ip, |c| c.peer.ip());
+            // Canonical, as the client address is: on a dual-stack listener
+            // an IPv4 peer is `::ffff:a.b.c.d` to the socket.
+            let peer = conn.map_or(client.ip, |c| c.peer.ip().to_canonical());
             let hop = headers::Hop { client, peer, https, host: original_host.as_ref(), header: self.forwarding };
             headers::set_forwarded(headers, &hop);
         }

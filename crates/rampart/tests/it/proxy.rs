@@ -16,6 +16,9 @@ async fn forwards_with_forwarding_headers_and_security_headers() {
         .header("x-real-ip", "6.6.6.6")
         .header("x-original-url", "/admin")
         .header("x-forwarded-prefix", "/evil")
+        .header("x-forwarded-uri", "/public")
+        .header("x-forwarded-client-cert", "Hash=1;Subject=\"CN=admin\"")
+        .header("x-original-uri", "/public")
         .header("x-request-id", "client-id-1")
         .send()
         .await
@@ -40,8 +43,13 @@ async fn forwards_with_forwarding_headers_and_security_headers() {
     // The spoofed chain from an untrusted peer is replaced by the real peer.
     assert_eq!(uh["x-forwarded-for"], "127.0.0.1");
     assert_eq!(uh["x-real-ip"], "127.0.0.1");
-    assert!(uh.get("x-original-url").is_none() && uh.get("x-forwarded-prefix").is_none(), "{uh:?}");
-    assert_eq!(uh["forwarded"], format!("for=127.0.0.1;proto=http;host={}", gw.addr));
+    for invented in
+        ["x-original-url", "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-client-cert", "x-original-uri"]
+    {
+        assert!(uh.get(invented).is_none(), "{invented}: {uh:?}");
+    }
+    // `host:port` is no RFC 7239 token: quoted.
+    assert_eq!(uh["forwarded"], format!("for=127.0.0.1;proto=http;host=\"{}\"", gw.addr));
     assert_eq!(uh["x-forwarded-proto"], "http");
     assert_eq!(uh["x-forwarded-host"], gw.addr.to_string());
     assert_eq!(uh["x-request-id"], "client-id-1");
@@ -86,7 +94,7 @@ async fn only_the_forwarding_header_the_proxies_write_is_believed() {
     let r = forwarded_by(&gw, "203.0.113.7", "for=6.6.6.6").await;
     assert_eq!(r.status(), 200, "the client's Forwarded was believed");
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["headers"]["forwarded"], format!("for=203.0.113.7;proto=http;host={}", gw.addr));
+    assert_eq!(v["headers"]["forwarded"], format!("for=203.0.113.7;proto=http;host=\"{}\"", gw.addr));
     assert_eq!(forwarded_by(&gw, "6.6.6.6", "for=203.0.113.7").await.status(), 403);
 
     // Behind proxies that write Forwarded, the reverse.
@@ -95,6 +103,8 @@ async fn only_the_forwarding_header_the_proxies_write_is_believed() {
         .get(url(&gw, "/x"))
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-host", "evil.test")
+        .header("x-forwarded-prefix", "//evil.test")
+        .header("x-forwarded-ssl", "on")
         .header("forwarded", "for=203.0.113.7")
         .send()
         .await
@@ -103,6 +113,9 @@ async fn only_the_forwarding_header_the_proxies_write_is_believed() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.7");
     assert_eq!(v["headers"]["x-forwarded-host"], gw.addr.to_string(), "nor its X-Forwarded-Host");
+    for invented in ["x-forwarded-prefix", "x-forwarded-ssl"] {
+        assert!(v["headers"].get(invented).is_none(), "{invented}: {v}");
+    }
     assert_eq!(forwarded_by(&gw, "203.0.113.7", "for=6.6.6.6").await.status(), 403);
     let bad = config_with("http://127.0.0.1:1", "client_ip_header = 'x-real-ip'", "");
     let err = rampart::app::load_policy_text(&bad).err().unwrap().to_string();
@@ -608,4 +621,65 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     // ...while the request already in flight completes.
     assert_eq!(in_flight.await.unwrap(), "slow done");
     gw.wait().await;
+}
+
+/// Browsers send each cookie as a field of its own over HTTP/2; the
+/// upstream, over HTTP/1.1, gets them joined in one `Cookie` line (RFC 9113
+/// §8.2.3), as apps read one.
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_the_upstream_as_one_line() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    let head = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the upstream connection closed mid-head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let gw = gateway(&config(&format!("http://{up}"), "")).await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(url(&gw, "/x")).header("cookie", "a=1").header("cookie", "b=2").send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    let head = head.await.unwrap().to_ascii_lowercase();
+    let cookies: Vec<&str> = head.lines().filter(|l| l.starts_with("cookie:")).collect();
+    assert_eq!(cookies, ["cookie: a=1; b=2"], "{head}");
+}
+
+/// On a dual-stack listener an IPv4 client is `::ffff:a.b.c.d` to the
+/// socket; the upstream is told its plain IPv4 address, as Rampart sees it.
+#[tokio::test]
+async fn a_dual_stack_listener_forwards_plain_ipv4_addresses() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    }
+    let up = start_upstream().await;
+    let text = config(&format!("http://{up}"), "").replace("listen = '127.0.0.1:0'", "listen = '[::]:0'");
+    let gw = gateway(&text).await;
+    let v: serde_json::Value =
+        client().get(format!("http://127.0.0.1:{}/x", gw.addr.port())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["headers"]["x-real-ip"], "127.0.0.1", "{v}");
+    assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert!(v["headers"]["forwarded"].as_str().unwrap().starts_with("for=127.0.0.1;"), "{v}");
+}
+
+/// A transfer coding other than `chunked` alone is refused with 501 (RFC
+/// 9112 §6.1), not passed on with the coding dropped.
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused() {
+    let (gw, _) = setup("").await;
+    let body = "POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let out = raw(gw.addr, body.as_bytes(), Duration::from_millis(500)).await;
+    assert!(out.starts_with("HTTP/1.1 501 "), "{out}");
+    assert!(out.contains("unsupported-transfer-encoding"), "{out}");
+    let plain = "POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let out = raw(gw.addr, plain.as_bytes(), Duration::from_millis(500)).await;
+    assert!(out.starts_with("HTTP/1.1 200 ") && out.ends_with("abc"), "{out}");
 }
