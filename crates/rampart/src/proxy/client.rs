@@ -24,7 +24,52 @@ use super::h1::{H1Error, H1Pools};
 use crate::observe::Metrics;
 use rustls::pki_types::CertificateDer;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type UpstreamClient = Client<Bounded<HttpsConnector<HttpConnector>>, Body>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connector whose whole connect (name resolution, TCP and the TLS
+/// handshake) is bounded by the upstream's `connect_timeout`.
+/// `HttpConnector::set_connect_timeout` bounds each TCP attempt only: a
+/// target that accepts and then never finishes the handshake held a request
+/// until its response timeout, and it ended as a 504 that is never retried
+/// rather than a connect failure that is.
+#[derive(Clone, Debug)]
+pub struct Bounded<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> tower::Service<http::Uri> for Bounded<C>
+where
+    C: tower::Service<http::Uri>,
+    C::Response: Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect_timeout elapsed (name resolution, TCP and TLS handshake)",
+                )
+                .into()),
+            }
+        })
+    }
+}
 
 /// Why a request could not be exchanged with an upstream target.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +152,7 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
+        let connector = Bounded { inner: connector, limit: settings.connect_timeout };
         let mut client = Client::builder(TokioExecutor::new());
         client
             .timer(TokioTimer::new())

@@ -184,6 +184,40 @@ async fn https_upstream_is_verified() {
     assert_eq!(v["type"], "urn:rampart:problem:upstream-unavailable");
 }
 
+/// An HTTPS target that accepts connections and never answers the TLS
+/// handshake is a connect failure after `connect_timeout`, and the request is
+/// retried on the other target, not held until `response_timeout`.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_a_connect_failure() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = pki.leaf("upstream");
+    let good = https_upstream(&cert, &key).await;
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_port = stalled.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = stalled.accept().await {
+            held.push(s);
+        }
+    });
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    let text = config(&format!("https://localhost:{}", good.port()), "").replace(
+        &format!("url = 'https://localhost:{}'\n", good.port()),
+        &format!(
+            "urls = ['https://localhost:{stalled_port}', 'https://localhost:{}']\nca_file = '{ca}'\n\
+                 connect_timeout = '300ms'\nresponse_timeout = '4s'\n[upstreams.default.retries]\nattempts = 2\n",
+            good.port()
+        ),
+    );
+    let gw = gateway(&text).await;
+    // Round robin: some of these try the stalled target first.
+    for i in 0..4 {
+        let resp = client().get(url(&gw, &format!("/n{i}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.text().await);
+    }
+}
+
 /// `[redis]` for a TLS-only test Redis on `port`, with `tls` settings, and a
 /// route whose limit lives there and refuses while Redis is not usable.
 fn redis_tls_config(up: SocketAddr, port: u16, prefix: &str, tls: &str) -> String {
