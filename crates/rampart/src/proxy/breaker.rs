@@ -57,6 +57,20 @@ pub struct Permit {
     target: Arc<TargetState>,
     probe: bool,
     reported: bool,
+    /// The in-flight count was handed to an [`InFlight`] (see
+    /// [`Permit::finish_holding`]).
+    handed_on: bool,
+}
+
+/// A request still counted in flight on its target after its outcome was
+/// reported: its response body is still streaming. Uncounted when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<TargetState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Permit {
@@ -70,6 +84,16 @@ impl Permit {
         self.finish_at(success, Instant::now())
     }
 
+    /// [`Permit::finish`], the request still counted in flight until the
+    /// returned [`InFlight`] is dropped (with the response body, for
+    /// `least_in_flight`: a streamed answer, an LLM's above all, keeps its
+    /// target busy long after the head).
+    pub fn finish_holding(mut self, success: bool) -> (Option<Transition>, InFlight) {
+        self.handed_on = true;
+        let held = InFlight(self.target.clone());
+        (self.finish(success), held)
+    }
+
     /// [`Permit::finish`] with the clock passed in (tests drive time).
     pub fn finish_at(mut self, success: bool, now: Instant) -> Option<Transition> {
         self.reported = true;
@@ -79,7 +103,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.target.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !self.handed_on {
+            self.target.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.probe && !self.reported {
             // The probe was abandoned (client went away): let another try.
             let mut b = self.target.lock();
@@ -148,7 +174,7 @@ impl TargetState {
             }
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok(Permit { target: self.clone(), probe, reported: false })
+        Ok(Permit { target: self.clone(), probe, reported: false, handed_on: false })
     }
 
     fn record(&self, success: bool, probe: bool, now: Instant) -> Option<Transition> {
@@ -272,6 +298,11 @@ mod tests {
         let p = t.try_acquire(Instant::now()).unwrap();
         assert_eq!(t.in_flight(), 1);
         drop(p);
+        assert_eq!(t.in_flight(), 0);
+        // Reported, but still counted until the hold on it goes.
+        let (_, held) = t.try_acquire(Instant::now()).unwrap().finish_holding(true);
+        assert_eq!(t.in_flight(), 1);
+        drop(held);
         assert_eq!(t.in_flight(), 0);
         t.set_healthy(false);
         assert!(t.try_acquire(Instant::now()).is_err());

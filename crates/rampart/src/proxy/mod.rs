@@ -27,6 +27,7 @@ use http::{StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 use rampart_core::client_ip::ClientInfo;
+use rampart_core::config::model::Balance;
 use tower::Service;
 
 pub use client::Upstream;
@@ -388,7 +389,7 @@ impl ProxyService {
                 h.observe(elapsed.as_secs_f64());
             }
 
-            let mut resp = match result {
+            let resp = match result {
                 Err(progress::TimedOut { body_sent: false }) => {
                     // The body stopped moving on its way: the client or the
                     // upstream paused. Not counted against the target, or slow
@@ -443,7 +444,16 @@ impl ProxyService {
                 Ok(Ok(resp)) => resp,
             };
             let failed = matches!(resp.status().as_u16(), 502..=504);
-            self.report(&settings.name, &held.label, permit.finish(!failed), request_id.as_ref());
+            let mut resp = if settings.balance == Balance::LeastInFlight && up.targets.len() > 1 {
+                // Counted in flight until the body has gone: a streamed
+                // answer keeps its target busy long after the head.
+                let (transition, in_flight) = permit.finish_holding(!failed);
+                self.report(&settings.name, &held.label, transition, request_id.as_ref());
+                resp.map(|inner| Body::new(progress::Holding { inner, held: in_flight }))
+            } else {
+                self.report(&settings.name, &held.label, permit.finish(!failed), request_id.as_ref());
+                resp
+            };
 
             match (resp.status(), client_upgrade) {
                 (StatusCode::SWITCHING_PROTOCOLS, Some(client_side))

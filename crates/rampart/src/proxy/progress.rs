@@ -85,6 +85,30 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// A body that keeps `held` until it is itself dropped: a response body
+/// holding its target's [`InFlight`](super::breaker::InFlight) count.
+pub struct Holding<T> {
+    pub inner: Body,
+    pub held: T,
+}
+
+impl<T: Unpin> http_body::Body for Holding<T> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// `body` wrapped to report its progress (from now).
 pub fn track(body: Body) -> (Body, Arc<Progress>) {
     let now = Instant::now();

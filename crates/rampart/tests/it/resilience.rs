@@ -37,6 +37,25 @@ impl Controlled {
                 }),
             )
             .route(
+                "/stream",
+                axum::routing::get(|State(c): State<Controlled>| async move {
+                    c.hits.fetch_add(1, Ordering::SeqCst);
+                    let id = c.id;
+                    // The head at once, the body over 600 ms: an SSE answer.
+                    let chunks = futures_util::stream::unfold(0, move |i| async move {
+                        match i {
+                            0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"data: 1\n\n")), 1)),
+                            1 => {
+                                tokio::time::sleep(Duration::from_millis(600)).await;
+                                Some((Ok(bytes::Bytes::from(id)), 2))
+                            }
+                            _ => None,
+                        }
+                    });
+                    axum::body::Body::from_stream(chunks)
+                }),
+            )
+            .route(
                 "/upload",
                 axum::routing::post(|State(c): State<Controlled>, body: axum::body::Bytes| async move {
                     c.hits.fetch_add(1, Ordering::SeqCst);
@@ -118,6 +137,30 @@ async fn least_in_flight_avoids_the_busy_target() {
     assert_eq!(first, second, "both went to the idle target");
     let busy_id = busy.await.unwrap();
     assert_ne!(busy_id, first);
+}
+
+/// A request whose answer is still streaming counts as in flight: the head
+/// alone does not free its target.
+#[tokio::test]
+async fn least_in_flight_counts_a_streaming_answer_until_its_end() {
+    let (_, a) = Controlled::start("a").await;
+    let (_, b) = Controlled::start("b").await;
+    let gw =
+        gateway(&upstream_config(&[format!("http://{a}"), format!("http://{b}")], "balance = 'least_in_flight'")).await;
+    let streaming = client().get(url(&gw, "/stream")).send().await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    // The head is here, the body is not: new requests go to the other target.
+    let (_, first) = body(&gw, "/x").await;
+    let (_, second) = body(&gw, "/x").await;
+    assert_eq!(first, second, "both went to the target that is not streaming");
+    let streamed = streaming.text().await.unwrap();
+    assert!(streamed.ends_with(if first == "a" { "b" } else { "a" }), "{streamed:?} {first}");
+    // Once the body has gone, the target is free again: the two share.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(body(&gw, "/x").await.1);
+    }
+    assert!(seen.contains(&"a".to_string()) && seen.contains(&"b".to_string()), "{seen:?}");
 }
 
 /// The `upstream_circuit` audit events of `gw`, as "open"/"closed", as they happen.
