@@ -559,6 +559,17 @@ impl KeySet {
         Some(self.keys.remove(index))
     }
 
+    /// Whether `other` holds the same keys (ids and public key material), in
+    /// any order. HS256 secrets cannot be told apart from here: a set with
+    /// one is never the same as another.
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .all(|k| k.public != PublicKey::Secret && other.get(&k.kid).is_some_and(|o| o.public == k.public))
+    }
+
     /// The key with this id.
     pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
         self.keys.iter().find(|key| key.kid == kid)

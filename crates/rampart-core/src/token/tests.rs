@@ -204,6 +204,21 @@ fn duplicate_kid_is_refused() {
     assert_eq!(err, KeyError::DuplicateKid("EdDSA".into()));
 }
 
+#[test]
+fn key_sets_are_the_same_only_with_the_same_ids_and_material() {
+    let a = SigningKey::generate("a", Alg::EdDSA).unwrap().key;
+    let b = SigningKey::generate("b", Alg::ES256).unwrap().key;
+    let a_again = SigningKey::generate("a", Alg::EdDSA).unwrap().key;
+    let set = |keys: &[&SigningKey]| KeySet::from_keys(keys.iter().map(|k| k.verifying_key().clone())).unwrap();
+    assert!(set(&[&a, &b]).same_keys(&set(&[&b, &a])), "order does not matter");
+    assert!(!set(&[&a, &b]).same_keys(&set(&[&a])), "a key removed");
+    assert!(!set(&[&a]).same_keys(&set(&[&a, &b])), "a key added");
+    assert!(!set(&[&a]).same_keys(&set(&[&a_again])), "same kid, other key");
+    let hs = VerifyingKey::hs256("h", &[7; 32]).unwrap();
+    let with_secret = KeySet::from_keys([hs.clone()]).unwrap();
+    assert!(!with_secret.same_keys(&KeySet::from_keys([hs]).unwrap()), "secrets are not compared");
+}
+
 fn py_verifier(key: VerifyingKey) -> Verifier {
     Verifier::new(KeySet::from_keys([key]).unwrap(), [PY_ISS], [AUD])
 }

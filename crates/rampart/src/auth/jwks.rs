@@ -74,6 +74,12 @@ impl IssuerKeys {
         self.current.load_full()
     }
 
+    /// The address of the current verifier, to compare with a cached
+    /// token's (no reference count taken).
+    pub fn verifier_ptr(&self) -> *const Verifier {
+        Arc::as_ptr(&self.current.load())
+    }
+
     pub fn has_jwks(&self) -> bool {
         self.source.is_some()
     }
@@ -102,6 +108,11 @@ impl IssuerKeys {
         match tokio::time::timeout(FETCH_TIMEOUT, get_jwks(client, &source.url)).await {
             Ok(Ok(jwks)) => {
                 let (keys, skipped) = merge(&self.configured.keys, &jwks);
+                // Replaced only when the keys changed: a new verifier makes
+                // every cached token of this issuer be checked again.
+                if self.current.load().keys.same_keys(&keys) {
+                    return true;
+                }
                 let mut verifier = (*self.configured).clone();
                 verifier.keys = keys;
                 tracing::info!(issuer = %self.issuer, keys = verifier.keys.len(), skipped, "JWKS loaded");

@@ -70,7 +70,7 @@ use rampart_core::token::{Claims, TokenError};
 use serde::Deserialize;
 use tower::{Layer, Service};
 
-pub use cache::{Revocable, TokenCache, Verified};
+pub use cache::{KeyStamp, Revocable, TokenCache, Verified};
 use jwks::IssuerKeys;
 
 use crate::edge::request_id::RequestId;
@@ -148,7 +148,7 @@ impl crate::limit::shed::Recognize for AuthLayer {
             None => bearer_token(req.headers()).map(str::to_owned),
         };
         if let Some(token) = token {
-            return s.cache.get(&token, now).is_some();
+            return s.cache.get_checked(&token, now, |stamp| s.keys_unchanged(stamp)).is_some();
         }
         let session = s.sessions().and_then(|sessions| sessions.token_in(req.headers()));
         session.is_some_and(|token| s.sessions_seen.get(&token, now).is_some())
@@ -415,7 +415,7 @@ impl Shared {
 
     /// The verified token, from the cache or by checking its signature and claims.
     fn verify(&self, token: &str, now: u64) -> Result<Verified, (AuthFailure, Option<usize>)> {
-        if let Some(verified) = self.cache.get(token, now) {
+        if let Some(verified) = self.cache.get_checked(token, now, |stamp| self.keys_unchanged(stamp)) {
             return Ok(verified);
         }
         if token.len() > self.settings.max_token_bytes {
@@ -442,8 +442,22 @@ impl Shared {
         let external = (!own_user).then(|| keys.issuer.clone());
         let verified =
             Verified { principal: principal_of(&claims, external), revocable, own_user, internal: Default::default() };
-        self.cache.insert(token, verified.clone(), claims.exp);
+        let stamp = KeyStamp { issuer, keys: Arc::downgrade(&verifier) };
+        self.cache.insert_stamped(token, verified.clone(), claims.exp, Some(stamp));
         Ok(verified)
+    }
+
+    /// Whether the keys that verified a cached token are still its issuer's
+    /// (see [`KeyStamp`]).
+    fn keys_unchanged(&self, stamp: &KeyStamp) -> bool {
+        let current = match &self.own {
+            Some((own, identity)) if *own == stamp.issuer => identity.verifier_ptr(),
+            _ => match self.issuers.get(stamp.issuer) {
+                Some(keys) => keys.verifier_ptr(),
+                None => return false,
+            },
+        };
+        std::ptr::eq(stamp.keys.as_ptr(), current)
     }
 
     /// The `403 csrf` for a token from the route's cookie on an unsafe

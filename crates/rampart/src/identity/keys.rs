@@ -121,6 +121,11 @@ impl Keys {
         self.state.load_full()
     }
 
+    /// The address of the current verifier (see `IdentityService::verifier_ptr`).
+    pub fn verifier_ptr(&self) -> *const Verifier {
+        Arc::as_ptr(&self.state.load().verifier)
+    }
+
     /// Re-reads the keys; swaps the state when they changed. Old keys are
     /// deleted from the table once retired.
     pub async fn reload(&self, now: u64) -> anyhow::Result<bool> {

@@ -225,6 +225,12 @@ impl IdentityService {
         self.keys.current().verifier.clone()
     }
 
+    /// The address of [`Self::verifier`], to compare with a cached token's
+    /// (no reference count taken).
+    pub fn verifier_ptr(&self) -> *const Verifier {
+        self.keys.verifier_ptr()
+    }
+
     /// Our own issuer, for the bearer-token layer (which asks [`Self::verifier`]
     /// for the keys of the moment rather than this snapshot).
     pub fn issuer(&self) -> IssuerSettings {

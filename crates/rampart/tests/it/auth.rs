@@ -398,6 +398,19 @@ async fn jwks_keys_are_fetched_and_refreshed_for_new_kids_at_a_bounded_rate() {
     let windows = started.elapsed().as_millis() / 300 + 1;
     let fetched = server.hits() - 2;
     assert!(fetched >= 1 && fetched as u128 <= windows, "{fetched} fetches in {windows} interval(s)");
+
+    // The issuer withdraws key `a` (compromised, say): once the gateway has
+    // the new document, a token `a` signed is refused, though it was
+    // verified, and cached, before.
+    let signed_by_a = who(&a, "u-a");
+    assert_eq!(get(&gw, "/x", Some(&signed_by_a), &[]).await.status(), 200);
+    server.keys.lock().unwrap()["keys"] = serde_json::json!([jwk(&b)]);
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let before = server.hits();
+    assert_eq!(get(&gw, "/x", Some(&who(&stranger, "u-s")), &[]).await.status(), 401);
+    assert_eq!(server.hits(), before + 1, "the unknown kid fetched the document");
+    assert_eq!(get(&gw, "/x", Some(&signed_by_a), &[]).await.status(), 401, "a withdrawn key's token was still served");
+    assert_eq!(get(&gw, "/x", Some(&who(&b, "u-b")), &[]).await.status(), 200);
 }
 
 /// A JWKS nested through serde_json's private RawValue key (a parse of it
