@@ -135,6 +135,9 @@ pub struct IdentityHeadersConfig {
     pub scopes: String,
     pub tier: String,
     pub auth_method: String,
+    /// The external issuer (`iss`) that vouched for the caller; not sent for
+    /// Rampart's own users, whose ids no other issuer can claim.
+    pub issuer: String,
     /// A header carrying a short-lived JWT of the caller's identity, signed
     /// by `[identity]`'s key, for upstreams that verify rather than trust
     /// headers (empty: none). E.g. `x-rampart-jwt`.
@@ -154,6 +157,7 @@ impl Default for IdentityHeadersConfig {
             scopes: "x-rampart-scopes".into(),
             tier: "x-rampart-tier".into(),
             auth_method: "x-rampart-auth-method".into(),
+            issuer: "x-rampart-issuer".into(),
             internal_jwt: String::new(),
             internal_jwt_ttl: std::time::Duration::from_secs(60),
             internal_jwt_audience: "rampart-upstream".into(),
@@ -195,6 +199,7 @@ pub struct IdentityHeaders {
     pub scopes: HeaderName,
     pub tier: HeaderName,
     pub auth_method: HeaderName,
+    pub issuer: HeaderName,
     pub internal_jwt: Option<InternalJwt>,
 }
 
@@ -210,7 +215,7 @@ impl IdentityHeaders {
     /// Every identity header name (stripped from requests, copied to
     /// forward-auth answers).
     pub fn all(&self) -> impl Iterator<Item = &HeaderName> + Clone {
-        [&self.user, &self.roles, &self.scopes, &self.tier, &self.auth_method]
+        [&self.user, &self.roles, &self.scopes, &self.tier, &self.auth_method, &self.issuer]
             .into_iter()
             .chain(self.internal_jwt.as_ref().map(|j| &j.header))
     }
@@ -324,6 +329,7 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
         name("scopes", &h.scopes),
         name("tier", &h.tier),
         name("auth_method", &h.auth_method),
+        name("issuer", &h.issuer),
     );
     if internal_jwt.is_some() {
         let ttl = h.internal_jwt_ttl;
@@ -347,14 +353,14 @@ pub(super) fn compile_auth(cfg: &AuthConfig, errs: &mut Vec<(ConfigPath, String)
     if errs.len() > before {
         return None;
     }
-    let (Some(user), Some(roles), Some(scopes), Some(tier), Some(auth_method), Some(api_key_header)) =
-        (headers.0, headers.1, headers.2, headers.3, headers.4, api_key_header)
+    let (Some(user), Some(roles), Some(scopes), Some(tier), Some(auth_method), Some(issuer), Some(api_key_header)) =
+        (headers.0, headers.1, headers.2, headers.3, headers.4, headers.5, api_key_header)
     else {
         return None;
     };
     Some(AuthSettings {
         issuers,
-        headers: IdentityHeaders { user, roles, scopes, tier, auth_method, internal_jwt },
+        headers: IdentityHeaders { user, roles, scopes, tier, auth_method, issuer, internal_jwt },
         max_token_bytes: cfg.max_token_bytes,
         cache_entries: cfg.cache_entries,
         api_key_header,

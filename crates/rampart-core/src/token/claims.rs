@@ -40,6 +40,11 @@ pub struct Claims {
     /// `auth_time`). Rampart sets it on a login's access token only, not on
     /// one from a refresh: a fresh sign-in is what some changes ask for.
     pub auth_time: Option<u64>,
+    /// On the internal JWT Rampart makes for its upstreams: the external
+    /// issuer that vouched for the caller, whose `sub` is that issuer's and
+    /// may equal one of Rampart's own user ids. Absent for Rampart's own
+    /// users.
+    pub idp: Option<String>,
 }
 
 impl Claims {
@@ -66,6 +71,7 @@ impl Claims {
             tier: None,
             ver: 0,
             auth_time: None,
+            idp: None,
         }
     }
 
@@ -139,6 +145,8 @@ struct WireOut<'a> {
     ver: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_time: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<&'a str>,
 }
 
 impl Serialize for Claims {
@@ -159,6 +167,7 @@ impl Serialize for Claims {
             tier: self.tier.as_deref(),
             ver: self.ver,
             auth_time: self.auth_time,
+            idp: self.idp.as_deref(),
         }
         .serialize(serializer)
     }
@@ -190,6 +199,7 @@ pub(super) struct WireIn {
     tier: Option<String>,
     ver: Option<u32>,
     auth_time: Option<u64>,
+    idp: Option<String>,
 }
 
 impl WireIn {
@@ -226,6 +236,7 @@ impl WireIn {
             tier: self.tier,
             ver: self.ver.unwrap_or(0),
             auth_time: self.auth_time,
+            idp: self.idp,
         })
     }
 }

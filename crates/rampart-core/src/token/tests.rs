@@ -237,6 +237,7 @@ fn py_claims() -> Claims {
         tier: Some("gold".into()),
         ver: 3,
         auth_time: None,
+        idp: None,
     }
 }
 

@@ -718,6 +718,9 @@ pub fn set_identity_headers(headers: &mut http::HeaderMap, names: &IdentityHeade
         set(&names.tier, tier);
     }
     set(&names.auth_method, p.method.as_str());
+    if let Some(issuer) = &p.issuer {
+        set(&names.issuer, issuer);
+    }
 }
 
 #[cfg(test)]

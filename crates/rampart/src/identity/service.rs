@@ -586,6 +586,7 @@ impl IdentityService {
         claims.roles = who.roles.clone();
         claims.scopes = who.scopes.clone();
         claims.tier = who.tier.clone();
+        claims.idp = who.issuer.clone();
         match issue(&self.keys.current().signer, &claims) {
             Ok(t) => Some(t),
             Err(e) => {

@@ -378,6 +378,7 @@ mod tests {
             scopes: HeaderName::from_bytes(identity.scopes.as_bytes()).unwrap(),
             tier: HeaderName::from_bytes(identity.tier.as_bytes()).unwrap(),
             auth_method: HeaderName::from_bytes(identity.auth_method.as_bytes()).unwrap(),
+            issuer: HeaderName::from_bytes(identity.issuer.as_bytes()).unwrap(),
             internal_jwt: None,
         };
         let mut h = HeaderMap::new();

@@ -90,6 +90,8 @@ async fn valid_tokens_reach_the_upstream_as_identity_headers() {
         assert_eq!(h["x-rampart-scopes"], "read write");
         assert_eq!(h["x-rampart-tier"], "pro");
         assert_eq!(h["x-rampart-auth-method"], "jwt");
+        // Whose `sub` it is: an external issuer's ids are its own.
+        assert_eq!(h["x-rampart-issuer"], iss);
     }
     // The token also arrives by the cookie or query parameter a route names.
     let t = token(&hs256(), &claims(APP, "u-7"));
@@ -204,6 +206,7 @@ async fn inbound_identity_headers_are_always_stripped() {
         ("x-rampart-user", "admin"),
         ("x-rampart-roles", "admin"),
         ("X-Rampart-Auth-Method", "jwt"),
+        ("x-rampart-issuer", "https://evil.example"),
         ("x_rampart_user", "admin"),
         ("X-Rampart_Roles", "admin"),
         ("x_forwarded_for", "6.6.6.6"),
@@ -216,6 +219,7 @@ async fn inbound_identity_headers_are_always_stripped() {
         let h = echoed(get(&gw, path, bearer.as_deref(), &forged).await).await;
         assert_ne!(h["x-rampart-user"], "admin", "{path}");
         assert_ne!(h["x-rampart-roles"], "admin", "{path}");
+        assert_ne!(h["x-rampart-issuer"], "https://evil.example", "{path}");
         for alias in ["x_rampart_user", "x-rampart_roles", "x_forwarded_for"] {
             assert!(h.get(alias).is_none(), "{path}: {alias} reached the upstream: {h}");
         }

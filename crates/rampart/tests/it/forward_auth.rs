@@ -147,9 +147,15 @@ async fn nginx_auth_request_asks_rampart() {
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
     assert_eq!(echoed["headers"]["x-rampart-auth-method"], "jwt", "{echoed}");
+    assert_eq!(echoed["headers"]["x-rampart-issuer"], ISS, "{echoed}");
     assert_eq!(echoed["path"], "/private/x");
     // A forged identity header from the client never reaches the upstream.
-    let forged = [("x-rampart-user", "admin"), ("x-rampart-auth-method", "session"), ("x-rampart-tier", "gold")];
+    let forged = [
+        ("x-rampart-user", "admin"),
+        ("x-rampart-auth-method", "session"),
+        ("x-rampart-tier", "gold"),
+        ("x-rampart-issuer", "https://evil.example"),
+    ];
     let r = get(n, "/open", &forged).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
@@ -237,15 +243,17 @@ async fn caddy_forward_auth_asks_rampart() {
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
     assert_eq!(echoed["headers"]["x-rampart-auth-method"], "jwt", "{echoed}");
+    assert_eq!(echoed["headers"]["x-rampart-issuer"], ISS, "{echoed}");
     assert_eq!((echoed["path"].as_str(), echoed["query"].as_str()), (Some("/private/x"), Some("y=1")));
     no_placeholders(&echoed);
     // A forged identity header from the client never reaches the upstream,
     // nor does a header Rampart did not send (Caddy 2.6 would copy it as its
     // unreplaced placeholder; the example removes those).
-    let r = get(port, "/open", &[("x-rampart-user", "admin")]).await;
+    let r = get(port, "/open", &[("x-rampart-user", "admin"), ("x-rampart-issuer", "https://evil.example")]).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
     assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
+    assert!(echoed["headers"].get("x-rampart-issuer").is_none(), "{echoed}");
     no_placeholders(&echoed);
     // Limits apply per client address, and Caddy passes Rampart's 429 on as
     // it is, Retry-After included.
@@ -464,12 +472,16 @@ async fn traefik_forward_auth_asks_rampart() {
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-rampart-user"], "u-42", "{echoed}");
     assert_eq!(echoed["headers"]["x-rampart-auth-method"], "jwt", "{echoed}");
+    assert_eq!(echoed["headers"]["x-rampart-issuer"], ISS, "{echoed}");
     assert_eq!((echoed["path"].as_str(), echoed["query"].as_str()), (Some("/private/x"), Some("y=1")));
     // A forged identity header from the client never reaches the upstream:
     // Traefik replaces each listed header with Rampart's, or removes it.
-    let r = via_traefik(port, "/open", &[("x-rampart-user", "admin"), ("x-rampart-roles", "admin")]).await;
+    let forged =
+        [("x-rampart-user", "admin"), ("x-rampart-roles", "admin"), ("x-rampart-issuer", "https://evil.example")];
+    let r = via_traefik(port, "/open", &forged).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
+    assert!(echoed["headers"].get("x-rampart-issuer").is_none(), "{echoed}");
     assert!(echoed["headers"].get("x-rampart-user").is_none(), "{echoed}");
     assert!(echoed["headers"].get("x-rampart-roles").is_none(), "{echoed}");
     // A DELETE without a token is refused too.

@@ -147,8 +147,11 @@ async fn upstreams_can_verify_a_signed_identity_header() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::sqlite(dir.path());
     let up = start_upstream().await;
+    // Besides Rampart's own users, an external issuer's.
+    const PARTNER: &str = "https://partner.example.test";
     let text = format!(
-        "{}[auth.headers]\ninternal_jwt = 'X-Rampart-Jwt'\ninternal_jwt_ttl = '30s'\n",
+        "{}[auth]\naudiences = ['api']\n[[auth.issuers]]\nissuer = '{PARTNER}'\nsecret = '{SECRET}'\n\
+         [auth.headers]\ninternal_jwt = 'X-Rampart-Jwt'\ninternal_jwt_ttl = '30s'\n",
         identity_config(up, &db.url)
     );
     let gw = gateway(&text).await;
@@ -179,6 +182,22 @@ async fn upstreams_can_verify_a_signed_identity_header() {
     let claims = upstream_view.verify(&internal, now).unwrap();
     assert_eq!(Some(claims.sub.as_str()), first["headers"]["x-rampart-user"].as_str());
     assert!(claims.exp <= now + 30);
+    assert_eq!(claims.idp, None, "one of our own users");
+    assert!(first["headers"].get("x-rampart-issuer").is_none(), "{first}");
+
+    // A partner's user, whose `sub` happens to be our user's id: the
+    // upstream can tell them apart, by the header and by `idp`.
+    let partner_token = {
+        let signing = rampart_core::token::SigningKey::hs256("hs256", SECRET.as_bytes()).unwrap();
+        let c = rampart_core::token::Claims::new(PARTNER, claims.sub.clone(), "api", now, 300);
+        rampart_core::token::issue(&signing, &c).unwrap()
+    };
+    let partner = call("/api/x", Some(partner_token)).await;
+    assert_eq!(partner["headers"]["x-rampart-user"], claims.sub.as_str(), "{partner}");
+    assert_eq!(partner["headers"]["x-rampart-issuer"], PARTNER, "{partner}");
+    let theirs = partner["headers"]["x-rampart-jwt"].as_str().unwrap();
+    let theirs = upstream_view.verify(theirs, now).unwrap();
+    assert_eq!((theirs.sub.as_str(), theirs.idp.as_deref()), (claims.sub.as_str(), Some(PARTNER)));
     // It is no access token: the API audience refuses it.
     let api_view = rampart_core::token::Verifier::new(keys, ["https://api.example.test"], ["api"]);
     assert!(api_view.verify(&internal, now).is_err());
