@@ -136,6 +136,12 @@ pub fn inspect_head(req: &HttpRequest, policy: &InspectPolicy) -> Option<Located
             if let Some(f) = unquote_cookie(val).and_then(|u| check(format!("cookie:{k}"), &u)) {
                 return Some(f);
             }
+            if let Some(json) = decoded.strip_prefix("j:") {
+                if let Some((finding, text)) = json_cookie_finding(json, &rules) {
+                    let location = bound_location(format!("cookie:{k}"));
+                    return Some(Located { finding, location, excerpt: excerpt(&text) });
+                }
+            }
         }
     }
     None
@@ -154,6 +160,71 @@ fn form_fields(raw: &[u8]) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, s
         form_urlencoded::parse(&split).map(|(k, v)| (k.into_owned().into(), v.into_owned().into())).collect::<Vec<_>>()
     });
     form_urlencoded::parse(raw).chain(semicolons.into_iter().flatten())
+}
+
+/// The first finding in the strings (values and object keys) of a JSON
+/// cookie, with the string it was found in. Express's cookie-parser reads a
+/// value `j:…` as JSON, so `j:{"q":"\u003cscript\u003e"}` reaches the app as
+/// `<script>` though its text shows none. What the reader cannot read is
+/// left as text (as cookie-parser leaves it), which was inspected already.
+/// Without recursion; at most [`MAX_JSON_NODES`] values.
+fn json_cookie_finding(json: &str, rules: &RuleSet) -> Option<(Finding, String)> {
+    use struson::reader::{JsonReader, ValueType};
+    let mut reader = crate::untrusted_json::stream_reader(json.as_bytes());
+    // The open containers (true: an object).
+    let mut open: Vec<bool> = Vec::new();
+    let mut nodes = 0usize;
+    loop {
+        if let Some(&object) = open.last() {
+            if !reader.has_next().ok()? {
+                if object {
+                    reader.end_object().ok()?;
+                } else {
+                    reader.end_array().ok()?;
+                }
+                open.pop();
+                if open.is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            if object {
+                let name = reader.next_name().ok()?;
+                if let Some(finding) = inspect_value(name, rules) {
+                    return Some((finding, name.to_owned()));
+                }
+            }
+        }
+        nodes += 1;
+        if nodes > MAX_JSON_NODES {
+            return None;
+        }
+        match reader.peek().ok()? {
+            ValueType::Object => {
+                reader.begin_object().ok()?;
+                open.push(true);
+            }
+            ValueType::Array => {
+                reader.begin_array().ok()?;
+                open.push(false);
+            }
+            ValueType::String => {
+                let s = reader.next_str().ok()?;
+                if let Some(finding) = inspect_value(s, rules) {
+                    return Some((finding, s.to_owned()));
+                }
+                if open.is_empty() {
+                    return None;
+                }
+            }
+            _ => {
+                reader.skip_value().ok()?;
+                if open.is_empty() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A double-quoted cookie value as Python's `http.cookies._unquote` reads it:

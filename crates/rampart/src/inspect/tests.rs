@@ -37,6 +37,16 @@ fn head_locations() {
     check_head("/x", &[("cookie", r#"q="\047 OR \0471\047=\0471""#)], Some("cookie:q"));
     check_head("/x", &[("cookie", r#"q="\074script\076alert(1)\074/script\076""#)], Some("cookie:q"));
     check_head("/x", &[("cookie", r#"q="plain \"quoted\" value""#)], None);
+    // JSON cookies, as Express's cookie-parser reads `j:…`: escapes decoded,
+    // keys too, at any depth; plain JSON and what is not JSON pass.
+    let esc = r#"\u003cscript\u003ealert(1)\u003c/script\u003e"#;
+    check_head("/x", &[("cookie", &format!(r#"prefs=j:{{"theme":"{esc}"}}"#))], Some("cookie:prefs"));
+    check_head("/x", &[("cookie", &format!(r#"prefs=j:[1,{{"a":["{esc}"]}}]"#))], Some("cookie:prefs"));
+    check_head("/x", &[("cookie", &format!(r#"prefs=j:{{"{esc}":1}}"#))], Some("cookie:prefs"));
+    check_head("/x", &[("cookie", &format!("prefs=j:%22{}%22", esc.replace('\\', "%5C")))], Some("cookie:prefs"));
+    check_head("/x", &[("cookie", r#"prefs=j:{"theme":"dark","sizes":[1,2],"on":true}"#)], None);
+    check_head("/x", &[("cookie", r#"prefs=j:{"theme":"\u0064ark""#)], None);
+    check_head("/x", &[("cookie", &format!(r#"prefs={{"theme":"{esc}"}}"#))], None);
     // Fields separated by `;`, as python-multipart and old parse_qs read them.
     check_head("/x?code=x;q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[], Some("query:q"));
 }

@@ -39,6 +39,11 @@ async fn attacks_are_blocked_in_every_location() {
         ("referer", c.get(url(&gw, "/s")).header("referer", format!("https://example.com/\">{XSS}"))),
         ("chosen header", c.get(url(&gw, "/s")).header("x-search", SQLI)),
         ("cookie", c.get(url(&gw, "/s")).header("cookie", format!("pref={}", enc(SQLI)))),
+        // Express's cookie-parser reads `j:` values as JSON, escapes and all.
+        (
+            "json cookie",
+            c.get(url(&gw, "/s")).header("cookie", r#"pref=j:{"q":"\u003cscript\u003ealert(1)\u003c/script\u003e"}"#),
+        ),
         ("form", form(format!("comment={}", enc(XSS)))),
         ("form traversal", form(format!("file={}", enc(TRAVERSAL)))),
         ("form nul", form("name=abc%00def".into())),
