@@ -631,10 +631,20 @@ fn foreign_charset(content_type: &str) -> bool {
     })
 }
 
+/// The media types JSON parsers read as JSON: `application/json` and any
+/// `+json` type everywhere; `text/json` in ASP.NET Core; `text/x-json` and
+/// `application/jsonrequest` in Rails; `application/x-json` in others.
+fn is_json_type(essence: &str) -> bool {
+    matches!(
+        essence,
+        "application/json" | "text/json" | "text/x-json" | "application/x-json" | "application/jsonrequest"
+    ) || essence.ends_with("+json")
+}
+
 fn body_kind(req: &HttpRequest) -> BodyKind {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || essence.ends_with("+json") {
+    if is_json_type(&essence) {
         BodyKind::Json
     } else if essence == "application/x-www-form-urlencoded" {
         BodyKind::Form

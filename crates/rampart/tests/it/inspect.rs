@@ -48,6 +48,18 @@ async fn attacks_are_blocked_in_every_location() {
         ("form traversal", form(format!("file={}", enc(TRAVERSAL)))),
         ("form nul", form("name=abc%00def".into())),
         ("json", c.post(url(&gw, "/s")).json(&serde_json::json!({"items": [{"name": SQLI}]}))),
+        // The other JSON media types frameworks read (ASP.NET, Rails).
+        ("text/json", c.post(url(&gw, "/s")).header("content-type", "text/json").body(format!("{{\"q\":{:?}}}", SQLI))),
+        (
+            "text/x-json",
+            c.post(url(&gw, "/s")).header("content-type", "Text/X-JSON; charset=utf-8").body(format!("[{:?}]", XSS)),
+        ),
+        (
+            "merge-patch+json",
+            c.post(url(&gw, "/s"))
+                .header("content-type", "application/merge-patch+json")
+                .body(format!("{{\"q\":{:?}}}", XSS)),
+        ),
         ("json key", c.post(url(&gw, "/s")).json(&serde_json::json!({ XSS: 1 }))),
         ("json cmd", c.post(url(&gw, "/s")).json(&serde_json::json!({"host": CMD}))),
         ("json nul", c.post(url(&gw, "/s")).json(&serde_json::json!({"name": "abc\u{0}def"}))),
