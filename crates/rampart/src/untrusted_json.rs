@@ -11,6 +11,8 @@
 //! refuses a document that uses the token as a key. No legitimate document
 //! does: the name is serde_json's own, spelt to be unguessable.
 
+use std::ops::ControlFlow;
+
 use serde::de::DeserializeOwned;
 use struson::reader::{JsonReader, JsonStreamReader, ReaderSettings, ValueType};
 
@@ -61,50 +63,86 @@ fn names_raw_value(bytes: &[u8]) -> bool {
     if !bytes.contains(&b'\\') && !bytes.windows(token.len()).any(|w| w == token) {
         return false;
     }
-    let reader = stream_reader(bytes);
-    let walk = |mut reader: JsonStreamReader<&[u8]>| -> Result<bool, struson::reader::ReaderError> {
-        // Without recursion: the open containers (true: an object), at most
-        // the reader's nesting limit of them.
-        let mut open: Vec<bool> = Vec::new();
-        loop {
-            if let Some(&object) = open.last() {
-                if !reader.has_next()? {
-                    if object {
-                        reader.end_object()?;
-                    } else {
-                        reader.end_array()?;
-                    }
-                    open.pop();
-                    if open.is_empty() {
-                        break;
-                    }
-                    continue;
+    let found = each_string(bytes, usize::MAX, |text, is_key| {
+        if is_key && text == RAW_VALUE_TOKEN {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    !matches!(found, Ok(None))
+}
+
+/// Why [`each_string`] could not read a document to its end.
+#[derive(Debug)]
+pub struct Unreadable;
+
+/// Calls `visit` with every object key (`is_key` true) and string value of
+/// the JSON document `bytes`, in order, escapes decoded, until it returns
+/// `Break` (whose value is returned). Without recursion: at most
+/// [`MAX_DEPTH`] containers are open at once. `Err` for what the stream
+/// reader cannot read, or a document of more than `max_values` values.
+pub fn each_string<B>(
+    bytes: &[u8],
+    max_values: usize,
+    mut visit: impl FnMut(&str, bool) -> ControlFlow<B>,
+) -> Result<Option<B>, Unreadable> {
+    let mut reader = stream_reader(bytes);
+    let e = |_| Unreadable;
+    // The open containers (true: an object).
+    let mut open: Vec<bool> = Vec::new();
+    let mut values = 0usize;
+    loop {
+        if let Some(&object) = open.last() {
+            if !reader.has_next().map_err(e)? {
+                if object {
+                    reader.end_object().map_err(e)?;
+                } else {
+                    reader.end_array().map_err(e)?;
                 }
-                if object && reader.next_name()? == RAW_VALUE_TOKEN {
-                    return Ok(true);
+                open.pop();
+                if open.is_empty() {
+                    break;
                 }
+                continue;
             }
-            match reader.peek()? {
-                ValueType::Object => {
-                    reader.begin_object()?;
-                    open.push(true);
-                }
-                ValueType::Array => {
-                    reader.begin_array()?;
-                    open.push(false);
-                }
-                _ => {
-                    reader.skip_value()?;
-                    if open.is_empty() {
-                        break;
-                    }
+            if object {
+                if let ControlFlow::Break(b) = visit(reader.next_name().map_err(e)?, true) {
+                    return Ok(Some(b));
                 }
             }
         }
-        reader.consume_trailing_whitespace()?;
-        Ok(false)
-    };
-    walk(reader).unwrap_or(true)
+        values += 1;
+        if values > max_values {
+            return Err(Unreadable);
+        }
+        match reader.peek().map_err(e)? {
+            ValueType::Object => {
+                reader.begin_object().map_err(e)?;
+                open.push(true);
+            }
+            ValueType::Array => {
+                reader.begin_array().map_err(e)?;
+                open.push(false);
+            }
+            ValueType::String => {
+                if let ControlFlow::Break(b) = visit(reader.next_str().map_err(e)?, false) {
+                    return Ok(Some(b));
+                }
+                if open.is_empty() {
+                    break;
+                }
+            }
+            _ => {
+                reader.skip_value().map_err(e)?;
+                if open.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    reader.consume_trailing_whitespace().map_err(e)?;
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -132,6 +170,33 @@ mod tests {
             assert!(!names_raw_value(fine.as_bytes()), "{fine}");
         }
         assert_eq!(from_slice::<serde_json::Value>(br#"{"a":[1]}"#).unwrap(), serde_json::json!({"a": [1]}));
+    }
+
+    #[test]
+    fn each_string_visits_keys_and_values_in_order() {
+        let seen = |doc: &str, max: usize| {
+            let mut out = Vec::new();
+            let r = each_string(doc.as_bytes(), max, |s, key| {
+                out.push(format!("{}{s}", if key { "k:" } else { "" }));
+                ControlFlow::<()>::Continue(())
+            });
+            r.map(|_| out)
+        };
+        let doc = r#"{"a":"\u0041","b":[1,"x",{"c":null}],"d":true} "#;
+        assert_eq!(seen(doc, 100).unwrap(), ["k:a", "A", "k:b", "x", "k:c", "k:d"]);
+        assert_eq!(seen(r#""top""#, 1).unwrap(), ["top"]);
+        assert!(seen(doc, 5).is_err(), "more values than allowed");
+        assert!(seen(r#"{"a":1} x"#, 100).is_err(), "trailing garbage");
+        assert!(seen(r#"{"a":"#, 100).is_err(), "cut short");
+        // Stopped at the first match, whatever follows.
+        let first = each_string(br#"["a","b",}"#, 100, |s, _| {
+            if s == "b" {
+                ControlFlow::Break(s.to_owned())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(first.unwrap().as_deref(), Some("b"));
     }
 
     /// A document nested through the token thousands of levels deep: refused

@@ -166,65 +166,17 @@ fn form_fields(raw: &[u8]) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, s
 /// cookie, with the string it was found in. Express's cookie-parser reads a
 /// value `j:…` as JSON, so `j:{"q":"\u003cscript\u003e"}` reaches the app as
 /// `<script>` though its text shows none. What the reader cannot read is
-/// left as text (as cookie-parser leaves it), which was inspected already.
-/// Without recursion; at most [`MAX_JSON_NODES`] values.
+/// left as text (as cookie-parser leaves it), which was inspected already;
+/// a finding before the reader fails still counts. At most
+/// [`MAX_JSON_NODES`] values.
 fn json_cookie_finding(json: &str, rules: &RuleSet) -> Option<(Finding, String)> {
-    use struson::reader::{JsonReader, ValueType};
-    let mut reader = crate::untrusted_json::stream_reader(json.as_bytes());
-    // The open containers (true: an object).
-    let mut open: Vec<bool> = Vec::new();
-    let mut nodes = 0usize;
-    loop {
-        if let Some(&object) = open.last() {
-            if !reader.has_next().ok()? {
-                if object {
-                    reader.end_object().ok()?;
-                } else {
-                    reader.end_array().ok()?;
-                }
-                open.pop();
-                if open.is_empty() {
-                    return None;
-                }
-                continue;
-            }
-            if object {
-                let name = reader.next_name().ok()?;
-                if let Some(finding) = inspect_value(name, rules) {
-                    return Some((finding, name.to_owned()));
-                }
-            }
+    let found = crate::untrusted_json::each_string(json.as_bytes(), MAX_JSON_NODES, |text, _| {
+        match inspect_value(text, rules) {
+            Some(finding) => std::ops::ControlFlow::Break((finding, text.to_owned())),
+            None => std::ops::ControlFlow::Continue(()),
         }
-        nodes += 1;
-        if nodes > MAX_JSON_NODES {
-            return None;
-        }
-        match reader.peek().ok()? {
-            ValueType::Object => {
-                reader.begin_object().ok()?;
-                open.push(true);
-            }
-            ValueType::Array => {
-                reader.begin_array().ok()?;
-                open.push(false);
-            }
-            ValueType::String => {
-                let s = reader.next_str().ok()?;
-                if let Some(finding) = inspect_value(s, rules) {
-                    return Some((finding, s.to_owned()));
-                }
-                if open.is_empty() {
-                    return None;
-                }
-            }
-            _ => {
-                reader.skip_value().ok()?;
-                if open.is_empty() {
-                    return None;
-                }
-            }
-        }
-    }
+    });
+    found.ok().flatten()
 }
 
 /// A double-quoted cookie value as Python's `http.cookies._unquote` reads it:
