@@ -292,23 +292,24 @@ impl<S: Inner> Service<HttpRequest> for RequestGuardService<S> {
             Some(r) => (r.body_limit, &r.content_types),
             None => (cfg.body_limit, &cfg.content_types),
         };
-        // hyper takes `gzip, chunked` (chunked last) and undoes only the
-        // chunking; the body would go on still gzipped, with nothing saying
-        // so. RFC 9112 §6.1: a coding not understood is 501.
-        if req.headers().contains_key(header::TRANSFER_ENCODING)
-            && !crate::proxy::headers::is_chunked_only(req.headers())
-        {
-            let p = Problem::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "unsupported-transfer-encoding",
-                "Unsupported transfer coding",
-            )
-            .detail("only `Transfer-Encoding: chunked` is accepted")
-            .rejected_by("guard", "transfer_encoding");
-            return Either::Right(reject(&req, p));
-        }
         let has_body = !req.body().is_end_stream();
         if has_body {
+            // hyper takes `gzip, chunked` (chunked last) and undoes only the
+            // chunking; the body would go on still gzipped, with nothing
+            // saying so. RFC 9112 §6.1: a coding not understood is 501. (A
+            // request with a transfer coding always has a body to hyper.)
+            if req.headers().contains_key(header::TRANSFER_ENCODING)
+                && !crate::proxy::headers::is_chunked_only(req.headers())
+            {
+                let p = Problem::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "unsupported-transfer-encoding",
+                    "Unsupported transfer coding",
+                )
+                .detail("only `Transfer-Encoding: chunked` is accepted")
+                .rejected_by("guard", "transfer_encoding");
+                return Either::Right(reject(&req, p));
+            }
             // Two media types: this layer and inspection judge the first,
             // gunicorn (Flask, Django) hands the app the last.
             if req.headers().get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {

@@ -227,8 +227,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
             }
         }
     } else {
-        crate::edge::remove_headers(headers, &FORWARDING_LIKE);
-        remove_forwarded_family(headers);
+        remove_client_forwarding(headers);
         if let Ok(v) = HeaderValue::try_from(peer.as_str()) {
             headers.insert(X_REAL_IP, v.clone());
             headers.insert(X_FORWARDED_FOR, v);
@@ -263,12 +262,28 @@ pub fn join_cookie_crumbs(headers: &mut HeaderMap) {
 /// `-Prefix`…): frameworks and apps believe more of the family than any
 /// fixed list names, and where the client wrote them they are its own.
 fn remove_forwarded_family(headers: &mut HeaderMap) {
-    let is_family = |n: &HeaderName| n.as_str().starts_with("x-forwarded-");
-    if !headers.keys().any(is_family) {
+    remove_where(headers, |n| n.starts_with("x-forwarded-"));
+}
+
+/// Removes the `X-Forwarded-*` family and [`FORWARDING_LIKE`]: what only a
+/// trusted proxy may tell the upstream. One pass over the names present
+/// (a hash lookup per listed name cost more, for the few headers a request
+/// has).
+fn remove_client_forwarding(headers: &mut HeaderMap) {
+    remove_where(headers, |n| {
+        matches!(n.as_bytes().first(), Some(b'x' | b't' | b'c'))
+            && (n.starts_with("x-forwarded-") || FORWARDING_LIKE.iter().any(|f| f.as_str() == n))
+    });
+}
+
+/// Removes every header whose name `doomed` picks, after one pass that
+/// finds none in the common case.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    if !headers.keys().any(|n| doomed(n.as_str())) {
         return;
     }
-    let family: Vec<HeaderName> = headers.keys().filter(|n| is_family(n)).cloned().collect();
-    for name in family {
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n.as_str())).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
 }
@@ -324,12 +339,24 @@ fn forwarded_element(ip: &str, proto: &str, host: Option<&HeaderValue>) -> Strin
         // A token (RFC 7239 §4: `value = token / quoted-string`) only when
         // it is a plain name: `:` (a port) and `[]` (IPv6) are not token
         // characters, and a strict parser refuses the whole header for them.
-        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b)) {
+        let (mut token, mut clean) = (true, true);
+        for b in h.bytes() {
+            match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {}
+                b'"' | b'\\' => (token, clean) = (false, false),
+                _ => token = false,
+            }
+        }
+        if token {
             s.push_str(";host=");
             s.push_str(h);
         } else {
             s.push_str(";host=\"");
-            s.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
+            if clean {
+                s.push_str(h);
+            } else {
+                s.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
+            }
             s.push('"');
         }
     }
