@@ -404,7 +404,8 @@ fn the_internal_jwt_header_needs_identity_and_sane_settings() {
     let p = load(&format!("{BASE}{ident}[auth.headers]\ninternal_jwt = 'X-Rampart-Jwt'\n"), &[], &no_files).unwrap();
     let j = p.auth.headers.internal_jwt.as_ref().unwrap();
     assert_eq!((j.header.as_str(), j.ttl_secs, j.audience.as_str()), ("x-rampart-jwt", 60, "rampart-upstream"));
-    assert_eq!(p.auth.headers.all().count(), 6);
+    assert_eq!(p.auth.headers.all().count(), 7);
+    assert_eq!(p.auth.headers.issuer.as_str(), "x-rampart-issuer");
 }
 
 #[test]
