@@ -256,8 +256,7 @@ pub struct LimitState {
     audit: OnceLock<Arc<AuditSink>>,
     /// When each refusal key was last audited: a flood of refusals for one
     /// client becomes one audit event per [`AUDIT_REPEAT`], not one per request.
-    /// Bounded by [`AUDIT_SEEN_MAX`] (cleared whole when full).
-    audit_seen: Mutex<HashMap<String, Instant>>,
+    audit_seen: Mutex<RepeatFilter>,
     /// The identity service, when `[identity]` is on (it outlives reloads too).
     identity: OnceLock<Arc<crate::identity::IdentityService>>,
     /// The admin API's view of the running gateway (set once it runs).
@@ -268,6 +267,40 @@ pub struct LimitState {
 /// address) is audited again. Metrics still count every one.
 pub const AUDIT_REPEAT: Duration = Duration::from_secs(60);
 const AUDIT_SEEN_MAX: usize = 10_000;
+
+/// Which keys were let through in the last `window`, in at most `max`
+/// entries. When full, the keys whose window has passed go first; only if
+/// every entry is recent (a flood of distinct keys) is the table cleared, so
+/// each insert stays O(1) amortised and the memory bounded.
+#[derive(Debug)]
+struct RepeatFilter {
+    seen: HashMap<String, Instant>,
+    window: Duration,
+    max: usize,
+}
+
+impl RepeatFilter {
+    fn new(window: Duration, max: usize) -> Self {
+        Self { seen: HashMap::new(), window, max }
+    }
+
+    /// Whether `key` may pass at `now` (not let through within the window);
+    /// a key that passes is remembered.
+    fn admit(&mut self, key: &str, now: Instant) -> bool {
+        let window = self.window;
+        if self.seen.get(key).is_some_and(|t| now.saturating_duration_since(*t) < window) {
+            return false;
+        }
+        if self.seen.len() >= self.max && !self.seen.contains_key(key) {
+            self.seen.retain(|_, t| now.saturating_duration_since(*t) < window);
+            if self.seen.len() >= self.max {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert(key.to_owned(), now);
+        true
+    }
+}
 
 /// The Redis store `policy`'s `[redis]` section describes, if it has one. It
 /// connects in the background: see [`redis::RedisStore::is_available`].
@@ -333,7 +366,7 @@ impl LimitState {
             shed: Arc::new(shed::LoadShedder::new(clients)),
             abuse,
             audit: OnceLock::new(),
-            audit_seen: Mutex::new(HashMap::new()),
+            audit_seen: Mutex::new(RepeatFilter::new(AUDIT_REPEAT, AUDIT_SEEN_MAX)),
             identity: OnceLock::new(),
             console: OnceLock::new(),
         }))
@@ -383,18 +416,10 @@ impl LimitState {
     /// was recorded less than [`AUDIT_REPEAT`] ago.
     pub fn audit_once(&self, key: &str, event: impl FnOnce() -> AuditEvent) {
         let Some(sink) = self.audit.get() else { return };
-        let now = Instant::now();
-        {
-            let mut seen = self.audit_seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.get(key).is_some_and(|t| now.duration_since(*t) < AUDIT_REPEAT) {
-                return;
-            }
-            if seen.len() >= AUDIT_SEEN_MAX {
-                seen.clear();
-            }
-            seen.insert(key.to_owned(), now);
+        let admitted = self.audit_seen.lock().unwrap_or_else(|e| e.into_inner()).admit(key, Instant::now());
+        if admitted {
+            sink.record(event());
         }
-        sink.record(event());
     }
 }
 
@@ -404,6 +429,27 @@ mod tests {
     use super::*;
     use rampart_core::config::limits::LimitKind;
     use rampart_core::principal::AuthMethod;
+
+    /// A full repeat filter forgets the keys whose window has passed, not
+    /// the recent ones; only a table of recent keys is cleared.
+    #[test]
+    fn a_full_repeat_filter_forgets_the_stale_keys_first() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut f = RepeatFilter::new(Duration::from_secs(60), 4);
+        assert!(f.admit("a", at(0)) && f.admit("b", at(0)));
+        assert!(!f.admit("a", at(30)), "within the window");
+        assert!(f.admit("c", at(61)) && f.admit("d", at(61)));
+        assert!(f.admit("a", at(61)), "a's window has passed");
+        // Full (a, b, c, d): e's arrival drops b (stale), not c or d.
+        assert!(f.admit("e", at(62)));
+        assert_eq!(f.seen.len(), 4);
+        assert!(!f.admit("c", at(62)) && !f.admit("d", at(62)), "recent keys were forgotten");
+        // Every entry recent: the table is cleared to stay bounded.
+        assert!(f.admit("f", at(63)));
+        assert!(f.seen.len() <= 4);
+        assert!(f.admit("c", at(63)), "cleared");
+    }
 
     #[test]
     fn the_limit_clock_starts_at_wall_time_and_never_goes_back() {
