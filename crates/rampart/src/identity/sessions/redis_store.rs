@@ -288,12 +288,107 @@ pub(super) async fn delete_by_id(r: &RedisStore, user: &str, id: &str) -> Result
     Ok(false)
 }
 
+/// How many times [`delete_all`] reads the index at most.
+const END_ALL_PASSES: usize = 3;
+
+/// Ends the user's sessions but `keep`. In passes: a session whose token
+/// rotated between a pass's read of the index and its deletes (the rotation
+/// moves it to a new member, atomically) is not where the pass looked, and
+/// is met by the next. (A rotation of `keep` itself in that moment ends it
+/// too: sign-out everywhere errs on the side of ending.)
 pub(super) async fn delete_all(r: &RedisStore, user: &str, keep: Option<&TokenHash>) -> Result<u64, StoreError> {
+    delete_all_in_passes(r, user, keep, || async {}).await
+}
+
+/// [`delete_all`], calling `between` after each read of the index (the
+/// tests rotate a session there).
+async fn delete_all_in_passes<F, Fut>(
+    r: &RedisStore,
+    user: &str,
+    keep: Option<&TokenHash>,
+    mut between: F,
+) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut n = 0;
-    for (hash, _) in members(r, user).await? {
-        if Some(&hash) != keep && delete(r, &hash).await? {
-            n += 1;
+    for _ in 0..END_ALL_PASSES {
+        let doomed: Vec<TokenHash> =
+            members(r, user).await?.into_iter().map(|(hash, _)| hash).filter(|h| Some(h) != keep).collect();
+        if doomed.is_empty() {
+            break;
+        }
+        between().await;
+        for hash in &doomed {
+            if delete(r, hash).await? {
+                n += 1;
+            }
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::limit::redis::RedisSettings;
+
+    /// A session whose token rotates while "sign out everywhere" runs is
+    /// ended too. Needs `RAMPART_TEST_REDIS_URL` (scripts/test sets it).
+    #[tokio::test]
+    async fn a_session_rotated_while_all_are_ended_is_ended_too() {
+        let Ok(url) = std::env::var("RAMPART_TEST_REDIS_URL") else {
+            println!("skipped: RAMPART_TEST_REDIS_URL not set (scripts/test sets it)");
+            return;
+        };
+        let mut settings = RedisSettings::new(url);
+        settings.key_prefix = format!("t-{}:", uuid::Uuid::now_v7().simple());
+        let r = RedisStore::new(settings).unwrap();
+        for _ in 0..100 {
+            if r.is_available() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(r.is_available(), "redis did not come up");
+        let now = 1_000;
+        let new = |token: &str| NewSession {
+            token_hash: TokenHash::of(token),
+            user_id: "u-1".into(),
+            roles: vec![],
+            tier: None,
+            token_version: 0,
+            amr: vec!["pwd".into()],
+            expires_at: u64::try_from(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
+            )
+            .unwrap()
+                + 600_000,
+            user_agent: None,
+            ip: None,
+        };
+        for token in ["a", "b", "kept"] {
+            create(&r, &new(token), 10, now, 0).await.unwrap();
+        }
+        let touch = SessionTouch { last_seen_at: now + 1, ip: None, roles: vec![], tier: None, token_version: 0 };
+        let mut rotated = false;
+        let ended = delete_all_in_passes(&r, "u-1", Some(&TokenHash::of("kept")), || {
+            let first = !std::mem::replace(&mut rotated, true);
+            let (r, touch) = (&r, &touch);
+            async move {
+                // Between the read and the deletes: `a` becomes `a2`.
+                if first {
+                    assert!(rotate(r, &TokenHash::of("a"), &TokenHash::of("a2"), touch, 0).await.unwrap());
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let left: Vec<_> = members(&r, "u-1").await.unwrap().into_iter().map(|(h, _)| h).collect();
+        assert!(left == vec![TokenHash::of("kept")], "the rotated session outlived sign-out everywhere");
+        assert!(get(&r, &TokenHash::of("a2")).await.unwrap().is_none());
+        assert_eq!(ended, 2, "b, then a as a2");
+    }
 }
